@@ -1,0 +1,107 @@
+//! The engine's error type.
+
+use crate::guard::Refusal;
+use crate::site::{SiteError, SiteId};
+
+/// Everything that can go wrong in the engine. Guard refusals name their rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A write refused by a rule (R3–R8); nothing was written.
+    #[error("{0}")]
+    Refused(Box<Refusal>),
+    /// The write does not fit the declared schema (unknown table or field, wrong type).
+    #[error("schema: {0}")]
+    Schema(String),
+    /// A site the store does not know.
+    #[error("unknown site {0}")]
+    UnknownSite(SiteId),
+    /// A site declaration that contradicts the directory (a second central, a duplicate id…).
+    #[error(transparent)]
+    Site(#[from] SiteError),
+    /// The record does not exist.
+    #[error("no record {table}/{key}")]
+    NotFound {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
+    /// Reservation asked on a table whose records are not documents.
+    #[error("table {0} does not hold documents: only documents can be reserved (R7)")]
+    NotReservable(String),
+    /// A host type that cannot be mapped to or from a record's fields.
+    #[error("record mapping: {0}")]
+    Mapping(String),
+    /// The store was opened with another site identity than the one it was created for.
+    #[error("this store belongs to site {stored}, not {given}")]
+    IdentityMismatch {
+        /// The identity recorded in the store.
+        stored: String,
+        /// The identity given to open it.
+        given: String,
+    },
+    /// The store was created with another schema.
+    #[error(
+        "the store's schema fingerprint is {stored:016x} but the declared schema's is {declared:016x}"
+    )]
+    SchemaMismatch {
+        /// Recorded in the store.
+        stored: u64,
+        /// Declared now.
+        declared: u64,
+    },
+    /// A previous write to disk failed; the store refuses writes until it is reopened.
+    #[error("the store is poisoned by an earlier failed write to disk ({0}); reopen it")]
+    Poisoned(String),
+    /// Stored bytes that do not decode (a damaged file).
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The storage layer failed.
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    /// A file-system error outside the store file.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The refusal, if this is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the error came from the storage layer (and so poisons a write).
+    pub(crate) fn is_storage(&self) -> bool {
+        matches!(self, Error::Storage(_))
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        Error::Refused(Box::new(r))
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1347 @@
+//! The store: one site's durable copy of the business data, and the ways to change it.
+//!
+//! Local writes go through [`Store::write`]; changes from other sites through [`Store::apply`].
+//! Both run the same guards ([`crate::guard`]) and the same last-writer-wins rule, in one redb
+//! write transaction each.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::guard::{self, Refusal, Rule};
+use crate::hlc::{self, Clock, Hlc, Stamp};
+use crate::keys;
+use crate::knowledge::{Dot, Knowledge};
+use crate::mapping;
+use crate::record::{Change, Creation, RawRecord, Record, Register, Slot};
+use crate::rejection::Rejection;
+use crate::schema::{Policy, Schema, TableDef};
+use crate::site::{Site, SiteDirectory, SiteId};
+use crate::storage::{CellReader, Db, ReadTables, WriteTables};
+use crate::value::Value;
+
+/// The file name of the store inside its directory.
+pub const STORE_FILE_NAME: &str = "outpost.redb";
+
+/// Default bound beyond which a received stamp ahead of the local clock is reported: 5 minutes.
+pub const SKEW_MS_MAX_DEFAULT: u64 = 5 * 60 * 1000;
+
+const META_SITE: &str = "site";
+const META_SCHEMA: &str = "schema_fingerprint";
+const META_HLC: &str = "hlc_high_water";
+const META_NEXT_SEQ: &str = "next_seq";
+const META_KNOWLEDGE: &str = "knowledge";
+const META_KEY_SEQ_PREFIX: &str = "key_seq:";
+
+/// What a store needs to open: who it is, what it holds, where time comes from.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// This site.
+    pub site: Site,
+    /// The deployment's schema.
+    pub schema: Schema,
+    /// The source of physical time.
+    pub clock: Arc<dyn Clock>,
+    /// A received stamp further ahead of the local clock than this is reported.
+    pub skew_ms_max: u64,
+}
+
+impl StoreConfig {
+    /// A configuration with the default skew bound.
+    pub fn new(site: Site, schema: Schema, clock: impl Clock + 'static) -> Self {
+        StoreConfig {
+            site,
+            schema,
+            clock: Arc::new(clock),
+            skew_ms_max: SKEW_MS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// In-memory state mirrored from the `meta`, `sites` and `permissions` tables. A write works on
+/// a copy and swaps it in only once its transaction committed.
+#[derive(Clone, Debug)]
+struct State {
+    hlc: Hlc,
+    // Invariant: greater than every sequence number this site has committed.
+    next_seq: u64,
+    knowledge: Knowledge,
+    sites: SiteDirectory,
+    denied: BTreeMap<SiteId, BTreeSet<String>>,
+}
+
+/// One site's store.
+#[derive(Debug)]
+pub struct Store {
+    db: Db,
+    site: Site,
+    schema: Arc<Schema>,
+    clock: Arc<dyn Clock>,
+    skew_ms_max: u64,
+    state: Mutex<State>,
+    /// Set when a write to disk failed: the store's state on disk is then unknown to us.
+    poisoned: Mutex<Option<String>>,
+}
+
+/// What one local commit did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commit {
+    /// The commit's dot, if it wrote any register.
+    pub dot: Option<Dot>,
+    /// The changes it made, one per register written.
+    pub changes: Vec<Change>,
+}
+
+/// The fate of one incoming change.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// It won and is now stored.
+    Applied,
+    /// A later write already holds the register; the change is kept in knowledge only.
+    Superseded,
+    /// The store already had it.
+    AlreadyHad,
+    /// A rule refused it; it is in the rejection log.
+    Refused(Rule),
+}
+
+/// A received stamp ahead of the local clock by more than the configured bound.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AheadReport {
+    /// The change's dot.
+    pub dot: Dot,
+    /// Its stamp.
+    pub stamp: Stamp,
+    /// How far ahead of local physical time.
+    pub ahead_ms: u64,
+}
+
+/// What [`Store::apply`] did with a batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MergeReport {
+    /// One outcome per change, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// The refused changes' refusals, with their index in the input.
+    pub refusals: Vec<(usize, Refusal)>,
+    /// Stamps further ahead of the local clock than the bound (applied, and reported).
+    pub ahead: Vec<AheadReport>,
+}
+
+impl MergeReport {
+    /// How many changes had this outcome.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.outcomes.iter().filter(|o| **o == outcome).count()
+    }
+
+    /// How many were refused, whatever the rule.
+    pub fn refused(&self) -> usize {
+        self.refusals.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside a write leaves the committed state untouched (writes work on a copy).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn table_def<'s>(schema: &'s Schema, table: &str) -> Result<&'s TableDef> {
+    schema
+        .table(table)
+        .ok_or_else(|| Error::Schema(format!("unknown table {table}")))
+}
+
+/// Checks a slot and value against the schema; `Err` holds the reason.
+fn check_slot(def: &TableDef, slot: &Slot, value: &Value) -> Result<(), String> {
+    match slot {
+        Slot::Created => match value {
+            Value::Null => Ok(()),
+            other => Err(format!(
+                "a creation carries null, not {}",
+                other.kind_name()
+            )),
+        },
+        Slot::Tombstone => match value {
+            Value::Bool(_) => Ok(()),
+            other => Err(format!(
+                "a deletion carries a bool, not {}",
+                other.kind_name()
+            )),
+        },
+        Slot::Field(field) => match def.field_kind(field) {
+            None => Err(format!("table {} has no field {field}", def.name())),
+            Some(kind) if !kind.accepts(value) => Err(format!(
+                "{}.{field} is declared {kind:?}, not {}",
+                def.name(),
+                value.kind_name()
+            )),
+            Some(_) => Ok(()),
+        },
+    }
+}
+
+fn put_u64(t: &mut WriteTables<'_>, name: &str, v: u64) -> Result<()> {
+    t.put_meta(name, &v.to_le_bytes())
+}
+
+fn get_u64(t: &WriteTables<'_>, name: &str) -> Result<Option<u64>> {
+    match t.meta(name)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let arr: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt(format!("meta {name} is not 8 bytes")))?;
+            Ok(Some(u64::from_le_bytes(arr)))
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store of `config.site` in directory `dir`. Every commit is durable
+    /// when it returns.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        std::fs::create_dir_all(dir.as_ref())?;
+        Self::init(Db::open_file(&dir.as_ref().join(STORE_FILE_NAME))?, config)
+    }
+
+    /// A store held in memory (tests, the simulator), through the same code as a file store.
+    pub fn in_memory(config: StoreConfig) -> Result<Store> {
+        Self::init(Db::in_memory()?, config)
+    }
+
+    /// A store on any redb storage backend (for fault injection).
+    pub fn with_backend(backend: impl redb::StorageBackend, config: StoreConfig) -> Result<Store> {
+        Self::init(Db::with_backend(backend)?, config)
+    }
+
+    fn init(db: Db, config: StoreConfig) -> Result<Store> {
+        let fingerprint = config.schema.fingerprint();
+        let site = config.site.clone();
+        let state = db.write(|t| {
+            match t.meta(META_SITE)? {
+                Some(bytes) => {
+                    let stored: Site = postcard::from_bytes(&bytes)
+                        .map_err(|e| Error::Corrupt(format!("site identity: {e}")))?;
+                    if stored != site {
+                        return Err(Error::IdentityMismatch {
+                            stored: stored.to_string(),
+                            given: site.to_string(),
+                        });
+                    }
+                }
+                None => {
+                    let bytes = postcard::to_stdvec(&site)
+                        .map_err(|e| Error::Corrupt(format!("site identity: {e}")))?;
+                    t.put_meta(META_SITE, &bytes)?;
+                }
+            }
+            match get_u64(t, META_SCHEMA)? {
+                Some(stored) if stored != fingerprint => {
+                    return Err(Error::SchemaMismatch {
+                        stored,
+                        declared: fingerprint,
+                    });
+                }
+                Some(_) => {}
+                None => put_u64(t, META_SCHEMA, fingerprint)?,
+            }
+            let knowledge: Knowledge = match t.meta(META_KNOWLEDGE)? {
+                Some(bytes) => postcard::from_bytes(&bytes)
+                    .map_err(|e| Error::Corrupt(format!("knowledge: {e}")))?,
+                None => Knowledge::new(),
+            };
+            if !knowledge.is_well_formed() {
+                return Err(Error::Corrupt("knowledge ranges are malformed".into()));
+            }
+            let mut sites = SiteDirectory::default();
+            for s in t.sites()? {
+                sites.add(s)?;
+            }
+            if sites.get(site.id).is_none() {
+                sites.add(site.clone())?;
+                t.put_site(&site)?;
+            }
+            Ok(State {
+                hlc: Hlc::new(Stamp::from_u64(get_u64(t, META_HLC)?.unwrap_or(0))),
+                next_seq: get_u64(t, META_NEXT_SEQ)?.unwrap_or(1),
+                knowledge,
+                sites,
+                denied: t.all_denied()?.into_iter().collect(),
+            })
+        })?;
+        Ok(Store {
+            db,
+            site: config.site,
+            schema: Arc::new(config.schema),
+            clock: config.clock,
+            skew_ms_max: config.skew_ms_max,
+            state: Mutex::new(state),
+            poisoned: Mutex::new(None),
+        })
+    }
+
+    /// This store's site.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// The schema the store was opened with.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The known sites.
+    pub fn sites(&self) -> SiteDirectory {
+        lock(&self.state).sites.clone()
+    }
+
+    /// What this store has, per origin site.
+    pub fn knowledge(&self) -> Knowledge {
+        lock(&self.state).knowledge.clone()
+    }
+
+    /// The highest stamp issued or observed (persisted: never goes back across a reopen).
+    pub fn clock_high_water(&self) -> Stamp {
+        lock(&self.state).hlc.last()
+    }
+
+    /// The tables a site may not write (R4/R9).
+    pub fn denied_tables(&self, site: SiteId) -> BTreeSet<String> {
+        lock(&self.state)
+            .denied
+            .get(&site)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How far a stamp is ahead of this site's clock, in milliseconds.
+    pub fn ahead_ms(&self, stamp: Stamp) -> u64 {
+        hlc::ahead_ms(stamp, self.clock.now_ms())
+    }
+
+    /// The bound beyond which a stamp ahead of the local clock is reported.
+    pub fn skew_ms_max(&self) -> u64 {
+        self.skew_ms_max
+    }
+
+    /// Whether a failed write to disk has poisoned the store.
+    pub fn is_poisoned(&self) -> bool {
+        lock(&self.poisoned).is_some()
+    }
+
+    /// Runs one write transaction; the state copy is swapped in only on commit, and a failure of
+    /// the storage layer poisons the store.
+    fn with_write<R>(
+        &self,
+        body: impl FnOnce(&mut WriteTables<'_>, &mut State) -> Result<R>,
+    ) -> Result<R> {
+        if let Some(why) = lock(&self.poisoned).clone() {
+            return Err(Error::Poisoned(why));
+        }
+        let mut state = lock(&self.state);
+        let mut staged = state.clone();
+        match self.db.write(|t| body(t, &mut staged)) {
+            Ok(r) => {
+                *state = staged;
+                drop(state);
+                if cfg!(feature = "slow-assertions") {
+                    self.check_invariants()?;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                if e.is_storage() {
+                    *lock(&self.poisoned) = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` as one local commit: every write in it shares one dot and one stamp, and either
+    /// all of them are stored or none (an error from `f` aborts the transaction).
+    pub fn write<R>(&self, f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>) -> Result<R> {
+        self.transact(None, f).map(|(r, _)| r)
+    }
+
+    /// Like [`Store::write`], acting as `holder` — the only one who may write the documents it
+    /// has reserved (R7).
+    pub fn write_as<R>(
+        &self,
+        holder: &str,
+        f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>,
+    ) -> Result<R> {
+        self.transact(Some(holder), f).map(|(r, _)| r)
+    }
+
+    /// Like [`Store::write`], also returning what the commit did.
+    pub fn write_commit<R>(
+        &self,
+        f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>,
+    ) -> Result<(R, Commit)> {
+        self.transact(None, f)
+    }
+
+    fn transact<R>(
+        &self,
+        holder: Option<&str>,
+        f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>,
+    ) -> Result<(R, Commit)> {
+        self.with_write(|tables, state| {
+            let mut tx = WriteTx {
+                store: self,
+                tables,
+                state,
+                holder,
+                dot: None,
+                changes: Vec::new(),
+                change_index: HashMap::new(),
+            };
+            let r = f(&mut tx)?;
+            let commit = tx.finish()?;
+            Ok((r, commit))
+        })
+    }
+
+    /// Merges changes received from `source` in one write transaction, then records `covers` —
+    /// the dots the batch covers completely — as known. Each change passes the guards and
+    /// last-writer-wins; refused ones go to the rejection log. Idempotent, commutative and
+    /// associative for changes the guards accept.
+    pub fn apply(
+        &self,
+        source: SiteId,
+        changes: impl IntoIterator<Item = Change>,
+        covers: &Knowledge,
+    ) -> Result<MergeReport> {
+        if source == self.site.id {
+            return Err(Error::Schema(format!(
+                "site {source} cannot apply changes from itself"
+            )));
+        }
+        let now_ms = self.clock.now_ms();
+        self.with_write(|t, state| {
+            let source_site = state
+                .sites
+                .get(source)
+                .cloned()
+                .ok_or(Error::UnknownSite(source))?;
+            let mut merge = Merge {
+                schema: &self.schema,
+                t,
+                state,
+                source: &source_site,
+                now_ms,
+                skew_ms_max: self.skew_ms_max,
+                report: MergeReport::default(),
+            };
+            for (i, change) in changes.into_iter().enumerate() {
+                let outcome = merge.one(i, change)?;
+                merge.report.outcomes.push(outcome);
+            }
+            let mut report = merge.report;
+            if !covers.is_well_formed() {
+                return Err(Error::Schema("malformed knowledge ranges".into()));
+            }
+            state.knowledge.union_with(covers);
+            persist_clock_and_knowledge(t, state)?;
+            report.outcomes.shrink_to_fit();
+            Ok(report)
+        })
+    }
+
+    /// A consistent read snapshot.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            tables: self.db.read()?,
+            schema: Arc::clone(&self.schema),
+        })
+    }
+
+    /// A record as the application sees it (`None` if absent or deleted).
+    pub fn record(&self, table: &str, key: &str) -> Result<Option<Record>> {
+        self.snapshot()?.record(table, key)
+    }
+
+    /// A record mapped to the host's type (one top-level field per register).
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        self.snapshot()?.get(table, key)
+    }
+
+    /// Every visible record of a table, in key order.
+    pub fn scan(&self, table: &str) -> Result<Vec<Record>> {
+        self.snapshot()?.scan(table, None, None)
+    }
+
+    /// The rejection log.
+    pub fn rejections(&self) -> Result<Vec<Rejection>> {
+        self.snapshot()?.rejections()
+    }
+
+    /// The changes a site with knowledge `peer` lacks, streamed from one snapshot. With
+    /// `exclude_reserved`, changes of reserved documents are left out (R7) and their dots
+    /// reported by [`ChangesLacking::left_out`].
+    pub fn changes_lacking(
+        &self,
+        peer: &Knowledge,
+        exclude_reserved: bool,
+    ) -> Result<ChangesLacking> {
+        // Take the snapshot under the state lock so knowledge and data agree.
+        let state = lock(&self.state);
+        let tables = self.db.read()?;
+        let knowledge = state.knowledge.clone();
+        drop(state);
+        let mut ranges = VecDeque::new();
+        for (site, set) in knowledge.difference(peer).iter() {
+            for (a, b) in set.ranges() {
+                ranges.push_back((site, *a, *b));
+            }
+        }
+        Ok(ChangesLacking {
+            tables,
+            schema: Arc::clone(&self.schema),
+            ranges,
+            current: None,
+            exclude_reserved,
+            knowledge,
+            left_out: Knowledge::new(),
+            last_record: None,
+        })
+    }
+
+    /// Reserves a document for `holder` (R7): only `holder` may write it, and it stays out of
+    /// emissions until released.
+    pub fn reserve(&self, table: &str, key: &str, holder: &str) -> Result<()> {
+        self.write(|tx| tx.reserve(table, key, holder))
+    }
+
+    /// Releases `holder`'s reservation of a document.
+    pub fn release(&self, table: &str, key: &str, holder: &str) -> Result<()> {
+        self.write(|tx| tx.release(table, key, holder))
+    }
+
+    /// Freezes a document for its remote creator (R6); the replicator calls it at emission.
+    /// Returns whether the table freezes at all.
+    pub fn freeze(&self, table: &str, key: &str) -> Result<bool> {
+        self.write(|tx| tx.freeze(table, key))
+    }
+
+    /// Registers a site (central's, or a remote's once created).
+    pub fn add_site(&self, site: Site) -> Result<()> {
+        self.write(|tx| tx.add_site(site))
+    }
+
+    /// Sets the tables a site may not write (R4/R9).
+    pub fn set_denied_tables(&self, site: SiteId, tables: BTreeSet<String>) -> Result<()> {
+        self.write(|tx| tx.set_denied_tables(site, tables))
+    }
+
+    /// Walks the whole store and checks its invariants: every register's dot is indexed and
+    /// every index entry points at its register; every register's record exists; the clock's
+    /// high-water mark is at least every stored stamp. O(n): for tests and `slow-assertions`.
+    pub fn check_invariants(&self) -> Result<()> {
+        let state = lock(&self.state).clone();
+        let snap = self.db.read()?;
+        let cells = snap.cells_between(&[], &[0xFF; 1], None)?;
+        let dot_keys = snap.all_dot_keys()?;
+        let created: BTreeSet<Vec<u8>> = cells
+            .iter()
+            .filter_map(|(cell, _)| {
+                let ck = keys::decode_cell_key(cell)?;
+                (ck.slot == Slot::Created).then(|| cell.get(..ck.prefix_len).map(<[u8]>::to_vec))?
+            })
+            .collect();
+        let fail = |what: String| Err(Error::Corrupt(format!("invariant: {what}")));
+        if dot_keys.len() != cells.len() {
+            return fail(format!(
+                "{} registers but {} dot-index entries",
+                cells.len(),
+                dot_keys.len()
+            ));
+        }
+        let indexed: BTreeSet<&[u8]> = dot_keys.iter().map(Vec::as_slice).collect();
+        for (cell, reg) in &cells {
+            if !indexed.contains(keys::dot_key(reg.dot, cell).as_slice()) {
+                return fail(format!("register {cell:?} has no dot-index entry"));
+            }
+            if reg.stamp > state.hlc.last() {
+                return fail(format!("stamp {:?} is above the clock", reg.stamp));
+            }
+            let Some(ck) = keys::decode_cell_key(cell) else {
+                return fail(format!("undecodable cell key {cell:?}"));
+            };
+            if !created.contains(cell.get(..ck.prefix_len).unwrap_or_default()) {
+                return fail(format!("register {cell:?} has no creation"));
+            }
+            if reg.dot.site == self.site.id && reg.dot.seq >= state.next_seq {
+                return fail(format!("own dot {} not below next_seq", reg.dot));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn persist_clock_and_knowledge(t: &mut WriteTables<'_>, state: &State) -> Result<()> {
+    put_u64(t, META_HLC, state.hlc.last().as_u64())?;
+    let bytes = postcard::to_stdvec(&state.knowledge)
+        .map_err(|e| Error::Corrupt(format!("knowledge: {e}")))?;
+    t.put_meta(META_KNOWLEDGE, &bytes)
+}
+
+/// One local write transaction. Obtained from [`Store::write`].
+pub struct WriteTx<'a, 't> {
+    store: &'a Store,
+    tables: &'a mut WriteTables<'t>,
+    state: &'a mut State,
+    holder: Option<&'a str>,
+    dot: Option<(Dot, Stamp)>,
+    changes: Vec<Change>,
+    change_index: HashMap<Vec<u8>, usize>,
+}
+
+impl std::fmt::Debug for WriteTx<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("site", &self.store.site.id)
+            .field("holder", &self.holder)
+            .field("dot", &self.dot)
+            .finish()
+    }
+}
+
+impl WriteTx<'_, '_> {
+    /// This transaction's dot and stamp, taken at its first register write.
+    fn dot(&mut self) -> (Dot, Stamp) {
+        if let Some(d) = self.dot {
+            return d;
+        }
+        let dot = Dot {
+            site: self.store.site.id,
+            seq: self.state.next_seq,
+        };
+        let stamp = self.state.hlc.tick(self.store.clock.now_ms());
+        self.state.next_seq += 1;
+        self.dot = Some((dot, stamp));
+        (dot, stamp)
+    }
+
+    fn finish(self) -> Result<Commit> {
+        if let Some((dot, _)) = self.dot {
+            self.state.knowledge.insert(dot);
+            put_u64(self.tables, META_NEXT_SEQ, self.state.next_seq)?;
+            persist_clock_and_knowledge(self.tables, self.state)?;
+        }
+        Ok(Commit {
+            dot: self.dot.map(|(d, _)| d),
+            changes: self.changes,
+        })
+    }
+
+    /// Sets one field of a record, creating the record if needed.
+    pub fn set(
+        &mut self,
+        table: &str,
+        key: &str,
+        field: &str,
+        value: impl Into<Value>,
+    ) -> Result<()> {
+        self.write_slot(table, key, Slot::Field(field.to_owned()), value.into())
+    }
+
+    /// Sets several fields of a record at once.
+    pub fn set_fields(
+        &mut self,
+        table: &str,
+        key: &str,
+        fields: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<()> {
+        for (field, value) in fields {
+            self.write_slot(table, key, Slot::Field(field), value)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a host value: each top-level field becomes one register (see [`crate::mapping`]).
+    pub fn put<T: Serialize + ?Sized>(&mut self, table: &str, key: &str, value: &T) -> Result<()> {
+        let fields = mapping::to_fields(value)?;
+        self.set_fields(table, key, fields)
+    }
+
+    /// Deletes a record (a tombstone, last-writer-wins against updates).
+    pub fn delete(&mut self, table: &str, key: &str) -> Result<()> {
+        if self.record(table, key)?.is_none() {
+            return Err(Error::NotFound {
+                table: table.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        self.write_slot(table, key, Slot::Tombstone, Value::Bool(true))
+    }
+
+    /// Reads a record, including this transaction's own writes.
+    pub fn record(&self, table: &str, key: &str) -> Result<Option<Record>> {
+        table_def(&self.store.schema, table)?;
+        let prefix = keys::record_prefix(table, key);
+        let raw = assemble(table, key, self.tables.record_cells(&prefix)?)?;
+        Ok(raw.and_then(|r| r.visible()))
+    }
+
+    /// Reads a record as the host's type, including this transaction's own writes.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        self.record(table, key)?
+            .map(|r| mapping::from_fields(&r.fields))
+            .transpose()
+    }
+
+    /// A new site-unique key for `table`, like `BSOC-000123`.
+    pub fn new_key(&mut self, table: &str) -> Result<String> {
+        table_def(&self.store.schema, table)?;
+        let name = format!("{META_KEY_SEQ_PREFIX}{table}");
+        let n = get_u64(self.tables, &name)?.unwrap_or(0) + 1;
+        put_u64(self.tables, &name, n)?;
+        Ok(format!("{}-{n:06}", self.store.site.code))
+    }
+
+    /// See [`Store::reserve`].
+    pub fn reserve(&mut self, table: &str, key: &str, holder: &str) -> Result<()> {
+        let prefix = self.document_prefix(table, key)?;
+        match self.tables.reservation(&prefix)? {
+            Some(h) if h != holder => Err(Refusal {
+                rule: Rule::R7,
+                writer: self.store.site.id,
+                table: table.to_owned(),
+                key: key.to_owned(),
+                field: None,
+                reason: format!("the document is already reserved by {h}"),
+            }
+            .into()),
+            Some(_) => Ok(()),
+            None => self.tables.set_reservation(&prefix, Some(holder)),
+        }
+    }
+
+    /// See [`Store::release`].
+    pub fn release(&mut self, table: &str, key: &str, holder: &str) -> Result<()> {
+        let prefix = self.document_prefix(table, key)?;
+        match self.tables.reservation(&prefix)? {
+            Some(h) if h != holder => Err(Refusal {
+                rule: Rule::R7,
+                writer: self.store.site.id,
+                table: table.to_owned(),
+                key: key.to_owned(),
+                field: None,
+                reason: format!("the document is reserved by {h}, not {holder}"),
+            }
+            .into()),
+            Some(_) => self.tables.set_reservation(&prefix, None),
+            None => Ok(()),
+        }
+    }
+
+    /// See [`Store::freeze`].
+    pub fn freeze(&mut self, table: &str, key: &str) -> Result<bool> {
+        let prefix = self.document_prefix(table, key)?;
+        let freezes = matches!(
+            table_def(&self.store.schema, table)?.policy(),
+            Policy::Document {
+                frozen_once_synced: true
+            }
+        );
+        if freezes {
+            self.tables.freeze(&prefix)?;
+        }
+        Ok(freezes)
+    }
+
+    /// See [`Store::add_site`].
+    pub fn add_site(&mut self, site: Site) -> Result<()> {
+        self.state.sites.add(site.clone())?;
+        self.tables.put_site(&site)
+    }
+
+    /// See [`Store::set_denied_tables`].
+    pub fn set_denied_tables(&mut self, site: SiteId, tables: BTreeSet<String>) -> Result<()> {
+        if self.state.sites.get(site).is_none() {
+            return Err(Error::UnknownSite(site));
+        }
+        if let Some(bad) = tables.iter().find(|t| self.store.schema.table(t).is_none()) {
+            return Err(Error::Schema(format!("unknown table {bad}")));
+        }
+        self.tables.put_denied(site, &tables)?;
+        if tables.is_empty() {
+            self.state.denied.remove(&site);
+        } else {
+            self.state.denied.insert(site, tables);
+        }
+        Ok(())
+    }
+
+    /// The record prefix of an existing document.
+    fn document_prefix(&self, table: &str, key: &str) -> Result<Vec<u8>> {
+        if !table_def(&self.store.schema, table)?.is_document() {
+            return Err(Error::NotReservable(table.to_owned()));
+        }
+        let prefix = keys::record_prefix(table, key);
+        if self.tables.created(&prefix)?.is_none() {
+            return Err(Error::NotFound {
+                table: table.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        Ok(prefix)
+    }
+
+    fn write_slot(&mut self, table: &str, key: &str, slot: Slot, value: Value) -> Result<()> {
+        let store = self.store;
+        let def = table_def(&store.schema, table)?;
+        check_slot(def, &slot, &value).map_err(Error::Schema)?;
+        let prefix = keys::record_prefix(table, key);
+        let created = self.tables.created(&prefix)?;
+        let holder_of = if def.is_document() {
+            self.tables.reservation(&prefix)?
+        } else {
+            None
+        };
+        guard::check(&guard::Write {
+            table: def,
+            key,
+            slot: &slot,
+            writer: &store.site,
+            creator: created.map_or(store.site.id, |c| c.site()),
+            frozen: self.tables.is_frozen(&prefix)?,
+            denied: self
+                .state
+                .denied
+                .get(&store.site.id)
+                .is_some_and(|d| d.contains(table)),
+            reservation: holder_of.as_deref().map(|h| (h, self.holder)),
+        })?;
+        let (dot, stamp) = self.dot();
+        let created = match created {
+            Some(c) => c,
+            None => {
+                let c = Creation { stamp, dot };
+                let cell = keys::created_key(&prefix);
+                self.tables.put_cell(&cell, None, &creation_register(c))?;
+                self.track(
+                    cell,
+                    Change {
+                        table: table.to_owned(),
+                        key: key.to_owned(),
+                        slot: Slot::Created,
+                        value: Value::Null,
+                        stamp,
+                        dot,
+                        created: c,
+                    },
+                );
+                c
+            }
+        };
+        let cell = keys::cell_key(&prefix, &slot);
+        let old = self.tables.cell(&cell)?;
+        let new = Register {
+            value: value.clone(),
+            stamp,
+            dot,
+        };
+        // The clock is past every stamp stored, so a local write always wins (or rewrites its
+        // own register within this transaction).
+        debug_assert!(
+            old.as_ref()
+                .is_none_or(|o| o.dot == dot || o.marker() < new.marker())
+        );
+        self.tables.put_cell(&cell, old.as_ref(), &new)?;
+        let change = Change {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            slot,
+            value,
+            stamp,
+            dot,
+            created,
+        };
+        self.track(cell, change);
+        Ok(())
+    }
+
+    /// Adds a change to the commit's list, replacing an earlier one to the same register.
+    fn track(&mut self, cell: Vec<u8>, change: Change) {
+        match self.change_index.get(&cell) {
+            Some(&i) => {
+                if let Some(c) = self.changes.get_mut(i) {
+                    *c = change;
+                }
+            }
+            None => {
+                self.change_index.insert(cell, self.changes.len());
+                self.changes.push(change);
+            }
+        }
+    }
+}
+
+/// The state of one [`Store::apply`].
+struct Merge<'a, 't> {
+    schema: &'a Schema,
+    t: &'a mut WriteTables<'t>,
+    state: &'a mut State,
+    source: &'a Site,
+    now_ms: u64,
+    skew_ms_max: u64,
+    report: MergeReport,
+}
+
+impl Merge<'_, '_> {
+    fn one(&mut self, index: usize, change: Change) -> Result<Outcome> {
+        if self.state.knowledge.contains(change.dot) {
+            return Ok(Outcome::AlreadyHad);
+        }
+        match self.judge(&change)? {
+            Err(refusal) => {
+                let cell = keys::cell_key(
+                    &keys::record_prefix(&change.table, &change.key),
+                    &change.slot,
+                );
+                let rule = refusal.rule;
+                self.t.put_rejection(
+                    change.dot,
+                    &cell,
+                    &Rejection {
+                        source: self.source.id,
+                        change,
+                        refusal: refusal.clone(),
+                        at_ms: self.now_ms,
+                    },
+                )?;
+                self.report.refusals.push((index, refusal));
+                Ok(Outcome::Refused(rule))
+            }
+            Ok((prefix, created, is_document)) => {
+                let ahead_ms = hlc::ahead_ms(change.stamp, self.now_ms);
+                if ahead_ms > self.skew_ms_max {
+                    self.report.ahead.push(AheadReport {
+                        dot: change.dot,
+                        stamp: change.stamp,
+                        ahead_ms,
+                    });
+                }
+                self.state.hlc.observe(change.stamp);
+                // The creation merges as a minimum, whatever the field register's fate: every
+                // change carries it, so a record's creator is known from any of its changes.
+                let created_cell = keys::created_key(&prefix);
+                let creation_outcome = match created {
+                    None => {
+                        self.t
+                            .put_cell(&created_cell, None, &creation_register(change.created))?;
+                        Outcome::Applied
+                    }
+                    Some(c) if c == change.created => Outcome::AlreadyHad,
+                    Some(c) if change.created < c && !is_document => {
+                        self.t.put_cell(
+                            &created_cell,
+                            Some(&creation_register(c)),
+                            &creation_register(change.created),
+                        )?;
+                        Outcome::Applied
+                    }
+                    Some(_) => Outcome::Superseded,
+                };
+                if change.slot == Slot::Created {
+                    return Ok(creation_outcome);
+                }
+                let cell = keys::cell_key(&prefix, &change.slot);
+                let old = self.t.cell(&cell)?;
+                let new_marker = change.marker();
+                match old.as_ref().map(Register::marker) {
+                    Some(m) if m == new_marker => Ok(Outcome::AlreadyHad),
+                    Some(m) if m > new_marker => Ok(Outcome::Superseded),
+                    _ => {
+                        let new = Register {
+                            value: change.value,
+                            stamp: change.stamp,
+                            dot: change.dot,
+                        };
+                        self.t.put_cell(&cell, old.as_ref(), &new)?;
+                        Ok(Outcome::Applied)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the guards on an incoming change. `Ok(Ok(..))` carries the record prefix, its
+    /// stored creation marker and whether it is a document.
+    #[allow(clippy::type_complexity)]
+    fn judge(&self, change: &Change) -> Result<Result<(Vec<u8>, Option<Creation>, bool), Refusal>> {
+        let refuse = |rule: Rule, writer: SiteId, reason: String| Refusal {
+            rule,
+            writer,
+            table: change.table.clone(),
+            key: change.key.clone(),
+            field: match &change.slot {
+                Slot::Field(f) => Some(f.clone()),
+                Slot::Created | Slot::Tombstone => None,
+            },
+            reason,
+        };
+        let origin = change.dot.site;
+        let Some(writer) = self.state.sites.get(origin) else {
+            return Ok(Err(refuse(
+                Rule::R1,
+                origin,
+                format!("the change claims origin site {origin}, which is unknown here"),
+            )));
+        };
+        if self.source.role == crate::site::Role::Remote && origin != self.source.id {
+            return Ok(Err(refuse(
+                Rule::R1,
+                origin,
+                format!(
+                    "remote {} sent a change it claims site {origin} made; a remote sends only its own",
+                    self.source.code
+                ),
+            )));
+        }
+        let Some(def) = self.schema.table(&change.table) else {
+            return Ok(Err(refuse(
+                Rule::Schema,
+                origin,
+                format!("unknown table {}", change.table),
+            )));
+        };
+        if let Err(reason) = check_slot(def, &change.slot, &change.value) {
+            return Ok(Err(refuse(Rule::Schema, origin, reason)));
+        }
+        if change.slot == Slot::Created
+            && (change.stamp, change.dot) != (change.created.stamp, change.created.dot)
+        {
+            return Ok(Err(refuse(
+                Rule::R1,
+                origin,
+                "a creation whose stamp and dot are not those it claims".to_owned(),
+            )));
+        }
+        let prefix = keys::record_prefix(&change.table, &change.key);
+        let created = self.t.created(&prefix)?;
+        if let Some(m) = created
+            && def.is_document()
+            && m != change.created
+        {
+            return Ok(Err(refuse(
+                Rule::R5,
+                origin,
+                format!(
+                    "the change claims the document was created by site {}, but it was created by site {}",
+                    change.created.site(),
+                    m.site()
+                ),
+            )));
+        }
+        let verdict = guard::check(&guard::Write {
+            table: def,
+            key: &change.key,
+            slot: &change.slot,
+            writer,
+            creator: created.map_or(change.created.site(), |m| m.site()),
+            frozen: self.t.is_frozen(&prefix)?,
+            denied: self
+                .state
+                .denied
+                .get(&origin)
+                .is_some_and(|d| d.contains(&change.table)),
+            reservation: None,
+        });
+        Ok(verdict.map(|()| (prefix, created, def.is_document())))
+    }
+}
+
+fn creation_register(c: Creation) -> Register {
+    Register {
+        value: Value::Null,
+        stamp: c.stamp,
+        dot: c.dot,
+    }
+}
+
+/// Builds a record from its registers (all of one record, `Created` first); `None` if empty.
+fn assemble(table: &str, key: &str, cells: Vec<(Vec<u8>, Register)>) -> Result<Option<RawRecord>> {
+    let mut raw: Option<RawRecord> = None;
+    for (cell, reg) in cells {
+        let ck = keys::decode_cell_key(&cell)
+            .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
+        match (ck.slot, raw.as_mut()) {
+            (Slot::Created, None) => {
+                raw = Some(RawRecord {
+                    table: table.to_owned(),
+                    key: key.to_owned(),
+                    created: Creation {
+                        stamp: reg.stamp,
+                        dot: reg.dot,
+                    },
+                    tombstone: None,
+                    fields: BTreeMap::new(),
+                });
+            }
+            (Slot::Tombstone, Some(r)) => r.tombstone = Some(reg),
+            (Slot::Field(name), Some(r)) => {
+                r.fields.insert(name, reg);
+            }
+            _ => {
+                return Err(Error::Corrupt(format!(
+                    "record {table}/{key}: registers without a single creation"
+                )));
+            }
+        }
+    }
+    Ok(raw)
+}
+
+/// A consistent, read-only view of a store at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    tables: ReadTables,
+    schema: Arc<Schema>,
+}
+
+impl Snapshot {
+    /// A record with all its registers, including those a deletion hides.
+    pub fn raw_record(&self, table: &str, key: &str) -> Result<Option<RawRecord>> {
+        table_def(&self.schema, table)?;
+        let prefix = keys::record_prefix(table, key);
+        let end = keys::prefix_end(&prefix);
+        assemble(table, key, self.tables.cells_between(&prefix, &end, None)?)
+    }
+
+    /// A record as the application sees it.
+    pub fn record(&self, table: &str, key: &str) -> Result<Option<Record>> {
+        Ok(self.raw_record(table, key)?.and_then(|r| r.visible()))
+    }
+
+    /// A record as the host's type.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        self.record(table, key)?
+            .map(|r| mapping::from_fields(&r.fields))
+            .transpose()
+    }
+
+    /// Visible records of a table in key order, from `start_key` (inclusive), at most `limit`.
+    pub fn scan(
+        &self,
+        table: &str,
+        start_key: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        let raws = self.scan_raw(table, start_key, limit)?;
+        Ok(raws.iter().filter_map(RawRecord::visible).collect())
+    }
+
+    /// Stored records (deleted ones too) of a table in key order, from `start_key`, at most
+    /// `limit`.
+    pub fn scan_raw(
+        &self,
+        table: &str,
+        start_key: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RawRecord>> {
+        table_def(&self.schema, table)?;
+        let (table_start, end) = keys::table_bounds(table);
+        let mut start = match start_key {
+            Some(k) => keys::record_prefix(table, k),
+            None => table_start,
+        };
+        let mut out: Vec<RawRecord> = Vec::new();
+        // The registers of the record being gathered: its key and cells.
+        let mut current: Option<(String, Vec<(Vec<u8>, Register)>)> = None;
+        // Read in chunks of registers, grouping them by record.
+        const CHUNK: usize = 1024;
+        loop {
+            let cells = self.tables.cells_between(&start, &end, Some(CHUNK))?;
+            let Some((last, _)) = cells.last() else { break };
+            let mut next_start = last.clone();
+            next_start.push(0);
+            let n = cells.len();
+            for (cell, reg) in cells {
+                let ck = keys::decode_cell_key(&cell)
+                    .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
+                if current.as_ref().is_some_and(|(k, _)| *k != ck.key) {
+                    if let Some((k, cs)) = current.take() {
+                        out.extend(assemble(table, &k, cs)?);
+                    }
+                    if limit.is_some_and(|l| out.len() >= l) {
+                        return Ok(out);
+                    }
+                }
+                current
+                    .get_or_insert_with(|| (ck.key.clone(), Vec::new()))
+                    .1
+                    .push((cell, reg));
+            }
+            if n < CHUNK {
+                break;
+            }
+            start = next_start;
+        }
+        if let Some((k, cs)) = current.take() {
+            out.extend(assemble(table, &k, cs)?);
+        }
+        Ok(out)
+    }
+
+    /// The rejection log, in the order of the refused changes' dots.
+    pub fn rejections(&self) -> Result<Vec<Rejection>> {
+        self.tables.rejections()
+    }
+
+    /// Current reservations: `(table, key, holder)`.
+    pub fn reservations(&self) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for (prefix, holder) in self.tables.reservations()? {
+            // A record prefix followed by the creation slot byte decodes as a cell key.
+            let mut probe = prefix;
+            probe.push(0x00);
+            let ck = keys::decode_cell_key(&probe)
+                .ok_or_else(|| Error::Corrupt("undecodable reservation key".into()))?;
+            out.push((ck.table, ck.key, holder));
+        }
+        Ok(out)
+    }
+
+    /// Whether a document is frozen (R6).
+    pub fn is_frozen(&self, table: &str, key: &str) -> Result<bool> {
+        self.tables.is_frozen(&keys::record_prefix(table, key))
+    }
+
+    /// The reservation holder of a document, if reserved (R7).
+    pub fn reserved_by(&self, table: &str, key: &str) -> Result<Option<String>> {
+        self.tables.reservation(&keys::record_prefix(table, key))
+    }
+
+    /// The replicated content as raw key/value bytes: registers, then creation markers. Two
+    /// stores that received the same changes return identical bytes.
+    pub fn replicated_content(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.replicated_content()
+    }
+
+    /// The knowledge persisted with this snapshot.
+    pub fn knowledge(&self) -> Result<Knowledge> {
+        match self.tables.meta(META_KNOWLEDGE)? {
+            Some(bytes) => {
+                postcard::from_bytes(&bytes).map_err(|e| Error::Corrupt(format!("knowledge: {e}")))
+            }
+            None => Ok(Knowledge::new()),
+        }
+    }
+}
+
+/// A stream of the changes a peer lacks, from one snapshot; see [`Store::changes_lacking`].
+pub struct ChangesLacking {
+    tables: ReadTables,
+    schema: Arc<Schema>,
+    ranges: VecDeque<(SiteId, u64, u64)>,
+    current: Option<crate::storage::DotRange>,
+    exclude_reserved: bool,
+    knowledge: Knowledge,
+    left_out: Knowledge,
+    /// The last record looked up: prefix, creation marker, reserved.
+    last_record: Option<(Vec<u8>, Creation, bool)>,
+}
+
+impl std::fmt::Debug for ChangesLacking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangesLacking")
+            .field("ranges_left", &self.ranges.len())
+            .field("left_out", &self.left_out)
+            .finish()
+    }
+}
+
+impl ChangesLacking {
+    /// The sender's knowledge at the snapshot.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.knowledge
+    }
+
+    /// The dots left out so far because their records were reserved (R7).
+    pub fn left_out(&self) -> &Knowledge {
+        &self.left_out
+    }
+
+    /// What a receiver of every change yielded can count as known: the sender's knowledge less
+    /// the dots left out. Meaningful once the stream is exhausted.
+    pub fn covered(&self) -> Knowledge {
+        self.knowledge.difference(&self.left_out)
+    }
+
+    fn change_at(&mut self, dot_key: &[u8]) -> Result<Option<Change>> {
+        let corrupt = || Error::Corrupt(format!("dot index entry {dot_key:?}"));
+        let (dot, cell) = keys::decode_dot_key(dot_key).ok_or_else(corrupt)?;
+        let ck = keys::decode_cell_key(cell).ok_or_else(corrupt)?;
+        let prefix = cell.get(..ck.prefix_len).ok_or_else(corrupt)?;
+        let cached = match &self.last_record {
+            Some((p, created, reserved)) if p.as_slice() == prefix => Some((*created, *reserved)),
+            _ => None,
+        };
+        let (created, reserved) = match cached {
+            Some(c) => c,
+            None => {
+                let created = self.tables.created(prefix)?.ok_or_else(corrupt)?;
+                let reserved = self.exclude_reserved
+                    && self
+                        .schema
+                        .table(&ck.table)
+                        .is_some_and(TableDef::is_document)
+                    && self.tables.reservation(prefix)?.is_some();
+                self.last_record = Some((prefix.to_vec(), created, reserved));
+                (created, reserved)
+            }
+        };
+        if reserved {
+            self.left_out.insert(dot);
+            return Ok(None);
+        }
+        let reg = self.tables.cell(cell)?.ok_or_else(corrupt)?;
+        if reg.dot != dot {
+            return Err(corrupt());
+        }
+        Ok(Some(Change {
+            table: ck.table,
+            key: ck.key,
+            slot: ck.slot,
+            value: reg.value,
+            stamp: reg.stamp,
+            dot,
+            created,
+        }))
+    }
+}
+
+impl Iterator for ChangesLacking {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let Some(range) = self.current.as_mut() else {
+                let (site, first, last) = self.ranges.pop_front()?;
+                let (start, end) = keys::dot_bounds(site, first, last);
+                match self.tables.dots_between(&start, &end) {
+                    Ok(r) => self.current = Some(r),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            };
+            match range.next() {
+                None => self.current = None,
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(key)) => match self.change_at(&key) {
+                    Ok(Some(change)) => return Some(Ok(change)),
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
+    }
+}
