@@ -220,6 +220,15 @@ impl Knowledge {
         out
     }
 
+    /// The part of this knowledge about one origin site.
+    pub fn only(&self, site: SiteId) -> Knowledge {
+        let mut out = Knowledge::new();
+        if let Some(r) = self.origins.get(&site) {
+            out.origins.insert(site, r.clone());
+        }
+        out
+    }
+
     /// The ranges known of one origin.
     pub fn of(&self, site: SiteId) -> Option<&RangeSet> {
         self.origins.get(&site)

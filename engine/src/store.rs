@@ -20,7 +20,7 @@ use crate::mapping;
 use crate::record::{Change, Creation, RawRecord, Record, Register, Slot};
 use crate::rejection::Rejection;
 use crate::schema::{Policy, Schema, TableDef};
-use crate::site::{Site, SiteDirectory, SiteId};
+use crate::site::{Role, Site, SiteDirectory, SiteId};
 use crate::storage::{CellReader, Db, ReadTables, WriteTables};
 use crate::value::Value;
 
@@ -446,7 +446,13 @@ impl Store {
             if !covers.is_well_formed() {
                 return Err(Error::Schema("malformed knowledge ranges".into()));
             }
-            state.knowledge.union_with(covers);
+            // A remote vouches only for its own changes: what else it claims to cover, central
+            // already knows (it came from central), and believing it would let a remote hide
+            // another site's changes from central.
+            match source_site.role {
+                Role::Remote => state.knowledge.union_with(&covers.only(source)),
+                Role::Central => state.knowledge.union_with(covers),
+            }
             persist_clock_and_knowledge(t, state)?;
             report.outcomes.shrink_to_fit();
             Ok(report)
@@ -996,7 +1002,7 @@ impl Merge<'_, '_> {
                 format!("the change claims origin site {origin}, which is unknown here"),
             )));
         };
-        if self.source.role == crate::site::Role::Remote && origin != self.source.id {
+        if self.source.role == Role::Remote && origin != self.source.id {
             return Ok(Err(refuse(
                 Rule::R1,
                 origin,

@@ -1,0 +1,205 @@
+//! Durability, the persisted clock, and the poisoned store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use outpost_engine::{Error, ManualClock, Store, StoreConfig, Value};
+
+const CHILD_ENV: &str = "OUTPOST_DURABILITY_CHILD_DIR";
+
+fn open_file_store(dir: &std::path::Path, id: u16, clock: &ManualClock) -> Store {
+    Store::open(dir, StoreConfig::new(site(id), schema(), clock.clone())).unwrap()
+}
+
+/// In the child: commit one record after another, announcing each once `write` has returned,
+/// until killed.
+fn child(dir: &str) -> ! {
+    let clock = ManualClock::new(T0_MS);
+    let store = open_file_store(std::path::Path::new(dir), BSOC, &clock);
+    for i in 1u64.. {
+        clock.advance(1);
+        store
+            .write(|tx| tx.set("customers", &format!("C{i:06}"), "name", format!("n{i}")))
+            .unwrap();
+        println!("committed {i}");
+    }
+    unreachable!()
+}
+
+#[test]
+fn durability_a_commit_survives_sigkill_right_after_it_returns() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        child(&dir);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u64 {
+        let mut proc = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "durability_a_commit_survives_sigkill_right_after_it_returns",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = proc.stdout.take().unwrap();
+        let kill_after = 5 + round * 7;
+        let mut last = 0u64;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("committed ") {
+                last = n.parse().unwrap();
+                if last >= kill_after {
+                    // SIGKILL: no destructor, no flush, no chance to finish anything.
+                    proc.kill().unwrap();
+                    break;
+                }
+            }
+        }
+        proc.wait().unwrap();
+        assert!(last >= kill_after, "the child stopped before committing");
+        // Reopen: everything announced is there (the child may have committed one more).
+        let clock = ManualClock::new(T0_MS);
+        let store = open_file_store(dir.path(), BSOC, &clock);
+        store.check_invariants().unwrap();
+        for i in 1..=last {
+            let r = store
+                .record("customers", &format!("C{i:06}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: commit {i} lost after SIGKILL"));
+            assert_eq!(r.get("name"), Some(&Value::from(format!("n{i}"))));
+        }
+        // The next child starts over from 1: it overwrites the same keys, which is fine.
+        drop(store);
+    }
+}
+
+#[test]
+fn hlc_never_regresses_across_a_reopen_even_with_the_clock_set_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0_MS);
+    let store = open_file_store(dir.path(), ASOC, &clock);
+    let (_, first) = store
+        .write_commit(|tx| tx.set("customers", "C1", "name", "before"))
+        .unwrap();
+    let high = store.clock_high_water();
+    drop(store);
+    // The machine's clock is set back a day before the restart.
+    clock.set(T0_MS - 86_400_000);
+    let store = open_file_store(dir.path(), ASOC, &clock);
+    assert_eq!(store.clock_high_water(), high);
+    let (_, second) = store
+        .write_commit(|tx| tx.set("customers", "C1", "name", "after"))
+        .unwrap();
+    assert!(second.changes[0].stamp > first.changes[0].stamp);
+    assert_eq!(
+        second.dot.unwrap().seq,
+        first.dot.unwrap().seq + 1,
+        "sequence resumes"
+    );
+    assert_eq!(
+        store
+            .record("customers", "C1")
+            .unwrap()
+            .unwrap()
+            .get("name"),
+        Some(&Value::from("after"))
+    );
+}
+
+#[test]
+fn a_store_refuses_to_open_as_another_site_or_with_another_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0_MS);
+    drop(open_file_store(dir.path(), BSOC, &clock));
+    let err = Store::open(
+        dir.path(),
+        StoreConfig::new(site(CSOC), schema(), clock.clone()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::IdentityMismatch { .. }), "{err}");
+    let other = outpost_engine::Schema::new([
+        outpost_engine::TableDef::shared("x").field("y", outpost_engine::FieldKind::Any)
+    ])
+    .unwrap();
+    let err = Store::open(dir.path(), StoreConfig::new(site(BSOC), other, clock)).unwrap_err();
+    assert!(matches!(err, Error::SchemaMismatch { .. }), "{err}");
+}
+
+/// An in-memory backend whose writes and syncs fail while `fail` is set.
+#[derive(Debug)]
+struct FailingBackend {
+    inner: redb::backends::InMemoryBackend,
+    fail: Arc<AtomicBool>,
+}
+
+impl FailingBackend {
+    fn check(&self) -> std::io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            Err(std::io::Error::other("injected disk failure"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for FailingBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+#[test]
+fn a_failed_disk_write_poisons_the_store() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let backend = FailingBackend {
+        inner: redb::backends::InMemoryBackend::new(),
+        fail: Arc::clone(&fail),
+    };
+    let clock = ManualClock::new(T0_MS);
+    let store =
+        Store::with_backend(backend, StoreConfig::new(site(BSOC), schema(), clock)).unwrap();
+    store
+        .write(|tx| tx.set("customers", "C1", "name", "kept"))
+        .unwrap();
+    let knowledge = store.knowledge();
+    fail.store(true, Ordering::SeqCst);
+    let err = store
+        .write(|tx| tx.set("customers", "C2", "name", "lost"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err}");
+    assert!(store.is_poisoned());
+    // The disk is back, but the store does not carry on in an unknown state.
+    fail.store(false, Ordering::SeqCst);
+    let err = store
+        .write(|tx| tx.set("customers", "C3", "name", "refused"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    assert!(err.to_string().contains("reopen"), "{err}");
+    // Nothing of the failed commit is in the in-memory state.
+    assert_eq!(store.knowledge(), knowledge);
+}
