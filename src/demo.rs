@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use outpost_engine::{
-    Change, FieldKind, ManualClock, Policy, Schema, Site, SiteId, Store, StoreConfig,
-    TableDef, Value,
+    Change, FieldKind, ManualClock, Policy, Schema, Site, SiteId, Store, StoreConfig, TableDef,
+    Value,
 };
 
 /// 2026-11-25 00:00 UTC.
@@ -80,7 +80,9 @@ impl Demo {
                 let line = format!("{who} {what}: {e}");
                 self.say(line);
             }
-            Ok(()) => self.say(format!("{who} {what}: ACCEPTED — this should have been refused")),
+            Ok(()) => self.say(format!(
+                "{who} {what}: ACCEPTED — this should have been refused"
+            )),
         }
     }
 
@@ -95,7 +97,11 @@ impl Demo {
         if emission {
             let docs: BTreeSet<(String, String)> = changes
                 .iter()
-                .filter(|c| from.schema().table(&c.table).is_some_and(|t| t.is_document()))
+                .filter(|c| {
+                    from.schema()
+                        .table(&c.table)
+                        .is_some_and(|t| t.is_document())
+                })
                 .map(|c| (c.table.clone(), c.key.clone()))
                 .collect();
             for (table, key) in &docs {
@@ -153,7 +159,11 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
         dir.display()
     );
 
-    d.at(8, 0, "central ASOC sets the catalogue; the remotes start the day with it");
+    d.at(
+        8,
+        0,
+        "central ASOC sets the catalogue; the remotes start the day with it",
+    );
     asoc.write(|tx| {
         tx.set("articles", "ART-CHAIR", "name", "Chair")?;
         tx.set("articles", "ART-CHAIR", "price", dec("49.90"))?;
@@ -163,7 +173,11 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
     d.send(&asoc, &bsoc, false)?;
     d.send(&asoc, &csoc, false)?;
 
-    d.at(10, 15, "BSOC works offline: a customer, a sale, a cash register, a stock receipt");
+    d.at(
+        10,
+        15,
+        "BSOC works offline: a customer, a sale, a cash register, a stock receipt",
+    );
     let (customer, sale) = bsoc.write(|tx| {
         let c = tx.new_key("customers")?;
         tx.set("customers", &c, "name", "Dupont SARL")?;
@@ -196,7 +210,11 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
         csoc.write(|tx| tx.set("stock_documents", "CSOC-STK1", "quantity", 3)),
     );
 
-    d.at(20, 45, "a BSOC user opens a second sale for editing (reserved) and leaves it open");
+    d.at(
+        20,
+        45,
+        "a BSOC user opens a second sale for editing (reserved) and leaves it open",
+    );
     let open_sale = bsoc.write(|tx| {
         let s = tx.new_key("sales_documents")?;
         tx.set("sales_documents", &s, "status", "being edited")?;
@@ -205,7 +223,11 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
     bsoc.reserve("sales_documents", &open_sale, "till-1")?;
     d.say(format!("{open_sale} reserved by till-1"));
 
-    d.at(21, 0, "BSOC connects and emits (fixed time, deferred return)");
+    d.at(
+        21,
+        0,
+        "BSOC connects and emits (fixed time, deferred return)",
+    );
     d.send(&bsoc, &asoc, true)?;
     d.refused(
         "BSOC",
@@ -213,7 +235,11 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
         bsoc.write(|tx| tx.set("sales_documents", &sale, "status", "cancelled")),
     );
 
-    d.at(21, 30, "central edits BSOC's customer; central tries to close BSOC's register");
+    d.at(
+        21,
+        30,
+        "central edits BSOC's customer; central tries to close BSOC's register",
+    );
     asoc.write(|tx| tx.set("customers", &customer, "address", "12 quai Perrache"))?;
     d.refused(
         "ASOC",
@@ -224,7 +250,11 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
     d.at(22, 0, "CSOC connects and emits");
     d.send(&csoc, &asoc, true)?;
 
-    d.at(23, 0, "central prepares one return per remote (common deferred return time)");
+    d.at(
+        23,
+        0,
+        "central prepares one return per remote (common deferred return time)",
+    );
     let return_b: Vec<Change> = asoc
         .changes_lacking(&bsoc.knowledge(), false)?
         .collect::<Result<_, _>>()?;

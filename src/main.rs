@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "outpost", version, about = "Embedded, replicated, local-first storage")]
+#[command(
+    name = "outpost",
+    version,
+    about = "Embedded, replicated, local-first storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

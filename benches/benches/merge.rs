@@ -39,7 +39,11 @@ fn merge(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let store = open(&central, Some(dir.path()), &clock);
         store
-            .apply(SiteId(2), changes.clone(), &outpost_engine::Knowledge::new())
+            .apply(
+                SiteId(2),
+                changes.clone(),
+                &outpost_engine::Knowledge::new(),
+            )
             .unwrap_or_else(|e| panic!("apply: {e}"));
         group.bench_function(format!("remerge_durable/{n_changes}_changes"), |b| {
             b.iter_batched(

@@ -981,7 +981,7 @@ impl Merge<'_, '_> {
 
     /// Runs the guards on an incoming change. `Ok(Ok(..))` carries the record prefix, its
     /// stored creation marker and whether it is a document.
-    #[allow(clippy::type_complexity)]
+    #[expect(clippy::type_complexity, reason = "used once, right below")]
     fn judge(&self, change: &Change) -> Result<Result<(Vec<u8>, Option<Creation>, bool), Refusal>> {
         let refuse = |rule: Rule, writer: SiteId, reason: String| Refusal {
             rule,
@@ -1065,6 +1065,9 @@ impl Merge<'_, '_> {
     }
 }
 
+/// A register with its cell key.
+type Cell = (Vec<u8>, Register);
+
 fn creation_register(c: Creation) -> Register {
     Register {
         value: Value::Null,
@@ -1074,7 +1077,7 @@ fn creation_register(c: Creation) -> Register {
 }
 
 /// Builds a record from its registers (all of one record, `Created` first); `None` if empty.
-fn assemble(table: &str, key: &str, cells: Vec<(Vec<u8>, Register)>) -> Result<Option<RawRecord>> {
+fn assemble(table: &str, key: &str, cells: Vec<Cell>) -> Result<Option<RawRecord>> {
     let mut raw: Option<RawRecord> = None;
     for (cell, reg) in cells {
         let ck = keys::decode_cell_key(&cell)
@@ -1161,7 +1164,7 @@ impl Snapshot {
         };
         let mut out: Vec<RawRecord> = Vec::new();
         // The registers of the record being gathered: its key and cells.
-        let mut current: Option<(String, Vec<(Vec<u8>, Register)>)> = None;
+        let mut current: Option<(String, Vec<Cell>)> = None;
         // Read in chunks of registers, grouping them by record.
         const CHUNK: usize = 1024;
         loop {

@@ -7,7 +7,12 @@
 //!
 //! Fixed default seed; `PROPTEST_RNG_SEED=<n>` and `PROPTEST_CASES=<n>` change the run. A failure
 //! prints the command that reproduces it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod common;
 
