@@ -60,6 +60,10 @@ pub enum Error {
     /// The storage layer failed.
     #[error("storage: {0}")]
     Storage(#[from] redb::Error),
+    /// The input stream being applied failed (a flow that does not decode); the transaction
+    /// was aborted and the store is unchanged.
+    #[error("input: {0}")]
+    Input(Box<dyn std::error::Error + Send + Sync>),
     /// A file-system error outside the store file.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

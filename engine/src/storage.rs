@@ -12,6 +12,7 @@
 //! | `meta` | name | bytes: identity, schema, clock, sequence, knowledge | local |
 //! | `sites` | site id | postcard [`Site`] | local copy of configuration |
 //! | `permissions` | site id | postcard list of denied tables (R4/R9) | local copy of configuration |
+//! | `local` | bytes | bytes — the replicator's side table (sync table, journal, logs) | local |
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -40,6 +41,7 @@ const REJECTIONS: TableDefinition<Bytes, Bytes> = TableDefinition::new("rejectio
 const META: TableDefinition<&str, Bytes> = TableDefinition::new("meta");
 const SITES: TableDefinition<u16, Bytes> = TableDefinition::new("sites");
 const PERMISSIONS: TableDefinition<u16, Bytes> = TableDefinition::new("permissions");
+const LOCAL: TableDefinition<Bytes, Bytes> = TableDefinition::new("local");
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
@@ -131,6 +133,7 @@ pub(crate) struct WriteTables<'t> {
     meta: Table<'t, &'static str, Bytes>,
     sites: Table<'t, u16, Bytes>,
     permissions: Table<'t, u16, Bytes>,
+    local: Table<'t, Bytes, Bytes>,
 }
 
 impl std::fmt::Debug for WriteTables<'_> {
@@ -150,6 +153,7 @@ impl<'t> WriteTables<'t> {
             meta: txn.open_table(META)?,
             sites: txn.open_table(SITES)?,
             permissions: txn.open_table(PERMISSIONS)?,
+            local: txn.open_table(LOCAL)?,
         })
     }
 
@@ -163,6 +167,37 @@ impl<'t> WriteTables<'t> {
         self.by_dot
             .insert(keys::dot_key(new.dot, cell).as_slice(), ())?;
         Ok(())
+    }
+
+    /// Removes a register and its dot-index entry.
+    pub fn remove_cell(&mut self, cell: &[u8], old: &Register) -> Result<()> {
+        self.by_dot
+            .remove(keys::dot_key(old.dot, cell).as_slice())?;
+        self.cells.remove(cell)?;
+        Ok(())
+    }
+
+    pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.local.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    pub fn local_put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.local.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn local_remove(&mut self, key: &[u8]) -> Result<()> {
+        self.local.remove(key)?;
+        Ok(())
+    }
+
+    pub fn local_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        collect_raw(self.local.range::<&[u8]>(start..end)?, limit)
     }
 
     pub fn is_frozen(&self, prefix: &[u8]) -> Result<bool> {
@@ -258,6 +293,21 @@ fn get_decoded<T: DeserializeOwned>(
     }
 }
 
+fn collect_raw(
+    range: redb::Range<'_, Bytes, Bytes>,
+    limit: Option<usize>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for entry in range {
+        let (k, v) = entry?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+        if limit.is_some_and(|l| out.len() >= l) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 fn collect_cells(
     range: redb::Range<'_, Bytes, Bytes>,
     limit: Option<usize>,
@@ -281,6 +331,7 @@ pub(crate) struct ReadTables {
     reservations: ReadOnlyTable<Bytes, &'static str>,
     rejections: ReadOnlyTable<Bytes, Bytes>,
     meta: ReadOnlyTable<&'static str, Bytes>,
+    local: ReadOnlyTable<Bytes, Bytes>,
 }
 
 impl std::fmt::Debug for ReadTables {
@@ -298,7 +349,21 @@ impl ReadTables {
             reservations: txn.open_table(RESERVATIONS)?,
             rejections: txn.open_table(REJECTIONS)?,
             meta: txn.open_table(META)?,
+            local: txn.open_table(LOCAL)?,
         })
+    }
+
+    pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.local.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    pub fn local_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        collect_raw(self.local.range::<&[u8]>(start..end)?, limit)
     }
 
     pub fn is_frozen(&self, prefix: &[u8]) -> Result<bool> {

@@ -400,6 +400,7 @@ impl Store {
                 dot: None,
                 changes: Vec::new(),
                 change_index: HashMap::new(),
+                state_moved: false,
             };
             let r = f(&mut tx)?;
             let commit = tx.finish()?;
@@ -417,43 +418,28 @@ impl Store {
         changes: impl IntoIterator<Item = Change>,
         covers: &Knowledge,
     ) -> Result<MergeReport> {
-        if source == self.site.id {
-            return Err(Error::Schema(format!(
-                "site {source} cannot apply changes from itself"
-            )));
-        }
-        let now_ms = self.clock.now_ms();
-        self.with_write(|t, state| {
-            let source_site = state
-                .sites
-                .get(source)
-                .cloned()
-                .ok_or(Error::UnknownSite(source))?;
-            let mut merge = Merge {
-                schema: &self.schema,
-                t,
-                state,
-                source: &source_site,
-                now_ms,
-                skew_ms_max: self.skew_ms_max,
-                report: MergeReport::default(),
-            };
-            for (i, change) in changes.into_iter().enumerate() {
-                let outcome = merge.one(i, change)?;
-                merge.report.outcomes.push(outcome);
+        self.apply_stream(
+            source,
+            changes.into_iter().map(Ok::<_, std::convert::Infallible>),
+            covers,
+        )
+    }
+
+    /// Like [`Store::apply`], from a fallible stream (a flow being decoded): the first error
+    /// aborts the whole transaction, so the store is left unchanged.
+    pub fn apply_stream<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        source: SiteId,
+        changes: impl IntoIterator<Item = std::result::Result<Change, E>>,
+        covers: &Knowledge,
+    ) -> Result<MergeReport> {
+        self.write(|tx| {
+            let mut report = MergeReport::default();
+            for change in changes {
+                let change = change.map_err(|e| Error::Input(Box::new(e)))?;
+                tx.apply_change(source, change, &mut report)?;
             }
-            let mut report = merge.report;
-            if !covers.is_well_formed() {
-                return Err(Error::Schema("malformed knowledge ranges".into()));
-            }
-            // A remote vouches only for its own changes: what else it claims to cover, central
-            // already knows (it came from central), and believing it would let a remote hide
-            // another site's changes from central.
-            match source_site.role {
-                Role::Remote => state.knowledge.union_with(&covers.only(source)),
-                Role::Central => state.knowledge.union_with(covers),
-            }
-            persist_clock_and_knowledge(t, state)?;
+            tx.add_knowledge(source, covers)?;
             report.outcomes.shrink_to_fit();
             Ok(report)
         })
@@ -606,6 +592,8 @@ pub struct WriteTx<'a, 't> {
     dot: Option<(Dot, Stamp)>,
     changes: Vec<Change>,
     change_index: HashMap<Vec<u8>, usize>,
+    /// Whether the clock or knowledge moved without a local dot (a merge).
+    state_moved: bool,
 }
 
 impl std::fmt::Debug for WriteTx<'_, '_> {
@@ -638,12 +626,148 @@ impl WriteTx<'_, '_> {
         if let Some((dot, _)) = self.dot {
             self.state.knowledge.insert(dot);
             put_u64(self.tables, META_NEXT_SEQ, self.state.next_seq)?;
+        }
+        if self.dot.is_some() || self.state_moved {
             persist_clock_and_knowledge(self.tables, self.state)?;
         }
         Ok(Commit {
             dot: self.dot.map(|(d, _)| d),
             changes: self.changes,
         })
+    }
+
+    /// Merges one change received from `source` (see [`Store::apply`]); its outcome is pushed
+    /// onto `report`, and a refusal is also written to the rejection log.
+    pub fn apply_change(
+        &mut self,
+        source: SiteId,
+        change: Change,
+        report: &mut MergeReport,
+    ) -> Result<Outcome> {
+        let store = self.store;
+        if source == store.site.id {
+            return Err(Error::UnknownSite(source));
+        }
+        let source_site = self
+            .state
+            .sites
+            .get(source)
+            .cloned()
+            .ok_or(Error::UnknownSite(source))?;
+        self.state_moved = true;
+        let mut merge = Merge {
+            schema: &store.schema,
+            t: self.tables,
+            state: self.state,
+            source: &source_site,
+            now_ms: store.clock.now_ms(),
+            skew_ms_max: store.skew_ms_max,
+            report,
+        };
+        let index = merge.report.outcomes.len();
+        let outcome = merge.one(index, change)?;
+        merge.report.outcomes.push(outcome);
+        Ok(outcome)
+    }
+
+    /// Records `covers` as known, from `source`. A remote vouches only for its own changes:
+    /// what else it claims to cover central already knows (it came from central), and believing
+    /// it would let a remote hide another site's changes from central.
+    pub fn add_knowledge(&mut self, source: SiteId, covers: &Knowledge) -> Result<()> {
+        if !covers.is_well_formed() {
+            return Err(Error::Schema("malformed knowledge ranges".into()));
+        }
+        let role = self
+            .state
+            .sites
+            .get(source)
+            .map(|s| s.role)
+            .ok_or(Error::UnknownSite(source))?;
+        match role {
+            Role::Remote => self.state.knowledge.union_with(&covers.only(source)),
+            Role::Central => self.state.knowledge.union_with(covers),
+        }
+        self.state_moved = true;
+        Ok(())
+    }
+
+    /// Puts a register back to `to` (or removes it when `None`) — but only if it still holds
+    /// the write `expected`. No guard and no last-writer-wins: this undoes a local write that
+    /// central refused, so that the remote's copy is central's again (the replicator applies it
+    /// from a return). Returns whether the register was reverted.
+    pub fn revert(
+        &mut self,
+        table: &str,
+        key: &str,
+        slot: &Slot,
+        expected: Dot,
+        to: Option<&Register>,
+    ) -> Result<bool> {
+        table_def(&self.store.schema, table)?;
+        let cell = keys::cell_key(&keys::record_prefix(table, key), slot);
+        let Some(old) = self.tables.cell(&cell)? else {
+            return Ok(false);
+        };
+        if old.dot != expected {
+            return Ok(false);
+        }
+        match to {
+            Some(reg) => {
+                self.state.hlc.observe(reg.stamp);
+                self.state_moved = true;
+                self.tables.put_cell(&cell, Some(&old), reg)?;
+            }
+            None => self.tables.remove_cell(&cell, &old)?,
+        }
+        Ok(true)
+    }
+
+    /// A value of the store's local side table (not replicated): the replicator keeps its sync
+    /// table, journal and logs there, in the same transactions as the data.
+    pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tables.local_get(key)
+    }
+
+    /// Sets a value of the local side table.
+    pub fn local_put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tables.local_put(key, value)
+    }
+
+    /// Removes a value of the local side table.
+    pub fn local_remove(&mut self, key: &[u8]) -> Result<()> {
+        self.tables.local_remove(key)
+    }
+
+    /// Entries of the local side table from `start` (inclusive) to `end` (exclusive).
+    pub fn local_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.local_range(start, end, limit)
+    }
+
+    /// The store's site.
+    pub fn site(&self) -> &Site {
+        &self.store.site
+    }
+
+    /// The store's knowledge, as this transaction sees it.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.state.knowledge
+    }
+
+    /// Whether a document is frozen (R6).
+    pub fn is_frozen(&self, table: &str, key: &str) -> Result<bool> {
+        self.tables.is_frozen(&keys::record_prefix(table, key))
+    }
+
+    /// A record with every register, as this transaction sees it.
+    pub fn raw_record(&self, table: &str, key: &str) -> Result<Option<RawRecord>> {
+        table_def(&self.store.schema, table)?;
+        let prefix = keys::record_prefix(table, key);
+        assemble(table, key, self.tables.record_cells(&prefix)?)
     }
 
     /// Sets one field of a record, creating the record if needed.
@@ -898,7 +1022,7 @@ struct Merge<'a, 't> {
     source: &'a Site,
     now_ms: u64,
     skew_ms_max: u64,
-    report: MergeReport,
+    report: &'a mut MergeReport,
 }
 
 impl Merge<'_, '_> {
@@ -1233,6 +1357,21 @@ impl Snapshot {
     /// stores that received the same changes return identical bytes.
     pub fn replicated_content(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.tables.replicated_content()
+    }
+
+    /// A value of the local side table (see [`WriteTx::local_get`]).
+    pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tables.local_get(key)
+    }
+
+    /// Entries of the local side table from `start` (inclusive) to `end` (exclusive).
+    pub fn local_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.local_range(start, end, limit)
     }
 
     /// The knowledge persisted with this snapshot.
