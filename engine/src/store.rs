@@ -125,8 +125,8 @@ pub struct AheadReport {
 pub struct MergeReport {
     /// One outcome per change, in input order.
     pub outcomes: Vec<Outcome>,
-    /// The refused changes' refusals, with their index in the input.
-    pub refusals: Vec<(usize, Refusal)>,
+    /// The refused changes, whole, with their index in the input (also in the rejection log).
+    pub refusals: Vec<(usize, Rejection)>,
     /// Stamps further ahead of the local clock than the bound (applied, and reported).
     pub ahead: Vec<AheadReport>,
 }
@@ -316,6 +316,11 @@ impl Store {
             .get(&site)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The injected clock's time: UTC milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// How far a stamp is ahead of this site's clock, in milliseconds.
@@ -1037,17 +1042,15 @@ impl Merge<'_, '_> {
                     &change.slot,
                 );
                 let rule = refusal.rule;
-                self.t.put_rejection(
-                    change.dot,
-                    &cell,
-                    &Rejection {
-                        source: self.source.id,
-                        change,
-                        refusal: refusal.clone(),
-                        at_ms: self.now_ms,
-                    },
-                )?;
-                self.report.refusals.push((index, refusal));
+                let rejection = Rejection {
+                    source: self.source.id,
+                    change,
+                    refusal,
+                    at_ms: self.now_ms,
+                };
+                self.t
+                    .put_rejection(rejection.change.dot, &cell, &rejection)?;
+                self.report.refusals.push((index, rejection));
                 Ok(Outcome::Refused(rule))
             }
             Ok((prefix, created, is_document)) => {
@@ -1422,6 +1425,31 @@ impl ChangesLacking {
     /// the dots left out. Meaningful once the stream is exhausted.
     pub fn covered(&self) -> Knowledge {
         self.knowledge.difference(&self.left_out)
+    }
+
+    /// Every dot this stream will hold back because its record is reserved (R7), computed up
+    /// front from the same snapshot — so a flow's header can state what it covers before its
+    /// changes are written. Costs in proportion to the reserved documents' registers.
+    pub fn held_back(&self) -> Result<Knowledge> {
+        let mut out = Knowledge::new();
+        if !self.exclude_reserved {
+            return Ok(out);
+        }
+        for (prefix, _) in self.tables.reservations()? {
+            let end = keys::prefix_end(&prefix);
+            for (_, reg) in self.tables.cells_between(&prefix, &end, None)? {
+                out.insert(reg.dot);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a receiver of the whole stream can count as known, computed up front: the
+    /// sender's knowledge less [`ChangesLacking::held_back`]. Never less safe than
+    /// [`ChangesLacking::covered`]: it may leave out a few more dots, which are then simply sent
+    /// again later.
+    pub fn covered_up_front(&self) -> Result<Knowledge> {
+        Ok(self.knowledge.difference(&self.held_back()?))
     }
 
     fn change_at(&mut self, dot_key: &[u8]) -> Result<Option<Change>> {

@@ -1,6 +1,55 @@
-//! outpost-replicator: flows, central processing, returns, the journal, sync files.
+//! outpost-replicator: flows, central processing, returns, the journal, sync files and
+//! provisioning (SPEC T1, T3, S4, R6, R7, J1–J4, C6).
 //!
-//! **Empty for now.** The replicator issue fills it: the flow format (`docs/flow-format.md`),
-//! emission and return building on top of the engine's `Store::changes_lacking` and
-//! `Store::apply`, the sync table and the journal (SPEC T1, T3, J1–J4). Like the engine, its core
-//! is sans-IO: functions that take a store, bytes and a time, and return bytes and results.
+//! The core is sans-IO: functions take a [`Store`](outpost_engine::Store), a byte stream
+//! ([`std::io::Read`] or [`std::io::Write`]) and the store's injected clock, and return results.
+//! The file transport ([`files`]) is a thin adapter; the network one comes later.
+//!
+//! One exchange, the deferred cycle of SPEC J3:
+//! 1. 22:00, the remote: [`remote::emit`] writes every change central lacks (by central's
+//!    knowledge as last reported), leaves reserved documents out (R7), freezes the documents
+//!    it emitted (R6) and logs the emission.
+//! 2. Central: [`central::receive`] stores the flow whole in its sync table ("file ready",
+//!    T3); [`central::process_ready`] applies it with the guards keyed on the site that sent it,
+//!    recording start, end and executions in the [`journal`] (J1).
+//! 3. 23:00, central: [`central::build_return`] writes everything that remote lacks, central's
+//!    knowledge, the remote's configuration, and its refused changes with central's values.
+//! 4. 23:01, the remote: [`remote::apply_return`] applies it atomically, refuses a stale one,
+//!    puts back what central refused, takes the configuration (C6), and reports all of it with
+//!    its next emission.
+
+pub mod central;
+pub mod files;
+pub mod flow;
+pub mod journal;
+mod local;
+pub mod remote;
+
+pub use flow::{
+    ConfigSnapshot, DecodeError, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item,
+    ReturnAck, ReturnedRejection, SyncMode,
+};
+
+/// What can go wrong while replicating.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed or refused.
+    #[error(transparent)]
+    Engine(#[from] outpost_engine::Error),
+    /// A flow that cannot be read; nothing was applied.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// Writing a flow failed.
+    #[error("cannot write the flow: {0}")]
+    Io(#[from] std::io::Error),
+    /// A flow that decodes but does not belong here (wrong target, kind, schema, sender…).
+    #[error("flow refused: {0}")]
+    Refused(String),
+    /// No flow with that id.
+    #[error("no flow {0} in the sync table")]
+    UnknownFlow(FlowId),
+}
+
+/// The replicator's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,669 @@
+//! Central's side: the sync table, processing emissions, building returns, creating remotes and
+//! their bootstrap files.
+//!
+//! The sync table (T1) is kept in central's own store: a flow's bytes in chunks of the local
+//! side table, and a journal row. A flow is "file ready" (T3) only once all its bytes are stored
+//! and it has been read through to its end frame with every checksum right.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+
+use outpost_engine::{
+    Knowledge, MergeReport, Outcome, Rejection, Site, SiteId, Slot, Snapshot, Store,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{
+    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, ReturnAck,
+    ReturnedRejection, SyncMode,
+};
+use crate::journal::JournalRow;
+use crate::local;
+use crate::{Error, Result};
+
+/// Bytes per stored chunk of a flow.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// What central keeps about one remote.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RemoteRecord {
+    /// The highest emission sequence number received.
+    last_emission_seq: u64,
+    /// The remote's knowledge as its latest processed emission reported it.
+    knowledge: Knowledge,
+    /// Emissions processed and not yet answered by a return.
+    unanswered: Vec<FlowId>,
+    /// Its refused changes not yet acknowledged, with the return that last carried each.
+    rejections: Vec<(Rejection, Option<u64>)>,
+    /// Its settings (C4), sent with every return (C6).
+    settings: BTreeMap<String, String>,
+}
+
+fn remote_key(site: SiteId) -> Vec<u8> {
+    let mut k = local::CENTRAL_REMOTE.to_vec();
+    k.extend_from_slice(&site.0.to_be_bytes());
+    k
+}
+
+fn chunk_key(receipt: u64, chunk: u32) -> Vec<u8> {
+    let mut k = local::CHUNKS.to_vec();
+    k.extend_from_slice(&receipt.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+fn check_central(store: &Store) -> Result<()> {
+    if store.site().is_central() {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "{} is not the central site",
+            store.site()
+        )))
+    }
+}
+
+/// Creates a remote establishment at central: its site, the tables it may not write (R4/R9) and
+/// its settings. Its bootstrap file comes from [`write_bootstrap`].
+pub fn create_remote(
+    store: &Store,
+    site: Site,
+    denied_tables: BTreeSet<String>,
+    settings: BTreeMap<String, String>,
+) -> Result<()> {
+    check_central(store)?;
+    if site.is_central() {
+        return Err(Error::Refused(format!("{site} must be a remote")));
+    }
+    local::write(store, |tx| {
+        tx.add_site(site.clone())?;
+        tx.set_denied_tables(site.id, denied_tables)?;
+        let key = remote_key(site.id);
+        let mut rec: RemoteRecord = local::get(tx, &key)?.unwrap_or_default();
+        rec.settings = settings;
+        local::put(tx, &key, &rec)
+    })
+}
+
+/// Changes a remote's settings at central; they reach the remote with its next return (C6).
+pub fn set_remote_settings(
+    store: &Store,
+    remote: SiteId,
+    settings: BTreeMap<String, String>,
+) -> Result<()> {
+    local::write(store, |tx| {
+        let key = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &key)?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+        rec.settings = settings;
+        local::put(tx, &key, &rec)
+    })
+}
+
+fn config_for(store: &Store, rec: &RemoteRecord) -> ConfigSnapshot {
+    let sites: Vec<Site> = store.sites().iter().cloned().collect();
+    let denied = sites
+        .iter()
+        .map(|s| {
+            (
+                s.id,
+                store.denied_tables(s.id).into_iter().collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    ConfigSnapshot {
+        sites,
+        denied,
+        settings: rec.settings.clone(),
+    }
+}
+
+/// The result of receiving a flow.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Received {
+    /// Stored whole and checked: file ready.
+    Ready {
+        /// The flow.
+        id: FlowId,
+        /// Its size.
+        bytes: u64,
+        /// A gap or disorder in the remote's sequence, reported in the journal.
+        note: Option<String>,
+    },
+    /// The sync table already has this flow: it is not stored or applied again.
+    Duplicate(FlowId),
+}
+
+/// Receives an emission (from a file, later from the network) into the sync table. `sender` is
+/// the site that actually sent it, when the transport knows it (an authenticated connection):
+/// a flow claiming another site is refused. The flow is checked through to its end frame before
+/// it is "file ready"; a damaged or truncated flow is refused and nothing is kept.
+pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> Result<Received> {
+    check_central(store)?;
+    // 1. Store the bytes, chunk by chunk.
+    let receipt = local::write(store, |tx| {
+        let n: u64 = local::get(tx, local::RECEIPT_SEQ)?.unwrap_or(0) + 1;
+        local::put(tx, local::RECEIPT_SEQ, &n)?;
+        Ok(n)
+    })?;
+    let mut bytes = 0u64;
+    let mut chunk_no = 0u32;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let mut filled = 0;
+        while filled < CHUNK_BYTES {
+            let n = match input.read(buf.get_mut(filled..).unwrap_or_default()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    discard(store, receipt)?;
+                    return Err(Error::Io(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        let chunk = buf.get(..filled).unwrap_or_default();
+        local::write(store, |tx| {
+            Ok(tx.local_put(&chunk_key(receipt, chunk_no), chunk)?)
+        })?;
+        bytes += filled as u64;
+        chunk_no += 1;
+        if filled < CHUNK_BYTES {
+            break;
+        }
+    }
+    // 2. Check it whole, from what was stored.
+    let checked = check_stored(store, receipt, sender);
+    let header = match checked {
+        Ok(h) => h,
+        Err(e) => {
+            discard(store, receipt)?;
+            return Err(e);
+        }
+    };
+    // 3. File ready — unless it is a duplicate.
+    let now = store.now_ms();
+    let id = header.id;
+    let outcome = local::write(store, |tx| {
+        let jkey = local::flow_key(local::JOURNAL, id);
+        if local::get::<JournalRow>(tx, &jkey)?.is_some() {
+            return Ok(Received::Duplicate(id));
+        }
+        let rkey = remote_key(header.source);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        let note = if id.seq > rec.last_emission_seq + 1 {
+            Some(format!(
+                "emission(s) {}..{} of {} never received",
+                rec.last_emission_seq + 1,
+                id.seq - 1,
+                header.source
+            ))
+        } else if id.seq <= rec.last_emission_seq {
+            Some(format!(
+                "received out of order, after emission {}",
+                rec.last_emission_seq
+            ))
+        } else {
+            None
+        };
+        rec.last_emission_seq = rec.last_emission_seq.max(id.seq);
+        local::put(tx, &rkey, &rec)?;
+        let mut row = JournalRow::new(id, FlowKind::Emission, header.source, header.mode);
+        row.file_ready_ms = Some(now);
+        row.bytes = bytes;
+        row.receipt = Some(receipt);
+        row.error = note.clone();
+        local::put(tx, &jkey, &row)?;
+        Ok(Received::Ready { id, bytes, note })
+    })?;
+    if matches!(outcome, Received::Duplicate(_)) {
+        discard(store, receipt)?;
+    }
+    Ok(outcome)
+}
+
+fn discard(store: &Store, receipt: u64) -> Result<()> {
+    local::write(store, |tx| {
+        let start = chunk_key(receipt, 0);
+        let end = chunk_key(receipt + 1, 0);
+        for (k, _) in tx.local_range(&start, &end, None)? {
+            tx.local_remove(&k)?;
+        }
+        Ok(())
+    })
+}
+
+/// Reads a stored flow's bytes back, chunk by chunk, from one snapshot.
+struct StoredFlow {
+    snap: Snapshot,
+    receipt: u64,
+    chunk: u32,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl StoredFlow {
+    fn open(store: &Store, receipt: u64) -> Result<Self> {
+        Ok(StoredFlow {
+            snap: store.snapshot()?,
+            receipt,
+            chunk: 0,
+            buf: Vec::new(),
+            pos: 0,
+        })
+    }
+}
+
+impl Read for StoredFlow {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() {
+            match self
+                .snap
+                .local_get(&chunk_key(self.receipt, self.chunk))
+                .map_err(io::Error::other)?
+            {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                    self.chunk += 1;
+                }
+                None => return Ok(0),
+            }
+        }
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        let n = rest.len().min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn check_stored(store: &Store, receipt: u64, sender: Option<SiteId>) -> Result<FlowHeader> {
+    let reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
+    check_emission_header(store, reader.header(), sender)?;
+    Ok(reader.verify()?)
+}
+
+fn check_emission_header(store: &Store, h: &FlowHeader, sender: Option<SiteId>) -> Result<()> {
+    if h.kind != FlowKind::Emission {
+        return Err(Error::Refused(format!(
+            "flow {} is a {:?}, not an emission",
+            h.id, h.kind
+        )));
+    }
+    if let Some(sender) = sender
+        && (h.source != sender || h.id.site != sender)
+    {
+        return Err(Error::Refused(format!(
+            "flow {} claims to come from site {} but was sent by site {sender}",
+            h.id, h.source
+        )));
+    }
+    if h.id.site != h.source {
+        return Err(Error::Refused(format!(
+            "flow {} claims source {} but its id names site {}",
+            h.id, h.source, h.id.site
+        )));
+    }
+    if h.target != store.site().id {
+        return Err(Error::Refused(format!(
+            "flow {} is addressed to site {}, not to this central site {}",
+            h.id,
+            h.target,
+            store.site().id
+        )));
+    }
+    match store.sites().get(h.source) {
+        Some(s) if !s.is_central() => {}
+        _ => {
+            return Err(Error::Refused(format!(
+                "flow {} comes from site {}, which is not a known remote",
+                h.id, h.source
+            )));
+        }
+    }
+    let fingerprint = store.schema().fingerprint();
+    if h.schema_fingerprint != fingerprint {
+        return Err(Error::Refused(format!(
+            "flow {} was made with schema {:016x}; this site's is {fingerprint:016x}",
+            h.id, h.schema_fingerprint
+        )));
+    }
+    Ok(())
+}
+
+/// What processing one emission did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Processed {
+    /// The emission.
+    pub id: FlowId,
+    /// The merge's outcomes.
+    pub report: MergeReport,
+}
+
+/// Marks the start of an emission's processing: execution start and count (J1). A processing
+/// cut off after this (a crash) shows as a second execution when it is redone.
+pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
+    let now = store.now_ms();
+    local::write(store, |tx| {
+        let key = local::flow_key(local::JOURNAL, id);
+        let mut row: JournalRow = local::get(tx, &key)?.ok_or(Error::UnknownFlow(id))?;
+        row.executions += 1;
+        row.exec_start_ms = Some(now);
+        row.exec_end_ms = None;
+        local::put(tx, &key, &row)
+    })
+}
+
+/// Processes every file-ready emission not yet processed (including one whose processing was
+/// cut off), in the order received.
+pub fn process_ready(store: &Store) -> Result<Vec<Processed>> {
+    check_central(store)?;
+    let pending: Vec<FlowId> = crate::journal::rows(store, None, None, None)?
+        .into_iter()
+        .filter(|r| r.kind == FlowKind::Emission && r.file_ready_ms.is_some())
+        .filter(|r| r.exec_end_ms.is_none())
+        .map(|r| (r.receipt, r.id))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    let mut out = Vec::new();
+    for id in pending {
+        out.push(process(store, id)?);
+    }
+    Ok(out)
+}
+
+/// Processes one emission: one write transaction applies it with the guards keyed on the site
+/// that sent it, freezes the documents received from their creator (R6), records refusals for
+/// the next return, the acknowledgements of returns, and the journal's end of execution.
+pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
+    begin_processing(store, id)?;
+    match finish_processing(store, id) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let text = e.to_string();
+            local::write(store, |tx| {
+                let key = local::flow_key(local::JOURNAL, id);
+                if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
+                    row.error = Some(text.clone());
+                    local::put(tx, &key, &row)?;
+                }
+                Ok(())
+            })?;
+            Err(e)
+        }
+    }
+}
+
+fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
+    let row = crate::journal::row(store, id)?.ok_or(Error::UnknownFlow(id))?;
+    let receipt = row.receipt.ok_or(Error::UnknownFlow(id))?;
+    // The sender is the site the journal recorded at receipt (authenticated when the transport
+    // could), never re-read from the file.
+    let sender = row.site;
+    let mut reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
+    let header = reader.header().clone();
+    let now = store.now_ms();
+    let schema = store.schema().clone();
+    let report = local::write(store, |tx| {
+        let mut report = MergeReport::default();
+        // Documents received from their creator, frozen once the whole flow is applied (a
+        // document's creation and its fields arrive in the same flow).
+        let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
+        while let Some(item) = reader.next_item()? {
+            let Item::Changes(changes) = item else {
+                return Err(Error::Refused("an emission carries no rejections".into()));
+            };
+            for change in changes {
+                let is_doc = schema.table(&change.table).is_some_and(|t| t.is_document());
+                let doc = (is_doc && change.created.site() == sender)
+                    .then(|| (change.table.clone(), change.key.clone()));
+                let outcome = tx.apply_change(sender, change, &mut report)?;
+                if let Some(doc) = doc
+                    && !matches!(outcome, Outcome::Refused(_))
+                {
+                    to_freeze.insert(doc);
+                }
+            }
+        }
+        // R6: a document received from its creator is frozen for it here too.
+        for (table, key) in &to_freeze {
+            tx.freeze(table, key)?;
+        }
+        tx.add_knowledge(sender, &header.covered)?;
+        let rkey = remote_key(sender);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        rec.knowledge = header.knowledge.clone();
+        rec.unanswered.push(id);
+        rec.rejections
+            .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
+        apply_acks(tx, &mut rec, &header.acks)?;
+        local::put(tx, &rkey, &rec)?;
+        let key = local::flow_key(local::JOURNAL, id);
+        let mut row: JournalRow = local::get(tx, &key)?.ok_or(Error::UnknownFlow(id))?;
+        row.exec_end_ms = Some(now);
+        row.n_changes = reader.n_changes();
+        row.n_rejections = report.refusals.len() as u64;
+        local::put(tx, &key, &row)?;
+        Ok(report)
+    })?;
+    Ok(Processed { id, report })
+}
+
+/// Records what a remote reported of the returns it received (J1: execution start and end,
+/// refused by remote), and forgets the refusals that an applied return carried.
+fn apply_acks(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    rec: &mut RemoteRecord,
+    acks: &[ReturnAck],
+) -> Result<()> {
+    for ack in acks {
+        let key = local::flow_key(local::JOURNAL, ack.id);
+        if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
+            row.exec_start_ms = Some(ack.start_ms);
+            row.exec_end_ms = Some(ack.end_ms);
+            row.executions += 1;
+            row.refused_by_remote = ack.refused;
+            if let Some(reason) = &ack.reason {
+                row.error = Some(reason.clone());
+            }
+            local::put(tx, &key, &row)?;
+        }
+        if !ack.refused {
+            rec.rejections
+                .retain(|(_, sent)| sent.is_none_or(|s| s > ack.id.seq));
+        }
+    }
+    Ok(())
+}
+
+/// What a return (or bootstrap) held.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Built {
+    /// The flow.
+    pub id: FlowId,
+    /// The emission it answers (J1 link).
+    pub link: Option<FlowId>,
+    /// Changes written.
+    pub n_changes: u64,
+    /// Refused changes sent back.
+    pub n_rejections: u64,
+    /// Its size (uncompressed).
+    pub bytes: u64,
+}
+
+/// Builds the return for one remote — right after processing (M2), or at the common return
+/// time for each deferred remote (M1; the automaton decides when). It holds everything that
+/// remote lacks, other remotes' changes included, central's knowledge, the remote's
+/// configuration and its refused changes with central's registers for them. Its cost follows
+/// what the remote lacks. The journal gets the return's row; the emission it answers gets its
+/// link, and earlier unanswered emissions keep link 0 (J2).
+pub fn build_return<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+) -> Result<(W, Built)> {
+    check_central(store)?;
+    let snap = store.snapshot()?;
+    let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
+        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+    let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
+    let id = FlowId {
+        site: store.site().id,
+        seq,
+    };
+    let link = rec.unanswered.iter().max().copied();
+    let mode = match link {
+        Some(e) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
+        None => SyncMode::Deferred,
+    };
+    let mut lacking = store.changes_lacking(&rec.knowledge, true)?;
+    let header = FlowHeader {
+        id,
+        kind: FlowKind::Return,
+        source: store.site().id,
+        target: remote,
+        mode,
+        link,
+        knowledge: lacking.knowledge().clone(),
+        covered: lacking.covered_up_front()?,
+        schema_fingerprint: store.schema().fingerprint(),
+        created_stamp: store.clock_high_water(),
+        created_wall_ms: store.now_ms(),
+        acks: Vec::new(),
+        config: Some(config_for(store, &rec)),
+    };
+    let mut writer = FlowWriter::new(out, &header, compress)?;
+    for change in lacking.by_ref() {
+        writer.push_change(change?)?;
+    }
+    let returned: Vec<ReturnedRejection> = rec
+        .rejections
+        .iter()
+        .map(|(r, _)| {
+            let central = snap
+                .raw_record(&r.change.table, &r.change.key)?
+                .and_then(|raw| match &r.change.slot {
+                    Slot::Created => Some(outpost_engine::Register {
+                        value: outpost_engine::Value::Null,
+                        stamp: raw.created.stamp,
+                        dot: raw.created.dot,
+                    }),
+                    Slot::Tombstone => raw.tombstone.clone(),
+                    Slot::Field(f) => raw.fields.get(f).cloned(),
+                });
+            Ok(ReturnedRejection {
+                rejection: r.clone(),
+                central,
+            })
+        })
+        .collect::<Result<_>>()?;
+    writer.push_rejections(&returned)?;
+    let (out, n_changes, bytes) = writer.finish()?;
+    let n_rejections = returned.len() as u64;
+    let now = store.now_ms();
+    local::write(store, |tx| {
+        local::put(tx, local::RETURN_SEQ, &seq)?;
+        let rkey = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        for (_, sent) in rec.rejections.iter_mut() {
+            *sent = Some(seq);
+        }
+        rec.unanswered.clear();
+        local::put(tx, &rkey, &rec)?;
+        if let Some(e) = link {
+            let ekey = local::flow_key(local::JOURNAL, e);
+            if let Some(mut erow) = local::get::<JournalRow>(tx, &ekey)? {
+                erow.link = Some(id);
+                local::put(tx, &ekey, &erow)?;
+            }
+        }
+        let mut row = JournalRow::new(id, FlowKind::Return, remote, mode);
+        row.link = link;
+        row.file_ready_ms = Some(now);
+        row.n_changes = n_changes;
+        row.n_rejections = n_rejections;
+        row.bytes = bytes;
+        local::put(tx, &local::flow_key(local::JOURNAL, id), &row)
+    })?;
+    Ok((
+        out,
+        Built {
+            id,
+            link,
+            n_changes,
+            n_rejections,
+            bytes,
+        },
+    ))
+}
+
+/// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
+/// and its configuration. Streamed from one snapshot.
+pub fn write_bootstrap<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+) -> Result<(W, Built)> {
+    check_central(store)?;
+    let snap = store.snapshot()?;
+    let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
+        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+    let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
+    let id = FlowId {
+        site: store.site().id,
+        seq,
+    };
+    let mut lacking = store.changes_lacking(&Knowledge::new(), true)?;
+    let header = FlowHeader {
+        id,
+        kind: FlowKind::Bootstrap,
+        source: store.site().id,
+        target: remote,
+        mode: SyncMode::Provisioning,
+        link: None,
+        knowledge: lacking.knowledge().clone(),
+        covered: lacking.covered_up_front()?,
+        schema_fingerprint: store.schema().fingerprint(),
+        created_stamp: store.clock_high_water(),
+        created_wall_ms: store.now_ms(),
+        acks: Vec::new(),
+        config: Some(config_for(store, &rec)),
+    };
+    let mut writer = FlowWriter::new(out, &header, compress)?;
+    for change in lacking.by_ref() {
+        writer.push_change(change?)?;
+    }
+    let (out, n_changes, bytes) = writer.finish()?;
+    let now = store.now_ms();
+    local::write(store, |tx| {
+        local::put(tx, local::RETURN_SEQ, &seq)?;
+        let mut row = JournalRow::new(id, FlowKind::Bootstrap, remote, SyncMode::Provisioning);
+        row.file_ready_ms = Some(now);
+        row.n_changes = n_changes;
+        row.bytes = bytes;
+        local::put(tx, &local::flow_key(local::JOURNAL, id), &row)
+    })?;
+    Ok((
+        out,
+        Built {
+            id,
+            link: None,
+            n_changes,
+            n_rejections: 0,
+            bytes,
+        },
+    ))
+}

@@ -1,0 +1,762 @@
+//! The flow format: one sync file, an emission (remote → central), a return (central → remote)
+//! or a bootstrap (central → a new remote). Described byte by byte in docs/flow-format.md.
+//!
+//! ```text
+//! preamble  magic "OUTPOST\x1a" (8) · version u16 LE · flags u16 LE · header length u32 LE
+//! header    postcard FlowHeader · crc32 u32 LE of the header bytes
+//! body      (zstd stream of, when flags bit 0 is set) frames:
+//!           tag u8 · length u32 LE · payload · crc32 u32 LE of tag, length and payload
+//!           tag 1 changes, tag 2 rejections, tag 0 end (payload: changes u64 LE, rejections
+//!           u64 LE, data frames u64 LE) — nothing may follow the end frame
+//! ```
+//!
+//! Writing and reading are streamed: [`FlowWriter`] holds one frame at a time, [`FlowReader`]
+//! too. Decoding is bounded — a header and a frame have maximum sizes checked before any
+//! allocation, the whole flow (and its decompressed body) a maximum size — and every failure is a
+//! [`DecodeError`], never a panic.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use outpost_engine::{Change, Knowledge, Register, Rejection, Site, SiteId, Stamp};
+use serde::{Deserialize, Serialize};
+
+/// The first eight bytes of every flow file.
+pub const MAGIC: [u8; 8] = *b"OUTPOST\x1a";
+/// The format version this code writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 1;
+/// Flags bit 0: the body is one zstd stream.
+pub const FLAG_ZSTD: u16 = 1;
+/// The largest header accepted.
+pub const HEADER_BYTES_MAX: u32 = 16 << 20;
+/// The largest frame payload accepted.
+pub const FRAME_BYTES_MAX: u32 = 16 << 20;
+/// The default largest flow accepted, compressed or not, and the largest decompressed body.
+pub const FLOW_BYTES_MAX_DEFAULT: u64 = 4 << 30;
+/// Changes per frame when writing.
+pub const CHANGES_PER_FRAME: usize = 1024;
+/// The largest zstd window accepted (2^27 = 128 MiB), against decompression bombs.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+const TAG_END: u8 = 0;
+const TAG_CHANGES: u8 = 1;
+const TAG_REJECTIONS: u8 = 2;
+
+/// A flow's id, the SynID of the journal (J1): the sending site and its flow sequence number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct FlowId {
+    /// The site that made the flow.
+    pub site: SiteId,
+    /// Its sequence among that site's flows, from 1.
+    pub seq: u64,
+}
+
+impl fmt::Display for FlowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:06}", self.site, self.seq)
+    }
+}
+
+/// What a flow is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum FlowKind {
+    /// Remote → central: the remote's changes central lacks.
+    Emission,
+    /// Central → remote: what the remote lacks, its configuration, its refused changes.
+    Return,
+    /// Central → a new remote: the full copy it needs and its configuration.
+    Bootstrap,
+}
+
+/// The sync type of an emission (SPEC M1–M3), or of the return that answers it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum SyncMode {
+    /// M1: fixed time, the return comes at the common return time.
+    Deferred,
+    /// M2: variable time, the return comes right after processing.
+    Immediate,
+    /// M3: variable time, no return.
+    NoReturn,
+    /// A bootstrap (no sync mode).
+    Provisioning,
+}
+
+/// A remote's report, carried by its next emission, of a return it received (J1: execution
+/// start and end at the remote; refused by remote).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ReturnAck {
+    /// The return.
+    pub id: FlowId,
+    /// When the remote started applying it (its wall time, UTC ms).
+    pub start_ms: u64,
+    /// When it finished.
+    pub end_ms: u64,
+    /// Whether the remote refused it (a stale return).
+    pub refused: bool,
+    /// Why, if refused.
+    pub reason: Option<String>,
+}
+
+/// The configuration central distributes with every return and bootstrap; it overwrites a
+/// remote admin's local edits (SPEC C6).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct ConfigSnapshot {
+    /// Every establishment.
+    pub sites: Vec<Site>,
+    /// Tables each site may not write (R4/R9).
+    pub denied: Vec<(SiteId, Vec<String>)>,
+    /// The remote's own settings (sync times, wait duration… — the automaton issue names them).
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Everything a flow says before its changes.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct FlowHeader {
+    /// The SynID.
+    pub id: FlowId,
+    /// Emission, return or bootstrap.
+    pub kind: FlowKind,
+    /// The sending site (as claimed: central checks it against the site that actually sent it).
+    pub source: SiteId,
+    /// The receiving site.
+    pub target: SiteId,
+    /// The sync type.
+    pub mode: SyncMode,
+    /// A return's link: the emission it answers (J1).
+    pub link: Option<FlowId>,
+    /// The sender's knowledge when it made the flow.
+    pub knowledge: Knowledge,
+    /// The dots the flow's changes cover completely (knowledge less what was held back, R7).
+    pub covered: Knowledge,
+    /// The sender's schema fingerprint; a mismatch is refused.
+    pub schema_fingerprint: u64,
+    /// The sender's clock when it made the flow.
+    pub created_stamp: Stamp,
+    /// The sender's wall time (UTC ms).
+    pub created_wall_ms: u64,
+    /// An emission's reports of the returns its remote received since its last emission.
+    pub acks: Vec<ReturnAck>,
+    /// A return's or bootstrap's configuration for the target.
+    pub config: Option<ConfigSnapshot>,
+}
+
+/// One of the remote's own changes that central refused, with central's register for the same
+/// place (none if central has none), so the remote can put its copy back.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ReturnedRejection {
+    /// The refused change, its rule and reason.
+    pub rejection: Rejection,
+    /// Central's register for the same record and slot.
+    pub central: Option<Register>,
+}
+
+/// A flow that cannot be read. Nothing is applied from such a flow.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Reading the bytes failed.
+    #[error("cannot read the flow: {0}")]
+    Io(io::Error),
+    /// The flow ends before its end frame.
+    #[error("the flow is truncated (it ends before its end frame)")]
+    Truncated,
+    /// Not a flow file.
+    #[error("not an outpost flow (bad magic bytes)")]
+    BadMagic,
+    /// Written by a newer version.
+    #[error("flow format version {0} is not supported (this version reads up to {FORMAT_VERSION})")]
+    UnsupportedVersion(u16),
+    /// Unknown flag bits.
+    #[error("unknown flags {0:#06x}")]
+    UnknownFlags(u16),
+    /// A header or frame length over its maximum.
+    #[error("{what} of {len} bytes exceeds the maximum of {max}")]
+    TooLong {
+        /// "header" or "frame".
+        what: &'static str,
+        /// The length found.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// The flow (or its decompressed body) is larger than allowed.
+    #[error("the flow exceeds the maximum size of {0} bytes")]
+    FlowTooLarge(u64),
+    /// A checksum does not match: the bytes were damaged.
+    #[error("checksum mismatch in {0}: the file is damaged")]
+    Checksum(String),
+    /// A frame tag this version does not know.
+    #[error("unknown frame tag {0}")]
+    UnknownFrame(u8),
+    /// Bytes after the end frame.
+    #[error("bytes after the end frame")]
+    TrailingBytes,
+    /// The end frame's counts disagree with the frames read.
+    #[error("the end frame counts {expected} {what} but the flow holds {found}")]
+    CountMismatch {
+        /// "changes", "rejections" or "frames".
+        what: &'static str,
+        /// Counted by the end frame.
+        expected: u64,
+        /// Found.
+        found: u64,
+    },
+    /// A payload that does not decode, or decodes to something invalid.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The zstd stream is damaged.
+    #[error("cannot decompress the flow: {0}")]
+    Decompress(String),
+}
+
+impl DecodeError {
+    fn from_io(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            DecodeError::Truncated
+        } else {
+            DecodeError::Io(e)
+        }
+    }
+}
+
+fn malformed(what: &'static str, e: impl fmt::Display) -> DecodeError {
+    DecodeError::Malformed {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Counts bytes through a reader and stops at a limit.
+struct Limited<R> {
+    inner: R,
+    read: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.max {
+            return Err(io::Error::other(FlowTooLargeMarker(self.max)));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct FlowTooLargeMarker(u64);
+impl fmt::Display for FlowTooLargeMarker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "flow larger than {} bytes", self.0)
+    }
+}
+impl std::error::Error for FlowTooLargeMarker {}
+
+fn classify(e: io::Error, compressed: bool) -> DecodeError {
+    if let Some(m) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<FlowTooLargeMarker>())
+    {
+        return DecodeError::FlowTooLarge(m.0);
+    }
+    if compressed && e.kind() != io::ErrorKind::UnexpectedEof {
+        return DecodeError::Decompress(e.to_string());
+    }
+    DecodeError::from_io(e)
+}
+
+/// Where the body goes: straight to the sink, or through a zstd encoder.
+enum Sink<W: Write> {
+    Plain(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes one flow, a frame at a time.
+pub struct FlowWriter<W: Write> {
+    sink: Sink<W>,
+    pending: Vec<Change>,
+    n_changes: u64,
+    n_rejections: u64,
+    n_frames: u64,
+    bytes: u64,
+}
+
+impl<W: Write> fmt::Debug for FlowWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowWriter")
+            .field("n_changes", &self.n_changes)
+            .field("n_frames", &self.n_frames)
+            .finish()
+    }
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| io::Error::other(format!("cannot encode {what}: {e}")))
+}
+
+impl<W: Write> FlowWriter<W> {
+    /// Writes the preamble and header; with `compress`, the body is one zstd stream.
+    pub fn new(mut out: W, header: &FlowHeader, compress: bool) -> io::Result<Self> {
+        let header_bytes = encode("header", header)?;
+        let header_len = u32::try_from(header_bytes.len())
+            .ok()
+            .filter(|l| *l <= HEADER_BYTES_MAX)
+            .ok_or_else(|| io::Error::other("the flow header is too large"))?;
+        out.write_all(&MAGIC)?;
+        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        let flags = if compress { FLAG_ZSTD } else { 0 };
+        out.write_all(&flags.to_le_bytes())?;
+        out.write_all(&header_len.to_le_bytes())?;
+        out.write_all(&header_bytes)?;
+        out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
+        let bytes = 8 + 2 + 2 + 4 + u64::from(header_len) + 4;
+        let sink = if compress {
+            Sink::Zstd(zstd::stream::write::Encoder::new(out, 3)?)
+        } else {
+            Sink::Plain(out)
+        };
+        Ok(FlowWriter {
+            sink,
+            pending: Vec::with_capacity(CHANGES_PER_FRAME),
+            n_changes: 0,
+            n_rejections: 0,
+            n_frames: 0,
+            bytes,
+        })
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|l| *l <= FRAME_BYTES_MAX)
+            .ok_or_else(|| io::Error::other("a frame is too large"))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&[tag]);
+        crc.update(&len.to_le_bytes());
+        crc.update(payload);
+        self.sink.write_all(&[tag])?;
+        self.sink.write_all(&len.to_le_bytes())?;
+        self.sink.write_all(payload)?;
+        self.sink.write_all(&crc.finalize().to_le_bytes())?;
+        self.bytes += 1 + 4 + u64::from(len) + 4;
+        Ok(())
+    }
+
+    fn flush_changes(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let payload = encode("changes", &self.pending)?;
+        self.frame(TAG_CHANGES, &payload)?;
+        self.n_frames += 1;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Adds a change.
+    pub fn push_change(&mut self, change: Change) -> io::Result<()> {
+        self.pending.push(change);
+        self.n_changes += 1;
+        if self.pending.len() >= CHANGES_PER_FRAME {
+            self.flush_changes()?;
+        }
+        Ok(())
+    }
+
+    /// Adds refused changes sent back to their remote (returns only).
+    pub fn push_rejections(&mut self, rejections: &[ReturnedRejection]) -> io::Result<()> {
+        self.flush_changes()?;
+        for chunk in rejections.chunks(256) {
+            let payload = encode("rejections", &chunk)?;
+            self.frame(TAG_REJECTIONS, &payload)?;
+            self.n_frames += 1;
+            self.n_rejections += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes the end frame and returns the sink with the number of changes written and the
+    /// (uncompressed) size of the flow.
+    pub fn finish(mut self) -> io::Result<(W, u64, u64)> {
+        self.flush_changes()?;
+        let mut end = Vec::with_capacity(24);
+        end.extend_from_slice(&self.n_changes.to_le_bytes());
+        end.extend_from_slice(&self.n_rejections.to_le_bytes());
+        end.extend_from_slice(&self.n_frames.to_le_bytes());
+        self.frame(TAG_END, &end)?;
+        let mut out = match self.sink {
+            Sink::Plain(w) => w,
+            Sink::Zstd(enc) => enc.finish()?,
+        };
+        out.flush()?;
+        Ok((out, self.n_changes, self.bytes))
+    }
+}
+
+/// One item of a flow's body.
+#[derive(Debug)]
+pub enum Item {
+    /// A frame of changes.
+    Changes(Vec<Change>),
+    /// A frame of refused changes sent back.
+    Rejections(Vec<ReturnedRejection>),
+}
+
+enum Source<R: Read> {
+    Plain(Limited<R>),
+    Zstd(Box<Limited<zstd::stream::read::Decoder<'static, io::BufReader<Limited<R>>>>>),
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(r) => r.read(buf),
+            Source::Zstd(r) => r.read(buf),
+        }
+    }
+}
+
+/// Reads one flow, a frame at a time.
+pub struct FlowReader<R: Read> {
+    header: FlowHeader,
+    source: Source<R>,
+    compressed: bool,
+    n_changes: u64,
+    n_rejections: u64,
+    n_frames: u64,
+    done: bool,
+}
+
+impl<R: Read> fmt::Debug for FlowReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowReader")
+            .field("id", &self.header.id)
+            .field("n_changes", &self.n_changes)
+            .finish()
+    }
+}
+
+fn read_array<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+impl<R: Read> FlowReader<R> {
+    /// Reads and checks the preamble and header, with the default size limit.
+    pub fn open(input: R) -> Result<Self, DecodeError> {
+        Self::open_with_limit(input, FLOW_BYTES_MAX_DEFAULT)
+    }
+
+    /// Reads and checks the preamble and header; the flow may be at most `flow_bytes_max`
+    /// bytes, and so may its decompressed body.
+    pub fn open_with_limit(input: R, flow_bytes_max: u64) -> Result<Self, DecodeError> {
+        let mut input = Limited {
+            inner: input,
+            read: 0,
+            max: flow_bytes_max,
+        };
+        let io = |e| classify(e, false);
+        let magic: [u8; 8] = read_array(&mut input).map_err(io)?;
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = u16::from_le_bytes(read_array(&mut input).map_err(io)?);
+        if version == 0 || version > FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let flags = u16::from_le_bytes(read_array(&mut input).map_err(io)?);
+        if flags & !FLAG_ZSTD != 0 {
+            return Err(DecodeError::UnknownFlags(flags));
+        }
+        let header_len = u32::from_le_bytes(read_array(&mut input).map_err(io)?);
+        if header_len > HEADER_BYTES_MAX {
+            return Err(DecodeError::TooLong {
+                what: "header",
+                len: header_len.into(),
+                max: HEADER_BYTES_MAX.into(),
+            });
+        }
+        let mut header_bytes = vec![0u8; header_len as usize];
+        input.read_exact(&mut header_bytes).map_err(io)?;
+        let crc = u32::from_le_bytes(read_array(&mut input).map_err(io)?);
+        if crc != crc32fast::hash(&header_bytes) {
+            return Err(DecodeError::Checksum("the header".into()));
+        }
+        let header: FlowHeader =
+            postcard::from_bytes(&header_bytes).map_err(|e| malformed("header", e))?;
+        if !header.knowledge.is_well_formed() || !header.covered.is_well_formed() {
+            return Err(malformed("header", "knowledge ranges out of order"));
+        }
+        let compressed = flags & FLAG_ZSTD != 0;
+        let source = if compressed {
+            let mut decoder = zstd::stream::read::Decoder::new(input)
+                .map_err(|e| DecodeError::Decompress(e.to_string()))?;
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(|e| DecodeError::Decompress(e.to_string()))?;
+            Source::Zstd(Box::new(Limited {
+                inner: decoder,
+                read: 0,
+                max: flow_bytes_max,
+            }))
+        } else {
+            Source::Plain(input)
+        };
+        Ok(FlowReader {
+            header,
+            source,
+            compressed,
+            n_changes: 0,
+            n_rejections: 0,
+            n_frames: 0,
+            done: false,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &FlowHeader {
+        &self.header
+    }
+
+    /// Changes read so far.
+    pub fn n_changes(&self) -> u64 {
+        self.n_changes
+    }
+
+    /// The next frame, or `None` after a valid end frame (and the end of the input).
+    pub fn next_item(&mut self) -> Result<Option<Item>, DecodeError> {
+        if self.done {
+            return Ok(None);
+        }
+        let compressed = self.compressed;
+        let io = |e| classify(e, compressed);
+        let tag: [u8; 1] = read_array(&mut self.source).map_err(io)?;
+        let len_bytes: [u8; 4] = read_array(&mut self.source).map_err(io)?;
+        let len = u32::from_le_bytes(len_bytes);
+        if len > FRAME_BYTES_MAX {
+            return Err(DecodeError::TooLong {
+                what: "frame",
+                len: len.into(),
+                max: FRAME_BYTES_MAX.into(),
+            });
+        }
+        let mut payload = vec![0u8; len as usize];
+        self.source.read_exact(&mut payload).map_err(io)?;
+        let crc = u32::from_le_bytes(read_array(&mut self.source).map_err(io)?);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&tag);
+        hasher.update(&len_bytes);
+        hasher.update(&payload);
+        if crc != hasher.finalize() {
+            return Err(DecodeError::Checksum(format!(
+                "frame {}",
+                self.n_frames + 1
+            )));
+        }
+        match tag[0] {
+            TAG_CHANGES => {
+                let changes: Vec<Change> =
+                    postcard::from_bytes(&payload).map_err(|e| malformed("changes", e))?;
+                self.n_changes += changes.len() as u64;
+                self.n_frames += 1;
+                Ok(Some(Item::Changes(changes)))
+            }
+            TAG_REJECTIONS => {
+                let rejections: Vec<ReturnedRejection> =
+                    postcard::from_bytes(&payload).map_err(|e| malformed("rejections", e))?;
+                self.n_rejections += rejections.len() as u64;
+                self.n_frames += 1;
+                Ok(Some(Item::Rejections(rejections)))
+            }
+            TAG_END => {
+                let counts: [u8; 24] = payload
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| malformed("end frame", "not 24 bytes"))?;
+                let field = |i: usize| {
+                    counts
+                        .get(i * 8..i * 8 + 8)
+                        .and_then(|s| s.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .unwrap_or(u64::MAX)
+                };
+                for (what, expected, found) in [
+                    ("changes", field(0), self.n_changes),
+                    ("rejections", field(1), self.n_rejections),
+                    ("frames", field(2), self.n_frames),
+                ] {
+                    if expected != found {
+                        return Err(DecodeError::CountMismatch {
+                            what,
+                            expected,
+                            found,
+                        });
+                    }
+                }
+                let mut probe = [0u8; 1];
+                match self.source.read(&mut probe) {
+                    Ok(0) => {}
+                    Ok(_) => return Err(DecodeError::TrailingBytes),
+                    Err(e) => return Err(io(e)),
+                }
+                self.done = true;
+                Ok(None)
+            }
+            other => Err(DecodeError::UnknownFrame(other)),
+        }
+    }
+
+    /// Reads every frame, keeping nothing: checks a whole flow.
+    pub fn verify(mut self) -> Result<FlowHeader, DecodeError> {
+        while self.next_item()?.is_some() {}
+        Ok(self.header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use outpost_engine::{Creation, Dot, Slot, Value};
+
+    use super::*;
+
+    fn header() -> FlowHeader {
+        let mut k = Knowledge::new();
+        k.insert_range(SiteId(2), 1, 10);
+        FlowHeader {
+            id: FlowId {
+                site: SiteId(2),
+                seq: 1,
+            },
+            kind: FlowKind::Emission,
+            source: SiteId(2),
+            target: SiteId(1),
+            mode: SyncMode::Deferred,
+            link: None,
+            knowledge: k.clone(),
+            covered: k,
+            schema_fingerprint: 7,
+            created_stamp: Stamp::new(1_000, 0),
+            created_wall_ms: 1_000,
+            acks: vec![],
+            config: None,
+        }
+    }
+
+    fn change(i: u64) -> Change {
+        let dot = Dot {
+            site: SiteId(2),
+            seq: i + 1,
+        };
+        Change {
+            table: "customers".into(),
+            key: format!("BSOC-{i:06}"),
+            slot: Slot::Field("name".into()),
+            value: Value::Text(format!("n{i}")),
+            stamp: Stamp::new(1_000 + i, 0),
+            dot,
+            created: Creation {
+                stamp: Stamp::new(1_000 + i, 0),
+                dot,
+            },
+        }
+    }
+
+    fn write(n: u64, compress: bool) -> Vec<u8> {
+        let mut w = FlowWriter::new(Vec::new(), &header(), compress).unwrap();
+        for i in 0..n {
+            w.push_change(change(i)).unwrap();
+        }
+        w.finish().unwrap().0
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<Change>, DecodeError> {
+        let mut r = FlowReader::open(bytes)?;
+        let mut out = Vec::new();
+        while let Some(item) = r.next_item()? {
+            if let Item::Changes(c) = item {
+                out.extend(c);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip_plain_and_compressed() {
+        for compress in [false, true] {
+            let bytes = write(2_500, compress);
+            let back = read_all(&bytes).unwrap();
+            assert_eq!(back.len(), 2_500);
+            assert_eq!(back[1234], change(1234));
+        }
+        assert!(write(2_500, true).len() < write(2_500, false).len());
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_is_a_typed_error() {
+        for compress in [false, true] {
+            let bytes = write(40, compress);
+            for cut in 0..bytes.len() {
+                assert!(read_all(&bytes[..cut]).is_err(), "cut at {cut} accepted");
+            }
+            for i in 0..bytes.len() {
+                for bit in [0, 3, 7] {
+                    let mut damaged = bytes.clone();
+                    damaged[i] ^= 1 << bit;
+                    assert!(
+                        read_all(&damaged).is_err(),
+                        "flip of bit {bit} at byte {i} accepted (compress={compress})"
+                    );
+                }
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(matches!(
+                read_all(&longer),
+                Err(DecodeError::TrailingBytes | DecodeError::Decompress(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_before_allocating() {
+        let mut bytes = write(3, false);
+        // Header length field at offset 12.
+        bytes[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            read_all(&bytes),
+            Err(DecodeError::TooLong { what: "header", .. })
+        ));
+        let small = write(3, false);
+        assert!(matches!(
+            FlowReader::open_with_limit(small.as_slice(), 10).map(|_| ()),
+            Err(DecodeError::FlowTooLarge(10))
+        ));
+        assert!(matches!(
+            read_all(b"NOTAFLOW--------"),
+            Err(DecodeError::BadMagic)
+        ));
+    }
+}

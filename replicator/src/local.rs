@@ -1,0 +1,102 @@
+//! The replicator's rows in the store's local side table (not replicated): typed get and put,
+//! and the key layout (docs/flow-format.md, "Where flows and the journal are kept").
+
+use outpost_engine::{Snapshot, WriteTx};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::flow::FlowId;
+use crate::{Error, Result};
+
+/// Journal rows: `j/` + flow id.
+pub(crate) const JOURNAL: &[u8] = b"j/";
+/// Stored flow bytes: `c/` + receipt number (u64 BE) + chunk number (u32 BE).
+pub(crate) const CHUNKS: &[u8] = b"c/";
+/// Central: the next receipt number.
+pub(crate) const RECEIPT_SEQ: &[u8] = b"cs/receipt";
+/// Central: the next return's sequence number.
+pub(crate) const RETURN_SEQ: &[u8] = b"cs/return";
+/// Central: what it keeps per remote: `cr/` + site id (u16 BE).
+pub(crate) const CENTRAL_REMOTE: &[u8] = b"cr/";
+/// Remote: its sync state.
+pub(crate) const REMOTE_STATE: &[u8] = b"rs";
+/// Remote: its log of flows sent and received: `rl/` + flow id.
+pub(crate) const REMOTE_LOG: &[u8] = b"rl/";
+/// Remote: refused changes central sent back: `rr/` + return id + index (u32 BE).
+pub(crate) const REMOTE_REJECTIONS: &[u8] = b"rr/";
+
+pub(crate) fn flow_key(prefix: &[u8], id: FlowId) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&id.site.0.to_be_bytes());
+    k.extend_from_slice(&id.seq.to_be_bytes());
+    k
+}
+
+/// The first key after every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xFF; prefix.len() + 1]
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        Error::Engine(outpost_engine::Error::Corrupt(format!(
+            "replicator row: {e}"
+        )))
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| {
+        Error::Engine(outpost_engine::Error::Corrupt(format!(
+            "replicator row: {e}"
+        )))
+    })
+}
+
+pub(crate) fn get<T: DeserializeOwned>(tx: &WriteTx<'_, '_>, key: &[u8]) -> Result<Option<T>> {
+    tx.local_get(key)?.map(|b| decode(&b)).transpose()
+}
+
+pub(crate) fn put<T: Serialize>(tx: &mut WriteTx<'_, '_>, key: &[u8], value: &T) -> Result<()> {
+    Ok(tx.local_put(key, &encode(value)?)?)
+}
+
+pub(crate) fn snap_get<T: DeserializeOwned>(snap: &Snapshot, key: &[u8]) -> Result<Option<T>> {
+    snap.local_get(key)?.map(|b| decode(&b)).transpose()
+}
+
+pub(crate) fn snap_all<T: DeserializeOwned>(snap: &Snapshot, prefix: &[u8]) -> Result<Vec<T>> {
+    snap.local_range(prefix, &prefix_end(prefix), None)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+/// Runs a replicator transaction on the store: the closure's replicator errors abort it too.
+pub(crate) fn write<R>(
+    store: &outpost_engine::Store,
+    f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>,
+) -> Result<R> {
+    let mut inner: Option<Error> = None;
+    let out = store.write(|tx| match f(tx) {
+        Ok(r) => Ok(r),
+        Err(Error::Engine(e)) => Err(e),
+        Err(other) => {
+            let msg = other.to_string();
+            inner = Some(other);
+            Err(outpost_engine::Error::Input(msg.into()))
+        }
+    });
+    match (out, inner) {
+        (Ok(r), _) => Ok(r),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(Error::Engine(e)),
+    }
+}

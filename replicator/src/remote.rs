@@ -1,0 +1,461 @@
+//! A remote's side: initialise from a bootstrap, emit, apply a return, keep the log, the
+//! configuration (C6) and the changes central refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+
+use outpost_engine::{Knowledge, MergeReport, Site, SiteId, Store, TableDef};
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{
+    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, ReturnAck,
+    ReturnedRejection, SyncMode,
+};
+use crate::local;
+use crate::{Error, Result};
+
+/// What a remote keeps about its syncs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RemoteState {
+    /// The central site.
+    central: SiteId,
+    /// Central's knowledge as its latest return reported it.
+    central_knowledge: Knowledge,
+    /// The next emission's sequence number.
+    next_seq: u64,
+    /// The highest return applied (0: none yet; the bootstrap's sequence after provisioning).
+    last_return_seq: u64,
+    /// Returns received since the last emission, to report with the next one.
+    acks: Vec<ReturnAck>,
+    /// The settings in force: central's, or a local admin's edits until the next return (C6).
+    settings: BTreeMap<String, String>,
+}
+
+/// One row of a remote's own log.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LogRow {
+    /// The flow.
+    pub id: FlowId,
+    /// Emission sent, or return (or bootstrap) received.
+    pub kind: FlowKind,
+    /// The sync type.
+    pub mode: SyncMode,
+    /// When (local wall time, UTC ms).
+    pub at_ms: u64,
+    /// Changes in the flow.
+    pub n_changes: u64,
+    /// Its size.
+    pub bytes: u64,
+    /// What happened: `emitted`, `applied`, `refused: …`, `already applied`.
+    pub outcome: String,
+}
+
+fn state(tx: &outpost_engine::WriteTx<'_, '_>) -> Result<RemoteState> {
+    local::get(tx, local::REMOTE_STATE)?
+        .ok_or_else(|| Error::Refused("this store was not provisioned as a remote".into()))
+}
+
+fn log(tx: &mut outpost_engine::WriteTx<'_, '_>, row: &LogRow) -> Result<()> {
+    local::put(tx, &local::flow_key(local::REMOTE_LOG, row.id), row)
+}
+
+fn apply_config(tx: &mut outpost_engine::WriteTx<'_, '_>, config: &ConfigSnapshot) -> Result<()> {
+    for site in &config.sites {
+        tx.add_site(site.clone())?;
+    }
+    let denied: BTreeMap<SiteId, &Vec<String>> =
+        config.denied.iter().map(|(s, t)| (*s, t)).collect();
+    for site in &config.sites {
+        let tables: BTreeSet<String> = denied
+            .get(&site.id)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        tx.set_denied_tables(site.id, tables)?;
+    }
+    Ok(())
+}
+
+/// Initialises a new remote from its bootstrap file. `open` opens (creates) the remote's store
+/// for the site the bootstrap names — the host supplies the directory, schema and clock. The
+/// whole copy is applied in one transaction, streamed.
+pub fn bootstrap(
+    input: impl Read,
+    open: impl FnOnce(&Site) -> outpost_engine::Result<Store>,
+) -> Result<Store> {
+    let mut reader = FlowReader::open(input)?;
+    let header = reader.header().clone();
+    if header.kind != FlowKind::Bootstrap {
+        return Err(Error::Refused(format!(
+            "flow {} is a {:?}, not a bootstrap",
+            header.id, header.kind
+        )));
+    }
+    let config = header
+        .config
+        .clone()
+        .ok_or_else(|| Error::Refused("a bootstrap without configuration".into()))?;
+    let site = config
+        .sites
+        .iter()
+        .find(|s| s.id == header.target)
+        .cloned()
+        .ok_or_else(|| Error::Refused("the bootstrap does not describe its target site".into()))?;
+    let store = open(&site)?;
+    if store.schema().fingerprint() != header.schema_fingerprint {
+        return Err(Error::Refused(format!(
+            "the bootstrap was made with schema {:016x}; this store's is {:016x}",
+            header.schema_fingerprint,
+            store.schema().fingerprint()
+        )));
+    }
+    let now = store.now_ms();
+    local::write(&store, |tx| {
+        if local::get::<RemoteState>(tx, local::REMOTE_STATE)?.is_some() {
+            return Err(Error::Refused("this remote is already provisioned".into()));
+        }
+        apply_config(tx, &config)?;
+        let mut report = MergeReport::default();
+        while let Some(item) = reader.next_item()? {
+            if let Item::Changes(changes) = item {
+                for c in changes {
+                    tx.apply_change(header.source, c, &mut report)?;
+                }
+            }
+        }
+        tx.add_knowledge(header.source, &header.covered)?;
+        local::put(
+            tx,
+            local::REMOTE_STATE,
+            &RemoteState {
+                central: header.source,
+                central_knowledge: header.knowledge.clone(),
+                next_seq: 1,
+                last_return_seq: header.id.seq,
+                acks: Vec::new(),
+                settings: config.settings.clone(),
+            },
+        )?;
+        log(
+            tx,
+            &LogRow {
+                id: header.id,
+                kind: FlowKind::Bootstrap,
+                mode: SyncMode::Provisioning,
+                at_ms: now,
+                n_changes: reader.n_changes(),
+                bytes: 0,
+                outcome: format!("applied ({} refused)", report.refused()),
+            },
+        )
+    })?;
+    Ok(store)
+}
+
+/// What an emission held.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Emitted {
+    /// The flow.
+    pub id: FlowId,
+    /// Changes written.
+    pub n_changes: u64,
+    /// Its size (uncompressed).
+    pub bytes: u64,
+    /// Documents frozen by this emission (R6).
+    pub frozen: u64,
+    /// Commits held back because their documents are reserved (R7).
+    pub held_back: u64,
+}
+
+/// Writes an emission: every change central lacks, by central's knowledge as last reported,
+/// except those of documents reserved now (R7: they go with the first emission after release).
+/// The documents it carries that this site created become frozen (R6); the emission is logged.
+pub fn emit<W: Write>(
+    store: &Store,
+    out: W,
+    mode: SyncMode,
+    compress: bool,
+) -> Result<(W, Emitted)> {
+    let snap = store.snapshot()?;
+    let st: RemoteState = local::snap_get(&snap, local::REMOTE_STATE)?
+        .ok_or_else(|| Error::Refused("this store was not provisioned as a remote".into()))?;
+    let id = FlowId {
+        site: store.site().id,
+        seq: st.next_seq,
+    };
+    let mut lacking = store.changes_lacking(&st.central_knowledge, true)?;
+    let held_back = lacking.held_back()?;
+    let header = FlowHeader {
+        id,
+        kind: FlowKind::Emission,
+        source: store.site().id,
+        target: st.central,
+        mode,
+        link: None,
+        knowledge: lacking.knowledge().clone(),
+        covered: lacking.knowledge().difference(&held_back),
+        schema_fingerprint: store.schema().fingerprint(),
+        created_stamp: store.clock_high_water(),
+        created_wall_ms: store.now_ms(),
+        acks: st.acks.clone(),
+        config: None,
+    };
+    let own = store.site().id;
+    let mut docs: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut writer = FlowWriter::new(out, &header, compress)?;
+    for change in lacking.by_ref() {
+        let change = change?;
+        let freezes = store
+            .schema()
+            .table(&change.table)
+            .is_some_and(TableDef::is_document);
+        if freezes && change.created.site() == own {
+            docs.insert((change.table.clone(), change.key.clone()));
+        }
+        writer.push_change(change)?;
+    }
+    let (out, n_changes, bytes) = writer.finish()?;
+    let now = store.now_ms();
+    let acked = st.acks.len();
+    let frozen = local::write(store, |tx| {
+        let mut st = state(tx)?;
+        st.next_seq = id.seq + 1;
+        // Reports made in this emission are not repeated in the next.
+        st.acks.drain(..acked.min(st.acks.len()));
+        local::put(tx, local::REMOTE_STATE, &st)?;
+        let mut frozen = 0;
+        for (table, key) in &docs {
+            if tx.freeze(table, key)? {
+                frozen += 1;
+            }
+        }
+        log(
+            tx,
+            &LogRow {
+                id,
+                kind: FlowKind::Emission,
+                mode,
+                at_ms: now,
+                n_changes,
+                bytes,
+                outcome: "emitted".into(),
+            },
+        )?;
+        Ok(frozen)
+    })?;
+    Ok((
+        out,
+        Emitted {
+            id,
+            n_changes,
+            bytes,
+            frozen,
+            held_back: held_back.count(),
+        },
+    ))
+}
+
+/// What applying a return did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Applied {
+    /// Applied whole.
+    Applied {
+        /// The return.
+        id: FlowId,
+        /// The merge's outcomes.
+        report: MergeReport,
+        /// Refused changes of this site put back to central's values.
+        reverted: u64,
+        /// A gap in central's sequence, if any (reported, not fatal: a return holds everything
+        /// the remote lacked).
+        note: Option<String>,
+    },
+    /// Already applied: not applied again.
+    AlreadyApplied(FlowId),
+    /// Older than a return already applied: refused, and reported to central with the next
+    /// emission ("refused by remote", J1).
+    RefusedStale {
+        /// The return.
+        id: FlowId,
+        /// The newest return applied.
+        newest: u64,
+    },
+}
+
+/// Applies a return, atomically: its changes, its knowledge, its configuration (overwriting
+/// local admin edits, C6), and the changes of this site central refused — put back to central's
+/// values and kept for the host application to show. A damaged file changes nothing.
+pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
+    let mut reader = FlowReader::open(input)?;
+    let header = reader.header().clone();
+    let own = store.site().id;
+    if header.kind != FlowKind::Return {
+        return Err(Error::Refused(format!(
+            "flow {} is a {:?}, not a return",
+            header.id, header.kind
+        )));
+    }
+    if header.target != own {
+        return Err(Error::Refused(format!(
+            "return {} is addressed to site {}, not to this site {own}",
+            header.id, header.target
+        )));
+    }
+    if header.schema_fingerprint != store.schema().fingerprint() {
+        return Err(Error::Refused(format!(
+            "return {} was made with schema {:016x}; this site's is {:016x}",
+            header.id,
+            header.schema_fingerprint,
+            store.schema().fingerprint()
+        )));
+    }
+    let now = store.now_ms();
+    let snap_state: RemoteState = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?
+        .ok_or_else(|| Error::Refused("this store was not provisioned as a remote".into()))?;
+    if header.source != snap_state.central || header.id.site != snap_state.central {
+        return Err(Error::Refused(format!(
+            "return {} does not come from central site {}",
+            header.id, snap_state.central
+        )));
+    }
+    let seq = header.id.seq;
+    if seq == snap_state.last_return_seq {
+        return Ok(Applied::AlreadyApplied(header.id));
+    }
+    if seq < snap_state.last_return_seq {
+        let newest = snap_state.last_return_seq;
+        let reason = format!(
+            "return {} is older than return {newest}, already applied",
+            header.id
+        );
+        local::write(store, |tx| {
+            let mut st = state(tx)?;
+            st.acks.push(ReturnAck {
+                id: header.id,
+                start_ms: now,
+                end_ms: now,
+                refused: true,
+                reason: Some(reason.clone()),
+            });
+            local::put(tx, local::REMOTE_STATE, &st)?;
+            log(
+                tx,
+                &LogRow {
+                    id: header.id,
+                    kind: FlowKind::Return,
+                    mode: header.mode,
+                    at_ms: now,
+                    n_changes: 0,
+                    bytes: 0,
+                    outcome: format!("refused: {reason}"),
+                },
+            )
+        })?;
+        return Ok(Applied::RefusedStale {
+            id: header.id,
+            newest,
+        });
+    }
+    let note = (seq > snap_state.last_return_seq + 1).then(|| {
+        format!(
+            "return(s) {}..{} never received",
+            snap_state.last_return_seq + 1,
+            seq - 1
+        )
+    });
+    let central = header.source;
+    let (report, reverted) = local::write(store, |tx| {
+        let mut report = MergeReport::default();
+        let mut reverted = 0u64;
+        let mut n_rej = 0u32;
+        while let Some(item) = reader.next_item()? {
+            match item {
+                Item::Changes(changes) => {
+                    for c in changes {
+                        tx.apply_change(central, c, &mut report)?;
+                    }
+                }
+                Item::Rejections(rejections) => {
+                    for r in rejections {
+                        let c = &r.rejection.change;
+                        if c.dot.site == own
+                            && tx.revert(&c.table, &c.key, &c.slot, c.dot, r.central.as_ref())?
+                        {
+                            reverted += 1;
+                        }
+                        let mut key = local::flow_key(local::REMOTE_REJECTIONS, header.id);
+                        key.extend_from_slice(&n_rej.to_be_bytes());
+                        n_rej += 1;
+                        local::put(tx, &key, &r)?;
+                    }
+                }
+            }
+        }
+        tx.add_knowledge(central, &header.covered)?;
+        if let Some(config) = &header.config {
+            apply_config(tx, config)?;
+        }
+        let mut st = state(tx)?;
+        if let Some(config) = &header.config {
+            st.settings = config.settings.clone();
+        }
+        st.central_knowledge = header.knowledge.clone();
+        st.last_return_seq = seq;
+        st.acks.push(ReturnAck {
+            id: header.id,
+            start_ms: now,
+            end_ms: store.now_ms(),
+            refused: false,
+            reason: note.clone(),
+        });
+        local::put(tx, local::REMOTE_STATE, &st)?;
+        log(
+            tx,
+            &LogRow {
+                id: header.id,
+                kind: FlowKind::Return,
+                mode: header.mode,
+                at_ms: now,
+                n_changes: reader.n_changes(),
+                bytes: 0,
+                outcome: match &note {
+                    Some(n) => format!("applied ({n})"),
+                    None => "applied".into(),
+                },
+            },
+        )?;
+        Ok((report, reverted))
+    })?;
+    Ok(Applied::Applied {
+        id: header.id,
+        report,
+        reverted,
+        note,
+    })
+}
+
+/// A local admin's edit of a setting (C6): in force until the next return, which overwrites it
+/// with central's value — make the change on central too.
+pub fn set_setting(store: &Store, name: &str, value: &str) -> Result<()> {
+    local::write(store, |tx| {
+        let mut st = state(tx)?;
+        st.settings.insert(name.to_owned(), value.to_owned());
+        local::put(tx, local::REMOTE_STATE, &st)
+    })
+}
+
+/// The settings in force on this remote.
+pub fn settings(store: &Store) -> Result<BTreeMap<String, String>> {
+    let st: Option<RemoteState> = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?;
+    Ok(st.map(|s| s.settings).unwrap_or_default())
+}
+
+/// This remote's log of flows, in SynID order.
+pub fn log_rows(store: &Store) -> Result<Vec<LogRow>> {
+    local::snap_all(&store.snapshot()?, local::REMOTE_LOG)
+}
+
+/// The changes of this site that central refused, as returns brought them back: what the host
+/// application shows the user (what was refused, and why).
+pub fn refused_by_central(store: &Store) -> Result<Vec<ReturnedRejection>> {
+    local::snap_all(&store.snapshot()?, local::REMOTE_REJECTIONS)
+}

@@ -1,0 +1,476 @@
+//! The replicator end to end, through sync files only (SPEC S4): three real stores on disk —
+//! central ASOC, remotes BSOC and CSOC — and a directory standing for the USB stick.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use outpost::replicator::central::{self, Received};
+use outpost::replicator::remote::{self, Applied};
+use outpost::replicator::{Error, FlowKind, SyncMode, files, journal};
+use outpost::{Outcome, Rule, Value};
+
+#[test]
+fn j3_a_deferred_cycle_leaves_the_journal_rows_and_links_the_seed_describes() {
+    let d = Deployment::new();
+    d.at(21, 30);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-000001", "name", "Dupont"))
+        .unwrap();
+    // 22:00 BSOC emits; central receives it at 22:00 and processes it at 22:01.
+    d.at(22, 0);
+    let (path, emission) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    assert!(matches!(
+        files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap(),
+        Received::Ready { .. }
+    ));
+    d.at(22, 1);
+    let processed = central::process_ready(&d.asoc).unwrap();
+    assert_eq!(processed.len(), 1);
+    assert_eq!(processed[0].report.count(Outcome::Applied), 2);
+    let e = journal::row(&d.asoc, emission.id).unwrap().unwrap();
+    assert_eq!(e.file_ready_ms, Some(hhmm(22, 0)));
+    assert_eq!(
+        (e.exec_start_ms, e.exec_end_ms),
+        (Some(hhmm(22, 1)), Some(hhmm(22, 1)))
+    );
+    assert_eq!(e.executions, 1);
+    assert_eq!(e.link, None, "Link 0 until a return answers it");
+    // 23:00 central emits the return; 23:01 BSOC applies it.
+    d.at(23, 0);
+    let (ret_path, built) = files::return_to(&d.asoc, BSOC, &d.usb()).unwrap();
+    assert_eq!(built.link, Some(emission.id));
+    d.at(23, 1);
+    assert!(matches!(
+        files::apply_return_from(&d.bsoc, &ret_path).unwrap(),
+        Applied::Applied { .. }
+    ));
+    // The remote reports the application with its next emission.
+    d.at(23, 30);
+    let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    let e = journal::row(&d.asoc, emission.id).unwrap().unwrap();
+    let r = journal::row(&d.asoc, built.id).unwrap().unwrap();
+    assert_eq!(e.link, Some(built.id), "the emission's link is its return");
+    assert_eq!(
+        r.link,
+        Some(emission.id),
+        "the return's link is the emission it answers"
+    );
+    assert_eq!(r.kind, FlowKind::Return);
+    assert_eq!(r.file_ready_ms, Some(hhmm(23, 0)));
+    assert_eq!(
+        (r.exec_start_ms, r.exec_end_ms),
+        (Some(hhmm(23, 1)), Some(hhmm(23, 1)))
+    );
+    assert_eq!(r.executions, 1);
+    assert!(!r.refused_by_remote);
+    // The journal can be read by site and time range.
+    let bsoc_rows =
+        journal::rows(&d.asoc, Some(BSOC), Some(hhmm(22, 0)), Some(hhmm(23, 59))).unwrap();
+    let ids: Vec<_> = bsoc_rows.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![emission.id, built.id, next], "in time order");
+    assert!(
+        journal::rows(&d.asoc, Some(CSOC), None, None)
+            .unwrap()
+            .iter()
+            .all(|r| r.kind == FlowKind::Bootstrap)
+    );
+}
+
+#[test]
+fn j2_an_emission_whose_return_was_superseded_keeps_link_0() {
+    let d = Deployment::new();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "C1", "name", "a"))
+        .unwrap();
+    // An immediate sync whose return is never made (the connection dropped).
+    let (_, first) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.at(10, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "C1", "city", "b"))
+        .unwrap();
+    let (_, second) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let (_, applied) = d.return_and_apply(&d.bsoc);
+    let Applied::Applied { id: ret, .. } = applied else {
+        panic!("{applied:?}")
+    };
+    assert_eq!(journal::row(&d.asoc, first).unwrap().unwrap().link, None);
+    assert_eq!(
+        journal::row(&d.asoc, second).unwrap().unwrap().link,
+        Some(ret)
+    );
+    assert_eq!(
+        journal::row(&d.asoc, ret).unwrap().unwrap().link,
+        Some(second)
+    );
+}
+
+#[test]
+fn r6_bsoc_cannot_modify_its_document_after_emission_but_central_can_and_bsoc_receives_it() {
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| tx.set("sales_documents", "BSOC-000001", "status", "confirmed"))
+        .unwrap();
+    let (_, emission) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    let err = d
+        .bsoc
+        .write(|tx| tx.set("sales_documents", "BSOC-000001", "status", "cancelled"))
+        .unwrap_err();
+    assert_eq!(err.refusal().unwrap().rule, Rule::R6);
+    assert!(
+        d.asoc
+            .snapshot()
+            .unwrap()
+            .is_frozen("sales_documents", "BSOC-000001")
+            .unwrap()
+    );
+    d.asoc
+        .write(|tx| tx.set("sales_documents", "BSOC-000001", "status", "invoiced"))
+        .unwrap();
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(
+        d.bsoc
+            .record("sales_documents", "BSOC-000001")
+            .unwrap()
+            .unwrap()
+            .get("status"),
+        Some(&Value::from("invoiced"))
+    );
+    assert!(
+        journal::row(&d.asoc, emission)
+            .unwrap()
+            .unwrap()
+            .link
+            .is_some()
+    );
+}
+
+#[test]
+fn r7_a_reserved_document_goes_with_the_first_emission_after_release() {
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| {
+            tx.set("sales_documents", "BSOC-000001", "status", "open")?;
+            tx.set("sales_documents", "BSOC-000002", "status", "done")
+        })
+        .unwrap();
+    d.bsoc
+        .reserve("sales_documents", "BSOC-000001", "till-1")
+        .unwrap();
+    let (path, emitted) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    assert_eq!(emitted.held_back, 1);
+    files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    assert!(
+        d.asoc
+            .record("sales_documents", "BSOC-000001")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        d.asoc
+            .record("sales_documents", "BSOC-000002")
+            .unwrap()
+            .is_some()
+    );
+    // The reserved one is not frozen: its user can still finish it.
+    d.bsoc
+        .write_as("till-1", |tx| {
+            tx.set("sales_documents", "BSOC-000001", "total", dec("10.00"))
+        })
+        .unwrap();
+    d.bsoc
+        .release("sales_documents", "BSOC-000001", "till-1")
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    let doc = d
+        .asoc
+        .record("sales_documents", "BSOC-000001")
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.get("total"), Some(&dec("10.00")));
+}
+
+#[test]
+fn a_forbidden_change_from_a_tampered_remote_is_refused_logged_and_undone_by_the_next_return() {
+    let d = Deployment::new();
+    // CSOC's document reaches BSOC through central.
+    d.csoc
+        .write(|tx| tx.set("sales_documents", "CSOC-000001", "status", "draft"))
+        .unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    d.return_and_apply(&d.bsoc);
+    // A tampered BSOC (an old or hostile build, without the guards) commits a customer edit and,
+    // in the same commit, lowers an article's price and edits CSOC's document. The engine's
+    // `revert` writes registers without guards; it stands in for that build here.
+    let (_, commit) = d
+        .bsoc
+        .write_commit(|tx| tx.set("customers", "BSOC-000009", "name", "honest"))
+        .unwrap();
+    let dot = commit.dot.unwrap();
+    let stamp = commit.changes[0].stamp;
+    d.bsoc
+        .write(|tx| {
+            for (table, key, field, value) in [
+                ("articles", "ART-CHAIR", "price", dec("0.01")),
+                (
+                    "sales_documents",
+                    "CSOC-000001",
+                    "status",
+                    Value::from("stolen"),
+                ),
+            ] {
+                let raw = tx.raw_record(table, key)?.unwrap();
+                let slot = outpost::Slot::Field(field.into());
+                let current = raw.fields[field].dot;
+                let forged = outpost::engine::Register { value, stamp, dot };
+                assert!(tx.revert(table, key, &slot, current, Some(&forged))?);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        d.bsoc
+            .record("articles", "ART-CHAIR")
+            .unwrap()
+            .unwrap()
+            .get("price"),
+        Some(&dec("0.01"))
+    );
+    let asoc_before = d.asoc.record("articles", "ART-CHAIR").unwrap();
+    let (_, emission) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    // Refused at central with their rules, logged; the honest change applied.
+    let row = journal::row(&d.asoc, emission).unwrap().unwrap();
+    assert_eq!(row.n_rejections, 2);
+    let log = d.asoc.rejections().unwrap();
+    let rules: Vec<Rule> = log.iter().map(|r| r.refusal.rule).collect();
+    assert!(
+        rules.contains(&Rule::R3) && rules.contains(&Rule::R5),
+        "{rules:?}"
+    );
+    assert_eq!(d.asoc.record("articles", "ART-CHAIR").unwrap(), asoc_before);
+    assert!(d.asoc.record("customers", "BSOC-000009").unwrap().is_some());
+    // The next return puts BSOC's copy back and tells it why.
+    let (_, applied) = d.return_and_apply(&d.bsoc);
+    let Applied::Applied { reverted, .. } = applied else {
+        panic!("{applied:?}")
+    };
+    assert_eq!(reverted, 2);
+    assert_eq!(
+        d.bsoc
+            .record("articles", "ART-CHAIR")
+            .unwrap()
+            .unwrap()
+            .get("price"),
+        Some(&dec("49.90"))
+    );
+    assert_eq!(
+        d.bsoc
+            .record("sales_documents", "CSOC-000001")
+            .unwrap()
+            .unwrap()
+            .get("status"),
+        Some(&Value::from("draft"))
+    );
+    let told = remote::refused_by_central(&d.bsoc).unwrap();
+    assert_eq!(told.len(), 2);
+    assert!(told.iter().any(|r| r.rejection.refusal.rule == Rule::R3));
+    // BSOC and central hold the same data again.
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    d.return_and_apply(&d.csoc);
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
+#[test]
+fn a_flow_claiming_another_site_is_refused_and_nothing_is_kept() {
+    let d = Deployment::new();
+    d.csoc
+        .write(|tx| tx.set("customers", "CSOC-1", "name", "x"))
+        .unwrap();
+    let (path, _) = files::emit_to(&d.csoc, &d.usb(), SyncMode::Deferred).unwrap();
+    let rows_before = journal::rows(&d.asoc, None, None, None).unwrap();
+    // It arrives on BSOC's authenticated connection.
+    let err = files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("sent by site 02"), "{err}");
+    assert_eq!(
+        journal::rows(&d.asoc, None, None, None).unwrap(),
+        rows_before
+    );
+}
+
+#[test]
+fn c6_a_return_overwrites_a_remote_admins_local_settings() {
+    let d = Deployment::new();
+    assert_eq!(remote::settings(&d.bsoc).unwrap()["emission_time"], "21:00");
+    remote::set_setting(&d.bsoc, "emission_time", "19:30").unwrap();
+    assert_eq!(remote::settings(&d.bsoc).unwrap()["emission_time"], "19:30");
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(remote::settings(&d.bsoc).unwrap()["emission_time"], "21:00");
+    // Made on central, it sticks.
+    central::set_remote_settings(&d.asoc, BSOC, settings("19:30")).unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(remote::settings(&d.bsoc).unwrap()["emission_time"], "19:30");
+}
+
+#[test]
+fn j1_a_stale_return_is_refused_by_the_remote_and_flagged_in_the_journal() {
+    let d = Deployment::new();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    let (older, built_older) = files::return_to(&d.asoc, BSOC, &d.usb()).unwrap();
+    d.asoc
+        .write(|tx| tx.set("articles", "ART-CHAIR", "price", dec("55.00")))
+        .unwrap();
+    let (newer, _) = files::return_to(&d.asoc, BSOC, &d.usb()).unwrap();
+    assert!(matches!(
+        files::apply_return_from(&d.bsoc, &newer).unwrap(),
+        Applied::Applied { .. }
+    ));
+    let before = content(&d.bsoc);
+    let outcome = files::apply_return_from(&d.bsoc, &older).unwrap();
+    assert!(
+        matches!(outcome, Applied::RefusedStale { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(content(&d.bsoc), before);
+    // The same return again is recognised, not applied twice.
+    assert!(matches!(
+        files::apply_return_from(&d.bsoc, &newer).unwrap(),
+        Applied::AlreadyApplied(_)
+    ));
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    let row = journal::row(&d.asoc, built_older.id).unwrap().unwrap();
+    assert!(row.refused_by_remote);
+    assert!(row.error.unwrap().contains("older"));
+    assert!(
+        remote::log_rows(&d.bsoc)
+            .unwrap()
+            .iter()
+            .any(|r| r.outcome.starts_with("refused"))
+    );
+}
+
+#[test]
+fn damaged_files_are_refused_with_a_clear_error_and_change_nothing() {
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "x"))
+        .unwrap();
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let rows_before = journal::rows(&d.asoc, None, None, None).unwrap();
+    let central_before = content(&d.asoc);
+    let truncated = d.usb().join("truncated.outpost");
+    std::fs::write(&truncated, &good[..good.len() - 7]).unwrap();
+    let err = files::receive_from(&d.asoc, &truncated, Some(BSOC)).unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err}");
+    let flipped = d.usb().join("flipped.outpost");
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0x10;
+    std::fs::write(&flipped, &bad).unwrap();
+    let err = files::receive_from(&d.asoc, &flipped, Some(BSOC)).unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err}");
+    assert_eq!(
+        journal::rows(&d.asoc, None, None, None).unwrap(),
+        rows_before
+    );
+    assert_eq!(content(&d.asoc), central_before);
+    // The intact file goes through; twice is recognised as a duplicate.
+    assert!(matches!(
+        files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap(),
+        Received::Ready { .. }
+    ));
+    assert!(matches!(
+        files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap(),
+        Received::Duplicate(_)
+    ));
+    assert_eq!(central::process_ready(&d.asoc).unwrap().len(), 1);
+    assert!(central::process_ready(&d.asoc).unwrap().is_empty());
+    // A damaged return changes nothing at the remote either.
+    d.asoc
+        .write(|tx| tx.set("articles", "ART-CHAIR", "price", dec("60.00")))
+        .unwrap();
+    let (ret, _) = files::return_to(&d.asoc, BSOC, &d.usb()).unwrap();
+    let mut bytes = std::fs::read(&ret).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&ret, &bytes).unwrap();
+    let remote_before = content(&d.bsoc);
+    let log_before = remote::log_rows(&d.bsoc).unwrap();
+    let err = files::apply_return_from(&d.bsoc, &ret).unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err}");
+    assert_eq!(content(&d.bsoc), remote_before);
+    assert_eq!(remote::log_rows(&d.bsoc).unwrap(), log_before);
+}
+
+#[test]
+fn s4_a_missing_emission_file_is_detected_and_reported() {
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "x"))
+        .unwrap();
+    let (_lost, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-2", "name", "y"))
+        .unwrap();
+    let (path, emitted) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    let Received::Ready { note, .. } = files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap()
+    else {
+        panic!("not ready")
+    };
+    assert!(
+        note.as_deref().unwrap_or("").contains("never received"),
+        "{note:?}"
+    );
+    assert!(
+        journal::row(&d.asoc, emitted.id)
+            .unwrap()
+            .unwrap()
+            .error
+            .is_some()
+    );
+    // Nothing is lost: the second emission holds everything central lacked.
+    central::process_ready(&d.asoc).unwrap();
+    assert!(d.asoc.record("customers", "BSOC-1").unwrap().is_some());
+    assert!(d.asoc.record("customers", "BSOC-2").unwrap().is_some());
+}
+
+#[test]
+fn j1_processing_cut_off_by_a_crash_is_redone_on_restart_once() {
+    let d = Deployment::new();
+    let dir = d.root.path().join("ASOC");
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "x"))
+        .unwrap();
+    let (path, emitted) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap();
+    // Processing starts, and the process dies before its transaction commits.
+    central::begin_processing(&d.asoc, emitted.id).unwrap();
+    let Deployment { asoc, clock, .. } = d;
+    drop(asoc);
+    let asoc = outpost::Store::open(
+        &dir,
+        outpost::StoreConfig::new(
+            outpost::Site::central(1, "ASOC").unwrap(),
+            outpost::demo::retail_schema(),
+            clock,
+        ),
+    )
+    .unwrap();
+    assert!(asoc.record("customers", "BSOC-1").unwrap().is_none());
+    let redone = central::process_ready(&asoc).unwrap();
+    assert_eq!(redone.len(), 1);
+    let row = journal::row(&asoc, emitted.id).unwrap().unwrap();
+    assert_eq!(row.executions, 2, "more than one: cut off and redone (J1)");
+    assert!(row.exec_end_ms.is_some());
+    assert!(asoc.record("customers", "BSOC-1").unwrap().is_some());
+    assert!(
+        central::process_ready(&asoc).unwrap().is_empty(),
+        "not applied twice"
+    );
+}
