@@ -3,18 +3,20 @@
 //! Central ASOC and remotes BSOC and CSOC each open their own durable store. During the day the
 //! remotes work alone (S2); forbidden writes are refused with their rule (R3, R4/R9, R6, R7,
 //! R8). At 21:00 BSOC emits, at 22:00 CSOC emits, at 23:00 central prepares one return per
-//! remote, and BSOC and CSOC fetch theirs at 23:20 and 23:40 (C5). Until the replicator lands,
-//! the exchange is the engine's own primitives — "changes a peer lacks" and "apply" — moved in
-//! memory rather than in flow files.
+//! remote, and BSOC and CSOC fetch theirs at 23:20 and 23:40 (C5) — all through sync files in a
+//! directory standing for the USB stick (S4), the same bytes the network will carry. The next
+//! morning the remotes' emissions report their returns, and the journal (J1) is printed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use outpost_engine::{
-    Change, FieldKind, ManualClock, Policy, Schema, Site, SiteId, Store, StoreConfig, TableDef,
-    Value,
+    FieldKind, ManualClock, Policy, Schema, Site, SiteId, Store, StoreConfig, TableDef, Value,
 };
+use outpost_replicator::central::{self, Received};
+use outpost_replicator::remote::{self, Applied};
+use outpost_replicator::{SyncMode, files, journal};
 
 /// 2026-11-25 00:00 UTC.
 const DAY_MS: u64 = 1_795_564_800_000;
@@ -61,13 +63,29 @@ fn dec(s: &str) -> Value {
 
 struct Demo {
     clock: ManualClock,
+    usb: PathBuf,
     out: String,
 }
 
+/// The demo's errors: the engine's and the replicator's.
+pub type DemoResult<T> = Result<T, outpost_replicator::Error>;
+
+fn hhmm(ms: u64) -> String {
+    let minutes = (ms % 86_400_000) / MINUTE_MS;
+    let day = if ms >= DAY_MS + 86_400_000 { "+1 " } else { "" };
+    format!("{day}{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
 impl Demo {
-    fn at(&mut self, hh: u64, mm: u64, what: &str) {
-        self.clock.set(DAY_MS + hh * HOUR_MS + mm * MINUTE_MS);
-        let _ = writeln!(self.out, "\n{hh:02}:{mm:02}  {what}");
+    fn at(&mut self, day: u64, hh: u64, mm: u64, what: &str) {
+        self.clock
+            .set(DAY_MS + day * 86_400_000 + hh * HOUR_MS + mm * MINUTE_MS);
+        let _ = writeln!(self.out, "\n{}  {what}", hhmm(self.clock_ms()));
+    }
+
+    fn clock_ms(&self) -> u64 {
+        use outpost_engine::Clock as _;
+        self.clock.now_ms()
     }
 
     fn say(&mut self, line: impl AsRef<str>) {
@@ -86,94 +104,117 @@ impl Demo {
         }
     }
 
-    /// Sends what `to` lacks from `from`; an emission leaves reserved documents out (R7) and
-    /// freezes the documents it carries (R6).
-    fn send(&mut self, from: &Store, to: &Store, emission: bool) -> outpost_engine::Result<()> {
-        let mut lacking = from.changes_lacking(&to.knowledge(), emission)?;
-        let changes: Vec<Change> = lacking.by_ref().collect::<Result<_, _>>()?;
-        let covered = lacking.covered();
-        let left_out = lacking.left_out().count();
-        let report = to.apply(from.site().id, changes.clone(), &covered)?;
-        if emission {
-            let docs: BTreeSet<(String, String)> = changes
-                .iter()
-                .filter(|c| {
-                    from.schema()
-                        .table(&c.table)
-                        .is_some_and(|t| t.is_document())
-                })
-                .map(|c| (c.table.clone(), c.key.clone()))
-                .collect();
-            for (table, key) in &docs {
-                from.freeze(table, key)?;
-            }
-        }
-        let line = format!(
-            "{} → {}: {} changes, {} applied, {} already known or superseded, {} refused{}",
+    /// A remote writes an emission file; central receives it into its sync table and, a minute
+    /// later, processes it.
+    fn emit(&mut self, from: &Store, asoc: &Store, mode: SyncMode) -> DemoResult<()> {
+        let (path, emitted) = files::emit_to(from, &self.usb, mode)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let mut line = format!(
+            "{} writes {} ({} changes, {} bytes on the stick)",
             from.site().code,
-            to.site().code,
-            changes.len(),
-            report.count(outpost_engine::Outcome::Applied),
-            report.count(outpost_engine::Outcome::AlreadyHad)
-                + report.count(outpost_engine::Outcome::Superseded),
-            report.refused(),
-            if left_out > 0 {
-                format!(", {left_out} commits of reserved documents held back (R7)")
-            } else {
-                String::new()
-            }
+            name.unwrap_or_default(),
+            emitted.n_changes,
+            std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
         );
+        if emitted.frozen > 0 {
+            line += &format!(", {} documents now frozen (R6)", emitted.frozen);
+        }
+        if emitted.held_back > 0 {
+            line += &format!(
+                ", {} commits of reserved documents held back (R7)",
+                emitted.held_back
+            );
+        }
         self.say(line);
+        let received = central::receive(
+            asoc,
+            std::io::BufReader::new(std::fs::File::open(&path)?),
+            Some(from.site().id),
+        )?;
+        if let Received::Ready { id, .. } = received {
+            self.say(format!("ASOC: {id} file ready in the sync table"));
+        }
+        self.clock.advance(MINUTE_MS);
+        for p in central::process_ready(asoc)? {
+            let line = format!(
+                "ASOC processes {}: {} applied, {} refused",
+                p.id,
+                p.report.count(outpost_engine::Outcome::Applied),
+                p.report.refused()
+            );
+            self.say(line);
+        }
         Ok(())
     }
 }
 
 /// Runs the example plan with stores under `dir` and returns the transcript.
-pub fn run(dir: &Path) -> outpost_engine::Result<String> {
+pub fn run(dir: &Path) -> DemoResult<String> {
     let clock = ManualClock::new(DAY_MS + 8 * HOUR_MS);
-    let sites = [
-        Site::central(1, "ASOC")?,
-        Site::remote(2, "BSOC")?,
-        Site::remote(3, "CSOC")?,
-    ];
+    let usb = dir.join("usb");
+    std::fs::create_dir_all(&usb)?;
     let open = |site: &Site| -> outpost_engine::Result<Store> {
-        let store = Store::open(
+        Store::open(
             dir.join(site.code.as_str()),
             StoreConfig::new(site.clone(), retail_schema(), clock.clone()),
-        )?;
-        for s in &sites {
-            store.add_site(s.clone())?;
-        }
-        // R4/R9: CSOC's establishment may not write stock documents.
-        store.set_denied_tables(SiteId(3), BTreeSet::from(["stock_documents".to_owned()]))?;
-        Ok(store)
+        )
     };
-    let [asoc, bsoc, csoc] = [open(&sites[0])?, open(&sites[1])?, open(&sites[2])?];
     let mut d = Demo {
         clock: clock.clone(),
+        usb: usb.clone(),
         out: String::new(),
     };
     let _ = writeln!(
         d.out,
-        "outpost demo — the example plan of SPEC C5, stores in {}",
-        dir.display()
+        "outpost demo — the example plan of SPEC C5, stores in {}, sync files in {}",
+        dir.display(),
+        usb.display()
     );
 
     d.at(
+        0,
         8,
         0,
-        "central ASOC sets the catalogue; the remotes start the day with it",
+        "central ASOC sets the catalogue and creates its remotes BSOC and CSOC",
     );
+    let asoc = open(&Site::central(1, "ASOC").map_err(outpost_engine::Error::from)?)?;
     asoc.write(|tx| {
         tx.set("articles", "ART-CHAIR", "name", "Chair")?;
         tx.set("articles", "ART-CHAIR", "price", dec("49.90"))?;
         tx.set("articles", "ART-TABLE", "name", "Table")?;
         tx.set("articles", "ART-TABLE", "price", dec("189.00"))
     })?;
-    d.send(&asoc, &bsoc, false)?;
-    d.send(&asoc, &csoc, false)?;
+    let settings = |t: &str| BTreeMap::from([("emission_time".to_owned(), t.to_owned())]);
+    let bsoc_site = Site::remote(2, "BSOC").map_err(outpost_engine::Error::from)?;
+    let csoc_site = Site::remote(3, "CSOC").map_err(outpost_engine::Error::from)?;
+    central::create_remote(&asoc, bsoc_site, BTreeSet::new(), settings("21:00"))?;
+    // R4/R9: CSOC's establishment may not write stock documents.
+    central::create_remote(
+        &asoc,
+        csoc_site,
+        BTreeSet::from(["stock_documents".to_owned()]),
+        settings("22:00"),
+    )?;
+    let mut remotes = Vec::new();
+    for id in [2, 3] {
+        let (path, built) = files::bootstrap_to(&asoc, SiteId(id), &usb)?;
+        let store = remote::bootstrap(std::io::BufReader::new(std::fs::File::open(&path)?), open)?;
+        d.say(format!(
+            "{} initialised from its bootstrap file ({} changes)",
+            store.site().code,
+            built.n_changes
+        ));
+        remotes.push(store);
+    }
+    let csoc = remotes
+        .pop()
+        .ok_or_else(|| outpost_replicator::Error::Refused("no CSOC".into()))?;
+    let bsoc = remotes
+        .pop()
+        .ok_or_else(|| outpost_replicator::Error::Refused("no BSOC".into()))?;
 
     d.at(
+        0,
         10,
         15,
         "BSOC works offline: a customer, a sale, a cash register, a stock receipt",
@@ -198,7 +239,7 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
         bsoc.write(|tx| tx.set("articles", "ART-CHAIR", "price", dec("1.00"))),
     );
 
-    d.at(11, 30, "CSOC works offline too");
+    d.at(0, 11, 30, "CSOC works offline too");
     csoc.write(|tx| {
         tx.set("customers", "CSOC-000001", "name", "Martin & fils")?;
         tx.set("sales_documents", "CSOC-000001", "total", dec("49.90"))?;
@@ -211,6 +252,7 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
     );
 
     d.at(
+        0,
         20,
         45,
         "a BSOC user opens a second sale for editing (reserved) and leaves it open",
@@ -224,11 +266,12 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
     d.say(format!("{open_sale} reserved by till-1"));
 
     d.at(
+        0,
         21,
         0,
         "BSOC connects and emits (fixed time, deferred return)",
     );
-    d.send(&bsoc, &asoc, true)?;
+    d.emit(&bsoc, &asoc, SyncMode::Deferred)?;
     d.refused(
         "BSOC",
         &format!("edits {sale}, already synchronised"),
@@ -236,6 +279,7 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
     );
 
     d.at(
+        0,
         21,
         30,
         "central edits BSOC's customer; central tries to close BSOC's register",
@@ -247,32 +291,80 @@ pub fn run(dir: &Path) -> outpost_engine::Result<String> {
         asoc.write(|tx| tx.set("cash_registers", "BSOC-REG1", "closed_at", "21:30")),
     );
 
-    d.at(22, 0, "CSOC connects and emits");
-    d.send(&csoc, &asoc, true)?;
+    d.at(0, 22, 0, "CSOC connects and emits");
+    d.emit(&csoc, &asoc, SyncMode::Deferred)?;
 
     d.at(
+        0,
         23,
         0,
         "central prepares one return per remote (common deferred return time)",
     );
-    let return_b: Vec<Change> = asoc
-        .changes_lacking(&bsoc.knowledge(), false)?
-        .collect::<Result<_, _>>()?;
-    let return_c: Vec<Change> = asoc
-        .changes_lacking(&csoc.knowledge(), false)?
-        .collect::<Result<_, _>>()?;
-    d.say(format!(
-        "Ret D02: {} changes for BSOC; Ret D03: {} changes for CSOC",
-        return_b.len(),
-        return_c.len()
-    ));
+    let mut returns = Vec::new();
+    for remote_id in [2u16, 3] {
+        let (path, built) = files::return_to(&asoc, SiteId(remote_id), &usb)?;
+        let line = format!(
+            "Ret D{remote_id:02}: {} written, {} changes, answers {}",
+            built.id,
+            built.n_changes,
+            built
+                .link
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        d.say(line);
+        returns.push(path);
+    }
 
-    d.at(23, 20, "BSOC fetches and applies its return");
-    d.send(&asoc, &bsoc, false)?;
-    d.at(23, 40, "CSOC fetches and applies its return");
-    d.send(&asoc, &csoc, false)?;
+    for (store, path, (hh, mm)) in [
+        (&bsoc, &returns[0], (23, 20)),
+        (&csoc, &returns[1], (23, 40)),
+    ] {
+        let code = store.site().code.to_string();
+        d.at(0, hh, mm, &format!("{code} fetches and applies its return"));
+        match files::apply_return_from(store, path)? {
+            Applied::Applied { report, .. } => {
+                let line = format!(
+                    "{code}: {} changes applied",
+                    report.count(outpost_engine::Outcome::Applied)
+                );
+                d.say(line);
+            }
+            other => d.say(format!("{code}: {other:?}")),
+        }
+    }
 
-    d.at(23, 50, "where everyone stands");
+    d.at(
+        1,
+        7,
+        30,
+        "next morning: each remote's first emission reports the return it applied",
+    );
+    d.emit(&bsoc, &asoc, SyncMode::NoReturn)?;
+    d.emit(&csoc, &asoc, SyncMode::NoReturn)?;
+
+    d.at(1, 7, 45, "the journal at central (J1)");
+    d.say("SynID      kind       site  link       ready     start     end       runs refused");
+    for row in journal::rows(&asoc, None, None, None)? {
+        let t = |ms: Option<u64>| ms.map(hhmm).unwrap_or_else(|| "-".into());
+        let line = format!(
+            "{:<10} {:<10} {:<5} {:<10} {:<9} {:<9} {:<9} {:<4} {}",
+            row.id.to_string(),
+            format!("{:?}", row.kind),
+            row.site.to_string(),
+            row.link
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "0".into()),
+            t(row.file_ready_ms),
+            t(row.exec_start_ms),
+            t(row.exec_end_ms),
+            row.executions,
+            if row.refused_by_remote { "yes" } else { "no" }
+        );
+        d.say(line);
+    }
+
+    d.at(1, 7, 50, "where everyone stands");
     for store in [&asoc, &bsoc, &csoc] {
         let customers = store.scan("customers")?;
         let sales = store.scan("sales_documents")?;
