@@ -514,7 +514,31 @@ pub fn build_return<W: Write>(
     out: W,
     compress: bool,
 ) -> Result<(W, Built)> {
+    write_for_remote(store, remote, FlowKind::Return, out, compress)
+}
+
+/// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
+/// and its configuration. Streamed from one snapshot.
+pub fn write_bootstrap<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+) -> Result<(W, Built)> {
+    write_for_remote(store, remote, FlowKind::Bootstrap, out, compress)
+}
+
+/// A return or a bootstrap: everything the remote lacks (for a bootstrap: everything), with its
+/// configuration, then the journal row.
+fn write_for_remote<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    kind: FlowKind,
+    out: W,
+    compress: bool,
+) -> Result<(W, Built)> {
     check_central(store)?;
+    let is_return = kind == FlowKind::Return;
     let snap = store.snapshot()?;
     let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
         .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
@@ -523,15 +547,25 @@ pub fn build_return<W: Write>(
         site: store.site().id,
         seq,
     };
-    let link = rec.unanswered.iter().max().copied();
-    let mode = match link {
-        Some(e) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
-        None => SyncMode::Deferred,
+    let link = if is_return {
+        rec.unanswered.iter().max().copied()
+    } else {
+        None
     };
-    let mut lacking = store.changes_lacking(&rec.knowledge, true)?;
+    let mode = match (is_return, link) {
+        (false, _) => SyncMode::Provisioning,
+        (true, Some(e)) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
+        (true, None) => SyncMode::Deferred,
+    };
+    let peer = if is_return {
+        rec.knowledge.clone()
+    } else {
+        Knowledge::new()
+    };
+    let mut lacking = store.changes_lacking(&peer, true)?;
     let header = FlowHeader {
         id,
-        kind: FlowKind::Return,
+        kind,
         source: store.site().id,
         target: remote,
         mode,
@@ -548,40 +582,34 @@ pub fn build_return<W: Write>(
     for change in lacking.by_ref() {
         writer.push_change(change?)?;
     }
-    let returned: Vec<ReturnedRejection> = rec
-        .rejections
-        .iter()
-        .map(|(r, _)| {
-            let central = snap
-                .raw_record(&r.change.table, &r.change.key)?
-                .and_then(|raw| match &r.change.slot {
-                    Slot::Created => Some(outpost_engine::Register {
-                        value: outpost_engine::Value::Null,
-                        stamp: raw.created.stamp,
-                        dot: raw.created.dot,
-                    }),
-                    Slot::Tombstone => raw.tombstone.clone(),
-                    Slot::Field(f) => raw.fields.get(f).cloned(),
-                });
-            Ok(ReturnedRejection {
-                rejection: r.clone(),
-                central,
+    let returned: Vec<ReturnedRejection> = if is_return {
+        rec.rejections
+            .iter()
+            .map(|(r, _)| {
+                Ok(ReturnedRejection {
+                    rejection: r.clone(),
+                    central: central_register(&snap, r)?,
+                })
             })
-        })
-        .collect::<Result<_>>()?;
+            .collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
     writer.push_rejections(&returned)?;
     let (out, n_changes, bytes) = writer.finish()?;
     let n_rejections = returned.len() as u64;
     let now = store.now_ms();
     local::write(store, |tx| {
         local::put(tx, local::RETURN_SEQ, &seq)?;
-        let rkey = remote_key(remote);
-        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
-        for (_, sent) in rec.rejections.iter_mut() {
-            *sent = Some(seq);
+        if is_return {
+            let rkey = remote_key(remote);
+            let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+            for (_, sent) in rec.rejections.iter_mut() {
+                *sent = Some(seq);
+            }
+            rec.unanswered.clear();
+            local::put(tx, &rkey, &rec)?;
         }
-        rec.unanswered.clear();
-        local::put(tx, &rkey, &rec)?;
         if let Some(e) = link {
             let ekey = local::flow_key(local::JOURNAL, e);
             if let Some(mut erow) = local::get::<JournalRow>(tx, &ekey)? {
@@ -589,7 +617,7 @@ pub fn build_return<W: Write>(
                 local::put(tx, &ekey, &erow)?;
             }
         }
-        let mut row = JournalRow::new(id, FlowKind::Return, remote, mode);
+        let mut row = JournalRow::new(id, kind, remote, mode);
         row.link = link;
         row.file_ready_ms = Some(now);
         row.n_changes = n_changes;
@@ -609,61 +637,17 @@ pub fn build_return<W: Write>(
     ))
 }
 
-/// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
-/// and its configuration. Streamed from one snapshot.
-pub fn write_bootstrap<W: Write>(
-    store: &Store,
-    remote: SiteId,
-    out: W,
-    compress: bool,
-) -> Result<(W, Built)> {
-    check_central(store)?;
-    let snap = store.snapshot()?;
-    let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
-        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
-    let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
-    let id = FlowId {
-        site: store.site().id,
-        seq,
-    };
-    let mut lacking = store.changes_lacking(&Knowledge::new(), true)?;
-    let header = FlowHeader {
-        id,
-        kind: FlowKind::Bootstrap,
-        source: store.site().id,
-        target: remote,
-        mode: SyncMode::Provisioning,
-        link: None,
-        knowledge: lacking.knowledge().clone(),
-        covered: lacking.covered_up_front()?,
-        schema_fingerprint: store.schema().fingerprint(),
-        created_stamp: store.clock_high_water(),
-        created_wall_ms: store.now_ms(),
-        acks: Vec::new(),
-        config: Some(config_for(store, &rec)),
-    };
-    let mut writer = FlowWriter::new(out, &header, compress)?;
-    for change in lacking.by_ref() {
-        writer.push_change(change?)?;
-    }
-    let (out, n_changes, bytes) = writer.finish()?;
-    let now = store.now_ms();
-    local::write(store, |tx| {
-        local::put(tx, local::RETURN_SEQ, &seq)?;
-        let mut row = JournalRow::new(id, FlowKind::Bootstrap, remote, SyncMode::Provisioning);
-        row.file_ready_ms = Some(now);
-        row.n_changes = n_changes;
-        row.bytes = bytes;
-        local::put(tx, &local::flow_key(local::JOURNAL, id), &row)
-    })?;
-    Ok((
-        out,
-        Built {
-            id,
-            link: None,
-            n_changes,
-            n_rejections: 0,
-            bytes,
-        },
-    ))
+/// Central's register for the place a refused change targeted (none if central has none).
+fn central_register(snap: &Snapshot, r: &Rejection) -> Result<Option<outpost_engine::Register>> {
+    Ok(snap
+        .raw_record(&r.change.table, &r.change.key)?
+        .and_then(|raw| match &r.change.slot {
+            Slot::Created => Some(outpost_engine::Register {
+                value: outpost_engine::Value::Null,
+                stamp: raw.created.stamp,
+                dot: raw.created.dot,
+            }),
+            Slot::Tombstone => raw.tombstone.clone(),
+            Slot::Field(f) => raw.fields.get(f).cloned(),
+        }))
 }
