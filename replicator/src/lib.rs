@@ -24,6 +24,7 @@ pub mod flow;
 pub mod journal;
 mod local;
 pub mod remote;
+pub mod schedule;
 
 pub use flow::{
     ConfigSnapshot, DecodeError, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item,

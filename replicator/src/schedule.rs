@@ -1,0 +1,267 @@
+//! Local times of day and their instants: "21:00 in Europe/Paris on 2026-11-25", resolved with
+//! real time-zone rules (chrono-tz). On a spring-forward day a time inside the gap runs at the
+//! first valid instant after it; on a fall-back day a time in the overlap runs once, at its first
+//! occurrence.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// A time of day, `HH:MM`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct HhMm {
+    hour: u8,
+    minute: u8,
+}
+
+/// A malformed `HH:MM`.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{0:?} is not a time of day: write HH:MM, from 00:00 to 23:59")]
+pub struct BadTime(pub String);
+
+impl HhMm {
+    /// A time of day; `None` out of range.
+    pub fn new(hour: u8, minute: u8) -> Option<Self> {
+        (hour < 24 && minute < 60).then_some(HhMm { hour, minute })
+    }
+
+    /// Minutes since midnight.
+    pub fn minutes(self) -> u32 {
+        u32::from(self.hour) * 60 + u32::from(self.minute)
+    }
+
+    fn naive(self) -> NaiveTime {
+        NaiveTime::from_hms_opt(self.hour.into(), self.minute.into(), 0).unwrap_or(NaiveTime::MIN)
+    }
+}
+
+impl FromStr for HhMm {
+    type Err = BadTime;
+    fn from_str(s: &str) -> Result<Self, BadTime> {
+        let bad = || BadTime(s.to_owned());
+        let (h, m) = s.split_once(':').ok_or_else(bad)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        let hour: u8 = h.parse().map_err(|_| bad())?;
+        let minute: u8 = m.parse().map_err(|_| bad())?;
+        HhMm::new(hour, minute).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for HhMm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.hour, self.minute)
+    }
+}
+
+/// An IANA time zone that was checked to exist.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Zone(Tz);
+
+/// An unknown time zone name.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("unknown time zone {0:?}: use an IANA name such as Europe/Paris")]
+pub struct UnknownZone(pub String);
+
+impl FromStr for Zone {
+    type Err = UnknownZone;
+    fn from_str(s: &str) -> Result<Self, UnknownZone> {
+        s.parse::<Tz>()
+            .map(Zone)
+            .map_err(|_| UnknownZone(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+fn utc(ms: u64) -> DateTime<Utc> {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn to_ms(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+impl Zone {
+    /// The local date at an instant (UTC ms).
+    pub fn date_at(self, ms: u64) -> NaiveDate {
+        utc(ms).with_timezone(&self.0).date_naive()
+    }
+
+    /// The local time of day at an instant, `HH:MM`.
+    pub fn hhmm_at(self, ms: u64) -> String {
+        utc(ms).with_timezone(&self.0).format("%H:%M").to_string()
+    }
+
+    /// The instant (UTC ms) of `at` on local `date`. In a spring-forward gap: the first valid
+    /// instant after the gap; in a fall-back overlap: the first occurrence.
+    pub fn instant(self, date: NaiveDate, at: HhMm) -> u64 {
+        let mut local = date.and_time(at.naive());
+        // Gaps are at most a few hours; step a minute at a time to their end.
+        for _ in 0..(24 * 60) {
+            match self.0.from_local_datetime(&local) {
+                LocalResult::Single(t) => return to_ms(t.with_timezone(&Utc)),
+                LocalResult::Ambiguous(first, _) => return to_ms(first.with_timezone(&Utc)),
+                LocalResult::None => local += chrono::Duration::minutes(1),
+            }
+        }
+        to_ms(date.and_time(at.naive()).and_utc())
+    }
+}
+
+/// A daily job at a local time: due once per local date, at the resolved instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Daily {
+    at: HhMm,
+    // Invariant: the local date of the last run; the job runs at most once per local date.
+    last_run: Option<NaiveDate>,
+}
+
+impl Daily {
+    /// A job at `at`, never run yet.
+    pub fn new(at: HhMm) -> Self {
+        Daily { at, last_run: None }
+    }
+
+    /// Whether the job is due at `now_ms` in `zone`; if so, it is marked as run for that date.
+    pub fn take_due(&mut self, zone: Zone, now_ms: u64) -> bool {
+        let today = zone.date_at(now_ms);
+        // The job of the previous local date may still be pending right after midnight when its
+        // instant moved past midnight; consider both dates.
+        for date in [today.pred_opt(), Some(today)].into_iter().flatten() {
+            if self.last_run.is_some_and(|d| d >= date) {
+                continue;
+            }
+            if now_ms >= zone.instant(date, self.at)
+                && zone.instant(date, self.at) + DUE_WINDOW_MS > now_ms
+            {
+                self.last_run = Some(date);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The next instant at which the job will be due, after `now_ms`.
+    pub fn next_due(&self, zone: Zone, now_ms: u64) -> u64 {
+        let today = zone.date_at(now_ms);
+        [
+            Some(today),
+            today.succ_opt(),
+            today.succ_opt().and_then(|d| d.succ_opt()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|d| self.last_run.is_none_or(|r| r < *d))
+        .map(|d| zone.instant(d, self.at))
+        .find(|t| *t >= now_ms)
+        .unwrap_or(now_ms + 86_400_000)
+    }
+}
+
+/// How late a daily job may still run (a process that was down at its time catches up within
+/// this window rather than running a stale job hours later).
+pub const DUE_WINDOW_MS: u64 = 6 * 3_600_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> u64 {
+        to_ms(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+    }
+
+    #[test]
+    fn hhmm_parses_and_refuses() {
+        assert_eq!("21:05".parse::<HhMm>().unwrap().to_string(), "21:05");
+        for bad in ["24:00", "9:00", "21:60", "2100", "ab:cd", ""] {
+            assert!(bad.parse::<HhMm>().is_err(), "{bad}");
+        }
+        assert!("Mars/Olympus".parse::<Zone>().is_err());
+    }
+
+    #[test]
+    fn spring_forward_runs_at_the_first_valid_instant_after_the_gap() {
+        for (zone, day, expected) in [
+            // 2026-03-08 02:00 EST → 03:00 EDT; 03:00 EDT = 07:00 UTC.
+            ("America/New_York", (2026, 3, 8), "2026-03-08T07:00:00Z"),
+            // 2026-03-29 02:00 CET → 03:00 CEST; 03:00 CEST = 01:00 UTC.
+            ("Europe/Paris", (2026, 3, 29), "2026-03-29T01:00:00Z"),
+        ] {
+            let z: Zone = zone.parse().unwrap();
+            let date = NaiveDate::from_ymd_opt(day.0, day.1, day.2).unwrap();
+            let at = z.instant(date, "02:30".parse().unwrap());
+            assert_eq!(at, ms(expected), "{zone}");
+            let mut job = Daily::new("02:30".parse().unwrap());
+            let mut runs = Vec::new();
+            let start = ms(expected) - 6 * 3_600_000;
+            for minute in 0..(12 * 60) {
+                let now = start + minute * 60_000;
+                if job.take_due(z, now) {
+                    runs.push(now);
+                }
+            }
+            assert_eq!(
+                runs,
+                vec![ms(expected)],
+                "{zone}: once, right after the gap"
+            );
+        }
+    }
+
+    #[test]
+    fn fall_back_runs_a_time_in_the_overlap_once() {
+        for (zone, day, first) in [
+            // 2026-11-01 02:00 EDT → 01:00 EST: 01:30 happens twice; the first is 05:30 UTC.
+            ("America/New_York", (2026, 11, 1), "2026-11-01T05:30:00Z"),
+            // 2026-10-25 03:00 CEST → 02:00 CET: 02:30 happens twice; the first is 00:30 UTC.
+            ("Europe/Paris", (2026, 10, 25), "2026-10-25T00:30:00Z"),
+        ] {
+            let z: Zone = zone.parse().unwrap();
+            let at = if zone == "Europe/Paris" {
+                "02:30"
+            } else {
+                "01:30"
+            };
+            let date = NaiveDate::from_ymd_opt(day.0, day.1, day.2).unwrap();
+            assert_eq!(z.instant(date, at.parse().unwrap()), ms(first), "{zone}");
+            let mut job = Daily::new(at.parse().unwrap());
+            let mut runs = Vec::new();
+            let start = ms(first) - 3 * 3_600_000;
+            for minute in 0..(8 * 60) {
+                let now = start + minute * 60_000;
+                if job.take_due(z, now) {
+                    runs.push(now);
+                }
+            }
+            assert_eq!(runs, vec![ms(first)], "{zone}: once, not twice");
+        }
+    }
+
+    #[test]
+    fn a_daily_job_runs_once_a_day_and_says_when_next() {
+        let z: Zone = "Asia/Tokyo".parse().unwrap();
+        let mut job = Daily::new("18:00".parse().unwrap());
+        let mut runs = 0;
+        let start = ms("2026-11-25T00:00:00Z");
+        for minute in 0..(3 * 24 * 60) {
+            if job.take_due(z, start + minute * 60_000) {
+                runs += 1;
+            }
+        }
+        assert_eq!(runs, 3);
+        assert_eq!(
+            job.next_due(z, ms("2026-11-28T00:00:00Z")),
+            ms("2026-11-28T09:00:00Z")
+        );
+    }
+}
