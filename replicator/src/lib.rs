@@ -19,6 +19,7 @@
 //!    its next emission.
 
 pub mod central;
+pub mod config;
 pub mod files;
 pub mod flow;
 pub mod journal;
