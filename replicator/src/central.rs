@@ -142,11 +142,7 @@ pub enum Received {
 pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> Result<Received> {
     check_central(store)?;
     // 1. Store the bytes, chunk by chunk.
-    let receipt = local::write(store, |tx| {
-        let n: u64 = local::get(tx, local::RECEIPT_SEQ)?.unwrap_or(0) + 1;
-        local::put(tx, local::RECEIPT_SEQ, &n)?;
-        Ok(n)
-    })?;
+    let receipt = new_receipt(store)?;
     let mut bytes = 0u64;
     let mut chunk_no = 0u32;
     let mut buf = vec![0u8; CHUNK_BYTES];
@@ -227,6 +223,109 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         discard(store, receipt)?;
     }
     Ok(outcome)
+}
+
+fn new_receipt(store: &Store) -> Result<u64> {
+    local::write(store, |tx| {
+        let n: u64 = local::get(tx, local::RECEIPT_SEQ)?.unwrap_or(0) + 1;
+        local::put(tx, local::RECEIPT_SEQ, &n)?;
+        Ok(n)
+    })
+}
+
+/// Writes a flow's bytes into the sync table, a chunk per transaction.
+struct ChunkWriter<'s> {
+    store: &'s Store,
+    receipt: u64,
+    chunk: u32,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter<'_> {
+    fn put_chunk(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let key = chunk_key(self.receipt, self.chunk);
+        let bytes = std::mem::take(&mut self.buf);
+        local::write(self.store, |tx| Ok(tx.local_put(&key, &bytes)?)).map_err(io::Error::other)?;
+        self.chunk += 1;
+        Ok(())
+    }
+}
+
+impl Write for ChunkWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK_BYTES - self.buf.len();
+        let n = room.min(data.len());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
+        if self.buf.len() >= CHUNK_BYTES {
+            self.put_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.put_chunk()
+    }
+}
+
+/// Prepares the return of `remote` into central's sync table, where the remote fetches it when
+/// it connects ([`fetch_return`]). See [`build_return`].
+pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
+    let receipt = new_receipt(store)?;
+    let out = ChunkWriter {
+        store,
+        receipt,
+        chunk: 0,
+        buf: Vec::with_capacity(CHUNK_BYTES),
+    };
+    match write_for_remote(store, remote, FlowKind::Return, out, true, Some(receipt)) {
+        Ok((_, built)) => Ok(built),
+        Err(e) => {
+            discard(store, receipt)?;
+            Err(e)
+        }
+    }
+}
+
+/// The newest return prepared for `remote` with a sequence number above `after_seq`, as a byte
+/// stream (what a remote downloads when it connects).
+pub fn fetch_return(
+    store: &Store,
+    remote: SiteId,
+    after_seq: u64,
+) -> Result<Option<(FlowId, impl Read + use<>)>> {
+    let newest = crate::journal::rows(store, Some(remote), None, None)?
+        .into_iter()
+        .filter(|r| r.kind == FlowKind::Return && r.id.seq > after_seq)
+        .filter_map(|r| r.receipt.map(|receipt| (r.id, receipt)))
+        .max();
+    match newest {
+        Some((id, receipt)) => Ok(Some((id, StoredFlow::open(store, receipt)?))),
+        None => Ok(None),
+    }
+}
+
+/// Sets the whole sync configuration (C4) after validating it: central's settings, and each
+/// remote's establishment, permissions and settings, which reach it with its next return (C6).
+pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<()> {
+    check_central(store)?;
+    config
+        .validate()
+        .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
+    for r in &config.remotes {
+        let site = Site::remote(r.id.0, &r.code).map_err(outpost_engine::Error::from)?;
+        let settings = config.remote_settings(r.id).unwrap_or_default();
+        create_remote(store, site, r.denied_tables.clone(), settings)?;
+    }
+    local::write(store, |tx| local::put(tx, local::CONFIG, config))
+}
+
+/// The sync configuration last set, if any.
+pub fn config(store: &Store) -> Result<Option<crate::config::SyncConfig>> {
+    local::snap_get(&store.snapshot()?, local::CONFIG)
 }
 
 fn discard(store: &Store, receipt: u64) -> Result<()> {
@@ -514,7 +613,7 @@ pub fn build_return<W: Write>(
     out: W,
     compress: bool,
 ) -> Result<(W, Built)> {
-    write_for_remote(store, remote, FlowKind::Return, out, compress)
+    write_for_remote(store, remote, FlowKind::Return, out, compress, None)
 }
 
 /// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
@@ -525,7 +624,7 @@ pub fn write_bootstrap<W: Write>(
     out: W,
     compress: bool,
 ) -> Result<(W, Built)> {
-    write_for_remote(store, remote, FlowKind::Bootstrap, out, compress)
+    write_for_remote(store, remote, FlowKind::Bootstrap, out, compress, None)
 }
 
 /// A return or a bootstrap: everything the remote lacks (for a bootstrap: everything), with its
@@ -536,6 +635,7 @@ fn write_for_remote<W: Write>(
     kind: FlowKind,
     out: W,
     compress: bool,
+    receipt: Option<u64>,
 ) -> Result<(W, Built)> {
     check_central(store)?;
     let is_return = kind == FlowKind::Return;
@@ -623,6 +723,7 @@ fn write_for_remote<W: Write>(
         row.n_changes = n_changes;
         row.n_rejections = n_rejections;
         row.bytes = bytes;
+        row.receipt = receipt;
         local::put(tx, &local::flow_key(local::JOURNAL, id), &row)
     })?;
     Ok((

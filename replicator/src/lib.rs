@@ -18,6 +18,7 @@
 //!    puts back what central refused, takes the configuration (C6), and reports all of it with
 //!    its next emission.
 
+pub mod automaton;
 pub mod central;
 pub mod config;
 pub mod files;

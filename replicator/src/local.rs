@@ -16,6 +16,8 @@ pub(crate) const CHUNKS: &[u8] = b"c/";
 pub(crate) const RECEIPT_SEQ: &[u8] = b"cs/receipt";
 /// Central: the next return's sequence number.
 pub(crate) const RETURN_SEQ: &[u8] = b"cs/return";
+/// Central: the sync configuration (C4).
+pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
 pub(crate) const CENTRAL_REMOTE: &[u8] = b"cr/";
 /// Remote: its sync state.

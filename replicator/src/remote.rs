@@ -265,8 +265,7 @@ pub enum Applied {
         report: MergeReport,
         /// Refused changes of this site put back to central's values.
         reverted: u64,
-        /// A gap in central's sequence, if any (reported, not fatal: a return holds everything
-        /// the remote lacked).
+        /// Anything worth reporting about this return.
         note: Option<String>,
     },
     /// Already applied: not applied again.
@@ -355,13 +354,9 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
             newest,
         });
     }
-    let note = (seq > snap_state.last_return_seq + 1).then(|| {
-        format!(
-            "return(s) {}..{} never received",
-            snap_state.last_return_seq + 1,
-            seq - 1
-        )
-    });
+    // Return numbers are central's, shared by all remotes, so a jump is no gap. A return that
+    // never arrived shows at central instead: its journal row never gets an execution (J1).
+    let note: Option<String> = None;
     let central = header.source;
     let (report, reverted) = local::write(store, |tx| {
         let mut report = MergeReport::default();
@@ -441,6 +436,12 @@ pub fn set_setting(store: &Store, name: &str, value: &str) -> Result<()> {
         st.settings.insert(name.to_owned(), value.to_owned());
         local::put(tx, local::REMOTE_STATE, &st)
     })
+}
+
+/// The sequence number of the newest return applied (what to ask central for: anything newer).
+pub fn last_return_seq(store: &Store) -> Result<u64> {
+    let st: Option<RemoteState> = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?;
+    Ok(st.map_or(0, |s| s.last_return_seq))
 }
 
 /// The settings in force on this remote.

@@ -1,0 +1,317 @@
+//! The automatons (SPEC A1–A3, M1–M4): deterministic, sans-IO state machines. Given the time
+//! and events, they say what to do next; a driver does it. The real daemon and the simulator
+//! drive these same machines.
+//!
+//! - [`CentralAutomaton`] processes each emission as soon as it is file ready (an event, not a
+//!   poll; a periodic sweep remains only as a safety net), returns an immediate emission right
+//!   after processing (`Ret Dnn`), and at the common return time prepares one return per
+//!   deferred remote (M1).
+//! - [`RemoteScheduler`] emits and fetches at a fixed-time remote's local times (at most once a
+//!   day each), runs immediate syncs when asked (M2, M4) and waits for their return up to the
+//!   configured duration (A3); a return not fetched in time is fetched at the next connection.
+//! - [`run_central`] executes central's commands on a store — the one place that turns the
+//!   automaton's decisions into replicator calls, for the daemon and the simulator alike.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+
+use outpost_engine::{SiteId, Store};
+
+use crate::config::{ConfigError, RemoteSchedule, SyncConfig, SyncType};
+use crate::flow::{FlowId, SyncMode};
+use crate::schedule::{Daily, Zone};
+use crate::{Result, central};
+
+/// The original's 20-second cycle (A1), kept only as a safety net.
+pub const SWEEP_MS_DEFAULT: u64 = 20_000;
+
+/// What central is doing, shown the way the original does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Activity {
+    /// `Att Dep`: waiting for emissions.
+    Waiting,
+    /// `Tra Dnn`: processing an emission of remote nn.
+    Processing(SiteId),
+    /// `Ret Dnn`: building the return of remote nn.
+    Returning(SiteId),
+}
+
+impl fmt::Display for Activity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activity::Waiting => f.write_str("Att Dep"),
+            Activity::Processing(s) => write!(f, "Tra D{s}"),
+            Activity::Returning(s) => write!(f, "Ret D{s}"),
+        }
+    }
+}
+
+/// What central's automaton asks its driver to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Command {
+    /// Process this file-ready emission.
+    Process(FlowId),
+    /// Prepare the return of this remote.
+    PrepareReturn(SiteId),
+    /// Look for file-ready emissions that no event announced.
+    Sweep,
+}
+
+/// Central's automaton.
+#[derive(Clone, Debug)]
+pub struct CentralAutomaton {
+    zone: Zone,
+    return_job: Daily,
+    deferred: BTreeSet<SiteId>,
+    sweep_ms: u64,
+    next_sweep_ms: u64,
+    activity: Activity,
+}
+
+impl CentralAutomaton {
+    /// An automaton for a validated configuration, starting at `now_ms`.
+    pub fn new(config: &SyncConfig, now_ms: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let deferred = config
+            .remotes
+            .iter()
+            .filter(|r| {
+                r.sync_types
+                    .iter()
+                    .any(|t| matches!(t, SyncType::Fixed { .. }))
+            })
+            .map(|r| r.id)
+            .collect();
+        Ok(CentralAutomaton {
+            zone: config.central.time_zone.parse()?,
+            return_job: Daily::new(config.central.return_time),
+            deferred,
+            sweep_ms: SWEEP_MS_DEFAULT,
+            next_sweep_ms: now_ms + SWEEP_MS_DEFAULT,
+            activity: Activity::Waiting,
+        })
+    }
+
+    /// What it is doing now (`Att Dep`, `Ret D02`…).
+    pub fn status(&self) -> Activity {
+        self.activity
+    }
+
+    /// A flow became file ready: process it now.
+    pub fn on_flow_ready(&mut self, id: FlowId) -> Vec<Command> {
+        vec![Command::Process(id)]
+    }
+
+    /// An emission was processed: an immediate one gets its return right away (A2, M2).
+    pub fn on_processed(&mut self, site: SiteId, mode: SyncMode) -> Vec<Command> {
+        match mode {
+            SyncMode::Immediate => vec![Command::PrepareReturn(site)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Time passes: the common return time (M1) and the safety-net sweep.
+    pub fn on_time(&mut self, now_ms: u64) -> Vec<Command> {
+        let mut out = Vec::new();
+        if now_ms >= self.next_sweep_ms {
+            out.push(Command::Sweep);
+            self.next_sweep_ms = now_ms + self.sweep_ms;
+        }
+        if self.return_job.take_due(self.zone, now_ms) {
+            out.extend(self.deferred.iter().map(|s| Command::PrepareReturn(*s)));
+        }
+        out
+    }
+
+    /// When it next needs [`CentralAutomaton::on_time`].
+    pub fn next_wakeup_ms(&self, now_ms: u64) -> u64 {
+        self.next_sweep_ms
+            .min(self.return_job.next_due(self.zone, now_ms))
+    }
+
+    /// The driver reports what it is doing.
+    pub fn set_activity(&mut self, activity: Activity) {
+        self.activity = activity;
+    }
+}
+
+/// What one run of central's commands did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CentralRun {
+    /// Emissions processed.
+    pub processed: Vec<FlowId>,
+    /// Returns prepared, per remote.
+    pub returns: Vec<(SiteId, FlowId)>,
+}
+
+/// Executes `commands` on central's store, feeding the outcomes back to the automaton until it
+/// has nothing more to ask.
+pub fn run_central(
+    store: &Store,
+    automaton: &mut CentralAutomaton,
+    commands: Vec<Command>,
+) -> Result<CentralRun> {
+    let mut queue: VecDeque<Command> = commands.into();
+    let mut run = CentralRun::default();
+    while let Some(cmd) = queue.pop_front() {
+        match cmd {
+            Command::Process(id) => {
+                let Some(row) = crate::journal::row(store, id)? else {
+                    continue;
+                };
+                if row.exec_end_ms.is_some() {
+                    continue;
+                }
+                automaton.set_activity(Activity::Processing(row.site));
+                central::process(store, id)?;
+                run.processed.push(id);
+                queue.extend(automaton.on_processed(row.site, row.mode));
+            }
+            Command::PrepareReturn(site) => {
+                automaton.set_activity(Activity::Returning(site));
+                let built = central::prepare_return(store, site)?;
+                run.returns.push((site, built.id));
+            }
+            Command::Sweep => {
+                let pending: Vec<FlowId> = crate::journal::rows(store, None, None, None)?
+                    .into_iter()
+                    .filter(|r| r.kind == crate::flow::FlowKind::Emission)
+                    .filter(|r| r.file_ready_ms.is_some() && r.exec_end_ms.is_none())
+                    .map(|r| r.id)
+                    .collect();
+                for id in pending {
+                    queue.extend(automaton.on_flow_ready(id));
+                }
+            }
+        }
+    }
+    automaton.set_activity(Activity::Waiting);
+    Ok(run)
+}
+
+/// What a remote's scheduler asks its driver to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RemoteCommand {
+    /// Connect and emit, with this sync mode.
+    Emit(SyncMode),
+    /// Connect and fetch the newest return, if central has one.
+    FetchReturn,
+}
+
+/// A remote's scheduler.
+#[derive(Clone, Debug)]
+pub struct RemoteScheduler {
+    zone: Zone,
+    emit_job: Option<Daily>,
+    fetch_job: Option<Daily>,
+    wait_ms: Option<u64>,
+    /// While waiting for an immediate return: until when.
+    waiting_until: Option<u64>,
+    /// A return was expected and not fetched in time: fetch it at the next connection.
+    fetch_pending: bool,
+}
+
+impl RemoteScheduler {
+    /// A scheduler for a remote's schedule (from its settings).
+    pub fn new(schedule: &RemoteSchedule) -> Self {
+        let mut s = RemoteScheduler {
+            zone: schedule.zone,
+            emit_job: None,
+            fetch_job: None,
+            wait_ms: None,
+            waiting_until: None,
+            fetch_pending: false,
+        };
+        for t in &schedule.sync_types {
+            match t {
+                SyncType::Fixed { emission, fetch } => {
+                    s.emit_job = Some(Daily::new(*emission));
+                    s.fetch_job = Some(Daily::new(*fetch));
+                }
+                SyncType::Immediate { wait_ms } => s.wait_ms = Some(*wait_ms),
+                SyncType::NoReturn => {}
+            }
+        }
+        s
+    }
+
+    fn connect(&mut self, cmd: RemoteCommand) -> Vec<RemoteCommand> {
+        let mut out = Vec::new();
+        if self.fetch_pending && cmd != RemoteCommand::FetchReturn {
+            out.push(RemoteCommand::FetchReturn);
+        }
+        out.push(cmd);
+        out
+    }
+
+    /// Time passes: the fixed-time emission and fetch (M1), an immediate sync's wait.
+    pub fn on_time(&mut self, now_ms: u64) -> Vec<RemoteCommand> {
+        let mut out = Vec::new();
+        if let Some(until) = self.waiting_until {
+            if now_ms >= until {
+                // A3: the wait expired; the return is fetched at the next connection.
+                self.waiting_until = None;
+                self.fetch_pending = true;
+            } else {
+                out.push(RemoteCommand::FetchReturn);
+            }
+        }
+        if self
+            .emit_job
+            .as_mut()
+            .is_some_and(|j| j.take_due(self.zone, now_ms))
+        {
+            out.extend(self.connect(RemoteCommand::Emit(SyncMode::Deferred)));
+        }
+        if self
+            .fetch_job
+            .as_mut()
+            .is_some_and(|j| j.take_due(self.zone, now_ms))
+        {
+            out.extend(self.connect(RemoteCommand::FetchReturn));
+        }
+        out.dedup();
+        out
+    }
+
+    /// An immediate sync asked for now (M2, M4 — even with a fixed-time sync configured): emit,
+    /// then wait up to the configured duration for the return. Without a wait configured, or
+    /// with `no_return`, only emits (M3).
+    pub fn request_sync(&mut self, now_ms: u64, no_return: bool) -> Vec<RemoteCommand> {
+        match (self.wait_ms, no_return) {
+            (Some(wait), false) => {
+                self.waiting_until = Some(now_ms + wait);
+                self.connect(RemoteCommand::Emit(SyncMode::Immediate))
+            }
+            _ => self.connect(RemoteCommand::Emit(SyncMode::NoReturn)),
+        }
+    }
+
+    /// A return was applied: no more waiting, nothing pending.
+    pub fn on_return_applied(&mut self) {
+        self.waiting_until = None;
+        self.fetch_pending = false;
+    }
+
+    /// Whether an immediate sync is waiting for its return.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting_until.is_some()
+    }
+
+    /// When it next needs [`RemoteScheduler::on_time`].
+    pub fn next_wakeup_ms(&self, now_ms: u64) -> u64 {
+        [
+            self.waiting_until.map(|_| now_ms + 1_000),
+            self.emit_job
+                .as_ref()
+                .map(|j| j.next_due(self.zone, now_ms)),
+            self.fetch_job
+                .as_ref()
+                .map(|j| j.next_due(self.zone, now_ms)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now_ms + 86_400_000)
+    }
+}
