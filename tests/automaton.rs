@@ -9,9 +9,7 @@ use outpost::replicator::automaton::{
     Activity, CentralAutomaton, RemoteCommand, RemoteScheduler, run_central,
 };
 use outpost::replicator::central::{self, Received};
-use outpost::replicator::config::{
-    CentralSettings, PORT_DEFAULT, RemoteSchedule, RemoteSettings, SyncConfig, User,
-};
+use outpost::replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig};
 use outpost::replicator::remote::{self, Applied};
 use outpost::replicator::schedule::{Daily, Zone};
 use outpost::replicator::{FlowKind, journal};
@@ -28,41 +26,21 @@ fn utc_ms(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> u64 {
     t.timestamp_millis() as u64
 }
 
+/// The seed's configuration (C4) with other remotes: (id, code, time zone, sync types).
 fn config(remotes: Vec<(u16, &str, &str, &str)>) -> SyncConfig {
-    SyncConfig {
-        central: CentralSettings {
-            host: "127.0.0.1".into(),
-            port: PORT_DEFAULT,
-            customer_code: "00086".into(),
-            base_name: "BASEASOC".into(),
-            time_zone: "Europe/Paris".into(),
-            return_time: "23:00".parse().unwrap(),
-            sync_user: "USYN".into(),
-            responsible: "RSYN".into(),
-            users: vec![
-                User {
-                    code: "USYN".into(),
-                    admin: true,
-                    email: None,
-                },
-                User {
-                    code: "RSYN".into(),
-                    admin: false,
-                    email: Some("rsyn@asoc.example".into()),
-                },
-            ],
-        },
-        remotes: remotes
-            .into_iter()
-            .map(|(id, code, zone, sync)| RemoteSettings {
-                id: SiteId(id),
-                code: code.into(),
-                time_zone: zone.into(),
-                sync_types: sync.split(';').map(|s| s.parse().unwrap()).collect(),
-                denied_tables: BTreeSet::new(),
-            })
-            .collect(),
-    }
+    let mut cfg = outpost::replicator::config::seed_example();
+    cfg.central.host = "127.0.0.1".into();
+    cfg.remotes = remotes
+        .into_iter()
+        .map(|(id, code, zone, sync)| RemoteSettings {
+            id: SiteId(id),
+            code: code.into(),
+            time_zone: zone.into(),
+            sync_types: sync.split(';').map(|s| s.parse().unwrap()).collect(),
+            denied_tables: BTreeSet::new(),
+        })
+        .collect();
+    cfg
 }
 
 struct RemoteSite {

@@ -301,67 +301,75 @@ impl RemoteSchedule {
     }
 }
 
+/// The seed's example (SPEC C1–C5): central ASOC in Paris returning at 23:00, with sync user
+/// USYN (admin) and responsible RSYN; BSOC emitting at 21:00 and fetching at 23:20; CSOC at
+/// 22:00 and 23:40, also allowed immediate syncs, and not permitted stock documents.
+pub fn seed_example() -> SyncConfig {
+    let at = |(h, m): (u8, u8)| HhMm::new(h, m).unwrap_or(HhMm::MIDNIGHT);
+    let fixed = |e, f| SyncType::Fixed {
+        emission: at(e),
+        fetch: at(f),
+    };
+    SyncConfig {
+        central: CentralSettings {
+            host: "central.example".into(),
+            port: PORT_DEFAULT,
+            customer_code: "00086".into(),
+            base_name: "BASEASOC".into(),
+            time_zone: "Europe/Paris".into(),
+            return_time: at((23, 0)),
+            sync_user: "USYN".into(),
+            responsible: "RSYN".into(),
+            users: vec![
+                User {
+                    code: "USYN".into(),
+                    admin: true,
+                    email: None,
+                },
+                User {
+                    code: "RSYN".into(),
+                    admin: false,
+                    email: Some("rsyn@asoc.example".into()),
+                },
+            ],
+        },
+        remotes: vec![
+            RemoteSettings {
+                id: SiteId(2),
+                code: "BSOC".into(),
+                time_zone: "Europe/Paris".into(),
+                sync_types: vec![fixed((21, 0), (23, 20))],
+                denied_tables: BTreeSet::new(),
+            },
+            RemoteSettings {
+                id: SiteId(3),
+                code: "CSOC".into(),
+                time_zone: "Europe/Paris".into(),
+                sync_types: vec![
+                    fixed((22, 0), (23, 40)),
+                    SyncType::Immediate { wait_ms: 600_000 },
+                ],
+                denied_tables: BTreeSet::from(["stock_documents".into()]),
+            },
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) fn example() -> SyncConfig {
-        SyncConfig {
-            central: CentralSettings {
-                host: "central.example".into(),
-                port: PORT_DEFAULT,
-                customer_code: "00086".into(),
-                base_name: "BASEASOC".into(),
-                time_zone: "Europe/Paris".into(),
-                return_time: "23:00".parse().unwrap(),
-                sync_user: "USYN".into(),
-                responsible: "RSYN".into(),
-                users: vec![
-                    User {
-                        code: "USYN".into(),
-                        admin: true,
-                        email: None,
-                    },
-                    User {
-                        code: "RSYN".into(),
-                        admin: false,
-                        email: Some("rsyn@asoc.example".into()),
-                    },
-                ],
-            },
-            remotes: vec![
-                RemoteSettings {
-                    id: SiteId(2),
-                    code: "BSOC".into(),
-                    time_zone: "Europe/Paris".into(),
-                    sync_types: vec!["fixed 21:00 23:20".parse().unwrap()],
-                    denied_tables: BTreeSet::new(),
-                },
-                RemoteSettings {
-                    id: SiteId(3),
-                    code: "CSOC".into(),
-                    time_zone: "Europe/Paris".into(),
-                    sync_types: vec![
-                        "fixed 22:00 23:40".parse().unwrap(),
-                        "immediate 600".parse().unwrap(),
-                    ],
-                    denied_tables: BTreeSet::from(["stock_documents".into()]),
-                },
-            ],
-        }
-    }
-
     #[test]
     fn c4_the_example_plan_is_valid() {
-        example().validate().unwrap();
-        let s = example().remote_settings(SiteId(3)).unwrap();
+        seed_example().validate().unwrap();
+        let s = seed_example().remote_settings(SiteId(3)).unwrap();
         let back = RemoteSchedule::from_settings(&s).unwrap();
-        assert_eq!(back.sync_types, example().remotes[1].sync_types);
+        assert_eq!(back.sync_types, seed_example().remotes[1].sync_types);
     }
 
     #[test]
     fn c2_c3_m1_validation_errors_are_clear() {
-        let mut c = example();
+        let mut c = seed_example();
         c.central.users[0].admin = false;
         let e = c.validate().unwrap_err();
         assert!(
@@ -369,14 +377,14 @@ mod tests {
             "{e}"
         );
 
-        let mut c = example();
+        let mut c = seed_example();
         c.central.users[1].email = None;
         assert!(matches!(
             c.validate(),
             Err(ConfigError::ResponsibleWithoutEmail(_))
         ));
 
-        let mut c = example();
+        let mut c = seed_example();
         c.remotes[0]
             .sync_types
             .push("fixed 20:00 23:30".parse().unwrap());
@@ -386,7 +394,7 @@ mod tests {
             "{e}"
         );
 
-        let mut c = example();
+        let mut c = seed_example();
         c.remotes[0].time_zone = "Europe/Atlantis".into();
         assert!(matches!(c.validate(), Err(ConfigError::UnknownZone(_))));
 
@@ -400,13 +408,13 @@ mod tests {
         ));
 
         // A fetch at 22:30 cannot see a return prepared at 23:00.
-        let mut c = example();
+        let mut c = seed_example();
         c.remotes[0].sync_types = vec!["fixed 21:00 22:30".parse().unwrap()];
         let e = c.validate().unwrap_err();
         assert!(matches!(e, ConfigError::FetchBeforeReturn { .. }), "{e}");
         // In New York, a 18:00 emission and 19:00 fetch straddle no return: central's 23:00 in
         // Paris is 17:00 there, so the 19:00 fetch comes before the next one.
-        let mut c = example();
+        let mut c = seed_example();
         c.remotes[0].time_zone = "America/New_York".into();
         c.remotes[0].sync_types = vec!["fixed 18:00 19:00".parse().unwrap()];
         let e = c.validate().unwrap_err();

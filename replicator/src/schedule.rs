@@ -23,6 +23,9 @@ pub struct HhMm {
 pub struct BadTime(pub String);
 
 impl HhMm {
+    /// 00:00.
+    pub const MIDNIGHT: HhMm = HhMm { hour: 0, minute: 0 };
+
     /// A time of day; `None` out of range.
     pub fn new(hour: u8, minute: u8) -> Option<Self> {
         (hour < 24 && minute < 60).then_some(HhMm { hour, minute })
