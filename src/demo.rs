@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use outpost_engine::{
-    FieldKind, ManualClock, Policy, Schema, Site, SiteId, Store, StoreConfig, TableDef, Value,
-};
+use outpost_engine::{ManualClock, Schema, Site, SiteId, Store, StoreConfig, Value};
 use outpost_replicator::central::{self, Received};
 use outpost_replicator::remote::{self, Applied};
 use outpost_replicator::{SyncMode, files, journal};
@@ -23,38 +21,9 @@ const DAY_MS: u64 = 1_795_564_800_000;
 const HOUR_MS: u64 = 3_600_000;
 const MINUTE_MS: u64 = 60_000;
 
-/// The retail schema of the demo (a subset of the simulator's).
+/// The retail schema (the simulator's workload; see [`outpost_sim::retail`]).
 pub fn retail_schema() -> Schema {
-    let text = FieldKind::Text;
-    let schema = Schema::new([
-        TableDef::central_only("articles")
-            .field("name", text)
-            .field("price", FieldKind::Decimal),
-        TableDef::shared("customers")
-            .field("name", text)
-            .field("address", text)
-            .field("city", text),
-        TableDef::document("sales_documents")
-            .field("customer", text)
-            .field("date", text)
-            .field("total", FieldKind::Decimal)
-            .field("status", text),
-        TableDef::document("stock_documents")
-            .field("article", text)
-            .field("quantity", FieldKind::Integer)
-            .field("kind", text),
-        TableDef::new(
-            "cash_registers",
-            Policy::Document {
-                frozen_once_synced: false,
-            },
-        )
-        .field("opened_at", text)
-        .owner_exclusive_field("closed_at", text),
-    ]);
-    // The declaration above is fixed and valid; a failure here is a bug in this file.
-    #[expect(clippy::expect_used, reason = "a constant, valid schema")]
-    schema.expect("the retail schema is valid")
+    outpost_sim::retail::schema()
 }
 
 fn dec(s: &str) -> Value {

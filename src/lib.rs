@@ -13,6 +13,7 @@ pub use outpost_engine::{
     Schema, Site, SiteId, Slot, Stamp, Store, StoreConfig, TableDef, Value,
 };
 pub use outpost_replicator as replicator;
+pub use outpost_sim as sim;
 
 pub mod demo;
 

@@ -19,6 +19,27 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the deterministic multi-site simulator.
+    Sim {
+        /// Number of remote sites.
+        #[arg(long, default_value_t = 10)]
+        sites: usize,
+        /// Number of simulated days.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// The seed (the same seed reproduces the run exactly).
+        #[arg(long, default_value_t = 8812)]
+        seed: u64,
+        /// Inject faults the system must survive.
+        #[arg(long)]
+        faults: bool,
+        /// Run this many seeds, from --seed on.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Write the report (the last seed's) as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Play the SPEC's example plan (C5): central ASOC, remotes BSOC and CSOC, one day.
     Demo {
         /// Directory for the three stores (default: a new directory under the system's
@@ -31,6 +52,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sim {
+            sites,
+            days,
+            seed,
+            faults,
+            seeds,
+            json,
+        } => sim(sites, days, seed, faults, seeds, json),
         Command::Demo { data } => {
             let dir = data.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("outpost-demo-{}", std::process::id()))
@@ -53,5 +82,79 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn sim(
+    sites: usize,
+    days: u32,
+    seed: u64,
+    faults: bool,
+    seeds: u64,
+    json: Option<PathBuf>,
+) -> ExitCode {
+    let mut failed = false;
+    let mut last = None;
+    for s in seed..seed.saturating_add(seeds.max(1)) {
+        let cfg = outpost::sim::SimConfig {
+            sites,
+            days,
+            seed: s,
+            faults,
+            broken_rules: Vec::new(),
+        };
+        let started = std::time::Instant::now();
+        let report = match outpost::sim::run(&cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}\nreproduce: {}", cfg.reproduce());
+                return ExitCode::FAILURE;
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let site_days = (sites as f64 + 1.0) * f64::from(days);
+        println!(
+            "seed {s}: {} sites × {} days in {secs:.2} s ({:.0} site-days/s) — {} writes, {} emissions, {} returns, {} bytes, {} conflicts, {} forbidden attempts refused, {} rejections, {} re-executions, faults {:?}, converged {}",
+            sites,
+            days,
+            site_days / secs.max(1e-9),
+            report.writes,
+            report.emissions,
+            report.returns,
+            report.bytes,
+            report.conflicts,
+            report.forbidden_refused,
+            report.rejections,
+            report.executions_over_1,
+            report.faults_injected,
+            report.converged
+        );
+        if !report.violations.is_empty() {
+            failed = true;
+            for v in &report.violations {
+                println!("  VIOLATION: {v}");
+            }
+            println!("  reproduce: {}", cfg.reproduce());
+        }
+        last = Some(report);
+    }
+    if let (Some(path), Some(report)) = (json, last) {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                if let Err(e) = std::fs::write(&path, text) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

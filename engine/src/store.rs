@@ -48,6 +48,9 @@ pub struct StoreConfig {
     pub clock: Arc<dyn Clock>,
     /// A received stamp further ahead of the local clock than this is reported.
     pub skew_ms_max: u64,
+    /// Fault injection for testing checkers (the simulator's): rules this store does **not**
+    /// enforce. Empty in every real use.
+    pub broken_rules: Vec<Rule>,
 }
 
 impl StoreConfig {
@@ -58,6 +61,7 @@ impl StoreConfig {
             schema,
             clock: Arc::new(clock),
             skew_ms_max: SKEW_MS_MAX_DEFAULT,
+            broken_rules: Vec::new(),
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct Store {
     schema: Arc<Schema>,
     clock: Arc<dyn Clock>,
     skew_ms_max: u64,
+    broken_rules: Vec<Rule>,
     state: Mutex<State>,
     /// Set when a write to disk failed: the store's state on disk is then unknown to us.
     poisoned: Mutex<Option<String>>,
@@ -279,6 +284,7 @@ impl Store {
             schema: Arc::new(config.schema),
             clock: config.clock,
             skew_ms_max: config.skew_ms_max,
+            broken_rules: config.broken_rules,
             state: Mutex::new(state),
             poisoned: Mutex::new(None),
         })
@@ -389,6 +395,15 @@ impl Store {
         f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>,
     ) -> Result<(R, Commit)> {
         self.transact(None, f)
+    }
+
+    /// Like [`Store::write_as`], also returning what the commit did.
+    pub fn write_commit_as<R>(
+        &self,
+        holder: &str,
+        f: impl FnOnce(&mut WriteTx<'_, '_>) -> Result<R>,
+    ) -> Result<(R, Commit)> {
+        self.transact(Some(holder), f)
     }
 
     fn transact<R>(
@@ -662,6 +677,7 @@ impl WriteTx<'_, '_> {
         self.state_moved = true;
         let mut merge = Merge {
             schema: &store.schema,
+            broken_rules: &store.broken_rules,
             t: self.tables,
             state: self.state,
             source: &source_site,
@@ -953,6 +969,13 @@ impl WriteTx<'_, '_> {
                 .get(&store.site.id)
                 .is_some_and(|d| d.contains(table)),
             reservation: holder_of.as_deref().map(|h| (h, self.holder)),
+        })
+        .or_else(|r| {
+            if store.broken_rules.contains(&r.rule) {
+                Ok(())
+            } else {
+                Err(r)
+            }
         })?;
         let (dot, stamp) = self.dot();
         let created = match created {
@@ -1022,6 +1045,7 @@ impl WriteTx<'_, '_> {
 /// The state of one [`Store::apply`].
 struct Merge<'a, 't> {
     schema: &'a Schema,
+    broken_rules: &'a [Rule],
     t: &'a mut WriteTables<'t>,
     state: &'a mut State,
     source: &'a Site,
@@ -1187,6 +1211,13 @@ impl Merge<'_, '_> {
                 .get(&origin)
                 .is_some_and(|d| d.contains(&change.table)),
             reservation: None,
+        })
+        .or_else(|r| {
+            if self.broken_rules.contains(&r.rule) {
+                Ok(())
+            } else {
+                Err(r)
+            }
         });
         Ok(verdict.map(|()| (prefix, created, def.is_document())))
     }

@@ -92,6 +92,12 @@ impl CentralAutomaton {
         })
     }
 
+    /// Changes the safety-net sweep's period.
+    pub fn set_sweep_ms(&mut self, sweep_ms: u64) {
+        self.next_sweep_ms = self.next_sweep_ms - self.sweep_ms + sweep_ms;
+        self.sweep_ms = sweep_ms;
+    }
+
     /// What it is doing now (`Att Dep`, `Ret D02`…).
     pub fn status(&self) -> Activity {
         self.activity

@@ -449,6 +449,13 @@ pub struct Processed {
     pub report: MergeReport,
 }
 
+/// What central holds of `remote`'s own changes: the acknowledgement a transport with a reply
+/// channel (the network) sends back after an upload, so that a remote that gets no return (M3)
+/// stops re-sending what central has.
+pub fn acknowledgement(store: &Store, remote: SiteId) -> Knowledge {
+    store.knowledge().only(remote)
+}
+
 /// Marks the start of an emission's processing: execution start and count (J1). A processing
 /// cut off after this (a crash) shows as a second execution when it is redone.
 pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {

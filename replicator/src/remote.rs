@@ -428,6 +428,17 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
     })
 }
 
+/// Takes central's acknowledgement of this site's own changes ([`crate::central::acknowledgement`]):
+/// the next emission leaves out what central already has. Only this site's own dots are taken.
+pub fn record_acknowledgement(store: &Store, ack: &Knowledge) -> Result<()> {
+    let own = ack.only(store.site().id);
+    local::write(store, |tx| {
+        let mut st = state(tx)?;
+        st.central_knowledge.union_with(&own);
+        local::put(tx, local::REMOTE_STATE, &st)
+    })
+}
+
 /// A local admin's edit of a setting (C6): in force until the next return, which overwrites it
 /// with central's value — make the change on central too.
 pub fn set_setting(store: &Store, name: &str, value: &str) -> Result<()> {
