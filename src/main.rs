@@ -39,6 +39,9 @@ enum Command {
         /// Write the report (the last seed's) as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run a scripted scenario (a TOML file, see docs/scenarios.md) instead of a random run.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
     },
     /// Play the SPEC's example plan (C5): central ASOC, remotes BSOC and CSOC, one day.
     Demo {
@@ -59,7 +62,11 @@ fn main() -> ExitCode {
             faults,
             seeds,
             json,
-        } => sim(sites, days, seed, faults, seeds, json),
+            scenario,
+        } => match scenario {
+            Some(path) => run_scenario(&path, json),
+            None => sim(sites, days, seed, faults, seeds, json),
+        },
         Command::Demo { data } => {
             let dir = data.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("outpost-demo-{}", std::process::id()))
@@ -72,9 +79,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             match outpost::demo::run(&dir) {
-                Ok(transcript) => {
+                Ok((transcript, ok)) => {
                     print!("{transcript}");
-                    ExitCode::SUCCESS
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -156,5 +167,64 @@ fn sim(
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
+    let scenario = match outpost::sim::scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("outpost-scenario-{}", std::process::id()));
+    let report = match outpost::sim::scenario::run(&scenario, &dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    for (step, outcome) in scenario.step.iter().zip(&report.steps) {
+        println!(
+            "{} {:<6} {} → {}",
+            step.at,
+            step.site,
+            step.describe(),
+            match (&outcome.error, outcome.ok) {
+                (None, _) => "ok".to_owned(),
+                (Some(e), true) => e.clone(),
+                (Some(e), false) => format!("FAILED: {e}"),
+            }
+        );
+    }
+    println!(
+        "converged: {}; violations: {}",
+        report.converged,
+        report.violations.len()
+    );
+    for v in &report.violations {
+        println!("  VIOLATION: {v}");
+    }
+    if let Some(path) = json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                if let Err(e) = std::fs::write(&path, text) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if report.violations.is_empty() && report.converged {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod retail;
 mod rng;
+pub mod scenario;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};

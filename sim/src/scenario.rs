@@ -1,0 +1,1048 @@
+//! Scripted scenarios: a TOML file of sites and timed steps, run through the same stores,
+//! replicator and automatons as the random runs (format in docs/scenarios.md). The stores are
+//! real files in a directory, so a `crash` restarts a site from its durable state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use outpost_engine::{Clock, FieldKind, ManualClock, Site, SiteId, Store, StoreConfig, Value};
+use outpost_replicator::automaton::{
+    CentralAutomaton, RemoteCommand, RemoteScheduler, run_central,
+};
+use outpost_replicator::central::{self, Received};
+use outpost_replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig, SyncType};
+use outpost_replicator::remote::{self, Applied};
+use outpost_replicator::schedule::{HhMm, Zone};
+use outpost_replicator::{SyncMode, journal};
+use serde::{Deserialize, Serialize};
+
+use crate::{SimError, retail};
+
+/// A scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// `YYYY-MM-DDTHH:MM` in central's time zone.
+    pub start: String,
+    /// How many days to run.
+    pub days: u32,
+    /// Central.
+    pub central: CentralDecl,
+    /// The remotes.
+    #[serde(default)]
+    pub remote: Vec<RemoteDecl>,
+    /// The steps, in file order.
+    #[serde(default)]
+    pub step: Vec<Step>,
+}
+
+/// `[central]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralDecl {
+    /// Establishment code.
+    pub code: String,
+    /// Site id.
+    pub id: u16,
+    /// IANA time zone.
+    pub tz: String,
+    /// The common deferred-return time, `HH:MM`.
+    pub deferred_return_at: String,
+}
+
+/// `[[remote]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteDecl {
+    /// Establishment code.
+    pub code: String,
+    /// Site id.
+    pub id: u16,
+    /// IANA time zone.
+    pub tz: String,
+    /// `fixed`, `immediate`, `no-return` or `manual`.
+    pub sync: String,
+    /// Fixed: local emission time.
+    pub emit_at: Option<String>,
+    /// Fixed: local return-fetch time.
+    pub fetch_return_at: Option<String>,
+    /// Immediate: how long to wait for the return, like `60s` or `5m`.
+    pub wait: Option<String>,
+    /// `false`: may not write stock documents (R4/R9).
+    pub stock_documents: Option<bool>,
+}
+
+/// A record reference.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRef {
+    /// Table.
+    pub table: String,
+    /// Key.
+    pub key: String,
+}
+
+/// `put = { table, key, fields }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Put {
+    /// Table.
+    pub table: String,
+    /// Key.
+    pub key: String,
+    /// Field values.
+    pub fields: BTreeMap<String, toml::Value>,
+}
+
+/// `export`/`import = { file, for }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    /// The file's name on the "USB stick".
+    pub file: String,
+    /// At central: the remote whose return to export.
+    #[serde(rename = "for")]
+    pub for_site: Option<String>,
+}
+
+/// `close_register = { key }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// Key.
+    pub key: String,
+}
+
+/// `admin_config = { setting, value }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `emit_at`, `fetch_return_at`, or a raw setting name.
+    pub setting: String,
+    /// The value.
+    pub value: String,
+}
+
+/// `expect = { table, key, field, equals }` or `{ table, key, absent = true }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Table.
+    pub table: String,
+    /// Key.
+    pub key: String,
+    /// Field.
+    pub field: Option<String>,
+    /// Expected value.
+    pub equals: Option<toml::Value>,
+    /// The record must not be there.
+    pub absent: Option<bool>,
+}
+
+/// One step: the site acts at its local time; exactly one operation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// `YYYY-MM-DDTHH:MM`, local to the acting site.
+    pub at: String,
+    /// The acting site's code.
+    pub site: String,
+    /// Write fields.
+    pub put: Option<Put>,
+    /// Delete a record.
+    pub delete: Option<RecordRef>,
+    /// Reserve a document (R7).
+    pub reserve: Option<RecordRef>,
+    /// Release it.
+    pub release: Option<RecordRef>,
+    /// Close a cash register (R8).
+    pub close_register: Option<KeyRef>,
+    /// Ask for a sync now: `immediate` or `no-return`.
+    pub sync: Option<String>,
+    /// Write a flow file (a remote's emission; at central, a return `for` a remote).
+    pub export: Option<FileRef>,
+    /// Read a flow file.
+    pub import: Option<FileRef>,
+    /// Network down for the site.
+    pub cut: Option<bool>,
+    /// Network back.
+    pub heal: Option<bool>,
+    /// Crash and restart from durable state.
+    pub crash: Option<bool>,
+    /// The site's program stops.
+    pub down: Option<bool>,
+    /// It starts again.
+    pub up: Option<bool>,
+    /// Clock offset, like `+3h`, `-2d`, `+15m`.
+    pub skew: Option<String>,
+    /// A remote admin's local settings edit (C6).
+    pub admin_config: Option<AdminConfig>,
+    /// A check.
+    pub expect: Option<Expect>,
+    /// The operation must fail with this rule (`R6`, `R4/R9`…).
+    pub expect_error: Option<String>,
+}
+
+/// One step's outcome, in file order.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StepOutcome {
+    /// The step's `at`.
+    pub at: String,
+    /// The acting site.
+    pub site: String,
+    /// Whether the operation did what the step says (an `expect_error` step is ok when refused).
+    pub ok: bool,
+    /// The error, if the operation failed.
+    pub error: Option<String>,
+}
+
+/// A journal row in the report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct JournalEntry {
+    /// SynID.
+    pub syn_id: String,
+    /// Emission, return, bootstrap.
+    pub kind: String,
+    /// The remote.
+    pub site: String,
+    /// Sync mode.
+    pub mode: String,
+    /// Link (0 = none).
+    pub link: String,
+    /// File ready, central local time.
+    pub file_ready: Option<String>,
+    /// Execution start.
+    pub exec_start: Option<String>,
+    /// Execution end.
+    pub exec_end: Option<String>,
+    /// Executions.
+    pub exec_count: u32,
+    /// Refused by remote.
+    pub refused: bool,
+}
+
+/// A rejection in the report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RejectionEntry {
+    /// The site that sent it.
+    pub site: String,
+    /// Table.
+    pub table: String,
+    /// Key.
+    pub key: String,
+    /// Field.
+    pub field: Option<String>,
+    /// Rule.
+    pub rule: String,
+}
+
+/// One site's data: table → key → field → value (as text).
+pub type SiteData = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
+
+/// A scenario's report.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ScenarioReport {
+    /// code → table → key → field → value (as text).
+    pub sites: BTreeMap<String, SiteData>,
+    /// Central's journal.
+    pub journal: Vec<JournalEntry>,
+    /// Central's rejection log.
+    pub rejections: Vec<RejectionEntry>,
+    /// Each step, in file order.
+    pub steps: Vec<StepOutcome>,
+    /// Every site equals central at the end (after a quiet round).
+    pub converged: bool,
+    /// Failed expectations and broken invariants.
+    pub violations: Vec<String>,
+}
+
+/// A scenario that cannot be run as written.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The TOML does not parse or does not fit the format.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value that does not fit.
+    #[error("{0}")]
+    Invalid(String),
+    /// Running it failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+/// Reads a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses a scenario's text; `name` names it in errors.
+pub fn parse(text: &str, name: &str) -> Result<Scenario, ScenarioError> {
+    toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        path: name.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl Step {
+    /// The step's operation in a few words.
+    pub fn describe(&self) -> String {
+        let rec = |verb: &str, r: &RecordRef| format!("{verb} {}/{}", r.table, r.key);
+        let mut out = if let Some(p) = &self.put {
+            let fields: Vec<String> = p
+                .fields
+                .iter()
+                .map(|(f, v)| format!("{f}={}", toml_text(v)))
+                .collect();
+            format!("writes {}/{} {}", p.table, p.key, fields.join(" "))
+        } else if let Some(r) = &self.delete {
+            rec("deletes", r)
+        } else if let Some(r) = &self.reserve {
+            rec("reserves", r)
+        } else if let Some(r) = &self.release {
+            rec("releases", r)
+        } else if let Some(k) = &self.close_register {
+            format!("closes cash register {}", k.key)
+        } else if let Some(m) = &self.sync {
+            format!("asks for a {m} sync")
+        } else if let Some(f) = &self.export {
+            format!("exports {}", f.file)
+        } else if let Some(f) = &self.import {
+            format!("imports {}", f.file)
+        } else if let Some(e) = &self.expect {
+            match (&e.field, e.absent) {
+                (_, Some(true)) => format!("checks {}/{} is absent", e.table, e.key),
+                (Some(f), _) => format!(
+                    "checks {}/{}.{f} = {}",
+                    e.table,
+                    e.key,
+                    e.equals.as_ref().map(toml_text).unwrap_or_default()
+                ),
+                _ => "checks".to_owned(),
+            }
+        } else if let Some(a) = &self.admin_config {
+            format!("admin sets {} = {}", a.setting, a.value)
+        } else if let Some(k) = &self.skew {
+            format!("clock moves {k}")
+        } else if self.cut == Some(true) {
+            "network cut".into()
+        } else if self.heal == Some(true) {
+            "network back".into()
+        } else if self.crash == Some(true) {
+            "crashes and restarts".into()
+        } else if self.down == Some(true) {
+            "stops".into()
+        } else if self.up == Some(true) {
+            "starts".into()
+        } else {
+            "does nothing".into()
+        };
+        if let Some(rule) = &self.expect_error {
+            out += &format!(" (must be refused: {rule})");
+        }
+        out
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid(msg.into())
+}
+
+fn zone(name: &str) -> Result<Zone, ScenarioError> {
+    name.parse()
+        .map_err(|e: outpost_replicator::schedule::UnknownZone| invalid(e.to_string()))
+}
+
+fn hhmm(s: &str) -> Result<HhMm, ScenarioError> {
+    s.parse()
+        .map_err(|e: outpost_replicator::schedule::BadTime| invalid(e.to_string()))
+}
+
+/// `YYYY-MM-DDTHH:MM` local to `zone`, as UTC ms.
+fn instant(zone: Zone, at: &str) -> Result<u64, ScenarioError> {
+    let (d, t) = at
+        .split_once('T')
+        .ok_or_else(|| invalid(format!("{at:?}: write YYYY-MM-DDTHH:MM")))?;
+    let date = NaiveDate::parse_from_str(d, "%Y-%m-%d")
+        .map_err(|_| invalid(format!("{at:?}: bad date")))?;
+    Ok(zone.instant(date, hhmm(t)?))
+}
+
+fn duration_ms(s: &str) -> Result<i64, ScenarioError> {
+    let bad = || {
+        invalid(format!(
+            "{s:?}: write a duration like 60s, 15m, 3h, 2d (with + or - for a skew)"
+        ))
+    };
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'-') => (-1, s.get(1..).ok_or_else(bad)?),
+        Some(b'+') => (1, s.get(1..).ok_or_else(bad)?),
+        _ => (1, s),
+    };
+    let unit = rest.chars().last().ok_or_else(bad)?;
+    let n: i64 = rest
+        .get(..rest.len() - 1)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    let ms = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return Err(bad()),
+    };
+    Ok(sign * n * ms)
+}
+
+struct SRemote {
+    code: String,
+    zone: Zone,
+    site: Site,
+    store: Store,
+    clock: ManualClock,
+    skew_ms: i64,
+    scheduler: RemoteScheduler,
+    schedule: Option<RemoteSchedule>,
+    up: bool,
+    net: bool,
+}
+
+struct Runner {
+    dir: PathBuf,
+    central: Store,
+    central_site: Site,
+    central_zone: Zone,
+    clock: ManualClock,
+    automaton: CentralAutomaton,
+    remotes: Vec<SRemote>,
+    files: BTreeMap<String, Vec<u8>>,
+    violations: Vec<String>,
+}
+
+fn open(dir: &Path, site: &Site, clock: &ManualClock) -> outpost_engine::Result<Store> {
+    Store::open(
+        dir.join(site.code.as_str()),
+        StoreConfig::new(site.clone(), retail::schema(), clock.clone()),
+    )
+}
+
+fn schedule_of(store: &Store) -> Option<RemoteSchedule> {
+    remote::settings(store)
+        .ok()
+        .and_then(|s| RemoteSchedule::from_settings(&s).ok())
+}
+
+fn scheduler_of(store: &Store) -> Result<RemoteScheduler, ScenarioError> {
+    let settings = remote::settings(store).map_err(SimError::from)?;
+    let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| invalid(e.to_string()))?;
+    Ok(RemoteScheduler::new(&schedule))
+}
+
+/// Runs a scenario with its stores under `dir`.
+pub fn run(s: &Scenario, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
+    let central_zone = zone(&s.central.tz)?;
+    let start = instant(central_zone, &s.start)?;
+    let end = start + u64::from(s.days) * 86_400_000;
+    let mut config: SyncConfig = outpost_replicator::config::seed_example();
+    config.central.time_zone = s.central.tz.clone();
+    config.central.return_time = hhmm(&s.central.deferred_return_at)?;
+    config.remotes =
+        s.remote
+            .iter()
+            .map(|r| {
+                let wait_ms = r
+                    .wait
+                    .as_deref()
+                    .map(duration_ms)
+                    .transpose()?
+                    .unwrap_or(60_000);
+                let wait = SyncType::Immediate {
+                    wait_ms: u64::try_from(wait_ms).map_err(|_| invalid("a negative wait"))?,
+                };
+                let sync_types = match r.sync.as_str() {
+                    "fixed" => vec![
+                        SyncType::Fixed {
+                            emission: hhmm(r.emit_at.as_deref().ok_or_else(|| {
+                                invalid(format!("{}: fixed needs emit_at", r.code))
+                            })?)?,
+                            fetch: hhmm(r.fetch_return_at.as_deref().ok_or_else(|| {
+                                invalid(format!("{}: fixed needs fetch_return_at", r.code))
+                            })?)?,
+                        },
+                        wait,
+                    ],
+                    "immediate" => vec![wait],
+                    "no-return" => vec![SyncType::NoReturn],
+                    "manual" => Vec::new(),
+                    other => {
+                        return Err(invalid(format!(
+                            "{}: sync {other:?} is not fixed, immediate, no-return or manual",
+                            r.code
+                        )));
+                    }
+                };
+                Ok(RemoteSettings {
+                    id: SiteId(r.id),
+                    code: r.code.clone(),
+                    time_zone: r.tz.clone(),
+                    sync_types,
+                    denied_tables: if r.stock_documents == Some(false) {
+                        ["stock_documents".to_owned()].into()
+                    } else {
+                        Default::default()
+                    },
+                })
+            })
+            .collect::<Result<_, ScenarioError>>()?;
+    config.validate().map_err(|e| invalid(e.to_string()))?;
+    let clock = ManualClock::new(start);
+    let central_site =
+        Site::central(s.central.id, &s.central.code).map_err(|e| invalid(e.to_string()))?;
+    let central = open(dir, &central_site, &clock).map_err(SimError::from)?;
+    central::set_config(&central, &config).map_err(SimError::from)?;
+    let mut remotes = Vec::new();
+    for r in &s.remote {
+        let (bytes, _) = central::write_bootstrap(&central, SiteId(r.id), Vec::new(), true)
+            .map_err(SimError::from)?;
+        let rclock = ManualClock::new(start);
+        let store = remote::bootstrap(bytes.as_slice(), |site| open(dir, site, &rclock))
+            .map_err(SimError::from)?;
+        remotes.push(SRemote {
+            code: r.code.clone(),
+            zone: zone(&r.tz)?,
+            site: store.site().clone(),
+            scheduler: scheduler_of(&store)?,
+            schedule: schedule_of(&store),
+            store,
+            clock: rclock,
+            skew_ms: 0,
+            up: true,
+            net: true,
+        });
+    }
+    let automaton = CentralAutomaton::new(&config, start).map_err(|e| invalid(e.to_string()))?;
+    let mut runner = Runner {
+        dir: dir.to_path_buf(),
+        central,
+        central_site,
+        central_zone,
+        clock,
+        automaton,
+        remotes,
+        files: BTreeMap::new(),
+        violations: Vec::new(),
+    };
+    // Each step's instant, local to its site.
+    let mut timed: Vec<(u64, usize)> = Vec::new();
+    for (i, step) in s.step.iter().enumerate() {
+        let z = if step.site == s.central.code {
+            central_zone
+        } else {
+            runner
+                .remote_index(&step.site)
+                .map(|r| runner.remotes[r].zone)?
+        };
+        timed.push((instant(z, &step.at)?, i));
+    }
+    timed.sort();
+    let mut outcomes: Vec<Option<StepOutcome>> = vec![None; s.step.len()];
+    let mut next = timed.into_iter().peekable();
+    let mut t = start;
+    while t < end {
+        runner.set_time(t);
+        while let Some((_, i)) = next.next_if(|(at, _)| *at <= t) {
+            let step = &s.step[i];
+            outcomes[i] = Some(runner.step(step)?);
+        }
+        runner.tick()?;
+        t += 60_000;
+    }
+    let steps: Vec<StepOutcome> = outcomes
+        .into_iter()
+        .zip(&s.step)
+        .map(|(o, st)| {
+            o.unwrap_or(StepOutcome {
+                at: st.at.clone(),
+                site: st.site.clone(),
+                ok: false,
+                error: Some("after the end of the scenario".into()),
+            })
+        })
+        .collect();
+    runner.finish(steps)
+}
+
+fn value_for(kind: Option<FieldKind>, v: &toml::Value) -> Result<Value, String> {
+    Ok(match (kind, v) {
+        (Some(FieldKind::Decimal), toml::Value::String(s)) => {
+            Value::Decimal(s.parse().map_err(|e| format!("{e}"))?)
+        }
+        (Some(FieldKind::Float), toml::Value::Float(f)) => Value::Float(*f),
+        (_, toml::Value::String(s)) => Value::Text(s.clone()),
+        (_, toml::Value::Integer(i)) => Value::Int(*i),
+        (_, toml::Value::Float(f)) => Value::Float(*f),
+        (_, toml::Value::Boolean(b)) => Value::Bool(*b),
+        (_, other) => return Err(format!("unsupported value {other:?}")),
+    })
+}
+
+fn toml_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Text(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Runner {
+    fn remote_index(&self, code: &str) -> Result<usize, ScenarioError> {
+        self.remotes
+            .iter()
+            .position(|r| r.code == code)
+            .ok_or_else(|| invalid(format!("unknown site {code:?}")))
+    }
+
+    fn set_time(&mut self, t: u64) {
+        self.clock.set(t);
+        for r in &self.remotes {
+            r.clock.set(t.saturating_add_signed(r.skew_ms));
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), SimError> {
+        let now = self.clock.now_ms();
+        for i in 0..self.remotes.len() {
+            if !self.remotes[i].up {
+                continue;
+            }
+            let local = self.remotes[i].clock.now_ms();
+            let cmds = self.remotes[i].scheduler.on_time(local);
+            self.carry(i, cmds)?;
+        }
+        let cmds = self.automaton.on_time(now);
+        run_central(&self.central, &mut self.automaton, cmds)?;
+        Ok(())
+    }
+
+    /// Carries a remote's commands over the (in-memory) network.
+    fn carry(&mut self, i: usize, cmds: Vec<RemoteCommand>) -> Result<(), SimError> {
+        for cmd in cmds {
+            if !self.remotes[i].net {
+                continue;
+            }
+            let site = self.remotes[i].site.id;
+            match cmd {
+                RemoteCommand::Emit(mode) => {
+                    let (bytes, _) = remote::emit(&self.remotes[i].store, Vec::new(), mode, true)?;
+                    self.deliver(&bytes, Some(site))?;
+                    let ack = central::acknowledgement(&self.central, site);
+                    remote::record_acknowledgement(&self.remotes[i].store, &ack)?;
+                }
+                RemoteCommand::FetchReturn => {
+                    let after = remote::last_return_seq(&self.remotes[i].store)?;
+                    if let Some((_, reader)) = central::fetch_return(&self.central, site, after)? {
+                        self.apply(i, reader)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, bytes: &[u8], sender: Option<SiteId>) -> Result<(), SimError> {
+        if let Received::Ready { id, .. } = central::receive(&self.central, bytes, sender)? {
+            let cmds = self.automaton.on_flow_ready(id);
+            run_central(&self.central, &mut self.automaton, cmds)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, i: usize, reader: impl std::io::Read) -> Result<(), SimError> {
+        if let Applied::Applied { .. } = remote::apply_return(&self.remotes[i].store, reader)? {
+            self.remotes[i].scheduler.on_return_applied();
+            // The configuration may have changed (C6): the scheduler follows it.
+            let schedule = schedule_of(&self.remotes[i].store);
+            if schedule != self.remotes[i].schedule
+                && let Ok(s) = scheduler_of(&self.remotes[i].store)
+            {
+                self.remotes[i].scheduler = s;
+                self.remotes[i].schedule = schedule;
+            }
+        }
+        Ok(())
+    }
+
+    fn store_of(&self, code: &str) -> Result<&Store, ScenarioError> {
+        if code == self.central_site.code.as_str() {
+            return Ok(&self.central);
+        }
+        let i = self.remote_index(code)?;
+        if !self.remotes[i].up {
+            return Err(invalid(format!("{code} is down")));
+        }
+        Ok(&self.remotes[i].store)
+    }
+
+    /// Runs one step: `Ok` carries its outcome (an operation's failure is an outcome, not an
+    /// error of the run).
+    fn step(&mut self, step: &Step) -> Result<StepOutcome, ScenarioError> {
+        let result = self.operate(step);
+        let (ok, error) = match (&step.expect_error, result) {
+            (None, Ok(())) => (true, None),
+            (None, Err(e)) => (false, Some(e)),
+            (Some(rule), Err(e)) => {
+                // A rule (`R6`, `R4/R9`) must be the refusal's; other words must appear in the error.
+                let matches = e.contains(&format!("refused by {rule}"))
+                    || (!rule.starts_with('R') && e.contains(rule.as_str()));
+                if !matches {
+                    self.violations.push(format!(
+                        "{} at {}: expected a refusal by {rule}, got: {e}",
+                        step.site, step.at
+                    ));
+                }
+                (matches, Some(e))
+            }
+            (Some(rule), Ok(())) => {
+                self.violations.push(format!(
+                    "{} at {}: expected a refusal by {rule}, but it succeeded",
+                    step.site, step.at
+                ));
+                (false, None)
+            }
+        };
+        if step.expect.is_some() && !ok {
+            self.violations.push(format!(
+                "{} at {}: {}",
+                step.site,
+                step.at,
+                error.clone().unwrap_or_default()
+            ));
+        }
+        Ok(StepOutcome {
+            at: step.at.clone(),
+            site: step.site.clone(),
+            ok,
+            error,
+        })
+    }
+
+    fn operate(&mut self, step: &Step) -> Result<(), String> {
+        let code = step.site.as_str();
+        let is_central = code == self.central_site.code.as_str();
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        if let Some(p) = &step.put {
+            let store = self.store_of(code).map_err(|e| err(&e))?;
+            let def = store
+                .schema()
+                .table(&p.table)
+                .ok_or_else(|| format!("unknown table {}", p.table))?;
+            let fields = p
+                .fields
+                .iter()
+                .map(|(f, v)| value_for(def.field_kind(f), v).map(|v| (f.clone(), v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            return store
+                .write_as("user", |tx| tx.set_fields(&p.table, &p.key, fields))
+                .map_err(|e| err(&e));
+        }
+        if let Some(r) = &step.delete {
+            let store = self.store_of(code).map_err(|e| err(&e))?;
+            return store
+                .write_as("user", |tx| tx.delete(&r.table, &r.key))
+                .map_err(|e| err(&e));
+        }
+        if let Some(r) = &step.reserve {
+            return self
+                .store_of(code)
+                .map_err(|e| err(&e))?
+                .reserve(&r.table, &r.key, "user")
+                .map_err(|e| err(&e));
+        }
+        if let Some(r) = &step.release {
+            return self
+                .store_of(code)
+                .map_err(|e| err(&e))?
+                .release(&r.table, &r.key, "user")
+                .map_err(|e| err(&e));
+        }
+        if let Some(k) = &step.close_register {
+            let store = self.store_of(code).map_err(|e| err(&e))?;
+            let zone = if is_central {
+                self.central_zone
+            } else {
+                self.remotes[self.remote_index(code).map_err(|e| err(&e))?].zone
+            };
+            let at = zone.hhmm_at(self.clock.now_ms());
+            return store
+                .write_as("user", |tx| {
+                    tx.set("cash_registers", &k.key, "closed_at", at.as_str())
+                })
+                .map_err(|e| err(&e));
+        }
+        if let Some(e) = &step.expect {
+            let store = self.store_of(code).map_err(|e| err(&e))?;
+            let record = store.record(&e.table, &e.key).map_err(|e| err(&e))?;
+            if e.absent == Some(true) {
+                return match record {
+                    None => Ok(()),
+                    Some(_) => Err(format!(
+                        "expected {}/{} absent at {code}, but it is there",
+                        e.table, e.key
+                    )),
+                };
+            }
+            let field = e
+                .field
+                .as_deref()
+                .ok_or("expect needs a field (or absent = true)")?;
+            let want = e.equals.as_ref().ok_or("expect needs equals")?;
+            let kind = store
+                .schema()
+                .table(&e.table)
+                .and_then(|t| t.field_kind(field));
+            let want = value_for(kind, want)?;
+            let got = record.as_ref().and_then(|r| r.get(field)).cloned();
+            return if got.as_ref() == Some(&want) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "expected {}/{}.{field} = {} at {code}, found {}",
+                    e.table,
+                    e.key,
+                    text_of(&want),
+                    got.map_or_else(|| "nothing".to_owned(), |v| text_of(&v))
+                ))
+            };
+        }
+        if is_central {
+            if let Some(f) = &step.export {
+                let remote_code = f
+                    .for_site
+                    .as_deref()
+                    .ok_or("at central, export needs for = \"<remote>\"")?;
+                let i = self.remote_index(remote_code).map_err(|e| err(&e))?;
+                let (bytes, _) =
+                    central::build_return(&self.central, self.remotes[i].site.id, Vec::new(), true)
+                        .map_err(|e| err(&e))?;
+                self.files.insert(f.file.clone(), bytes);
+                return Ok(());
+            }
+            if let Some(f) = &step.import {
+                let bytes = self
+                    .files
+                    .get(&f.file)
+                    .cloned()
+                    .ok_or_else(|| format!("no file {:?}", f.file))?;
+                return self.deliver(&bytes, None).map_err(|e| err(&e));
+            }
+            return Err("this operation is for a remote".into());
+        }
+        let i = self.remote_index(code).map_err(|e| err(&e))?;
+        if let Some(mode) = &step.sync {
+            if !self.remotes[i].up {
+                return Err(format!("{code} is down"));
+            }
+            if !self.remotes[i].net {
+                return Err(format!("{code}: network down, central unreachable"));
+            }
+            let now = self.remotes[i].clock.now_ms();
+            let cmds = self.remotes[i]
+                .scheduler
+                .request_sync(now, mode == "no-return");
+            self.carry(i, cmds).map_err(|e| err(&e))?;
+            let cmds = self.remotes[i].scheduler.on_time(now);
+            return self.carry(i, cmds).map_err(|e| err(&e));
+        }
+        if let Some(f) = &step.export {
+            let (bytes, _) =
+                remote::emit(&self.remotes[i].store, Vec::new(), SyncMode::NoReturn, true)
+                    .map_err(|e| err(&e))?;
+            self.files.insert(f.file.clone(), bytes);
+            return Ok(());
+        }
+        if let Some(f) = &step.import {
+            let bytes = self
+                .files
+                .get(&f.file)
+                .cloned()
+                .ok_or_else(|| format!("no file {:?}", f.file))?;
+            return self.apply(i, bytes.as_slice()).map_err(|e| err(&e));
+        }
+        let r = &mut self.remotes[i];
+        if step.cut == Some(true) {
+            r.net = false;
+        } else if step.heal == Some(true) {
+            r.net = true;
+        } else if step.down == Some(true) {
+            r.up = false;
+        } else if step.up == Some(true) {
+            r.up = true;
+        } else if let Some(skew) = &step.skew {
+            r.skew_ms += duration_ms(skew).map_err(|e| err(&e))?;
+            let now = self.clock.now_ms();
+            r.clock.set(now.saturating_add_signed(r.skew_ms));
+        } else if step.crash == Some(true) {
+            // Restart from the durable state: close the store and open it again.
+            let site = r.site.clone();
+            let placeholder = Store::in_memory(StoreConfig::new(
+                site.clone(),
+                retail::schema(),
+                r.clock.clone(),
+            ))
+            .map_err(|e| err(&e))?;
+            drop(std::mem::replace(&mut r.store, placeholder));
+            r.store = open(&self.dir, &site, &r.clock).map_err(|e| err(&e))?;
+            r.scheduler = scheduler_of(&r.store).map_err(|e| err(&e))?;
+        } else if let Some(a) = &step.admin_config {
+            let mut settings = remote::settings(&r.store).map_err(|e| err(&e))?;
+            let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| err(&e))?;
+            let (name, value) = match a.setting.as_str() {
+                "emit_at" | "fetch_return_at" => {
+                    let at = hhmm(&a.value).map_err(|e| err(&e))?;
+                    let types: Vec<String> = schedule
+                        .sync_types
+                        .iter()
+                        .map(|t| match (*t, a.setting.as_str()) {
+                            (SyncType::Fixed { fetch, .. }, "emit_at") => SyncType::Fixed {
+                                emission: at,
+                                fetch,
+                            },
+                            (SyncType::Fixed { emission, .. }, _) => SyncType::Fixed {
+                                emission,
+                                fetch: at,
+                            },
+                            (other, _) => other,
+                        })
+                        .map(|t| t.to_string())
+                        .collect();
+                    ("sync_types".to_owned(), types.join(";"))
+                }
+                other => (other.to_owned(), a.value.clone()),
+            };
+            settings.insert(name.clone(), value.clone());
+            remote::set_setting(&r.store, &name, &value).map_err(|e| err(&e))?;
+            r.scheduler = scheduler_of(&r.store).map_err(|e| err(&e))?;
+            r.schedule = schedule_of(&r.store);
+        } else {
+            return Err("a step needs one operation".into());
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, steps: Vec<StepOutcome>) -> Result<ScenarioReport, ScenarioError> {
+        // Quiet round: every site up and connected, twice emit and fetch.
+        for r in &mut self.remotes {
+            r.up = true;
+            r.net = true;
+        }
+        for _ in 0..2 {
+            for i in 0..self.remotes.len() {
+                self.carry(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
+            }
+            for i in 0..self.remotes.len() {
+                central::prepare_return(&self.central, self.remotes[i].site.id)
+                    .map_err(SimError::from)?;
+                self.carry(i, vec![RemoteCommand::FetchReturn])?;
+            }
+        }
+        let central_content = self
+            .central
+            .snapshot()
+            .map_err(SimError::from)?
+            .replicated_content()
+            .map_err(SimError::from)?;
+        let mut converged = true;
+        let mut sites = BTreeMap::new();
+        let mut all: Vec<(&str, &Store)> = vec![(self.central_site.code.as_str(), &self.central)];
+        all.extend(self.remotes.iter().map(|r| (r.code.as_str(), &r.store)));
+        for (code, store) in &all {
+            let snap = store.snapshot().map_err(SimError::from)?;
+            if snap.replicated_content().map_err(SimError::from)? != central_content {
+                converged = false;
+                self.violations
+                    .push(format!("{code} differs from central after the quiet round"));
+            }
+            let mut tables = BTreeMap::new();
+            for def in store.schema().tables() {
+                let mut rows = BTreeMap::new();
+                for rec in snap.scan(def.name(), None, None).map_err(SimError::from)? {
+                    rows.insert(
+                        rec.key.clone(),
+                        rec.fields
+                            .iter()
+                            .map(|(f, v)| (f.clone(), text_of(v)))
+                            .collect(),
+                    );
+                }
+                if !rows.is_empty() {
+                    tables.insert(def.name().to_owned(), rows);
+                }
+            }
+            sites.insert((*code).to_owned(), tables);
+        }
+        let tz = self.central_zone;
+        let fmt = |ms: Option<u64>| ms.map(|m| format!("{} {}", tz.date_at(m), tz.hhmm_at(m)));
+        let names: BTreeMap<SiteId, String> = self
+            .central
+            .sites()
+            .iter()
+            .map(|s| (s.id, s.code.to_string()))
+            .collect();
+        let journal = journal::rows(&self.central, None, None, None)
+            .map_err(SimError::from)?
+            .into_iter()
+            .map(|r| JournalEntry {
+                syn_id: r.id.to_string(),
+                kind: format!("{:?}", r.kind).to_lowercase(),
+                site: names.get(&r.site).cloned().unwrap_or_default(),
+                mode: format!("{:?}", r.mode).to_lowercase(),
+                link: r.link.map_or_else(|| "0".to_owned(), |l| l.to_string()),
+                file_ready: fmt(r.file_ready_ms),
+                exec_start: fmt(r.exec_start_ms),
+                exec_end: fmt(r.exec_end_ms),
+                exec_count: r.executions,
+                refused: r.refused_by_remote,
+            })
+            .collect();
+        let rejections = self
+            .central
+            .rejections()
+            .map_err(SimError::from)?
+            .into_iter()
+            .map(|r| RejectionEntry {
+                site: names.get(&r.source).cloned().unwrap_or_default(),
+                table: r.change.table,
+                key: r.change.key,
+                field: r.refusal.field,
+                rule: r.refusal.rule.to_string(),
+            })
+            .collect();
+        Ok(ScenarioReport {
+            sites,
+            journal,
+            rejections,
+            steps,
+            converged,
+            violations: self.violations,
+        })
+    }
+}
