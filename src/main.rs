@@ -42,6 +42,9 @@ enum Command {
         /// Run a scripted scenario (a TOML file, see docs/scenarios.md) instead of a random run.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Draw the sync schedule across time zones (the last seed's) as SVG to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
     /// Play the SPEC's example plan (C5): central ASOC, remotes BSOC and CSOC, one day.
     Demo {
@@ -63,9 +66,10 @@ fn main() -> ExitCode {
             seeds,
             json,
             scenario,
+            svg,
         } => match scenario {
             Some(path) => run_scenario(&path, json),
-            None => sim(sites, days, seed, faults, seeds, json),
+            None => sim(sites, days, seed, faults, seeds, json, svg),
         },
         Command::Demo { data } => {
             let dir = data.unwrap_or_else(|| {
@@ -103,7 +107,9 @@ fn sim(
     faults: bool,
     seeds: u64,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
 ) -> ExitCode {
+    use std::io::{IsTerminal, Write};
     let mut failed = false;
     let mut last = None;
     for s in seed..seed.saturating_add(seeds.max(1)) {
@@ -115,7 +121,26 @@ fn sim(
             broken_rules: Vec::new(),
         };
         let started = std::time::Instant::now();
-        let report = match outpost::sim::run(&cfg) {
+        let show = std::io::stderr().is_terminal() && days >= 30;
+        let mut progress = |done: u32| {
+            if show {
+                let width = 40;
+                let filled = (done as usize * width) / days.max(1) as usize;
+                let mut err = std::io::stderr();
+                let _ = write!(
+                    err,
+                    "\r[{}{}] day {done}/{days}",
+                    "=".repeat(filled),
+                    " ".repeat(width - filled.min(width))
+                );
+                let _ = err.flush();
+            }
+        };
+        let result = outpost::sim::run_with_progress(&cfg, &mut progress);
+        if show {
+            eprintln!();
+        }
+        let report = match result {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}\nreproduce: {}", cfg.reproduce());
@@ -148,6 +173,12 @@ fn sim(
             println!("  reproduce: {}", cfg.reproduce());
         }
         last = Some(report);
+    }
+    if let (Some(path), Some(report)) = (svg, last.as_ref())
+        && let Err(e) = std::fs::write(&path, outpost::sim::svg(report))
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
     if let (Some(path), Some(report)) = (json, last) {
         match serde_json::to_string_pretty(&report) {

@@ -65,3 +65,18 @@ fn a_broken_guard_is_caught_by_the_invariant_checker() {
     }
     assert!(caught, "a broken R3 went unnoticed");
 }
+
+#[test]
+fn the_schedule_is_drawn_with_one_lane_per_site() {
+    let report = run(&config(5, false)).unwrap();
+    let svg = outpost_sim::svg(&report);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for r in &report.remotes {
+        assert!(
+            svg.contains(&format!("{} {}", r.code, r.time_zone)),
+            "{}",
+            r.code
+        );
+    }
+    assert!(svg.matches("<circle").count() as u64 >= report.emissions);
+}
