@@ -180,19 +180,11 @@ fn sim(
         eprintln!("error: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
-    if let (Some(path), Some(report)) = (json, last) {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => {
-                if let Err(e) = std::fs::write(&path, text) {
-                    eprintln!("error: cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let (Some(path), Some(report)) = (json, last)
+        && let Err(e) = write_json(&path, &report)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
     }
     if failed {
         ExitCode::FAILURE
@@ -239,23 +231,21 @@ fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
     for v in &report.violations {
         println!("  VIOLATION: {v}");
     }
-    if let Some(path) = json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => {
-                if let Err(e) = std::fs::write(&path, text) {
-                    eprintln!("error: cannot write {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Some(path) = json
+        && let Err(e) = write_json(&path, &report)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
     }
     if report.violations.is_empty() && report.converged {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Writes a report as pretty JSON.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
