@@ -37,12 +37,28 @@ pub(crate) struct RemoteRecord {
     rejections: Vec<(Rejection, Option<u64>)>,
     /// Its settings (C4), sent with every return (C6).
     settings: BTreeMap<String, String>,
+    /// Its newest return and the receipt its bytes are stored under: the one it downloads.
+    /// Older returns are superseded (J2) and their bytes dropped; their journal rows stay.
+    latest_return: Option<(FlowId, u64)>,
 }
 
 fn remote_key(site: SiteId) -> Vec<u8> {
     let mut k = local::CENTRAL_REMOTE.to_vec();
     k.extend_from_slice(&site.0.to_be_bytes());
     k
+}
+
+/// The index of emissions file ready and not yet processed, in the order received.
+fn pending_key(receipt: u64) -> Vec<u8> {
+    let mut k = local::PENDING.to_vec();
+    k.extend_from_slice(&receipt.to_be_bytes());
+    k
+}
+
+/// Emissions file ready whose processing has not finished (never started, or cut off), in
+/// the order received — read from an index, not by scanning the journal.
+pub fn pending_emissions(store: &Store) -> Result<Vec<FlowId>> {
+    local::snap_all(&store.snapshot()?, local::PENDING)
 }
 
 fn chunk_key(receipt: u64, chunk: u32) -> Vec<u8> {
@@ -217,6 +233,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         row.receipt = Some(receipt);
         row.error = note.clone();
         local::put(tx, &jkey, &row)?;
+        local::put(tx, &pending_key(receipt), &id)?;
         Ok(Received::Ready { id, bytes, note })
     })?;
     if matches!(outcome, Received::Duplicate(_)) {
@@ -297,11 +314,10 @@ pub fn fetch_return(
     remote: SiteId,
     after_seq: u64,
 ) -> Result<Option<(FlowId, impl Read + use<>)>> {
-    let newest = crate::journal::rows(store, Some(remote), None, None)?
-        .into_iter()
-        .filter(|r| r.kind == FlowKind::Return && r.id.seq > after_seq)
-        .filter_map(|r| r.receipt.map(|receipt| (r.id, receipt)))
-        .max();
+    let rec: Option<RemoteRecord> = local::snap_get(&store.snapshot()?, &remote_key(remote))?;
+    let newest = rec
+        .and_then(|r| r.latest_return)
+        .filter(|(id, _)| id.seq > after_seq);
     match newest {
         Some((id, receipt)) => Ok(Some((id, StoredFlow::open(store, receipt)?))),
         None => Ok(None),
@@ -329,14 +345,16 @@ pub fn config(store: &Store) -> Result<Option<crate::config::SyncConfig>> {
 }
 
 fn discard(store: &Store, receipt: u64) -> Result<()> {
-    local::write(store, |tx| {
-        let start = chunk_key(receipt, 0);
-        let end = chunk_key(receipt + 1, 0);
-        for (k, _) in tx.local_range(&start, &end, None)? {
-            tx.local_remove(&k)?;
-        }
-        Ok(())
-    })
+    local::write(store, |tx| remove_chunks(tx, receipt))
+}
+
+fn remove_chunks(tx: &mut outpost_engine::WriteTx<'_, '_>, receipt: u64) -> Result<()> {
+    let start = chunk_key(receipt, 0);
+    let end = chunk_key(receipt + 1, 0);
+    for (k, _) in tx.local_range(&start, &end, None)? {
+        tx.local_remove(&k)?;
+    }
+    Ok(())
 }
 
 /// Reads a stored flow's bytes back, chunk by chunk, from one snapshot.
@@ -474,14 +492,7 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
 /// cut off), in the order received.
 pub fn process_ready(store: &Store) -> Result<Vec<Processed>> {
     check_central(store)?;
-    let pending: Vec<FlowId> = crate::journal::rows(store, None, None, None)?
-        .into_iter()
-        .filter(|r| r.kind == FlowKind::Emission && r.file_ready_ms.is_some())
-        .filter(|r| r.exec_end_ms.is_none())
-        .map(|r| (r.receipt, r.id))
-        .collect::<BTreeMap<_, _>>()
-        .into_values()
-        .collect();
+    let pending = pending_emissions(store)?;
     let mut out = Vec::new();
     for id in pending {
         out.push(process(store, id)?);
@@ -561,6 +572,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         row.n_changes = reader.n_changes();
         row.n_rejections = report.refusals.len() as u64;
         local::put(tx, &key, &row)?;
+        tx.local_remove(&pending_key(receipt))?;
         Ok(report)
     })?;
     Ok(Processed { id, report })
@@ -715,6 +727,17 @@ fn write_for_remote<W: Write>(
                 *sent = Some(seq);
             }
             rec.unanswered.clear();
+            if let Some(receipt) = receipt
+                && let Some((old_id, old_receipt)) = rec.latest_return.replace((id, receipt))
+            {
+                // The superseded return is never downloaded (J2): drop its bytes.
+                remove_chunks(tx, old_receipt)?;
+                let okey = local::flow_key(local::JOURNAL, old_id);
+                if let Some(mut orow) = local::get::<JournalRow>(tx, &okey)? {
+                    orow.receipt = None;
+                    local::put(tx, &okey, &orow)?;
+                }
+            }
             local::put(tx, &rkey, &rec)?;
         }
         if let Some(e) = link {

@@ -12,6 +12,8 @@ use crate::{Error, Result};
 pub(crate) const JOURNAL: &[u8] = b"j/";
 /// Stored flow bytes: `c/` + receipt number (u64 BE) + chunk number (u32 BE).
 pub(crate) const CHUNKS: &[u8] = b"c/";
+/// Central: emissions file ready and not yet processed: `pe/` + receipt number (u64 BE).
+pub(crate) const PENDING: &[u8] = b"pe/";
 /// Central: the next receipt number.
 pub(crate) const RECEIPT_SEQ: &[u8] = b"cs/receipt";
 /// Central: the next return's sequence number.
