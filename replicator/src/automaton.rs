@@ -179,12 +179,7 @@ pub fn run_central(
                 run.returns.push((site, built.id));
             }
             Command::Sweep => {
-                let pending: Vec<FlowId> = crate::journal::rows(store, None, None, None)?
-                    .into_iter()
-                    .filter(|r| r.kind == crate::flow::FlowKind::Emission)
-                    .filter(|r| r.file_ready_ms.is_some() && r.exec_end_ms.is_none())
-                    .map(|r| r.id)
-                    .collect();
+                let pending = central::pending_emissions(store)?;
                 for id in pending {
                     queue.extend(automaton.on_flow_ready(id));
                 }
@@ -319,5 +314,33 @@ impl RemoteScheduler {
         .flatten()
         .min()
         .unwrap_or(now_ms + 86_400_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    #[test]
+    fn a1_att_dep_sweeps_on_a_fixed_20_second_cycle() {
+        let t0 = 1_800_000_000_000;
+        let mut a = CentralAutomaton::new(&crate::config::seed_example(), t0).unwrap();
+        assert_eq!(a.status().to_string(), "Att Dep");
+        assert_eq!(a.next_wakeup_ms(t0), t0 + 20_000);
+        assert!(!a.on_time(t0 + 19_999).contains(&Command::Sweep));
+        assert!(a.on_time(t0 + 20_000).contains(&Command::Sweep));
+        assert_eq!(a.next_wakeup_ms(t0 + 20_000), t0 + 40_000);
+        // A late wake-up does not make it sweep twice to catch up.
+        let late = a.on_time(t0 + 95_000);
+        assert_eq!(late.iter().filter(|c| **c == Command::Sweep).count(), 1);
+        assert_eq!(a.next_wakeup_ms(t0 + 95_000), t0 + 115_000);
+    }
+
+    #[test]
+    fn a2_the_return_job_shows_as_ret_dnn() {
+        assert_eq!(Activity::Returning(SiteId(2)).to_string(), "Ret D02");
+        assert_eq!(Activity::Processing(SiteId(3)).to_string(), "Tra D03");
     }
 }

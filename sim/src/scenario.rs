@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use outpost_engine::{Clock, FieldKind, ManualClock, Site, SiteId, Store, StoreConfig, Value};
 use outpost_replicator::automaton::{
-    CentralAutomaton, RemoteCommand, RemoteScheduler, run_central,
+    Activity, CentralAutomaton, Command, RemoteCommand, RemoteScheduler, run_central,
 };
 use outpost_replicator::central::{self, Received};
 use outpost_replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig, SyncType};
@@ -138,6 +138,8 @@ pub struct Expect {
     pub equals: Option<toml::Value>,
     /// The record must not be there.
     pub absent: Option<bool>,
+    /// The establishment that created the record (R1).
+    pub creator: Option<String>,
 }
 
 /// One step: the site acts at its local time; exactly one operation.
@@ -148,6 +150,9 @@ pub struct Step {
     pub at: String,
     /// The acting site's code.
     pub site: String,
+    /// The workstation user acting at that site (S3: several users share one site's store);
+    /// `user` by default. Reservations are held by a user.
+    pub user: Option<String>,
     /// Write fields.
     pub put: Option<Put>,
     /// Delete a record.
@@ -164,6 +169,8 @@ pub struct Step {
     pub export: Option<FileRef>,
     /// Read a flow file.
     pub import: Option<FileRef>,
+    /// Cut a flow file to half its length (a copy interrupted half-way).
+    pub damage: Option<FileRef>,
     /// Network down for the site.
     pub cut: Option<bool>,
     /// Network back.
@@ -237,6 +244,15 @@ pub struct RejectionEntry {
     pub rule: String,
 }
 
+/// One thing central's automaton did.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ActivityEntry {
+    /// Central's local time, `YYYY-MM-DD HH:MM`.
+    pub at: String,
+    /// `Tra Dnn` or `Ret Dnn`, as the automaton shows it.
+    pub activity: String,
+}
+
 /// One site's data: table → key → field → value (as text).
 pub type SiteData = BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>;
 
@@ -249,6 +265,9 @@ pub struct ScenarioReport {
     pub journal: Vec<JournalEntry>,
     /// Central's rejection log.
     pub rejections: Vec<RejectionEntry>,
+    /// What central's automaton did (A1, A2), in time order: `Tra D02` (processing remote 2's
+    /// emission), `Ret D02` (building its return), at central's local time.
+    pub activities: Vec<ActivityEntry>,
     /// Each step, in file order.
     pub steps: Vec<StepOutcome>,
     /// Every site equals central at the end (after a quiet round).
@@ -318,9 +337,17 @@ impl Step {
             format!("exports {}", f.file)
         } else if let Some(f) = &self.import {
             format!("imports {}", f.file)
+        } else if let Some(f) = &self.damage {
+            format!("damages {}", f.file)
         } else if let Some(e) = &self.expect {
             match (&e.field, e.absent) {
                 (_, Some(true)) => format!("checks {}/{} is absent", e.table, e.key),
+                (None, _) if e.creator.is_some() => format!(
+                    "checks {}/{} was created by {}",
+                    e.table,
+                    e.key,
+                    e.creator.as_deref().unwrap_or_default()
+                ),
                 (Some(f), _) => format!(
                     "checks {}/{}.{f} = {}",
                     e.table,
@@ -427,6 +454,7 @@ struct Runner {
     remotes: Vec<SRemote>,
     files: BTreeMap<String, Vec<u8>>,
     violations: Vec<String>,
+    activities: Vec<ActivityEntry>,
 }
 
 fn open(dir: &Path, site: &Site, clock: &ManualClock) -> outpost_engine::Result<Store> {
@@ -541,6 +569,7 @@ pub fn run(s: &Scenario, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
         remotes,
         files: BTreeMap::new(),
         violations: Vec::new(),
+        activities: Vec::new(),
     };
     // Each step's instant, local to its site.
     let mut timed: Vec<(u64, usize)> = Vec::new();
@@ -639,7 +668,35 @@ impl Runner {
             self.carry(i, cmds)?;
         }
         let cmds = self.automaton.on_time(now);
-        run_central(&self.central, &mut self.automaton, cmds)?;
+        self.run_central(cmds)
+    }
+
+    /// Runs central's automaton on `cmds`, noting what it did.
+    fn run_central(&mut self, cmds: Vec<Command>) -> Result<(), SimError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        let run = run_central(&self.central, &mut self.automaton, cmds)?;
+        let now = self.clock.now_ms();
+        let at = format!(
+            "{} {}",
+            self.central_zone.date_at(now),
+            self.central_zone.hhmm_at(now)
+        );
+        for id in &run.processed {
+            if let Some(row) = journal::row(&self.central, *id)? {
+                self.activities.push(ActivityEntry {
+                    at: at.clone(),
+                    activity: Activity::Processing(row.site).to_string(),
+                });
+            }
+        }
+        for (site, _) in &run.returns {
+            self.activities.push(ActivityEntry {
+                at: at.clone(),
+                activity: Activity::Returning(*site).to_string(),
+            });
+        }
         Ok(())
     }
 
@@ -671,7 +728,7 @@ impl Runner {
     fn deliver(&mut self, bytes: &[u8], sender: Option<SiteId>) -> Result<(), SimError> {
         if let Received::Ready { id, .. } = central::receive(&self.central, bytes, sender)? {
             let cmds = self.automaton.on_flow_ready(id);
-            run_central(&self.central, &mut self.automaton, cmds)?;
+            self.run_central(cmds)?;
         }
         Ok(())
     }
@@ -747,6 +804,7 @@ impl Runner {
 
     fn operate(&mut self, step: &Step) -> Result<(), String> {
         let code = step.site.as_str();
+        let user = step.user.as_deref().unwrap_or("user");
         let is_central = code == self.central_site.code.as_str();
         let err = |e: &dyn std::fmt::Display| e.to_string();
         if let Some(p) = &step.put {
@@ -761,27 +819,27 @@ impl Runner {
                 .map(|(f, v)| value_for(def.field_kind(f), v).map(|v| (f.clone(), v)))
                 .collect::<Result<Vec<_>, _>>()?;
             return store
-                .write_as("user", |tx| tx.set_fields(&p.table, &p.key, fields))
+                .write_as(user, |tx| tx.set_fields(&p.table, &p.key, fields))
                 .map_err(|e| err(&e));
         }
         if let Some(r) = &step.delete {
             let store = self.store_of(code).map_err(|e| err(&e))?;
             return store
-                .write_as("user", |tx| tx.delete(&r.table, &r.key))
+                .write_as(user, |tx| tx.delete(&r.table, &r.key))
                 .map_err(|e| err(&e));
         }
         if let Some(r) = &step.reserve {
             return self
                 .store_of(code)
                 .map_err(|e| err(&e))?
-                .reserve(&r.table, &r.key, "user")
+                .reserve(&r.table, &r.key, user)
                 .map_err(|e| err(&e));
         }
         if let Some(r) = &step.release {
             return self
                 .store_of(code)
                 .map_err(|e| err(&e))?
-                .release(&r.table, &r.key, "user")
+                .release(&r.table, &r.key, user)
                 .map_err(|e| err(&e));
         }
         if let Some(k) = &step.close_register {
@@ -793,7 +851,7 @@ impl Runner {
             };
             let at = zone.hhmm_at(self.clock.now_ms());
             return store
-                .write_as("user", |tx| {
+                .write_as(user, |tx| {
                     tx.set("cash_registers", &k.key, "closed_at", at.as_str())
                 })
                 .map_err(|e| err(&e));
@@ -810,10 +868,30 @@ impl Runner {
                     )),
                 };
             }
+            if let Some(want) = &e.creator {
+                let raw = store
+                    .snapshot()
+                    .and_then(|snap| snap.raw_record(&e.table, &e.key))
+                    .map_err(|e| err(&e))?;
+                let got = raw
+                    .map(|r| r.creator())
+                    .and_then(|id| store.sites().get(id).map(|s| s.code.to_string()));
+                if got.as_deref() != Some(want.as_str()) {
+                    return Err(format!(
+                        "expected {}/{} created by {want} at {code}, found {}",
+                        e.table,
+                        e.key,
+                        got.as_deref().unwrap_or("no record")
+                    ));
+                }
+                if e.field.is_none() {
+                    return Ok(());
+                }
+            }
             let field = e
                 .field
                 .as_deref()
-                .ok_or("expect needs a field (or absent = true)")?;
+                .ok_or("expect needs a field (or absent = true, or creator)")?;
             let want = e.equals.as_ref().ok_or("expect needs equals")?;
             let kind = store
                 .schema()
@@ -832,6 +910,14 @@ impl Runner {
                     got.map_or_else(|| "nothing".to_owned(), |v| text_of(&v))
                 ))
             };
+        }
+        if let Some(f) = &step.damage {
+            let bytes = self
+                .files
+                .get_mut(&f.file)
+                .ok_or_else(|| format!("no file {:?}", f.file))?;
+            bytes.truncate(bytes.len() / 2);
+            return Ok(());
         }
         if is_central {
             if let Some(f) = &step.export {
@@ -1040,6 +1126,7 @@ impl Runner {
             sites,
             journal,
             rejections,
+            activities: self.activities,
             steps,
             converged,
             violations: self.violations,

@@ -110,3 +110,84 @@ expect_error = "R3"
     let err = scenario::load(&path).unwrap_err().to_string();
     assert!(err.contains("wrong.toml") && err.contains("line"), "{err}");
 }
+
+fn journal_of<'a>(
+    r: &'a scenario::ScenarioReport,
+    kind: &str,
+    site: &str,
+) -> Vec<&'a scenario::JournalEntry> {
+    r.journal
+        .iter()
+        .filter(|j| j.kind == kind && j.site == site)
+        .collect()
+}
+
+#[test]
+fn s1_c1_a2_ids_and_ret_dnn() {
+    let r = run("s1-c1-a2-establishments.toml");
+    let did = |at: &str, what: &str| {
+        r.activities
+            .iter()
+            .any(|a| a.at == at && a.activity == what)
+    };
+    // BSOC (id 2) syncs immediately at 16:00: processed, then its return built at once.
+    assert!(did("2026-11-25 16:00", "Tra D02"), "{:?}", r.activities);
+    assert!(did("2026-11-25 16:00", "Ret D02"), "{:?}", r.activities);
+    // DSOC (id 4, fixed): emission at 20:00 Lisbon (21:00 Paris), return at the common 23:00.
+    assert!(did("2026-11-25 21:00", "Tra D04"), "{:?}", r.activities);
+    assert!(did("2026-11-25 23:00", "Ret D04"), "{:?}", r.activities);
+    for (code, id) in [("BSOC", "02"), ("CSOC", "03"), ("DSOC", "04")] {
+        let e = journal_of(&r, "emission", code);
+        assert!(e[0].syn_id.starts_with(&format!("{id}-")), "{e:?}");
+    }
+}
+
+#[test]
+fn m2_emission_linked_to_its_return() {
+    let r = run("m2-immediate-return.toml");
+    let e = journal_of(&r, "emission", "BSOC")[0];
+    assert_eq!(e.mode, "immediate");
+    assert_eq!(e.file_ready.as_deref(), Some("2026-11-25 11:00"));
+    let ret = r.journal.iter().find(|j| j.syn_id == e.link).unwrap();
+    assert_eq!(ret.kind, "return");
+    assert_eq!(ret.link, e.syn_id);
+    // A3: applied by the remote and reported back within the wait.
+    assert_eq!(ret.exec_end.as_deref(), Some("2026-11-25 11:00"));
+    assert_eq!(ret.exec_count, 1);
+    assert!(!ret.refused);
+}
+
+#[test]
+fn m3_no_return_has_no_return() {
+    let r = run("m3-no-return.toml");
+    let e = journal_of(&r, "emission", "CSOC")[0];
+    assert_eq!(e.mode, "noreturn");
+    assert_eq!(e.link, "0");
+    // No return was made for CSOC during the day (only the end's quiet round makes some).
+    assert!(
+        journal_of(&r, "return", "CSOC")
+            .iter()
+            .all(|j| j.file_ready.as_deref() > Some("2026-11-25 23:59")),
+        "{:?}",
+        r.journal
+    );
+}
+
+#[test]
+fn j2_superseded_emission_keeps_link_0() {
+    let r = run("j2-link-zero.toml");
+    let emissions = journal_of(&r, "emission", "BSOC");
+    let fixed = emissions
+        .iter()
+        .find(|e| e.file_ready.as_deref() == Some("2026-11-25 21:00"))
+        .unwrap();
+    assert_eq!(fixed.mode, "deferred");
+    assert_eq!(fixed.link, "0", "{:?}", r.journal);
+    let immediate = emissions
+        .iter()
+        .find(|e| e.file_ready.as_deref() == Some("2026-11-25 22:00"))
+        .unwrap();
+    assert_ne!(immediate.link, "0");
+    // No return ever links the 21:00 emission.
+    assert!(r.journal.iter().all(|j| j.link != fixed.syn_id));
+}
