@@ -34,6 +34,7 @@ mod error;
 mod guard;
 pub mod hlc;
 mod keys;
+mod memory;
 pub mod knowledge;
 pub mod mapping;
 mod record;

@@ -43,6 +43,9 @@ const SITES: TableDefinition<u16, Bytes> = TableDefinition::new("sites");
 const PERMISSIONS: TableDefinition<u16, Bytes> = TableDefinition::new("permissions");
 const LOCAL: TableDefinition<Bytes, Bytes> = TableDefinition::new("local");
 
+/// redb's page cache for a database held in memory.
+const IN_MEMORY_CACHE_BYTES: usize = 4 << 20;
+
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Corrupt(format!("cannot encode: {e}")))
 }
@@ -89,9 +92,14 @@ impl Db {
         Self::init(Database::create(path)?)
     }
 
-    /// A database held in memory, through the same code path.
+    /// A database held in memory, through the same code path. Its page cache is kept small:
+    /// the pages are in memory already, and a large cache would hold them twice.
     pub fn in_memory() -> Result<Db> {
-        Self::with_backend(redb::backends::InMemoryBackend::new())
+        Self::init(
+            Database::builder()
+                .set_cache_size(IN_MEMORY_CACHE_BYTES)
+                .create_with_backend(crate::memory::ChunkedMemory::default())?,
+        )
     }
 
     /// A database on any storage backend (fault-injecting ones in tests).
