@@ -29,7 +29,10 @@ impl std::fmt::Debug for ChunkedMemory {
 }
 
 fn out_of_range() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, "beyond the end of the memory store")
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "beyond the end of the memory store",
+    )
 }
 
 fn poisoned() -> io::Error {

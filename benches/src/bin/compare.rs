@@ -1,0 +1,569 @@
+//! The side-by-side comparison: outpost's merge against what a user would pick instead, on the
+//! same generated data (fixed seed), in one process, each with one fsync'd commit per flow.
+//!
+//! `cargo run --release -p outpost-benches --bin compare -- [--changes N] [--json FILE]`
+//!
+//! 1. outpost: a flow of N field changes (N/4 records × 4 fields; the even records newer than
+//!    what the store has, the odd ones older) decoded from its bytes and applied through the
+//!    guards and last-writer-wins into a durable store that already holds the records.
+//! 2. SQLite (bundled): WAL, `synchronous=FULL`, one transaction, a prepared
+//!    `INSERT … ON CONFLICT DO UPDATE … WHERE (excluded.stamp, excluded.site) > (stamp, site)` on a
+//!    `WITHOUT ROWID` table keyed by (record, field): the same merge, without decoding anything.
+//! 3. Raw inserts of N key/value pairs into redb (one transaction) and sled (one flush).
+//! 4. Re-merge: the same flow applied again (everything already known).
+//! 5. Return build: Δ = 1k changes a peer lacks, on a 10k-cell and on the N-cell store.
+//! 6. Flow size: bytes per change beyond its key, field name and value; plain and zstd.
+//! 7. Peak memory of applying the flow, streamed from a file, in a child process (VmHWM).
+
+use std::error::Error;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use outpost_benches::{FIELDS, T0_MS, fill, open, schema, sites};
+use outpost_engine::{
+    Change, Creation, Dot, Knowledge, ManualClock, MergeReport, Outcome, SiteId, Slot, Stamp,
+    Store, Value,
+};
+use outpost_replicator::{FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, SyncMode};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+const REMOTE: SiteId = SiteId(2);
+const HOUR_MS: u64 = 3_600_000;
+
+struct Args {
+    changes: usize,
+    json: Option<PathBuf>,
+    child: Option<(PathBuf, PathBuf)>,
+}
+
+fn args() -> Res<Args> {
+    let mut out = Args {
+        changes: 1_000_000,
+        json: None,
+        child: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--changes" => {
+                let n: usize = it.next().ok_or("--changes needs a number")?.parse()?;
+                if n < 4_000 {
+                    return Err("--changes must be at least 4000".into());
+                }
+                out.changes = n - n % 4;
+            }
+            "--json" => out.json = Some(it.next().ok_or("--json needs a file")?.into()),
+            "--child-apply" => {
+                let flow = it.next().ok_or("--child-apply FLOW DIR")?;
+                let dir = it.next().ok_or("--child-apply FLOW DIR")?;
+                out.child = Some((flow.into(), dir.into()));
+            }
+            "-h" | "--help" => {
+                println!(
+                    "compare [--changes N] [--json FILE]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header)."
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    Ok(out)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("compare: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Res<()> {
+    let args = args()?;
+    if let Some((flow, dir)) = &args.child {
+        return child_apply(flow, dir);
+    }
+    let n = args.changes;
+    let records = n / 4;
+    let [central, _] = sites();
+    let work = tempfile::tempdir()?;
+    println!("outpost comparison: {n} field changes ({records} records × 4 fields)");
+
+    // The store that already holds the records, written by central at T0.
+    let clock = ManualClock::new(T0_MS);
+    let store_dir = work.path().join("outpost");
+    let store = open(&central, Some(&store_dir), &clock);
+    fill(&store, &clock, records, 10_000);
+    let creations = creations(&store, records)?;
+    drop(store);
+    // A copy for the child that measures memory.
+    let child_dir = work.path().join("outpost-child");
+    std::fs::create_dir_all(&child_dir)?;
+    for entry in std::fs::read_dir(&store_dir)? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), child_dir.join(entry.file_name()))?;
+    }
+    clock.set(T0_MS + 2 * HOUR_MS);
+    let store = open(&central, Some(&store_dir), &clock);
+
+    // The incoming flow.
+    let changes = incoming(records, &creations);
+    let payload: u64 = changes
+        .iter()
+        .map(|c| (c.key.len() + slot_len(&c.slot) + value_len(&c.value)) as u64)
+        .sum();
+    let plain = flow_bytes(&changes, records, false)?;
+    let packed = flow_bytes(&changes, records, true)?;
+    let flow_file = work.path().join("flow.outpost");
+    std::fs::write(&flow_file, &plain)?;
+
+    // 1. outpost merge.
+    let (merge_time, report) = timed(|| apply_flow(&store, plain.as_slice()))?;
+    let applied = report.count(Outcome::Applied);
+    let superseded = report.count(Outcome::Superseded);
+    if applied != n / 2 || superseded != n / 2 || report.refused() != 0 {
+        return Err(format!(
+            "merge outcome off: {applied} applied, {superseded} superseded, {} refused",
+            report.refused()
+        )
+        .into());
+    }
+    // 4. re-merge.
+    let (remerge_time, again) = timed(|| apply_flow(&store, plain.as_slice()))?;
+    if again.count(Outcome::AlreadyHad) != n {
+        return Err("the re-merge applied something".into());
+    }
+    // 2. SQLite.
+    let sqlite_time = sqlite_lww(&work.path().join("sqlite.db"), &changes, records)?;
+    // 3. raw stores.
+    let kv: Vec<(Vec<u8>, Vec<u8>)> = changes.iter().map(raw_pair).collect();
+    let redb_time = redb_raw(&work.path().join("raw.redb"), &kv)?;
+    let sled_time = sled_raw(&work.path().join("raw.sled"), &kv)?;
+    drop(kv);
+    // 5. return build.
+    let small_dir = work.path().join("small");
+    let small_clock = ManualClock::new(T0_MS);
+    let small = open(&central, Some(&small_dir), &small_clock);
+    fill(&small, &small_clock, 2_500, 2_500);
+    let build_10k = return_build(&small, &small_clock, 2_500)?;
+    let build_big = return_build(&store, &clock, records)?;
+    // 7. peak memory, in a child.
+    let peak = child_peak(&flow_file, &child_dir)?;
+
+    let per_s = |d: Duration| n as f64 / d.as_secs_f64();
+    let r = Results {
+        outpost_merge_per_s: per_s(merge_time),
+        sqlite_lww_per_s: per_s(sqlite_time),
+        redb_raw_per_s: per_s(redb_time),
+        sled_raw_per_s: per_s(sled_time),
+        outpost_remerge_per_s: per_s(remerge_time),
+        return_build_ms_10k: build_10k.as_secs_f64() * 1e3,
+        return_build_ms_1m: build_big.as_secs_f64() * 1e3,
+        flow_overhead_bytes_per_change: (plain.len() as f64 - payload as f64) / n as f64,
+        // Negative when compression saves more than the framing costs.
+        flow_overhead_bytes_per_change_zstd: (packed.len() as f64 - payload as f64) / n as f64,
+        apply_peak_rss_bytes: peak,
+        flow_bytes: plain.len() as u64,
+        flow_bytes_zstd: packed.len() as u64,
+        payload_bytes: payload,
+    };
+    r.print(n);
+    if let Some(path) = &args.json {
+        std::fs::write(path, r.json())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn timed<T>(f: impl FnOnce() -> Res<T>) -> Res<(Duration, T)> {
+    let start = Instant::now();
+    let out = f()?;
+    Ok((start.elapsed(), out))
+}
+
+fn key_of(r: usize) -> String {
+    format!("C{r:08}")
+}
+
+/// Each record's creation, as the store holds it (the flow's changes carry it, R1).
+fn creations(store: &Store, records: usize) -> Res<Vec<Creation>> {
+    let snap = store.snapshot()?;
+    (0..records)
+        .map(|r| {
+            snap.raw_record("customers", &key_of(r))?
+                .map(|raw| raw.created)
+                .ok_or_else(|| format!("record {r} missing").into())
+        })
+        .collect()
+}
+
+/// The remote's edits: one commit (dot) per record, its four fields; even records an hour
+/// newer than the store's values, odd records an hour older.
+fn incoming(records: usize, creations: &[Creation]) -> Vec<Change> {
+    let mut out = Vec::with_capacity(records * 4);
+    for (r, created) in creations.iter().enumerate().take(records) {
+        let ms = if r % 2 == 0 {
+            T0_MS + HOUR_MS
+        } else {
+            T0_MS - HOUR_MS
+        };
+        for f in FIELDS {
+            out.push(Change {
+                table: "customers".into(),
+                key: key_of(r),
+                slot: Slot::Field(f.into()),
+                value: Value::Text(format!("{f}-{r}-remote")),
+                stamp: Stamp::new(ms, 0),
+                dot: Dot {
+                    site: REMOTE,
+                    seq: r as u64 + 1,
+                },
+                created: *created,
+            });
+        }
+    }
+    out
+}
+
+fn header(records: usize) -> FlowHeader {
+    let mut covered = Knowledge::new();
+    covered.insert_range(REMOTE, 1, records as u64);
+    FlowHeader {
+        id: FlowId {
+            site: REMOTE,
+            seq: 1,
+        },
+        kind: FlowKind::Emission,
+        source: REMOTE,
+        target: SiteId(1),
+        mode: SyncMode::Immediate,
+        link: None,
+        knowledge: covered.clone(),
+        covered,
+        schema_fingerprint: schema().fingerprint(),
+        created_stamp: Stamp::new(T0_MS + HOUR_MS, 0),
+        created_wall_ms: T0_MS + HOUR_MS,
+        acks: Vec::new(),
+        config: None,
+    }
+}
+
+fn flow_bytes(changes: &[Change], records: usize, compress: bool) -> Res<Vec<u8>> {
+    let mut w = FlowWriter::new(Vec::new(), &header(records), compress)?;
+    for c in changes {
+        w.push_change(c.clone())?;
+    }
+    Ok(w.finish()?.0)
+}
+
+fn slot_len(slot: &Slot) -> usize {
+    match slot {
+        Slot::Field(f) => f.len(),
+        Slot::Created | Slot::Tombstone => 0,
+    }
+}
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::Text(s) => s.len(),
+        _ => 8,
+    }
+}
+
+/// Decodes a flow and applies it in one transaction: guards, last-writer-wins, knowledge.
+fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
+    let mut reader = FlowReader::open(input)?;
+    let header = reader.header().clone();
+    let report = store.write(|tx| {
+        let mut report = MergeReport::default();
+        while let Some(item) = reader
+            .next_item()
+            .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
+        {
+            if let Item::Changes(changes) = item {
+                for c in changes {
+                    tx.apply_change(header.source, c, &mut report)?;
+                }
+            }
+        }
+        tx.add_knowledge(header.source, &header.covered)?;
+        Ok(report)
+    })?;
+    Ok(report)
+}
+
+fn sqlite_lww(path: &Path, changes: &[Change], records: usize) -> Res<Duration> {
+    let mut db = rusqlite::Connection::open(path)?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.execute_batch(
+        "CREATE TABLE cells (record TEXT NOT NULL, field TEXT NOT NULL, value TEXT,
+           stamp INTEGER NOT NULL, site INTEGER NOT NULL, PRIMARY KEY (record, field)) WITHOUT ROWID;",
+    )?;
+    // The same starting content: every record written by central at T0.
+    let tx = db.transaction()?;
+    {
+        let mut put = tx.prepare("INSERT INTO cells VALUES (?1, ?2, ?3, ?4, 1)")?;
+        for r in 0..records {
+            for f in FIELDS {
+                put.execute(rusqlite::params![
+                    key_of(r),
+                    f,
+                    format!("{f}-{r}"),
+                    Stamp::new(T0_MS, 0).as_u64() as i64
+                ])?;
+            }
+        }
+    }
+    tx.commit()?;
+    let start = Instant::now();
+    let tx = db.transaction()?;
+    let mut changed = 0usize;
+    {
+        let mut upsert = tx.prepare(
+            "INSERT INTO cells (record, field, value, stamp, site) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (record, field) DO UPDATE SET value = excluded.value,
+               stamp = excluded.stamp, site = excluded.site
+             WHERE (excluded.stamp, excluded.site) > (cells.stamp, cells.site)",
+        )?;
+        for c in changes {
+            let Slot::Field(f) = &c.slot else { continue };
+            let Value::Text(v) = &c.value else { continue };
+            changed += upsert.execute(rusqlite::params![
+                c.key,
+                f,
+                v,
+                c.stamp.as_u64() as i64,
+                c.dot.site.0
+            ])?;
+        }
+    }
+    tx.commit()?;
+    let took = start.elapsed();
+    if changed != changes.len() / 2 {
+        return Err(format!("SQLite changed {changed} rows, not {}", changes.len() / 2).into());
+    }
+    Ok(took)
+}
+
+/// A key and value of about the engine's size: record, field; value, stamp, site.
+fn raw_pair(c: &Change) -> (Vec<u8>, Vec<u8>) {
+    let mut k = c.key.as_bytes().to_vec();
+    k.push(0);
+    if let Slot::Field(f) = &c.slot {
+        k.extend_from_slice(f.as_bytes());
+    }
+    let mut v = match &c.value {
+        Value::Text(s) => s.as_bytes().to_vec(),
+        _ => Vec::new(),
+    };
+    v.extend_from_slice(&c.stamp.as_u64().to_be_bytes());
+    v.extend_from_slice(&c.dot.site.0.to_be_bytes());
+    (k, v)
+}
+
+fn redb_raw(path: &Path, kv: &[(Vec<u8>, Vec<u8>)]) -> Res<Duration> {
+    const T: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("raw");
+    let db = redb::Database::create(path)?;
+    let start = Instant::now();
+    let tx = db.begin_write()?;
+    {
+        let mut t = tx.open_table(T)?;
+        for (k, v) in kv {
+            t.insert(k.as_slice(), v.as_slice())?;
+        }
+    }
+    tx.commit()?;
+    Ok(start.elapsed())
+}
+
+fn sled_raw(path: &Path, kv: &[(Vec<u8>, Vec<u8>)]) -> Res<Duration> {
+    let db = sled::open(path)?;
+    let start = Instant::now();
+    for (k, v) in kv {
+        db.insert(k.as_slice(), v.as_slice())?;
+    }
+    db.flush()?;
+    Ok(start.elapsed())
+}
+
+/// The median time to build a return of the 1k changes a peer lacks (250 records × 4 fields
+/// written after what it knows), compressed as returns are.
+fn return_build(store: &Store, clock: &ManualClock, records: usize) -> Res<Duration> {
+    let peer = store.knowledge();
+    clock.advance(HOUR_MS);
+    store.write(|tx| {
+        for r in 0..250 {
+            let key = key_of(r * (records / 250));
+            for f in FIELDS {
+                tx.set("customers", &key, f, Value::Text(format!("{f}-late")))?;
+            }
+        }
+        Ok(())
+    })?;
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let start = Instant::now();
+        let mut lacking = store.changes_lacking(&peer, true)?;
+        let mut h = header(0);
+        h.covered = lacking.covered_up_front()?;
+        let mut w = FlowWriter::new(Vec::new(), &h, true)?;
+        let mut n = 0;
+        for c in lacking.by_ref() {
+            w.push_change(c?)?;
+            n += 1;
+        }
+        let (bytes, _, _) = w.finish()?;
+        times.push(start.elapsed());
+        if n != 1_000 || bytes.is_empty() {
+            return Err(format!("the return holds {n} changes, not 1000").into());
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+fn child_peak(flow: &Path, dir: &Path) -> Res<u64> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--child-apply")
+        .arg(flow)
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "the memory child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8(out.stdout)?;
+    Ok(text.trim().parse()?)
+}
+
+/// In the child: open the copy of the store, stream the flow from its file, print VmHWM.
+fn child_apply(flow: &Path, dir: &Path) -> Res<()> {
+    let [central, _] = sites();
+    let clock = ManualClock::new(T0_MS + 2 * HOUR_MS);
+    let store = open(&central, Some(dir), &clock);
+    let report = apply_flow(&store, BufReader::new(std::fs::File::open(flow)?))?;
+    if report.count(Outcome::Applied) == 0 {
+        return Err("the child applied nothing".into());
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .ok_or("no VmHWM in /proc/self/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    println!("{}", kb * 1024);
+    Ok(())
+}
+
+struct Results {
+    outpost_merge_per_s: f64,
+    sqlite_lww_per_s: f64,
+    redb_raw_per_s: f64,
+    sled_raw_per_s: f64,
+    outpost_remerge_per_s: f64,
+    return_build_ms_10k: f64,
+    return_build_ms_1m: f64,
+    flow_overhead_bytes_per_change: f64,
+    flow_overhead_bytes_per_change_zstd: f64,
+    apply_peak_rss_bytes: u64,
+    flow_bytes: u64,
+    flow_bytes_zstd: u64,
+    payload_bytes: u64,
+}
+
+impl Results {
+    fn print(&self, n: usize) {
+        let k = |x: f64| format!("{:.0}k/s", x / 1e3);
+        println!("| measure | value |");
+        println!("|---|---|");
+        println!(
+            "| outpost merge ({n} changes, from flow bytes) | {} |",
+            k(self.outpost_merge_per_s)
+        );
+        println!(
+            "| SQLite LWW upsert (WAL, synchronous=FULL) | {} |",
+            k(self.sqlite_lww_per_s)
+        );
+        println!("| redb raw insert | {} |", k(self.redb_raw_per_s));
+        println!("| sled raw insert + flush | {} |", k(self.sled_raw_per_s));
+        println!(
+            "| outpost re-merge (all known) | {} |",
+            k(self.outpost_remerge_per_s)
+        );
+        println!(
+            "| merge vs SQLite | {:.2}× |",
+            self.outpost_merge_per_s / self.sqlite_lww_per_s
+        );
+        println!(
+            "| merge vs redb raw | {:.2}× |",
+            self.outpost_merge_per_s / self.redb_raw_per_s
+        );
+        println!(
+            "| return build Δ=1k, 10k-cell store | {:.2} ms |",
+            self.return_build_ms_10k
+        );
+        println!(
+            "| return build Δ=1k, {n}-cell store | {:.2} ms |",
+            self.return_build_ms_1m
+        );
+        println!(
+            "| flow overhead per change | {:.1} B plain, {:.1} B zstd |",
+            self.flow_overhead_bytes_per_change, self.flow_overhead_bytes_per_change_zstd
+        );
+        println!(
+            "| flow size | {} B plain ({} B payload), {} B zstd |",
+            self.flow_bytes, self.payload_bytes, self.flow_bytes_zstd
+        );
+        println!(
+            "| peak RSS applying the flow (child) | {:.1} MiB ({:.2}× the flow) |",
+            self.apply_peak_rss_bytes as f64 / (1 << 20) as f64,
+            self.apply_peak_rss_bytes as f64 / self.flow_bytes as f64
+        );
+    }
+
+    fn json(&self) -> String {
+        let fields: [(&str, f64); 15] = [
+            ("outpost_merge_per_s", self.outpost_merge_per_s),
+            ("sqlite_lww_per_s", self.sqlite_lww_per_s),
+            ("redb_raw_per_s", self.redb_raw_per_s),
+            ("sled_raw_per_s", self.sled_raw_per_s),
+            ("outpost_remerge_per_s", self.outpost_remerge_per_s),
+            ("return_build_ms_10k", self.return_build_ms_10k),
+            ("return_build_ms_1m", self.return_build_ms_1m),
+            (
+                "flow_overhead_bytes_per_change",
+                self.flow_overhead_bytes_per_change,
+            ),
+            (
+                "flow_overhead_bytes_per_change_zstd",
+                self.flow_overhead_bytes_per_change_zstd,
+            ),
+            ("apply_peak_rss_bytes", self.apply_peak_rss_bytes as f64),
+            ("flow_bytes", self.flow_bytes as f64),
+            ("flow_bytes_zstd", self.flow_bytes_zstd as f64),
+            ("payload_bytes", self.payload_bytes as f64),
+            (
+                "merge_vs_sqlite",
+                self.outpost_merge_per_s / self.sqlite_lww_per_s,
+            ),
+            (
+                "merge_vs_redb_raw",
+                self.outpost_merge_per_s / self.redb_raw_per_s,
+            ),
+        ];
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("  \"{k}\": {v:.3}"))
+            .collect();
+        format!("{{\n{}\n}}\n", body.join(",\n"))
+    }
+}
