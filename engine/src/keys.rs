@@ -53,6 +53,11 @@ pub(crate) fn cell_key(prefix: &[u8], slot: &Slot) -> Vec<u8> {
 }
 
 /// `[start, end)` covering every record of a table.
+/// Whether `cell` is the creation cell of the record `prefix`.
+pub(crate) fn is_created_of(cell: &[u8], prefix: &[u8]) -> bool {
+    cell.strip_prefix(prefix) == Some(&[SLOT_CREATED][..])
+}
+
 pub(crate) fn table_bounds(table: &str) -> (Vec<u8>, Vec<u8>) {
     let mut start = table.as_bytes().to_vec();
     start.push(0x00);
@@ -205,5 +210,7 @@ mod tests {
         assert!(decode_cell_key(b"t\0k\0\x07\x00").is_none());
         let created = created_key(&record_prefix("t", "k"));
         assert_eq!(decode_cell_key(&created).unwrap().slot, Slot::Created);
+        assert!(is_created_of(&created, &record_prefix("t", "k")));
+        assert!(!is_created_of(&cell, &record_prefix("t", "k\0x")));
     }
 }

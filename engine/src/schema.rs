@@ -143,6 +143,17 @@ impl TableDef {
     pub fn is_document(&self) -> bool {
         matches!(self.policy, Policy::Document { .. })
     }
+
+    /// Whether its records can be frozen for their remote creator once synced (R6): only then
+    /// does a write need to look the freeze up.
+    pub fn freezes(&self) -> bool {
+        matches!(
+            self.policy,
+            Policy::Document {
+                frozen_once_synced: true
+            }
+        )
+    }
 }
 
 /// What is wrong with a schema declaration.

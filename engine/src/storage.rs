@@ -14,6 +14,7 @@
 //! | `permissions` | site id | postcard list of denied tables (R4/R9) | local copy of configuration |
 //! | `local` | bytes | bytes — the replicator's side table (sync table, journal, logs) | local |
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -71,6 +72,22 @@ pub(crate) trait CellReader {
 impl CellReader for WriteTables<'_> {
     fn cell(&self, cell: &[u8]) -> Result<Option<Register>> {
         get_decoded(&self.cells, cell, "register")
+    }
+
+    /// A flow brings a record's changes one after another: the creation read for the first
+    /// serves the others (a write to the creation forgets it).
+    fn created(&self, prefix: &[u8]) -> Result<Option<Creation>> {
+        if let Some((p, c)) = self.last_created.borrow().as_ref()
+            && p.as_slice() == prefix
+        {
+            return Ok(*c);
+        }
+        let c = self.cell(&keys::created_key(prefix))?.map(|r| Creation {
+            stamp: r.stamp,
+            dot: r.dot,
+        });
+        *self.last_created.borrow_mut() = Some((prefix.to_vec(), c));
+        Ok(c)
     }
 }
 
@@ -134,6 +151,8 @@ impl Db {
 /// The tables, open for writing within one transaction.
 pub(crate) struct WriteTables<'t> {
     cells: Table<'t, Bytes, Bytes>,
+    /// The creation read last, by record prefix (see `created`).
+    last_created: RefCell<Option<(Vec<u8>, Option<Creation>)>>,
     by_dot: Table<'t, Bytes, ()>,
     frozen: Table<'t, Bytes, ()>,
     reservations: Table<'t, Bytes, &'static str>,
@@ -154,6 +173,7 @@ impl<'t> WriteTables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self> {
         Ok(WriteTables {
             cells: txn.open_table(CELLS)?,
+            last_created: RefCell::new(None),
             by_dot: txn.open_table(BY_DOT)?,
             frozen: txn.open_table(FROZEN)?,
             reservations: txn.open_table(RESERVATIONS)?,
@@ -165,8 +185,20 @@ impl<'t> WriteTables<'t> {
         })
     }
 
+    /// Forgets the cached creation when `cell` is that record's creation.
+    fn forget_created(&mut self, cell: &[u8]) {
+        let last = self.last_created.get_mut();
+        if last
+            .as_ref()
+            .is_some_and(|(p, _)| keys::is_created_of(cell, p))
+        {
+            *last = None;
+        }
+    }
+
     /// Stores the winning register of a cell and moves the dot index from the old winner.
     pub fn put_cell(&mut self, cell: &[u8], old: Option<&Register>, new: &Register) -> Result<()> {
+        self.forget_created(cell);
         if let Some(old) = old {
             self.by_dot
                 .remove(keys::dot_key(old.dot, cell).as_slice())?;
@@ -179,6 +211,7 @@ impl<'t> WriteTables<'t> {
 
     /// Removes a register and its dot-index entry.
     pub fn remove_cell(&mut self, cell: &[u8], old: &Register) -> Result<()> {
+        self.forget_created(cell);
         self.by_dot
             .remove(keys::dot_key(old.dot, cell).as_slice())?;
         self.cells.remove(cell)?;

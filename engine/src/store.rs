@@ -962,7 +962,7 @@ impl WriteTx<'_, '_> {
             slot: &slot,
             writer: &store.site,
             creator: created.map_or(store.site.id, |c| c.site()),
-            frozen: self.tables.is_frozen(&prefix)?,
+            frozen: def.freezes() && self.tables.is_frozen(&prefix)?,
             denied: self
                 .state
                 .denied
@@ -1204,7 +1204,7 @@ impl Merge<'_, '_> {
             slot: &change.slot,
             writer,
             creator: created.map_or(change.created.site(), |m| m.site()),
-            frozen: self.t.is_frozen(&prefix)?,
+            frozen: def.freezes() && self.t.is_frozen(&prefix)?,
             denied: self
                 .state
                 .denied

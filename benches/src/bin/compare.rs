@@ -36,6 +36,7 @@ const HOUR_MS: u64 = 3_600_000;
 struct Args {
     changes: usize,
     json: Option<PathBuf>,
+    quick: bool,
     child: Option<(PathBuf, PathBuf)>,
 }
 
@@ -43,6 +44,7 @@ fn args() -> Res<Args> {
     let mut out = Args {
         changes: 1_000_000,
         json: None,
+        quick: false,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +58,7 @@ fn args() -> Res<Args> {
                 out.changes = n - n % 4;
             }
             "--json" => out.json = Some(it.next().ok_or("--json needs a file")?.into()),
+            "--quick" => out.quick = true,
             "--child-apply" => {
                 let flow = it.next().ok_or("--child-apply FLOW DIR")?;
                 let dir = it.next().ok_or("--child-apply FLOW DIR")?;
@@ -63,7 +66,7 @@ fn args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "compare [--changes N] [--json FILE]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header)."
+                    "compare [--changes N] [--json FILE] [--quick]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise."
                 );
                 std::process::exit(0);
             }
@@ -86,6 +89,9 @@ fn run() -> Res<()> {
         return child_apply(flow, dir);
     }
     let n = args.changes;
+    if args.quick {
+        return quick(n);
+    }
     let records = n / 4;
     let [central, _] = sites();
     let work = tempfile::tempdir()?;
@@ -173,6 +179,28 @@ fn run() -> Res<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, r.json())?;
         println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Merge and re-merge only, on in-memory stores, three times each.
+fn quick(n: usize) -> Res<()> {
+    let records = n / 4;
+    let [central, _] = sites();
+    for round in 1..=3 {
+        let clock = ManualClock::new(T0_MS);
+        let store = open(&central, None, &clock);
+        fill(&store, &clock, records, 10_000);
+        let creations = creations(&store, records)?;
+        clock.set(T0_MS + 2 * HOUR_MS);
+        let plain = flow_bytes(&incoming(records, &creations), records, false)?;
+        let (merge, _) = timed(|| apply_flow(&store, plain.as_slice()))?;
+        let (remerge, _) = timed(|| apply_flow(&store, plain.as_slice()))?;
+        println!(
+            "round {round}: merge {:.0}k/s, re-merge {:.0}k/s (in memory)",
+            n as f64 / merge.as_secs_f64() / 1e3,
+            n as f64 / remerge.as_secs_f64() / 1e3
+        );
     }
     Ok(())
 }
