@@ -668,11 +668,11 @@ impl WriteTx<'_, '_> {
         if source == store.site.id {
             return Err(Error::UnknownSite(source));
         }
-        let source_site = self
+        let source_role = self
             .state
             .sites
             .get(source)
-            .cloned()
+            .map(|s| s.role)
             .ok_or(Error::UnknownSite(source))?;
         self.state_moved = true;
         let mut merge = Merge {
@@ -680,7 +680,8 @@ impl WriteTx<'_, '_> {
             broken_rules: &store.broken_rules,
             t: self.tables,
             state: self.state,
-            source: &source_site,
+            source,
+            source_role,
             now_ms: store.clock.now_ms(),
             skew_ms_max: store.skew_ms_max,
             report,
@@ -1048,7 +1049,9 @@ struct Merge<'a, 't> {
     broken_rules: &'a [Rule],
     t: &'a mut WriteTables<'t>,
     state: &'a mut State,
-    source: &'a Site,
+    /// The site the changes came from, and its role.
+    source: SiteId,
+    source_role: Role,
     now_ms: u64,
     skew_ms_max: u64,
     report: &'a mut MergeReport,
@@ -1067,7 +1070,7 @@ impl Merge<'_, '_> {
                 );
                 let rule = refusal.rule;
                 let rejection = Rejection {
-                    source: self.source.id,
+                    source: self.source,
                     change,
                     refusal,
                     at_ms: self.now_ms,
@@ -1089,17 +1092,19 @@ impl Merge<'_, '_> {
                 self.state.hlc.observe(change.stamp);
                 // The creation merges as a minimum, whatever the field register's fate: every
                 // change carries it, so a record's creator is known from any of its changes.
-                let created_cell = keys::created_key(&prefix);
                 let creation_outcome = match created {
                     None => {
-                        self.t
-                            .put_cell(&created_cell, None, &creation_register(change.created))?;
+                        self.t.put_cell(
+                            &keys::created_key(&prefix),
+                            None,
+                            &creation_register(change.created),
+                        )?;
                         Outcome::Applied
                     }
                     Some(c) if c == change.created => Outcome::AlreadyHad,
                     Some(c) if change.created < c && !is_document => {
                         self.t.put_cell(
-                            &created_cell,
+                            &keys::created_key(&prefix),
                             Some(&creation_register(c)),
                             &creation_register(change.created),
                         )?;
@@ -1153,13 +1158,17 @@ impl Merge<'_, '_> {
                 format!("the change claims origin site {origin}, which is unknown here"),
             )));
         };
-        if self.source.role == Role::Remote && origin != self.source.id {
+        if self.source_role == Role::Remote && origin != self.source {
+            let code = self
+                .state
+                .sites
+                .get(self.source)
+                .map_or_else(|| self.source.to_string(), |s| s.code.to_string());
             return Ok(Err(refuse(
                 Rule::R1,
                 origin,
                 format!(
-                    "remote {} sent a change it claims site {origin} made; a remote sends only its own",
-                    self.source.code
+                    "remote {code} sent a change it claims site {origin} made; a remote sends only its own"
                 ),
             )));
         }
