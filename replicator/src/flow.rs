@@ -6,8 +6,9 @@
 //! header    postcard FlowHeader · crc32 u32 LE of the header bytes
 //! body      (zstd stream of, when flags bit 0 is set) frames:
 //!           tag u8 · length u32 LE · payload · crc32 u32 LE of tag, length and payload
-//!           tag 1 changes, tag 2 rejections, tag 0 end (payload: changes u64 LE, rejections
-//!           u64 LE, data frames u64 LE) — nothing may follow the end frame
+//!           tag 3 changes (packed, version 2; tag 1 in version 1: postcard `Vec<Change>`),
+//!           tag 2 rejections, tag 0 end (payload: changes u64 LE, rejections u64 LE, data
+//!           frames u64 LE) — nothing may follow the end frame
 //! ```
 //!
 //! Writing and reading are streamed: [`FlowWriter`] holds one frame at a time, [`FlowReader`]
@@ -24,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 /// The first eight bytes of every flow file.
 pub const MAGIC: [u8; 8] = *b"OUTPOST\x1a";
-/// The format version this code writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this code writes (and the newest it reads). Version 2 writes changes in
+/// packed frames (tag 3); version 1 files (plain changes frames, tag 1) are still read.
+pub const FORMAT_VERSION: u16 = 2;
 /// Flags bit 0: the body is one zstd stream.
 pub const FLAG_ZSTD: u16 = 1;
 /// The largest header accepted.
@@ -42,6 +44,7 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 const TAG_END: u8 = 0;
 const TAG_CHANGES: u8 = 1;
 const TAG_REJECTIONS: u8 = 2;
+const TAG_CHANGES_PACKED: u8 = 3;
 
 /// A flow's id, the SynID of the journal (J1): the sending site and its flow sequence number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -370,8 +373,9 @@ impl<W: Write> FlowWriter<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let payload = encode("changes", &self.pending)?;
-        self.frame(TAG_CHANGES, &payload)?;
+        let payload = crate::packed::encode(&self.pending)
+            .map_err(|e| io::Error::other(format!("cannot encode changes: {e}")))?;
+        self.frame(TAG_CHANGES_PACKED, &payload)?;
         self.n_frames += 1;
         self.pending.clear();
         Ok(())
@@ -443,6 +447,7 @@ impl<R: Read> Read for Source<R> {
 /// Reads one flow, a frame at a time.
 pub struct FlowReader<R: Read> {
     header: FlowHeader,
+    version: u16,
     source: Source<R>,
     compressed: bool,
     n_changes: u64,
@@ -529,6 +534,7 @@ impl<R: Read> FlowReader<R> {
         };
         Ok(FlowReader {
             header,
+            version,
             source,
             compressed,
             n_changes: 0,
@@ -582,6 +588,13 @@ impl<R: Read> FlowReader<R> {
             TAG_CHANGES => {
                 let changes: Vec<Change> =
                     postcard::from_bytes(&payload).map_err(|e| malformed("changes", e))?;
+                self.n_changes += changes.len() as u64;
+                self.n_frames += 1;
+                Ok(Some(Item::Changes(changes)))
+            }
+            TAG_CHANGES_PACKED if self.version >= 2 => {
+                let changes =
+                    crate::packed::decode(&payload).map_err(|e| malformed("changes", e))?;
                 self.n_changes += changes.len() as u64;
                 self.n_frames += 1;
                 Ok(Some(Item::Changes(changes)))

@@ -1,8 +1,14 @@
-//! The compatibility promise: flow files written by format version 1 stay readable. The files in
-//! `tests/data/` were written by this version and are committed; every later version must
-//! decode them to exactly the content below. Never regenerate them to make this test pass —
-//! that would break the promise. (`OUTPOST_WRITE_COMPAT_FLOWS=1` wrote them once.)
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+//! The compatibility promise: flow files written by an earlier format version stay readable. The
+//! files in `tests/data/` were written by versions 1 and 2 and are committed; every later
+//! version must decode them to exactly the content below. Never regenerate them to make this
+//! test pass — that would break the promise. (`OUTPOST_WRITE_COMPAT_FLOWS=1` wrote the version 2
+//! files once, with version 2; the version 1 files were written the same way by version 1.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -168,32 +174,45 @@ fn write(compress: bool) -> Vec<u8> {
     w.finish().unwrap().0
 }
 
+fn decode(name: &str) {
+    let path = data(name);
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the committed compatibility file)", path.display()));
+    let mut reader = FlowReader::open(bytes.as_slice()).unwrap();
+    assert_eq!(reader.header(), &header(), "{name}");
+    let mut got_changes = Vec::new();
+    let mut got_rejections = Vec::new();
+    while let Some(item) = reader.next_item().unwrap() {
+        match item {
+            Item::Changes(c) => got_changes.extend(c),
+            Item::Rejections(r) => got_rejections.extend(r),
+        }
+    }
+    assert_eq!(got_changes, changes(), "{name}");
+    assert_eq!(got_rejections, rejections(), "{name}");
+}
+
 #[test]
 fn flow_files_of_format_version_1_still_decode() {
-    for (name, compress) in [("flow-v1.outpost", false), ("flow-v1-zstd.outpost", true)] {
-        let path = data(name);
+    decode("flow-v1.outpost");
+    decode("flow-v1-zstd.outpost");
+    assert_eq!(
+        std::fs::read(data("flow-v1.outpost")).unwrap().get(8..10),
+        Some(&1u16.to_le_bytes()[..])
+    );
+}
+
+#[test]
+fn flow_files_of_format_version_2_still_decode() {
+    for (name, compress) in [("flow-v2.outpost", false), ("flow-v2-zstd.outpost", true)] {
         if std::env::var_os("OUTPOST_WRITE_COMPAT_FLOWS").is_some() {
-            std::fs::write(&path, write(compress)).unwrap();
+            std::fs::write(data(name), write(compress)).unwrap();
         }
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e} (the committed compatibility file)", path.display())
-        });
-        let mut reader = FlowReader::open(bytes.as_slice()).unwrap();
-        assert_eq!(reader.header(), &header(), "{name}");
-        let mut got_changes = Vec::new();
-        let mut got_rejections = Vec::new();
-        while let Some(item) = reader.next_item().unwrap() {
-            match item {
-                Item::Changes(c) => got_changes.extend(c),
-                Item::Rejections(r) => got_rejections.extend(r),
-            }
-        }
-        assert_eq!(got_changes, changes(), "{name}");
-        assert_eq!(got_rejections, rejections(), "{name}");
+        decode(name);
     }
     // The uncompressed encoding is also byte-for-byte what this version writes.
     assert_eq!(
-        std::fs::read(data("flow-v1.outpost")).unwrap(),
+        std::fs::read(data("flow-v2.outpost")).unwrap(),
         write(false)
     );
 }

@@ -12,7 +12,7 @@
 //! 3. Raw inserts of N key/value pairs into redb (one transaction) and sled (one flush).
 //! 4. Re-merge: the same flow applied again (everything already known).
 //! 5. Return build: Δ = 1k changes a peer lacks, on a 10k-cell and on the N-cell store.
-//! 6. Flow size: bytes per change beyond its key, field name and value; plain and zstd.
+//! 6. Flow size: bytes per change beyond its record key and value; plain and zstd.
 //! 7. Peak memory of applying the flow, streamed from a file, in a child process (VmHWM).
 
 use std::error::Error;
@@ -118,7 +118,7 @@ fn run() -> Res<()> {
     let changes = incoming(records, &creations);
     let payload: u64 = changes
         .iter()
-        .map(|c| (c.key.len() + slot_len(&c.slot) + value_len(&c.value)) as u64)
+        .map(|c| (c.key.len() + value_len(&c.value)) as u64)
         .sum();
     let plain = flow_bytes(&changes, records, false)?;
     let packed = flow_bytes(&changes, records, true)?;
@@ -284,13 +284,6 @@ fn flow_bytes(changes: &[Change], records: usize, compress: bool) -> Res<Vec<u8>
         w.push_change(c.clone())?;
     }
     Ok(w.finish()?.0)
-}
-
-fn slot_len(slot: &Slot) -> usize {
-    match slot {
-        Slot::Field(f) => f.len(),
-        Slot::Created | Slot::Tombstone => 0,
-    }
 }
 
 fn value_len(v: &Value) -> usize {
@@ -544,7 +537,7 @@ impl Results {
             self.return_build_ms_1m
         );
         println!(
-            "| flow overhead per change | {:.1} B plain, {:.1} B zstd |",
+            "| flow overhead per change beyond key and value | {:.1} B plain, {:.1} B zstd |",
             self.flow_overhead_bytes_per_change, self.flow_overhead_bytes_per_change_zstd
         );
         println!(
