@@ -15,6 +15,7 @@ pub use outpost_engine::{
 pub use outpost_replicator as replicator;
 pub use outpost_sim as sim;
 
+pub mod admin;
 pub mod demo;
 
 /// The machine's clock: UTC milliseconds since the Unix epoch. The engine never reads the wall

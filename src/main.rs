@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use outpost::admin;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,6 +54,186 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
+    /// Administer central's store: create it, add remotes, exchange sync files (S4).
+    Central {
+        #[command(subcommand)]
+        command: CentralCommand,
+    },
+    /// Administer a remote's store: create it from its bootstrap file, exchange sync files.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
+    /// Central's list of flows (J1): SynID, link, file ready, executions, refusals…
+    Journal {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Only this remote's flows (its establishment code).
+        #[arg(long)]
+        site: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a record's fields as JSON (`null` when there is none).
+    Get(RecordArgs),
+    /// Write fields (a JSON object) to a record, under every ownership rule (R3–R8).
+    Put {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The fields, as a JSON object: `{"city": "Lyon"}`.
+        #[arg(long)]
+        fields: String,
+        /// The user writing (recorded with the change; holds reservations).
+        #[arg(long, default_value = "operator")]
+        user: String,
+    },
+    /// Delete a record.
+    Delete {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The user writing.
+        #[arg(long, default_value = "operator")]
+        user: String,
+    },
+    /// Reserve a document for a user (R7): only they may write it, and it stays out of syncs.
+    Reserve {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The user holding it.
+        #[arg(long, default_value = "operator")]
+        user: String,
+    },
+    /// Release a reservation.
+    Release {
+        #[command(flatten)]
+        record: RecordArgs,
+        /// The user holding it.
+        #[arg(long, default_value = "operator")]
+        user: String,
+    },
+}
+
+/// A record in a store.
+#[derive(clap::Args, Debug)]
+struct RecordArgs {
+    /// The store's data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// The table.
+    #[arg(long)]
+    table: String,
+    /// The record's key.
+    #[arg(long)]
+    key: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum CentralCommand {
+    /// Create central's store (the seed's settings, no remote yet).
+    Init {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Central's establishment code.
+        #[arg(long, default_value = "ASOC")]
+        code: String,
+        /// Central's site id.
+        #[arg(long, default_value_t = 1)]
+        id: u16,
+        /// Central's IANA time zone.
+        #[arg(long, default_value = "Europe/Paris")]
+        tz: String,
+        /// The common deferred-return time (M1), HH:MM in central's time zone.
+        #[arg(long, default_value = "23:00")]
+        return_at: String,
+    },
+    /// Create a remote establishment and write its bootstrap file.
+    AddRemote {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The remote's site id (shown as Dnn).
+        #[arg(long)]
+        id: u16,
+        /// Its establishment code.
+        #[arg(long)]
+        code: String,
+        /// Its IANA time zone.
+        #[arg(long, default_value = "Europe/Paris")]
+        tz: String,
+        /// A sync type: `fixed 21:00 23:20`, `immediate 60`, `no-return` (repeatable).
+        #[arg(long = "sync", default_value = "immediate 60")]
+        sync: Vec<String>,
+        /// A table it may not write (R4/R9), e.g. stock_documents (repeatable).
+        #[arg(long)]
+        deny: Vec<String>,
+        /// Where to write the bootstrap file (a file name, or a directory).
+        #[arg(long)]
+        bootstrap: PathBuf,
+    },
+    /// Receive an emission file into the sync table and process it.
+    Import {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The emission file.
+        file: PathBuf,
+    },
+    /// Write the return for one remote as a file.
+    ExportReturn {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The remote's establishment code.
+        #[arg(long)]
+        site: String,
+        /// Where to write it (a file name, or a directory).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RemoteCommand {
+    /// Create a remote's store from the bootstrap file central wrote for it.
+    Init {
+        /// The data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The bootstrap file.
+        #[arg(long)]
+        bootstrap: PathBuf,
+    },
+    /// Write an emission (everything central has not acknowledged) as a file.
+    Export {
+        /// The remote's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write it (a file name, or a directory).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Apply a return file from central.
+    Import {
+        /// The remote's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The return file.
+        file: PathBuf,
+    },
+}
+
+/// Prints a command's error the way the person at the terminal reads it.
+fn done(result: Result<impl Sized, String>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,6 +252,77 @@ fn main() -> ExitCode {
             Some(path) => run_scenario(&path, json),
             None => sim(sites, days, seed, faults, seeds, json, svg),
         },
+        Command::Central { command } => done(match command {
+            CentralCommand::Init {
+                data,
+                code,
+                id,
+                tz,
+                return_at,
+            } => admin::central_init(&data, &code, id, &tz, &return_at),
+            CentralCommand::AddRemote {
+                data,
+                id,
+                code,
+                tz,
+                sync,
+                deny,
+                bootstrap,
+            } => admin::add_remote(
+                &data,
+                &admin::NewRemote {
+                    id,
+                    code: &code,
+                    tz: &tz,
+                    sync: &sync,
+                    deny: &deny,
+                },
+                &bootstrap,
+            )
+            .map(drop),
+            CentralCommand::Import { data, file } => admin::central_import(&data, &file),
+            CentralCommand::ExportReturn { data, site, out } => {
+                admin::central_export_return(&data, &site, &out).map(drop)
+            }
+        }),
+        Command::Remote { command } => done(match command {
+            RemoteCommand::Init { data, bootstrap } => admin::remote_init(&data, &bootstrap),
+            RemoteCommand::Export { data, out } => admin::remote_export(&data, &out).map(drop),
+            RemoteCommand::Import { data, file } => admin::remote_import(&data, &file),
+        }),
+        Command::Journal { data, site, json } => done(admin::journal(&data, site.as_deref(), json)),
+        Command::Get(r) => done(admin::get(&r.data, &r.table, &r.key)),
+        Command::Put {
+            record,
+            fields,
+            user,
+        } => done(admin::put(
+            &record.data,
+            &record.table,
+            &record.key,
+            &fields,
+            &user,
+        )),
+        Command::Delete { record, user } => done(admin::delete(
+            &record.data,
+            &record.table,
+            &record.key,
+            &user,
+        )),
+        Command::Reserve { record, user } => done(admin::reserve(
+            &record.data,
+            &record.table,
+            &record.key,
+            &user,
+            false,
+        )),
+        Command::Release { record, user } => done(admin::reserve(
+            &record.data,
+            &record.table,
+            &record.key,
+            &user,
+            true,
+        )),
         Command::Demo { data } => {
             let dir = data.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("outpost-demo-{}", std::process::id()))

@@ -213,6 +213,29 @@ impl Store {
         Self::init(Db::open_file(&dir.as_ref().join(STORE_FILE_NAME))?, config)
     }
 
+    /// Opens the store already in `dir` as the site it was created for (read from the store
+    /// itself): for tools that administer a store without knowing its site beforehand.
+    pub fn open_existing(
+        dir: impl AsRef<Path>,
+        schema: Schema,
+        clock: impl Clock + 'static,
+    ) -> Result<Store> {
+        let path = dir.as_ref().join(STORE_FILE_NAME);
+        if !path.is_file() {
+            return Err(Error::Input(
+                format!("no outpost store in {}", dir.as_ref().display()).into(),
+            ));
+        }
+        let db = Db::open_file(&path)?;
+        let bytes = db
+            .read()?
+            .meta(META_SITE)?
+            .ok_or_else(|| Error::Corrupt("the store has no site identity".into()))?;
+        let site: Site = postcard::from_bytes(&bytes)
+            .map_err(|e| Error::Corrupt(format!("site identity: {e}")))?;
+        Self::init(db, StoreConfig::new(site, schema, clock))
+    }
+
     /// A store held in memory (tests, the simulator), through the same code as a file store.
     pub fn in_memory(config: StoreConfig) -> Result<Store> {
         Self::init(Db::in_memory()?, config)

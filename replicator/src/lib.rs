@@ -44,8 +44,8 @@ pub enum Error {
     /// A flow that cannot be read; nothing was applied.
     #[error("{0}")]
     Decode(#[from] DecodeError),
-    /// Writing a flow failed.
-    #[error("cannot write the flow: {0}")]
+    /// Reading or writing a flow or a file failed.
+    #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// A flow that decodes but does not belong here (wrong target, kind, schema, sender…).
     #[error("flow refused: {0}")]

@@ -1,0 +1,449 @@
+//! The command line's administration and file commands: a central or remote store on disk,
+//! sync files on physical media (S4), the journal (J1) and record access for operators. The
+//! stores speak the built-in retail schema (`outpost_sim::retail`); a host application embeds
+//! the engine with its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use outpost_engine::{FieldKind, Site, SiteId, Store, StoreConfig, Value};
+use outpost_replicator::config::{RemoteSettings, SyncType};
+use outpost_replicator::flow::FlowKind;
+use outpost_replicator::schedule::Zone;
+use outpost_replicator::{central, files, journal, remote};
+
+use crate::SystemClock;
+
+/// A command's failure, as the person at the terminal should read it.
+pub type CliResult<T> = Result<T, String>;
+
+fn msg(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Opens the store in `dir`, whichever site it belongs to.
+pub fn open(dir: &Path) -> CliResult<Store> {
+    Store::open_existing(dir, outpost_sim::retail::schema(), SystemClock)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn open_central(dir: &Path) -> CliResult<Store> {
+    let store = open(dir)?;
+    if !store.site().is_central() {
+        return Err(format!(
+            "{} holds the store of remote {}, not central's",
+            dir.display(),
+            store.site()
+        ));
+    }
+    Ok(store)
+}
+
+fn open_remote(dir: &Path) -> CliResult<Store> {
+    let store = open(dir)?;
+    if store.site().is_central() {
+        return Err(format!(
+            "{} holds central's store, not a remote's",
+            dir.display()
+        ));
+    }
+    Ok(store)
+}
+
+/// `outpost central init`: creates central's store with the seed's settings (C4) and no
+/// remote yet.
+pub fn central_init(dir: &Path, code: &str, id: u16, tz: &str, return_at: &str) -> CliResult<()> {
+    if dir.join(outpost_engine::STORE_FILE_NAME).exists() {
+        return Err(format!("{} already holds a store", dir.display()));
+    }
+    let mut config = outpost_replicator::config::seed_example();
+    config.remotes.clear();
+    config.central.time_zone = tz.to_owned();
+    config.central.return_time = return_at.parse().map_err(msg)?;
+    config.validate().map_err(msg)?;
+    let site = Site::central(id, code).map_err(msg)?;
+    let store = Store::open(
+        dir,
+        StoreConfig::new(site, outpost_sim::retail::schema(), SystemClock),
+    )
+    .map_err(msg)?;
+    central::set_config(&store, &config).map_err(msg)?;
+    println!("central {} created in {}", store.site(), dir.display());
+    Ok(())
+}
+
+/// What `outpost central add-remote` is given.
+#[derive(Debug)]
+pub struct NewRemote<'a> {
+    /// Site id (2–99 shows as `Dnn`).
+    pub id: u16,
+    /// Establishment code.
+    pub code: &'a str,
+    /// IANA time zone.
+    pub tz: &'a str,
+    /// Sync types, e.g. `fixed 21:00 23:20`, `immediate 60`, `no-return`.
+    pub sync: &'a [String],
+    /// Tables it may not write (R4/R9).
+    pub deny: &'a [String],
+}
+
+/// `outpost central add-remote`: the establishment, its settings, and its bootstrap file.
+pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResult<PathBuf> {
+    let store = open_central(dir)?;
+    let mut config = central::config(&store)
+        .map_err(msg)?
+        .ok_or("central has no configuration: run `outpost central init` first")?;
+    if config
+        .remotes
+        .iter()
+        .any(|r| r.id.0 == new.id || r.code == new.code)
+    {
+        return Err(format!(
+            "a remote with id {} or code {} already exists",
+            new.id, new.code
+        ));
+    }
+    let sync_types = new
+        .sync
+        .iter()
+        .map(|s| s.parse::<SyncType>().map_err(msg))
+        .collect::<CliResult<Vec<_>>>()?;
+    config.remotes.push(RemoteSettings {
+        id: SiteId(new.id),
+        code: new.code.to_owned(),
+        time_zone: new.tz.to_owned(),
+        sync_types,
+        denied_tables: new.deny.iter().cloned().collect(),
+    });
+    central::set_config(&store, &config).map_err(msg)?;
+    let (dir_out, name) = split_out(bootstrap)?;
+    let (written, _) = files::bootstrap_to(&store, SiteId(new.id), &dir_out).map_err(msg)?;
+    let path = place(&written, &dir_out, name)?;
+    println!(
+        "remote {} (id {}) created; its bootstrap file: {}",
+        new.code,
+        new.id,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `--out` or `--bootstrap`: an existing directory (the file gets its canonical name there) or
+/// a file path.
+fn split_out(out: &Path) -> CliResult<(PathBuf, Option<String>)> {
+    if out.is_dir() {
+        return Ok((out.to_path_buf(), None));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("{} does not exist", parent.display()));
+    }
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} is not a file name", out.display()))?;
+    Ok((parent, Some(name.to_owned())))
+}
+
+fn place(written: &Path, dir: &Path, name: Option<String>) -> CliResult<PathBuf> {
+    match name {
+        None => Ok(written.to_path_buf()),
+        Some(n) => {
+            let target = dir.join(n);
+            std::fs::rename(written, &target).map_err(msg)?;
+            Ok(target)
+        }
+    }
+}
+
+/// `outpost remote init`: a remote's store from its bootstrap file.
+pub fn remote_init(dir: &Path, bootstrap: &Path) -> CliResult<()> {
+    if dir.join(outpost_engine::STORE_FILE_NAME).exists() {
+        return Err(format!("{} already holds a store", dir.display()));
+    }
+    let file =
+        std::fs::File::open(bootstrap).map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    let store = remote::bootstrap(std::io::BufReader::new(file), |site| {
+        Store::open(
+            dir,
+            StoreConfig::new(site.clone(), outpost_sim::retail::schema(), SystemClock),
+        )
+    })
+    .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    println!("remote {} created in {}", store.site(), dir.display());
+    Ok(())
+}
+
+/// `outpost remote export`: an emission as a file (S4).
+pub fn remote_export(dir: &Path, out: &Path) -> CliResult<PathBuf> {
+    let store = open_remote(dir)?;
+    let (dir_out, name) = split_out(out)?;
+    let (written, emitted) =
+        files::emit_to(&store, &dir_out, outpost_replicator::SyncMode::Deferred).map_err(msg)?;
+    let path = place(&written, &dir_out, name)?;
+    println!(
+        "emission {} of {}: {} changes → {}",
+        emitted.id,
+        store.site(),
+        emitted.n_changes,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `outpost central import`: an emission file into the sync table, then processed.
+pub fn central_import(dir: &Path, file: &Path) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let received = files::receive_from(&store, file, None)
+        .map_err(|e| format!("{}: refused, nothing kept: {e}", file.display()))?;
+    match received {
+        central::Received::Duplicate(id) => {
+            println!(
+                "{}: emission {id} was already received; nothing to do",
+                file.display()
+            );
+        }
+        central::Received::Ready { id, note, .. } => {
+            println!("emission {id} received whole: file ready in the sync table");
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+            for p in central::process_ready(&store).map_err(msg)? {
+                println!(
+                    "emission {} processed: {} changes ({} new, {} superseded, {} already held, {} refused)",
+                    p.id,
+                    p.report.outcomes.len(),
+                    p.report.count(outpost_engine::Outcome::Applied),
+                    p.report.count(outpost_engine::Outcome::Superseded),
+                    p.report.count(outpost_engine::Outcome::AlreadyHad),
+                    p.report.refused()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `outpost central export-return`: the return for one remote as a file (S4).
+pub fn central_export_return(dir: &Path, code: &str, out: &Path) -> CliResult<PathBuf> {
+    let store = open_central(dir)?;
+    let site = store
+        .sites()
+        .by_code(code)
+        .map(|s| s.id)
+        .ok_or_else(|| format!("no remote {code} at central"))?;
+    let (dir_out, name) = split_out(out)?;
+    let (written, built) = files::return_to(&store, site, &dir_out).map_err(msg)?;
+    let path = place(&written, &dir_out, name)?;
+    println!(
+        "return {} for {code}: {} changes, {} refusals sent back → {}",
+        built.id,
+        built.n_changes,
+        built.n_rejections,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `outpost remote import`: a return file applied.
+pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
+    let store = open_remote(dir)?;
+    let applied = files::apply_return_from(&store, file)
+        .map_err(|e| format!("{}: refused, nothing applied: {e}", file.display()))?;
+    match applied {
+        remote::Applied::Applied {
+            id,
+            report,
+            reverted,
+            note,
+        } => {
+            println!(
+                "return {id} applied: {} changes ({} new, {} superseded, {} already held), {reverted} of this site's refused changes put back to central's values",
+                report.outcomes.len(),
+                report.count(outpost_engine::Outcome::Applied),
+                report.count(outpost_engine::Outcome::Superseded),
+                report.count(outpost_engine::Outcome::AlreadyHad),
+            );
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+        }
+        remote::Applied::AlreadyApplied(id) => {
+            println!("return {id} was already applied; nothing to do");
+        }
+        remote::Applied::RefusedStale { id, newest } => {
+            println!(
+                "return {id} refused: return {newest} is newer and already applied (central will see it as refused by remote)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `outpost journal`: the monitoring list (J1), as a table or JSON.
+pub fn journal(dir: &Path, site: Option<&str>, json: bool) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let sites = store.sites();
+    let filter = match site {
+        Some(code) => Some(
+            sites
+                .by_code(code)
+                .map(|s| s.id)
+                .ok_or_else(|| format!("no site {code} at central"))?,
+        ),
+        None => None,
+    };
+    let rows = journal::rows(&store, filter, None, None).map_err(msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(msg)?);
+        return Ok(());
+    }
+    let zone: Zone = central::config(&store)
+        .ok()
+        .flatten()
+        .and_then(|c| c.central.time_zone.parse().ok())
+        .or_else(|| "UTC".parse().ok())
+        .ok_or("no time zone to show the journal in")?;
+    let at = |ms: Option<u64>| {
+        ms.map_or_else(
+            || "-".to_owned(),
+            |m| format!("{} {}", zone.date_at(m), zone.hhmm_at(m)),
+        )
+    };
+    println!(
+        "{:<10} {:<5} {:<9} {:<12} {:<10} {:<16} {:<16} {:<16} {:>5} {:>7} {:>8} {:>5} {:>10}",
+        "SynID",
+        "site",
+        "kind",
+        "mode",
+        "link",
+        "file ready",
+        "exec start",
+        "exec end",
+        "execs",
+        "refused",
+        "changes",
+        "rej.",
+        "bytes"
+    );
+    for r in rows {
+        let code = sites
+            .get(r.site)
+            .map_or_else(|| r.site.to_string(), |s| s.code.to_string());
+        let kind = match r.kind {
+            FlowKind::Emission => "emission",
+            FlowKind::Return => "return",
+            FlowKind::Bootstrap => "bootstrap",
+        };
+        println!(
+            "{:<10} {:<5} {:<9} {:<12} {:<10} {:<16} {:<16} {:<16} {:>5} {:>7} {:>8} {:>5} {:>10}",
+            r.id.to_string(),
+            code,
+            kind,
+            format!("{:?}", r.mode).to_lowercase(),
+            r.link.map_or_else(|| "0".to_owned(), |l| l.to_string()),
+            at(r.file_ready_ms),
+            at(r.exec_start_ms),
+            at(r.exec_end_ms),
+            r.executions,
+            if r.refused_by_remote { "yes" } else { "no" },
+            r.n_changes,
+            r.n_rejections,
+            r.bytes
+        );
+    }
+    Ok(())
+}
+
+fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Decimal(d) => d.to_string().into(),
+        Value::Text(s) => s.clone().into(),
+        Value::Bytes(b) => b.iter().map(|x| serde_json::Value::from(*x)).collect(),
+    }
+}
+
+fn from_json(kind: Option<FieldKind>, v: &serde_json::Value) -> CliResult<Value> {
+    Ok(match (kind, v) {
+        (_, serde_json::Value::Null) => Value::Null,
+        (Some(FieldKind::Decimal), serde_json::Value::String(s)) => {
+            Value::Decimal(s.parse().map_err(|e| format!("{s:?}: {e}"))?)
+        }
+        (Some(FieldKind::Decimal), serde_json::Value::Number(n)) => {
+            Value::Decimal(n.to_string().parse().map_err(|e| format!("{n}: {e}"))?)
+        }
+        (_, serde_json::Value::Bool(b)) => Value::Bool(*b),
+        (Some(FieldKind::Float), serde_json::Value::Number(n)) => {
+            Value::Float(n.as_f64().ok_or_else(|| format!("{n} is not a number"))?)
+        }
+        (_, serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().ok_or_else(|| format!("{n} is not a number"))?),
+        },
+        (_, serde_json::Value::String(s)) => Value::Text(s.clone()),
+        (_, other) => return Err(format!("{other} is not a field value")),
+    })
+}
+
+/// `outpost get`: a record's fields as a JSON object (`null` when there is none).
+pub fn get(dir: &Path, table: &str, key: &str) -> CliResult<()> {
+    let store = open(dir)?;
+    let record = store.record(table, key).map_err(msg)?;
+    let out = match record {
+        None => serde_json::Value::Null,
+        Some(r) => r
+            .fields
+            .iter()
+            .map(|(f, v)| (f.clone(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// `outpost put`: writes fields given as a JSON object, under every guard (R3–R8).
+pub fn put(dir: &Path, table: &str, key: &str, fields: &str, user: &str) -> CliResult<()> {
+    let store = open(dir)?;
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(fields).map_err(|e| format!("--fields is not a JSON object: {e}"))?;
+    let def = store
+        .schema()
+        .table(table)
+        .ok_or_else(|| format!("no table {table} in the schema"))?;
+    let values = parsed
+        .iter()
+        .map(|(f, v)| Ok((f.clone(), from_json(def.field_kind(f), v)?)))
+        .collect::<CliResult<Vec<_>>>()?;
+    store
+        .write_as(user, |tx| tx.set_fields(table, key, values))
+        .map_err(msg)?;
+    Ok(())
+}
+
+/// `outpost delete`.
+pub fn delete(dir: &Path, table: &str, key: &str, user: &str) -> CliResult<()> {
+    let store = open(dir)?;
+    store
+        .write_as(user, |tx| tx.delete(table, key))
+        .map_err(msg)
+}
+
+/// `outpost reserve` / `outpost release` (R7).
+pub fn reserve(dir: &Path, table: &str, key: &str, holder: &str, release: bool) -> CliResult<()> {
+    let store = open(dir)?;
+    if release {
+        store.release(table, key, holder).map_err(msg)
+    } else {
+        store.reserve(table, key, holder).map_err(msg)
+    }
+}

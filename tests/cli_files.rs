@@ -1,0 +1,239 @@
+//! The command line end to end, with the real `outpost` binary and real files: central and two
+//! remotes created, sync files carried by hand (S4), guards enforced (R3), the journal (J1), and
+//! bad input refused with a clear message and nothing changed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A command's arguments: a string split at spaces, or a list (for arguments holding spaces).
+trait Args {
+    fn list(&self) -> Vec<&str>;
+}
+
+impl Args for &str {
+    fn list(&self) -> Vec<&str> {
+        self.split_whitespace().collect()
+    }
+}
+
+impl Args for &[&str] {
+    fn list(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl<const N: usize> Args for &[&str; N] {
+    fn list(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+impl Args for &Vec<&str> {
+    fn list(&self) -> Vec<&str> {
+        self.to_vec()
+    }
+}
+
+fn outpost(dir: &Path, args: impl Args) -> Output {
+    let args = args.list();
+    Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .current_dir(dir)
+        .args(&args)
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: impl Args) -> String {
+    let args = args.list();
+    let out = outpost(dir, &args);
+    assert!(
+        out.status.success(),
+        "outpost {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, args: impl Args, wanted: &str) {
+    let args = args.list();
+    let out = outpost(dir, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "outpost {args:?} should have failed");
+    assert!(
+        err.contains(wanted),
+        "outpost {args:?}: {err:?} lacks {wanted:?}"
+    );
+}
+
+fn journal(dir: &Path, extra: &str) -> Vec<serde_json::Value> {
+    let mut args = vec!["journal", "--data", "asoc", "--json"];
+    args.extend(extra.split_whitespace());
+    serde_json::from_str::<serde_json::Value>(&ok(dir, &args))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn s4_central_and_two_remotes_sync_by_files_through_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("usb")).unwrap();
+    ok(d, "central init --data asoc");
+    fails(d, "central init --data asoc", "already holds a store");
+    ok(
+        d,
+        &[
+            "central",
+            "add-remote",
+            "--data",
+            "asoc",
+            "--id",
+            "2",
+            "--code",
+            "BSOC",
+            "--sync",
+            "fixed 21:00 23:20",
+            "--sync",
+            "immediate 60",
+            "--bootstrap",
+            "usb/bsoc.outpost",
+        ],
+    );
+    ok(
+        d,
+        "central add-remote --data asoc --id 3 --code CSOC --tz America/New_York --deny stock_documents --bootstrap usb/csoc.outpost",
+    );
+    fails(
+        d,
+        "central add-remote --data asoc --id 4 --code BSOC --bootstrap usb/x.outpost",
+        "already exists",
+    );
+    ok(d, "remote init --data bsoc --bootstrap usb/bsoc.outpost");
+    ok(d, "remote init --data csoc --bootstrap usb/csoc.outpost");
+
+    // Work at BSOC: a customer is fine, an article is central's alone (R3).
+    ok(
+        d,
+        &[
+            "put",
+            "--data",
+            "bsoc",
+            "--table",
+            "customers",
+            "--key",
+            "BSOC-1",
+            "--fields",
+            r#"{"name": "Dupont", "city": "Lyon"}"#,
+        ],
+    );
+    fails(
+        d,
+        &[
+            "put",
+            "--data",
+            "bsoc",
+            "--table",
+            "articles",
+            "--key",
+            "A1",
+            "--fields",
+            r#"{"price": "3.50"}"#,
+        ],
+        "R3",
+    );
+    assert_eq!(
+        ok(d, "get --data bsoc --table articles --key A1").trim(),
+        "null"
+    );
+    fails(
+        d,
+        "put --data bsoc --table customers --key K --fields [1]",
+        "JSON object",
+    );
+    ok(
+        d,
+        &[
+            "put",
+            "--data",
+            "asoc",
+            "--table",
+            "articles",
+            "--key",
+            "A1",
+            "--fields",
+            r#"{"name": "Lamp", "price": "19.90"}"#,
+        ],
+    );
+
+    // BSOC's emission on the stick; a copy cut half-way is refused whole (T3).
+    ok(d, "remote export --data bsoc --out usb/e1.outpost");
+    let bytes = std::fs::read(d.join("usb/e1.outpost")).unwrap();
+    std::fs::write(d.join("usb/cut.outpost"), &bytes[..bytes.len() / 2]).unwrap();
+    let rows_before = journal(d, "").len();
+    fails(d, "central import --data asoc usb/cut.outpost", "truncated");
+    assert_eq!(
+        journal(d, "").len(),
+        rows_before,
+        "a refused file leaves no row"
+    );
+    assert_eq!(
+        ok(d, "get --data asoc --table customers --key BSOC-1").trim(),
+        "null"
+    );
+    fails(
+        d,
+        "central import --data asoc usb/missing.outpost",
+        "missing.outpost",
+    );
+    let imported = ok(d, "central import --data asoc usb/e1.outpost");
+    assert!(imported.contains("file ready"), "{imported}");
+    assert!(ok(d, "central import --data asoc usb/e1.outpost").contains("already received"));
+
+    // The return for CSOC carries BSOC's customer and central's article.
+    fails(
+        d,
+        "central export-return --data asoc --site ZSOC --out usb",
+        "no remote ZSOC",
+    );
+    ok(
+        d,
+        "central export-return --data asoc --site CSOC --out usb/r-csoc.outpost",
+    );
+    fails(
+        d,
+        "remote import --data bsoc usb/r-csoc.outpost",
+        "addressed to site 03",
+    );
+    let applied = ok(d, "remote import --data csoc usb/r-csoc.outpost");
+    assert!(applied.contains("applied"), "{applied}");
+    let customer: serde_json::Value =
+        serde_json::from_str(&ok(d, "get --data csoc --table customers --key BSOC-1")).unwrap();
+    assert_eq!(customer["city"], "Lyon");
+    let article: serde_json::Value =
+        serde_json::from_str(&ok(d, "get --data csoc --table articles --key A1")).unwrap();
+    assert_eq!(article["price"], "19.90");
+
+    // The journal (J1): BSOC's emission processed once; the table view names the columns.
+    let bsoc = journal(d, "--site BSOC");
+    let emission = bsoc
+        .iter()
+        .find(|r| r["kind"] == "Emission")
+        .unwrap_or_else(|| panic!("no emission in {bsoc:?}"));
+    assert_eq!(emission["executions"], 1);
+    assert!(emission["exec_end_ms"].is_u64());
+    assert!(bsoc.iter().all(|r| r["site"] == 2), "{bsoc:?}");
+    let table = ok(d, "journal --data asoc");
+    assert!(
+        table.contains("SynID") && table.contains("02-000001"),
+        "{table}"
+    );
+    fails(d, "journal --data bsoc", "not central's");
+}
