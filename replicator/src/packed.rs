@@ -5,6 +5,11 @@
 
 use outpost_engine::{Change, Creation, Dot, SiteId, Slot, Stamp, Value};
 
+/// Decoded changes may copy their record's key and names up to this many times the frame's size
+/// (plus [`COPY_SLACK`]): four fields per record need four.
+const COPY_FACTOR: usize = 16;
+const COPY_SLACK: usize = 1 << 20;
+
 /// Encodes changes (in their order: consecutive changes of one record share its heading).
 pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
     let mut tables: Vec<&str> = Vec::new();
@@ -81,6 +86,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
     let n_records = r.count()?;
     let mut out = Vec::new();
     let mut p = Predictors::default();
+    // A record's key and names are copied into each of its changes: a hostile frame could ask
+    // for a huge key repeated a million times. The copies may total a few times the frame.
+    let mut budget = bytes
+        .len()
+        .saturating_mul(COPY_FACTOR)
+        .saturating_add(COPY_SLACK);
     for _ in 0..n_records {
         let table = tables
             .get(r.count()?)
@@ -107,6 +118,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
                 postcard::take_from_bytes(r.bytes).map_err(|e| format!("a value: {e}"))?;
             r.bytes = rest;
             let (stamp, dot) = p.get_change(&mut r)?;
+            let copied = table.len()
+                + key.len()
+                + match &slot {
+                    Slot::Field(f) => f.len(),
+                    Slot::Created | Slot::Tombstone => 0,
+                };
+            budget = budget
+                .checked_sub(copied)
+                .ok_or("the frame's records expand to far more than its size")?;
             out.push(Change {
                 table: table.clone(),
                 key: key.clone(),
@@ -325,6 +345,25 @@ mod tests {
                 let _ = decode(&flipped);
             }
         }
+    }
+
+    #[test]
+    fn a_huge_key_repeated_a_million_times_is_refused_not_allocated() {
+        // One record, a 1 MiB key, 200,000 changes of 5 bytes each: 200 GB if copied.
+        let mut b = Vec::new();
+        put_varint(&mut b, 1);
+        put_str(&mut b, "t");
+        put_varint(&mut b, 0);
+        put_varint(&mut b, 1);
+        put_varint(&mut b, 0);
+        put_str(&mut b, &"k".repeat(1 << 20));
+        b.extend_from_slice(&[0, 1, 0]);
+        put_varint(&mut b, 200_000);
+        for _ in 0..200_000 {
+            b.extend_from_slice(&[1, 0, 0, 1, 0]);
+        }
+        let err = decode(&b).unwrap_err();
+        assert!(err.contains("expand"), "{err}");
     }
 
     #[test]
