@@ -52,12 +52,12 @@ pub(crate) fn cell_key(prefix: &[u8], slot: &Slot) -> Vec<u8> {
     out
 }
 
-/// `[start, end)` covering every record of a table.
 /// Whether `cell` is the creation cell of the record `prefix`.
 pub(crate) fn is_created_of(cell: &[u8], prefix: &[u8]) -> bool {
     cell.strip_prefix(prefix) == Some(&[SLOT_CREATED][..])
 }
 
+/// `[start, end)` covering every record of a table.
 pub(crate) fn table_bounds(table: &str) -> (Vec<u8>, Vec<u8>) {
     let mut start = table.as_bytes().to_vec();
     start.push(0x00);

@@ -314,12 +314,15 @@ pub fn fetch_return(
     remote: SiteId,
     after_seq: u64,
 ) -> Result<Option<(FlowId, impl Read + use<>)>> {
-    let rec: Option<RemoteRecord> = local::snap_get(&store.snapshot()?, &remote_key(remote))?;
+    // One snapshot for the record and the bytes: a return built meanwhile, which drops the
+    // bytes of the one it supersedes, cannot cut this download short.
+    let snap = store.snapshot()?;
+    let rec: Option<RemoteRecord> = local::snap_get(&snap, &remote_key(remote))?;
     let newest = rec
         .and_then(|r| r.latest_return)
         .filter(|(id, _)| id.seq > after_seq);
     match newest {
-        Some((id, receipt)) => Ok(Some((id, StoredFlow::open(store, receipt)?))),
+        Some((id, receipt)) => Ok(Some((id, StoredFlow::on(snap, receipt)))),
         None => Ok(None),
     }
 }
@@ -368,13 +371,17 @@ struct StoredFlow {
 
 impl StoredFlow {
     fn open(store: &Store, receipt: u64) -> Result<Self> {
-        Ok(StoredFlow {
-            snap: store.snapshot()?,
+        Ok(Self::on(store.snapshot()?, receipt))
+    }
+
+    fn on(snap: Snapshot, receipt: u64) -> Self {
+        StoredFlow {
+            snap,
             receipt,
             chunk: 0,
             buf: Vec::new(),
             pos: 0,
-        })
+        }
     }
 }
 
@@ -730,7 +737,8 @@ fn write_for_remote<W: Write>(
             if let Some(receipt) = receipt
                 && let Some((old_id, old_receipt)) = rec.latest_return.replace((id, receipt))
             {
-                // The superseded return is never downloaded (J2): drop its bytes.
+                // A remote downloads only its newest return, which carries everything the
+                // superseded one did: drop the superseded one's bytes.
                 remove_chunks(tx, old_receipt)?;
                 let okey = local::flow_key(local::JOURNAL, old_id);
                 if let Some(mut orow) = local::get::<JournalRow>(tx, &okey)? {
