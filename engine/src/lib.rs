@@ -51,7 +51,7 @@ pub use hlc::{Clock, ManualClock, Stamp};
 pub use knowledge::{Dot, Knowledge, RangeSet};
 pub use record::{Change, Creation, Marker, RawRecord, Record, Register, Slot};
 pub use rejection::Rejection;
-pub use schema::{FieldKind, Policy, Schema, SchemaError, TableDef};
+pub use schema::{FieldKind, NAME_LEN_MAX, Policy, Schema, SchemaError, TableDef};
 pub use site::{EstablishmentCode, Role, Site, SiteDirectory, SiteError, SiteId};
 pub use store::{
     AheadReport, ChangesLacking, Commit, MergeReport, Outcome, SKEW_MS_MAX_DEFAULT,

@@ -585,7 +585,7 @@ impl<R: Read> FlowReader<R> {
             )));
         }
         match tag[0] {
-            TAG_CHANGES => {
+            TAG_CHANGES if self.version == 1 => {
                 let changes: Vec<Change> =
                     postcard::from_bytes(&payload).map_err(|e| malformed("changes", e))?;
                 self.n_changes += changes.len() as u64;

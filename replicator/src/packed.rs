@@ -1,14 +1,23 @@
 //! The packed changes frame (format version 2, tag 3): a frame's changes grouped by record, table
 //! and field names once per frame, stamps and sequence numbers as differences from the previous
-//! one. Byte layout in docs/flow-format.md ("Packed changes"). About 10 bytes per change beyond
-//! its key, field name and value, where postcard's plain `Vec<Change>` (tag 1) takes about 39.
+//! one. Byte layout in docs/flow-format.md ("Packed changes"). About 9 bytes per change beyond its
+//! value and its record's key (counted once per record), where postcard's plain `Vec<Change>`
+//! (tag 1) takes about 39 beyond its value and a key per change.
 
-use outpost_engine::{Change, Creation, Dot, SiteId, Slot, Stamp, Value};
+use outpost_engine::{Change, Creation, Dot, NAME_LEN_MAX, SiteId, Slot, Stamp, Value};
 
-/// Decoded changes may copy their record's key and names up to this many times the frame's size
-/// (plus [`COPY_SLACK`]): four fields per record need four.
-const COPY_FACTOR: usize = 16;
-const COPY_SLACK: usize = 1 << 20;
+/// The most changes one record heading carries: a longer run repeats the heading, so that a
+/// record's key is copied into at most this many decoded changes per time it is written.
+const RUN_MAX: usize = 8;
+/// The most changes a frame may hold (the writer puts 1,024).
+const CHANGES_MAX: usize = 4 * crate::flow::CHANGES_PER_FRAME;
+/// What decoded changes may copy of their record's key and names: keys up to [`RUN_MAX`] times
+/// the frame's size, names (at most `NAME_LEN_MAX` bytes each) once per change.
+fn copy_budget(frame_len: usize) -> usize {
+    frame_len
+        .saturating_mul(RUN_MAX)
+        .saturating_add(CHANGES_MAX * 2 * NAME_LEN_MAX)
+}
 
 /// Encodes changes (in their order: consecutive changes of one record share its heading).
 pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
@@ -39,6 +48,7 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
     while let Some(first) = rest.first() {
         let n = rest
             .iter()
+            .take(RUN_MAX)
             .take_while(|c| {
                 c.table == first.table && c.key == first.key && c.created == first.created
             })
@@ -74,24 +84,21 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
     let mut r = Reader { bytes };
     let n_tables = r.count()?;
-    let mut tables = Vec::with_capacity(n_tables);
+    let mut tables = Vec::with_capacity(n_tables.min(64));
     for _ in 0..n_tables {
-        tables.push(r.string()?);
+        tables.push(r.name()?);
     }
     let n_fields = r.count()?;
-    let mut fields = Vec::with_capacity(n_fields);
+    let mut fields = Vec::with_capacity(n_fields.min(64));
     for _ in 0..n_fields {
-        fields.push(r.string()?);
+        fields.push(r.name()?);
     }
     let n_records = r.count()?;
     let mut out = Vec::new();
     let mut p = Predictors::default();
     // A record's key and names are copied into each of its changes: a hostile frame could ask
-    // for a huge key repeated a million times. The copies may total a few times the frame.
-    let mut budget = bytes
-        .len()
-        .saturating_mul(COPY_FACTOR)
-        .saturating_add(COPY_SLACK);
+    // for a huge key repeated a million times. What the writer makes always fits the budget.
+    let mut budget = copy_budget(bytes.len());
     for _ in 0..n_records {
         let table = tables
             .get(r.count()?)
@@ -102,6 +109,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
         let n = r.count()?;
         if n == 0 {
             return Err("a record with no change".into());
+        }
+        if out.len() + n > CHANGES_MAX {
+            return Err(format!("more than {CHANGES_MAX} changes in a frame"));
         }
         for _ in 0..n {
             let slot = match r.varint()? {
@@ -217,6 +227,9 @@ impl Reader<'_> {
                 .split_first()
                 .ok_or("the frame ends inside a number")?;
             self.bytes = rest;
+            if shift == 63 && b > 1 {
+                return Err("a number longer than 64 bits".into());
+            }
             v |= u64::from(b & 0x7F) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
@@ -242,6 +255,18 @@ impl Reader<'_> {
             .ok_or("a string beyond the frame")?;
         self.bytes = rest;
         String::from_utf8(s.to_vec()).map_err(|_| "a string that is not UTF-8".into())
+    }
+
+    /// A table or field name: at most `NAME_LEN_MAX` bytes, as the schema allows.
+    fn name(&mut self) -> Result<String, String> {
+        let s = self.string()?;
+        if s.len() > NAME_LEN_MAX {
+            return Err(format!(
+                "a name of {} bytes (at most {NAME_LEN_MAX})",
+                s.len()
+            ));
+        }
+        Ok(s)
     }
 
     fn site(&mut self) -> Result<SiteId, String> {
@@ -347,27 +372,68 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_huge_key_repeated_a_million_times_is_refused_not_allocated() {
-        // One record, a 1 MiB key, 200,000 changes of 5 bytes each: 200 GB if copied.
+    /// A frame of one record with `key_len` bytes of key and `n` tombstone changes.
+    fn one_record(key_len: usize, n: u64) -> Vec<u8> {
         let mut b = Vec::new();
         put_varint(&mut b, 1);
         put_str(&mut b, "t");
         put_varint(&mut b, 0);
         put_varint(&mut b, 1);
         put_varint(&mut b, 0);
-        put_str(&mut b, &"k".repeat(1 << 20));
+        put_str(&mut b, &"k".repeat(key_len));
         b.extend_from_slice(&[0, 1, 0]);
-        put_varint(&mut b, 200_000);
-        for _ in 0..200_000 {
+        put_varint(&mut b, n);
+        for _ in 0..n {
             b.extend_from_slice(&[1, 0, 0, 1, 0]);
         }
-        let err = decode(&b).unwrap_err();
-        assert!(err.contains("expand"), "{err}");
+        b
     }
 
     #[test]
-    fn a_run_of_four_fields_costs_under_twelve_bytes_a_change_beyond_key_and_value() {
+    fn a_huge_key_repeated_many_times_is_refused_not_allocated() {
+        // A 1 MiB key in 4,000 changes: 4 GB if copied.
+        let err = decode(&one_record(1 << 20, 4_000)).unwrap_err();
+        assert!(err.contains("expand"), "{err}");
+        // And a frame may not hold more changes than a writer ever puts in one.
+        let err = decode(&one_record(1, 5_000)).unwrap_err();
+        assert!(err.contains("changes in a frame"), "{err}");
+        // A number's tenth byte may only hold its 64th bit.
+        let mut r = Reader {
+            bytes: &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02],
+        };
+        assert!(r.varint().is_err());
+    }
+
+    #[test]
+    fn long_keys_with_many_fields_still_round_trip() {
+        // What the writer makes always decodes: 40 fields of a record with a 4 KiB key.
+        let key = "K".repeat(4096);
+        let created = Creation {
+            stamp: Stamp::new(1_795_000_000_000, 0),
+            dot: Dot {
+                site: SiteId(1),
+                seq: 1,
+            },
+        };
+        let cs: Vec<Change> = (0..1024u64)
+            .map(|i| Change {
+                table: "customers".into(),
+                key: key.clone(),
+                slot: Slot::Field(format!("field_{:02}", i % 40)),
+                value: Value::Int(i as i64),
+                stamp: Stamp::new(1_795_000_000_000, 0),
+                dot: Dot {
+                    site: SiteId(2),
+                    seq: 1,
+                },
+                created,
+            })
+            .collect();
+        assert_eq!(decode(&encode(&cs).unwrap()).unwrap(), cs);
+    }
+
+    #[test]
+    fn a_record_of_four_fields_costs_under_twelve_bytes_a_change_beyond_key_and_values() {
         let created = Creation {
             stamp: Stamp::new(1_795_000_000_000, 0),
             dot: Dot {
@@ -391,16 +457,14 @@ mod tests {
                 })
             })
             .collect();
-        let payload: usize = cs
-            .iter()
-            .map(|c| {
-                c.key.len()
-                    + match &c.value {
-                        Value::Text(s) => s.len(),
-                        _ => 0,
-                    }
-            })
-            .sum();
+        // Each record's key once (it is written once), each change's value.
+        let payload: usize = 1000 * "C00000000".len()
+            + cs.iter()
+                .map(|c| match &c.value {
+                    Value::Text(s) => s.len(),
+                    _ => 0,
+                })
+                .sum::<usize>();
         let bytes = encode(&cs).unwrap();
         let per_change = (bytes.len() as f64 - payload as f64) / cs.len() as f64;
         assert!(per_change < 12.0, "{per_change} bytes per change");

@@ -216,3 +216,25 @@ fn flow_files_of_format_version_2_still_decode() {
         write(false)
     );
 }
+
+#[test]
+fn each_version_reads_only_its_own_changes_frames() {
+    // A version 2 file relabelled version 1 holds a packed frame (tag 3) version 1 never had,
+    // and a version 1 file relabelled version 2 a plain frame (tag 1) version 2 never writes.
+    for (name, relabel, tag) in [("flow-v2.outpost", 1u16, 3u8), ("flow-v1.outpost", 2, 1)] {
+        let mut bytes = std::fs::read(data(name)).unwrap();
+        bytes[8..10].copy_from_slice(&relabel.to_le_bytes());
+        let mut reader = FlowReader::open(bytes.as_slice()).unwrap();
+        let err = loop {
+            match reader.next_item() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("{name} relabelled {relabel} decoded"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(err, outpost_replicator::DecodeError::UnknownFrame(t) if t == tag),
+            "{name}: {err}"
+        );
+    }
+}
