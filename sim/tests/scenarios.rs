@@ -191,3 +191,27 @@ fn j2_superseded_emission_keeps_link_0() {
     // No return ever links the 21:00 emission.
     assert!(r.journal.iter().all(|j| j.link != fixed.syn_id));
 }
+
+#[test]
+fn t3_a_file_cut_half_way_leaves_nothing_in_the_sync_table() {
+    let r = run("t1-t3-sync-table.toml");
+    // The cut copy (18:00) is refused whole: BSOC's only emission is the complete one (19:00).
+    let emissions = journal_of(&r, "emission", "BSOC");
+    let during_day: Vec<_> = emissions
+        .iter()
+        .filter(|e| e.file_ready.as_deref() < Some("2026-11-26"))
+        .collect();
+    assert_eq!(during_day.len(), 1, "{:?}", r.journal);
+    assert_eq!(
+        during_day[0].file_ready.as_deref(),
+        Some("2026-11-25 19:00")
+    );
+    assert_eq!(during_day[0].exec_count, 1);
+    assert!(
+        r.steps[3]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("truncated")
+    );
+}
