@@ -222,6 +222,14 @@ pub fn central_import(dir: &Path, file: &Path) -> CliResult<()> {
                     p.report.refused()
                 );
             }
+            if let Some(row) = journal::row(&store, id).map_err(msg)?
+                && row.exec_end_ms.is_none()
+            {
+                return Err(format!(
+                    "emission {id} could not be applied: {}; it stays in the sync table, with its error in the journal",
+                    row.error.as_deref().unwrap_or("unknown error")
+                ));
+            }
         }
     }
     Ok(())

@@ -474,3 +474,91 @@ fn j1_processing_cut_off_by_a_crash_is_redone_on_restart_once() {
         "not applied twice"
     );
 }
+
+#[test]
+fn an_emission_central_cannot_apply_keeps_its_error_and_does_not_hold_up_the_others() {
+    use outpost::replicator::flow::{FlowReader, FlowWriter, ReturnedRejection};
+    use outpost::{Change, Creation, Dot, Refusal, Rejection, Slot, Stamp};
+    let d = Deployment::new();
+    d.at(20, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-000001", "name", "Dupont"))
+        .unwrap();
+    d.csoc
+        .write(|tx| tx.set("customers", "CSOC-000001", "name", "Miller"))
+        .unwrap();
+    // BSOC's emission, rewritten to carry a rejections frame (only returns may): it is whole
+    // and well formed, so it becomes file ready, but central cannot apply it.
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header = FlowReader::open(bytes.as_slice()).unwrap().header().clone();
+    let change = Change {
+        table: "customers".into(),
+        key: "K".into(),
+        slot: Slot::Field("name".into()),
+        value: Value::Text("x".into()),
+        stamp: Stamp::new(hhmm(20, 0), 0),
+        dot: Dot { site: BSOC, seq: 1 },
+        created: Creation {
+            stamp: Stamp::new(hhmm(20, 0), 0),
+            dot: Dot { site: BSOC, seq: 1 },
+        },
+    };
+    let mut w = FlowWriter::new(Vec::new(), &header, false).unwrap();
+    w.push_rejections(&[ReturnedRejection {
+        rejection: Rejection {
+            source: BSOC,
+            change,
+            refusal: Refusal {
+                rule: Rule::R3,
+                writer: BSOC,
+                table: "customers".into(),
+                key: "K".into(),
+                field: None,
+                reason: "crafted".into(),
+            },
+            at_ms: hhmm(20, 0),
+        },
+        central: None,
+    }])
+    .unwrap();
+    let bad = w.finish().unwrap().0;
+    let Received::Ready { id: bad_id, .. } =
+        central::receive(&d.asoc, bad.as_slice(), Some(BSOC)).unwrap()
+    else {
+        panic!("the crafted emission was not received")
+    };
+    let (csoc_path, csoc_emission) = files::emit_to(&d.csoc, &d.usb(), SyncMode::Deferred).unwrap();
+    files::receive_from(&d.asoc, &csoc_path, Some(CSOC)).unwrap();
+    // CSOC's emission, received after, is processed all the same.
+    let processed = central::process_ready(&d.asoc).unwrap();
+    assert_eq!(
+        processed.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![csoc_emission.id]
+    );
+    assert!(d.asoc.record("customers", "CSOC-000001").unwrap().is_some());
+    // BSOC's keeps its error in the journal, stays pending, and changed nothing.
+    let row = journal::row(&d.asoc, bad_id).unwrap().unwrap();
+    assert!(row.exec_end_ms.is_none());
+    assert!(
+        row.error.as_deref().unwrap_or("").contains("no rejections"),
+        "{row:?}"
+    );
+    assert_eq!(central::pending_emissions(&d.asoc).unwrap(), vec![bad_id]);
+    assert!(d.asoc.record("customers", "K").unwrap().is_none());
+    // The automaton goes on the same way, and says which emission it could not apply.
+    let mut automaton = outpost::replicator::automaton::CentralAutomaton::new(
+        &outpost::replicator::config::seed_example(),
+        hhmm(20, 0),
+    )
+    .unwrap();
+    let run = outpost::replicator::automaton::run_central(
+        &d.asoc,
+        &mut automaton,
+        vec![outpost::replicator::automaton::Command::Sweep],
+    )
+    .unwrap();
+    assert!(run.processed.is_empty());
+    assert_eq!(run.failed.len(), 1);
+    assert_eq!(run.failed[0].0, bad_id);
+}

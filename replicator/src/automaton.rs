@@ -148,6 +148,8 @@ pub struct CentralRun {
     pub processed: Vec<FlowId>,
     /// Returns prepared, per remote.
     pub returns: Vec<(SiteId, FlowId)>,
+    /// Emissions refused while processing, with the reason (also in their journal rows).
+    pub failed: Vec<(FlowId, String)>,
 }
 
 /// Executes `commands` on central's store, feeding the outcomes back to the automaton until it
@@ -169,9 +171,15 @@ pub fn run_central(
                     continue;
                 }
                 automaton.set_activity(Activity::Processing(row.site));
-                central::process(store, id)?;
-                run.processed.push(id);
-                queue.extend(automaton.on_processed(row.site, row.mode));
+                match central::process(store, id) {
+                    Ok(_) => {
+                        run.processed.push(id);
+                        queue.extend(automaton.on_processed(row.site, row.mode));
+                    }
+                    // Its error is in the journal; the other flows go on.
+                    Err(e) if e.is_the_flows() => run.failed.push((id, e.to_string())),
+                    Err(e) => return Err(e),
+                }
             }
             Command::PrepareReturn(site) => {
                 automaton.set_activity(Activity::Returning(site));

@@ -496,13 +496,19 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
 }
 
 /// Processes every file-ready emission not yet processed (including one whose processing was
-/// cut off), in the order received.
+/// cut off), in the order received. An emission that cannot be applied (its content is refused)
+/// keeps its error in the journal and stays pending; the others are processed all the same. A
+/// failure of the store itself stops the run.
 pub fn process_ready(store: &Store) -> Result<Vec<Processed>> {
     check_central(store)?;
     let pending = pending_emissions(store)?;
     let mut out = Vec::new();
     for id in pending {
-        out.push(process(store, id)?);
+        match process(store, id) {
+            Ok(p) => out.push(p),
+            Err(e) if e.is_the_flows() => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }

@@ -55,5 +55,16 @@ pub enum Error {
     UnknownFlow(FlowId),
 }
 
+impl Error {
+    /// Whether the fault is in a flow (it cannot be read, or does not belong here) rather than
+    /// in the store or the file system: the flow is refused, and work on others goes on.
+    pub fn is_the_flows(&self) -> bool {
+        matches!(
+            self,
+            Error::Decode(_) | Error::Refused(_) | Error::UnknownFlow(_)
+        )
+    }
+}
+
 /// The replicator's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
