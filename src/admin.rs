@@ -68,7 +68,62 @@ pub fn central_init(dir: &Path, code: &str, id: u16, tz: &str, return_at: &str) 
     )
     .map_err(msg)?;
     central::set_config(&store, &config).map_err(msg)?;
+    let (credential, digest) = crate::auth::new_credential(store.site())?;
+    central::set_credential_digest(&store, store.site().id, &digest).map_err(msg)?;
+    let path = dir.join(ADMIN_CREDENTIAL_FILE);
+    write_private(&path, &credential)?;
     println!("central {} created in {}", store.site(), dir.display());
+    println!(
+        "the administrator's credential (journal and status over the network) is in {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Where `outpost central init` leaves the administrator's credential.
+pub const ADMIN_CREDENTIAL_FILE: &str = "admin.credential";
+
+/// Bootstrap settings for the remote's first start only: its credential, central's address.
+const FIRST_START_CREDENTIAL: &str = "network.credential";
+const FIRST_START_URL: &str = "network.central_url";
+
+/// Writes a secret to a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> CliResult<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{text}")
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `outpost central new-credential`: a new credential for a site (the old one stops working).
+/// For a remote it is printed for its operator to put in its `remote.toml`; for central itself
+/// it replaces the administrator's credential file.
+pub fn new_credential(dir: &Path, code: &str) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let site = store
+        .sites()
+        .by_code(code)
+        .cloned()
+        .ok_or_else(|| format!("no site {code} at central"))?;
+    let (credential, digest) = crate::auth::new_credential(&site)?;
+    central::set_credential_digest(&store, site.id, &digest).map_err(msg)?;
+    if site.is_central() {
+        let path = dir.join(ADMIN_CREDENTIAL_FILE);
+        write_private(&path, &credential)?;
+        println!("new administrator's credential in {}", path.display());
+    } else {
+        println!("{credential}");
+        eprintln!(
+            "the previous credential of {code} no longer works; put this one in credential = \"…\" of its remote.toml"
+        );
+    }
     Ok(())
 }
 
@@ -85,6 +140,9 @@ pub struct NewRemote<'a> {
     pub sync: &'a [String],
     /// Tables it may not write (R4/R9).
     pub deny: &'a [String],
+    /// Central's address as the remote reaches it (`https://central.example:2638`), carried
+    /// by the bootstrap file.
+    pub url: Option<&'a str>,
 }
 
 /// `outpost central add-remote`: the establishment, its settings, and its bootstrap file.
@@ -115,12 +173,24 @@ pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResul
         sync_types,
         denied_tables: new.deny.iter().cloned().collect(),
     });
-    central::set_config(&store, &config).map_err(msg)?;
     let (dir_out, name) = split_out(bootstrap)?;
-    let (written, _) = files::bootstrap_to(&store, SiteId(new.id), &dir_out).map_err(msg)?;
+    central::set_config(&store, &config).map_err(msg)?;
+    let site = store
+        .sites()
+        .get(SiteId(new.id))
+        .cloned()
+        .ok_or("the new remote is missing from central's sites")?;
+    let (credential, digest) = crate::auth::new_credential(&site)?;
+    central::set_credential_digest(&store, site.id, &digest).map_err(msg)?;
+    let mut first_start = BTreeMap::from([(FIRST_START_CREDENTIAL.to_owned(), credential)]);
+    if let Some(url) = new.url {
+        first_start.insert(FIRST_START_URL.to_owned(), url.to_owned());
+    }
+    let (written, _) =
+        files::bootstrap_with_to(&store, SiteId(new.id), &dir_out, &first_start).map_err(msg)?;
     let path = place(&written, &dir_out, name)?;
     println!(
-        "remote {} (id {}) created; its bootstrap file: {}",
+        "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret): {}",
         new.code,
         new.id,
         path.display()
@@ -173,7 +243,20 @@ pub fn remote_init(dir: &Path, bootstrap: &Path) -> CliResult<()> {
         )
     })
     .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    // The credential and central's address go to remote.toml, out of the store's settings.
+    let net = crate::sync::RemoteNet {
+        credential: remote::take_setting(&store, FIRST_START_CREDENTIAL).map_err(msg)?,
+        central_url: remote::take_setting(&store, FIRST_START_URL).map_err(msg)?,
+        ca_cert: None,
+    };
+    net.save(dir)?;
     println!("remote {} created in {}", store.site(), dir.display());
+    if net.central_url.is_none() {
+        println!(
+            "to sync over the network, set central_url in {}",
+            dir.join(crate::sync::REMOTE_NET_FILE).display()
+        );
+    }
     Ok(())
 }
 

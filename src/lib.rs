@@ -16,7 +16,10 @@ pub use outpost_replicator as replicator;
 pub use outpost_sim as sim;
 
 pub mod admin;
+pub mod auth;
 pub mod demo;
+pub mod serve;
+pub mod sync;
 
 /// The machine's clock: UTC milliseconds since the Unix epoch. The engine never reads the wall
 /// clock itself; a host application hands it this (or its own) [`Clock`].

@@ -1,5 +1,6 @@
-//! `outpost`: the command-line program. It grows with the replicator, automaton and network
-//! issues; for now it plays the SPEC's example plan on real stores (`outpost demo`).
+//! `outpost`: the command-line program — the simulator, the SPEC's example plan (`outpost demo`),
+//! central's daemon (`outpost central serve`), a remote's network syncs, sync files, the journal,
+//! and record access for operators.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -169,9 +170,35 @@ enum CentralCommand {
         /// A table it may not write (R4/R9), e.g. stock_documents (repeatable).
         #[arg(long)]
         deny: Vec<String>,
-        /// Where to write the bootstrap file (a file name, or a directory).
+        /// Where to write the bootstrap file (a file name, or a directory). It carries the
+        /// remote's network credential: hand it over as a secret.
         #[arg(long)]
         bootstrap: PathBuf,
+        /// Central's address as the remote will reach it, e.g. https://central.example:2638
+        /// (written into the bootstrap file; the remote can also give it with --central).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Run central's daemon: the automaton and the HTTP(S) server remotes sync with (T2).
+    Serve {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The daemon's settings (TOML; default: outpost.toml in the data directory, if any).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen on this address instead of the configured one (e.g. 127.0.0.1:0).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Give a site a new network credential (the old one stops working).
+    NewCredential {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The site's establishment code (central's own: the administrator's credential).
+        #[arg(long)]
+        site: String,
     },
     /// Receive an emission file into the sync table and process it.
     Import {
@@ -223,6 +250,94 @@ enum RemoteCommand {
         /// The return file.
         file: PathBuf,
     },
+    /// Sync now over the network (A3): send an emission, then wait for its return.
+    Sync {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Send only; no return (M3).
+        #[arg(long, conflicts_with = "wait")]
+        no_return: bool,
+        /// How long to wait for the return, e.g. 30s, 2m (default: the site's configured wait).
+        #[arg(long, value_parser = parse_duration)]
+        wait: Option<std::time::Duration>,
+    },
+    /// Run the site's sync schedule (M1): fixed-time emissions and fetches, connecting only
+    /// for each sync and retrying while central is unreachable. Stops on Ctrl-C/SIGTERM.
+    Run {
+        #[command(flatten)]
+        net: NetArgs,
+    },
+}
+
+/// How a remote reaches central.
+#[derive(clap::Args, Debug)]
+struct NetArgs {
+    /// The remote's data directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Central's address (default: central_url in the data directory's remote.toml).
+    #[arg(long)]
+    central: Option<String>,
+    /// A PEM certificate to trust for central (default: ca_cert in remote.toml, else the
+    /// usual public roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+/// `30s`, `2m`, `1h`, `1500ms`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (30s, 2m, 1h, 1500ms)"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?} is not a duration (30s, 2m, 1h, 1500ms)"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn serve(
+    data: &std::path::Path,
+    config: Option<PathBuf>,
+    listen: Option<String>,
+) -> Result<(), String> {
+    let default = data.join("outpost.toml");
+    let path = config.or_else(|| default.exists().then_some(default));
+    let mut cfg = outpost::serve::ServeConfig::load(path.as_deref())?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    init_logs(&cfg.log);
+    outpost::serve::serve(data, cfg)
+}
+
+fn remote_net(net: &NetArgs) -> Result<(outpost::Store, outpost::sync::Link), String> {
+    let link = outpost::sync::Link::new(&net.data, net.central.as_deref(), net.ca.as_deref())?;
+    let store = admin::open(&net.data)?;
+    if store.site().is_central() {
+        return Err(format!(
+            "{} holds central's store, not a remote's",
+            net.data.display()
+        ));
+    }
+    Ok((store, link))
 }
 
 /// Prints a command's error the way the person at the terminal reads it.
@@ -268,6 +383,7 @@ fn main() -> ExitCode {
                 sync,
                 deny,
                 bootstrap,
+                url,
             } => admin::add_remote(
                 &data,
                 &admin::NewRemote {
@@ -276,10 +392,17 @@ fn main() -> ExitCode {
                     tz: &tz,
                     sync: &sync,
                     deny: &deny,
+                    url: url.as_deref(),
                 },
                 &bootstrap,
             )
             .map(drop),
+            CentralCommand::Serve {
+                data,
+                config,
+                listen,
+            } => serve(&data, config, listen),
+            CentralCommand::NewCredential { data, site } => admin::new_credential(&data, &site),
             CentralCommand::Import { data, file } => admin::central_import(&data, &file),
             CentralCommand::ExportReturn { data, site, out } => {
                 admin::central_export_return(&data, &site, &out).map(drop)
@@ -289,6 +412,24 @@ fn main() -> ExitCode {
             RemoteCommand::Init { data, bootstrap } => admin::remote_init(&data, &bootstrap),
             RemoteCommand::Export { data, out } => admin::remote_export(&data, &out).map(drop),
             RemoteCommand::Import { data, file } => admin::remote_import(&data, &file),
+            RemoteCommand::Sync {
+                net,
+                no_return,
+                wait,
+            } => {
+                init_logs("warn");
+                remote_net(&net).and_then(|(store, link)| {
+                    let req = outpost::sync::SyncRequest { no_return, wait };
+                    outpost::sync::sync_now(&store, &link, &net.data, req)
+                        .map(|summary| println!("{summary}"))
+                        .map_err(|e| e.to_string())
+                })
+            }
+            RemoteCommand::Run { net } => {
+                init_logs("info");
+                remote_net(&net)
+                    .and_then(|(store, link)| outpost::sync::run(&store, &link, &net.data, None))
+            }
         }),
         Command::Journal { data, site, json } => done(admin::journal(&data, site.as_deref(), json)),
         Command::Get(r) => done(admin::get(&r.data, &r.table, &r.key)),

@@ -298,7 +298,15 @@ pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
         chunk: 0,
         buf: Vec::with_capacity(CHUNK_BYTES),
     };
-    match write_for_remote(store, remote, FlowKind::Return, out, true, Some(receipt)) {
+    match write_for_remote(
+        store,
+        remote,
+        FlowKind::Return,
+        out,
+        true,
+        Some(receipt),
+        None,
+    ) {
         Ok((_, built)) => Ok(built),
         Err(e) => {
             discard(store, receipt)?;
@@ -601,6 +609,14 @@ fn apply_acks(
     for ack in acks {
         let key = local::flow_key(local::JOURNAL, ack.id);
         if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
+            // The same report can arrive twice (over the network right after applying, then
+            // with the next emission): it counts once.
+            if row.exec_start_ms == Some(ack.start_ms)
+                && row.exec_end_ms == Some(ack.end_ms)
+                && row.refused_by_remote == ack.refused
+            {
+                continue;
+            }
             row.exec_start_ms = Some(ack.start_ms);
             row.exec_end_ms = Some(ack.end_ms);
             row.executions += 1;
@@ -616,6 +632,51 @@ fn apply_acks(
         }
     }
     Ok(())
+}
+
+/// Records a remote's reports of the returns it received, as soon as it made them (over the
+/// network, right after applying) instead of with its next emission. Only reports of returns
+/// addressed to `remote` are taken: a site cannot report on another's returns.
+pub fn record_acks(store: &Store, remote: SiteId, acks: &[ReturnAck]) -> Result<()> {
+    check_central(store)?;
+    local::write(store, |tx| {
+        let key = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &key)?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+        for ack in acks {
+            let row: Option<JournalRow> = local::get(tx, &local::flow_key(local::JOURNAL, ack.id))?;
+            match row {
+                Some(r) if r.kind == FlowKind::Return && r.site == remote => {}
+                _ => {
+                    return Err(Error::Refused(format!(
+                        "{} is not a return of {remote}",
+                        ack.id
+                    )));
+                }
+            }
+        }
+        apply_acks(tx, &mut rec, acks)?;
+        local::put(tx, &key, &rec)
+    })
+}
+
+/// Stores the digest of a site's network credential (the secret itself is never kept). The
+/// central site's own credential is the administrator's.
+pub fn set_credential_digest(store: &Store, site: SiteId, digest: &[u8]) -> Result<()> {
+    check_central(store)?;
+    if store.sites().get(site).is_none() {
+        return Err(Error::Engine(outpost_engine::Error::UnknownSite(site)));
+    }
+    let mut key = local::CREDENTIALS.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    local::write(store, |tx| local::put(tx, &key, &digest.to_vec()))
+}
+
+/// The digest of a site's network credential, if it has one.
+pub fn credential_digest(store: &Store, site: SiteId) -> Result<Option<Vec<u8>>> {
+    let mut key = local::CREDENTIALS.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    local::snap_get(&store.snapshot()?, &key)
 }
 
 /// What a return (or bootstrap) held.
@@ -645,7 +706,7 @@ pub fn build_return<W: Write>(
     out: W,
     compress: bool,
 ) -> Result<(W, Built)> {
-    write_for_remote(store, remote, FlowKind::Return, out, compress, None)
+    write_for_remote(store, remote, FlowKind::Return, out, compress, None, None)
 }
 
 /// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
@@ -656,7 +717,32 @@ pub fn write_bootstrap<W: Write>(
     out: W,
     compress: bool,
 ) -> Result<(W, Built)> {
-    write_for_remote(store, remote, FlowKind::Bootstrap, out, compress, None)
+    write_bootstrap_with(store, remote, out, compress, &BTreeMap::new())
+}
+
+/// [`write_bootstrap`], with settings for the remote's first start only (its network
+/// credential, central's address) added to the configuration it carries; central does not keep
+/// them and returns never carry them.
+pub fn write_bootstrap_with<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+    first_start: &BTreeMap<String, String>,
+) -> Result<(W, Built)> {
+    let mut rec: RemoteRecord = local::snap_get(&store.snapshot()?, &remote_key(remote))?
+        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+    rec.settings
+        .extend(first_start.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_for_remote(
+        store,
+        remote,
+        FlowKind::Bootstrap,
+        out,
+        compress,
+        None,
+        Some(rec),
+    )
 }
 
 /// A return or a bootstrap: everything the remote lacks (for a bootstrap: everything), with its
@@ -668,12 +754,16 @@ fn write_for_remote<W: Write>(
     out: W,
     compress: bool,
     receipt: Option<u64>,
+    record: Option<RemoteRecord>,
 ) -> Result<(W, Built)> {
     check_central(store)?;
     let is_return = kind == FlowKind::Return;
     let snap = store.snapshot()?;
-    let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
-        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+    let rec: RemoteRecord = match record {
+        Some(r) => r,
+        None => local::snap_get(&snap, &remote_key(remote))?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?,
+    };
     let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
     let id = FlowId {
         site: store.site().id,

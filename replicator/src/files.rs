@@ -66,8 +66,20 @@ pub fn return_to(store: &Store, remote: SiteId, dir: &Path) -> Result<(PathBuf, 
 
 /// Central: writes the bootstrap file of a new remote into `dir`.
 pub fn bootstrap_to(store: &Store, remote: SiteId, dir: &Path) -> Result<(PathBuf, Built)> {
+    bootstrap_with_to(store, remote, dir, &std::collections::BTreeMap::new())
+}
+
+/// Central: [`bootstrap_to`] with first-start settings (see [`central::write_bootstrap_with`]).
+pub fn bootstrap_with_to(
+    store: &Store,
+    remote: SiteId,
+    dir: &Path,
+    first_start: &std::collections::BTreeMap<String, String>,
+) -> Result<(PathBuf, Built)> {
     let tmp = dir.join(format!("bootstrap-{remote}.pending"));
-    let built = write_whole(&tmp, |w| central::write_bootstrap(store, remote, w, true))?;
+    let built = write_whole(&tmp, |w| {
+        central::write_bootstrap_with(store, remote, w, true, first_start)
+    })?;
     let path = dir.join(file_name("bootstrap", built.id));
     std::fs::rename(&tmp, &path)?;
     Ok((path, built))

@@ -22,6 +22,8 @@ pub(crate) const RETURN_SEQ: &[u8] = b"cs/return";
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
 pub(crate) const CENTRAL_REMOTE: &[u8] = b"cr/";
+/// Central: the digest of each site's network credential: `ck/` + site id (u16 BE).
+pub(crate) const CREDENTIALS: &[u8] = b"ck/";
 /// Remote: its sync state.
 pub(crate) const REMOTE_STATE: &[u8] = b"rs";
 /// Remote: its log of flows sent and received: `rl/` + flow id.

@@ -449,6 +449,24 @@ pub fn set_setting(store: &Store, name: &str, value: &str) -> Result<()> {
     })
 }
 
+/// Removes a setting and gives its value: what only the first start needs (the network
+/// credential the bootstrap brought, kept by the host outside the store).
+pub fn take_setting(store: &Store, name: &str) -> Result<Option<String>> {
+    local::write(store, |tx| {
+        let mut st = state(tx)?;
+        let v = st.settings.remove(name);
+        local::put(tx, local::REMOTE_STATE, &st)?;
+        Ok(v)
+    })
+}
+
+/// The reports of returns received that the next emission will carry; a network sync also
+/// sends them right away ([`crate::central::record_acks`]), and central counts each once.
+pub fn unreported_acks(store: &Store) -> Result<Vec<ReturnAck>> {
+    let st: Option<RemoteState> = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?;
+    Ok(st.map(|s| s.acks).unwrap_or_default())
+}
+
 /// The sequence number of the newest return applied (what to ask central for: anything newer).
 pub fn last_return_seq(store: &Store) -> Result<u64> {
     let st: Option<RemoteState> = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?;

@@ -1,0 +1,877 @@
+//! `outpost central serve`: central's daemon. One process owns central's store; it runs the
+//! automaton (A1–A3) on a thread of its own and serves the remotes over HTTP (T2, port 2638 by
+//! default), with TLS when a certificate is configured.
+//!
+//! The protocol (version 1, every route under `/v1/`; JSON for metadata, raw bytes for flows):
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /v1/health` | anyone | `ok` |
+//! | `GET /v1/emissions/{seq}` | the site | how much of its emission `seq` is stored: `{"offset", "received"}` |
+//! | `PUT /v1/emissions/{seq}` | the site | upload from `Upload-Offset` of `Upload-Length` bytes (resumable, T3) |
+//! | `GET /v1/returns?after=SEQ&wait_ms=MS` | the site | its newest return after `SEQ`, waiting up to `MS`; 204 if none |
+//! | `POST /v1/acks` | the site | reports of returns applied or refused (J1 execution at the remote) |
+//! | `GET /v1/journal?site=CODE` | admin | the journal (J1) |
+//! | `GET /v1/status` | admin | the automaton's activity (`Att Dep`, `Tra D02`…) and the pending emissions |
+//!
+//! Every request but the health check carries `Authorization: Bearer CODE.secret`; the site it
+//! authenticates is the only site the request may act for (S2): the emission's sequence number
+//! is taken under the authenticated site, and a flow whose header names another site is refused
+//! and logged. The administrator's credential is central's own.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use outpost_engine::{Clock, Site, SiteId, Store};
+use outpost_replicator::automaton::{self, Activity, CentralAutomaton, Command};
+use outpost_replicator::flow::{FlowId, FlowReader, ReturnAck};
+use outpost_replicator::{central, journal};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::SystemClock;
+use crate::auth;
+
+/// The daemon's settings: a TOML file (`--config`, or `outpost.toml` in the data directory).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address and port to listen on (T2: port 2638).
+    pub listen: String,
+    /// PEM certificate chain: with `tls_key`, the daemon speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Plain HTTP on an address other than loopback: refused unless set (credentials would
+    /// travel in clear).
+    pub allow_plain_http: bool,
+    /// The largest flow accepted, in bytes.
+    pub max_flow_bytes: u64,
+    /// How long the daemon waits for a request's headers, or for the next part of an upload,
+    /// before giving up on the connection (a slow client cannot hold a slot forever).
+    pub request_timeout_s: u64,
+    /// Requests served at once; beyond it the answer is 503 and the client retries.
+    pub max_concurrent_requests: usize,
+    /// The longest a remote may wait for its return in one request.
+    pub return_wait_max_s: u64,
+    /// The automaton's safety-net sweep (A1: 20 s).
+    pub sweep_s: u64,
+    /// Log filter (`info`, `debug`, `outpost=debug,warn`…); `RUST_LOG` overrides it.
+    pub log: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:2638".into(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
+            max_flow_bytes: 1 << 30,
+            request_timeout_s: 30,
+            max_concurrent_requests: 64,
+            return_wait_max_s: 300,
+            sweep_s: automaton::SWEEP_MS_DEFAULT / 1000,
+            log: "info".into(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads the settings file; a missing `path` gives the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+        let Some(path) = path else {
+            return Ok(ServeConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn checked_addr(&self) -> Result<SocketAddr, String> {
+        let addr: SocketAddr = self.listen.parse().map_err(|e| {
+            format!(
+                "listen = {:?}: {e} (write it as 127.0.0.1:2638)",
+                self.listen
+            )
+        })?;
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("tls_cert and tls_key go together: set both, or neither".into());
+            }
+            (None, None) if !addr.ip().is_loopback() && !self.allow_plain_http => {
+                return Err(format!(
+                    "{addr} is not a loopback address: configure tls_cert and tls_key, or set allow_plain_http = true to send credentials in clear"
+                ));
+            }
+            _ => {}
+        }
+        if self.max_concurrent_requests == 0 || self.request_timeout_s == 0 {
+            return Err("max_concurrent_requests and request_timeout_s must be above 0".into());
+        }
+        Ok(addr)
+    }
+}
+
+/// What the automaton thread is told.
+#[derive(Debug)]
+enum Event {
+    /// An emission became file ready.
+    FlowReady(FlowId),
+    /// Finish the current work and stop.
+    Stop,
+}
+
+/// What the status route shows.
+#[derive(Clone, Debug, Default, Serialize)]
+struct StatusView {
+    activity: String,
+    last_error: Option<String>,
+    processed: u64,
+    returns_prepared: u64,
+}
+
+#[derive(Debug)]
+struct AppState {
+    store: Arc<Store>,
+    uploads: PathBuf,
+    config: ServeConfig,
+    events: Mutex<mpsc::Sender<Event>>,
+    /// Bumped each time returns are prepared: waiting downloads look again.
+    returns: tokio::sync::watch::Sender<u64>,
+    status: Arc<Mutex<StatusView>>,
+    /// Emissions being uploaded right now: a second upload of the same flow waits its turn.
+    uploading: Mutex<HashSet<FlowId>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+type Shared = Arc<AppState>;
+
+/// An error answer: a status and a message the client shows its user.
+fn fail(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C; then stops taking requests, lets those under way
+/// finish, lets the automaton finish what it is doing, and returns.
+pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
+    let addr = config.checked_addr()?;
+    let store = Arc::new(crate::admin::open(data)?);
+    if !store.site().is_central() {
+        return Err(format!(
+            "{} holds the store of remote {}: only central serves",
+            data.display(),
+            store.site()
+        ));
+    }
+    let sync_config = central::config(&store)
+        .map_err(|e| e.to_string())?
+        .ok_or("central has no configuration: run `outpost central init` first")?;
+    let mut automaton = CentralAutomaton::new(&sync_config, SystemClock.now_ms())
+        .map_err(|e| format!("the sync configuration: {e}"))?;
+    automaton.set_sweep_ms(config.sweep_s.max(1) * 1000);
+    let uploads = data.join("uploads");
+    std::fs::create_dir_all(&uploads).map_err(|e| format!("{}: {e}", uploads.display()))?;
+
+    let (events, inbox) = mpsc::channel();
+    let (returns, _) = tokio::sync::watch::channel(0u64);
+    let status = Arc::new(Mutex::new(StatusView {
+        activity: Activity::Waiting.to_string(),
+        ..StatusView::default()
+    }));
+    let state: Shared = Arc::new(AppState {
+        store: Arc::clone(&store),
+        uploads,
+        permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
+        config: config.clone(),
+        events: Mutex::new(events.clone()),
+        returns: returns.clone(),
+        status: Arc::clone(&status),
+        uploading: Mutex::new(HashSet::new()),
+    });
+
+    let worker = {
+        let store = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("automaton".into())
+            .spawn(move || run_automaton(&store, automaton, &inbox, &returns, &status))
+            .map_err(|e| format!("cannot start the automaton: {e}"))?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the network runtime: {e}"))?;
+    let served = runtime.block_on(serve_http(addr, state));
+    // The automaton finishes the command it is on (each is one atomic commit) and stops.
+    let _ = events.send(Event::Stop);
+    let _ = worker.join();
+    tracing::info!("stopped");
+    served
+}
+
+async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
+    let config = state.config.clone();
+    let timeout = Duration::from_secs(config.request_timeout_s);
+    let app = axum::Router::new()
+        .route("/v1/health", get(|| async { "ok" }))
+        .route("/v1/emissions/{seq}", get(upload_offset).put(upload))
+        .route("/v1/returns", get(download_return))
+        .route("/v1/acks", post(acks))
+        .route("/v1/journal", get(journal_rows))
+        .route("/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), limit))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state);
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // The line tests and operators wait for (with port 0, the port actually taken).
+    println!("central listening on {scheme}://{bound}");
+    tracing::info!(%bound, scheme, "listening");
+    let served = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| format!("TLS certificate or key: {e}"))?;
+            let mut server = axum_server::from_tcp_rustls(listener, tls)
+                .map_err(|e| e.to_string())?
+                .handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(timeout));
+            server.serve(service).await
+        }
+        _ => {
+            let mut server = axum_server::from_tcp(listener)
+                .map_err(|e| e.to_string())?
+                .handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(timeout));
+            server.serve(service).await
+        }
+    };
+    served.map_err(|e| format!("the server stopped: {e}"))
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    handle.graceful_shutdown(Some(Duration::from_secs(30)));
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing the requests under way");
+    handle.graceful_shutdown(Some(Duration::from_secs(30)));
+}
+
+/// Bounded concurrency: beyond the configured number of requests in flight, 503 at once.
+async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    match Arc::clone(&state.permits).try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "central is busy: try again shortly",
+        ),
+    }
+}
+
+/// The automaton's thread: events and time in, commands run on the store.
+fn run_automaton(
+    store: &Store,
+    mut automaton: CentralAutomaton,
+    inbox: &mpsc::Receiver<Event>,
+    returns: &tokio::sync::watch::Sender<u64>,
+    status: &Mutex<StatusView>,
+) {
+    // Emissions left file ready or cut off mid-processing by a stop are taken up at once.
+    let mut commands = vec![Command::Sweep];
+    loop {
+        if !commands.is_empty() {
+            lock(status).activity = first_activity(store, &commands);
+            match automaton::run_central(store, &mut automaton, commands) {
+                Ok(run) => {
+                    for id in &run.processed {
+                        tracing::info!(flow = %id, "emission processed");
+                    }
+                    for (id, why) in &run.failed {
+                        tracing::warn!(flow = %id, "emission refused: {why}");
+                    }
+                    for (site, id) in &run.returns {
+                        tracing::info!(flow = %id, site = %site, "return prepared");
+                    }
+                    let mut s = lock(status);
+                    s.processed += run.processed.len() as u64;
+                    s.returns_prepared += run.returns.len() as u64;
+                    if !run.returns.is_empty() {
+                        returns.send_modify(|n| *n += 1);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("the automaton's work failed: {e}");
+                    lock(status).last_error = Some(e.to_string());
+                }
+            }
+            lock(status).activity = automaton.status().to_string();
+        }
+        let now = SystemClock.now_ms();
+        let wait = automaton.next_wakeup_ms(now).saturating_sub(now).max(1);
+        commands = match inbox.recv_timeout(Duration::from_millis(wait)) {
+            Ok(Event::FlowReady(id)) => automaton.on_flow_ready(id),
+            Ok(Event::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => automaton.on_time(SystemClock.now_ms()),
+        };
+    }
+}
+
+fn first_activity(store: &Store, commands: &[Command]) -> String {
+    let activity = commands.iter().find_map(|c| match c {
+        Command::Process(id) => journal::row(store, *id)
+            .ok()
+            .flatten()
+            .map(|r| Activity::Processing(r.site)),
+        Command::PrepareReturn(site) => Some(Activity::Returning(*site)),
+        Command::Sweep => None,
+    });
+    activity.unwrap_or(Activity::Waiting).to_string()
+}
+
+/// The site a request acts for, or the 401 it gets (logged).
+fn authenticated(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Site, Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth::authenticate(&state.store, presented).map_err(|denied| {
+        tracing::warn!(%peer, "refused: {denied}");
+        let mut r = fail(
+            StatusCode::UNAUTHORIZED,
+            "a valid site credential is required (Authorization: Bearer CODE.secret)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    })
+}
+
+fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Site, Response> {
+    let site = authenticated(state, peer, headers)?;
+    if site.is_central() {
+        Ok(site)
+    } else {
+        tracing::warn!(%peer, site = %site.code, "refused: an administrator's route asked with a remote's credential");
+        Err(fail(
+            StatusCode::FORBIDDEN,
+            "this needs the administrator's credential",
+        ))
+    }
+}
+
+fn part_path(state: &AppState, id: FlowId) -> PathBuf {
+    state
+        .uploads
+        .join(format!("emission-{}-{}.part", id.site.0, id.seq))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn already_received(store: &Store, id: FlowId) -> Result<bool, String> {
+    journal::row(store, id)
+        .map(|r| r.is_some())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Offset {
+    offset: u64,
+    received: bool,
+}
+
+/// How much of an emission central holds: where an upload resumes.
+async fn upload_offset(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(seq): UrlPath<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let site = match authenticated(&state, peer, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let id = FlowId { site: site.id, seq };
+    let store = Arc::clone(&state.store);
+    let received = match blocking(move || already_received(&store, id)).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let offset = std::fs::metadata(part_path(&state, id)).map_or(0, |m| m.len());
+    Json(Offset { offset, received }).into_response()
+}
+
+/// Forgets an upload under way when the request ends, however it ends.
+struct Uploading<'a> {
+    state: &'a AppState,
+    id: FlowId,
+}
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.uploading).remove(&self.id);
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Response> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| fail(StatusCode::BAD_REQUEST, format!("{name} is not a number"))),
+    }
+}
+
+/// Receives (part of) an emission. The bytes are appended to a part file as they arrive; when
+/// the part file holds `Upload-Length` bytes the flow goes into the sync table, checked whole
+/// (T3), and the automaton is told. A connection cut mid-way leaves what arrived: the client
+/// asks [`upload_offset`] and sends the rest.
+async fn upload(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(seq): UrlPath<u64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let site = match authenticated(&state, peer, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let id = FlowId { site: site.id, seq };
+    let (total, offset) = match (
+        header_u64(&headers, "upload-length"),
+        header_u64(&headers, "upload-offset"),
+    ) {
+        (Ok(Some(t)), Ok(o)) => (t, o.unwrap_or(0)),
+        (Ok(None), _) => return fail(StatusCode::BAD_REQUEST, "Upload-Length is required"),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if total > state.config.max_flow_bytes {
+        tracing::warn!(%peer, site = %site.code, flow = %id, total, "refused: flow too large");
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a flow of {total} bytes is above this central's limit of {} bytes",
+                state.config.max_flow_bytes
+            ),
+        );
+    }
+    let store = Arc::clone(&state.store);
+    match blocking(move || already_received(&store, id)).await {
+        Ok(true) => {
+            return Json(serde_json::json!({ "status": "duplicate", "id": id.to_string() }))
+                .into_response();
+        }
+        Ok(false) => {}
+        Err(r) => return r,
+    }
+    if !lock(&state.uploading).insert(id) {
+        return fail(
+            StatusCode::CONFLICT,
+            format!("an upload of {id} is already under way"),
+        );
+    }
+    let _uploading = Uploading { state: &state, id };
+    let path = part_path(&state, id);
+    let held = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if offset != held {
+        return (
+            StatusCode::CONFLICT,
+            Json(Offset {
+                offset: held,
+                received: false,
+            }),
+        )
+            .into_response();
+    }
+    let mut file = match tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let timeout = Duration::from_secs(state.config.request_timeout_s);
+    let mut stream = body.into_data_stream();
+    let mut have = held;
+    let mut cut: Option<String> = None;
+    loop {
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Ok(Some(Ok(bytes))) => {
+                if have + bytes.len() as u64 > total {
+                    drop(file);
+                    let _ = tokio::fs::remove_file(&path).await;
+                    tracing::warn!(%peer, flow = %id, "refused: more bytes than Upload-Length");
+                    return fail(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "more bytes than Upload-Length: the upload is dropped, start again",
+                    );
+                }
+                if let Err(e) = file.write_all(&bytes).await {
+                    return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+                }
+                have += bytes.len() as u64;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                cut = Some(format!("the connection broke: {e}"));
+                break;
+            }
+            Err(_) => {
+                cut = Some(format!("nothing came for {} s", timeout.as_secs()));
+                break;
+            }
+        }
+    }
+    if let Err(e) = file.flush().await.and(file.sync_all().await) {
+        return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    drop(file);
+    if have < total {
+        if let Some(why) = cut {
+            tracing::info!(%peer, flow = %id, have, total, "upload cut: {why}");
+        }
+        return (
+            StatusCode::ACCEPTED,
+            Json(Offset {
+                offset: have,
+                received: false,
+            }),
+        )
+            .into_response();
+    }
+    // Whole: into the sync table, checked (T3).
+    let store = Arc::clone(&state.store);
+    let part = path.clone();
+    let sender = site.id;
+    let received = tokio::task::spawn_blocking(move || receive_part(&store, &part, sender)).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    match received {
+        Ok(Ok(central::Received::Ready { id, bytes, note })) => {
+            tracing::info!(%peer, flow = %id, bytes, "emission received: file ready");
+            let _ = lock(&state.events).send(Event::FlowReady(id));
+            Json(serde_json::json!({
+                "status": "ready", "id": id.to_string(), "bytes": bytes, "note": note
+            }))
+            .into_response()
+        }
+        Ok(Ok(central::Received::Duplicate(id))) => {
+            Json(serde_json::json!({ "status": "duplicate", "id": id.to_string() })).into_response()
+        }
+        Ok(Err((status, why))) => {
+            tracing::warn!(%peer, site = %site.code, flow = %id, "refused, nothing kept: {why}");
+            fail(status, format!("refused, nothing kept: {why}"))
+        }
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A whole part file into the sync table. A flow whose header names another site than the
+/// authenticated one is refused as forbidden before anything is stored.
+fn receive_part(
+    store: &Store,
+    part: &Path,
+    sender: SiteId,
+) -> Result<central::Received, (StatusCode, String)> {
+    let open = || File::open(part).map(BufReader::new);
+    let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let header = FlowReader::open(file)
+        .map(|r| r.header().clone())
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    if header.source != sender || header.id.site != sender {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "flow {} claims to come from site {} but the credential is site {sender}'s",
+                header.id, header.source
+            ),
+        ));
+    }
+    let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    central::receive(store, file, Some(sender)).map_err(|e| {
+        let status = if e.is_the_flows() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        (status, e.to_string())
+    })
+}
+
+#[derive(Deserialize, Debug)]
+struct ReturnQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// The newest return for the authenticated site after `after`, waiting up to `wait_ms` for one
+/// to be prepared (A3). The bytes are streamed from one snapshot of the sync table.
+async fn download_return(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<ReturnQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let site = match authenticated(&state, peer, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let wait =
+        Duration::from_millis(q.wait_ms).min(Duration::from_secs(state.config.return_wait_max_s));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut prepared = state.returns.subscribe();
+    loop {
+        prepared.mark_unchanged();
+        match stream_return(&state, site.id, q.after).await {
+            Ok(Some(r)) => return r,
+            Ok(None) => {}
+            Err(r) => return r,
+        }
+        tokio::select! {
+            changed = prepared.changed() => {
+                if changed.is_err() {
+                    return StatusCode::NO_CONTENT.into_response();
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+        }
+    }
+}
+
+const STREAM_CHUNK: usize = 64 * 1024;
+
+async fn stream_return(
+    state: &AppState,
+    site: SiteId,
+    after: u64,
+) -> Result<Option<Response>, Response> {
+    let store = Arc::clone(&state.store);
+    let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        let found = central::fetch_return(&store, site, after).and_then(|found| {
+            Ok(match found {
+                Some((id, reader)) => {
+                    let link = journal::row(&store, id)?.and_then(|r| r.link);
+                    Some((id, link, reader))
+                }
+                None => None,
+            })
+        });
+        let mut reader = match found {
+            Ok(Some((id, link, reader))) => {
+                let _ = meta_tx.send(Ok(Some((id, link))));
+                reader
+            }
+            Ok(None) => {
+                let _ = meta_tx.send(Ok(None));
+                return;
+            }
+            Err(e) => {
+                let _ = meta_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let meta = meta_rx
+        .await
+        .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let (id, link) = match meta {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("outpost-flow-seq", id.seq.into());
+    h.insert("outpost-link-seq", link.map_or(0, |l| l.seq).into());
+    Ok(Some(response))
+}
+
+/// A remote's reports of returns applied or refused.
+async fn acks(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let site = match authenticated(&state, peer, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let reports: Vec<ReturnAck> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("not a list of reports: {e}"),
+            );
+        }
+    };
+    let store = Arc::clone(&state.store);
+    let done =
+        tokio::task::spawn_blocking(move || central::record_acks(&store, site.id, &reports)).await;
+    match done {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) if e.is_the_flows() => {
+            tracing::warn!(%peer, site = %site.code, "refused reports: {e}");
+            fail(StatusCode::FORBIDDEN, e.to_string())
+        }
+        Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Debug)]
+struct JournalQuery {
+    site: Option<String>,
+}
+
+async fn journal_rows(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<JournalQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&state, peer, &headers) {
+        return r;
+    }
+    let filter = match q.site {
+        None => None,
+        Some(code) => match state.store.sites().by_code(&code) {
+            Some(s) => Some(s.id),
+            None => return fail(StatusCode::NOT_FOUND, format!("no site {code}")),
+        },
+    };
+    let store = Arc::clone(&state.store);
+    match blocking(move || journal::rows(&store, filter, None, None).map_err(|e| e.to_string()))
+        .await
+    {
+        Ok(rows) => Json(rows).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn status(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admin(&state, peer, &headers) {
+        return r;
+    }
+    let store = Arc::clone(&state.store);
+    let pending =
+        match blocking(move || central::pending_emissions(&store).map_err(|e| e.to_string())).await
+        {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+    let view = lock(&state.status).clone();
+    Json(serde_json::json!({
+        "site": state.store.site().code.to_string(),
+        "activity": view.activity,
+        "pending_emissions": pending.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "processed": view.processed,
+        "returns_prepared": view.returns_prepared,
+        "last_error": view.last_error,
+    }))
+    .into_response()
+}

@@ -1,0 +1,586 @@
+//! A remote's network syncs: `outpost remote sync` (an immediate sync, A3) and `outpost remote
+//! run` (the fixed-time scheduler, M1). A remote connects only for the duration of a sync (S2).
+//!
+//! An emission is first written whole into the remote's `outbox/` directory, then uploaded; it
+//! leaves the outbox only once central has it. A sync cut off (network down, process killed)
+//! resumes the upload where central's part file ends, at the next sync.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost_engine::{Clock, Store};
+use outpost_replicator::automaton::{RemoteCommand, RemoteScheduler};
+use outpost_replicator::config::{RemoteSchedule, SyncType};
+use outpost_replicator::flow::{FlowId, FlowReader, SyncMode};
+use outpost_replicator::{files, remote};
+use serde::{Deserialize, Serialize};
+
+use crate::SystemClock;
+use crate::admin::CliResult;
+
+/// The remote's network settings: `remote.toml` in its data directory, written by
+/// `outpost remote init` from what the bootstrap file carried.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteNet {
+    /// Central's address, e.g. `https://central.example:2638`.
+    pub central_url: Option<String>,
+    /// This site's credential (`CODE.secret`).
+    pub credential: Option<String>,
+    /// A PEM certificate to trust for central (a private CA or a self-signed certificate);
+    /// without it, the usual public roots.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// The file name of a remote's network settings.
+pub const REMOTE_NET_FILE: &str = "remote.toml";
+
+impl RemoteNet {
+    /// Reads `remote.toml` from a data directory (empty settings when there is none).
+    pub fn load(dir: &Path) -> CliResult<Self> {
+        let path = dir.join(REMOTE_NET_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RemoteNet::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes `remote.toml`, readable by its owner only (it holds the credential).
+    pub fn save(&self, dir: &Path) -> CliResult<()> {
+        let path = dir.join(REMOTE_NET_FILE);
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// How to reach central, resolved from `remote.toml` and the command line.
+#[derive(Debug)]
+pub struct Link {
+    base: String,
+    credential: String,
+    agent: ureq::Agent,
+}
+
+impl Link {
+    /// Central's address and this site's credential; `url` and `ca` override `remote.toml`.
+    pub fn new(dir: &Path, url: Option<&str>, ca: Option<&Path>) -> CliResult<Self> {
+        let net = RemoteNet::load(dir)?;
+        let base = url
+            .map(str::to_owned)
+            .or(net.central_url)
+            .ok_or("no central address: give --central URL, or set central_url in remote.toml")?;
+        let credential = net.credential.ok_or_else(|| {
+            format!(
+                "no credential in {}: ask central's administrator for one (outpost central new-credential)",
+                dir.join(REMOTE_NET_FILE).display()
+            )
+        })?;
+        let ca = ca.map(Path::to_path_buf).or(net.ca_cert);
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no certificate in it", ca.display()));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(330)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_per_write(Some(Duration::from_secs(60)))
+            .tls_config(tls.build())
+            .build()
+            .into();
+        Ok(Link {
+            base: base.trim_end_matches('/').to_owned(),
+            credential,
+            agent,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.credential)
+    }
+}
+
+/// A network failure: central unreachable, or it answered with an error.
+#[derive(Debug)]
+pub enum NetError {
+    /// Could not talk to central (retry later).
+    Unreachable(String),
+    /// Central answered, refusing (retrying the same thing will not help).
+    Refused(u16, String),
+    /// Something local failed (the store, a file).
+    Local(String),
+}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::Unreachable(e) => write!(f, "central is unreachable: {e}"),
+            NetError::Refused(401, e) => write!(f, "central refused this site's credential: {e}"),
+            NetError::Refused(code, e) => write!(f, "central refused ({code}): {e}"),
+            NetError::Local(e) => f.write_str(e),
+        }
+    }
+}
+
+fn local(e: impl std::fmt::Display) -> NetError {
+    NetError::Local(e.to_string())
+}
+
+fn error_of(mut r: ureq::http::Response<ureq::Body>) -> NetError {
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or(text);
+    NetError::Refused(status, message)
+}
+
+#[derive(Deserialize, Debug)]
+struct Offset {
+    offset: u64,
+    received: bool,
+}
+
+/// What a sync did, for its summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Emissions sent: id, changes, bytes.
+    pub sent: Vec<(FlowId, u64, u64)>,
+    /// Returns applied: id and changes.
+    pub received: Vec<(FlowId, u64)>,
+    /// This site's changes central refused, brought back by the returns applied.
+    pub rejected: u64,
+    /// What is worth telling (a wait that expired…).
+    pub notes: Vec<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sent: u64 = self.sent.iter().map(|s| s.1).sum();
+        let bytes: u64 = self.sent.iter().map(|s| s.2).sum();
+        let received: u64 = self.received.iter().map(|r| r.1).sum();
+        write!(
+            f,
+            "sent {} emission(s), {sent} changes, {bytes} bytes; received {} return(s), {received} changes; {} change(s) refused by central; {:.2} s",
+            self.sent.len(),
+            self.received.len(),
+            self.rejected,
+            self.elapsed.as_secs_f64()
+        )?;
+        for n in &self.notes {
+            write!(f, "\nnote: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+fn outbox(dir: &Path) -> CliResult<PathBuf> {
+    let out = dir.join("outbox");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Emissions written and not yet held by central, oldest first.
+fn waiting_emissions(outbox: &Path) -> Result<Vec<(FlowId, PathBuf)>, NetError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(outbox).map_err(local)? {
+        let path = entry.map_err(local)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("outpost") {
+            continue;
+        }
+        let file = File::open(&path).map_err(local)?;
+        match FlowReader::open(std::io::BufReader::new(file)) {
+            Ok(r) => found.push((r.header().id, path)),
+            Err(e) => {
+                return Err(NetError::Local(format!(
+                    "{}: {e} (move it away to go on)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    found.sort_by_key(|(id, _)| id.seq);
+    Ok(found)
+}
+
+/// Progress on a terminal, for large flows.
+struct Progress {
+    show: bool,
+    total: u64,
+    done: u64,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(total: u64, done: u64) -> Self {
+        Progress {
+            show: total >= 1 << 20 && std::io::stderr().is_terminal(),
+            total,
+            done,
+            last: Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        if self.show
+            && (self.last.elapsed() > Duration::from_millis(200) || self.done == self.total)
+        {
+            self.last = Instant::now();
+            let width = 30u64;
+            let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
+            eprint!(
+                "\r[{}{}] {:.1} / {:.1} MiB",
+                "#".repeat(usize::try_from(filled).unwrap_or(0)),
+                " ".repeat(usize::try_from(width.saturating_sub(filled)).unwrap_or(0)),
+                self.done as f64 / 1_048_576.0,
+                self.total as f64 / 1_048_576.0
+            );
+            if self.done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a mut Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n);
+        Ok(n)
+    }
+}
+
+/// Uploads one emission file, resuming where central's copy ends. Returns once central holds
+/// it whole (file ready, or already received).
+pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
+    let total = std::fs::metadata(path).map_err(local)?.len();
+    let url = link.url(&format!("/v1/emissions/{}", id.seq));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut r = link
+            .agent
+            .get(&url)
+            .header("authorization", link.bearer())
+            .call()
+            .map_err(|e| NetError::Unreachable(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(error_of(r));
+        }
+        let at: Offset =
+            serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)?;
+        if at.received {
+            return Ok(());
+        }
+        let mut file = File::open(path).map_err(local)?;
+        let from = at.offset.min(total);
+        file.seek(SeekFrom::Start(from)).map_err(local)?;
+        let mut progress = Progress::new(total, from);
+        let mut body = Counting {
+            inner: file.take(total - from),
+            progress: &mut progress,
+        };
+        let sent = link
+            .agent
+            .put(&url)
+            .header("authorization", link.bearer())
+            .header("upload-offset", from.to_string())
+            .header("upload-length", total.to_string())
+            .header("content-type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut body));
+        match sent {
+            Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+            // 202: part of it stored (the connection broke); 409: the offset moved.
+            Ok(r) if matches!(r.status().as_u16(), 202 | 409) && attempts < 5 => {}
+            Ok(r) => return Err(error_of(r)),
+            Err(e) if attempts < 3 => {
+                tracing::info!("upload of {id} cut ({e}); resuming");
+            }
+            Err(e) => return Err(NetError::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// Sends every emission waiting in the outbox, oldest first.
+fn send_outbox(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    summary: &mut Summary,
+) -> Result<(), NetError> {
+    let outbox = outbox(dir).map_err(NetError::Local)?;
+    for (id, path) in waiting_emissions(&outbox)? {
+        upload(link, id, &path)?;
+        let (n, bytes) = remote::log_rows(store)
+            .map_err(local)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .map_or((0, 0), |r| (r.n_changes, r.bytes));
+        summary.sent.push((id, n, bytes));
+        std::fs::remove_file(&path).map_err(local)?;
+    }
+    Ok(())
+}
+
+/// Downloads and applies the newest return after the last one applied, waiting up to `wait`
+/// for one; with `answering`, keeps waiting (within `wait`) until the return that answers that
+/// emission has come. Reports each applied return to central at once.
+fn fetch(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    wait: Duration,
+    answering: Option<FlowId>,
+    summary: &mut Summary,
+) -> Result<bool, NetError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let after = remote::last_return_seq(store).map_err(local)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut r = link
+            .agent
+            .get(&link.url("/v1/returns"))
+            .header("authorization", link.bearer())
+            .query("after", after.to_string())
+            .query("wait_ms", left.as_millis().to_string())
+            .call()
+            .map_err(|e| NetError::Unreachable(e.to_string()))?;
+        match r.status().as_u16() {
+            204 => return Ok(false),
+            200 => {}
+            _ => return Err(error_of(r)),
+        }
+        let link_seq: u64 = r
+            .headers()
+            .get("outpost-link-seq")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let inbox = dir.join("inbox");
+        std::fs::create_dir_all(&inbox).map_err(local)?;
+        let path = inbox.join("return.partial");
+        {
+            let mut file = File::create(&path).map_err(local)?;
+            let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
+            std::io::copy(&mut reader, &mut file)
+                .map_err(|e| NetError::Unreachable(format!("the return was cut off: {e}")))?;
+            file.sync_all().map_err(local)?;
+        }
+        let before = remote::refused_by_central(store).map_err(local)?.len();
+        let applied = files::apply_return_from(store, &path);
+        let _ = std::fs::remove_file(&path);
+        match applied.map_err(|e| NetError::Local(format!("the return was not applied: {e}")))? {
+            remote::Applied::Applied {
+                id, report, note, ..
+            } => {
+                summary.received.push((id, report.outcomes.len() as u64));
+                if let Some(n) = note {
+                    summary.notes.push(n);
+                }
+            }
+            remote::Applied::AlreadyApplied(_) => {}
+            remote::Applied::RefusedStale { id, newest } => summary.notes.push(format!(
+                "return {id} refused: return {newest} is newer and already applied"
+            )),
+        }
+        let after_count = remote::refused_by_central(store).map_err(local)?.len();
+        summary.rejected += after_count.saturating_sub(before) as u64;
+        report_acks(store, link)?;
+        let answered = answering.is_none_or(|e| e.seq == link_seq);
+        if answered || Instant::now() >= deadline {
+            return Ok(true);
+        }
+    }
+}
+
+/// Tells central at once that returns were applied (J1: execution at the remote).
+fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
+    let acks = remote::unreported_acks(store).map_err(local)?;
+    if acks.is_empty() {
+        return Ok(());
+    }
+    let body = serde_json::to_vec(&acks).map_err(local)?;
+    let r = link
+        .agent
+        .post(&link.url("/v1/acks"))
+        .header("authorization", link.bearer())
+        .header("content-type", "application/json")
+        .send(&body[..])
+        .map_err(|e| NetError::Unreachable(e.to_string()))?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(error_of(r))
+    }
+}
+
+/// An emission written into the outbox, then everything waiting there sent.
+fn emit_and_send(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    mode: SyncMode,
+    summary: &mut Summary,
+) -> Result<FlowId, NetError> {
+    let outbox = outbox(dir).map_err(NetError::Local)?;
+    let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
+    send_outbox(store, link, dir, summary)?;
+    Ok(emitted.id)
+}
+
+/// What `outpost remote sync` is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRequest {
+    /// Emit only (M3).
+    pub no_return: bool,
+    /// How long to wait for the return; default: the site's configured immediate wait.
+    pub wait: Option<Duration>,
+}
+
+/// `outpost remote sync`: an immediate sync (A3, M2/M4): emit, then wait for the return.
+pub fn sync_now(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    req: SyncRequest,
+) -> Result<Summary, NetError> {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let settings = remote::settings(store).map_err(local)?;
+    let configured_wait = RemoteSchedule::from_settings(&settings).ok().and_then(|s| {
+        s.sync_types.iter().find_map(|t| match t {
+            SyncType::Immediate { wait_ms } => Some(Duration::from_millis(*wait_ms)),
+            _ => None,
+        })
+    });
+    let wait = if req.no_return {
+        None
+    } else {
+        req.wait.or(configured_wait)
+    };
+    let mode = if wait.is_some() {
+        SyncMode::Immediate
+    } else {
+        if !req.no_return {
+            summary.notes.push(
+                "this site has no immediate sync configured: emitted without a return (M3); its return comes with the fixed-time sync".into(),
+            );
+        }
+        SyncMode::NoReturn
+    };
+    let emitted = emit_and_send(store, link, dir, mode, &mut summary)?;
+    match wait {
+        Some(w) => {
+            if !fetch(store, link, dir, w, Some(emitted), &mut summary)? {
+                summary.notes.push(format!(
+                    "no return within {:.0} s: it will be fetched at the next connection",
+                    w.as_secs_f64()
+                ));
+            }
+        }
+        // Whatever central already prepared (a deferred return) comes along.
+        None => {
+            fetch(store, link, dir, Duration::ZERO, None, &mut summary)?;
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// `outpost remote run`: the site's scheduler (M1), connecting only for each sync (S2) and
+/// retrying with backoff while central is unreachable. Runs until the process is stopped; a
+/// stop at any point loses nothing (the emission is in the outbox, the upload resumes).
+pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> CliResult<()> {
+    let settings = remote::settings(store).map_err(|e| e.to_string())?;
+    let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| e.to_string())?;
+    let mut scheduler = RemoteScheduler::new(&schedule);
+    // Catch up first: an emission left in the outbox, a return waiting at central.
+    let mut backlog = vec![RemoteCommand::FetchReturn];
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let now = SystemClock.now_ms();
+        let mut commands = std::mem::take(&mut backlog);
+        commands.extend(scheduler.on_time(now));
+        for cmd in commands {
+            let mut summary = Summary::default();
+            let started = Instant::now();
+            let done = match cmd {
+                RemoteCommand::Emit(mode) => {
+                    emit_and_send(store, link, dir, mode, &mut summary).map(|_| ())
+                }
+                RemoteCommand::FetchReturn => send_outbox(store, link, dir, &mut summary)
+                    .and_then(|()| fetch(store, link, dir, Duration::ZERO, None, &mut summary))
+                    .map(|got| {
+                        if got {
+                            scheduler.on_return_applied();
+                        }
+                    }),
+            };
+            summary.elapsed = started.elapsed();
+            match done {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    if !summary.sent.is_empty() || !summary.received.is_empty() {
+                        println!("{summary}");
+                    }
+                }
+                Err(NetError::Unreachable(e)) => {
+                    // Emit already wrote the outbox: only the sending is retried.
+                    eprintln!("{e}; retrying in {} s", backoff.as_secs());
+                    backlog.push(RemoteCommand::FetchReturn);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
+        }
+        let now = SystemClock.now_ms();
+        if once_by_ms.is_some_and(|until| now >= until) {
+            return Ok(());
+        }
+        let next = scheduler.next_wakeup_ms(now).saturating_sub(now);
+        let nap = Duration::from_millis(next.clamp(200, 60_000));
+        if backlog.is_empty() {
+            std::thread::sleep(nap);
+        }
+    }
+}
