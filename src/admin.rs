@@ -88,7 +88,7 @@ const FIRST_START_CREDENTIAL: &str = "network.credential";
 const FIRST_START_URL: &str = "network.central_url";
 
 /// Writes a secret to a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> CliResult<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> CliResult<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

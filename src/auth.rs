@@ -3,7 +3,7 @@
 //! keeps only the SHA-256 digest of the secret, so a copy of central's store does not let anyone
 //! act as a site.
 
-use outpost_engine::{Site, Store};
+use outpost_engine::{Site, SiteDirectory, Store};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -51,16 +51,21 @@ impl std::fmt::Display for Denied {
     }
 }
 
-/// The site a presented credential (`Authorization: Bearer CODE.secret`) authenticates.
-pub fn authenticate(store: &Store, presented: Option<&str>) -> Result<Site, Denied> {
+/// The site a presented credential (`Authorization: Bearer CODE.secret`) authenticates. The
+/// sites come from `sites` (the daemon's copy, so that authenticating never waits for a long
+/// write), the digests from a snapshot of the store.
+pub fn authenticate(
+    store: &Store,
+    sites: &SiteDirectory,
+    presented: Option<&str>,
+) -> Result<Site, Denied> {
     let presented = presented.ok_or(Denied::Missing)?;
     let token = presented
         .strip_prefix("Bearer ")
         .ok_or(Denied::Malformed)?
         .trim();
     let (code, secret) = token.split_once('.').ok_or(Denied::Malformed)?;
-    let site = store
-        .sites()
+    let site = sites
         .by_code(code)
         .cloned()
         .ok_or_else(|| Denied::UnknownSite(code.to_owned()))?;

@@ -19,6 +19,10 @@
 //! is taken under the authenticated site, and a flow whose header names another site is refused
 //! and logged. The administrator's credential is central's own.
 
+// Handlers return a ready `Response` as their error, axum's idiom: once per request, the size
+// of the `Err` variant costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -35,7 +39,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use outpost_engine::{Clock, Site, SiteId, Store};
+use outpost_engine::{Clock, Site, SiteDirectory, SiteId, Store};
 use outpost_replicator::automaton::{self, Activity, CentralAutomaton, Command};
 use outpost_replicator::flow::{FlowId, FlowReader, ReturnAck};
 use outpost_replicator::{central, journal};
@@ -146,6 +150,10 @@ struct StatusView {
 #[derive(Debug)]
 struct AppState {
     store: Arc<Store>,
+    /// The sites, read once at start: the store's own copy is behind the write lock, which a
+    /// long apply holds for seconds. Sites are added with the daemon stopped (one process owns
+    /// the store).
+    sites: SiteDirectory,
     uploads: PathBuf,
     config: ServeConfig,
     events: Mutex<mpsc::Sender<Event>>,
@@ -196,6 +204,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
         ..StatusView::default()
     }));
     let state: Shared = Arc::new(AppState {
+        sites: store.sites(),
         store: Arc::clone(&store),
         uploads,
         permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
@@ -389,7 +398,7 @@ fn authenticated(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    auth::authenticate(&state.store, presented).map_err(|denied| {
+    auth::authenticate(&state.store, &state.sites, presented).map_err(|denied| {
         tracing::warn!(%peer, "refused: {denied}");
         let mut r = fail(
             StatusCode::UNAUTHORIZED,
@@ -550,6 +559,9 @@ async fn upload(
             }),
         )
             .into_response();
+    }
+    if held > 0 {
+        tracing::info!(%peer, flow = %id, offset = held, "upload resumed at offset {held}");
     }
     let mut file = match tokio::fs::OpenOptions::new()
         .create(true)
@@ -835,7 +847,7 @@ async fn journal_rows(
     }
     let filter = match q.site {
         None => None,
-        Some(code) => match state.store.sites().by_code(&code) {
+        Some(code) => match state.sites.by_code(&code) {
             Some(s) => Some(s.id),
             None => return fail(StatusCode::NOT_FOUND, format!("no site {code}")),
         },

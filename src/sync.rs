@@ -6,7 +6,7 @@
 //! resumes the upload where central's part file ends, at the next sync.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,18 +51,8 @@ impl RemoteNet {
 
     /// Writes `remote.toml`, readable by its owner only (it holds the credential).
     pub fn save(&self, dir: &Path) -> CliResult<()> {
-        let path = dir.join(REMOTE_NET_FILE);
         let text = toml::to_string(self).map_err(|e| e.to_string())?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| format!("{}: {e}", path.display()))
+        crate::admin::write_private(&dir.join(REMOTE_NET_FILE), text.trim_end())
     }
 }
 
@@ -497,15 +487,26 @@ pub fn sync_now(
     } else {
         req.wait.or(configured_wait)
     };
-    let mode = if wait.is_some() {
-        SyncMode::Immediate
-    } else {
-        if !req.no_return {
+    let fixed = RemoteSchedule::from_settings(&settings).is_ok_and(|s| {
+        s.sync_types
+            .iter()
+            .any(|t| matches!(t, SyncType::Fixed { .. }))
+    });
+    let mode = match (wait, req.no_return, fixed) {
+        (Some(_), _, _) => SyncMode::Immediate,
+        (None, false, true) => {
             summary.notes.push(
-                "this site has no immediate sync configured: emitted without a return (M3); its return comes with the fixed-time sync".into(),
+                "this site syncs at fixed times: its return comes at central's common return time (M1); the next sync or `outpost remote run` fetches it".into(),
             );
+            SyncMode::Deferred
         }
-        SyncMode::NoReturn
+        (None, false, false) => {
+            summary.notes.push(
+                "this site has no immediate sync configured: emitted without a return (M3)".into(),
+            );
+            SyncMode::NoReturn
+        }
+        (None, true, _) => SyncMode::NoReturn,
     };
     let emitted = emit_and_send(store, link, dir, mode, &mut summary)?;
     match wait {

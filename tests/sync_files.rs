@@ -562,3 +562,49 @@ fn an_emission_central_cannot_apply_keeps_its_error_and_does_not_hold_up_the_oth
     assert_eq!(run.failed.len(), 1);
     assert_eq!(run.failed[0].0, bad_id);
 }
+
+#[test]
+fn r1_a_site_created_after_a_remote_s_bootstrap_reaches_it_with_its_first_return() {
+    let d = Deployment::new();
+    // DSOC is created after BSOC was provisioned: BSOC has never heard of it.
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let dir = d.root.path().to_path_buf();
+    let clock = d.clock.clone();
+    let dsoc = remote::bootstrap(
+        std::io::BufReader::new(std::fs::File::open(&boot).unwrap()),
+        |site| {
+            outpost::Store::open(
+                dir.join(site.code.as_str()),
+                outpost::StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock),
+            )
+        },
+    )
+    .unwrap();
+    dsoc.write(|tx| tx.set("customers", "DSOC-000001", "name", "Durand"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Deferred);
+    assert!(d.bsoc.sites().get(outpost::SiteId(4)).is_none());
+    // The return that first tells BSOC about DSOC also carries DSOC's customer: the site is
+    // known before its changes are merged, so nothing is refused or lost.
+    let (_, applied) = d.return_and_apply(&d.bsoc);
+    let Applied::Applied { report, .. } = applied else {
+        panic!("{applied:?}");
+    };
+    assert_eq!(report.refused(), 0, "{report:?}");
+    assert_eq!(report.count(Outcome::Applied), 2);
+    assert_eq!(
+        d.bsoc
+            .record("customers", "DSOC-000001")
+            .unwrap()
+            .unwrap()
+            .fields["name"],
+        Value::Text("Durand".into())
+    );
+}

@@ -362,6 +362,11 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         let mut report = MergeReport::default();
         let mut reverted = 0u64;
         let mut n_rej = 0u32;
+        // The configuration first: a return can carry the first changes of a site created
+        // after this remote's bootstrap, and the site must be known before its changes are.
+        if let Some(config) = &header.config {
+            apply_config(tx, config)?;
+        }
         while let Some(item) = reader.next_item()? {
             match item {
                 Item::Changes(changes) => {
@@ -386,9 +391,6 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
             }
         }
         tx.add_knowledge(central, &header.covered)?;
-        if let Some(config) = &header.config {
-            apply_config(tx, config)?;
-        }
         let mut st = state(tx)?;
         if let Some(config) = &header.config {
             st.settings = config.settings.clone();
