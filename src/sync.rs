@@ -566,7 +566,10 @@ pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> C
                 }
                 Err(NetError::Unreachable(e)) => {
                     // Emit already wrote the outbox: only the sending is retried.
-                    eprintln!("{e}; retrying in {} s", backoff.as_secs());
+                    eprintln!(
+                        "central is unreachable: {e}; retrying in {} s",
+                        backoff.as_secs()
+                    );
                     backlog.push(RemoteCommand::FetchReturn);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(300));

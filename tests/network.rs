@@ -333,18 +333,50 @@ fn t2_m2_two_remotes_sync_immediately_over_http_and_converge() {
     }
 }
 
-/// The seed's plan (C5) over the network: BSOC syncs at fixed times, so its return waits for
-/// central's common return time (M1), prepared by the daemon's automaton; CSOC syncs
-/// immediately (M2). The return time is set a minute or two ahead so the test sees it pass.
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `outpost remote run`, its output in a file.
+fn remote_run(dir: &Path, data: &str, url: &str) -> (Running, PathBuf) {
+    let log = dir.join(format!("{data}-run.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .current_dir(dir)
+        .args(["remote", "run", "--data", data, "--central", url])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{data}-run.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    (Running(child), log)
+}
+
+/// Waits for `what` (up to `secs`), polling.
+fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The seed's plan (C5) over the network, in real time: BSOC runs its fixed-time schedule
+/// (`outpost remote run`: emission at E, fetch at E + 2 min), central's daemon prepares the
+/// common deferred return at E + 1 min (M1), CSOC syncs immediately (M2). The times are set
+/// in a fixed-offset zone where it is about noon, a minute ahead, so the test sees them pass.
 #[test]
-fn m1_the_deferred_return_is_prepared_at_the_common_return_time_and_fetched_later() {
+fn m1_the_seed_plan_in_real_time_fixed_emission_common_return_then_fetch() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    // A fixed-offset zone where it is about noon, so the times below never wrap at midnight.
     let utc_hour = i64::try_from((now_s / 3600) % 24).unwrap();
     let k = 12 - utc_hour; // hours east of UTC
     let zone = match k {
@@ -360,15 +392,13 @@ fn m1_the_deferred_return_is_prepared_at_the_common_return_time_and_fetched_late
             (l.rem_euclid(3600)) / 60
         )
     };
-    // The return time: the next minute at least 15 s away. BSOC emits before it and fetches
-    // after it (the configuration insists: M1).
-    let at = (now_s + 15).div_ceil(60) * 60;
-    let return_at = local(at);
-    let bsoc_fixed = format!("fixed {} {}", local(at - 300), local(at + 300));
-    let csoc_fixed = format!("fixed {} {}", local(at - 240), local(at + 360));
+    // E: the next minute at least 20 s away (time to set everything up).
+    let e = (now_s + 20).div_ceil(60) * 60;
+    let bsoc_fixed = format!("fixed {} {}", local(e), local(e + 120));
+    let csoc_fixed = format!("fixed {} {}", local(e), local(e + 180));
     deployment_with(
         dir,
-        &["--tz", &zone, "--return-at", &return_at],
+        &["--tz", &zone, "--return-at", &local(e + 60)],
         &[
             ("BSOC", "bsoc", &[&bsoc_fixed]),
             ("CSOC", "csoc", &[&csoc_fixed, "immediate 60"]),
@@ -377,56 +407,99 @@ fn m1_the_deferred_return_is_prepared_at_the_common_return_time_and_fetched_late
     );
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
     put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
-    let summary = sync(dir, "bsoc", &central, &[]);
-    assert!(summary.contains("received 0 return(s)"), "{summary}");
-    assert!(summary.contains("common return time"), "{summary}");
+    let (bsoc_run, bsoc_log) = remote_run(dir, "bsoc", &central.url);
+    // CSOC, immediate: its customer reaches central now, BSOC's only after E.
     put(dir, "csoc", "K-C", r#"{"name": "Camille"}"#);
-    sync(dir, "csoc", &central, &[]);
-    assert_eq!(
-        get(dir, "csoc", "K-B")["name"],
-        "Bertrand",
-        "CSOC's immediate return"
-    );
-    assert!(
-        get(dir, "bsoc", "K-C").is_null(),
-        "BSOC's return waits for {return_at}"
-    );
+    let summary = sync(dir, "csoc", &central, &[]);
+    assert!(summary.contains("received 1 return(s)"), "{summary}");
 
-    // Wait for the return time to pass and the automaton to prepare BSOC's return.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let rows = admin_get(dir, &central, "/v1/journal?site=BSOC");
-        let prepared = rows
+    // E: BSOC's scheduler connects and emits (deferred); link 0 until the common return.
+    wait_for(90, "BSOC's fixed-time emission", || {
+        !journal_of(dir, &central, 2).is_empty()
+    });
+    let emission = journal_of(dir, &central, 2)[0].clone();
+    assert_eq!(emission["mode"], "Deferred");
+    assert!(get(dir, "csoc", "K-B").is_null());
+    // E + 1 min: central's automaton prepares the common return.
+    let bsoc_return = || {
+        admin_get(dir, &central, "/v1/journal?site=BSOC")
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["kind"] == "Return" && r["mode"] == "Deferred");
-        if prepared {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no deferred return after {return_at} UTC"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    // BSOC's next connection (its fixed fetch time, or any sync) takes it.
-    let summary = sync(dir, "bsoc", &central, &["--no-return"]);
-    assert!(summary.contains("received 1 return(s)"), "{summary}");
+            .find(|r| r["kind"] == "Return")
+            .cloned()
+    };
+    wait_for(90, "the common deferred return", || bsoc_return().is_some());
+    let ret = bsoc_return().unwrap();
+    assert_eq!(ret["mode"], "Deferred");
     assert_eq!(
-        get(dir, "bsoc", "K-C")["name"],
-        "Camille",
-        "{summary}\n{}\n{}",
-        admin_get(dir, &central, "/v1/journal"),
-        central.log()
+        ret["link"], emission["id"],
+        "the return answers the emission"
     );
-    let bsoc = journal_of(dir, &central, 2);
-    assert_eq!(bsoc[0]["mode"], "Deferred");
+    assert!(ret["exec_end_ms"].is_null(), "not fetched before E + 2 min");
+    // E + 2 min: BSOC fetches and applies it, and reports it at once.
+    wait_for(90, "BSOC's fixed-time fetch", || {
+        bsoc_return().is_some_and(|r| r["exec_end_ms"].is_u64())
+    });
+    drop(bsoc_run);
+    assert_eq!(get(dir, "bsoc", "K-C")["name"], "Camille");
+    let printed = std::fs::read_to_string(&bsoc_log).unwrap();
     assert!(
-        bsoc[0]["link"].is_object(),
-        "the deferred return answers it: {}",
-        bsoc[0]
+        printed.contains("sent 1 emission(s), 2 changes"),
+        "{printed}"
     );
+    assert!(
+        printed.contains("received 1 return(s), 2 changes"),
+        "{printed}"
+    );
+    // CSOC's next sync brings BSOC's customer: everyone converged.
+    sync(dir, "csoc", &central, &[]);
+    assert_eq!(get(dir, "csoc", "K-B")["name"], "Bertrand");
+    assert_eq!(journal_of(dir, &central, 2)[0]["link"], ret["id"]);
+}
+
+/// `remote run` while central is down: it retries with growing pauses, then catches up (the
+/// emission waiting in its outbox goes through) once central is back.
+#[test]
+fn s2_remote_run_retries_while_central_is_unreachable_then_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["fixed 21:00 23:20"])]);
+    put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
+    std::fs::create_dir_all(dir.join("bsoc/outbox")).unwrap();
+    ok(
+        dir,
+        &["remote", "export", "--data", "bsoc", "--out", "bsoc/outbox"],
+    );
+    // A port nobody listens on, for now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (run, _) = remote_run(dir, "bsoc", &url);
+    let err = dir.join("bsoc-run.err");
+    wait_for(30, "two failed attempts", || {
+        std::fs::read_to_string(&err)
+            .unwrap()
+            .matches("unreachable")
+            .count()
+            >= 2
+    });
+    let text = std::fs::read_to_string(&err).unwrap();
+    assert!(text.contains("retrying in 1 s"), "{text}");
+    assert!(text.contains("retrying in 2 s"), "{text}");
+    let listen = format!("127.0.0.1:{port}");
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", &listen]);
+    wait_for(30, "the outbox emission at central", || {
+        !journal_of(dir, &central, 2).is_empty()
+    });
+    wait_for(30, "the outbox emptied", || {
+        !dir.join("bsoc/outbox").read_dir().unwrap().any(|_| true)
+    });
+    drop(run);
+    assert_eq!(journal_of(dir, &central, 2)[0]["n_changes"], 2);
 }
 
 /// Sends the first `half` bytes of a flow with a Content-Length for all of it, then drops the
