@@ -791,3 +791,63 @@ fn t2_tls_with_a_certificate_made_at_test_time_and_plain_http_only_on_loopback()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a loopback address"), "{err}");
 }
+
+/// Limits: a flow above the configured size is refused before a byte is stored; an upload that
+/// stalls holds its slot only until the request timeout (what arrived is kept for resuming);
+/// beyond the configured number of requests in flight the answer is 503, not a queue.
+#[test]
+fn limits_oversized_flows_stalled_uploads_and_too_many_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    std::fs::write(
+        dir.join("limits.toml"),
+        "listen = \"127.0.0.1:0\"\nmax_flow_bytes = 1000\nrequest_timeout_s = 1\nmax_concurrent_requests = 1\n",
+    )
+    .unwrap();
+    let central = Daemon::start(dir, &["--data", "asoc", "--config", "limits.toml"]);
+    let cred = credential(&dir.join("bsoc/remote.toml"));
+    let r = agent()
+        .put(format!("{}/v1/emissions/1", central.url))
+        .header("authorization", format!("Bearer {cred}"))
+        .header("upload-length", "5000")
+        .send(&[0u8; 16][..])
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(central.log().contains("refused: flow too large"));
+
+    // A client that sends 10 of 500 bytes and then nothing.
+    let addr = central.url.strip_prefix("http://").unwrap().to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "PUT /v1/emissions/1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {cred}\r\nUpload-Length: 500\r\nContent-Length: 500\r\n\r\n0123456789"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let health = || {
+        agent()
+            .get(format!("{}/v1/health", central.url))
+            .call()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(health(), 503, "the one slot is taken by the stalled upload");
+    // After the timeout the slot is free again, and the 10 bytes are kept for a resume.
+    wait_for(10, "the stalled upload's slot freed", || health() == 200);
+    let mut r = agent()
+        .get(format!("{}/v1/emissions/1", central.url))
+        .header("authorization", format!("Bearer {cred}"))
+        .call()
+        .unwrap();
+    let at: serde_json::Value =
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(at["offset"], 10, "{at}");
+    assert!(
+        central.log().contains("nothing came for 1 s"),
+        "{}",
+        central.log()
+    );
+    drop(slow);
+}
