@@ -88,13 +88,12 @@ impl Daemon {
     #[cfg(unix)]
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        // The shell's own `kill`: present wherever `sh` is, unlike a separate kill binary.
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .status()
+            .unwrap();
+        assert!(sent.success());
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -24,7 +24,11 @@ fn main() -> Result<(), String> {
                     .and_then(|n| n.parse().ok())
                     .ok_or("--syncs takes a number")?;
             }
-            other => return Err(format!("unknown argument {other}; usage: roundtrip [--syncs N]")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; usage: roundtrip [--syncs N]"
+                ));
+            }
         }
     }
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
