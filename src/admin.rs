@@ -97,6 +97,10 @@ pub(crate) fn write_private(path: &Path, text: &str) -> CliResult<()> {
     let mut f = opts
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
+    // An existing file keeps its mode through `open`: make it private explicitly.
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     writeln!(f, "{text}")
         .and_then(|()| f.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))
@@ -189,8 +193,12 @@ pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResul
     let (written, _) =
         files::bootstrap_with_to(&store, SiteId(new.id), &dir_out, &first_start).map_err(msg)?;
     let path = place(&written, &dir_out, name)?;
+    // It holds the remote's credential: readable by its owner only.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
-        "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret): {}",
+        "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret, delete it once the remote is initialised): {}",
         new.code,
         new.id,
         path.display()

@@ -160,7 +160,7 @@ struct AppState {
     /// Bumped each time returns are prepared: waiting downloads look again.
     returns: tokio::sync::watch::Sender<u64>,
     status: Arc<Mutex<StatusView>>,
-    /// Emissions being uploaded right now: a second upload of the same flow waits its turn.
+    /// Emissions being uploaded right now: a second upload of the same flow gets 409.
     uploading: Mutex<HashSet<FlowId>>,
     permits: Arc<tokio::sync::Semaphore>,
 }
@@ -196,6 +196,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
     automaton.set_sweep_ms(config.sweep_s.max(1) * 1000);
     let uploads = data.join("uploads");
     std::fs::create_dir_all(&uploads).map_err(|e| format!("{}: {e}", uploads.display()))?;
+    sweep_parts(&store, &uploads);
 
     let (events, inbox) = mpsc::channel();
     let (returns, _) = tokio::sync::watch::channel(0u64);
@@ -425,6 +426,41 @@ fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Site
     }
 }
 
+/// The part files of one site's unfinished uploads.
+fn parts_of(state: &AppState, site: SiteId) -> usize {
+    let prefix = format!("emission-{}-", site.0);
+    std::fs::read_dir(&state.uploads).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    })
+}
+
+/// At start: part files of flows already in the sync table (a stop between storing a flow and
+/// removing its part file) are removed.
+fn sweep_parts(store: &Store, uploads: &Path) {
+    let Ok(dir) = std::fs::read_dir(uploads) else {
+        return;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parsed = name
+            .strip_prefix("emission-")
+            .and_then(|r| r.strip_suffix(".part"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(site, seq)| Some((site.parse().ok()?, seq.parse().ok()?)));
+        if let Some((site, seq)) = parsed {
+            let id = FlowId {
+                site: SiteId(site),
+                seq,
+            };
+            if already_received(store, id).unwrap_or(false) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 fn part_path(state: &AppState, id: FlowId) -> PathBuf {
     state
         .uploads
@@ -549,7 +585,21 @@ async fn upload(
     }
     let _uploading = Uploading { state: &state, id };
     let path = part_path(&state, id);
-    let held = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let mut held = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if held > total {
+        // A part file longer than this flow: left by another try at this number; start over.
+        let _ = tokio::fs::remove_file(&path).await;
+        held = 0;
+    }
+    if held == 0 && parts_of(&state, site.id) >= PARTS_PER_SITE_MAX {
+        tracing::warn!(%peer, site = %site.code, flow = %id, "refused: too many unfinished uploads");
+        return fail(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{PARTS_PER_SITE_MAX} unfinished uploads of this site already: finish them first"
+            ),
+        );
+    }
     if offset != held {
         return (
             StatusCode::CONFLICT,
@@ -731,6 +781,8 @@ async fn stream_return(
     after: u64,
 ) -> Result<Option<Response>, Response> {
     let store = Arc::clone(&state.store);
+    let runtime = tokio::runtime::Handle::current();
+    let stall = Duration::from_secs(state.config.request_timeout_s);
     let (meta_tx, meta_rx) = tokio::sync::oneshot::channel();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || {
@@ -763,13 +815,15 @@ async fn stream_return(
                 Ok(0) => return,
                 Ok(n) => {
                     let chunk = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        return; // the client went away
+                    // A client that went away, or stopped reading, releases the snapshot.
+                    let sent = runtime.block_on(tokio::time::timeout(stall, tx.send(Ok(chunk))));
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = tx.try_send(Err(e));
                     return;
                 }
             }
@@ -797,16 +851,40 @@ async fn stream_return(
     Ok(Some(response))
 }
 
+/// The largest body of reports accepted.
+const ACKS_MAX_BYTES: usize = 64 * 1024;
+
+/// Unfinished uploads one site may have at once (each a part file up to `max_flow_bytes`).
+const PARTS_PER_SITE_MAX: usize = 4;
+
 /// A remote's reports of returns applied or refused.
 async fn acks(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let site = match authenticated(&state, peer, &headers) {
         Ok(s) => s,
         Err(r) => return r,
+    };
+    // Read only once authenticated, bounded in size and time.
+    let timeout = Duration::from_secs(state.config.request_timeout_s);
+    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, ACKS_MAX_BYTES)).await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("reports above {ACKS_MAX_BYTES} bytes"),
+            );
+        }
+        Err(_) => {
+            return fail(
+                StatusCode::REQUEST_TIMEOUT,
+                "the reports did not come in time",
+            );
+        }
     };
     let reports: Vec<ReturnAck> = match serde_json::from_slice(&body) {
         Ok(r) => r,

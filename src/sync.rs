@@ -284,7 +284,7 @@ impl<R: Read> Read for Counting<'_, R> {
 pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
     let total = std::fs::metadata(path).map_err(local)?.len();
     let url = link.url(&format!("/v1/emissions/{}", id.seq));
-    let mut attempts = 0;
+    let mut attempts = 0u64;
     loop {
         attempts += 1;
         let mut r = link
@@ -319,8 +319,11 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             .send(ureq::SendBody::from_reader(&mut body));
         match sent {
             Ok(r) if r.status().as_u16() == 200 => return Ok(()),
-            // 202: part of it stored (the connection broke); 409: the offset moved.
-            Ok(r) if matches!(r.status().as_u16(), 202 | 409) && attempts < 5 => {}
+            // 202: part of it stored (the connection broke); 409: the offset moved, or central
+            // still counts a broken try as under way — give it a moment.
+            Ok(r) if matches!(r.status().as_u16(), 202 | 409) && attempts < 5 => {
+                std::thread::sleep(Duration::from_millis(500 * attempts));
+            }
             Ok(r) => return Err(error_of(r)),
             Err(e) if attempts < 3 => {
                 tracing::info!("upload of {id} cut ({e}); resuming");
@@ -339,7 +342,24 @@ fn send_outbox(
 ) -> Result<(), NetError> {
     let outbox = outbox(dir).map_err(NetError::Local)?;
     for (id, path) in waiting_emissions(&outbox)? {
-        upload(link, id, &path)?;
+        match upload(link, id, &path) {
+            Ok(()) => {}
+            // Central will never take this one (too large, damaged, not this site's): set it
+            // aside for a person to look at, and go on — the next emission carries the same
+            // changes, since central's knowledge did not move.
+            Err(NetError::Refused(code @ (403 | 413 | 422), why)) => {
+                let aside = outbox.join("refused");
+                std::fs::create_dir_all(&aside).map_err(local)?;
+                let to = aside.join(path.file_name().unwrap_or_default());
+                std::fs::rename(&path, &to).map_err(local)?;
+                summary.notes.push(format!(
+                    "emission {id} refused by central ({code}: {why}); moved to {}",
+                    to.display()
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         let (n, bytes) = remote::log_rows(store)
             .map_err(local)?
             .into_iter()
@@ -564,7 +584,8 @@ pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> C
                         println!("{summary}");
                     }
                 }
-                Err(NetError::Unreachable(e)) => {
+                Err(NetError::Unreachable(e))
+                | Err(NetError::Refused(409 | 429 | 500..=599, e)) => {
                     // Emit already wrote the outbox: only the sending is retried.
                     eprintln!(
                         "central is unreachable: {e}; retrying in {} s",

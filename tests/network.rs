@@ -709,20 +709,52 @@ fn s2_a_site_acts_only_for_itself_wrong_or_missing_credentials_get_401_and_nothi
     // Nothing of CSOC reached central.
     assert!(journal_of(dir, &central, 3).is_empty());
     assert!(journal_of(dir, &central, 2).is_empty());
-    // A report on another site's return is refused too.
-    let r = agent()
-        .post(format!("{}/v1/acks", central.url))
-        .header("authorization", format!("Bearer {bsoc}"))
-        .header("content-type", "application/json")
-        .send(r#"[{"id":{"site":1,"seq":2},"start_ms":1,"end_ms":2,"refused":true,"reason":null}]"#)
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    assert!(
+        !dir.join("asoc/uploads").read_dir().unwrap().any(|_| true),
+        "no part file left by the refused uploads"
+    );
 
     // With its own credential, the same flow goes through.
     let (status, body) = upload(Some(&csoc));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"ready\""), "{body}");
     assert_eq!(journal_of(dir, &central, 3).len(), 1);
+
+    // A report on another site's return is refused, and the return's row stays as it was.
+    sync(dir, "csoc", &central, &[]);
+    let csoc_return = || {
+        admin_get(dir, &central, "/v1/journal?site=CSOC")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "Return")
+            .cloned()
+            .unwrap()
+    };
+    let before = csoc_return();
+    assert_eq!(before["executions"], 1);
+    let forged = serde_json::json!([{
+        "id": before["id"], "start_ms": 1, "end_ms": 2, "refused": true, "reason": "forged"
+    }]);
+    let r = agent()
+        .post(format!("{}/v1/acks", central.url))
+        .header("authorization", format!("Bearer {bsoc}"))
+        .header("content-type", "application/json")
+        .send(forged.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(csoc_return(), before);
+    // CSOC's own report of the same return is taken (its execution was already reported: the
+    // numbers are its own, so it counts as a new report).
+    let r = agent()
+        .post(format!("{}/v1/acks", central.url))
+        .header("authorization", format!("Bearer {csoc}"))
+        .header("content-type", "application/json")
+        .send(forged.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(csoc_return()["refused_by_remote"], true);
+    assert_eq!(journal_of(dir, &central, 3).len(), 2);
 }
 
 #[test]

@@ -60,9 +60,21 @@ fn log(tx: &mut outpost_engine::WriteTx<'_, '_>, row: &LogRow) -> Result<()> {
 }
 
 fn apply_config(tx: &mut outpost_engine::WriteTx<'_, '_>, config: &ConfigSnapshot) -> Result<()> {
+    add_sites(tx, config)?;
+    set_denied(tx, config)
+}
+
+/// The sites a configuration names (a return's changes may come from a site this remote has
+/// not heard of yet).
+fn add_sites(tx: &mut outpost_engine::WriteTx<'_, '_>, config: &ConfigSnapshot) -> Result<()> {
     for site in &config.sites {
         tx.add_site(site.clone())?;
     }
+    Ok(())
+}
+
+/// The permissions a configuration sets (R4/R9).
+fn set_denied(tx: &mut outpost_engine::WriteTx<'_, '_>, config: &ConfigSnapshot) -> Result<()> {
     let denied: BTreeMap<SiteId, &Vec<String>> =
         config.denied.iter().map(|(s, t)| (*s, t)).collect();
     for site in &config.sites {
@@ -362,10 +374,12 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         let mut report = MergeReport::default();
         let mut reverted = 0u64;
         let mut n_rej = 0u32;
-        // The configuration first: a return can carry the first changes of a site created
-        // after this remote's bootstrap, and the site must be known before its changes are.
+        // The sites first: a return can carry the first changes of a site created after this
+        // remote's bootstrap, and the site must be known before its changes are. The
+        // permissions after: the changes were accepted at central under the ones in force
+        // before, which a permission withdrawn since must not undo here.
         if let Some(config) = &header.config {
-            apply_config(tx, config)?;
+            add_sites(tx, config)?;
         }
         while let Some(item) = reader.next_item()? {
             match item {
@@ -391,6 +405,9 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
             }
         }
         tx.add_knowledge(central, &header.covered)?;
+        if let Some(config) = &header.config {
+            set_denied(tx, config)?;
+        }
         let mut st = state(tx)?;
         if let Some(config) = &header.config {
             st.settings = config.settings.clone();
