@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -413,16 +414,44 @@ fn authenticated(
     })
 }
 
-fn admin(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<Site, Response> {
-    let site = authenticated(state, peer, headers)?;
-    if site.is_central() {
-        Ok(site)
-    } else {
-        tracing::warn!(%peer, site = %site.code, "refused: an administrator's route asked with a remote's credential");
-        Err(fail(
-            StatusCode::FORBIDDEN,
-            "this needs the administrator's credential",
-        ))
+fn peer_of(parts: &Parts) -> SocketAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0)
+}
+
+/// A handler's argument: the site the request's credential authenticates. Extracted before
+/// the body is read, so an unauthenticated request never has its body read (401, logged).
+struct Authed(Site);
+
+impl FromRequestParts<Shared> for Authed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        authenticated(state, peer_of(parts), &parts.headers).map(Authed)
+    }
+}
+
+/// A handler's argument: the request carries the administrator's credential (central's own);
+/// a remote's credential gets 403.
+struct Admin;
+
+impl FromRequestParts<Shared> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let peer = peer_of(parts);
+        let site = authenticated(state, peer, &parts.headers)?;
+        if site.is_central() {
+            Ok(Admin)
+        } else {
+            tracing::warn!(%peer, site = %site.code, "refused: an administrator's route asked with a remote's credential");
+            Err(fail(
+                StatusCode::FORBIDDEN,
+                "this needs the administrator's credential",
+            ))
+        }
     }
 }
 
@@ -492,14 +521,9 @@ struct Offset {
 /// How much of an emission central holds: where an upload resumes.
 async fn upload_offset(
     State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Authed(site): Authed,
     UrlPath(seq): UrlPath<u64>,
-    headers: HeaderMap,
 ) -> Response {
-    let site = match authenticated(&state, peer, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let id = FlowId { site: site.id, seq };
     let store = Arc::clone(&state.store);
     let received = match blocking(move || already_received(&store, id)).await {
@@ -541,14 +565,11 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Response> 
 async fn upload(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Authed(site): Authed,
     UrlPath(seq): UrlPath<u64>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let site = match authenticated(&state, peer, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let id = FlowId { site: site.id, seq };
     let (total, offset) = match (
         header_u64(&headers, "upload-length"),
@@ -741,14 +762,9 @@ struct ReturnQuery {
 /// to be prepared (A3). The bytes are streamed from one snapshot of the sync table.
 async fn download_return(
     State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Authed(site): Authed,
     Query(q): Query<ReturnQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    let site = match authenticated(&state, peer, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let wait =
         Duration::from_millis(q.wait_ms).min(Duration::from_secs(state.config.return_wait_max_s));
     let deadline = tokio::time::Instant::now() + wait;
@@ -861,13 +877,9 @@ const PARTS_PER_SITE_MAX: usize = 4;
 async fn acks(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(site): Authed,
     body: Body,
 ) -> Response {
-    let site = match authenticated(&state, peer, &headers) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     // Read only once authenticated, bounded in size and time.
     let timeout = Duration::from_secs(state.config.request_timeout_s);
     let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, ACKS_MAX_BYTES)).await
@@ -916,13 +928,9 @@ struct JournalQuery {
 
 async fn journal_rows(
     State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    _admin: Admin,
     Query(q): Query<JournalQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&state, peer, &headers) {
-        return r;
-    }
     let filter = match q.site {
         None => None,
         Some(code) => match state.sites.by_code(&code) {
@@ -939,14 +947,7 @@ async fn journal_rows(
     }
 }
 
-async fn status(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = admin(&state, peer, &headers) {
-        return r;
-    }
+async fn status(State(state): State<Shared>, _admin: Admin) -> Response {
     let store = Arc::clone(&state.store);
     let pending =
         match blocking(move || central::pending_emissions(&store).map_err(|e| e.to_string())).await
