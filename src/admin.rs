@@ -348,6 +348,24 @@ pub fn central_export_return(dir: &Path, code: &str, out: &Path) -> CliResult<Pa
 }
 
 /// `outpost remote import`: a return file applied.
+/// `outpost remote restamp`: see [`remote::restamp`].
+pub fn remote_restamp(dir: &Path) -> CliResult<()> {
+    let store = open_remote(dir)?;
+    let n = remote::restamp(&store).map_err(msg)?;
+    if n == 0 {
+        println!(
+            "nothing to restamp: no write of {} is stamped ahead of this machine's clock",
+            store.site()
+        );
+    } else {
+        println!(
+            "{n} value(s) of {} stamped again from this machine's clock; the next sync carries them",
+            store.site()
+        );
+    }
+    Ok(())
+}
+
 pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
     let store = open_remote(dir)?;
     let applied = files::apply_return_from(&store, file)

@@ -18,6 +18,8 @@ pub use outpost_sim as sim;
 pub mod admin;
 pub mod auth;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod serve;
 pub mod sync;
 

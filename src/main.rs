@@ -250,6 +250,14 @@ enum RemoteCommand {
         /// The return file.
         file: PathBuf,
     },
+    /// After this site's clock was found ahead and set right (central holds its emissions,
+    /// "quarantined" in the journal): stamp again, from the clock as it is now, the writes
+    /// central has not taken, so that the next sync carries them.
+    Restamp {
+        /// The remote's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Sync now over the network (A3): send an emission, then wait for its return.
     Sync {
         #[command(flatten)]
@@ -412,6 +420,7 @@ fn main() -> ExitCode {
             RemoteCommand::Init { data, bootstrap } => admin::remote_init(&data, &bootstrap),
             RemoteCommand::Export { data, out } => admin::remote_export(&data, &out).map(drop),
             RemoteCommand::Import { data, file } => admin::remote_import(&data, &file),
+            RemoteCommand::Restamp { data } => admin::remote_restamp(&data),
             RemoteCommand::Sync {
                 net,
                 no_return,

@@ -74,6 +74,9 @@ pub struct ServeConfig {
     pub return_wait_max_s: u64,
     /// The automaton's safety-net sweep (A1: 20 s).
     pub sweep_s: u64,
+    /// An emission stamped further ahead of central's clock than this is held (clock-skew
+    /// quarantine) until its site's clock is set right.
+    pub clock_skew_max_s: u64,
     /// Log filter (`info`, `debug`, `outpost=debug,warn`…); `RUST_LOG` overrides it.
     pub log: String,
 }
@@ -90,6 +93,7 @@ impl Default for ServeConfig {
             max_concurrent_requests: 64,
             return_wait_max_s: 300,
             sweep_s: automaton::SWEEP_MS_DEFAULT / 1000,
+            clock_skew_max_s: outpost_engine::SKEW_MS_MAX_DEFAULT / 1000,
             log: "info".into(),
         }
     }
@@ -181,7 +185,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// finish, lets the automaton finish what it is doing, and returns.
 pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
     let addr = config.checked_addr()?;
-    let store = Arc::new(crate::admin::open(data)?);
+    let store = Arc::new(
+        crate::admin::open(data)?.with_skew_ms_max(config.clock_skew_max_s.saturating_mul(1000)),
+    );
     if !store.site().is_central() {
         return Err(format!(
             "{} holds the store of remote {}: only central serves",

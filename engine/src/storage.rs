@@ -209,6 +209,11 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
+    /// Every register (for whole-store repairs; the merge path reads cell by cell).
+    pub fn all_cells(&self) -> Result<Vec<(Vec<u8>, Register)>> {
+        collect_cells(self.cells.range::<&[u8]>(..)?, None)
+    }
+
     /// Removes a register and its dot-index entry.
     pub fn remove_cell(&mut self, cell: &[u8], old: &Register) -> Result<()> {
         self.forget_created(cell);

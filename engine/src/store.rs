@@ -46,7 +46,8 @@ pub struct StoreConfig {
     pub schema: Schema,
     /// The source of physical time.
     pub clock: Arc<dyn Clock>,
-    /// A received stamp further ahead of the local clock than this is reported.
+    /// A received stamp further ahead of the local clock than this is reported; at central,
+    /// an emission carrying one is held (clock-skew quarantine).
     pub skew_ms_max: u64,
     /// Fault injection for testing checkers (the simulator's): rules this store does **not**
     /// enforce. Empty in every real use.
@@ -357,6 +358,14 @@ impl Store {
         hlc::ahead_ms(stamp, self.clock.now_ms())
     }
 
+    /// The same store with another skew bound (see [`StoreConfig::skew_ms_max`]): for a store
+    /// opened with [`Store::open_existing`], which takes the default.
+    #[must_use]
+    pub fn with_skew_ms_max(mut self, ms: u64) -> Self {
+        self.skew_ms_max = ms;
+        self
+    }
+
     /// The bound beyond which a stamp ahead of the local clock is reported.
     pub fn skew_ms_max(&self) -> u64 {
         self.skew_ms_max
@@ -572,6 +581,54 @@ impl Store {
     /// Sets the tables a site may not write (R4/R9).
     pub fn set_denied_tables(&self, site: SiteId, tables: BTreeSet<String>) -> Result<()> {
         self.write(|tx| tx.set_denied_tables(site, tables))
+    }
+
+    /// Repairs a site whose clock ran ahead, once it has been set right: its own writes that
+    /// `acknowledged` (what central holds of them) lacks and whose stamps are further ahead of
+    /// the clock now than the skew bound are stamped again from the clock as it is, as one new
+    /// local commit (same values, a new dot), and the clock's high-water mark comes back to
+    /// now — or to the newest stamp that stays. Central held the flows carrying the old stamps
+    /// (clock-skew quarantine, with the same bound) without applying them, so no other site has
+    /// those writes and nothing else changes. Returns how many registers were stamped again.
+    pub fn restamp_ahead(&self, acknowledged: &Knowledge) -> Result<u64> {
+        let own = self.site.id;
+        self.with_write(|t, state| {
+            let now = self.clock.now_ms();
+            let (redo, keep): (Vec<Cell>, Vec<Cell>) =
+                t.all_cells()?.into_iter().partition(|(_, reg)| {
+                    reg.dot.site == own
+                        && reg.stamp.physical_ms() > now.saturating_add(self.skew_ms_max)
+                        && !acknowledged.contains(reg.dot)
+                });
+            if redo.is_empty() {
+                return Ok(0);
+            }
+            let floor = keep
+                .iter()
+                .map(|(_, reg)| reg.stamp)
+                .max()
+                .unwrap_or_default()
+                .max(Stamp::new(now, 0));
+            state.hlc = Hlc::new(floor);
+            let stamp = state.hlc.tick(now);
+            let dot = Dot {
+                site: own,
+                seq: state.next_seq,
+            };
+            state.next_seq += 1;
+            for (cell, old) in &redo {
+                let new = Register {
+                    value: old.value.clone(),
+                    stamp,
+                    dot,
+                };
+                t.put_cell(cell, Some(old), &new)?;
+            }
+            state.knowledge.insert(dot);
+            put_u64(t, META_NEXT_SEQ, state.next_seq)?;
+            persist_clock_and_knowledge(t, state)?;
+            Ok(redo.len() as u64)
+        })
     }
 
     /// Walks the whole store and checks its invariants: every register's dot is indexed and

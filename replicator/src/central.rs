@@ -524,22 +524,108 @@ pub fn process_ready(store: &Store) -> Result<Vec<Processed>> {
 /// Processes one emission: one write transaction applies it with the guards keyed on the site
 /// that sent it, freezes the documents received from their creator (R6), records refusals for
 /// the next return, the acknowledgements of returns, and the journal's end of execution.
+///
+/// An emission with a change stamped further ahead of central's clock than the store's bound
+/// (and not already known) is held instead: nothing of it is applied, it stays pending, and its
+/// journal row says so — the alert for the person responsible. Being held is no execution: the
+/// row's count and start are put back. A held emission is not tried again, even once time has
+/// caught up with its stamps: its site may have stamped its changes again meanwhile
+/// (`remote::restamp`), and the old stamps must then never be applied anywhere. It is
+/// superseded instead by the next emission of its site that central processes, which carries
+/// everything it did (emissions are cumulative) with the stamps as they are then.
 pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
+    let before = crate::journal::row(store, id)?.ok_or(Error::UnknownFlow(id))?;
+    if let Some(held) = before
+        .error
+        .as_deref()
+        .and_then(|e| e.strip_prefix(QUARANTINED))
+    {
+        return Err(Error::Quarantined(held.to_owned()));
+    }
     begin_processing(store, id)?;
     match finish_processing(store, id) {
         Ok(p) => Ok(p),
         Err(e) => {
             let text = e.to_string();
+            let held = matches!(e, Error::Quarantined(_));
             local::write(store, |tx| {
                 let key = local::flow_key(local::JOURNAL, id);
                 if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
                     row.error = Some(text.clone());
+                    if held {
+                        row.executions = before.executions;
+                        row.exec_start_ms = before.exec_start_ms;
+                        row.exec_end_ms = before.exec_end_ms;
+                    }
                     local::put(tx, &key, &row)?;
                 }
                 Ok(())
             })?;
             Err(e)
         }
+    }
+}
+
+/// How the journal row of an emission held for clock skew begins.
+const QUARANTINED: &str = "quarantined: ";
+
+/// Takes out of the pending list the emissions of `id`'s site, older than it, held for clock
+/// skew: `id` carried everything they did.
+fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowId) -> Result<()> {
+    for (key, held) in local::tx_all::<FlowId>(tx, local::PENDING)? {
+        if held.site != id.site || held.seq >= id.seq {
+            continue;
+        }
+        let jkey = local::flow_key(local::JOURNAL, held);
+        let Some(mut row) = local::get::<JournalRow>(tx, &jkey)? else {
+            continue;
+        };
+        if !row
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(QUARANTINED))
+        {
+            continue;
+        }
+        row.error = Some(format!(
+            "superseded by emission {id} while held for clock skew: never applied; its \
+             changes came again in that emission"
+        ));
+        local::put(tx, &jkey, &row)?;
+        tx.local_remove(&key)?;
+    }
+    Ok(())
+}
+
+/// The reason to hold `change` from the site `code`, if it is stamped beyond the bound ahead of
+/// central's clock and central does not know it already.
+fn quarantine_reason(
+    store: &Store,
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    code: &str,
+    change: &outpost_engine::Change,
+) -> Option<String> {
+    let ahead = store.ahead_ms(change.stamp);
+    if ahead <= store.skew_ms_max() || tx.knowledge().contains(change.dot) {
+        return None;
+    }
+    Some(format!(
+        "{code}'s changes are stamped {} ahead of central's clock (the bound is {}): its clock \
+         is probably wrong. Nothing of this emission was applied; it is held until {code}'s \
+         clock is set right and `outpost remote restamp` has run there",
+        human_ms(ahead),
+        human_ms(store.skew_ms_max())
+    ))
+}
+
+/// A duration for people: 3.0 d, 4.5 h, 5 min, 40 s.
+fn human_ms(ms: u64) -> String {
+    let f = ms as f64;
+    match ms {
+        86_400_000.. => format!("{:.1} d", f / 86_400_000.0),
+        3_600_000.. => format!("{:.1} h", f / 3_600_000.0),
+        60_000.. => format!("{} min", ms / 60_000),
+        _ => format!("{} s", ms / 1_000),
     }
 }
 
@@ -553,6 +639,10 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
     let header = reader.header().clone();
     let now = store.now_ms();
     let schema = store.schema().clone();
+    let code = store
+        .sites()
+        .get(sender)
+        .map_or_else(|| sender.to_string(), |s| s.code.to_string());
     let report = local::write(store, |tx| {
         let mut report = MergeReport::default();
         // Documents received from their creator, frozen once the whole flow is applied (a
@@ -563,6 +653,9 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
                 return Err(Error::Refused("an emission carries no rejections".into()));
             };
             for change in changes {
+                if let Some(reason) = quarantine_reason(store, tx, &code, &change) {
+                    return Err(Error::Quarantined(reason));
+                }
                 let is_doc = schema.table(&change.table).is_some_and(|t| t.is_document());
                 let doc = (is_doc && change.created.site() == sender)
                     .then(|| (change.table.clone(), change.key.clone()));
@@ -594,6 +687,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         row.n_rejections = report.refusals.len() as u64;
         local::put(tx, &key, &row)?;
         tx.local_remove(&pending_key(receipt))?;
+        supersede_held(tx, id)?;
         Ok(report)
     })?;
     Ok(Processed { id, report })

@@ -53,6 +53,11 @@ pub enum Error {
     /// No flow with that id.
     #[error("no flow {0} in the sync table")]
     UnknownFlow(FlowId),
+    /// An emission stamped too far ahead of central's clock: held, not applied (clock-skew
+    /// quarantine). It goes through once its site's clock is set right and restamped.
+    #[error("quarantined: {0}")]
+    // the journal row's text starts the same way (central::QUARANTINED)
+    Quarantined(String),
 }
 
 impl Error {
@@ -61,7 +66,7 @@ impl Error {
     pub fn is_the_flows(&self) -> bool {
         matches!(
             self,
-            Error::Decode(_) | Error::Refused(_) | Error::UnknownFlow(_)
+            Error::Decode(_) | Error::Refused(_) | Error::UnknownFlow(_) | Error::Quarantined(_)
         )
     }
 }

@@ -85,6 +85,16 @@ pub(crate) fn snap_all<T: DeserializeOwned>(snap: &Snapshot, prefix: &[u8]) -> R
         .collect()
 }
 
+pub(crate) fn tx_all<T: DeserializeOwned>(
+    tx: &WriteTx<'_, '_>,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, T)>> {
+    tx.local_range(prefix, &prefix_end(prefix), None)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, decode(&v)?)))
+        .collect()
+}
+
 /// Runs a replicator transaction on the store: the closure's replicator errors abort it too.
 pub(crate) fn write<R>(
     store: &outpost_engine::Store,

@@ -447,6 +447,17 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
     })
 }
 
+/// After this site's clock ran ahead and was set right: stamps again, from the clock as it
+/// is now, this site's writes central has not acknowledged (see
+/// [`outpost_engine::Store::restamp_ahead`]), so that central, which held the emissions
+/// carrying them (clock-skew quarantine), takes them with the next one. Returns how many
+/// registers were stamped again.
+pub fn restamp(store: &Store) -> Result<u64> {
+    let st: RemoteState = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?
+        .ok_or_else(|| Error::Refused("this store was not provisioned as a remote".into()))?;
+    Ok(store.restamp_ahead(&st.central_knowledge)?)
+}
+
 /// Takes central's acknowledgement of this site's own changes ([`crate::central::acknowledgement`]):
 /// the next emission leaves out what central already has. Only this site's own dots are taken.
 pub fn record_acknowledgement(store: &Store, ack: &Knowledge) -> Result<()> {

@@ -39,18 +39,22 @@ impl Deployment {
     /// Central creates BSOC and CSOC (CSOC may not write stock documents) and each remote is
     /// initialised from its bootstrap file.
     pub fn new() -> Self {
+        let clock = ManualClock::new(hhmm(8, 0));
+        Self::with_clocks(clock.clone(), clock, outpost::engine::SKEW_MS_MAX_DEFAULT)
+    }
+
+    /// Like [`Deployment::new`], with BSOC on a clock of its own (it may be wrong) and central
+    /// holding emissions stamped more than `skew_ms_max` ahead of its clock.
+    pub fn with_clocks(clock: ManualClock, bsoc_clock: ManualClock, skew_ms_max: u64) -> Self {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("usb")).unwrap();
-        let clock = ManualClock::new(hhmm(8, 0));
-        let asoc = Store::open(
-            root.path().join("ASOC"),
-            StoreConfig::new(
-                Site::central(1, "ASOC").unwrap(),
-                outpost::demo::retail_schema(),
-                clock.clone(),
-            ),
-        )
-        .unwrap();
+        let mut config = StoreConfig::new(
+            Site::central(1, "ASOC").unwrap(),
+            outpost::demo::retail_schema(),
+            clock.clone(),
+        );
+        config.skew_ms_max = skew_ms_max;
+        let asoc = Store::open(root.path().join("ASOC"), config).unwrap();
         central::create_remote(
             &asoc,
             Site::remote(2, "BSOC").unwrap(),
@@ -73,7 +77,7 @@ impl Deployment {
         let usb = root.path().join("usb");
         let (b_file, _) = files::bootstrap_to(&asoc, BSOC, &usb).unwrap();
         let (c_file, _) = files::bootstrap_to(&asoc, CSOC, &usb).unwrap();
-        let open = |path: &Path| {
+        let open = |path: &Path, clock: &ManualClock| {
             let path = path.to_path_buf();
             let clock = clock.clone();
             move |site: &Site| {
@@ -85,12 +89,12 @@ impl Deployment {
         };
         let bsoc = remote::bootstrap(
             std::io::BufReader::new(std::fs::File::open(&b_file).unwrap()),
-            open(root.path()),
+            open(root.path(), &bsoc_clock),
         )
         .unwrap();
         let csoc = remote::bootstrap(
             std::io::BufReader::new(std::fs::File::open(&c_file).unwrap()),
-            open(root.path()),
+            open(root.path(), &clock),
         )
         .unwrap();
         Deployment {

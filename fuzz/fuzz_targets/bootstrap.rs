@@ -1,0 +1,6 @@
+//! Arbitrary bytes as a bootstrap file: see `outpost::fuzzing::bootstrap`.
+//!
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run bootstrap`
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| outpost::fuzzing::bootstrap(data));

@@ -1,0 +1,134 @@
+//! The fuzz targets' bodies, shared by the cargo-fuzz targets in `fuzz/` (which feed them
+//! libFuzzer's inputs) and by `tests/fuzz_corpus.rs` (which replays every committed corpus
+//! entry on stable, so a crash once found stays fixed). Each takes arbitrary bytes and must
+//! neither panic nor leave a store breaking its invariants; a failed check panics, which is how
+//! a fuzzer reports it. Not part of the embedding API.
+
+use std::collections::BTreeMap;
+
+use outpost_engine::{Change, Knowledge, ManualClock, Site, SiteId, Store, StoreConfig};
+use outpost_replicator::flow::{FlowReader, Item};
+
+/// A flow file is read whole and never more than this (the decoder's own bound).
+const FLOW_BYTES_MAX: u64 = 64 << 20;
+
+/// A fixed time, so that every run is the same.
+const NOW_MS: u64 = 1_795_564_800_000;
+
+/// Decodes arbitrary bytes as a flow (envelope, frames, compression): an error or the items,
+/// never a panic, never more memory than the bound allows.
+pub fn flow_decode(data: &[u8]) {
+    let Ok(mut reader) = FlowReader::open_with_limit(data, FLOW_BYTES_MAX) else {
+        return;
+    };
+    let mut changes = 0u64;
+    while let Ok(Some(item)) = reader.next_item() {
+        if let Item::Changes(c) = item {
+            changes += c.len() as u64;
+        }
+    }
+    assert!(reader.n_changes() >= changes.min(reader.n_changes()));
+}
+
+fn central_store() -> Store {
+    let clock = ManualClock::new(NOW_MS);
+    let site = Site::central(1, "ASOC").expect("a valid site");
+    let store = Store::in_memory(StoreConfig::new(site, crate::demo::retail_schema(), clock))
+        .expect("an in-memory store");
+    store
+        .add_site(Site::remote(2, "BSOC").expect("a valid site"))
+        .expect("add BSOC");
+    store
+        .add_site(Site::remote(3, "CSOC").expect("a valid site"))
+        .expect("add CSOC");
+    store
+}
+
+/// Arbitrary bytes decoded as a batch of changes from BSOC with the knowledge it claims to
+/// cover, applied at central against a reference: the guards refuse what they must (the
+/// store's invariants hold), applying the same batch again changes nothing, and a second store
+/// given the batch in two halves, the second half first, ends with the same content whenever
+/// neither refused anything (last-writer-wins does not depend on arrival order).
+pub fn apply_changes(data: &[u8]) {
+    let Ok((changes, covers)) = postcard::from_bytes::<(Vec<Change>, Knowledge)>(data) else {
+        return;
+    };
+    let a = central_store();
+    let first = a.apply(SiteId(2), changes.clone(), &covers);
+    a.check_invariants()
+        .expect("invariants hold after any input");
+    let Ok(first) = first else { return };
+    let before = a.snapshot().and_then(|s| s.replicated_content());
+    let again = a.apply(SiteId(2), changes.clone(), &covers);
+    a.check_invariants()
+        .expect("invariants hold after a replay");
+    let after = a.snapshot().and_then(|s| s.replicated_content());
+    if again.is_ok() {
+        assert_eq!(
+            before.as_ref().ok(),
+            after.as_ref().ok(),
+            "a replayed batch changed the store"
+        );
+    }
+
+    let b = central_store();
+    let half = changes.len() / 2;
+    let (head, tail) = changes.split_at(half);
+    let late = b.apply(SiteId(2), tail.to_vec(), &Knowledge::default());
+    let early = b.apply(SiteId(2), head.to_vec(), &covers);
+    b.check_invariants()
+        .expect("invariants hold in the other order");
+    if let (Ok(late), Ok(early)) = (late, early)
+        && first.refused() == 0
+        && late.refused() == 0
+        && early.refused() == 0
+    {
+        assert_eq!(
+            before.ok(),
+            b.snapshot().and_then(|s| s.replicated_content()).ok(),
+            "the same changes in another order gave another content"
+        );
+    }
+}
+
+/// Arbitrary bytes as a bootstrap file: a remote is initialised from it or refused with an
+/// error; a store it makes satisfies its invariants.
+pub fn bootstrap(data: &[u8]) {
+    let made = outpost_replicator::remote::bootstrap(data, |site| {
+        Store::in_memory(StoreConfig::new(
+            site.clone(),
+            crate::demo::retail_schema(),
+            ManualClock::new(NOW_MS),
+        ))
+    });
+    if let Ok(store) = made {
+        store
+            .check_invariants()
+            .expect("a bootstrapped store satisfies its invariants");
+    }
+}
+
+/// Arbitrary text through every parser of settings a person writes: a scenario, the daemon's
+/// settings, a remote's network settings, a remote's sync settings (`name=value` lines).
+pub fn config_parsers(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(s) = outpost_sim::scenario::parse(text, "fuzz") {
+        for step in &s.step {
+            let _ = step.describe();
+        }
+    }
+    let _ = toml::from_str::<crate::serve::ServeConfig>(text);
+    let _ = toml::from_str::<crate::sync::RemoteNet>(text);
+    let settings: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    if let Ok(schedule) = outpost_replicator::config::RemoteSchedule::from_settings(&settings) {
+        for t in &schedule.sync_types {
+            let _ = t.to_string();
+        }
+    }
+}

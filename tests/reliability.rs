@@ -1,0 +1,140 @@
+//! Reliability (issue 8): clock-skew quarantine, restore of central from a backup, and flow
+//! files that are wrong or hostile — each gets a clear error, an entry, and changes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::{Deployment, content, hhmm};
+use outpost::replicator::{SyncMode, central, journal, remote};
+use outpost::{ManualClock, Store, Value};
+
+const DAY_MS: u64 = 86_400_000;
+
+fn name(store: &Store, key: &str) -> Option<Value> {
+    store
+        .record("customers", key)
+        .unwrap()
+        .and_then(|r| r.get("name").cloned())
+}
+
+/// BSOC's clock is 3 days ahead. CSOC's customer reaches everyone; then BSOC edits it at 09:00
+/// (its clock says three days later) and creates a customer of its own, and CSOC edits the same
+/// customer at 09:05. Both emit.
+fn skewed_day(skew_ms_max: u64) -> (Deployment, ManualClock, outpost::replicator::FlowId) {
+    let clock = ManualClock::new(hhmm(8, 0));
+    let bsoc_clock = ManualClock::new(hhmm(8, 0) + 3 * DAY_MS);
+    let d = Deployment::with_clocks(clock, bsoc_clock.clone(), skew_ms_max);
+    d.csoc
+        .write(|tx| tx.set("customers", "CSOC-1", "name", "as created"))
+        .unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(name(&d.bsoc, "CSOC-1"), Some(Value::from("as created")));
+
+    d.at(9, 0);
+    bsoc_clock.set(hhmm(9, 0) + 3 * DAY_MS);
+    d.bsoc
+        .write(|tx| {
+            tx.set("customers", "CSOC-1", "name", "edited at BSOC")?;
+            tx.set("customers", "BSOC-1", "name", "new at BSOC")
+        })
+        .unwrap();
+    d.at(9, 5);
+    bsoc_clock.set(hhmm(9, 5) + 3 * DAY_MS);
+    d.csoc
+        .write(|tx| tx.set("customers", "CSOC-1", "name", "edited at CSOC, later"))
+        .unwrap();
+    d.at(9, 10);
+    bsoc_clock.set(hhmm(9, 10) + 3 * DAY_MS);
+    let (_, held) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    (d, bsoc_clock, held)
+}
+
+#[test]
+fn skew_without_the_bound_a_site_3_days_ahead_silently_wins_every_conflict() {
+    let (d, _, emission) = skewed_day(u64::MAX);
+    // CSOC's edit came five minutes later, yet BSOC's wins at central, and nothing says why.
+    assert_eq!(name(&d.asoc, "CSOC-1"), Some(Value::from("edited at BSOC")));
+    let row = journal::row(&d.asoc, emission).unwrap().unwrap();
+    assert_eq!(row.error, None);
+    assert_eq!(row.executions, 1);
+    // And central's clock was dragged three days ahead: its own next writes carry that too.
+    assert!(d.asoc.clock_high_water().physical_ms() > hhmm(9, 0) + 2 * DAY_MS);
+}
+
+#[test]
+fn skew_a_site_3_days_ahead_is_quarantined_then_goes_through_once_its_clock_is_set_right() {
+    let (d, bsoc_clock, held) = skewed_day(outpost::engine::SKEW_MS_MAX_DEFAULT);
+    // Held: nothing of BSOC's emission applied, the row says why, it is no execution, it stays
+    // pending; central's clock was not dragged ahead.
+    let row = journal::row(&d.asoc, held).unwrap().unwrap();
+    let error = row.error.clone().unwrap();
+    assert!(
+        error.starts_with("quarantined: BSOC's changes are stamped 3.0 d ahead of central's clock"),
+        "{error}"
+    );
+    assert!(error.contains("outpost remote restamp"), "{error}");
+    assert_eq!((row.executions, row.exec_start_ms), (0, None));
+    assert!(central::pending_emissions(&d.asoc).unwrap().contains(&held));
+    assert_eq!(
+        name(&d.asoc, "CSOC-1"),
+        Some(Value::from("edited at CSOC, later"))
+    );
+    assert_eq!(name(&d.asoc, "BSOC-1"), None);
+    assert!(d.asoc.clock_high_water().physical_ms() < hhmm(10, 0));
+    // Nothing else harmed: CSOC's emission went through and its return carries no BSOC stamp.
+    let csoc_rows = journal::rows(&d.asoc, Some(common::CSOC), None, None).unwrap();
+    assert!(csoc_rows.iter().all(|r| r.error.is_none()), "{csoc_rows:?}");
+    d.return_and_apply(&d.csoc);
+    assert!(d.csoc.clock_high_water().physical_ms() < hhmm(10, 0));
+    // Cycles later, even once time has caught up with its stamps, it is still held and still
+    // no execution: BSOC may restamp meanwhile, and the old stamps must then never apply.
+    d.at(9, 30);
+    central::process_ready(&d.asoc).unwrap();
+    d.clock.set(hhmm(9, 30) + 4 * DAY_MS);
+    central::process_ready(&d.asoc).unwrap();
+    let row = journal::row(&d.asoc, held).unwrap().unwrap();
+    assert_eq!(row.executions, 0);
+    assert!(row.error.unwrap().starts_with("quarantined"));
+
+    // BSOC's clock is set right; its unacknowledged writes are stamped again from it.
+    d.at(9, 40);
+    bsoc_clock.set(hhmm(9, 40));
+    assert_eq!(
+        remote::restamp(&d.bsoc).unwrap(),
+        3,
+        "CSOC-1 name, BSOC-1 creation and name"
+    );
+    assert!(d.bsoc.clock_high_water().physical_ms() <= hhmm(9, 40));
+    d.bsoc.check_invariants().unwrap();
+    assert_eq!(
+        remote::restamp(&d.bsoc).unwrap(),
+        0,
+        "a second run finds nothing"
+    );
+    // Its work goes through, with the time it was (re)stamped at: the latest edit now.
+    let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    assert_eq!(journal::row(&d.asoc, next).unwrap().unwrap().error, None);
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("new at BSOC")));
+    assert_eq!(name(&d.asoc, "CSOC-1"), Some(Value::from("edited at BSOC")));
+    // The held emission was superseded by it, never applied, and is no longer pending.
+    let row = journal::row(&d.asoc, held).unwrap().unwrap();
+    assert_eq!(row.executions, 0);
+    let error = row.error.unwrap();
+    assert!(
+        error.starts_with(&format!("superseded by emission {next}")),
+        "{error}"
+    );
+    assert!(central::pending_emissions(&d.asoc).unwrap().is_empty());
+    // Everyone converges, and no clock is ahead.
+    d.return_and_apply(&d.bsoc);
+    d.return_and_apply(&d.csoc);
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    for s in [&d.asoc, &d.bsoc, &d.csoc] {
+        s.check_invariants().unwrap();
+        assert!(s.clock_high_water().physical_ms() < hhmm(10, 0));
+    }
+}
