@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use outpost_engine::{FieldKind, Site, SiteId, Store, StoreConfig, Value};
+use outpost_engine::{Clock, FieldKind, Site, SiteId, Store, StoreConfig, Value};
 use outpost_replicator::config::{RemoteSettings, SyncType};
 use outpost_replicator::flow::FlowKind;
 use outpost_replicator::schedule::Zone;
@@ -348,6 +348,79 @@ pub fn central_export_return(dir: &Path, code: &str, out: &Path) -> CliResult<Pa
 }
 
 /// `outpost remote import`: a return file applied.
+/// The files of a central data directory a backup holds: the store, the administrator's
+/// credential, the daemon's settings (those present).
+const BACKED_UP: [&str; 3] = [
+    outpost_engine::STORE_FILE_NAME,
+    ADMIN_CREDENTIAL_FILE,
+    "outpost.toml",
+];
+
+/// `outpost central backup`: copies central's store (and its credential and settings) into
+/// `to`. The store is opened first, so the copy is refused while the daemon owns it and
+/// nothing writes to it during the copy; every commit is on disk already (redb commits are
+/// durable when they return).
+pub fn central_backup(dir: &Path, to: &Path) -> CliResult<()> {
+    let store = open_central(dir)?;
+    if to.join(outpost_engine::STORE_FILE_NAME).exists() {
+        return Err(format!("{} already holds a store", to.display()));
+    }
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut bytes = 0;
+    for name in BACKED_UP {
+        let from = dir.join(name);
+        if from.is_file() {
+            bytes += std::fs::copy(&from, to.join(name))
+                .map_err(|e| format!("{} → {}: {e}", from.display(), to.display()))?;
+        }
+    }
+    let journal_rows = journal::rows(&store, None, None, None).map_err(msg)?.len();
+    println!(
+        "backup of central {} in {}: {bytes} bytes, {journal_rows} journal rows",
+        store.site(),
+        to.display()
+    );
+    Ok(())
+}
+
+/// `outpost central restore`: puts a backup in place of central's data directory (what was
+/// there is moved aside, not deleted) and makes it safe to run again
+/// ([`central::after_restore`]). The remotes send again what central lost with their next
+/// syncs.
+pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
+    open_central(backup).map_err(|e| format!("the backup: {e}"))?;
+    let mut aside = None;
+    if dir.exists() {
+        let secs = SystemClock.now_ms() / 1000;
+        let mut name = dir.as_os_str().to_owned();
+        name.push(format!(".before-restore-{secs}"));
+        let to = PathBuf::from(name);
+        std::fs::rename(dir, &to).map_err(|e| format!("moving {} aside: {e}", dir.display()))?;
+        aside = Some(to);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for name in BACKED_UP {
+        let from = backup.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, dir.join(name))
+                .map_err(|e| format!("{} → {}: {e}", from.display(), dir.display()))?;
+        }
+    }
+    let store = open_central(dir)?;
+    let next = central::after_restore(&store).map_err(msg)?;
+    println!(
+        "central {} restored from {} into {}; returns continue at number {next}, and the \
+         remotes send again what was lost with their next two syncs",
+        store.site(),
+        backup.display(),
+        dir.display()
+    );
+    if let Some(to) = aside {
+        println!("what was in {} is now in {}", dir.display(), to.display());
+    }
+    Ok(())
+}
+
 /// `outpost remote restamp`: see [`remote::restamp`].
 pub fn remote_restamp(dir: &Path) -> CliResult<()> {
     let store = open_remote(dir)?;

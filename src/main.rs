@@ -191,6 +191,26 @@ enum CentralCommand {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Copy central's store, credential and settings into a directory (with the daemon
+    /// stopped: it owns the store while it runs).
+    Backup {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to put the copy (a new directory).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place of central's data directory (what was there is moved aside) and
+    /// make it safe to run again; the remotes send again what was lost.
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        backup: PathBuf,
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Give a site a new network credential (the old one stops working).
     NewCredential {
         /// Central's data directory.
@@ -411,6 +431,8 @@ fn main() -> ExitCode {
                 listen,
             } => serve(&data, config, listen),
             CentralCommand::NewCredential { data, site } => admin::new_credential(&data, &site),
+            CentralCommand::Backup { data, to } => admin::central_backup(&data, &to),
+            CentralCommand::Restore { backup, data } => admin::central_restore(&backup, &data),
             CentralCommand::Import { data, file } => admin::central_import(&data, &file),
             CentralCommand::ExportReturn { data, site, out } => {
                 admin::central_export_return(&data, &site, &out).map(drop)

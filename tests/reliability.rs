@@ -138,3 +138,130 @@ fn skew_a_site_3_days_ahead_is_quarantined_then_goes_through_once_its_clock_is_s
         assert!(s.clock_high_water().physical_ms() < hhmm(10, 0));
     }
 }
+
+#[test]
+fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_lost() {
+    let Deployment {
+        root,
+        clock,
+        asoc,
+        bsoc,
+        csoc,
+    } = Deployment::new();
+    let central_dir = root.path().join("ASOC");
+    let backup_dir = root.path().join("backup");
+    let reopen = || {
+        Store::open(
+            &central_dir,
+            outpost::StoreConfig::new(
+                outpost::Site::central(1, "ASOC").unwrap(),
+                outpost::demo::retail_schema(),
+                clock.clone(),
+            ),
+        )
+        .unwrap()
+    };
+    let mut d = Deployment {
+        root,
+        clock: clock.clone(),
+        asoc,
+        bsoc,
+        csoc,
+    };
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "before the backup"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.return_and_apply(&d.bsoc);
+    d.return_and_apply(&d.csoc);
+
+    // The backup (central stopped), then a day of work central will lose.
+    drop(std::mem::replace(
+        &mut d.asoc,
+        Store::in_memory(scratch()).unwrap(),
+    ));
+    outpost::admin::central_backup(&central_dir, &backup_dir).unwrap();
+    d.asoc = reopen();
+    d.at(10, 0);
+    d.asoc
+        .write(|tx| tx.set("articles", "ART-CHAIR", "price", common::dec("59.90")))
+        .unwrap();
+    d.bsoc
+        .write(|tx| {
+            tx.set("customers", "BSOC-2", "name", "after the backup")?;
+            tx.set("sales_documents", "BSOC-D1", "status", "draft")
+        })
+        .unwrap();
+    d.csoc
+        .write(|tx| tx.set("customers", "CSOC-2", "name", "after the backup too"))
+        .unwrap();
+    for _ in 0..2 {
+        d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+        d.emit_and_process(&d.csoc, SyncMode::Deferred);
+        d.return_and_apply(&d.bsoc);
+        d.return_and_apply(&d.csoc);
+    }
+    let everything = content(&d.asoc);
+    assert_eq!(content(&d.bsoc), everything);
+    assert_eq!(content(&d.csoc), everything);
+
+    // Central's disk is lost; it is restored from the backup.
+    drop(std::mem::replace(
+        &mut d.asoc,
+        Store::in_memory(scratch()).unwrap(),
+    ));
+    outpost::admin::central_restore(&backup_dir, &central_dir).unwrap();
+    d.asoc = reopen();
+    assert_eq!(name(&d.asoc, "BSOC-2"), None, "the backup is older");
+    assert_ne!(content(&d.asoc), everything);
+
+    // The remotes' next two syncs bring back everything central lost — its own price too.
+    d.at(11, 0);
+    for _ in 0..2 {
+        d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+        d.emit_and_process(&d.csoc, SyncMode::Deferred);
+        for r in [&d.bsoc, &d.csoc] {
+            let (_, applied) = d.return_and_apply(r);
+            assert!(
+                matches!(applied, remote::Applied::Applied { .. }),
+                "a return of the restored central is applied, not refused as stale: {applied:?}"
+            );
+        }
+    }
+    assert_eq!(content(&d.asoc), everything);
+    assert_eq!(
+        name(&d.asoc, "BSOC-2"),
+        Some(Value::from("after the backup"))
+    );
+    assert!(
+        d.asoc
+            .record("sales_documents", "BSOC-D1")
+            .unwrap()
+            .is_some()
+    );
+
+    // Central's new commits do not reuse the dots of those it lost: they reach the remotes.
+    d.at(12, 0);
+    d.asoc
+        .write(|tx| tx.set("articles", "ART-CHAIR", "price", common::dec("64.90")))
+        .unwrap();
+    d.return_and_apply(&d.bsoc);
+    d.return_and_apply(&d.csoc);
+    for s in [&d.bsoc, &d.csoc] {
+        let price = s.record("articles", "ART-CHAIR").unwrap().unwrap();
+        assert_eq!(price.get("price"), Some(&common::dec("64.90")));
+        s.check_invariants().unwrap();
+    }
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    d.asoc.check_invariants().unwrap();
+}
+
+/// A throwaway store to hold a place while central's is closed.
+fn scratch() -> outpost::StoreConfig {
+    outpost::StoreConfig::new(
+        outpost::Site::central(9, "TMP").unwrap(),
+        outpost::demo::retail_schema(),
+        ManualClock::new(0),
+    )
+}

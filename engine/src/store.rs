@@ -35,6 +35,9 @@ const META_SCHEMA: &str = "schema_fingerprint";
 const META_HLC: &str = "hlc_high_water";
 const META_NEXT_SEQ: &str = "next_seq";
 const META_KNOWLEDGE: &str = "knowledge";
+/// After a restore: the first own sequence number the backup lacks, and the first after the
+/// jump (see [`Store::skip_sequence`]), as two big-endian u64.
+const META_LOST_OWN: &str = "lost_own_seqs";
 const META_KEY_SEQ_PREFIX: &str = "key_seq:";
 
 /// What a store needs to open: who it is, what it holds, where time comes from.
@@ -74,6 +77,9 @@ struct State {
     hlc: Hlc,
     // Invariant: greater than every sequence number this site has committed.
     next_seq: u64,
+    /// Own commits lost in a restore from a backup, `[from, to)`: other sites may send them
+    /// back (see [`Store::skip_sequence`]).
+    lost_own: Option<(u64, u64)>,
     knowledge: Knowledge,
     sites: SiteDirectory,
     denied: BTreeMap<SiteId, BTreeSet<String>>,
@@ -297,6 +303,11 @@ impl Store {
             Ok(State {
                 hlc: Hlc::new(Stamp::from_u64(get_u64(t, META_HLC)?.unwrap_or(0))),
                 next_seq: get_u64(t, META_NEXT_SEQ)?.unwrap_or(1),
+                lost_own: t.meta(META_LOST_OWN)?.and_then(|b| {
+                    let from = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+                    let to = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+                    Some((from, to))
+                }),
                 knowledge,
                 sites,
                 denied: t.all_denied()?.into_iter().collect(),
@@ -583,6 +594,27 @@ impl Store {
         self.write(|tx| tx.set_denied_tables(site, tables))
     }
 
+    /// For a store restored from a backup: the commits this site made after the backup are
+    /// lost here, but other sites received them. Its sequence of commits moves `by` ahead, so
+    /// that no new commit reuses the dot of a lost one, and the lost ones — own dots between
+    /// the old and the new next number that this store does not know — are taken back from the
+    /// other sites that send them, although a remote otherwise sends only its own changes (R1).
+    pub fn skip_sequence(&self, by: u64) -> Result<()> {
+        self.with_write(|t, state| {
+            let from = state.next_seq;
+            state.next_seq = state.next_seq.saturating_add(by);
+            let lost = (
+                state.lost_own.map_or(from, |(a, _)| a.min(from)),
+                state.next_seq,
+            );
+            state.lost_own = Some(lost);
+            let mut bytes = lost.0.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&lost.1.to_be_bytes());
+            t.put_meta(META_LOST_OWN, &bytes)?;
+            put_u64(t, META_NEXT_SEQ, state.next_seq)
+        })
+    }
+
     /// Repairs a site whose clock ran ahead, once it has been set right: its own writes that
     /// `acknowledged` (what central holds of them) lacks and whose stamps are further ahead of
     /// the clock now than the skew bound are stamped again from the clock as it is, as one new
@@ -756,6 +788,7 @@ impl WriteTx<'_, '_> {
             .ok_or(Error::UnknownSite(source))?;
         self.state_moved = true;
         let mut merge = Merge {
+            own: store.site.id,
             schema: &store.schema,
             broken_rules: &store.broken_rules,
             t: self.tables,
@@ -1125,6 +1158,7 @@ impl WriteTx<'_, '_> {
 
 /// The state of one [`Store::apply`].
 struct Merge<'a, 't> {
+    own: SiteId,
     schema: &'a Schema,
     broken_rules: &'a [Rule],
     t: &'a mut WriteTables<'t>,
@@ -1141,6 +1175,10 @@ impl Merge<'_, '_> {
     fn one(&mut self, index: usize, change: Change) -> Result<Outcome> {
         if self.state.knowledge.contains(change.dot) {
             return Ok(Outcome::AlreadyHad);
+        }
+        if self.is_lost_own(&change) {
+            // No sender vouches for this site's own dots: it takes them back itself.
+            self.state.knowledge.insert(change.dot);
         }
         match self.judge(&change)? {
             Err(refusal) => {
@@ -1215,6 +1253,15 @@ impl Merge<'_, '_> {
         }
     }
 
+    /// A change this site made and lost in a restore from a backup, coming back.
+    fn is_lost_own(&self, change: &Change) -> bool {
+        change.dot.site == self.own
+            && self
+                .state
+                .lost_own
+                .is_some_and(|(from, to)| (from..to).contains(&change.dot.seq))
+    }
+
     /// Runs the guards on an incoming change. `Ok(Ok(..))` carries the record prefix, its
     /// stored creation marker and whether it is a document.
     #[expect(clippy::type_complexity, reason = "used once, right below")]
@@ -1238,7 +1285,7 @@ impl Merge<'_, '_> {
                 format!("the change claims origin site {origin}, which is unknown here"),
             )));
         };
-        if self.source_role == Role::Remote && origin != self.source {
+        if self.source_role == Role::Remote && origin != self.source && !self.is_lost_own(change) {
             let code = self
                 .state
                 .sites

@@ -482,6 +482,58 @@ pub struct Processed {
     pub report: MergeReport,
 }
 
+/// How far central's sequences (its returns, its own commits) jump after a restore from a
+/// backup: past anything it can have issued between the backup and the loss.
+pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
+
+/// Makes central's store, just restored from a backup, safe to run again. The returns and the
+/// commits it made after the backup are lost here, but its remotes have them: its return
+/// numbers jump (a remote would refuse a return numbered below one it applied as stale) and so
+/// does its commit sequence (a new commit must not reuse a dot the remotes already know).
+/// Each remote's emissions are computed from what central last reported it holds, so once a
+/// remote has applied a return of the restored central, its next emission carries again what
+/// central lost. Until then its emissions' claims to cover what it knows are not trusted
+/// ([`trusts_coverage`]): they were made believing central has what it lost. Returns the next
+/// return number.
+pub fn after_restore(store: &Store) -> Result<u64> {
+    check_central(store)?;
+    store.skip_sequence(RESTORE_SEQ_JUMP)?;
+    local::write(store, |tx| {
+        let seq: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
+        let next = seq.saturating_add(RESTORE_SEQ_JUMP);
+        local::put(tx, local::RETURN_SEQ, &next)?;
+        local::put(tx, local::RESTORED, &(next + 1))?;
+        for (key, _) in local::tx_all::<()>(tx, local::RESTORE_CONFIRMED)? {
+            tx.local_remove(&key)?;
+        }
+        Ok(next + 1)
+    })
+}
+
+/// Whether central may take an emission's coverage claim from `remote` (everything the remote
+/// knows of its own is at central once the emission is applied). After a restore from a backup
+/// it may not, until the remote reports applying a return made since the restore (`acks`,
+/// recorded here): before that, the remote believed central holds what the restore lost.
+fn trusts_coverage(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    acks: &[ReturnAck],
+) -> Result<bool> {
+    let Some(first) = local::get::<u64>(tx, local::RESTORED)? else {
+        return Ok(true);
+    };
+    let mut key = local::RESTORE_CONFIRMED.to_vec();
+    key.extend_from_slice(&remote.0.to_be_bytes());
+    if tx.local_get(&key)?.is_some() {
+        return Ok(true);
+    }
+    if acks.iter().any(|a| !a.refused && a.id.seq >= first) {
+        local::put(tx, &key, &())?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// What central holds of `remote`'s own changes: the acknowledgement a transport with a reply
 /// channel (the network) sends back after an upload, so that a remote that gets no return (M3)
 /// stops re-sending what central has.
@@ -648,11 +700,16 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         // Documents received from their creator, frozen once the whole flow is applied (a
         // document's creation and its fields arrive in the same flow).
         let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
+        let trusted = trusts_coverage(tx, sender, &header.acks)?;
+        let mut carried = Knowledge::new();
         while let Some(item) = reader.next_item()? {
             let Item::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
             };
             for change in changes {
+                if !trusted {
+                    carried.insert(change.dot);
+                }
                 if let Some(reason) = quarantine_reason(store, tx, &code, &change) {
                     return Err(Error::Quarantined(reason));
                 }
@@ -671,7 +728,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         for (table, key) in &to_freeze {
             tx.freeze(table, key)?;
         }
-        tx.add_knowledge(sender, &header.covered)?;
+        tx.add_knowledge(sender, if trusted { &header.covered } else { &carried })?;
         let rkey = remote_key(sender);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
         rec.knowledge = header.knowledge.clone();
@@ -749,6 +806,7 @@ pub fn record_acks(store: &Store, remote: SiteId, acks: &[ReturnAck]) -> Result<
                 }
             }
         }
+        trusts_coverage(tx, remote, acks)?;
         apply_acks(tx, &mut rec, acks)?;
         local::put(tx, &key, &rec)
     })

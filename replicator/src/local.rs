@@ -18,6 +18,11 @@ pub(crate) const PENDING: &[u8] = b"pe/";
 pub(crate) const RECEIPT_SEQ: &[u8] = b"cs/receipt";
 /// Central: the next return's sequence number.
 pub(crate) const RETURN_SEQ: &[u8] = b"cs/return";
+/// Central: restored from a backup; the number of its first return after the restore.
+pub(crate) const RESTORED: &[u8] = b"cs/restored";
+/// Central, after a restore: the remotes known to have applied a return made since, whose
+/// emissions' coverage claims central trusts again: `cc/` + site id (u16 BE).
+pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
