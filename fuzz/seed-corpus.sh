@@ -21,9 +21,11 @@ cd "$w"
 "$o" central import --data asoc usb/e1.outpost >/dev/null
 "$o" central process --data asoc >/dev/null 2>&1 || true
 "$o" central export-return --data asoc --site BSOC --out usb/r1.outpost >/dev/null
-cp usb/e1.outpost "$c/flow_decode/emission"
-cp usb/r1.outpost "$c/flow_decode/return"
-cp usb/bsoc.outpost "$c/flow_decode/bootstrap"
+# flow_decode's first byte chooses the mode: 0 as it is, 1 with its checksums made right.
+for f in e1:emission r1:return bsoc:bootstrap; do
+    { printf '\000'; cat "usb/${f%%:*}.outpost"; } > "$c/flow_decode/plain-${f#*:}"
+    { printf '\001'; cat "usb/${f%%:*}.outpost"; } > "$c/flow_decode/fixed-${f#*:}"
+done
 cp usb/bsoc.outpost "$c/bootstrap/bsoc"
 cp usb/csoc.outpost "$c/bootstrap/csoc"
 cp "$OLDPWD"/scenarios/*.toml "$c/config_parsers/" 2>/dev/null || true

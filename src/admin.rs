@@ -68,6 +68,7 @@ pub fn central_init(dir: &Path, code: &str, id: u16, tz: &str, return_at: &str) 
     )
     .map_err(msg)?;
     central::set_config(&store, &config).map_err(msg)?;
+    central::set_deployment_id(&store, crate::auth::new_deployment_id()?).map_err(msg)?;
     let (credential, digest) = crate::auth::new_credential(store.site())?;
     central::set_credential_digest(&store, store.site().id, &digest).map_err(msg)?;
     let path = dir.join(ADMIN_CREDENTIAL_FILE);
@@ -474,8 +475,31 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
 }
 
 /// `outpost journal`: the monitoring list (J1), as a table or JSON.
-pub fn journal(dir: &Path, site: Option<&str>, json: bool) -> CliResult<()> {
+pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> CliResult<()> {
     let store = open_central(dir)?;
+    if refused {
+        let flows = central::refused_flows(&store).map_err(msg)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&flows).map_err(msg)?);
+            return Ok(());
+        }
+        let sites = store.sites();
+        for f in flows {
+            let from = f.sender.map_or_else(
+                || "a file".to_owned(),
+                |s| {
+                    sites
+                        .get(s)
+                        .map_or_else(|| s.to_string(), |s| s.code.to_string())
+                },
+            );
+            println!(
+                "{} UTC ms  from {from}  {} bytes  {}",
+                f.at_ms, f.bytes, f.reason
+            );
+        }
+        return Ok(());
+    }
     let sites = store.sites();
     let filter = match site {
         Some(code) => Some(

@@ -18,6 +18,15 @@ pub fn new_credential(site: &Site) -> Result<(String, Vec<u8>), String> {
     Ok((format!("{}.{hex}", site.code), digest))
 }
 
+/// A random deployment identity (see `central::deployment_id`).
+pub fn new_deployment_id() -> Result<u64, String> {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system's random number generator failed".to_owned())?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
 fn digest_of(secret: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.as_bytes())
         .as_ref()

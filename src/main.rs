@@ -76,6 +76,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the flows refused at receipt instead (damaged, of another deployment…):
+        /// nothing of them was kept.
+        #[arg(long)]
+        refused: bool,
     },
     /// Print a record's fields as JSON (`null` when there is none).
     Get(RecordArgs),
@@ -462,7 +466,12 @@ fn main() -> ExitCode {
                     .and_then(|(store, link)| outpost::sync::run(&store, &link, &net.data, None))
             }
         }),
-        Command::Journal { data, site, json } => done(admin::journal(&data, site.as_deref(), json)),
+        Command::Journal {
+            data,
+            site,
+            json,
+            refused,
+        } => done(admin::journal(&data, site.as_deref(), json, refused)),
         Command::Get(r) => done(admin::get(&r.data, &r.table, &r.key)),
         Command::Put {
             record,

@@ -700,14 +700,32 @@ async fn upload(
     }
     // Whole: into the sync table, checked (T3).
     let store = Arc::clone(&state.store);
-    let part = path.clone();
+    let part = path;
     let sender = site.id;
-    let received = tokio::task::spawn_blocking(move || receive_part(&store, &part, sender)).await;
-    let _ = tokio::fs::remove_file(&path).await;
+    let waker = Arc::clone(&state);
+    // The automaton is told from the blocking task itself: if the client goes away meanwhile,
+    // this handler is dropped at its next await, but a flow made file ready is processed now,
+    // not at the next sweep. A duplicate not yet processed (its first upload's client went
+    // away before the automaton was told) wakes it too.
+    let received = tokio::task::spawn_blocking(move || {
+        let received = receive_part(&store, &part, sender);
+        let _ = std::fs::remove_file(&part);
+        let wake = match &received {
+            Ok(central::Received::Ready { id, .. }) => Some(*id),
+            Ok(central::Received::Duplicate(id)) => central::pending_emissions(&store)
+                .is_ok_and(|p| p.contains(id))
+                .then_some(*id),
+            Err(_) => None,
+        };
+        if let Some(id) = wake {
+            let _ = lock(&waker.events).send(Event::FlowReady(id));
+        }
+        received
+    })
+    .await;
     match received {
         Ok(Ok(central::Received::Ready { id, bytes, note })) => {
             tracing::info!(%peer, flow = %id, bytes, "emission received: file ready");
-            let _ = lock(&state.events).send(Event::FlowReady(id));
             Json(serde_json::json!({
                 "status": "ready", "id": id.to_string(), "bytes": bytes, "note": note
             }))

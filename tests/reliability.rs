@@ -265,3 +265,140 @@ fn scratch() -> outpost::StoreConfig {
         ManualClock::new(0),
     )
 }
+
+/// The same flow with its header changed (its changes and rejections as they were).
+fn rewrite(bytes: &[u8], change: impl FnOnce(&mut outpost::replicator::FlowHeader)) -> Vec<u8> {
+    use outpost::replicator::{FlowReader, FlowWriter, Item};
+    let mut reader = FlowReader::open(bytes).unwrap();
+    let mut header = reader.header().clone();
+    change(&mut header);
+    let mut writer = FlowWriter::new(Vec::new(), &header, true).unwrap();
+    while let Some(item) = reader.next_item().unwrap() {
+        match item {
+            Item::Changes(cs) => cs.into_iter().for_each(|c| writer.push_change(c).unwrap()),
+            Item::Rejections(rs) => writer.push_rejections(&rs).unwrap(),
+        }
+    }
+    writer.finish().unwrap().0
+}
+
+/// A flow whose compressed body is a few hundred bytes and claims a frame of 4 GiB, then
+/// gigabytes of zeros: a decompression bomb.
+fn bomb(valid: &[u8]) -> Vec<u8> {
+    let header_len = u32::from_le_bytes(valid[12..16].try_into().unwrap()) as usize;
+    let mut out = valid[..16 + header_len + 4].to_vec();
+    out[10] |= 1; // flags: zstd body
+    let mut body = vec![3u8];
+    body.extend_from_slice(&u32::MAX.to_le_bytes());
+    body.extend(std::iter::repeat_n(0u8, 64 << 20));
+    out.extend(zstd::encode_all(body.as_slice(), 19).unwrap());
+    out
+}
+
+#[test]
+fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
+    use outpost::replicator::{Error, FlowKind, files};
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "x"))
+        .unwrap();
+    let (old, _) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-2", "name", "y"))
+        .unwrap();
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    // Another deployment, made a minute later: same codes, same schema, another central.
+    let other = Deployment::with_clocks(
+        ManualClock::new(hhmm(8, 1)),
+        ManualClock::new(hhmm(8, 1)),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    other
+        .bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "from elsewhere"))
+        .unwrap();
+    let (foreign, _) = files::emit_to(&other.bsoc, &other.usb(), SyncMode::Deferred).unwrap();
+
+    let before = (
+        content(&d.asoc),
+        journal::rows(&d.asoc, None, None, None).unwrap(),
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("decompression bomb", bomb(&good), "frame"),
+        (
+            "wrong schema",
+            rewrite(&good, |h| h.schema_fingerprint ^= 1),
+            "schema",
+        ),
+        (
+            "wrong target",
+            rewrite(&good, |h| h.target = common::CSOC),
+            "addressed to site",
+        ),
+        (
+            "a return sent to central",
+            rewrite(&good, |h| h.kind = FlowKind::Return),
+            "not an emission",
+        ),
+        (
+            "another deployment",
+            std::fs::read(&foreign).unwrap(),
+            "another deployment",
+        ),
+    ];
+    for (i, (what, bytes, wanted)) in cases.iter().enumerate() {
+        let file = d.usb().join(format!("hostile-{i}.outpost"));
+        std::fs::write(&file, bytes).unwrap();
+        let err = files::receive_from(&d.asoc, &file, Some(common::BSOC)).unwrap_err();
+        assert!(err.to_string().contains(wanted), "{what}: {err}");
+        assert!(err.is_the_flows(), "{what}: {err}");
+        let logged = central::refused_flows(&d.asoc).unwrap();
+        assert_eq!(logged.len(), i + 1, "{what}: one entry per refused flow");
+        assert!(logged[i].reason.contains(wanted), "{what}: {:?}", logged[i]);
+        central::process_ready(&d.asoc).unwrap();
+        assert_eq!(
+            (
+                content(&d.asoc),
+                journal::rows(&d.asoc, None, None, None).unwrap()
+            ),
+            before,
+            "{what} changed central"
+        );
+    }
+    // A replay of an old emission: recognised, nothing applied again.
+    assert!(matches!(
+        files::receive_from(&d.asoc, &old, Some(common::BSOC)).unwrap(),
+        central::Received::Duplicate(_)
+    ));
+    assert_eq!(content(&d.asoc), before.0);
+
+    // At the remote: a return meant for CSOC, a return of another deployment.
+    let (for_csoc, _) = files::return_to(&d.asoc, common::CSOC, &d.usb()).unwrap();
+    let (elsewhere, _) = files::return_to(&other.asoc, common::BSOC, &other.usb()).unwrap();
+    let remote_before = (content(&d.bsoc), remote::log_rows(&d.bsoc).unwrap());
+    for (what, file, wanted) in [
+        ("CSOC's return", for_csoc, "addressed to site"),
+        (
+            "another deployment's return",
+            elsewhere,
+            "another deployment",
+        ),
+    ] {
+        let err = files::apply_return_from(&d.bsoc, &file).unwrap_err();
+        assert!(matches!(err, Error::Refused(_)), "{what}: {err}");
+        assert!(err.to_string().contains(wanted), "{what}: {err}");
+        assert_eq!(
+            (content(&d.bsoc), remote::log_rows(&d.bsoc).unwrap()),
+            remote_before,
+            "{what} changed BSOC"
+        );
+    }
+    // The genuine file still goes through.
+    assert!(matches!(
+        files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap(),
+        central::Received::Ready { .. }
+    ));
+    assert_eq!(central::process_ready(&d.asoc).unwrap().len(), 1);
+    assert_eq!(name(&d.asoc, "BSOC-2"), Some(Value::from("y")));
+}

@@ -7,6 +7,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod net;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
