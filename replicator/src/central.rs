@@ -116,7 +116,34 @@ pub fn set_remote_settings(
     })
 }
 
-fn config_for(store: &Store, rec: &RemoteRecord) -> ConfigSnapshot {
+/// The setting every flow of a deployment carries: central's [`deployment_id`], in hex.
+pub const DEPLOYMENT_SETTING: &str = "deployment";
+
+/// Sets the deployment's identity: `outpost central init` draws it at random. A store that has
+/// none gets one derived from central's site and clock the first time it is needed.
+pub fn set_deployment_id(store: &Store, id: u64) -> Result<()> {
+    check_central(store)?;
+    local::write(store, |tx| local::put(tx, local::DEPLOYMENT, &id))
+}
+
+/// The deployment's identity: a remote refuses a return, central an emission, carrying
+/// another one (a file from another deployment).
+pub fn deployment_id(store: &Store) -> Result<u64> {
+    if let Some(id) = local::snap_get::<u64>(&store.snapshot()?, local::DEPLOYMENT)? {
+        return Ok(id);
+    }
+    // FNV-1a over central's identity and the time now: distinct for deployments not created
+    // in the same millisecond under the same code.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let seed = format!("{}/{}", store.site(), store.now_ms());
+    for b in seed.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    set_deployment_id(store, h)?;
+    Ok(h)
+}
+
+fn config_for(store: &Store, rec: &RemoteRecord) -> Result<ConfigSnapshot> {
     let sites: Vec<Site> = store.sites().iter().cloned().collect();
     let denied = sites
         .iter()
@@ -128,11 +155,36 @@ fn config_for(store: &Store, rec: &RemoteRecord) -> ConfigSnapshot {
         })
         .filter(|(_, d)| !d.is_empty())
         .collect();
-    ConfigSnapshot {
+    let mut settings = rec.settings.clone();
+    settings.insert(
+        DEPLOYMENT_SETTING.to_owned(),
+        format!("{:016x}", deployment_id(store)?),
+    );
+    Ok(ConfigSnapshot {
         sites,
         denied,
-        settings: rec.settings.clone(),
-    }
+        settings,
+    })
+}
+
+/// A flow central refused at receipt: damaged, truncated, too large, of another deployment,
+/// claiming another site… Nothing of it is kept but this entry (the journal has rows only for
+/// flows it took).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RefusedFlow {
+    /// When (central's clock, UTC ms).
+    pub at_ms: u64,
+    /// The site that sent it, when the transport knew (an authenticated connection).
+    pub sender: Option<SiteId>,
+    /// Its size as received.
+    pub bytes: u64,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// The flows refused at receipt, oldest first.
+pub fn refused_flows(store: &Store) -> Result<Vec<RefusedFlow>> {
+    local::snap_all(&store.snapshot()?, local::REFUSED_FLOWS)
 }
 
 /// The result of receiving a flow.
@@ -197,6 +249,19 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         Ok(h) => h,
         Err(e) => {
             discard(store, receipt)?;
+            if e.is_the_flows() {
+                let refused = RefusedFlow {
+                    at_ms: store.now_ms(),
+                    sender,
+                    bytes,
+                    reason: e.to_string(),
+                };
+                local::write(store, |tx| {
+                    let mut key = local::REFUSED_FLOWS.to_vec();
+                    key.extend_from_slice(&receipt.to_be_bytes());
+                    local::put(tx, &key, &refused)
+                })?;
+            }
             return Err(e);
         }
     };
@@ -462,6 +527,19 @@ fn check_emission_header(store: &Store, h: &FlowHeader, sender: Option<SiteId>) 
                 h.id, h.source
             )));
         }
+    }
+    let carried = h
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(DEPLOYMENT_SETTING));
+    let ours = format!("{:016x}", deployment_id(store)?);
+    if let Some(theirs) = carried
+        && *theirs != ours
+    {
+        return Err(Error::Refused(format!(
+            "flow {} belongs to another deployment ({theirs}; this central's is {ours})",
+            h.id
+        )));
     }
     let fingerprint = store.schema().fingerprint();
     if h.schema_fingerprint != fingerprint {
@@ -950,7 +1028,7 @@ fn write_for_remote<W: Write>(
         created_stamp: store.clock_high_water(),
         created_wall_ms: store.now_ms(),
         acks: Vec::new(),
-        config: Some(config_for(store, &rec)),
+        config: Some(config_for(store, &rec)?),
     };
     let mut writer = FlowWriter::new(out, &header, compress)?;
     for change in lacking.by_ref() {

@@ -16,6 +16,11 @@ pub(crate) const CHUNKS: &[u8] = b"c/";
 pub(crate) const PENDING: &[u8] = b"pe/";
 /// Central: the next receipt number.
 pub(crate) const RECEIPT_SEQ: &[u8] = b"cs/receipt";
+/// Central: the deployment's identity (u64), carried by every flow as the setting
+/// `deployment`, so that a file of another deployment is refused.
+pub(crate) const DEPLOYMENT: &[u8] = b"cs/deployment";
+/// Central: flows refused at receipt (nothing of them kept): `rf/` + receipt number (u64 BE).
+pub(crate) const REFUSED_FLOWS: &[u8] = b"rf/";
 /// Central: the next return's sequence number.
 pub(crate) const RETURN_SEQ: &[u8] = b"cs/return";
 /// Central: restored from a backup; the number of its first return after the restore.

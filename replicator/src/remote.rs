@@ -209,7 +209,17 @@ pub fn emit<W: Write>(
         created_stamp: store.clock_high_water(),
         created_wall_ms: store.now_ms(),
         acks: st.acks.clone(),
-        config: None,
+        // The deployment it belongs to, for central to refuse a file of another one.
+        config: st
+            .settings
+            .get(crate::central::DEPLOYMENT_SETTING)
+            .map(|d| ConfigSnapshot {
+                settings: BTreeMap::from([(
+                    crate::central::DEPLOYMENT_SETTING.to_owned(),
+                    d.clone(),
+                )]),
+                ..ConfigSnapshot::default()
+            }),
     };
     let own = store.site().id;
     let mut docs: BTreeSet<(String, String)> = BTreeSet::new();
@@ -326,6 +336,17 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         return Err(Error::Refused(format!(
             "return {} does not come from central site {}",
             header.id, snap_state.central
+        )));
+    }
+    let key = crate::central::DEPLOYMENT_SETTING;
+    if let (Some(ours), Some(theirs)) = (
+        snap_state.settings.get(key),
+        header.config.as_ref().and_then(|c| c.settings.get(key)),
+    ) && ours != theirs
+    {
+        return Err(Error::Refused(format!(
+            "return {} belongs to another deployment ({theirs}; this site's is {ours})",
+            header.id
         )));
     }
     let seq = header.id.seq;
