@@ -99,14 +99,25 @@ fn skew_a_site_3_days_ahead_is_quarantined_then_goes_through_once_its_clock_is_s
     assert_eq!(row.executions, 0);
     assert!(row.error.unwrap().starts_with("quarantined"));
 
-    // BSOC's clock is set right; its unacknowledged writes are stamped again from it.
+    // Still ahead, BSOC writes a customer, deletes it, writes it again.
+    bsoc_clock.set(hhmm(9, 35) + 3 * DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-2", "name", "first"))
+        .unwrap();
+    d.bsoc.write(|tx| tx.delete("customers", "BSOC-2")).unwrap();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-2", "name", "again"))
+        .unwrap();
+    // BSOC's clock is set right; its unacknowledged writes are stamped again from it, in
+    // their order.
     d.at(9, 40);
     bsoc_clock.set(hhmm(9, 40));
     assert_eq!(
         remote::restamp(&d.bsoc).unwrap(),
-        3,
-        "CSOC-1 name, BSOC-1 creation and name"
+        6,
+        "CSOC-1 name, BSOC-1 creation and name, BSOC-2 creation, tombstone and name"
     );
+    assert_eq!(name(&d.bsoc, "BSOC-2"), Some(Value::from("again")));
     assert!(d.bsoc.clock_high_water().physical_ms() <= hhmm(9, 40));
     d.bsoc.check_invariants().unwrap();
     assert_eq!(
@@ -118,6 +129,7 @@ fn skew_a_site_3_days_ahead_is_quarantined_then_goes_through_once_its_clock_is_s
     let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
     assert_eq!(journal::row(&d.asoc, next).unwrap().unwrap().error, None);
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("new at BSOC")));
+    assert_eq!(name(&d.asoc, "BSOC-2"), Some(Value::from("again")));
     assert_eq!(name(&d.asoc, "CSOC-1"), Some(Value::from("edited at BSOC")));
     // The held emission was superseded by it, never applied, and is no longer pending.
     let row = journal::row(&d.asoc, held).unwrap().unwrap();
@@ -186,6 +198,13 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
     d.asoc
         .write(|tx| tx.set("articles", "ART-CHAIR", "price", common::dec("59.90")))
         .unwrap();
+    // A commit of several changes: a creation and two fields under one dot.
+    d.asoc
+        .write(|tx| {
+            tx.set("articles", "ART-LAMP", "name", "Lamp")?;
+            tx.set("articles", "ART-LAMP", "price", common::dec("19.90"))
+        })
+        .unwrap();
     d.bsoc
         .write(|tx| {
             tx.set("customers", "BSOC-2", "name", "after the backup")?;
@@ -239,6 +258,41 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
             .unwrap()
             .is_some()
     );
+
+    let lamp = d.asoc.record("articles", "ART-LAMP").unwrap().unwrap();
+    assert_eq!(lamp.get("name"), Some(&Value::from("Lamp")));
+    assert_eq!(lamp.get("price"), Some(&common::dec("19.90")));
+
+    // Every remote has sent back what it had: the restore is over, and a remote sending a
+    // change it claims central made is refused again (R1), even one numbered where central's
+    // lost commits were.
+    let lost = outpost::Dot {
+        site: common::ASOC,
+        seq: 1 << 20,
+    };
+    let stamp = outpost::Stamp::new(hhmm(11, 30), 0);
+    let forged = outpost::Change {
+        table: "articles".into(),
+        key: "ART-CHAIR".into(),
+        slot: outpost::Slot::Field("price".into()),
+        value: common::dec("0.01"),
+        stamp,
+        dot: lost,
+        created: d
+            .asoc
+            .snapshot()
+            .unwrap()
+            .raw_record("articles", "ART-CHAIR")
+            .unwrap()
+            .unwrap()
+            .created,
+    };
+    let report = d
+        .asoc
+        .apply(common::BSOC, vec![forged], &outpost::Knowledge::new())
+        .unwrap();
+    assert_eq!(report.refused(), 1, "{report:?}");
+    assert_eq!(report.refusals[0].1.refusal.rule, outpost::Rule::R1);
 
     // Central's new commits do not reuse the dots of those it lost: they reach the remotes.
     d.at(12, 0);

@@ -599,10 +599,12 @@ impl Store {
     /// that no new commit reuses the dot of a lost one, and the lost ones — own dots between
     /// the old and the new next number that this store does not know — are taken back from the
     /// other sites that send them, although a remote otherwise sends only its own changes (R1).
-    pub fn skip_sequence(&self, by: u64) -> Result<()> {
+    /// The next number is at least `at_least` too: restoring the same backup twice must not
+    /// land on the same numbers (the caller passes something that grows, like the time).
+    pub fn skip_sequence(&self, by: u64, at_least: u64) -> Result<()> {
         self.with_write(|t, state| {
             let from = state.next_seq;
-            state.next_seq = state.next_seq.saturating_add(by);
+            state.next_seq = state.next_seq.saturating_add(by).max(at_least);
             let lost = (
                 state.lost_own.map_or(from, |(a, _)| a.min(from)),
                 state.next_seq,
@@ -619,7 +621,8 @@ impl Store {
     /// `acknowledged` (what central holds of them) lacks and whose stamps are further ahead of
     /// the clock now than the skew bound are stamped again from the clock as it is, as one new
     /// local commit (same values, a new dot), and the clock's high-water mark comes back to
-    /// now — or to the newest stamp that stays. Central held the flows carrying the old stamps
+    /// now — or to the newest stamp that stays; each old commit becomes a new one, in the same
+    /// order. Central held the flows carrying the old stamps
     /// (clock-skew quarantine, with the same bound) without applying them, so no other site has
     /// those writes and nothing else changes. Returns how many registers were stamped again.
     pub fn restamp_ahead(&self, acknowledged: &Knowledge) -> Result<u64> {
@@ -642,21 +645,32 @@ impl Store {
                 .unwrap_or_default()
                 .max(Stamp::new(now, 0));
             state.hlc = Hlc::new(floor);
-            let stamp = state.hlc.tick(now);
-            let dot = Dot {
-                site: own,
-                seq: state.next_seq,
-            };
-            state.next_seq += 1;
-            for (cell, old) in &redo {
-                let new = Register {
-                    value: old.value.clone(),
-                    stamp,
-                    dot,
-                };
-                t.put_cell(cell, Some(old), &new)?;
+            // One new commit per old one, in the old order: a write, its deletion and a write
+            // after it keep their order (a record's visibility compares their stamps).
+            let mut commits: BTreeMap<(Stamp, u64), Vec<&Cell>> = BTreeMap::new();
+            for cell in &redo {
+                commits
+                    .entry((cell.1.stamp, cell.1.dot.seq))
+                    .or_default()
+                    .push(cell);
             }
-            state.knowledge.insert(dot);
+            for cells in commits.values() {
+                let stamp = state.hlc.tick(now);
+                let dot = Dot {
+                    site: own,
+                    seq: state.next_seq,
+                };
+                state.next_seq += 1;
+                state.knowledge.insert(dot);
+                for (cell, old) in cells {
+                    let new = Register {
+                        value: old.value.clone(),
+                        stamp,
+                        dot,
+                    };
+                    t.put_cell(cell, Some(old), &new)?;
+                }
+            }
             put_u64(t, META_NEXT_SEQ, state.next_seq)?;
             persist_clock_and_knowledge(t, state)?;
             Ok(redo.len() as u64)
@@ -805,6 +819,16 @@ impl WriteTx<'_, '_> {
         Ok(outcome)
     }
 
+    /// Ends the taking back of this site's commits lost in a restore (see
+    /// [`Store::skip_sequence`]): from now on a remote sending one is refused (R1) like any
+    /// change it did not make. Called once every remote has sent back what it had.
+    pub fn forget_lost_own(&mut self) -> Result<()> {
+        if self.state.lost_own.take().is_some() {
+            self.tables.put_meta(META_LOST_OWN, &[])?;
+        }
+        Ok(())
+    }
+
     /// Records `covers` as known, from `source`. A remote vouches only for its own changes:
     /// what else it claims to cover central already knows (it came from central), and believing
     /// it would let a remote hide another site's changes from central.
@@ -819,7 +843,20 @@ impl WriteTx<'_, '_> {
             .map(|s| s.role)
             .ok_or(Error::UnknownSite(source))?;
         match role {
-            Role::Remote => self.state.knowledge.union_with(&covers.only(source)),
+            Role::Remote => {
+                self.state.knowledge.union_with(&covers.only(source));
+                // After a restore, this site's own commits lost with it, which the remote
+                // sent back (a commit's every change, so only once the flow is through).
+                if let Some((from, to)) = self.state.lost_own {
+                    let own = self.store.site.id;
+                    for (_, set) in covers.only(own).iter() {
+                        for (a, b) in set.ranges() {
+                            let (a, b) = ((*a).max(from), (*b).min(to.saturating_sub(1)));
+                            self.state.knowledge.insert_range(own, a, b);
+                        }
+                    }
+                }
+            }
             Role::Central => self.state.knowledge.union_with(covers),
         }
         self.state_moved = true;
@@ -1175,10 +1212,6 @@ impl Merge<'_, '_> {
     fn one(&mut self, index: usize, change: Change) -> Result<Outcome> {
         if self.state.knowledge.contains(change.dot) {
             return Ok(Outcome::AlreadyHad);
-        }
-        if self.is_lost_own(&change) {
-            // No sender vouches for this site's own dots: it takes them back itself.
-            self.state.knowledge.insert(change.dot);
         }
         match self.judge(&change)? {
             Err(refusal) => {

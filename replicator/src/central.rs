@@ -133,14 +133,20 @@ pub fn deployment_id(store: &Store) -> Result<u64> {
         return Ok(id);
     }
     // FNV-1a over central's identity and the time now: distinct for deployments not created
-    // in the same millisecond under the same code.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // in the same millisecond under the same code. Read again and set in one transaction, so
+    // that two threads asking at once agree.
     let seed = format!("{}/{}", store.site(), store.now_ms());
-    for b in seed.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    set_deployment_id(store, h)?;
-    Ok(h)
+    local::write(store, |tx| {
+        if let Some(id) = local::get::<u64>(tx, local::DEPLOYMENT)? {
+            return Ok(id);
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        local::put(tx, local::DEPLOYMENT, &h)?;
+        Ok(h)
+    })
 }
 
 fn config_for(store: &Store, rec: &RemoteRecord) -> Result<ConfigSnapshot> {
@@ -561,7 +567,8 @@ pub struct Processed {
 }
 
 /// How far central's sequences (its returns, its own commits) jump after a restore from a
-/// backup: past anything it can have issued between the backup and the loss.
+/// backup: past anything it can have issued between the backup and the loss (and at least to
+/// the time in milliseconds, so that a second restore of the same backup jumps further).
 pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
 
 /// Makes central's store, just restored from a backup, safe to run again. The returns and the
@@ -575,41 +582,78 @@ pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
 /// return number.
 pub fn after_restore(store: &Store) -> Result<u64> {
     check_central(store)?;
-    store.skip_sequence(RESTORE_SEQ_JUMP)?;
+    // Past anything issued since the backup, and past an earlier restore of the same backup:
+    // the numbers never go below the time in milliseconds.
+    let floor = store.now_ms();
+    store.skip_sequence(RESTORE_SEQ_JUMP, floor)?;
     local::write(store, |tx| {
         let seq: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
-        let next = seq.saturating_add(RESTORE_SEQ_JUMP);
+        let next = seq.saturating_add(RESTORE_SEQ_JUMP).max(floor);
         local::put(tx, local::RETURN_SEQ, &next)?;
         local::put(tx, local::RESTORED, &(next + 1))?;
-        for (key, _) in local::tx_all::<()>(tx, local::RESTORE_CONFIRMED)? {
-            tx.local_remove(&key)?;
-        }
+        local::remove_all(tx, local::RESTORE_CONFIRMED)?;
+        local::remove_all(tx, local::RESTORE_RELAYED)?;
         Ok(next + 1)
     })
 }
 
-/// Whether central may take an emission's coverage claim from `remote` (everything the remote
-/// knows of its own is at central once the emission is applied). After a restore from a backup
-/// it may not, until the remote reports applying a return made since the restore (`acks`,
-/// recorded here): before that, the remote believed central holds what the restore lost.
+/// Whether central may take the coverage claim of `remote`'s emission number `emission`
+/// (everything the remote knows of its own is at central once the emission is applied; `None`
+/// for a report of returns outside an emission). After a restore from a backup it may not
+/// until the remote reports applying a return made since (`acks`, recorded here), and then
+/// only for emissions made after that: before, the remote believed central holds what the
+/// restore lost.
 fn trusts_coverage(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
     remote: SiteId,
     acks: &[ReturnAck],
+    emission: Option<u64>,
 ) -> Result<bool> {
     let Some(first) = local::get::<u64>(tx, local::RESTORED)? else {
         return Ok(true);
     };
     let mut key = local::RESTORE_CONFIRMED.to_vec();
     key.extend_from_slice(&remote.0.to_be_bytes());
-    if tx.local_get(&key)?.is_some() {
-        return Ok(true);
+    // The emissions after this number were made knowing what the restored central holds.
+    let after = match local::get::<u64>(tx, &key)? {
+        Some(after) => after,
+        None if acks.iter().any(|a| !a.refused && a.id.seq >= first) => {
+            let received: RemoteRecord = local::get(tx, &remote_key(remote))?.unwrap_or_default();
+            let after = emission.map_or(received.last_emission_seq, |s| s.saturating_sub(1));
+            local::put(tx, &key, &after)?;
+            after
+        }
+        None => return Ok(false),
+    };
+    Ok(emission.is_none_or(|s| s > after))
+}
+
+/// After a restore: `remote` has sent back, in a trusted emission, what it had. Once every
+/// remote has, central stops taking its own lost commits from them (a remote could otherwise
+/// write as central) and the restore is over.
+fn restore_relayed(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    remotes: &[SiteId],
+) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
     }
-    if acks.iter().any(|a| !a.refused && a.id.seq >= first) {
-        local::put(tx, &key, &())?;
-        return Ok(true);
+    let key = |prefix: &[u8], site: SiteId| {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&site.0.to_be_bytes());
+        k
+    };
+    local::put(tx, &key(local::RESTORE_RELAYED, remote), &())?;
+    for site in remotes {
+        if tx.local_get(&key(local::RESTORE_RELAYED, *site))?.is_none() {
+            return Ok(());
+        }
     }
-    Ok(false)
+    tx.forget_lost_own()?;
+    tx.local_remove(local::RESTORED)?;
+    local::remove_all(tx, local::RESTORE_CONFIRMED)?;
+    local::remove_all(tx, local::RESTORE_RELAYED)
 }
 
 /// What central holds of `remote`'s own changes: the acknowledgement a transport with a reply
@@ -769,16 +813,21 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
     let header = reader.header().clone();
     let now = store.now_ms();
     let schema = store.schema().clone();
-    let code = store
-        .sites()
+    let sites = store.sites();
+    let code = sites
         .get(sender)
         .map_or_else(|| sender.to_string(), |s| s.code.to_string());
+    let remotes: Vec<SiteId> = sites
+        .iter()
+        .filter(|s| !s.is_central())
+        .map(|s| s.id)
+        .collect();
     let report = local::write(store, |tx| {
         let mut report = MergeReport::default();
         // Documents received from their creator, frozen once the whole flow is applied (a
         // document's creation and its fields arrive in the same flow).
         let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
-        let trusted = trusts_coverage(tx, sender, &header.acks)?;
+        let trusted = trusts_coverage(tx, sender, &header.acks, Some(id.seq))?;
         let mut carried = Knowledge::new();
         while let Some(item) = reader.next_item()? {
             let Item::Changes(changes) = item else {
@@ -807,6 +856,9 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
             tx.freeze(table, key)?;
         }
         tx.add_knowledge(sender, if trusted { &header.covered } else { &carried })?;
+        if trusted {
+            restore_relayed(tx, sender, &remotes)?;
+        }
         let rkey = remote_key(sender);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
         rec.knowledge = header.knowledge.clone();
@@ -884,7 +936,7 @@ pub fn record_acks(store: &Store, remote: SiteId, acks: &[ReturnAck]) -> Result<
                 }
             }
         }
-        trusts_coverage(tx, remote, acks)?;
+        trusts_coverage(tx, remote, acks, None)?;
         apply_acks(tx, &mut rec, acks)?;
         local::put(tx, &key, &rec)
     })

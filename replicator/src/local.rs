@@ -28,6 +28,9 @@ pub(crate) const RESTORED: &[u8] = b"cs/restored";
 /// Central, after a restore: the remotes known to have applied a return made since, whose
 /// emissions' coverage claims central trusts again: `cc/` + site id (u16 BE).
 pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
+/// Central, after a restore: the remotes whose emissions since carried back what they had:
+/// `cx/` + site id (u16 BE).
+pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
@@ -103,6 +106,14 @@ pub(crate) fn tx_all<T: DeserializeOwned>(
         .into_iter()
         .map(|(k, v)| Ok((k, decode(&v)?)))
         .collect()
+}
+
+/// Removes every row whose key starts with `prefix`.
+pub(crate) fn remove_all(tx: &mut WriteTx<'_, '_>, prefix: &[u8]) -> Result<()> {
+    for (k, _) in tx.local_range(prefix, &prefix_end(prefix), None)? {
+        tx.local_remove(&k)?;
+    }
+    Ok(())
 }
 
 /// Runs a replicator transaction on the store: the closure's replicator errors abort it too.
