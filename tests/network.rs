@@ -652,3 +652,72 @@ fn limits_oversized_flows_stalled_uploads_and_too_many_requests() {
     );
     drop(slow);
 }
+
+#[test]
+fn t3_concurrent_uploads_of_the_same_flow_one_at_a_time_and_the_journal_shows_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    bulk(dir, "bsoc", "K", 500);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    std::fs::create_dir_all(dir.join("bsoc/outbox")).unwrap();
+    ok(
+        dir,
+        &["remote", "export", "--data", "bsoc", "--out", "bsoc/outbox"],
+    );
+    let file = std::fs::read_dir(dir.join("bsoc/outbox"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let flow = std::fs::read(&file).unwrap();
+    let cred = credential(&dir.join("bsoc/remote.toml"));
+    // One upload of emission 1 is under way (half sent, the connection kept open)...
+    let addr = central.url.strip_prefix("http://").unwrap().to_owned();
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        first,
+        "PUT /v1/emissions/1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {cred}\r\nUpload-Offset: 0\r\nUpload-Length: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        flow.len(),
+        flow.len()
+    )
+    .unwrap();
+    first.write_all(&flow[..flow.len() / 2]).unwrap();
+    first.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a second one of the same flow is told to wait, and writes nothing.
+    let r = agent()
+        .put(format!("{}/v1/emissions/1", central.url))
+        .header("authorization", format!("Bearer {cred}"))
+        .header("upload-offset", "0")
+        .header("upload-length", flow.len().to_string())
+        .send(&flow[..])
+        .unwrap();
+    assert_eq!(r.status(), 409, "a second upload of the same flow at once");
+    // The first one finishes; the flow is in the journal once, processed once.
+    first.write_all(&flow[flow.len() / 2..]).unwrap();
+    first.flush().unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut first, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A third, after it: a duplicate, nothing more.
+    let mut r = agent()
+        .put(format!("{}/v1/emissions/1", central.url))
+        .header("authorization", format!("Bearer {cred}"))
+        .header("upload-offset", "0")
+        .header("upload-length", flow.len().to_string())
+        .send(&flow[..])
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert!(r.status() == 200 && body.contains("duplicate"), "{body}");
+    wait_for(30, "emission 1 processed", || {
+        journal_of(dir, &central, 2)
+            .first()
+            .is_some_and(|r| r["exec_end_ms"].is_u64())
+    });
+    let rows = journal_of(dir, &central, 2);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["executions"], 1);
+    assert_eq!(rows[0]["bytes"], flow.len() as u64);
+}
