@@ -475,6 +475,16 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
 }
 
 /// `outpost journal`: the monitoring list (J1), as a table or JSON.
+/// Central's time zone, in which the journal shows times.
+fn journal_zone(store: &Store) -> CliResult<Zone> {
+    central::config(store)
+        .ok()
+        .flatten()
+        .and_then(|c| c.central.time_zone.parse().ok())
+        .or_else(|| "UTC".parse().ok())
+        .ok_or_else(|| "no time zone to show the journal in".to_owned())
+}
+
 pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> CliResult<()> {
     let store = open_central(dir)?;
     if refused {
@@ -484,6 +494,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
             return Ok(());
         }
         let sites = store.sites();
+        let zone = journal_zone(&store)?;
         for f in flows {
             let from = f.sender.map_or_else(
                 || "a file".to_owned(),
@@ -494,8 +505,11 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
                 },
             );
             println!(
-                "{} UTC ms  from {from}  {} bytes  {}",
-                f.at_ms, f.bytes, f.reason
+                "{} {}  from {from}  {} bytes  {}",
+                zone.date_at(f.at_ms),
+                zone.hhmm_at(f.at_ms),
+                f.bytes,
+                f.reason
             );
         }
         return Ok(());
@@ -515,12 +529,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
         println!("{}", serde_json::to_string_pretty(&rows).map_err(msg)?);
         return Ok(());
     }
-    let zone: Zone = central::config(&store)
-        .ok()
-        .flatten()
-        .and_then(|c| c.central.time_zone.parse().ok())
-        .or_else(|| "UTC".parse().ok())
-        .ok_or("no time zone to show the journal in")?;
+    let zone = journal_zone(&store)?;
     let at = |ms: Option<u64>| {
         ms.map_or_else(
             || "-".to_owned(),
