@@ -289,14 +289,8 @@ fn cut_upload(url: &str, credential: &str, seq: u64, flow: &[u8], half: usize) {
     s.shutdown(std::net::Shutdown::Both).unwrap();
 }
 
-#[test]
-fn t3_an_upload_cut_midway_resumes_where_it_stopped_and_the_journal_shows_it_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
-    bulk(dir, "bsoc", "K", 3_000);
-    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
-    // The emission, written into the remote's outbox as `remote sync` does before sending.
+/// BSOC's emission, written into its outbox as `remote sync` does before sending: its bytes.
+fn emission_in_outbox(dir: &Path) -> Vec<u8> {
     std::fs::create_dir_all(dir.join("bsoc/outbox")).unwrap();
     ok(
         dir,
@@ -308,7 +302,17 @@ fn t3_an_upload_cut_midway_resumes_where_it_stopped_and_the_journal_shows_it_onc
         .unwrap()
         .unwrap()
         .path();
-    let flow = std::fs::read(&file).unwrap();
+    std::fs::read(&file).unwrap()
+}
+
+#[test]
+fn t3_an_upload_cut_midway_resumes_where_it_stopped_and_the_journal_shows_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    bulk(dir, "bsoc", "K", 3_000);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let flow = emission_in_outbox(dir);
     assert!(flow.len() > 4_000, "{} bytes", flow.len());
     let cred = credential(&dir.join("bsoc/remote.toml"));
     cut_upload(&central.url, &cred, 1, &flow, flow.len() / 2);
@@ -660,18 +664,7 @@ fn t3_concurrent_uploads_of_the_same_flow_one_at_a_time_and_the_journal_shows_it
     deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
     bulk(dir, "bsoc", "K", 500);
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
-    std::fs::create_dir_all(dir.join("bsoc/outbox")).unwrap();
-    ok(
-        dir,
-        &["remote", "export", "--data", "bsoc", "--out", "bsoc/outbox"],
-    );
-    let file = std::fs::read_dir(dir.join("bsoc/outbox"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let flow = std::fs::read(&file).unwrap();
+    let flow = emission_in_outbox(dir);
     let cred = credential(&dir.join("bsoc/remote.toml"));
     // One upload of emission 1 is under way (half sent, the connection kept open)...
     let addr = central.url.strip_prefix("http://").unwrap().to_owned();
