@@ -23,8 +23,19 @@ fn msg(e: impl std::fmt::Display) -> String {
 
 /// Opens the store in `dir`, whichever site it belongs to.
 pub fn open(dir: &Path) -> CliResult<Store> {
-    Store::open_existing(dir, outpost_sim::retail::schema(), SystemClock)
-        .map_err(|e| format!("{}: {e}", dir.display()))
+    Store::open_existing(dir, outpost_sim::retail::schema(), SystemClock).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("already open") {
+            format!(
+                "{}: the store is in use by another process (central's daemon, or a remote's \
+                 sync): stop it first; while central's daemon runs, its journal and alerts are \
+                 on its monitor page (/monitor)",
+                dir.display()
+            )
+        } else {
+            format!("{}: {text}", dir.display())
+        }
+    })
 }
 
 fn open_central(dir: &Path) -> CliResult<Store> {
@@ -476,13 +487,38 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
 
 /// `outpost journal`: the monitoring list (J1), as a table or JSON.
 /// Central's time zone, in which the journal shows times.
-fn journal_zone(store: &Store) -> CliResult<Zone> {
+pub(crate) fn journal_zone(store: &Store) -> CliResult<Zone> {
     central::config(store)
         .ok()
         .flatten()
         .and_then(|c| c.central.time_zone.parse().ok())
         .or_else(|| "UTC".parse().ok())
         .ok_or_else(|| "no time zone to show the journal in".to_owned())
+}
+
+/// `outpost journal --alerts`: the alerts (C3), open ones first.
+pub fn alerts(dir: &Path, json: bool) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let alerts = crate::serve::monitor::alert_views(&store, 200)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&alerts).map_err(msg)?);
+        return Ok(());
+    }
+    if alerts.is_empty() {
+        println!("no alert");
+    }
+    for a in alerts {
+        let state = if a.open {
+            "OPEN  ".to_owned()
+        } else {
+            "closed".to_owned()
+        };
+        let mailed = a
+            .mailed
+            .map_or_else(|| "not e-mailed".to_owned(), |m| format!("e-mailed {m}"));
+        println!("{} {state} #{}  ({mailed})\n    {}", a.raised, a.id, a.text);
+    }
+    Ok(())
 }
 
 pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> CliResult<()> {
@@ -581,7 +617,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
     Ok(())
 }
 
-fn to_json(v: &Value) -> serde_json::Value {
+pub(crate) fn to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => (*b).into(),

@@ -18,6 +18,15 @@ pub fn new_credential(site: &Site) -> Result<(String, Vec<u8>), String> {
     Ok((format!("{}.{hex}", site.code), digest))
 }
 
+/// A random token of 64 hex digits (a monitor session).
+pub fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system's random number generator failed".to_owned())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A random deployment identity (see `central::deployment_id`).
 pub fn new_deployment_id() -> Result<u64, String> {
     let mut bytes = [0u8; 8];

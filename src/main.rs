@@ -78,8 +78,12 @@ enum Command {
         json: bool,
         /// List the flows refused at receipt instead (damaged, of another deployment…):
         /// nothing of them was kept.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "alerts")]
         refused: bool,
+        /// List the alerts instead (C3): the open ones, then the recent closed ones — the
+        /// same as the monitor page shows.
+        #[arg(long)]
+        alerts: bool,
     },
     /// Print a record's fields as JSON (`null` when there is none).
     Get(RecordArgs),
@@ -467,10 +471,14 @@ fn main() -> ExitCode {
             }
         }),
         Command::Journal {
+            data, json, alerts, ..
+        } if alerts => done(admin::alerts(&data, json)),
+        Command::Journal {
             data,
             site,
             json,
             refused,
+            ..
         } => done(admin::journal(&data, site.as_deref(), json, refused)),
         Command::Get(r) => done(admin::get(&r.data, &r.table, &r.key)),
         Command::Put {

@@ -13,6 +13,7 @@
 //! | `POST /v1/acks` | the site | reports of returns applied or refused (J1 execution at the remote) |
 //! | `GET /v1/journal?site=CODE` | admin | the journal (J1) |
 //! | `GET /v1/status` | admin | the automaton's activity (`Att Dep`, `Tra D02`…) and the pending emissions |
+//! | `GET /monitor`, `/v1/monitor/…`, `/v1/alerts` | admin | the sync monitor (see [`monitor`]) |
 //!
 //! Every request but the health check carries `Authorization: Bearer CODE.secret`; the site it
 //! authenticates is the only site the request may act for (S2): the emission's sequence number
@@ -50,6 +51,11 @@ use tokio::io::AsyncWriteExt;
 use crate::SystemClock;
 use crate::auth;
 
+mod alerts;
+pub mod monitor;
+
+pub use alerts::AlertConfig;
+
 /// The daemon's settings: a TOML file (`--config`, or `outpost.toml` in the data directory).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -79,6 +85,8 @@ pub struct ServeConfig {
     pub clock_skew_max_s: u64,
     /// Log filter (`info`, `debug`, `outpost=debug,warn`…); `RUST_LOG` overrides it.
     pub log: String,
+    /// Alerts and their e-mail (C3).
+    pub alerts: AlertConfig,
 }
 
 impl Default for ServeConfig {
@@ -95,6 +103,7 @@ impl Default for ServeConfig {
             sweep_s: automaton::SWEEP_MS_DEFAULT / 1000,
             clock_skew_max_s: outpost_engine::SKEW_MS_MAX_DEFAULT / 1000,
             log: "info".into(),
+            alerts: AlertConfig::default(),
         }
     }
 }
@@ -130,6 +139,7 @@ impl ServeConfig {
         if self.max_concurrent_requests == 0 || self.request_timeout_s == 0 {
             return Err("max_concurrent_requests and request_timeout_s must be above 0".into());
         }
+        self.alerts.check()?;
         Ok(addr)
     }
 }
@@ -168,6 +178,10 @@ struct AppState {
     /// Emissions being uploaded right now: a second upload of the same flow gets 409.
     uploading: Mutex<HashSet<FlowId>>,
     permits: Arc<tokio::sync::Semaphore>,
+    /// The monitor's signed-in browsers.
+    sessions: monitor::Sessions,
+    /// How the alert e-mails went.
+    mail_status: Arc<Mutex<alerts::MailStatus>>,
 }
 
 type Shared = Arc<AppState>;
@@ -211,7 +225,13 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
         activity: Activity::Waiting.to_string(),
         ..StatusView::default()
     }));
+    let mail_status = Arc::new(Mutex::new(alerts::MailStatus {
+        configured: config.alerts.smtp_url.is_some(),
+        ..alerts::MailStatus::default()
+    }));
     let state: Shared = Arc::new(AppState {
+        sessions: monitor::Sessions::default(),
+        mail_status: Arc::clone(&mail_status),
         sites: store.sites(),
         store: Arc::clone(&store),
         uploads,
@@ -230,6 +250,13 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
             .spawn(move || run_automaton(&store, automaton, &inbox, &returns, &status))
             .map_err(|e| format!("cannot start the automaton: {e}"))?
     };
+    let (stop_alerts, alerts_thread) = alerts::spawn(
+        Arc::clone(&store),
+        data.to_path_buf(),
+        config.alerts.clone(),
+        config.sweep_s.max(1) * 1000,
+        mail_status,
+    )?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -238,7 +265,9 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
     let served = runtime.block_on(serve_http(addr, state));
     // The automaton finishes the command it is on (each is one atomic commit) and stops.
     let _ = events.send(Event::Stop);
+    let _ = stop_alerts.send(());
     let _ = worker.join();
+    let _ = alerts_thread.join();
     tracing::info!("stopped");
     served
 }
@@ -253,6 +282,7 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
         .route("/v1/acks", post(acks))
         .route("/v1/journal", get(journal_rows))
         .route("/v1/status", get(status))
+        .merge(monitor::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(&state), limit))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
@@ -447,6 +477,12 @@ impl FromRequestParts<Shared> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        // The monitor page's requests: a signed-in browser's session cookie.
+        if !parts.headers.contains_key(header::AUTHORIZATION)
+            && state.sessions.valid(&parts.headers, SystemClock.now_ms())
+        {
+            return Ok(Admin);
+        }
         let peer = peer_of(parts);
         let site = authenticated(state, peer, &parts.headers)?;
         if site.is_central() {

@@ -412,6 +412,24 @@ impl ReadTables {
         collect_raw(self.local.range::<&[u8]>(start..end)?, limit)
     }
 
+    /// Like `local_range`, from the last key down.
+    pub fn local_range_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for entry in self.local.range::<&[u8]>(start..end)?.rev() {
+            let (k, v) = entry?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn is_frozen(&self, prefix: &[u8]) -> Result<bool> {
         Ok(self.frozen.get(prefix)?.is_some())
     }

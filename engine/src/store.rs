@@ -1577,6 +1577,17 @@ impl Snapshot {
         self.tables.local_range(start, end, limit)
     }
 
+    /// Entries of the local side table from `start` (inclusive) to `end` (exclusive), the last
+    /// first: the newest rows of an index keyed by time.
+    pub fn local_range_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.local_range_rev(start, end, limit)
+    }
+
     /// The knowledge persisted with this snapshot.
     pub fn knowledge(&self) -> Result<Knowledge> {
         match self.tables.meta(META_KNOWLEDGE)? {

@@ -304,6 +304,8 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         row.receipt = Some(receipt);
         row.error = note.clone();
         local::put(tx, &jkey, &row)?;
+        crate::monitor::index_row(tx, now, id)?;
+        crate::monitor::saw_emission(tx, id, now, header.created_wall_ms)?;
         local::put(tx, &pending_key(receipt), &id)?;
         Ok(Received::Ready { id, bytes, note })
     })?;
@@ -673,6 +675,21 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
         row.executions += 1;
         row.exec_start_ms = Some(now);
         row.exec_end_ms = None;
+        if row.executions > 1 {
+            crate::monitor::record_event(
+                tx,
+                &crate::monitor::Event {
+                    kind: crate::monitor::EventKind::ExecutedAgain,
+                    at_ms: now,
+                    site: row.site,
+                    flow: id,
+                    text: format!(
+                        "processing of emission {id} started again (execution {}): the one                          before was cut off (a stop or a crash) and is redone whole",
+                        row.executions
+                    ),
+                },
+            )?;
+        }
         local::put(tx, &key, &row)
     })
 }
@@ -730,6 +747,16 @@ pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
                         row.executions = before.executions;
                         row.exec_start_ms = before.exec_start_ms;
                         row.exec_end_ms = before.exec_end_ms;
+                        crate::monitor::record_event(
+                            tx,
+                            &crate::monitor::Event {
+                                kind: crate::monitor::EventKind::Quarantined,
+                                at_ms: store.now_ms(),
+                                site: row.site,
+                                flow: id,
+                                text: format!("emission {id} {text}"),
+                            },
+                        )?;
                     }
                     local::put(tx, &key, &row)?;
                 }
@@ -873,6 +900,19 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         row.n_changes = reader.n_changes();
         row.n_rejections = report.refusals.len() as u64;
         local::put(tx, &key, &row)?;
+        crate::monitor::log_rejections(tx, id, &report.refusals)?;
+        if !report.refusals.is_empty() {
+            crate::monitor::record_event(
+                tx,
+                &crate::monitor::Event {
+                    kind: crate::monitor::EventKind::Rejections,
+                    at_ms: now,
+                    site: sender,
+                    flow: id,
+                    text: rejections_text(&code, id, &report.refusals),
+                },
+            )?;
+        }
         tx.local_remove(&pending_key(receipt))?;
         supersede_held(tx, id)?;
         Ok(report)
@@ -906,6 +946,7 @@ fn apply_acks(
                 row.error = Some(reason.clone());
             }
             local::put(tx, &key, &row)?;
+            ack_events(tx, &row, ack)?;
         }
         if !ack.refused {
             rec.rejections
@@ -913,6 +954,71 @@ fn apply_acks(
         }
     }
     Ok(())
+}
+
+/// What the monitor keeps of one report of a return: the remote's newest applied return, and
+/// the events worth an alert.
+fn ack_events(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    row: &JournalRow,
+    ack: &ReturnAck,
+) -> Result<()> {
+    use crate::monitor::{Event, EventKind, record_event};
+    if !ack.refused {
+        crate::monitor::saw_return_applied(
+            tx,
+            row.site,
+            ack.id,
+            row.file_ready_ms.unwrap_or(ack.start_ms),
+            ack.end_ms,
+        )?;
+    }
+    if ack.refused {
+        record_event(
+            tx,
+            &Event {
+                kind: EventKind::RefusedByRemote,
+                at_ms: ack.end_ms,
+                site: row.site,
+                flow: ack.id,
+                text: format!(
+                    "return {} was refused by its remote: {}",
+                    ack.id,
+                    ack.reason.as_deref().unwrap_or("no reason given")
+                ),
+            },
+        )?;
+    }
+    if row.executions > 1 {
+        record_event(
+            tx,
+            &Event {
+                kind: EventKind::ExecutedAgain,
+                at_ms: ack.end_ms,
+                site: row.site,
+                flow: ack.id,
+                text: format!(
+                    "return {} was applied again by its remote (execution {})",
+                    ack.id, row.executions
+                ),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// An emission's refused changes in one line: how many, by rule.
+fn rejections_text(code: &str, id: FlowId, refusals: &[(usize, Rejection)]) -> String {
+    let mut by_rule: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, r) in refusals {
+        *by_rule.entry(r.refusal.rule.to_string()).or_default() += 1;
+    }
+    let rules: Vec<String> = by_rule.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+    format!(
+        "{} change(s) of {code} refused in emission {id} ({}): they go back to {code} with          central's values in its next return",
+        refusals.len(),
+        rules.join(", ")
+    )
 }
 
 /// Records a remote's reports of the returns it received, as soon as it made them (over the
@@ -1140,6 +1246,8 @@ fn write_for_remote<W: Write>(
         row.n_rejections = n_rejections;
         row.bytes = bytes;
         row.receipt = receipt;
+        crate::monitor::index_row(tx, now, id)?;
+        crate::monitor::saw_made(tx, remote, id, kind, now)?;
         local::put(tx, &local::flow_key(local::JOURNAL, id), &row)
     })?;
     Ok((

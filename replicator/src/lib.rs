@@ -25,6 +25,7 @@ pub mod files;
 pub mod flow;
 pub mod journal;
 mod local;
+pub mod monitor;
 mod packed;
 pub mod remote;
 pub mod schedule;

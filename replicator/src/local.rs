@@ -63,6 +63,10 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0xFF; prefix.len() + 1]
 }
 
+pub(crate) fn snap_decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    decode(bytes)
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| {
         Error::Engine(outpost_engine::Error::Corrupt(format!(

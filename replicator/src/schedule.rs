@@ -95,6 +95,9 @@ fn to_ms(t: DateTime<Utc>) -> u64 {
 }
 
 impl Zone {
+    /// Coordinated Universal Time.
+    pub const UTC: Zone = Zone(Tz::UTC);
+
     /// The local date at an instant (UTC ms).
     pub fn date_at(self, ms: u64) -> NaiveDate {
         utc(ms).with_timezone(&self.0).date_naive()
@@ -103,6 +106,26 @@ impl Zone {
     /// The local time of day at an instant, `HH:MM`.
     pub fn hhmm_at(self, ms: u64) -> String {
         utc(ms).with_timezone(&self.0).format("%H:%M").to_string()
+    }
+
+    /// The local date and time at an instant, `YYYY-MM-DD HH:MM:SS`, for monitoring.
+    pub fn datetime_at(self, ms: u64) -> String {
+        utc(ms)
+            .with_timezone(&self.0)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    }
+
+    /// The latest instant at or before `now_ms` of the local time `at` (today's or yesterday's).
+    pub fn latest_at_or_before(self, at: HhMm, now_ms: u64) -> u64 {
+        let today = self.date_at(now_ms);
+        let t = self.instant(today, at);
+        if t <= now_ms {
+            return t;
+        }
+        today
+            .pred_opt()
+            .map_or(0, |yesterday| self.instant(yesterday, at))
     }
 
     /// The instant (UTC ms) of `at` on local `date`. In a spring-forward gap: the first valid

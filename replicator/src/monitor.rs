@@ -1,0 +1,745 @@
+//! What the person responsible for syncs follows (SPEC J1–J4, C3): the journal newest first by
+//! pages, the changes central refused with the flow that carried them, what central has seen
+//! of each remote, and alerts.
+//!
+//! Central's processing writes what this module reads, in the same transactions as the work:
+//! - an index of the journal by the time each flow became file ready (`jt/`), so that the
+//!   newest page of a journal of a million rows is read without reading the rest;
+//! - the refused changes, keyed by time, with the flow that carried them (`rj/`);
+//! - per remote, its latest emission, the clock it showed, its newest applied return (`sw/`);
+//! - notable events as they happen (`ev/`): an execution started again, a return refused by
+//!   its remote, refused changes, an emission held for clock skew.
+//!
+//! [`evaluate`] turns events and standing conditions (a remote silent past its schedule, an
+//! emission waiting too long, the disk nearly full) into [`Alert`]s, kept in the store. It
+//! takes the time as an argument: the daemon calls it on a timer and e-mails what is new.
+
+use std::collections::BTreeMap;
+
+use outpost_engine::{Rejection, SiteId, Store, WriteTx};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::config::SyncType;
+use crate::flow::{FlowId, FlowKind};
+use crate::journal::JournalRow;
+use crate::local;
+
+/// The journal by file-ready time: `jt/` + time (u64 BE) + flow id.
+const JOURNAL_BY_TIME: &[u8] = b"jt/";
+/// Refused changes: `rj/` + time (u64 BE) + flow id + index (u32 BE).
+const REJECTIONS: &[u8] = b"rj/";
+/// What central saw of each remote: `sw/` + site id (u16 BE).
+const SITE_SEEN: &[u8] = b"sw/";
+/// Events: `ev/` + number (u64 BE).
+const EVENTS: &[u8] = b"ev/";
+/// The next event number.
+const EVENT_SEQ: &[u8] = b"cs/event";
+/// Alerts: `al/` + number (u64 BE).
+const ALERTS: &[u8] = b"al/";
+/// The alerts' bookkeeping.
+const ALERT_STATE: &[u8] = b"cs/alerts";
+
+/// Rows looked at, at most, to fill one page: a filter that matches few rows gives a short page
+/// and a cursor to go on from, never a long wait.
+pub const SCAN_MAX: usize = 50_000;
+
+fn be_key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn flow_bytes(id: FlowId) -> [u8; 10] {
+    let mut b = [0u8; 10];
+    b[..2].copy_from_slice(&id.site.0.to_be_bytes());
+    b[2..].copy_from_slice(&id.seq.to_be_bytes());
+    b
+}
+
+fn flow_from(bytes: &[u8]) -> Option<FlowId> {
+    let site = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?);
+    Some(FlowId {
+        site: SiteId(site),
+        seq,
+    })
+}
+
+/// Indexes a new journal row by its file-ready time.
+pub(crate) fn index_row(tx: &mut WriteTx<'_, '_>, at_ms: u64, id: FlowId) -> Result<()> {
+    let key = be_key(JOURNAL_BY_TIME, &[&at_ms.to_be_bytes(), &flow_bytes(id)]);
+    Ok(tx.local_put(&key, &[])?)
+}
+
+/// What central saw of one remote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSeen {
+    /// Its latest emission received, and when it became file ready.
+    pub last_emission: Option<(FlowId, u64)>,
+    /// Its wall clock minus central's when that emission arrived (ms): positive when the
+    /// remote's clock is ahead. Includes the time between making the file and its arrival.
+    pub clock_offset_ms: Option<i64>,
+    /// Its newest return it reported applied: the return, when central made it, when the
+    /// remote applied it.
+    pub last_applied_return: Option<(FlowId, u64, u64)>,
+    /// When central made its latest bootstrap.
+    pub bootstrap_ms: Option<u64>,
+    /// Its newest return central made, and when.
+    pub last_return_made: Option<(FlowId, u64)>,
+}
+
+fn seen_key(site: SiteId) -> Vec<u8> {
+    be_key(SITE_SEEN, &[&site.0.to_be_bytes()])
+}
+
+fn update_seen(
+    tx: &mut WriteTx<'_, '_>,
+    site: SiteId,
+    f: impl FnOnce(&mut SiteSeen),
+) -> Result<()> {
+    let key = seen_key(site);
+    let mut seen: SiteSeen = local::get(tx, &key)?.unwrap_or_default();
+    f(&mut seen);
+    local::put(tx, &key, &seen)
+}
+
+/// An emission became file ready at central.
+pub(crate) fn saw_emission(
+    tx: &mut WriteTx<'_, '_>,
+    id: FlowId,
+    at_ms: u64,
+    remote_wall_ms: u64,
+) -> Result<()> {
+    update_seen(tx, id.site, |s| {
+        if s.last_emission.is_none_or(|(last, _)| last.seq <= id.seq) {
+            s.last_emission = Some((id, at_ms));
+            let offset = i128::from(remote_wall_ms) - i128::from(at_ms);
+            s.clock_offset_ms = Some(offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64);
+        }
+    })
+}
+
+/// A bootstrap or a return was made for `site`.
+pub(crate) fn saw_made(
+    tx: &mut WriteTx<'_, '_>,
+    site: SiteId,
+    id: FlowId,
+    kind: FlowKind,
+    at_ms: u64,
+) -> Result<()> {
+    update_seen(tx, site, |s| match kind {
+        FlowKind::Bootstrap => s.bootstrap_ms = Some(at_ms),
+        _ => s.last_return_made = Some((id, at_ms)),
+    })
+}
+
+/// `site` reported return `id` (made at `made_ms`) applied at `applied_ms`.
+pub(crate) fn saw_return_applied(
+    tx: &mut WriteTx<'_, '_>,
+    site: SiteId,
+    id: FlowId,
+    made_ms: u64,
+    applied_ms: u64,
+) -> Result<()> {
+    update_seen(tx, site, |s| {
+        if s.last_applied_return
+            .is_none_or(|(last, _, _)| last.seq <= id.seq)
+        {
+            s.last_applied_return = Some((id, made_ms, applied_ms));
+        }
+    })
+}
+
+/// What central saw of each remote that it saw anything of.
+pub fn sites_seen(store: &Store) -> Result<BTreeMap<SiteId, SiteSeen>> {
+    let snap = store.snapshot()?;
+    let mut out = BTreeMap::new();
+    for (k, v) in snap.local_range(SITE_SEEN, &local::prefix_end(SITE_SEEN), None)? {
+        let Some(id) = k
+            .get(SITE_SEEN.len()..)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_be_bytes)
+        else {
+            continue;
+        };
+        let seen: SiteSeen = local::snap_decode(&v)?;
+        out.insert(SiteId(id), seen);
+    }
+    Ok(out)
+}
+
+/// A refused change as the monitor lists it: the change, rule and reason, and the flow that
+/// carried it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoggedRejection {
+    /// The emission that carried it.
+    pub flow: FlowId,
+    /// The change, its source, its rule and reason.
+    pub rejection: Rejection,
+}
+
+/// Logs the changes an emission had refused.
+pub(crate) fn log_rejections(
+    tx: &mut WriteTx<'_, '_>,
+    flow: FlowId,
+    refusals: &[(usize, Rejection)],
+) -> Result<()> {
+    for (i, (_, r)) in refusals.iter().enumerate() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let key = be_key(
+            REJECTIONS,
+            &[
+                &r.at_ms.to_be_bytes(),
+                &flow_bytes(flow),
+                &index.to_be_bytes(),
+            ],
+        );
+        local::put(
+            tx,
+            &key,
+            &LoggedRejection {
+                flow,
+                rejection: r.clone(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// One page, newest first, and where the next one starts (`None`: nothing older).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass it back to get the next (older) page.
+    pub next: Option<String>,
+    /// Index entries looked at for this page.
+    pub scanned: usize,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Walks an index newest first, between times `[from_ms, to_ms)` and below the cursor, giving
+/// each entry to `take` until `limit` are taken or [`SCAN_MAX`] looked at.
+fn walk_back<T>(
+    store: &Store,
+    prefix: &[u8],
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    cursor: Option<&str>,
+    limit: usize,
+    mut take: impl FnMut(&outpost_engine::Snapshot, &[u8], &[u8]) -> Result<Option<T>>,
+) -> Result<Page<T>> {
+    let snap = store.snapshot()?;
+    let start = be_key(prefix, &[&from_ms.unwrap_or(0).to_be_bytes()]);
+    let mut end = to_ms.map_or_else(
+        || local::prefix_end(prefix),
+        |t| be_key(prefix, &[&t.to_be_bytes()]),
+    );
+    if let Some(c) = cursor.and_then(unhex)
+        && c.starts_with(prefix)
+        && c < end
+    {
+        end = c;
+    }
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    let limit = limit.max(1);
+    loop {
+        if start >= end {
+            return Ok(Page {
+                items,
+                next: None,
+                scanned,
+            });
+        }
+        let batch = snap.local_range_rev(&start, &end, Some(256))?;
+        if batch.is_empty() {
+            return Ok(Page {
+                items,
+                next: None,
+                scanned,
+            });
+        }
+        for (k, v) in batch {
+            scanned += 1;
+            if let Some(item) = take(&snap, &k, &v)? {
+                items.push(item);
+            }
+            end = k;
+            if items.len() >= limit || scanned >= SCAN_MAX {
+                return Ok(Page {
+                    items,
+                    next: Some(hex(&end)),
+                    scanned,
+                });
+            }
+        }
+    }
+}
+
+/// A page of the journal, newest first (by file-ready time), of the rows `keep` accepts, with
+/// file-ready time in `[from_ms, to_ms)`, older than `cursor`.
+pub fn journal_page(
+    store: &Store,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    cursor: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&JournalRow) -> bool,
+) -> Result<Page<JournalRow>> {
+    walk_back(
+        store,
+        JOURNAL_BY_TIME,
+        from_ms,
+        to_ms,
+        cursor,
+        limit,
+        |snap, k, _| {
+            let Some(id) = k.get(JOURNAL_BY_TIME.len() + 8..).and_then(flow_from) else {
+                return Ok(None);
+            };
+            let row: Option<JournalRow> =
+                local::snap_get(snap, &local::flow_key(local::JOURNAL, id))?;
+            Ok(row.filter(|r| keep(r)))
+        },
+    )
+}
+
+/// A page of refused changes, newest first, of those `keep` accepts.
+pub fn rejections_page(
+    store: &Store,
+    cursor: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&LoggedRejection) -> bool,
+) -> Result<Page<LoggedRejection>> {
+    walk_back(store, REJECTIONS, None, None, cursor, limit, |_, _, v| {
+        let r: LoggedRejection = local::snap_decode(v)?;
+        Ok(keep(&r).then_some(r))
+    })
+}
+
+/// What happened that the person responsible should hear of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A flow's execution started again: the one before was cut off (J1).
+    ExecutedAgain,
+    /// A remote refused a return.
+    RefusedByRemote,
+    /// Central refused changes of an emission.
+    Rejections,
+    /// An emission held: its changes are stamped too far ahead of central's clock.
+    Quarantined,
+}
+
+/// One event, written in the transaction of what it reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What.
+    pub kind: EventKind,
+    /// When (central's clock, UTC ms).
+    pub at_ms: u64,
+    /// The remote concerned.
+    pub site: SiteId,
+    /// The flow.
+    pub flow: FlowId,
+    /// In words.
+    pub text: String,
+}
+
+pub(crate) fn record_event(tx: &mut WriteTx<'_, '_>, event: &Event) -> Result<()> {
+    let n: u64 = local::get(tx, EVENT_SEQ)?.unwrap_or(0) + 1;
+    local::put(tx, EVENT_SEQ, &n)?;
+    local::put(tx, &be_key(EVENTS, &[&n.to_be_bytes()]), event)
+}
+
+/// An alert: a standing condition (open until it no longer holds) or an event (closed when
+/// raised).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Its number.
+    pub id: u64,
+    /// What it is about: one open alert per key (`silent/BSOC`, `pending/02-000007`, `disk`…).
+    pub key: String,
+    /// The remote concerned, if one is.
+    pub site: Option<SiteId>,
+    /// The flow concerned, if one is.
+    pub flow: Option<FlowId>,
+    /// When raised (central's clock, UTC ms).
+    pub raised_ms: u64,
+    /// When it stopped holding (an event: when raised).
+    pub closed_ms: Option<u64>,
+    /// In words, with what to do.
+    pub text: String,
+    /// When it went out by e-mail.
+    pub mailed_ms: Option<u64>,
+}
+
+impl Alert {
+    /// Still holds.
+    pub fn is_open(&self) -> bool {
+        self.closed_ms.is_none()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AlertState {
+    next_id: u64,
+    /// Events up to this number are turned into alerts.
+    events_seen: u64,
+}
+
+/// The thresholds of the standing conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// A remote is silent once this long past its due emission with none received (ms).
+    pub silent_margin_ms: u64,
+    /// How often a remote without a fixed-time sync is expected to emit (ms); 0: never
+    /// expected.
+    pub expect_every_ms: u64,
+    /// An emission file ready and not processed after this many automaton cycles.
+    pub pending_cycles: u32,
+    /// The automaton's cycle (its sweep, ms).
+    pub cycle_ms: u64,
+    /// Alert when the disk holding the store has less than this share free (percent).
+    pub disk_free_min_pct: u8,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            silent_margin_ms: 30 * 60 * 1000,
+            expect_every_ms: 24 * 3600 * 1000,
+            pending_cycles: 3,
+            cycle_ms: crate::automaton::SWEEP_MS_DEFAULT,
+            disk_free_min_pct: 5,
+        }
+    }
+}
+
+/// Space on the disk holding the store: available and total bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// Bytes available.
+    pub available: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// A condition that holds now.
+struct Condition {
+    key: String,
+    site: Option<SiteId>,
+    flow: Option<FlowId>,
+    text: String,
+}
+
+fn human(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// The standing conditions at `now_ms`.
+fn conditions(
+    store: &Store,
+    now_ms: u64,
+    t: &Thresholds,
+    disk: Option<Disk>,
+) -> Result<Vec<Condition>> {
+    let mut out = Vec::new();
+    let sites = store.sites();
+    let code = |s: SiteId| {
+        sites
+            .get(s)
+            .map_or_else(|| s.to_string(), |s| s.code.to_string())
+    };
+    let seen = sites_seen(store)?;
+    if let Some(config) = crate::central::config(store)? {
+        for remote in &config.remotes {
+            let Some(s) = seen.get(&remote.id) else {
+                continue;
+            };
+            let heard = s.last_emission.map(|(_, at)| at);
+            let Some(since) = heard.max(s.bootstrap_ms) else {
+                continue;
+            };
+            let fixed = remote.sync_types.iter().find_map(|t| match t {
+                SyncType::Fixed { emission, .. } => Some(*emission),
+                _ => None,
+            });
+            let due = match (fixed, remote.time_zone.parse::<crate::schedule::Zone>()) {
+                (Some(at), Ok(zone)) => {
+                    let due =
+                        zone.latest_at_or_before(at, now_ms.saturating_sub(t.silent_margin_ms));
+                    // Due before we had heard of it at all (a new remote), or heard of since.
+                    (due > 0 && since.saturating_add(t.silent_margin_ms) < due).then(|| {
+                        format!(
+                            "its emission was due at {at} ({}) and none has come",
+                            remote.time_zone
+                        )
+                    })
+                }
+                _ if t.expect_every_ms > 0 => {
+                    let due = since.saturating_add(t.expect_every_ms);
+                    (now_ms >= due.saturating_add(t.silent_margin_ms)).then(|| {
+                        format!(
+                            "nothing for {}; it is expected to emit every {}",
+                            human(now_ms - since),
+                            human(t.expect_every_ms)
+                        )
+                    })
+                }
+                _ => None,
+            };
+            if let Some(why) = due {
+                let last = match s.last_emission {
+                    Some((id, _)) => format!("its last emission is {id}"),
+                    None => "it has sent no emission since its bootstrap".to_owned(),
+                };
+                out.push(Condition {
+                    key: format!("silent/{}", remote.code),
+                    site: Some(remote.id),
+                    flow: None,
+                    text: format!(
+                        "{} is silent: {why} ({last}). Check the site's connection and its \
+                         scheduler, or ask it for a sync.",
+                        remote.code
+                    ),
+                });
+            }
+        }
+    }
+    let wait_max = t
+        .cycle_ms
+        .saturating_mul(u64::from(t.pending_cycles.max(1)));
+    for id in crate::central::pending_emissions(store)? {
+        let Some(row) = crate::journal::row(store, id)? else {
+            continue;
+        };
+        if row
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("quarantined: "))
+        {
+            continue;
+        }
+        let ready = row.file_ready_ms.unwrap_or(now_ms);
+        if now_ms.saturating_sub(ready) > wait_max {
+            out.push(Condition {
+                key: format!("pending/{id}"),
+                site: Some(row.site),
+                flow: Some(id),
+                text: format!(
+                    "emission {id} of {} has been file ready for {} and is not processed \
+                     ({} automaton cycles){}",
+                    code(row.site),
+                    human(now_ms.saturating_sub(ready)),
+                    t.pending_cycles,
+                    row.error
+                        .as_deref()
+                        .map_or_else(String::new, |e| format!(": {e}"))
+                ),
+            });
+        }
+    }
+    if let Some(d) = disk
+        && d.total > 0
+        && d.available.saturating_mul(100) < d.total.saturating_mul(t.disk_free_min_pct.into())
+    {
+        out.push(Condition {
+            key: "disk".into(),
+            site: None,
+            flow: None,
+            text: format!(
+                "the disk of central's store is nearly full: {} MiB free of {} MiB (below {} %)",
+                d.available >> 20,
+                d.total >> 20,
+                t.disk_free_min_pct
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Brings the alerts up to date at `now_ms`: new events become (closed) alerts, conditions that
+/// now hold open one (once per key), open ones that no longer hold are closed. Returns the
+/// alerts raised by this call.
+pub fn evaluate(
+    store: &Store,
+    now_ms: u64,
+    thresholds: &Thresholds,
+    disk: Option<Disk>,
+) -> Result<Vec<Alert>> {
+    let holding = conditions(store, now_ms, thresholds, disk)?;
+    local::write(store, |tx| {
+        let mut state: AlertState = local::get(tx, ALERT_STATE)?.unwrap_or_default();
+        let mut raised = Vec::new();
+        let new_alert =
+            |state: &mut AlertState, key: String, site, flow, closed: bool, text: String| {
+                state.next_id += 1;
+                Alert {
+                    id: state.next_id,
+                    key,
+                    site,
+                    flow,
+                    raised_ms: now_ms,
+                    closed_ms: closed.then_some(now_ms),
+                    text,
+                    mailed_ms: None,
+                }
+            };
+        let start = be_key(EVENTS, &[&(state.events_seen + 1).to_be_bytes()]);
+        for (k, v) in tx.local_range(&start, &local::prefix_end(EVENTS), None)? {
+            let event: Event = local::snap_decode(&v)?;
+            if let Some(n) = k
+                .get(EVENTS.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            {
+                state.events_seen = state.events_seen.max(n);
+            }
+            let key = format!("{:?}/{}", event.kind, event.flow).to_lowercase();
+            let mut alert = new_alert(
+                &mut state,
+                key,
+                Some(event.site),
+                Some(event.flow),
+                true,
+                event.text,
+            );
+            alert.raised_ms = event.at_ms;
+            alert.closed_ms = Some(event.at_ms);
+            raised.push(alert);
+        }
+        let open: Vec<(Vec<u8>, Alert)> = local::tx_all::<Alert>(tx, ALERTS)?
+            .into_iter()
+            .filter(|(_, a)| a.is_open())
+            .collect();
+        for (k, mut a) in open.iter().cloned() {
+            if !holding.iter().any(|c| c.key == a.key) {
+                a.closed_ms = Some(now_ms);
+                local::put(tx, &k, &a)?;
+            }
+        }
+        for c in holding {
+            if open.iter().any(|(_, a)| a.key == c.key) {
+                continue;
+            }
+            raised.push(new_alert(&mut state, c.key, c.site, c.flow, false, c.text));
+        }
+        for a in &raised {
+            local::put(tx, &be_key(ALERTS, &[&a.id.to_be_bytes()]), a)?;
+        }
+        local::put(tx, ALERT_STATE, &state)?;
+        Ok(raised)
+    })
+}
+
+/// The alerts, newest first: every open one, then up to `recent` closed ones.
+pub fn alerts(store: &Store, recent: usize) -> Result<Vec<Alert>> {
+    let snap = store.snapshot()?;
+    let mut open = Vec::new();
+    let mut closed = Vec::new();
+    for (_, v) in snap.local_range_rev(ALERTS, &local::prefix_end(ALERTS), None)? {
+        let a: Alert = local::snap_decode(&v)?;
+        if a.is_open() {
+            open.push(a);
+        } else if closed.len() < recent {
+            closed.push(a);
+        }
+    }
+    open.extend(closed);
+    Ok(open)
+}
+
+/// Alerts not yet e-mailed, oldest first.
+pub fn unmailed(store: &Store) -> Result<Vec<Alert>> {
+    let snap = store.snapshot()?;
+    let mut out = Vec::new();
+    for (_, v) in snap.local_range(ALERTS, &local::prefix_end(ALERTS), None)? {
+        let a: Alert = local::snap_decode(&v)?;
+        if a.mailed_ms.is_none() {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Marks alerts as e-mailed at `at_ms`.
+pub fn mark_mailed(store: &Store, ids: &[u64], at_ms: u64) -> Result<()> {
+    local::write(store, |tx| {
+        for id in ids {
+            let key = be_key(ALERTS, &[&id.to_be_bytes()]);
+            if let Some(mut a) = local::get::<Alert>(tx, &key)? {
+                a.mailed_ms = Some(at_ms);
+                local::put(tx, &key, &a)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The state of a journal row, as the monitor filters and shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowState {
+    /// An emission file ready, not yet processed; a return not yet applied.
+    Waiting,
+    /// Processed (an emission) or applied by its remote (a return).
+    Done,
+    /// An emission held for clock skew.
+    Quarantined,
+    /// An emission held, then superseded by a later one.
+    Superseded,
+    /// An error: processing failed, or the remote refused the return.
+    Failed,
+}
+
+/// A row's state.
+pub fn row_state(row: &JournalRow) -> RowState {
+    let error = row.error.as_deref().unwrap_or("");
+    if error.starts_with("quarantined: ") {
+        return RowState::Quarantined;
+    }
+    if error.starts_with("superseded by emission") {
+        return RowState::Superseded;
+    }
+    if row.refused_by_remote {
+        return RowState::Failed;
+    }
+    match (row.kind, row.exec_end_ms) {
+        (FlowKind::Bootstrap, _) => RowState::Done,
+        (FlowKind::Emission, None) if !error.is_empty() && row.executions > 0 => RowState::Failed,
+        (_, Some(_)) => RowState::Done,
+        (_, None) => RowState::Waiting,
+    }
+}
+
+/// Parses a SynID as shown (`02-000017`).
+pub fn parse_flow_id(s: &str) -> Option<FlowId> {
+    let (site, seq) = s.trim().split_once('-')?;
+    Some(FlowId {
+        site: SiteId(site.parse().ok()?),
+        seq: seq.parse().ok()?,
+    })
+}
