@@ -478,10 +478,18 @@ impl FromRequestParts<Shared> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
         // The monitor page's requests: a signed-in browser's session cookie.
-        if !parts.headers.contains_key(header::AUTHORIZATION)
-            && state.sessions.valid(&parts.headers, SystemClock.now_ms())
-        {
-            return Ok(Admin);
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            match state.sessions.check(&parts.headers, SystemClock.now_ms()) {
+                monitor::Session::Valid => return Ok(Admin),
+                monitor::Session::Ended => {
+                    return Err(fail(
+                        StatusCode::UNAUTHORIZED,
+                        "your monitor session has ended (it lasts 12 hours, and a restart of \
+                         the daemon ends it): sign in again at /monitor",
+                    ));
+                }
+                monitor::Session::None => {}
+            }
         }
         let peer = peer_of(parts);
         let site = authenticated(state, peer, &parts.headers)?;

@@ -40,13 +40,17 @@ fn open_keys(d: &Deployment) -> Vec<String> {
 /// A remote's store where a local admin removed the table denials (C6 puts them back with the
 /// next return): its writes to the denied table reach central, which refuses them (R4).
 fn write_denied_stock(store: &outpost::Store, key: &str) {
+    write_denied_stock_kind(store, key, "receipt");
+}
+
+fn write_denied_stock_kind(store: &outpost::Store, key: &str, kind: &str) {
     store
         .set_denied_tables(store.site().id, BTreeSet::new())
         .unwrap();
     store
         .write(|tx| {
             tx.set("stock_documents", key, "quantity", 5)?;
-            tx.set("stock_documents", key, "kind", "receipt")
+            tx.set("stock_documents", key, "kind", kind)
         })
         .unwrap();
 }
@@ -533,10 +537,11 @@ fn j1_monitor_page_in_headless_chromium_shows_the_journal_follows_a_link_and_fil
         ],
         &["--deny", "stock_documents"],
     );
-    // CSOC's local admin lifted its denial of stock documents: central refuses them (R4).
+    // CSOC's local admin lifted its denial of stock documents: central refuses them (R4). The
+    // value is markup: the page must show it as text, never run it.
     {
         let csoc = outpost::admin::open(&dir.join("csoc")).unwrap();
-        write_denied_stock(&csoc, "CSOC-S1");
+        write_denied_stock_kind(&csoc, "CSOC-S1", "<img src=x onerror=\"window.pwned=1\">");
     }
     std::fs::write(dir.join("asoc/outpost.toml"), "[alerts]\ncheck_s = 1\n").unwrap();
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
@@ -599,6 +604,15 @@ fn j1_monitor_page_in_headless_chromium_shows_the_journal_follows_a_link_and_fil
         "return [...document.querySelectorAll('#rejections tbody tr')].map(tr => tr.innerText).filter(t => t.includes('CSOC-S1'))",
     );
     assert!(refused[0].as_str().unwrap().contains("R4/R9"), "{refused}");
+    let markup = browser.js(
+        "return [window.pwned === undefined, document.querySelectorAll('#rejections img').length, \
+         [...document.querySelectorAll('#rejections td')].some(td => td.innerText.includes('<img src=x'))]",
+    );
+    assert_eq!(
+        markup,
+        serde_json::json!([true, 0, true]),
+        "shown as text, not run"
+    );
     // The refusal is an alert on the page too.
     browser.wait_for(
         "the alert",
@@ -732,11 +746,21 @@ fn c3_a_silent_remote_is_e_mailed_to_the_responsible_collaborator_in_one_digest(
     let dir = tmp.path();
     // BSOC emits at a fixed time of day (not due since its bootstrap); CSOC syncs when it
     // decides, and is expected at least every 3 s here.
+    // BSOC's emission time: about twelve hours from now, whatever the time zone: never due here.
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600
+        + 12)
+        % 24;
+    // (Fetching after central's 23:00 return time, as the configuration requires.)
+    let fixed = format!("fixed {:02}:00 23:30", hour.min(22));
     deployment(
         dir,
         &[],
         &[
-            ("BSOC", "bsoc", &["fixed 21:00 23:20"]),
+            ("BSOC", "bsoc", &[fixed.as_str()]),
             ("CSOC", "csoc", &["immediate 60"]),
         ],
     );
@@ -769,20 +793,50 @@ fn c3_a_silent_remote_is_e_mailed_to_the_responsible_collaborator_in_one_digest(
     assert!(data.contains("Subject: [outpost ASOC]"), "{data}");
     assert!(data.contains("CSOC is silent: nothing for"), "{data}");
     assert!(!data.contains("BSOC is silent"), "{data}");
-    // A digest, not a flood: the alerts are checked every second, nothing else is sent.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(sink.messages.lock().unwrap().len(), 1);
     // The page's route shows it e-mailed.
+    let silent_alerts = || -> Vec<serde_json::Value> {
+        admin_get(dir, &central, "/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["text"].as_str().unwrap().contains("CSOC is silent"))
+            .cloned()
+            .collect()
+    };
+    let first = silent_alerts();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["open"], true);
+    assert!(first[0]["mailed"].is_string(), "{first:?}");
+    // CSOC syncs (the alert closes), then falls silent again: a second alert, which waits for
+    // the next digest (an hour here) instead of a second e-mail now.
+    sync(dir, "csoc", &central, &[]);
+    let started = Instant::now();
+    let second = loop {
+        let all = silent_alerts();
+        if let Some(new) = all
+            .iter()
+            .find(|a| a["open"] == true && a["id"] != first[0]["id"])
+        {
+            assert!(
+                all.iter()
+                    .any(|a| a["id"] == first[0]["id"] && a["open"] == false)
+            );
+            break new.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{all:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        second["mailed"].is_null(),
+        "held for the next digest: {second}"
+    );
+    assert_eq!(
+        sink.messages.lock().unwrap().len(),
+        1,
+        "a digest, not a flood"
+    );
     let alerts = admin_get(dir, &central, "/v1/alerts");
-    let silent = alerts["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["text"].as_str().unwrap().contains("CSOC is silent"))
-        .unwrap()
-        .clone();
-    assert_eq!(silent["open"], true);
-    assert!(silent["mailed"].is_string(), "{silent}");
     assert_eq!(alerts["mail"]["sent"], 1);
     assert!(central.terminate().success());
     // And `outpost journal --alerts` once the daemon is stopped.
@@ -790,4 +844,132 @@ fn c3_a_silent_remote_is_e_mailed_to_the_responsible_collaborator_in_one_digest(
     assert!(listed.contains("OPEN"), "{listed}");
     assert!(listed.contains("CSOC is silent"), "{listed}");
     assert!(listed.contains("e-mailed"), "{listed}");
+    assert!(listed.contains("not e-mailed"), "the second: {listed}");
+}
+
+/// An agent that shows redirects instead of following them.
+fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+#[test]
+fn j1_monitor_routes_take_central_s_credential_or_a_session_and_refuse_bad_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &["--tz", "UTC"],
+        &[("BSOC", "bsoc", &["immediate 60"])],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let url = |route: &str| format!("{}{route}", central.url);
+    let admin = credential(&dir.join("asoc/admin.credential"));
+    let bsoc = credential(&dir.join("bsoc/remote.toml"));
+    let get = |route: &str, auth: Option<&str>, cookie: Option<&str>| {
+        let mut req = no_redirects().get(url(route));
+        if let Some(a) = auth {
+            req = req.header("authorization", format!("Bearer {a}"));
+        }
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let mut r = req.call().unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap())
+    };
+    // Without a credential: 401; a remote's: 403; central's: 200.
+    assert_eq!(get("/v1/monitor/journal", None, None).0, 401);
+    assert_eq!(get("/v1/monitor/journal", Some(&bsoc), None).0, 403);
+    assert_eq!(get("/v1/alerts", Some(&bsoc), None).0, 403);
+    assert_eq!(get("/v1/monitor/journal", Some(&admin), None).0, 200);
+    // The page without a session is the sign-in form, with a strict content policy.
+    let r = no_redirects().get(url("/monitor")).call().unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    let (_, page) = get("/monitor", None, None);
+    assert!(page.contains("name=\"credential\""), "{page}");
+    // Sign-in: a remote's credential gets no session.
+    let login = |cred: &str| {
+        no_redirects()
+            .post(url("/monitor/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .send(format!("credential={cred}"))
+            .unwrap()
+    };
+    let r = login(&bsoc);
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = login(&admin);
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    assert_eq!(get("/v1/monitor/journal", None, Some(&cookie)).0, 200);
+    let (status, page) = get("/monitor", None, Some(&cookie));
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"journal\""));
+    // A cookie of no live session: told to sign in again.
+    let (status, body) = get("/v1/monitor/journal", None, Some("outpost_session=00ff"));
+    assert_eq!(status, 401);
+    assert!(body.contains("sign in again"), "{body}");
+    // Bad queries: JSON 400s that say what to write.
+    for (query, says) in [
+        ("from=yesterday", "is not a date"),
+        ("to=2026-13-01", "is not a date"),
+        ("limit=abc", "limit"),
+        ("limit=0", "from 1 to 500"),
+        ("before=zz", "pass back a page's `next`"),
+        ("kind=foo", "emission, return or bootstrap"),
+        ("state=lost", "waiting, done"),
+        ("flow=x", "is not a SynID"),
+    ] {
+        let (status, body) = get(&format!("/v1/monitor/journal?{query}"), Some(&admin), None);
+        assert_eq!(status, 400, "{query}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains(says),
+            "{query}: {body}"
+        );
+    }
+    assert_eq!(
+        get("/v1/monitor/journal?site=ZSOC", Some(&admin), None).0,
+        404
+    );
+    // "to" includes the day and the minute named (central keeps UTC here).
+    let journal = admin_get(dir, &central, "/v1/journal");
+    let ready = journal[0]["file_ready_ms"].as_i64().unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(ready).unwrap();
+    let count = |query: String| {
+        let (status, body) = get(&format!("/v1/monitor/journal?{query}"), Some(&admin), None);
+        assert_eq!(status, 200, "{query}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["items"].as_array().unwrap().len()
+    };
+    let day = at.format("%Y-%m-%d").to_string();
+    let minute = at.format("%Y-%m-%d%%20%H:%M").to_string();
+    let next_day = (at + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(count(format!("to={day}")), 1, "the day named is in");
+    assert_eq!(
+        count(format!("from={day}&to={minute}")),
+        1,
+        "the minute named is in"
+    );
+    assert_eq!(
+        count(format!("from={minute}")),
+        1,
+        "from the minute, inclusive"
+    );
+    assert_eq!(count(format!("from={next_day}")), 0);
 }

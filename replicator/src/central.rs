@@ -672,10 +672,15 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
     local::write(store, |tx| {
         let key = local::flow_key(local::JOURNAL, id);
         let mut row: JournalRow = local::get(tx, &key)?.ok_or(Error::UnknownFlow(id))?;
+        // A start after a start that never ended, and did not fail: the one before was cut off
+        // (a stop or a crash). Retries of an emission whose processing fails are not that.
+        let cut_off = row.exec_start_ms.is_some()
+            && row.exec_end_ms.is_none()
+            && !crate::monitor::failed(tx, id)?;
         row.executions += 1;
         row.exec_start_ms = Some(now);
         row.exec_end_ms = None;
-        if row.executions > 1 {
+        if cut_off {
             crate::monitor::record_event(
                 tx,
                 &crate::monitor::Event {
@@ -684,7 +689,8 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
                     site: row.site,
                     flow: id,
                     text: format!(
-                        "processing of emission {id} started again (execution {}): the one                          before was cut off (a stop or a crash) and is redone whole",
+                        "processing of emission {id} started again (execution {}): the one \
+                         before was cut off (a stop or a crash) and is redone whole",
                         row.executions
                     ),
                 },
@@ -743,6 +749,9 @@ pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
                 let key = local::flow_key(local::JOURNAL, id);
                 if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
                     row.error = Some(text.clone());
+                    if !held {
+                        crate::monitor::set_failed(tx, id, true)?;
+                    }
                     if held {
                         row.executions = before.executions;
                         row.exec_start_ms = before.exec_start_ms;
@@ -914,6 +923,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
             )?;
         }
         tx.local_remove(&pending_key(receipt))?;
+        crate::monitor::set_failed(tx, id, false)?;
         supersede_held(tx, id)?;
         Ok(report)
     })?;
@@ -1015,7 +1025,8 @@ fn rejections_text(code: &str, id: FlowId, refusals: &[(usize, Rejection)]) -> S
     }
     let rules: Vec<String> = by_rule.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
     format!(
-        "{} change(s) of {code} refused in emission {id} ({}): they go back to {code} with          central's values in its next return",
+        "{} change(s) of {code} refused in emission {id} ({}): they go back to {code} with \
+         central's values in its next return",
         refusals.len(),
         rules.join(", ")
     )

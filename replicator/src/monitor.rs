@@ -35,10 +35,14 @@ const SITE_SEEN: &[u8] = b"sw/";
 const EVENTS: &[u8] = b"ev/";
 /// The next event number.
 const EVENT_SEQ: &[u8] = b"cs/event";
+/// Emissions whose latest processing failed (not cut off): `fp/` + flow id.
+const FAILED: &[u8] = b"fp/";
 /// Alerts: `al/` + number (u64 BE).
 const ALERTS: &[u8] = b"al/";
 /// The alerts' bookkeeping.
 const ALERT_STATE: &[u8] = b"cs/alerts";
+/// Alerts kept for the next e-mail, at most.
+const UNMAILED_MAX: usize = 500;
 
 /// Rows looked at, at most, to fill one page: a filter that matches few rows gives a short page
 /// and a cursor to go on from, never a long wait.
@@ -72,6 +76,23 @@ fn flow_from(bytes: &[u8]) -> Option<FlowId> {
 pub(crate) fn index_row(tx: &mut WriteTx<'_, '_>, at_ms: u64, id: FlowId) -> Result<()> {
     let key = be_key(JOURNAL_BY_TIME, &[&at_ms.to_be_bytes(), &flow_bytes(id)]);
     Ok(tx.local_put(&key, &[])?)
+}
+
+/// Marks (or clears) an emission whose processing failed with an error: its next start is a
+/// retry, not a redo after a cut.
+pub(crate) fn set_failed(tx: &mut WriteTx<'_, '_>, id: FlowId, failed: bool) -> Result<()> {
+    let key = be_key(FAILED, &[&flow_bytes(id)]);
+    if failed {
+        tx.local_put(&key, &[])?;
+    } else {
+        tx.local_remove(&key)?;
+    }
+    Ok(())
+}
+
+/// The emission's latest processing failed with an error.
+pub(crate) fn failed(tx: &WriteTx<'_, '_>, id: FlowId) -> Result<bool> {
+    Ok(tx.local_get(&be_key(FAILED, &[&flow_bytes(id)]))?.is_some())
 }
 
 /// What central saw of one remote.
@@ -402,6 +423,14 @@ struct AlertState {
     next_id: u64,
     /// Events up to this number are turned into alerts.
     events_seen: u64,
+    /// The open alerts' numbers: nothing reads the whole history of alerts.
+    open: Vec<u64>,
+    /// The alerts not yet e-mailed, oldest first.
+    unmailed: Vec<u64>,
+}
+
+fn alert_key(id: u64) -> Vec<u8> {
+    be_key(ALERTS, &[&id.to_be_bytes()])
 }
 
 /// The thresholds of the standing conditions.
@@ -543,8 +572,28 @@ fn conditions(
         {
             continue;
         }
+        let snap_failed = store
+            .snapshot()?
+            .local_get(&be_key(FAILED, &[&flow_bytes(id)]))?
+            .is_some();
+        if snap_failed {
+            out.push(Condition {
+                key: format!("failing/{id}"),
+                site: Some(row.site),
+                flow: Some(id),
+                text: format!(
+                    "emission {id} of {} cannot be processed: {}. It is tried again at every \
+                     cycle; the emissions after it are processed all the same",
+                    code(row.site),
+                    row.error.as_deref().unwrap_or("no reason recorded")
+                ),
+            });
+            continue;
+        }
+        // Waiting since it became file ready, or since its processing (re)started.
         let ready = row.file_ready_ms.unwrap_or(now_ms);
-        if now_ms.saturating_sub(ready) > wait_max {
+        let since = row.exec_start_ms.map_or(ready, |s| s.max(ready));
+        if now_ms.saturating_sub(since) > wait_max {
             out.push(Condition {
                 key: format!("pending/{id}"),
                 site: Some(row.site),
@@ -631,25 +680,37 @@ pub fn evaluate(
             alert.closed_ms = Some(event.at_ms);
             raised.push(alert);
         }
-        let open: Vec<(Vec<u8>, Alert)> = local::tx_all::<Alert>(tx, ALERTS)?
-            .into_iter()
-            .filter(|(_, a)| a.is_open())
-            .collect();
-        for (k, mut a) in open.iter().cloned() {
+        let mut open = Vec::new();
+        for id in &state.open {
+            if let Some(a) = local::get::<Alert>(tx, &alert_key(*id))? {
+                open.push(a);
+            }
+        }
+        for a in &mut open {
             if !holding.iter().any(|c| c.key == a.key) {
                 a.closed_ms = Some(now_ms);
-                local::put(tx, &k, &a)?;
+                local::put(tx, &alert_key(a.id), a)?;
             }
         }
         for c in holding {
-            if open.iter().any(|(_, a)| a.key == c.key) {
+            if open.iter().any(|a| a.is_open() && a.key == c.key) {
                 continue;
             }
             raised.push(new_alert(&mut state, c.key, c.site, c.flow, false, c.text));
         }
+        state.open = open
+            .iter()
+            .chain(&raised)
+            .filter(|a| a.is_open())
+            .map(|a| a.id)
+            .collect();
         for a in &raised {
-            local::put(tx, &be_key(ALERTS, &[&a.id.to_be_bytes()]), a)?;
+            local::put(tx, &alert_key(a.id), a)?;
+            state.unmailed.push(a.id);
         }
+        // Without e-mail nothing takes them: the next digest carries the latest ones only.
+        let excess = state.unmailed.len().saturating_sub(UNMAILED_MAX);
+        state.unmailed.drain(..excess);
         local::put(tx, ALERT_STATE, &state)?;
         Ok(raised)
     })
@@ -658,27 +719,39 @@ pub fn evaluate(
 /// The alerts, newest first: every open one, then up to `recent` closed ones.
 pub fn alerts(store: &Store, recent: usize) -> Result<Vec<Alert>> {
     let snap = store.snapshot()?;
-    let mut open = Vec::new();
-    let mut closed = Vec::new();
-    for (_, v) in snap.local_range_rev(ALERTS, &local::prefix_end(ALERTS), None)? {
-        let a: Alert = local::snap_decode(&v)?;
-        if a.is_open() {
-            open.push(a);
-        } else if closed.len() < recent {
-            closed.push(a);
+    let state: AlertState = local::snap_get(&snap, ALERT_STATE)?.unwrap_or_default();
+    let mut out = Vec::new();
+    for id in state.open.iter().rev() {
+        if let Some(a) = local::snap_get::<Alert>(&snap, &alert_key(*id))? {
+            out.push(a);
         }
     }
-    open.extend(closed);
-    Ok(open)
+    let mut end = local::prefix_end(ALERTS);
+    let mut closed = 0;
+    while closed < recent {
+        let batch = snap.local_range_rev(ALERTS, &end, Some(256))?;
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        end = last.clone();
+        for (_, v) in &batch {
+            let a: Alert = local::snap_decode(v)?;
+            if !a.is_open() && closed < recent {
+                out.push(a);
+                closed += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Alerts not yet e-mailed, oldest first.
 pub fn unmailed(store: &Store) -> Result<Vec<Alert>> {
     let snap = store.snapshot()?;
+    let state: AlertState = local::snap_get(&snap, ALERT_STATE)?.unwrap_or_default();
     let mut out = Vec::new();
-    for (_, v) in snap.local_range(ALERTS, &local::prefix_end(ALERTS), None)? {
-        let a: Alert = local::snap_decode(&v)?;
-        if a.mailed_ms.is_none() {
+    for id in &state.unmailed {
+        if let Some(a) = local::snap_get::<Alert>(&snap, &alert_key(*id))? {
             out.push(a);
         }
     }
@@ -689,13 +762,15 @@ pub fn unmailed(store: &Store) -> Result<Vec<Alert>> {
 pub fn mark_mailed(store: &Store, ids: &[u64], at_ms: u64) -> Result<()> {
     local::write(store, |tx| {
         for id in ids {
-            let key = be_key(ALERTS, &[&id.to_be_bytes()]);
+            let key = alert_key(*id);
             if let Some(mut a) = local::get::<Alert>(tx, &key)? {
                 a.mailed_ms = Some(at_ms);
                 local::put(tx, &key, &a)?;
             }
         }
-        Ok(())
+        let mut state: AlertState = local::get(tx, ALERT_STATE)?.unwrap_or_default();
+        state.unmailed.retain(|id| !ids.contains(id));
+        local::put(tx, ALERT_STATE, &state)
     })
 }
 
@@ -742,4 +817,51 @@ pub fn parse_flow_id(s: &str) -> Option<FlowId> {
         site: SiteId(site.parse().ok()?),
         seq: seq.parse().ok()?,
     })
+}
+
+/// Benchmarks only: `n` synthetic emissions in the journal, with their index, as if the remotes
+/// `sites` had sent one each second from `start_ms` in turn; one in a thousand failed. Written
+/// 10,000 per transaction.
+#[doc(hidden)]
+pub fn fill_synthetic_journal(
+    store: &Store,
+    sites: &[SiteId],
+    n: u64,
+    start_ms: u64,
+) -> Result<()> {
+    let mut done = 0u64;
+    let count = sites.len().max(1) as u64;
+    while done < n {
+        let upto = (done + 10_000).min(n);
+        local::write(store, |tx| {
+            for i in done..upto {
+                let site = sites
+                    .get(usize::try_from(i % count).unwrap_or(0))
+                    .copied()
+                    .unwrap_or(SiteId(2));
+                let id = FlowId {
+                    site,
+                    seq: i / count + 1,
+                };
+                let at = start_ms + i * 1000;
+                let mut row =
+                    JournalRow::new(id, FlowKind::Emission, site, crate::SyncMode::Immediate);
+                row.file_ready_ms = Some(at);
+                row.exec_start_ms = Some(at + 10);
+                row.executions = 1;
+                row.n_changes = 40;
+                row.bytes = 2_000;
+                if i % 1000 == 999 {
+                    row.error = Some("flow refused: synthetic".into());
+                } else {
+                    row.exec_end_ms = Some(at + 50);
+                }
+                local::put(tx, &local::flow_key(local::JOURNAL, id), &row)?;
+                index_row(tx, at, id)?;
+            }
+            Ok(())
+        })?;
+        done = upto;
+    }
+    Ok(())
 }

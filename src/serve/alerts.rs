@@ -74,20 +74,36 @@ impl AlertConfig {
     /// Checks what can be checked before the daemon starts.
     pub(super) fn check(&self) -> Result<(), String> {
         if let Some(url) = &self.smtp_url {
-            lettre::SmtpTransport::from_url(url)
-                .map_err(|e| format!("alerts.smtp_url {url:?}: {e}"))?;
-            self.from
-                .parse::<lettre::message::Mailbox>()
-                .map_err(|e| format!("alerts.from {:?}: {e}", self.from))?;
+            lettre::SmtpTransport::from_url(url).map_err(|e| {
+                format!(
+                    "alerts.smtp_url {:?}: {e} (write smtp://host:25, \
+                     smtp://user:password@host:587?tls=required or smtps://user:password@host)",
+                    redacted(url)
+                )
+            })?;
+            self.from.parse::<lettre::message::Mailbox>().map_err(|e| {
+                format!("alerts.from {:?} is not an e-mail address: {e}", self.from)
+            })?;
         }
         for to in &self.to {
             to.parse::<lettre::message::Mailbox>()
-                .map_err(|e| format!("alerts.to {to:?}: {e}"))?;
+                .map_err(|e| format!("alerts.to {to:?} is not an e-mail address: {e}"))?;
         }
         if self.check_s == 0 {
             return Err("alerts.check_s must be above 0".into());
         }
         Ok(())
+    }
+}
+
+/// The SMTP URL without its password, for messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) => {
+            let user = rest.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:…{}", url.get(at..).unwrap_or(""))
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -203,7 +219,13 @@ fn mail_digest(store: &Store, url: &str, config: &AlertConfig, now: u64) -> Resu
         .map_err(|e| e.to_string())?
         .timeout(Some(Duration::from_secs(30)))
         .build();
-    lettre::Transport::send(&transport, &message).map_err(|e| e.to_string())?;
+    lettre::Transport::send(&transport, &message).map_err(|e| {
+        format!(
+            "sending to {} through {}: {e}",
+            to.join(", "),
+            redacted(url)
+        )
+    })?;
     let ids: Vec<u64> = unmailed.iter().map(|a| a.id).collect();
     monitor::mark_mailed(store, &ids, now).map_err(|e| e.to_string())?;
     Ok(unmailed.len())
@@ -213,29 +235,43 @@ fn digest_text(store: &Store, alerts: &[Alert]) -> (String, String) {
     let zone = crate::admin::journal_zone(store).unwrap_or(outpost_replicator::schedule::Zone::UTC);
     let site = store.site().code.to_string();
     let open = alerts.iter().filter(|a| a.is_open()).count();
+    let lead = alerts
+        .iter()
+        .find(|a| a.is_open())
+        .or_else(|| alerts.first())
+        .map_or("", |a| a.text.split(". ").next().unwrap_or(&a.text));
     let subject = format!(
-        "[outpost {site}] {} alert(s){}: {}",
+        "[outpost {site}] {} alert(s){}: {lead}",
         alerts.len(),
         if open > 0 {
-            format!(", {open} still open")
+            format!(", {open} open")
         } else {
             String::new()
         },
-        alerts.first().map_or("", |a| a.text.as_str())
     );
-    let subject: String = subject.chars().take(150).collect();
-    let mut body =
-        format!("Central {site} raised these alerts since the last message (times in {zone}):\n\n");
+    let subject: String = subject.chars().take(160).collect();
+    let mut body = format!(
+        "Central {site} raised these alerts since its last message (times in {zone}). OPEN: the \
+         condition still holds (it closes by itself once it no longer does); EVENT: something \
+         that happened; CLOSED: a condition that held and no longer does.\n\n"
+    );
     for a in alerts {
         body.push_str(&format!(
-            "- {} {}{}\n  {}\n\n",
+            "- {} {} {}\n  {}\n\n",
             zone.datetime_at(a.raised_ms),
-            if a.is_open() { "OPEN " } else { "" },
+            match a.closed_ms {
+                None => "OPEN  ",
+                Some(c) if c == a.raised_ms => "EVENT ",
+                Some(_) => "CLOSED",
+            },
             a.key,
             a.text
         ));
     }
-    body.push_str("The sync monitor lists them with the journal: /monitor on central's daemon.\n");
+    body.push_str(
+        "The sync monitor shows them with the journal: /monitor on central's daemon (port 2638 \
+         unless configured otherwise); `outpost journal --data DIR --alerts` lists them too.\n",
+    );
     (subject, body)
 }
 

@@ -62,8 +62,28 @@ impl Sessions {
 
     /// The request carries a live session cookie.
     pub(super) fn valid(&self, headers: &HeaderMap, now_ms: u64) -> bool {
-        session_token(headers).is_some_and(|t| lock(&self.0).get(t).is_some_and(|e| *e > now_ms))
+        self.check(headers, now_ms) == Session::Valid
     }
+
+    /// What the request's session cookie is worth.
+    pub(super) fn check(&self, headers: &HeaderMap, now_ms: u64) -> Session {
+        match session_token(headers) {
+            None => Session::None,
+            Some(t) if lock(&self.0).get(t).is_some_and(|e| *e > now_ms) => Session::Valid,
+            Some(_) => Session::Ended,
+        }
+    }
+}
+
+/// A request's monitor session.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Session {
+    /// No session cookie.
+    None,
+    /// A live session.
+    Valid,
+    /// A cookie of a session that expired, or from before a restart.
+    Ended,
 }
 
 fn session_token(headers: &HeaderMap) -> Option<&str> {
@@ -81,14 +101,37 @@ const SCRIPT: &str = include_str!("monitor/app.js");
 const STYLE: &str = include_str!("monitor/app.css");
 
 fn asset(kind: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
+    hardened(
+        (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response(),
     )
-        .into_response()
+}
+
+/// The page's own files only (no inline script, nothing from elsewhere), never in a frame.
+fn hardened(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 pub(super) fn routes() -> axum::Router<Shared> {
@@ -119,7 +162,7 @@ async fn page(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let signed_in = state.sessions.valid(&headers, SystemClock.now_ms());
     let html = if signed_in { PAGE } else { LOGIN };
     let code = state.store.site().code.to_string();
-    Html(html.replace("{{SITE}}", &code).replace("{{ERROR}}", "")).into_response()
+    hardened(Html(html.replace("{{SITE}}", &code).replace("{{ERROR}}", "")).into_response())
 }
 
 #[derive(Deserialize, Debug)]
@@ -132,14 +175,16 @@ async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Resp
     let site = crate::auth::authenticate(&state.store, &state.sites, Some(&presented));
     let refused = |why: &str| {
         let code = state.store.site().code.to_string();
-        (
-            StatusCode::UNAUTHORIZED,
-            Html(LOGIN.replace("{{SITE}}", &code).replace(
-                "{{ERROR}}",
-                &format!("<p class=\"error\" id=\"login-error\">{why}</p>"),
-            )),
+        hardened(
+            (
+                StatusCode::UNAUTHORIZED,
+                Html(LOGIN.replace("{{SITE}}", &code).replace(
+                    "{{ERROR}}",
+                    &format!("<p class=\"error\" id=\"login-error\">{why}</p>"),
+                )),
+            )
+                .into_response(),
         )
-            .into_response()
     };
     match site {
         Ok(s) if s.is_central() => {}
@@ -347,19 +392,67 @@ fn nonempty(s: Option<&String>) -> Option<&str> {
     s.map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-/// `YYYY-MM-DD[ HH:MM]` in `zone` as UTC ms.
-fn parse_instant(zone: Zone, s: &str) -> Result<u64, String> {
-    let s = s.trim().replace('T', " ");
-    let (date, time) = s.split_once(' ').unwrap_or((&s, "00:00"));
-    let date: chrono::NaiveDate = date
-        .parse()
-        .map_err(|_| format!("{s:?}: write the date as YYYY-MM-DD, optionally with HH:MM"))?;
-    let time: outpost_replicator::schedule::HhMm = time
+/// `YYYY-MM-DD[ HH:MM]` in `zone` as UTC ms; as an end (`to`), the end of the day or minute
+/// named, so that `to=2026-11-25` includes that day.
+fn parse_instant(zone: Zone, s: &str, end: bool) -> Result<u64, Response> {
+    let bad = |why: String| fail(StatusCode::BAD_REQUEST, why);
+    let text = s.trim().replace('T', " ");
+    let (date, time) = match text.split_once(' ') {
+        Some((d, t)) => (d, Some(t.trim())),
+        None => (text.as_str(), None),
+    };
+    let date: chrono::NaiveDate = date.parse().map_err(|_| {
+        bad(format!(
+            "{s:?} is not a date: write YYYY-MM-DD, optionally with HH:MM (in central's time zone)"
+        ))
+    })?;
+    let Some(time) = time else {
+        let day = zone.instant(date, outpost_replicator::schedule::HhMm::MIDNIGHT);
+        return Ok(if end {
+            date.succ_opt().map_or(u64::MAX, |next| {
+                zone.instant(next, outpost_replicator::schedule::HhMm::MIDNIGHT)
+            })
+        } else {
+            day
+        });
+    };
+    let hhmm: outpost_replicator::schedule::HhMm = time
         .get(..5)
         .unwrap_or(time)
         .parse()
-        .map_err(|e| format!("{s:?}: {e}"))?;
-    Ok(zone.instant(date, time))
+        .map_err(|e| bad(format!("{s:?}: {e}")))?;
+    let at = zone.instant(date, hhmm);
+    Ok(if end { at.saturating_add(60_000) } else { at })
+}
+
+/// A cursor as `next` gave it: hex digits.
+fn check_cursor(before: Option<&String>) -> Result<(), Response> {
+    match nonempty(before) {
+        Some(c) if !c.len().is_multiple_of(2) || !c.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("before={c:?}: pass back a page's `next`"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `limit`: 1 to 500, 50 by default.
+fn check_limit(limit: Option<usize>) -> Result<usize, Response> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=PAGE_MAX) => Ok(n),
+        Some(n) => Err(fail(
+            StatusCode::BAD_REQUEST,
+            format!("limit={n}: from 1 to {PAGE_MAX}"),
+        )),
+    }
+}
+
+/// A query string that does not parse: JSON 400, as every other error.
+fn bad_query(e: &axum::extract::rejection::QueryRejection) -> Response {
+    fail(StatusCode::BAD_REQUEST, e.body_text())
 }
 
 #[derive(Serialize, Debug)]
@@ -390,8 +483,12 @@ fn answer<T: Serialize>(done: Result<T, Response>) -> Response {
 async fn journal_page(
     State(state): State<Shared>,
     _admin: Admin,
-    Query(q): Query<JournalQuery>,
+    q: Result<Query<JournalQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(&e),
+    };
     let site = match nonempty(q.site.as_ref()) {
         None => None,
         Some(code) => match state.sites.by_code(code) {
@@ -430,18 +527,27 @@ async fn journal_page(
             None => return fail(StatusCode::BAD_REQUEST, format!("{f:?} is not a SynID")),
         },
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, PAGE_MAX);
+    let limit = match check_limit(q.limit) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_cursor(q.before.as_ref()) {
+        return r;
+    }
+    let central_zone = Zones::of(&state.store).central;
+    let bound = |s: Option<&String>, end| nonempty(s).map(|s| parse_instant(central_zone, s, end));
+    let (from, to) = match (
+        bound(q.from.as_ref(), false).transpose(),
+        bound(q.to.as_ref(), true).transpose(),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
     let shared = Arc::clone(&state);
     let done = blocking(move || {
         let store = &shared.store;
         let zones = Zones::of(store);
         let seen = monitor::sites_seen(store).map_err(|e| e.to_string())?;
-        let from = nonempty(q.from.as_ref())
-            .map(|s| parse_instant(zones.central, s))
-            .transpose()?;
-        let to = nonempty(q.to.as_ref())
-            .map(|s| parse_instant(zones.central, s))
-            .transpose()?;
         let page = if let Some(id) = flow {
             let row = outpost_replicator::journal::row(store, id).map_err(|e| e.to_string())?;
             monitor::Page {
@@ -585,9 +691,19 @@ fn rejection_view(state: &AppState, zones: &Zones, r: &LoggedRejection) -> Rejec
 async fn rejections(
     State(state): State<Shared>,
     _admin: Admin,
-    Query(q): Query<RejectionQuery>,
+    q: Result<Query<RejectionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let limit = q.limit.unwrap_or(50).clamp(1, PAGE_MAX);
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(&e),
+    };
+    let limit = match check_limit(q.limit) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_cursor(q.before.as_ref()) {
+        return r;
+    }
     let shared = Arc::clone(&state);
     let done = blocking(move || {
         let zones = Zones::of(&shared.store);

@@ -30,14 +30,22 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// An answer central gave (a refused filter…), unlike a network failure.
+class Refused extends Error {}
+
 async function getJson(url) {
-  const r = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+  let r;
+  try {
+    r = await fetch(url, { credentials: "same-origin", cache: "no-store" });
+  } catch (e) {
+    throw new Error(`cannot reach central: ${e.message}`);
+  }
   if (r.status === 401 || r.status === 403) {
     location.reload(); // the session ended: the sign-in form
     throw new Error("signed out");
   }
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || r.statusText);
+  if (!r.ok) throw new Refused(body.error || r.statusText);
   return body;
 }
 
@@ -153,7 +161,7 @@ async function loadStatus() {
   document.getElementById("activity").textContent = s.activity;
   document.getElementById("pending-count").textContent =
     s.pending_emissions.length ? `${s.pending_emissions.length} emission(s) waiting` : "";
-  if (s.last_error) problem(`the automaton's last error: ${s.last_error}`);
+  return s.last_error ? `the automaton's last error: ${s.last_error}` : null;
 }
 
 async function loadAlerts() {
@@ -191,6 +199,7 @@ async function loadRejections() {
   const older = document.getElementById("r-older");
   older.disabled = !page.next;
   older.dataset.next = page.next || "";
+  document.getElementById("r-newest").disabled = !view.rcursor;
 }
 
 async function refresh() {
@@ -198,12 +207,22 @@ async function refresh() {
     const work = [loadStatus(), loadAlerts(), loadSites()];
     if (!view.cursor && !view.follow) work.push(loadJournal());
     if (!view.rcursor && !view.rq) work.push(loadRejections());
-    await Promise.all(work);
-    problem(null);
-    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    const [automatonError] = await Promise.all(work);
+    problem(automatonError);
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()} (this computer's clock)`;
   } catch (e) {
-    if (e.message !== "signed out") problem(`cannot reach central: ${e.message}`);
+    if (e.message !== "signed out") problem(e instanceof Refused ? `central refused: ${e.message}` : e.message);
   }
+}
+
+// A filter central refuses (a malformed date…) is said as such, and the list is emptied rather
+// than left showing rows the filter did not choose.
+function showJournalError(e) {
+  if (e instanceof Refused) {
+    document.querySelector("#journal tbody").replaceChildren(
+      el("tr", {}, el("td", { colspan: 14, class: "error" }, `filter refused: ${e.message}`)));
+  }
+  problem(e instanceof Refused ? null : e.message);
 }
 
 function follow(id) {
@@ -237,7 +256,7 @@ document.getElementById("filters").addEventListener("submit", (ev) => {
   view.cursor = null;
   view.history = [];
   view.follow = null;
-  loadJournal().catch((e) => problem(e.message));
+  loadJournal().catch(showJournalError);
 });
 
 document.getElementById("f-reset").addEventListener("click", () => {
@@ -273,7 +292,12 @@ document.getElementById("r-older").addEventListener("click", (ev) => {
   loadRejections().catch((e) => problem(e.message));
 });
 
-const start = location.hash.match(/^#flow=(.+)$/);
-if (start) view.follow = decodeURIComponent(start[1]);
+document.getElementById("r-newest").addEventListener("click", () => {
+  view.rcursor = null;
+  loadRejections().catch((e) => problem(e.message));
+});
+
+const start = location.hash.match(/^#flow=([0-9]+-[0-9]+)$/);
+if (start) view.follow = start[1];
 refresh();
 setInterval(refresh, POLL_MS);
