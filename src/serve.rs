@@ -209,6 +209,11 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
             store.site()
         ));
     }
+    match outpost_replicator::monitor::ensure_indexed(&store) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "the journal indexed for the monitor"),
+        Err(e) => return Err(format!("indexing the journal for the monitor: {e}")),
+    }
     let sync_config = central::config(&store)
         .map_err(|e| e.to_string())?
         .ok_or("central has no configuration: run `outpost central init` first")?;

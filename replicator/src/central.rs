@@ -305,7 +305,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         row.error = note.clone();
         local::put(tx, &jkey, &row)?;
         crate::monitor::index_row(tx, now, id)?;
-        crate::monitor::saw_emission(tx, id, now, header.created_wall_ms)?;
+        crate::monitor::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
         local::put(tx, &pending_key(receipt), &id)?;
         Ok(Received::Ready { id, bytes, note })
     })?;

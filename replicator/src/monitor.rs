@@ -95,6 +95,48 @@ pub(crate) fn failed(tx: &WriteTx<'_, '_>, id: FlowId) -> Result<bool> {
     Ok(tx.local_get(&be_key(FAILED, &[&flow_bytes(id)]))?.is_some())
 }
 
+/// Builds what the monitor reads for a journal written before it existed (the time index and
+/// what central saw of each remote), once: does nothing when the index holds anything. Returns
+/// the rows indexed.
+pub fn ensure_indexed(store: &Store) -> Result<usize> {
+    let snap = store.snapshot()?;
+    let indexed = !snap
+        .local_range(
+            JOURNAL_BY_TIME,
+            &local::prefix_end(JOURNAL_BY_TIME),
+            Some(1),
+        )?
+        .is_empty();
+    if indexed {
+        return Ok(0);
+    }
+    let rows: Vec<JournalRow> = local::snap_all(&snap, local::JOURNAL)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    local::write(store, |tx| {
+        for row in &rows {
+            let Some(at) = row.file_ready_ms else {
+                continue;
+            };
+            index_row(tx, at, row.id)?;
+            match row.kind {
+                FlowKind::Emission => saw_emission(tx, row.id, at, None)?,
+                FlowKind::Bootstrap | FlowKind::Return => {
+                    saw_made(tx, row.site, row.id, row.kind, at)?;
+                }
+            }
+            if row.kind == FlowKind::Return
+                && !row.refused_by_remote
+                && let Some(end) = row.exec_end_ms
+            {
+                saw_return_applied(tx, row.site, row.id, at, end)?;
+            }
+        }
+        Ok(rows.len())
+    })
+}
+
 /// What central saw of one remote.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteSeen {
@@ -127,18 +169,20 @@ fn update_seen(
     local::put(tx, &key, &seen)
 }
 
-/// An emission became file ready at central.
+/// An emission became file ready at central; the remote's wall clock when it made it, if known.
 pub(crate) fn saw_emission(
     tx: &mut WriteTx<'_, '_>,
     id: FlowId,
     at_ms: u64,
-    remote_wall_ms: u64,
+    remote_wall_ms: Option<u64>,
 ) -> Result<()> {
     update_seen(tx, id.site, |s| {
         if s.last_emission.is_none_or(|(last, _)| last.seq <= id.seq) {
             s.last_emission = Some((id, at_ms));
-            let offset = i128::from(remote_wall_ms) - i128::from(at_ms);
-            s.clock_offset_ms = Some(offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64);
+            s.clock_offset_ms = remote_wall_ms.map(|wall| {
+                let offset = i128::from(wall) - i128::from(at_ms);
+                offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64
+            });
         }
     })
 }
@@ -864,4 +908,50 @@ pub fn fill_synthetic_journal(
         done = upto;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_engine::{FieldKind, ManualClock, Schema, Site, StoreConfig, TableDef};
+
+    #[test]
+    fn j1_a_journal_written_before_the_index_is_indexed_once_at_start()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let schema = Schema::new([TableDef::shared("t").field("f", FieldKind::Text)])?;
+        let site = Site::central(1, "ASOC")?;
+        let store = Store::in_memory(StoreConfig::new(site, schema, ManualClock::new(1_000)))?;
+        let sites = [SiteId(2), SiteId(3)];
+        fill_synthetic_journal(&store, &sites, 120, 5_000)?;
+        // As a store of before the monitor: no index, nothing seen.
+        local::write(&store, |tx| {
+            local::remove_all(tx, JOURNAL_BY_TIME)?;
+            local::remove_all(tx, SITE_SEEN)
+        })?;
+        assert!(
+            journal_page(&store, None, None, None, 500, |_| true)?
+                .items
+                .is_empty()
+        );
+        assert_eq!(ensure_indexed(&store)?, 120);
+        assert_eq!(ensure_indexed(&store)?, 0, "once");
+        let page = journal_page(&store, None, None, None, 500, |_| true)?;
+        assert_eq!(page.items.len(), 120);
+        assert!(
+            page.items
+                .windows(2)
+                .all(|w| w[0].file_ready_ms > w[1].file_ready_ms)
+        );
+        let seen = sites_seen(&store)?;
+        assert_eq!(
+            seen[&SiteId(3)].last_emission.map(|(id, _)| id.seq),
+            Some(60)
+        );
+        assert_eq!(
+            seen[&SiteId(3)].clock_offset_ms,
+            None,
+            "not known: not made up"
+        );
+        Ok(())
+    }
 }
