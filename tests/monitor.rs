@@ -246,6 +246,37 @@ fn c3_an_emission_held_for_clock_skew_raises_an_alert() {
 }
 
 #[test]
+fn c3_a_return_refused_by_its_remote_raises_an_alert_and_its_site_shows_the_applied_one() {
+    let d = Deployment::new();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    let (older, built_older) =
+        outpost::replicator::files::return_to(&d.asoc, BSOC, &d.usb()).unwrap();
+    d.at(8, 5);
+    d.asoc
+        .write(|tx| tx.set("articles", "ART-CHAIR", "price", dec("55.00")))
+        .unwrap();
+    let (newer, built_newer) =
+        outpost::replicator::files::return_to(&d.asoc, BSOC, &d.usb()).unwrap();
+    outpost::replicator::files::apply_return_from(&d.bsoc, &newer).unwrap();
+    outpost::replicator::files::apply_return_from(&d.bsoc, &older).unwrap(); // stale: refused
+    d.at(8, 10);
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    let raised = monitor::evaluate(&d.asoc, hhmm(8, 10), &thresholds(), None).unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].flow, Some(built_older.id));
+    assert!(
+        raised[0].text.contains("was refused by its remote"),
+        "{}",
+        raised[0].text
+    );
+    // Staleness counts from when central made the newest return BSOC applied.
+    let seen = &monitor::sites_seen(&d.asoc).unwrap()[&BSOC];
+    let (id, made, _) = seen.last_applied_return.unwrap();
+    assert_eq!(id, built_newer.id);
+    assert_eq!(made, hhmm(8, 5));
+}
+
+#[test]
 fn j1_journal_pages_newest_first_cover_every_row_once() {
     let d = Deployment::new();
     for i in 0..7u64 {
