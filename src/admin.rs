@@ -631,7 +631,7 @@ pub(crate) fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
-fn from_json(kind: Option<FieldKind>, v: &serde_json::Value) -> CliResult<Value> {
+pub(crate) fn from_json(kind: Option<FieldKind>, v: &serde_json::Value) -> CliResult<Value> {
     Ok(match (kind, v) {
         (_, serde_json::Value::Null) => Value::Null,
         (Some(FieldKind::Decimal), serde_json::Value::String(s)) => {

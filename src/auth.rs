@@ -36,6 +36,19 @@ pub fn new_deployment_id() -> Result<u64, String> {
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// The SHA-256 digest of a secret, hex (what a site keeps of its workstation users' secrets).
+pub fn hex_digest(secret: &str) -> String {
+    digest_of(secret)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `secret` has the hex digest `kept`, comparing in constant time.
+pub fn digests_match(kept: &str, secret: &str) -> bool {
+    equal_in_constant_time(kept.as_bytes(), hex_digest(secret).as_bytes())
+}
+
 fn digest_of(secret: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, secret.as_bytes())
         .as_ref()

@@ -17,10 +17,12 @@ pub use outpost_sim as sim;
 
 pub mod admin;
 pub mod auth;
+pub mod client;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod serve;
+pub mod site;
 pub mod sync;
 
 /// The machine's clock: UTC milliseconds since the Unix epoch. The engine never reads the wall

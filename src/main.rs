@@ -20,6 +20,123 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum SiteCommand {
+    /// Serve the site's store to its workstations over HTTP, and run its sync scheduler.
+    Serve {
+        /// The site's data directory (a remote's).
+        #[arg(long)]
+        data: PathBuf,
+        /// Address and port to listen on (the shop's network: e.g. 0.0.0.0:2639).
+        #[arg(long, default_value = "127.0.0.1:2639")]
+        listen: String,
+        /// Central's address, instead of the one in remote.toml.
+        #[arg(long)]
+        central: Option<String>,
+        /// A reservation's lease when the workstation does not ask for one (seconds).
+        #[arg(long, default_value_t = 60)]
+        lease_s: u64,
+        /// Do not run the fixed-time sync scheduler here (syncs only when a workstation asks).
+        #[arg(long)]
+        no_scheduler: bool,
+    },
+    /// Add a workstation user (or give it a new credential); prints its credential once.
+    AddUser {
+        /// The site's data directory (the server stopped).
+        #[arg(long)]
+        data: PathBuf,
+        /// The user's code (letters, digits, '_' or '-').
+        #[arg(long)]
+        user: String,
+        /// May change the site's settings and read the workstation log.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Print a record's fields as JSON (`null` when there is none).
+    Get {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Write fields (a JSON object) to a record.
+    Put {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        fields: String,
+    },
+    /// Create a record under the site's next key; prints the key.
+    Create {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        fields: String,
+    },
+    /// Delete a record.
+    Delete {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Print records in key order as JSON lines.
+    Scan {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Reserve a document and hold it, renewing its lease, until this program is stopped.
+    Hold {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        key: String,
+        /// The lease (seconds): how long the document stays reserved if this program dies.
+        #[arg(long, default_value_t = 30)]
+        lease_s: u64,
+    },
+    /// Release a document this user reserved.
+    Release {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Ask the site server for an immediate sync with central.
+    Sync,
+    /// Print committed changes as JSON lines as they come, until `--count` were printed.
+    Watch {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = u64::MAX)]
+        count: u64,
+    },
+    /// Write `--n` records, one request each (a busy till): `{prefix}{i}` with the fields
+    /// given, `{i}` in values replaced by the number.
+    Load {
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        n: usize,
+        #[arg(long)]
+        fields: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the deterministic multi-site simulator.
     Sim {
@@ -59,6 +176,22 @@ enum Command {
     Central {
         #[command(subcommand)]
         command: CentralCommand,
+    },
+    /// A multi-workstation site (S3): serve one site's store to the workstations of that site.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// A workstation: work on a site server's store over the network (the client library).
+    Client {
+        /// The site server, e.g. http://192.168.1.10:2639.
+        #[arg(long)]
+        server: String,
+        /// The workstation user's credential (USER.secret); default: $OUTPOST_CREDENTIAL.
+        #[arg(long, env = "OUTPOST_CREDENTIAL", hide_env_values = true)]
+        credential: String,
+        #[command(subcommand)]
+        command: ClientCommand,
     },
     /// Administer a remote's store: create it from its bootstrap file, exchange sync files.
     Remote {
@@ -387,9 +520,133 @@ fn done(result: Result<impl Sized, String>) -> ExitCode {
     }
 }
 
+fn site(command: SiteCommand) -> Result<(), String> {
+    match command {
+        SiteCommand::Serve {
+            data,
+            listen,
+            central,
+            lease_s,
+            no_scheduler,
+        } => {
+            init_logs("info");
+            outpost::site::serve(
+                &data,
+                outpost::site::SiteServeConfig {
+                    listen,
+                    central,
+                    lease_s,
+                    scheduler: !no_scheduler,
+                    ..outpost::site::SiteServeConfig::default()
+                },
+            )
+        }
+        SiteCommand::AddUser { data, user, admin } => {
+            let credential = outpost::site::add_user(&data, &user, admin)?;
+            println!("{credential}");
+            eprintln!(
+                "this is {user}'s credential, shown once: give it to the workstation \
+                 (--credential or OUTPOST_CREDENTIAL)"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn client(server: &str, credential: &str, command: ClientCommand) -> Result<(), String> {
+    use outpost::client::{Client, Records};
+    let c = Client::new(server, credential).map_err(|e| e.to_string())?;
+    let e = |e: outpost::Error| e.to_string();
+    let object = |text: &str| -> Result<serde_json::Value, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("--fields is not JSON: {e}"))?;
+        if v.is_object() {
+            Ok(v)
+        } else {
+            Err("--fields must be a JSON object".into())
+        }
+    };
+    match command {
+        ClientCommand::Get { table, key } => {
+            let r = c.record(&table, &key).map_err(e)?;
+            println!(
+                "{}",
+                r.map_or(serde_json::Value::Null, serde_json::Value::Object)
+            );
+        }
+        ClientCommand::Put { table, key, fields } => {
+            c.put(&table, &key, &object(&fields)?).map_err(e)?;
+        }
+        ClientCommand::Create { table, fields } => {
+            println!("{}", c.create(&table, &object(&fields)?).map_err(e)?);
+        }
+        ClientCommand::Delete { table, key } => c.delete(&table, &key).map_err(e)?,
+        ClientCommand::Scan {
+            table,
+            from,
+            to,
+            limit,
+        } => {
+            for (key, fields) in c
+                .scan(&table, from.as_deref(), to.as_deref(), limit)
+                .map_err(e)?
+            {
+                println!("{}", serde_json::json!({ "key": key, "fields": fields }));
+            }
+        }
+        ClientCommand::Hold {
+            table,
+            key,
+            lease_s,
+        } => {
+            let _hold = c
+                .hold(&table, &key, std::time::Duration::from_secs(lease_s))
+                .map_err(e)?;
+            println!("holding {table}/{key}");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        ClientCommand::Release { table, key } => c.release(&table, &key).map_err(e)?,
+        ClientCommand::Sync => println!("{}", c.sync().map_err(e)?),
+        ClientCommand::Watch { mut after, count } => {
+            let mut printed = 0;
+            while printed < count {
+                let (next, changes) = c
+                    .changes(after, std::time::Duration::from_secs(30))
+                    .map_err(e)?;
+                for ch in changes {
+                    println!("{}", serde_json::to_string(&ch).map_err(|e| e.to_string())?);
+                    printed += 1;
+                }
+                after = next;
+            }
+        }
+        ClientCommand::Load {
+            table,
+            prefix,
+            n,
+            fields,
+        } => {
+            for i in 0..n {
+                let v = object(&fields.replace("{i}", &i.to_string()))?;
+                c.put(&table, &format!("{prefix}{i:06}"), &v).map_err(e)?;
+            }
+            println!("{n} records written");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Site { command } => done(site(command)),
+        Command::Client {
+            server,
+            credential,
+            command,
+        } => done(client(&server, &credential, command)),
         Command::Sim {
             sites,
             days,

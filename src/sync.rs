@@ -57,7 +57,7 @@ impl RemoteNet {
 }
 
 /// How to reach central, resolved from `remote.toml` and the command line.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Link {
     base: String,
     credential: String,
@@ -551,6 +551,18 @@ pub fn sync_now(
 /// retrying with backoff while central is unreachable. Runs until the process is stopped; a
 /// stop at any point loses nothing (the emission is in the outbox, the upload resumes).
 pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> CliResult<()> {
+    run_with(store, link, dir, once_by_ms, None)
+}
+
+/// [`run`], taking `one` around each sync when given: a site server's workstations can ask for
+/// syncs too, and two syncs of one site must not run at once.
+pub fn run_with(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    once_by_ms: Option<u64>,
+    one: Option<&std::sync::Mutex<()>>,
+) -> CliResult<()> {
     let settings = remote::settings(store).map_err(|e| e.to_string())?;
     let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| e.to_string())?;
     let mut scheduler = RemoteScheduler::new(&schedule);
@@ -562,6 +574,7 @@ pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> C
         let mut commands = std::mem::take(&mut backlog);
         commands.extend(scheduler.on_time(now));
         for cmd in commands {
+            let _one = one.map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             let mut summary = Summary::default();
             let started = Instant::now();
             let done = match cmd {

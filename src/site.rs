@@ -1,0 +1,950 @@
+//! `outpost site serve`: one site's store served to the workstations of that site (SPEC S3): a
+//! shop's tills and back office, several programs on several machines, one store. The same
+//! process runs the site's sync scheduler (`outpost remote run`'s), so one process owns the
+//! store.
+//!
+//! Every write goes through the store's guards (R3–R8) as the embedded API's do, acting as the
+//! workstation's user, and a refusal comes back with its rule and reason; the client library
+//! ([`crate::client`]) turns it into the same [`outpost_engine::Error`] the embedded API
+//! returns. Each request carries `Authorization: Bearer USER.secret` (a workstation user's
+//! credential, made by `outpost site add-user`; the site keeps only its digest).
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /v1/health` | anyone | `ok` |
+//! | `GET /v1/records/{table}/{key}` | user | `{"key", "fields"}`; 404 when there is none |
+//! | `PUT /v1/records/{table}/{key}` | user | body `{"field": value…}`: those fields written |
+//! | `POST /v1/records/{table}` | user | body as above: a new record under the site's next key; `{"key"}` |
+//! | `DELETE /v1/records/{table}/{key}` | user | deletes the record |
+//! | `GET /v1/records/{table}?from=&to=&limit=` | user | records in key order, `from` inclusive, `to` exclusive |
+//! | `POST /v1/reservations/{table}/{key}?lease_s=` | user | reserves a document (R7) for the user, for a lease; asking again renews it |
+//! | `DELETE /v1/reservations/{table}/{key}` | user | releases it |
+//! | `POST /v1/sync` | user | an immediate sync with central now; the summary |
+//! | `GET /v1/changes?after=SEQ&wait_ms=MS` | user | committed changes after `SEQ` (local writes and those a sync brought), waiting up to `MS` for some |
+//! | `GET /v1/settings` | user | the site's settings (C6) |
+//! | `PUT /v1/settings/{name}` | admin | body: the value, as a JSON string |
+//! | `GET /v1/log?after=N` | admin | who wrote what from which workstation, refused writes included |
+//!
+//! A reservation lasts as long as its lease: a workstation that disappears (killed, unplugged)
+//! stops renewing it, and the server releases it when the lease runs out — a document is never
+//! locked for ever by a till that is gone.
+
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use outpost_engine::{Clock, Knowledge, Slot, Store, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::SystemClock;
+use crate::admin::CliResult;
+
+/// `outpost site serve`'s settings (command-line flags).
+#[derive(Clone, Debug)]
+pub struct SiteServeConfig {
+    /// Address and port (loopback by default; the shop's network otherwise).
+    pub listen: String,
+    /// Central's address for the syncs, instead of `remote.toml`'s.
+    pub central: Option<String>,
+    /// A reservation's lease when the workstation does not say (seconds).
+    pub lease_s: u64,
+    /// The longest lease a workstation may ask for (seconds).
+    pub lease_max_s: u64,
+    /// Run the site's sync scheduler (fixed-time syncs, M1) in this process.
+    pub scheduler: bool,
+}
+
+impl Default for SiteServeConfig {
+    fn default() -> Self {
+        SiteServeConfig {
+            listen: "127.0.0.1:2639".into(),
+            central: None,
+            lease_s: 60,
+            lease_max_s: 3600,
+            scheduler: true,
+        }
+    }
+}
+
+/// Workstation users: `wu/` + user code → [`User`] (JSON).
+const USERS: &[u8] = b"wu/";
+/// The workstation log: `wl/` + number (u64 BE) → [`LogEntry`] (JSON).
+const LOG: &[u8] = b"wl/";
+/// The next log number.
+const LOG_SEQ: &[u8] = b"ws/log";
+
+/// A workstation user as the site keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct User {
+    /// SHA-256 of the secret, hex.
+    digest: String,
+    /// May change the site's settings (C2, C6).
+    admin: bool,
+}
+
+fn user_key(code: &str) -> Vec<u8> {
+    let mut k = USERS.to_vec();
+    k.extend_from_slice(code.as_bytes());
+    k
+}
+
+fn check_user_code(code: &str) -> CliResult<()> {
+    if code.is_empty()
+        || code.len() > 32
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "{code:?} is not a user code: 1 to 32 letters, digits, '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// `outpost site add-user`: a workstation user and its credential (`USER.secret`), printed
+/// once; the site keeps its digest. Adding an existing user gives it a new credential.
+pub fn add_user(dir: &Path, code: &str, admin: bool) -> CliResult<String> {
+    check_user_code(code)?;
+    let store = crate::admin::open(dir)?;
+    let secret = crate::auth::new_token()?;
+    let user = User {
+        digest: crate::auth::hex_digest(&secret),
+        admin,
+    };
+    let bytes = serde_json::to_vec(&user).map_err(|e| e.to_string())?;
+    store
+        .write(|tx| tx.local_put(&user_key(code), &bytes))
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{code}.{secret}"))
+}
+
+/// One line of the workstation log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Its number.
+    pub seq: u64,
+    /// When (UTC ms, the site's clock).
+    pub at_ms: u64,
+    /// The workstation user.
+    pub user: String,
+    /// `put`, `create`, `delete`, `reserve`, `release`, `release (lease ran out)`, `setting`.
+    pub op: String,
+    /// The table (empty for a setting).
+    pub table: String,
+    /// The record's key (a setting's name).
+    pub key: String,
+    /// What was written, as JSON.
+    pub fields: Option<serde_json::Value>,
+    /// Why it was refused (the rule and reason), if it was.
+    pub refused: Option<String>,
+}
+
+fn log_write(store: &Store, mut entry: LogEntry) {
+    let done = store.write(|tx| {
+        let n = tx
+            .local_get(LOG_SEQ)?
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+            + 1;
+        tx.local_put(LOG_SEQ, &n.to_be_bytes())?;
+        entry.seq = n;
+        let bytes = serde_json::to_vec(&entry)
+            .map_err(|e| outpost_engine::Error::Mapping(e.to_string()))?;
+        let mut key = LOG.to_vec();
+        key.extend_from_slice(&n.to_be_bytes());
+        tx.local_put(&key, &bytes)
+    });
+    if let Err(e) = done {
+        tracing::error!("cannot write the workstation log: {e}");
+    }
+}
+
+/// A committed change as watchers see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChangeEvent {
+    /// Its number in this server's feed.
+    pub seq: u64,
+    /// The table.
+    pub table: String,
+    /// The record's key.
+    pub key: String,
+    /// The field written; `None` for a deletion.
+    pub field: Option<String>,
+    /// The new value (`true` for a deletion).
+    pub value: serde_json::Value,
+    /// The site that made the change.
+    pub site: String,
+}
+
+/// The changes committed since the server started, for watchers.
+#[derive(Debug)]
+struct Feed {
+    knowledge: Knowledge,
+    next: u64,
+    events: VecDeque<ChangeEvent>,
+}
+
+/// Events kept for watchers that fall behind.
+const FEED_MAX: usize = 100_000;
+
+/// A reservation's lease: who holds it, until when.
+type Leases = HashMap<(String, String), (String, u64)>;
+
+#[derive(Debug)]
+struct SiteState {
+    store: Arc<Store>,
+    dir: PathBuf,
+    config: SiteServeConfig,
+    leases: Mutex<Leases>,
+    feed: Mutex<Feed>,
+    feed_bumped: tokio::sync::watch::Sender<u64>,
+    /// Central, when the site syncs over the network.
+    link: Option<crate::sync::Link>,
+    /// One sync at a time: the scheduler's and those workstations ask for.
+    syncing: Arc<Mutex<()>>,
+}
+
+type Shared = Arc<SiteState>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An error answer in the shape the client library reads back: `{"error", "kind"}`, with the
+/// refusal for a refused write.
+fn fail(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message.into(), "kind": kind })),
+    )
+        .into_response()
+}
+
+fn engine_error(e: &outpost_engine::Error) -> Response {
+    use outpost_engine::Error as E;
+    let text = e.to_string();
+    match e {
+        E::Refused(r) => (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": text, "kind": "refused", "refusal": r })),
+        )
+            .into_response(),
+        E::Schema(m) => fail(StatusCode::BAD_REQUEST, "schema", m.clone()),
+        E::Mapping(m) => fail(StatusCode::BAD_REQUEST, "mapping", m.clone()),
+        E::NotFound { table, key } => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": text, "kind": "not_found", "table": table, "key": key })),
+        )
+            .into_response(),
+        E::NotReservable(t) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": text, "kind": "not_reservable", "table": t })),
+        )
+            .into_response(),
+        _ => fail(StatusCode::INTERNAL_SERVER_ERROR, "store", text),
+    }
+}
+
+/// The authenticated workstation user.
+struct Workstation {
+    user: String,
+    admin: bool,
+}
+
+impl FromRequestParts<Shared> for Workstation {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let denied = || {
+            fail(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a workstation user's credential is required (Authorization: Bearer USER.secret; \
+                 outpost site add-user makes one)",
+            )
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(denied)?;
+        let (code, secret) = presented.trim().split_once('.').ok_or_else(denied)?;
+        let stored = state
+            .store
+            .snapshot()
+            .and_then(|s| s.local_get(&user_key(code)))
+            .map_err(|e| engine_error(&e))?;
+        let user: Option<User> = stored.and_then(|b| serde_json::from_slice(&b).ok());
+        match user {
+            Some(u) if crate::auth::digests_match(&u.digest, secret) => Ok(Workstation {
+                user: code.to_owned(),
+                admin: u.admin,
+            }),
+            _ => {
+                tracing::warn!(user = code, "refused: a wrong workstation credential");
+                Err(denied())
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Response> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store",
+            e.to_string(),
+        )),
+    }
+}
+
+fn answer<T: Serialize>(r: Result<T, Response>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Brings the watchers' feed up to date with what the store committed (O(Δ)).
+fn refresh_feed(state: &SiteState) {
+    let mut feed = lock(&state.feed);
+    let lacking = match state.store.changes_lacking(&feed.knowledge, false) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("the change feed: {e}");
+            return;
+        }
+    };
+    let knowledge = lacking.knowledge().clone();
+    let sites = state.store.sites();
+    let mut added = false;
+    for change in lacking {
+        let change = match change {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("the change feed: {e}");
+                return;
+            }
+        };
+        let (field, value) = match &change.slot {
+            Slot::Created => continue,
+            Slot::Tombstone => (None, serde_json::Value::Bool(true)),
+            Slot::Field(f) => (Some(f.clone()), crate::admin::to_json(&change.value)),
+        };
+        let seq = feed.next;
+        feed.next += 1;
+        feed.events.push_back(ChangeEvent {
+            seq,
+            table: change.table,
+            key: change.key,
+            field,
+            value,
+            site: sites
+                .get(change.dot.site)
+                .map_or_else(|| change.dot.site.to_string(), |s| s.code.to_string()),
+        });
+        added = true;
+    }
+    while feed.events.len() > FEED_MAX {
+        feed.events.pop_front();
+    }
+    feed.knowledge = knowledge;
+    let next = feed.next;
+    drop(feed);
+    if added {
+        state.feed_bumped.send_replace(next);
+    }
+}
+
+fn fields_from(
+    store: &Store,
+    table: &str,
+    body: &[u8],
+) -> Result<(serde_json::Value, Vec<(String, Value)>), Response> {
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|e| {
+            fail(
+                StatusCode::BAD_REQUEST,
+                "mapping",
+                format!("the body is not a JSON object of fields: {e}"),
+            )
+        })?;
+    let def = store
+        .schema()
+        .table(table)
+        .ok_or_else(|| engine_error(&outpost_engine::Error::Schema(format!("no table {table}"))))?;
+    let values = parsed
+        .iter()
+        .map(|(f, v)| {
+            crate::admin::from_json(def.field_kind(f), v)
+                .map(|v| (f.clone(), v))
+                .map_err(|e| fail(StatusCode::BAD_REQUEST, "mapping", format!("{f}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((serde_json::to_value(&parsed).unwrap_or_default(), values))
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct RecordView {
+    key: String,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn view(r: &outpost_engine::Record) -> RecordView {
+    RecordView {
+        key: r.key.clone(),
+        fields: r
+            .fields
+            .iter()
+            .map(|(f, v)| (f.clone(), crate::admin::to_json(v)))
+            .collect(),
+    }
+}
+
+async fn get_record(
+    State(state): State<Shared>,
+    _w: Workstation,
+    UrlPath((table, key)): UrlPath<(String, String)>,
+) -> Response {
+    let store = Arc::clone(&state.store);
+    answer(
+        blocking(move || match store.record(&table, &key) {
+            Ok(Some(r)) => Ok(view(&r)),
+            Ok(None) => Err(engine_error(&outpost_engine::Error::NotFound {
+                table,
+                key,
+            })),
+            Err(e) => Err(engine_error(&e)),
+        })
+        .await,
+    )
+}
+
+fn entry(user: &str, op: &str, table: &str, key: &str) -> LogEntry {
+    LogEntry {
+        seq: 0,
+        at_ms: SystemClock.now_ms(),
+        user: user.to_owned(),
+        op: op.to_owned(),
+        table: table.to_owned(),
+        key: key.to_owned(),
+        fields: None,
+        refused: None,
+    }
+}
+
+/// A write as `user`, logged with its outcome, then the feed brought up to date.
+fn logged_write<R>(
+    state: &SiteState,
+    mut log: LogEntry,
+    f: impl FnOnce(&mut outpost_engine::WriteTx<'_, '_>) -> outpost_engine::Result<R>,
+) -> Result<R, Response> {
+    let user = log.user.clone();
+    let done = state.store.write_as(&user, f);
+    if let Err(e) = &done {
+        log.refused = Some(e.to_string());
+    }
+    log_write(&state.store, log);
+    refresh_feed(state);
+    done.map_err(|e| engine_error(&e))
+}
+
+async fn put_record(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath((table, key)): UrlPath<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let (json, values) = fields_from(&shared.store, &table, &body)?;
+            let mut log = entry(&w.user, "put", &table, &key);
+            log.fields = Some(json);
+            logged_write(&shared, log, |tx| tx.set_fields(&table, &key, values))?;
+            Ok(serde_json::json!({ "key": key }))
+        })
+        .await,
+    )
+}
+
+async fn create_record(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath(table): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let (json, values) = fields_from(&shared.store, &table, &body)?;
+            let mut log = entry(&w.user, "create", &table, "");
+            log.fields = Some(json);
+            let key = logged_write(&shared, log, |tx| {
+                let key = tx.new_key(&table)?;
+                tx.set_fields(&table, &key, values)?;
+                Ok(key)
+            })?;
+            Ok(serde_json::json!({ "key": key }))
+        })
+        .await,
+    )
+}
+
+async fn delete_record(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath((table, key)): UrlPath<(String, String)>,
+) -> Response {
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let log = entry(&w.user, "delete", &table, &key);
+            logged_write(&shared, log, |tx| tx.delete(&table, &key))?;
+            Ok(serde_json::json!({ "key": key }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize, Debug)]
+struct ScanQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most records one scan returns.
+const SCAN_LIMIT_MAX: usize = 10_000;
+
+async fn scan_records(
+    State(state): State<Shared>,
+    _w: Workstation,
+    UrlPath(table): UrlPath<String>,
+    Query(q): Query<ScanQuery>,
+) -> Response {
+    let store = Arc::clone(&state.store);
+    let limit = q.limit.unwrap_or(1000).clamp(1, SCAN_LIMIT_MAX);
+    answer(
+        blocking(move || {
+            let snap = store.snapshot().map_err(|e| engine_error(&e))?;
+            let records = snap
+                .scan(&table, q.from.as_deref(), Some(limit))
+                .map_err(|e| engine_error(&e))?;
+            Ok(records
+                .iter()
+                .filter(|r| q.to.as_deref().is_none_or(|to| r.key.as_str() < to))
+                .map(view)
+                .collect::<Vec<_>>())
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize, Debug)]
+struct LeaseQuery {
+    lease_s: Option<u64>,
+}
+
+async fn reserve(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath((table, key)): UrlPath<(String, String)>,
+    Query(q): Query<LeaseQuery>,
+) -> Response {
+    let lease_s = q
+        .lease_s
+        .unwrap_or(state.config.lease_s)
+        .clamp(1, state.config.lease_max_s.max(1));
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let renewing = lock(&shared.leases)
+                .get(&(table.clone(), key.clone()))
+                .is_some_and(|(holder, _)| holder == &w.user);
+            let user = w.user.clone();
+            let done = shared.store.reserve(&table, &key, &user);
+            if !renewing || done.is_err() {
+                let mut log = entry(&w.user, "reserve", &table, &key);
+                log.refused = done.as_ref().err().map(ToString::to_string);
+                log_write(&shared.store, log);
+            }
+            done.map_err(|e| engine_error(&e))?;
+            let until = SystemClock.now_ms() + lease_s * 1000;
+            lock(&shared.leases).insert((table, key), (w.user, until));
+            Ok(serde_json::json!({ "lease_s": lease_s, "until_ms": until }))
+        })
+        .await,
+    )
+}
+
+async fn release(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath((table, key)): UrlPath<(String, String)>,
+) -> Response {
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let done = shared.store.release(&table, &key, &w.user);
+            let mut log = entry(&w.user, "release", &table, &key);
+            log.refused = done.as_ref().err().map(ToString::to_string);
+            log_write(&shared.store, log);
+            done.map_err(|e| engine_error(&e))?;
+            lock(&shared.leases).remove(&(table.clone(), key.clone()));
+            refresh_feed(&shared);
+            Ok(serde_json::json!({ "released": true }))
+        })
+        .await,
+    )
+}
+
+/// Releases the reservations whose lease ran out.
+fn expire_leases(state: &SiteState) {
+    let now = SystemClock.now_ms();
+    let expired: Vec<((String, String), String)> = {
+        let mut leases = lock(&state.leases);
+        let gone: Vec<_> = leases
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(k, (holder, _))| (k.clone(), holder.clone()))
+            .collect();
+        for (k, _) in &gone {
+            leases.remove(k);
+        }
+        gone
+    };
+    for ((table, key), holder) in expired {
+        match state.store.release(&table, &key, &holder) {
+            Ok(()) => {
+                tracing::info!(%table, %key, %holder, "reservation released: its lease ran out");
+                log_write(
+                    &state.store,
+                    entry(&holder, "release (lease ran out)", &table, &key),
+                );
+            }
+            Err(e) => tracing::warn!(%table, %key, "cannot release an expired reservation: {e}"),
+        }
+    }
+}
+
+async fn sync_now(State(state): State<Shared>, w: Workstation) -> Response {
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let Some(link) = &shared.link else {
+                return Err(fail(
+                    StatusCode::CONFLICT,
+                    "no_central",
+                    "this site has no central address or credential: give --central to site \
+                     serve, or set them in remote.toml",
+                ));
+            };
+            let _one = lock(&shared.syncing);
+            tracing::info!(user = %w.user, "sync asked by a workstation");
+            let done = crate::sync::sync_now(
+                &shared.store,
+                link,
+                &shared.dir,
+                crate::sync::SyncRequest {
+                    no_return: false,
+                    wait: None,
+                },
+            );
+            refresh_feed(&shared);
+            match done {
+                Ok(summary) => Ok(serde_json::json!({ "summary": summary.to_string() })),
+                Err(e) => Err(fail(StatusCode::BAD_GATEWAY, "sync", e.to_string())),
+            }
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize, Debug)]
+struct ChangesQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct ChangesView {
+    /// Pass it as `after` next time.
+    seq: u64,
+    /// Changes were dropped between `after` and the first one (the watcher fell too far
+    /// behind): read the records again.
+    gap: bool,
+    changes: Vec<ChangeEvent>,
+}
+
+fn changes_after(state: &SiteState, after: u64) -> ChangesView {
+    let feed = lock(&state.feed);
+    let first = feed.events.front().map_or(feed.next, |e| e.seq);
+    let changes: Vec<ChangeEvent> = feed
+        .events
+        .iter()
+        .filter(|e| e.seq > after || (after == 0 && e.seq == 0))
+        .take(5_000)
+        .cloned()
+        .collect();
+    let seq = changes.last().map_or(after, |e| e.seq);
+    ChangesView {
+        seq,
+        gap: after + 1 < first && after != 0,
+        changes,
+    }
+}
+
+async fn changes(
+    State(state): State<Shared>,
+    _w: Workstation,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(300_000));
+    let mut bumped = state.feed_bumped.subscribe();
+    loop {
+        bumped.mark_unchanged();
+        let view = changes_after(&state, q.after);
+        if !view.changes.is_empty() || view.gap {
+            return Json(view).into_response();
+        }
+        tokio::select! {
+            r = bumped.changed() => if r.is_err() { return Json(view).into_response(); },
+            () = tokio::time::sleep_until(deadline) => return Json(view).into_response(),
+        }
+    }
+}
+
+async fn settings(State(state): State<Shared>, _w: Workstation) -> Response {
+    let store = Arc::clone(&state.store);
+    answer(
+        blocking(move || {
+            outpost_replicator::remote::settings(&store)
+                .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))
+        })
+        .await,
+    )
+}
+
+async fn set_setting(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if !w.admin {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} is not an administrator of this site: settings need an admin user (C2)",
+                w.user
+            ),
+        );
+    }
+    let shared = Arc::clone(&state);
+    answer(
+        blocking(move || {
+            let value: String = serde_json::from_slice(&body).map_err(|e| {
+                fail(
+                    StatusCode::BAD_REQUEST,
+                    "mapping",
+                    format!("the body is the value as a JSON string: {e}"),
+                )
+            })?;
+            let mut log = entry(&w.user, "setting", "", &name);
+            log.fields = Some(serde_json::Value::String(value.clone()));
+            let done = outpost_replicator::remote::set_setting(&shared.store, &name, &value);
+            log.refused = done.as_ref().err().map(ToString::to_string);
+            log_write(&shared.store, log);
+            done.map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))?;
+            Ok(serde_json::json!({ name: value }))
+        })
+        .await,
+    )
+}
+
+#[derive(Deserialize, Debug)]
+struct LogQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn workstation_log(
+    State(state): State<Shared>,
+    w: Workstation,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    if !w.admin {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the workstation log needs an admin user",
+        );
+    }
+    let store = Arc::clone(&state.store);
+    answer(blocking(move || log_entries(&store, q.after).map_err(|e| engine_error(&e))).await)
+}
+
+/// The workstation log after entry `after`, at most 10,000 entries.
+pub fn log_entries(store: &Store, after: u64) -> outpost_engine::Result<Vec<LogEntry>> {
+    let snap = store.snapshot()?;
+    let mut start = LOG.to_vec();
+    start.extend_from_slice(&(after + 1).to_be_bytes());
+    let mut end = LOG.to_vec();
+    end.extend_from_slice(&u64::MAX.to_be_bytes());
+    Ok(snap
+        .local_range(&start, &end, Some(10_000))?
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
+}
+
+/// Runs the site's server until SIGTERM or Ctrl-C.
+pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
+    let addr: SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|e| format!("--listen {:?}: {e}", config.listen))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
+    }
+    let store = Arc::new(crate::admin::open(dir)?);
+    if store.site().is_central() {
+        return Err(format!(
+            "{} holds central's store: central's own workstations use central's daemon \
+             (outpost central serve); site serve serves a remote's store",
+            dir.display()
+        ));
+    }
+    let net = crate::sync::RemoteNet::load(dir)?;
+    let link =
+        if config.central.is_some() || (net.central_url.is_some() && net.credential.is_some()) {
+            Some(crate::sync::Link::new(
+                dir,
+                config.central.as_deref(),
+                None,
+            )?)
+        } else {
+            None
+        };
+    let knowledge = store.knowledge();
+    let (feed_bumped, _) = tokio::sync::watch::channel(0u64);
+    let state: Shared = Arc::new(SiteState {
+        store: Arc::clone(&store),
+        dir: dir.to_path_buf(),
+        leases: Mutex::new(HashMap::new()),
+        feed: Mutex::new(Feed {
+            knowledge,
+            next: 1,
+            events: VecDeque::new(),
+        }),
+        feed_bumped,
+        link,
+        syncing: Arc::new(Mutex::new(())),
+        config: config.clone(),
+    });
+    // Reservations left by workstations of an earlier run get a lease of their own: renewed by
+    // their holder if it is still there, released otherwise.
+    {
+        let until = SystemClock.now_ms() + config.lease_s * 1000;
+        let held = store
+            .snapshot()
+            .and_then(|s| s.reservations())
+            .map_err(|e| e.to_string())?;
+        let mut leases = lock(&state.leases);
+        for (table, key, holder) in held {
+            leases.insert((table, key), (holder, until));
+        }
+    }
+    if config.scheduler
+        && let Some(link) = state.link.clone()
+    {
+        let store = Arc::clone(&store);
+        let dir = dir.to_path_buf();
+        let one = Arc::clone(&state.syncing);
+        std::thread::Builder::new()
+            .name("sync-scheduler".into())
+            .spawn(move || {
+                if let Err(e) = crate::sync::run_with(&store, &link, &dir, None, Some(&one)) {
+                    tracing::error!("the sync scheduler stopped: {e}");
+                }
+            })
+            .map_err(|e| format!("cannot start the sync scheduler: {e}"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the network runtime: {e}"))?;
+    runtime.block_on(serve_http(addr, state))
+}
+
+async fn serve_http(addr: SocketAddr, state: Shared) -> CliResult<()> {
+    let app = axum::Router::new()
+        .route("/v1/health", get(|| async { "ok" }))
+        .route(
+            "/v1/records/{table}/{key}",
+            get(get_record).put(put_record).delete(delete_record),
+        )
+        .route("/v1/records/{table}", get(scan_records).post(create_record))
+        .route(
+            "/v1/reservations/{table}/{key}",
+            post(reserve).delete(release),
+        )
+        .route("/v1/sync", post(sync_now))
+        .route("/v1/changes", get(changes))
+        .route("/v1/settings", get(settings))
+        .route("/v1/settings/{name}", put(set_setting))
+        .route("/v1/log", get(workstation_log))
+        .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
+        .with_state(Arc::clone(&state));
+    // Housekeeping: leases that ran out, changes a sync brought in.
+    {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let s = Arc::clone(&state);
+                let _ = tokio::task::spawn_blocking(move || {
+                    expire_leases(&s);
+                    refresh_feed(&s);
+                })
+                .await;
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "site {} listening on http://{bound}",
+        state.store.site().code
+    );
+    tracing::info!(%bound, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| format!("the server stopped: {e}"))
+}

@@ -1,0 +1,374 @@
+//! A multi-workstation site (S3), end to end with real processes: `outpost site serve` owns
+//! BSOC's store; workstations (`outpost client …` processes and the client library) write to it
+//! at once, hold a reservation (R7), ask for syncs with central's daemon, and watch changes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::net::*;
+use outpost::client::{Client, Records};
+
+/// `outpost site serve`, killed when dropped.
+struct SiteServer {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl SiteServer {
+    fn start(dir: &Path, args: &[&str]) -> SiteServer {
+        let log = dir.join("site-serve.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .current_dir(dir)
+            .args(["site", "serve"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((_, url)) = line.split_once(" listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => panic!(
+                    "site serve did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        SiteServer { child, url, log }
+    }
+}
+
+impl Drop for SiteServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_user(dir: &Path, user: &str, admin: bool) -> String {
+    let mut args = vec!["site", "add-user", "--data", "bsoc", "--user", user];
+    if admin {
+        args.push("--admin");
+    }
+    ok(dir, &args).trim().to_owned()
+}
+
+/// An `outpost client` process as `credential`.
+fn client_cmd(dir: &Path, server: &SiteServer, credential: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    c.current_dir(dir)
+        .args(["client", "--server", &server.url])
+        .args(args)
+        .env("OUTPOST_CREDENTIAL", credential);
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.output().unwrap()
+}
+
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn s3_three_workstations_write_at_once_a_sync_in_the_middle_a_reservation_outlives_no_dead_till() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &[],
+        &[
+            ("BSOC", "bsoc", &["immediate 60"]),
+            ("CSOC", "csoc", &["immediate 60"]),
+        ],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let anne = add_user(dir, "ANNE", false);
+    let bob = add_user(dir, "BOB", false);
+    let carl = add_user(dir, "CARL", true);
+    let server = SiteServer::start(
+        dir,
+        &[
+            "--data",
+            "bsoc",
+            "--listen",
+            "127.0.0.1:0",
+            "--central",
+            &central.url,
+            "--lease-s",
+            "5",
+        ],
+    );
+
+    // A till watching changes from the start (the client library).
+    let watcher = {
+        let c = Client::new(&server.url, &bob).unwrap();
+        std::thread::spawn(move || {
+            let mut after = 0;
+            let mut seen = Vec::new();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(120) {
+                let (next, changes) = c.changes(after, Duration::from_secs(5)).unwrap();
+                after = next;
+                let done = changes
+                    .iter()
+                    .any(|ch| ch.key == "K-CSOC" && ch.site == "CSOC");
+                seen.extend(changes);
+                if done {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+
+    // CARL's document, reserved by CARL's workstation (a process holding it, renewing its lease).
+    succeeded(&run(client_cmd(
+        dir,
+        &server,
+        &carl,
+        &[
+            "put",
+            "--table",
+            "sales_documents",
+            "--key",
+            "BSOC-D1",
+            "--fields",
+            r#"{"customer": "W1-000001", "status": "draft"}"#,
+        ],
+    )));
+    let mut hold = client_cmd(
+        dir,
+        &server,
+        &carl,
+        &[
+            "hold",
+            "--table",
+            "sales_documents",
+            "--key",
+            "BSOC-D1",
+            "--lease-s",
+            "5",
+        ],
+    );
+    let mut holder = hold.stdout(Stdio::piped()).spawn().unwrap();
+    let mut held = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut held)
+        .unwrap();
+    assert_eq!(held.trim(), "holding sales_documents/BSOC-D1");
+
+    // Three workstations at once: customers (ANNE), receipts (BOB), the reserved document
+    // (CARL, its holder), and a sync asked in the middle.
+    let n = 150;
+    let n_text = n.to_string();
+    let load = |cred: &str, table: &str, prefix: &str, fields: &str| {
+        client_cmd(
+            dir,
+            &server,
+            cred,
+            &[
+                "load", "--table", table, "--prefix", prefix, "--n", &n_text, "--fields", fields,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let w1 = load(
+        &anne,
+        "customers",
+        "W1-",
+        r#"{"name": "customer {i}", "city": "Lyon"}"#,
+    );
+    let w2 = load(
+        &bob,
+        "pos_receipts",
+        "BSOC-R",
+        r#"{"register": "till-2", "total": "12.{i}", "paid_with": "card"}"#,
+    );
+    let w3 = {
+        let c = Client::new(&server.url, &carl).unwrap();
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                c.put(
+                    "sales_documents",
+                    "BSOC-D1",
+                    &serde_json::json!({ "total": format!("{i}.00") }),
+                )
+                .unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = succeeded(&run(client_cmd(dir, &server, &carl, &["sync"])));
+    assert!(summary.contains("sent 1 emission(s)"), "{summary}");
+    // ANNE may not write CARL's reserved document: the error names who holds it.
+    let refused = run(client_cmd(
+        dir,
+        &server,
+        &anne,
+        &[
+            "put",
+            "--table",
+            "sales_documents",
+            "--key",
+            "BSOC-D1",
+            "--fields",
+            r#"{"status": "paid"}"#,
+        ],
+    ));
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("R7") && why.contains("reserved by CARL"),
+        "{why}"
+    );
+    for w in [w1, w2] {
+        let out = w.wait_with_output().unwrap();
+        assert!(succeeded(&out).contains(&format!("{n} records written")));
+    }
+    w3.join().unwrap();
+
+    // The same typed errors as the embedded API: a remote writing a central-only table (R3).
+    let lib = Client::new(&server.url, &anne).unwrap();
+    match lib.put("articles", "A-1", &serde_json::json!({ "price": "1.00" })) {
+        Err(outpost::Error::Refused(r)) => assert_eq!(r.rule, outpost::Rule::R3),
+        other => panic!("expected R3, got {other:?}"),
+    }
+    match lib.set_setting("emission_time", "20:00") {
+        Err(outpost::Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
+        other => panic!("only an admin: {other:?}"),
+    }
+
+    // CARL's workstation dies holding the reservation: refused while the lease runs, then the
+    // server releases it and ANNE can write.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let write_d1 = || {
+        lib.put(
+            "sales_documents",
+            "BSOC-D1",
+            &serde_json::json!({ "status": "paid" }),
+        )
+    };
+    let started = Instant::now();
+    loop {
+        match write_d1() {
+            Ok(()) => break,
+            Err(outpost::Error::Refused(r)) if r.rule == outpost::Rule::R7 => {
+                assert!(r.reason.contains("CARL"), "{}", r.reason);
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the lease never ran out; the server's log: {}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "released after {waited:?}"
+    );
+
+    // CSOC writes and syncs; BSOC's next sync brings it, and the watching till sees it.
+    put(
+        dir,
+        "csoc",
+        "K-CSOC",
+        r#"{"name": "from CSOC", "city": "Nice"}"#,
+    );
+    sync(dir, "csoc", &central, &[]);
+    succeeded(&run(client_cmd(dir, &server, &anne, &["sync"])));
+    sync(dir, "csoc", &central, &[]);
+    let seen = watcher.join().unwrap();
+    assert!(seen.iter().any(|c| c.key == "K-CSOC" && c.site == "CSOC"));
+    assert!(
+        seen.iter()
+            .any(|c| c.key == "W1-000149" && c.site == "BSOC")
+    );
+
+    // Everything converged: no write lost at BSOC, at central (through CSOC) or at CSOC.
+    let count = |table: &str, from: &str, to: &str| {
+        lib.scan(table, Some(from), Some(to), 10_000).unwrap().len()
+    };
+    assert_eq!(count("customers", "W1-", "W1-~"), n);
+    assert_eq!(count("pos_receipts", "BSOC-R", "BSOC-R~"), n);
+    assert_eq!(
+        lib.get::<serde_json::Value>("customers", "K-CSOC")
+            .unwrap()
+            .unwrap()["city"],
+        "Nice"
+    );
+    drop(server);
+    for i in [0, 77, n - 1] {
+        let c = get(dir, "csoc", &format!("W1-{i:06}"));
+        assert_eq!(c["name"], format!("customer {i}"));
+    }
+    let d1: serde_json::Value = serde_json::from_str(&ok(
+        dir,
+        &[
+            "get",
+            "--data",
+            "csoc",
+            "--table",
+            "sales_documents",
+            "--key",
+            "BSOC-D1",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(d1["status"], "paid", "ANNE's write after the lease ran out");
+    assert!(
+        d1["total"].as_str().unwrap().starts_with("49"),
+        "CARL's last write while holding it: {d1}"
+    );
+    // The workstation log: who wrote what, the refusal included.
+    let log =
+        outpost::site::log_entries(&outpost::admin::open(&dir.join("bsoc")).unwrap(), 0).unwrap();
+    assert!(log.iter().any(|e| {
+        e.user == "ANNE"
+            && e.key == "BSOC-D1"
+            && e.refused
+                .as_deref()
+                .is_some_and(|r| r.contains("reserved by CARL"))
+    }));
+    assert!(
+        log.iter()
+            .any(|e| e.op == "release (lease ran out)" && e.user == "CARL")
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.user == "BOB" && e.table == "pos_receipts" && e.refused.is_none())
+            .count(),
+        n
+    );
+}
