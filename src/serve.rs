@@ -14,6 +14,7 @@
 //! | `GET /v1/journal?site=CODE` | admin | the journal (J1) |
 //! | `GET /v1/status` | admin | the automaton's activity (`Att Dep`, `Tra D02`…) and the pending emissions |
 //! | `GET /monitor`, `/v1/monitor/…`, `/v1/alerts` | admin | the sync monitor (see [`monitor`]) |
+//! | `/ws/v1/…` | a workstation user | central's own workstations: the routes of `outpost site serve` ([`crate::site`]) |
 //!
 //! Every request but the health check carries `Authorization: Bearer CODE.secret`; the site it
 //! authenticates is the only site the request may act for (S2): the emission's sequence number
@@ -288,6 +289,13 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
         .route("/v1/journal", get(journal_rows))
         .route("/v1/status", get(status))
         .merge(monitor::routes())
+        .nest_service(
+            "/ws",
+            crate::site::workstation_routes(
+                Arc::clone(&state.store),
+                state.uploads.parent().unwrap_or(Path::new(".")),
+            )?,
+        )
         .layer(middleware::from_fn_with_state(Arc::clone(&state), limit))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);

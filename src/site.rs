@@ -151,22 +151,28 @@ pub struct LogEntry {
     pub refused: Option<String>,
 }
 
+/// Appends an entry to the workstation log inside a write transaction.
+fn log_put(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    entry: &mut LogEntry,
+) -> outpost_engine::Result<()> {
+    let n = tx
+        .local_get(LOG_SEQ)?
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+        + 1;
+    tx.local_put(LOG_SEQ, &n.to_be_bytes())?;
+    entry.seq = n;
+    let bytes =
+        serde_json::to_vec(&entry).map_err(|e| outpost_engine::Error::Mapping(e.to_string()))?;
+    let mut key = LOG.to_vec();
+    key.extend_from_slice(&n.to_be_bytes());
+    tx.local_put(&key, &bytes)
+}
+
+/// Appends an entry to the workstation log in a transaction of its own.
 fn log_write(store: &Store, mut entry: LogEntry) {
-    let done = store.write(|tx| {
-        let n = tx
-            .local_get(LOG_SEQ)?
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_be_bytes)
-            + 1;
-        tx.local_put(LOG_SEQ, &n.to_be_bytes())?;
-        entry.seq = n;
-        let bytes = serde_json::to_vec(&entry)
-            .map_err(|e| outpost_engine::Error::Mapping(e.to_string()))?;
-        let mut key = LOG.to_vec();
-        key.extend_from_slice(&n.to_be_bytes());
-        tx.local_put(&key, &bytes)
-    });
-    if let Err(e) = done {
+    if let Err(e) = store.write(|tx| log_put(tx, &mut entry)) {
         tracing::error!("cannot write the workstation log: {e}");
     }
 }
@@ -455,12 +461,17 @@ fn logged_write<R>(
     mut log: LogEntry,
     f: impl FnOnce(&mut outpost_engine::WriteTx<'_, '_>) -> outpost_engine::Result<R>,
 ) -> Result<R, Response> {
+    // The write and its log entry commit together; a refused write is logged on its own.
     let user = log.user.clone();
-    let done = state.store.write_as(&user, f);
+    let done = state.store.write_as(&user, |tx| {
+        let r = f(tx)?;
+        log_put(tx, &mut log.clone())?;
+        Ok(r)
+    });
     if let Err(e) = &done {
         log.refused = Some(e.to_string());
+        log_write(&state.store, log);
     }
-    log_write(&state.store, log);
     refresh_feed(state);
     done.map_err(|e| engine_error(&e))
 }
@@ -652,8 +663,9 @@ async fn sync_now(State(state): State<Shared>, w: Workstation) -> Response {
                 return Err(fail(
                     StatusCode::CONFLICT,
                     "no_central",
-                    "this site has no central address or credential: give --central to site \
-                     serve, or set them in remote.toml",
+                    "no central to sync with: central's own workstations do not sync (its \
+                     daemon processes the remotes' flows); a remote's site server needs \
+                     --central or central_url and credential in remote.toml",
                 ));
             };
             let _one = lock(&shared.syncing);
@@ -818,34 +830,15 @@ pub fn log_entries(store: &Store, after: u64) -> outpost_engine::Result<Vec<LogE
         .collect())
 }
 
-/// Runs the site's server until SIGTERM or Ctrl-C.
-pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
-    let addr: SocketAddr = config
-        .listen
-        .parse()
-        .map_err(|e| format!("--listen {:?}: {e}", config.listen))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
-    }
-    let store = Arc::new(crate::admin::open(dir)?);
-    if store.site().is_central() {
-        return Err(format!(
-            "{} holds central's store: central's own workstations use central's daemon \
-             (outpost central serve); site serve serves a remote's store",
-            dir.display()
-        ));
-    }
-    let net = crate::sync::RemoteNet::load(dir)?;
-    let link =
-        if config.central.is_some() || (net.central_url.is_some() && net.credential.is_some()) {
-            Some(crate::sync::Link::new(
-                dir,
-                config.central.as_deref(),
-                None,
-            )?)
-        } else {
-            None
-        };
+/// The workstations' state for `store`: reservations left by an earlier run get a lease of
+/// their own (renewed by their holder if it is still there, released otherwise).
+fn new_state(
+    store: Arc<Store>,
+    dir: &Path,
+    config: &SiteServeConfig,
+    link: Option<crate::sync::Link>,
+    lease_existing: bool,
+) -> CliResult<Shared> {
     let knowledge = store.knowledge();
     let (feed_bumped, _) = tokio::sync::watch::channel(0u64);
     let state: Shared = Arc::new(SiteState {
@@ -864,7 +857,7 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
     });
     // Reservations left by workstations of an earlier run get a lease of their own: renewed by
     // their holder if it is still there, released otherwise.
-    {
+    if lease_existing {
         let until = SystemClock.now_ms() + config.lease_s * 1000;
         let held = store
             .snapshot()
@@ -875,6 +868,87 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
             leases.insert((table, key), (holder, until));
         }
     }
+    Ok(state)
+}
+
+/// The workstation routes and their housekeeping (leases that ran out, changes a sync brought
+/// in), for central's daemon to serve under `/ws` to central's own workstations: the same
+/// routes, guards and errors as `outpost site serve` (`/ws/v1/sync` answers 409: central does
+/// not sync with anyone). Reservations made otherwise than through these routes keep no lease.
+/// Call from within a tokio runtime.
+pub(crate) fn workstation_routes(store: Arc<Store>, dir: &Path) -> CliResult<axum::Router> {
+    let state = new_state(store, dir, &SiteServeConfig::default(), None, false)?;
+    spawn_housekeeping(&state);
+    Ok(router(state))
+}
+
+fn router(state: Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/health", get(|| async { "ok" }))
+        .route(
+            "/v1/records/{table}/{key}",
+            get(get_record).put(put_record).delete(delete_record),
+        )
+        .route("/v1/records/{table}", get(scan_records).post(create_record))
+        .route(
+            "/v1/reservations/{table}/{key}",
+            post(reserve).delete(release),
+        )
+        .route("/v1/sync", post(sync_now))
+        .route("/v1/changes", get(changes))
+        .route("/v1/settings", get(settings))
+        .route("/v1/settings/{name}", put(set_setting))
+        .route("/v1/log", get(workstation_log))
+        .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
+        .with_state(state)
+}
+
+fn spawn_housekeeping(state: &Shared) {
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&state);
+            let _ = tokio::task::spawn_blocking(move || {
+                expire_leases(&s);
+                refresh_feed(&s);
+            })
+            .await;
+        }
+    });
+}
+
+/// Runs the site's server until SIGTERM or Ctrl-C.
+pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
+    let addr: SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|e| format!("--listen {:?}: {e}", config.listen))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
+    }
+    let store = Arc::new(crate::admin::open(dir)?);
+    if store.site().is_central() {
+        return Err(format!(
+            "{} holds central's store: central's own workstations use central's daemon, which \
+             serves the same routes under /ws (outpost central serve; client --server \
+             http://central:2638/ws); site serve serves a remote's store",
+            dir.display()
+        ));
+    }
+    let net = crate::sync::RemoteNet::load(dir)?;
+    let link =
+        if config.central.is_some() || (net.central_url.is_some() && net.credential.is_some()) {
+            Some(crate::sync::Link::new(
+                dir,
+                config.central.as_deref(),
+                None,
+            )?)
+        } else {
+            None
+        };
+    let state = new_state(Arc::clone(&store), dir, &config, link, true)?;
     if config.scheduler
         && let Some(link) = state.link.clone()
     {
@@ -898,40 +972,8 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
 }
 
 async fn serve_http(addr: SocketAddr, state: Shared) -> CliResult<()> {
-    let app = axum::Router::new()
-        .route("/v1/health", get(|| async { "ok" }))
-        .route(
-            "/v1/records/{table}/{key}",
-            get(get_record).put(put_record).delete(delete_record),
-        )
-        .route("/v1/records/{table}", get(scan_records).post(create_record))
-        .route(
-            "/v1/reservations/{table}/{key}",
-            post(reserve).delete(release),
-        )
-        .route("/v1/sync", post(sync_now))
-        .route("/v1/changes", get(changes))
-        .route("/v1/settings", get(settings))
-        .route("/v1/settings/{name}", put(set_setting))
-        .route("/v1/log", get(workstation_log))
-        .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
-        .with_state(Arc::clone(&state));
-    // Housekeeping: leases that ran out, changes a sync brought in.
-    {
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tick.tick().await;
-                let s = Arc::clone(&state);
-                let _ = tokio::task::spawn_blocking(move || {
-                    expire_leases(&s);
-                    refresh_feed(&s);
-                })
-                .await;
-            }
-        });
-    }
+    let app = router(Arc::clone(&state));
+    spawn_housekeeping(&state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -942,9 +984,26 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> CliResult<()> {
     );
     tracing::info!(%bound, "listening");
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await
-        .map_err(|e| format!("the server stopped: {e}"))
+        .map_err(|e| format!("the server stopped: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM: stop taking requests, let those under way finish.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

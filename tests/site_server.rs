@@ -372,3 +372,109 @@ fn s3_three_workstations_write_at_once_a_sync_in_the_middle_a_reservation_outliv
         n
     );
 }
+
+/// A sales document as a host application types it.
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+struct Doc {
+    customer: String,
+    status: String,
+}
+
+/// A till program's code, written once for any [`Records`]: PAUL creates and reserves a
+/// document, ZOE tries to write it.
+fn till<R: Records>(paul: &R, zoe: &R, key: &str) -> (Option<Doc>, outpost::Error) {
+    let doc = Doc {
+        customer: "K-1".into(),
+        status: "draft".into(),
+    };
+    paul.put("sales_documents", key, &doc).unwrap();
+    paul.reserve("sales_documents", key).unwrap();
+    let refused = zoe
+        .put(
+            "sales_documents",
+            key,
+            &serde_json::json!({ "status": "paid" }),
+        )
+        .unwrap_err();
+    paul.release("sales_documents", key).unwrap();
+    (paul.get("sales_documents", key).unwrap(), refused)
+}
+
+#[test]
+fn s3_central_s_own_workstations_and_one_program_embedded_or_client_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    let user = |u: &str| {
+        ok(dir, &["site", "add-user", "--data", "asoc", "--user", u])
+            .trim()
+            .to_owned()
+    };
+    let (paul, zoe) = (user("PAUL"), user("ZOE"));
+
+    // Embedded: the program opens central's store itself.
+    let (embedded_doc, embedded_err) = {
+        let store = std::sync::Arc::new(outpost::admin::open(&dir.join("asoc")).unwrap());
+        let e = |u: &str| outpost::client::Embedded::new(std::sync::Arc::clone(&store), u);
+        till(&e("PAUL"), &e("ZOE"), "ASOC-D1")
+    };
+    // Client-server: the same code against central's daemon, which serves its own
+    // workstations under /ws.
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let ws = format!("{}/ws", central.url);
+    let c = |cred: &str| Client::new(&ws, cred).unwrap();
+    let (client_doc, client_err) = till(&c(&paul), &c(&zoe), "ASOC-D2");
+
+    assert_eq!(embedded_doc, client_doc);
+    assert_eq!(
+        client_doc,
+        Some(Doc {
+            customer: "K-1".into(),
+            status: "draft".into()
+        })
+    );
+    let (outpost::Error::Refused(a), outpost::Error::Refused(b)) = (&embedded_err, &client_err)
+    else {
+        panic!("both refused: {embedded_err:?} / {client_err:?}");
+    };
+    assert_eq!(a.rule, outpost::Rule::R7);
+    assert_eq!(
+        (a.rule, &a.table, &a.field, &a.reason),
+        (b.rule, &b.table, &b.field, &b.reason)
+    );
+    assert!(a.reason.contains("PAUL"), "{}", a.reason);
+    assert_eq!(
+        embedded_err.to_string().replace("D1", "D2"),
+        client_err.to_string()
+    );
+
+    // The async client, from a tokio program.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got: Option<Doc> = runtime.block_on(async {
+        let a = outpost::client::AsyncClient::new(&ws, &paul).unwrap();
+        a.put(
+            "customers",
+            "ASOC-K9",
+            &serde_json::json!({ "name": "async" }),
+        )
+        .await
+        .unwrap();
+        a.get("sales_documents", "ASOC-D2").await.unwrap()
+    });
+    assert_eq!(got, client_doc);
+    // Central syncs with no one: a workstation asking for a sync is told so.
+    let err = c(&paul).sync().unwrap_err().to_string();
+    assert!(err.contains("no central"), "{err}");
+    // A remote's credential is no workstation user's.
+    let remote = credential(&dir.join("bsoc/remote.toml"));
+    let err = c(&remote)
+        .get::<Doc>("sales_documents", "ASOC-D2")
+        .unwrap_err();
+    assert!(
+        matches!(&err, outpost::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+}
