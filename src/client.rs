@@ -32,6 +32,18 @@ use serde::de::DeserializeOwned;
 
 pub use crate::site::ChangeEvent;
 
+/// What [`Client::changes`] returns.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct Changes {
+    /// Pass it as `after` next time.
+    pub seq: u64,
+    /// Changes were missed before these (the watcher fell too far behind, or the server
+    /// restarted): read the records it shows again.
+    pub gap: bool,
+    /// The changes, in commit order.
+    pub changes: Vec<ChangeEvent>,
+}
+
 /// Records by table and key: the calls a workstation program makes, embedded or over the
 /// network.
 pub trait Records {
@@ -43,7 +55,9 @@ pub trait Records {
     fn create<T: Serialize + ?Sized>(&self, table: &str, value: &T) -> Result<String>;
     /// Deletes the record.
     fn delete(&self, table: &str, key: &str) -> Result<()>;
-    /// Reserves a document for `holder` (R7).
+    /// Reserves a document (R7) for this user. Embedded, it stays reserved until released;
+    /// through a site server it is a lease of the server's default length (renew it by
+    /// reserving again, or use [`Client::hold`]).
     fn reserve(&self, table: &str, key: &str) -> Result<()>;
     /// Releases it.
     fn release(&self, table: &str, key: &str) -> Result<()>;
@@ -97,6 +111,7 @@ impl Records for Embedded {
 pub struct Client {
     base: String,
     credential: String,
+    workstation: Option<String>,
     agent: ureq::Agent,
 }
 
@@ -109,7 +124,7 @@ fn transport(what: impl std::fmt::Display) -> Error {
 fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -135,8 +150,17 @@ impl Client {
         Ok(Client {
             base: base_url.trim_end_matches('/').to_owned(),
             credential: credential.trim().to_owned(),
+            workstation: None,
             agent,
         })
+    }
+
+    /// Names this workstation (`till-2`): its reservations are held by `USER@till-2`, so two
+    /// tills signed in as the same user do not share them, and a refusal names the till.
+    #[must_use]
+    pub fn workstation(mut self, name: &str) -> Self {
+        self.workstation = Some(name.to_owned());
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -156,27 +180,36 @@ impl Client {
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value> {
         let url = self.url(path);
+        let ws = self.workstation.clone().unwrap_or_default();
         let sent = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("authorization", self.auth())
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("authorization", self.auth())
-                .call(),
+            ("GET", _) => {
+                let mut r = self.agent.get(&url).header("authorization", self.auth());
+                if !ws.is_empty() {
+                    r = r.header("outpost-workstation", &ws);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = self.agent.delete(&url).header("authorization", self.auth());
+                if !ws.is_empty() {
+                    r = r.header("outpost-workstation", &ws);
+                }
+                r.call()
+            }
             (m, b) => {
                 let text = b.map_or_else(|| "{}".to_owned(), ToString::to_string);
-                let req = if m == "PUT" {
+                let mut req = if m == "PUT" {
                     self.agent.put(&url)
                 } else {
                     self.agent.post(&url)
                 };
-                req.header("authorization", self.auth())
-                    .header("content-type", "application/json")
-                    .send(text)
+                req = req
+                    .header("authorization", self.auth())
+                    .header("content-type", "application/json");
+                if !ws.is_empty() {
+                    req = req.header("outpost-workstation", &ws);
+                }
+                req.send(text)
             }
         };
         let mut response = sent.map_err(|e| transport(format!("{url}: {e}")))?;
@@ -263,9 +296,11 @@ impl Client {
     pub fn hold(&self, table: &str, key: &str, lease: Duration) -> Result<Hold> {
         self.reserve_for(table, key, lease)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(std::sync::Mutex::new(None));
         let renewer = {
             let client = self.clone();
             let (table, key, stop) = (table.to_owned(), key.to_owned(), Arc::clone(&stop));
+            let lost = Arc::clone(&lost);
             std::thread::spawn(move || {
                 let step = (lease / 3).max(Duration::from_millis(200));
                 let mut waited = Duration::ZERO;
@@ -274,7 +309,18 @@ impl Client {
                     waited += Duration::from_millis(50);
                     if waited >= step {
                         waited = Duration::ZERO;
-                        let _ = client.reserve_for(&table, &key, lease);
+                        match client.reserve_for(&table, &key, lease) {
+                            Ok(()) => {}
+                            // Refused: someone else holds it now (the lease ran out).
+                            Err(e @ Error::Refused(_)) => {
+                                if let Ok(mut l) = lost.lock() {
+                                    *l = Some(e.to_string());
+                                }
+                                return;
+                            }
+                            // The network: tried again at the next step, within the lease.
+                            Err(_) => {}
+                        }
                     }
                 }
             })
@@ -284,6 +330,7 @@ impl Client {
             table: table.to_owned(),
             key: key.to_owned(),
             stop,
+            lost,
             renewer: Some(renewer),
         })
     }
@@ -295,17 +342,14 @@ impl Client {
     }
 
     /// Changes committed after `after` (0: from the server's start), waiting up to `wait` for
-    /// some: the next `after`, and the changes.
-    pub fn changes(&self, after: u64, wait: Duration) -> Result<(u64, Vec<ChangeEvent>)> {
+    /// some.
+    pub fn changes(&self, after: u64, wait: Duration) -> Result<Changes> {
         let v = self.call(
             "GET",
             &format!("/v1/changes?after={after}&wait_ms={}", wait.as_millis()),
             None,
         )?;
-        let seq = v["seq"].as_u64().unwrap_or(after);
-        let changes = serde_json::from_value(v["changes"].clone())
-            .map_err(|e| transport(format!("changes: {e}")))?;
-        Ok((seq, changes))
+        serde_json::from_value(v).map_err(|e| transport(format!("changes: {e}")))
     }
 
     /// The site's settings (C6).
@@ -417,7 +461,16 @@ pub struct Hold {
     table: String,
     key: String,
     stop: Arc<AtomicBool>,
+    lost: Arc<std::sync::Mutex<Option<String>>>,
     renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hold {
+    /// Why the reservation was lost, if it was (a renewal refused: the lease had run out and
+    /// another workstation reserved the document).
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
 }
 
 impl Drop for Hold {
@@ -498,7 +551,39 @@ impl AsyncClient {
     }
 
     /// See [`Client::changes`].
-    pub async fn changes(&self, after: u64, wait: Duration) -> Result<(u64, Vec<ChangeEvent>)> {
+    pub async fn changes(&self, after: u64, wait: Duration) -> Result<Changes> {
         self.run(move |c| c.changes(after, wait)).await
+    }
+
+    /// See [`Client::record`].
+    pub async fn record(
+        &self,
+        table: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+        let (t, k) = (table.to_owned(), key.to_owned());
+        self.run(move |c| c.record(&t, &k)).await
+    }
+
+    /// See [`Client::scan`].
+    pub async fn scan(
+        &self,
+        table: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Map<String, serde_json::Value>)>> {
+        let (t, f, e) = (
+            table.to_owned(),
+            from.map(str::to_owned),
+            to.map(str::to_owned),
+        );
+        self.run(move |c| c.scan(&t, f.as_deref(), e.as_deref(), limit))
+            .await
+    }
+
+    /// See [`Client::settings`].
+    pub async fn settings(&self) -> Result<BTreeMap<String, String>> {
+        self.run(Client::settings).await
     }
 }

@@ -38,6 +38,10 @@ enum SiteCommand {
         /// Do not run the fixed-time sync scheduler here (syncs only when a workstation asks).
         #[arg(long)]
         no_scheduler: bool,
+        /// Serve plain HTTP on an address other than loopback (credentials in clear on the
+        /// shop's network): refused unless given.
+        #[arg(long)]
+        allow_plain_http: bool,
     },
     /// Add a workstation user (or give it a new credential); prints its credential once.
     AddUser {
@@ -133,6 +137,9 @@ enum ClientCommand {
         n: usize,
         #[arg(long)]
         fields: String,
+        /// Write every time to this one key instead.
+        #[arg(long)]
+        key: Option<String>,
     },
 }
 
@@ -190,6 +197,9 @@ enum Command {
         /// The workstation user's credential (USER.secret); default: $OUTPOST_CREDENTIAL.
         #[arg(long, env = "OUTPOST_CREDENTIAL", hide_env_values = true)]
         credential: String,
+        /// This workstation's name (till-2): reservations are held by USER@till-2.
+        #[arg(long)]
+        workstation: Option<String>,
         #[command(subcommand)]
         command: ClientCommand,
     },
@@ -528,6 +538,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
             central,
             lease_s,
             no_scheduler,
+            allow_plain_http,
         } => {
             init_logs("info");
             outpost::site::serve(
@@ -537,6 +548,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
                     central,
                     lease_s,
                     scheduler: !no_scheduler,
+                    allow_plain_http,
                     ..outpost::site::SiteServeConfig::default()
                 },
             )
@@ -553,9 +565,17 @@ fn site(command: SiteCommand) -> Result<(), String> {
     }
 }
 
-fn client(server: &str, credential: &str, command: ClientCommand) -> Result<(), String> {
+fn client(
+    server: &str,
+    credential: &str,
+    workstation: Option<&str>,
+    command: ClientCommand,
+) -> Result<(), String> {
     use outpost::client::{Client, Records};
-    let c = Client::new(server, credential).map_err(|e| e.to_string())?;
+    let mut c = Client::new(server, credential).map_err(|e| e.to_string())?;
+    if let Some(ws) = workstation {
+        c = c.workstation(ws);
+    }
     let e = |e: outpost::Error| e.to_string();
     let object = |text: &str| -> Result<serde_json::Value, String> {
         let v: serde_json::Value =
@@ -599,12 +619,15 @@ fn client(server: &str, credential: &str, command: ClientCommand) -> Result<(), 
             key,
             lease_s,
         } => {
-            let _hold = c
+            let hold = c
                 .hold(&table, &key, std::time::Duration::from_secs(lease_s))
                 .map_err(e)?;
             println!("holding {table}/{key}");
             loop {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if let Some(why) = hold.lost() {
+                    return Err(format!("the reservation of {table}/{key} was lost: {why}"));
+                }
             }
         }
         ClientCommand::Release { table, key } => c.release(&table, &key).map_err(e)?,
@@ -612,14 +635,17 @@ fn client(server: &str, credential: &str, command: ClientCommand) -> Result<(), 
         ClientCommand::Watch { mut after, count } => {
             let mut printed = 0;
             while printed < count {
-                let (next, changes) = c
+                let got = c
                     .changes(after, std::time::Duration::from_secs(30))
                     .map_err(e)?;
-                for ch in changes {
+                if got.gap {
+                    println!("{}", serde_json::json!({ "gap": true }));
+                }
+                for ch in got.changes {
                     println!("{}", serde_json::to_string(&ch).map_err(|e| e.to_string())?);
                     printed += 1;
                 }
-                after = next;
+                after = got.seq;
             }
         }
         ClientCommand::Load {
@@ -627,10 +653,12 @@ fn client(server: &str, credential: &str, command: ClientCommand) -> Result<(), 
             prefix,
             n,
             fields,
+            key,
         } => {
             for i in 0..n {
                 let v = object(&fields.replace("{i}", &i.to_string()))?;
-                c.put(&table, &format!("{prefix}{i:06}"), &v).map_err(e)?;
+                let k = key.clone().unwrap_or_else(|| format!("{prefix}{i:06}"));
+                c.put(&table, &k, &v).map_err(e)?;
             }
             println!("{n} records written");
         }
@@ -645,8 +673,14 @@ fn main() -> ExitCode {
         Command::Client {
             server,
             credential,
+            workstation,
             command,
-        } => done(client(&server, &credential, command)),
+        } => done(client(
+            &server,
+            &credential,
+            workstation.as_deref(),
+            command,
+        )),
         Command::Sim {
             sites,
             days,

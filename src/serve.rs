@@ -289,6 +289,10 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
         .route("/v1/journal", get(journal_rows))
         .route("/v1/status", get(status))
         .merge(monitor::routes())
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), limit))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        // Central's own workstations: their long polls must not take the remotes' request
+        // slots, so outside the limit.
         .nest_service(
             "/ws",
             crate::site::workstation_routes(
@@ -296,8 +300,6 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
                 state.uploads.parent().unwrap_or(Path::new(".")),
             )?,
         )
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), limit))
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
     let listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;

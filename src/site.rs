@@ -63,6 +63,9 @@ pub struct SiteServeConfig {
     pub lease_max_s: u64,
     /// Run the site's sync scheduler (fixed-time syncs, M1) in this process.
     pub scheduler: bool,
+    /// Serve plain HTTP on an address other than loopback (credentials in clear on the shop's
+    /// network): refused unless set.
+    pub allow_plain_http: bool,
 }
 
 impl Default for SiteServeConfig {
@@ -73,6 +76,7 @@ impl Default for SiteServeConfig {
             lease_s: 60,
             lease_max_s: 3600,
             scheduler: true,
+            allow_plain_http: false,
         }
     }
 }
@@ -265,8 +269,31 @@ fn engine_error(e: &outpost_engine::Error) -> Response {
 
 /// The authenticated workstation user.
 struct Workstation {
+    /// The user and, when the request names it (`Outpost-Workstation`), the workstation:
+    /// `ANNE@till-2`. Reservations are held by it, and the log names it.
     user: String,
     admin: bool,
+}
+
+/// A workstation's name as a request gives it: 1 to 32 letters, digits, '_', '-' or '.'.
+fn workstation_name(parts: &Parts) -> Result<Option<String>, Response> {
+    let Some(v) = parts.headers.get("outpost-workstation") else {
+        return Ok(None);
+    };
+    let name = v.to_str().unwrap_or("").trim();
+    if name.is_empty()
+        || name.len() > 32
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "mapping",
+            "Outpost-Workstation: 1 to 32 letters, digits, '_', '-' or '.'",
+        ));
+    }
+    Ok(Some(name.to_owned()))
 }
 
 impl FromRequestParts<Shared> for Workstation {
@@ -294,9 +321,15 @@ impl FromRequestParts<Shared> for Workstation {
             .and_then(|s| s.local_get(&user_key(code)))
             .map_err(|e| engine_error(&e))?;
         let user: Option<User> = stored.and_then(|b| serde_json::from_slice(&b).ok());
+        // An unknown user costs the same digest as a known one.
+        let digest = user.as_ref().map_or("", |u| u.digest.as_str());
+        let matches = crate::auth::digests_match(digest, secret);
         match user {
-            Some(u) if crate::auth::digests_match(&u.digest, secret) => Ok(Workstation {
-                user: code.to_owned(),
+            Some(u) if matches => Ok(Workstation {
+                user: match workstation_name(parts)? {
+                    Some(ws) => format!("{code}@{ws}"),
+                    None => code.to_owned(),
+                },
                 admin: u.admin,
             }),
             _ => {
@@ -339,15 +372,20 @@ fn refresh_feed(state: &SiteState) {
     };
     let knowledge = lacking.knowledge().clone();
     let sites = state.store.sites();
-    let mut added = false;
+    let mut batch = Vec::new();
     for change in lacking {
         let change = match change {
             Ok(c) => c,
             Err(e) => {
+                // Nothing of this pass is fed: the next pass starts from the same knowledge.
                 tracing::error!("the change feed: {e}");
                 return;
             }
         };
+        batch.push(change);
+    }
+    let mut added = false;
+    for change in batch {
         let (field, value) = match &change.slot {
             Slot::Created => continue,
             Slot::Tombstone => (None, serde_json::Value::Bool(true)),
@@ -366,9 +404,9 @@ fn refresh_feed(state: &SiteState) {
                 .map_or_else(|| change.dot.site.to_string(), |s| s.code.to_string()),
         });
         added = true;
-    }
-    while feed.events.len() > FEED_MAX {
-        feed.events.pop_front();
+        if feed.events.len() > FEED_MAX {
+            feed.events.pop_front();
+        }
     }
     feed.knowledge = knowledge;
     let next = feed.next;
@@ -459,13 +497,14 @@ fn entry(user: &str, op: &str, table: &str, key: &str) -> LogEntry {
 fn logged_write<R>(
     state: &SiteState,
     mut log: LogEntry,
-    f: impl FnOnce(&mut outpost_engine::WriteTx<'_, '_>) -> outpost_engine::Result<R>,
+    f: impl FnOnce(&mut outpost_engine::WriteTx<'_, '_>, &mut LogEntry) -> outpost_engine::Result<R>,
 ) -> Result<R, Response> {
     // The write and its log entry commit together; a refused write is logged on its own.
     let user = log.user.clone();
     let done = state.store.write_as(&user, |tx| {
-        let r = f(tx)?;
-        log_put(tx, &mut log.clone())?;
+        let mut entry = log.clone();
+        let r = f(tx, &mut entry)?;
+        log_put(tx, &mut entry)?;
         Ok(r)
     });
     if let Err(e) = &done {
@@ -488,7 +527,7 @@ async fn put_record(
             let (json, values) = fields_from(&shared.store, &table, &body)?;
             let mut log = entry(&w.user, "put", &table, &key);
             log.fields = Some(json);
-            logged_write(&shared, log, |tx| tx.set_fields(&table, &key, values))?;
+            logged_write(&shared, log, |tx, _| tx.set_fields(&table, &key, values))?;
             Ok(serde_json::json!({ "key": key }))
         })
         .await,
@@ -507,8 +546,9 @@ async fn create_record(
             let (json, values) = fields_from(&shared.store, &table, &body)?;
             let mut log = entry(&w.user, "create", &table, "");
             log.fields = Some(json);
-            let key = logged_write(&shared, log, |tx| {
+            let key = logged_write(&shared, log, |tx, log| {
                 let key = tx.new_key(&table)?;
+                log.key.clone_from(&key);
                 tx.set_fields(&table, &key, values)?;
                 Ok(key)
             })?;
@@ -527,7 +567,7 @@ async fn delete_record(
     answer(
         blocking(move || {
             let log = entry(&w.user, "delete", &table, &key);
-            logged_write(&shared, log, |tx| tx.delete(&table, &key))?;
+            logged_write(&shared, log, |tx, _| tx.delete(&table, &key))?;
             Ok(serde_json::json!({ "key": key }))
         })
         .await,
@@ -586,11 +626,13 @@ async fn reserve(
     let shared = Arc::clone(&state);
     answer(
         blocking(move || {
-            let renewing = lock(&shared.leases)
+            // The lease map is held across the store's reservation, so that a renewal, a
+            // release and an expiry of one document never interleave.
+            let mut leases = lock(&shared.leases);
+            let renewing = leases
                 .get(&(table.clone(), key.clone()))
                 .is_some_and(|(holder, _)| holder == &w.user);
-            let user = w.user.clone();
-            let done = shared.store.reserve(&table, &key, &user);
+            let done = shared.store.reserve(&table, &key, &w.user);
             if !renewing || done.is_err() {
                 let mut log = entry(&w.user, "reserve", &table, &key);
                 log.refused = done.as_ref().err().map(ToString::to_string);
@@ -598,7 +640,7 @@ async fn reserve(
             }
             done.map_err(|e| engine_error(&e))?;
             let until = SystemClock.now_ms() + lease_s * 1000;
-            lock(&shared.leases).insert((table, key), (w.user, until));
+            leases.insert((table, key), (w.user, until));
             Ok(serde_json::json!({ "lease_s": lease_s, "until_ms": until }))
         })
         .await,
@@ -613,12 +655,14 @@ async fn release(
     let shared = Arc::clone(&state);
     answer(
         blocking(move || {
+            let mut leases = lock(&shared.leases);
             let done = shared.store.release(&table, &key, &w.user);
             let mut log = entry(&w.user, "release", &table, &key);
             log.refused = done.as_ref().err().map(ToString::to_string);
             log_write(&shared.store, log);
             done.map_err(|e| engine_error(&e))?;
-            lock(&shared.leases).remove(&(table.clone(), key.clone()));
+            leases.remove(&(table.clone(), key.clone()));
+            drop(leases);
             refresh_feed(&shared);
             Ok(serde_json::json!({ "released": true }))
         })
@@ -626,22 +670,18 @@ async fn release(
     )
 }
 
-/// Releases the reservations whose lease ran out.
+/// Releases the reservations whose lease ran out, under the lease map's lock (a renewal either
+/// comes first and keeps the document, or after and reserves it again).
 fn expire_leases(state: &SiteState) {
     let now = SystemClock.now_ms();
-    let expired: Vec<((String, String), String)> = {
-        let mut leases = lock(&state.leases);
-        let gone: Vec<_> = leases
-            .iter()
-            .filter(|(_, (_, until))| *until <= now)
-            .map(|(k, (holder, _))| (k.clone(), holder.clone()))
-            .collect();
-        for (k, _) in &gone {
-            leases.remove(k);
-        }
-        gone
-    };
+    let mut leases = lock(&state.leases);
+    let expired: Vec<((String, String), String)> = leases
+        .iter()
+        .filter(|(_, (_, until))| *until <= now)
+        .map(|(k, (holder, _))| (k.clone(), holder.clone()))
+        .collect();
     for ((table, key), holder) in expired {
+        leases.remove(&(table.clone(), key.clone()));
         match state.store.release(&table, &key, &holder) {
             Ok(()) => {
                 tracing::info!(%table, %key, %holder, "reservation released: its lease ran out");
@@ -668,7 +708,14 @@ async fn sync_now(State(state): State<Shared>, w: Workstation) -> Response {
                      --central or central_url and credential in remote.toml",
                 ));
             };
-            let _one = lock(&shared.syncing);
+            let Ok(_one) = shared.syncing.try_lock() else {
+                return Err(fail(
+                    StatusCode::CONFLICT,
+                    "sync_under_way",
+                    "a sync of this site is under way (the scheduler's or another \
+                     workstation's): try again when it is done",
+                ));
+            };
             tracing::info!(user = %w.user, "sync asked by a workstation");
             let done = crate::sync::sync_now(
                 &shared.store,
@@ -710,17 +757,20 @@ struct ChangesView {
 fn changes_after(state: &SiteState, after: u64) -> ChangesView {
     let feed = lock(&state.feed);
     let first = feed.events.front().map_or(feed.next, |e| e.seq);
-    let changes: Vec<ChangeEvent> = feed
-        .events
-        .iter()
-        .filter(|e| e.seq > after || (after == 0 && e.seq == 0))
-        .take(5_000)
-        .cloned()
-        .collect();
-    let seq = changes.last().map_or(after, |e| e.seq);
+    // A cursor from an earlier run of the server (beyond what this one has numbered), or one
+    // older than what is kept: changes were missed; start again from what is kept.
+    let lost = after >= feed.next || after.saturating_add(1) < first;
+    let from = if lost { first } else { after.saturating_add(1) };
+    let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
+    let changes: Vec<ChangeEvent> = feed.events.iter().skip(skip).take(5_000).cloned().collect();
+    let seq = changes
+        .last()
+        .map_or(if lost { first.saturating_sub(1) } else { after }, |e| {
+            e.seq
+        });
     ChangesView {
         seq,
-        gap: after + 1 < first && after != 0,
+        gap: lost && !(after == 0 && first == 1),
         changes,
     }
 }
@@ -745,7 +795,17 @@ async fn changes(
     }
 }
 
-async fn settings(State(state): State<Shared>, _w: Workstation) -> Response {
+async fn settings(State(state): State<Shared>, w: Workstation) -> Response {
+    if !w.admin {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} is not an administrator of this site: settings need an admin user (C2, C6)",
+                w.user
+            ),
+        );
+    }
     let store = Arc::clone(&state.store);
     answer(
         blocking(move || {
@@ -926,6 +986,12 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
         .parse()
         .map_err(|e| format!("--listen {:?}: {e}", config.listen))?;
     if !addr.ip().is_loopback() {
+        if !config.allow_plain_http {
+            return Err(format!(
+                "{addr} is not a loopback address: the workstations' credentials would travel in \
+                 clear; on a network you trust, pass --allow-plain-http"
+            ));
+        }
         tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
     }
     let store = Arc::new(crate::admin::open(dir)?);
@@ -1006,4 +1072,71 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_engine::{Site, StoreConfig};
+
+    fn state_with(events: std::ops::Range<u64>, next: u64) -> Shared {
+        let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::in_memory(StoreConfig::new(
+            site,
+            outpost_sim::retail::schema(),
+            SystemClock,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let state = new_state(
+            Arc::new(store),
+            Path::new("."),
+            &SiteServeConfig::default(),
+            None,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        {
+            let mut feed = lock(&state.feed);
+            feed.next = next;
+            for seq in events {
+                feed.events.push_back(ChangeEvent {
+                    seq,
+                    table: "customers".into(),
+                    key: format!("K{seq}"),
+                    field: Some("name".into()),
+                    value: serde_json::Value::from(seq),
+                    site: "BSOC".into(),
+                });
+            }
+        }
+        state
+    }
+
+    fn seqs(v: &ChangesView) -> Vec<u64> {
+        v.changes.iter().map(|c| c.seq).collect()
+    }
+
+    #[test]
+    fn s3_the_change_feed_says_when_a_watcher_missed_changes() {
+        // Everything kept since the start: no gap, from the cursor on.
+        let s = state_with(1..6, 6);
+        let v = changes_after(&s, 0);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![1, 2, 3, 4, 5], false, 5));
+        let v = changes_after(&s, 3);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![4, 5], false, 5));
+        let v = changes_after(&s, 5);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![], false, 5));
+        // The oldest were dropped: a watcher before them is told.
+        let s = state_with(10..13, 13);
+        let v = changes_after(&s, 4);
+        assert_eq!((seqs(&v), v.gap), (vec![10, 11, 12], true));
+        let v = changes_after(&s, 0);
+        assert_eq!((seqs(&v), v.gap), (vec![10, 11, 12], true));
+        // A cursor of an earlier run of the server (beyond what this one numbered).
+        let s = state_with(1..3, 3);
+        let v = changes_after(&s, 40);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![1, 2], true, 2));
+        let v = changes_after(&s, u64::MAX);
+        assert!(v.gap);
+    }
 }

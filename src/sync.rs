@@ -574,7 +574,8 @@ pub fn run_with(
         let mut commands = std::mem::take(&mut backlog);
         commands.extend(scheduler.on_time(now));
         for cmd in commands {
-            let _one = one.map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let one_at_a_time =
+                one.map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             let mut summary = Summary::default();
             let started = Instant::now();
             let done = match cmd {
@@ -605,6 +606,8 @@ pub fn run_with(
                         backoff.as_secs()
                     );
                     backlog.push(RemoteCommand::FetchReturn);
+                    // Workstations may ask for a sync meanwhile.
+                    drop(one_at_a_time);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(300));
                 }
