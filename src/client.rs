@@ -137,14 +137,26 @@ impl Client {
     /// A client of the site server at `base_url` (`http://host:2639`) for the user whose
     /// credential is `USER.secret`.
     pub fn new(base_url: &str, credential: &str) -> Result<Self> {
+        Self::build(base_url, credential, None)
+    }
+
+    /// Like [`Client::new`], for a server over HTTPS whose certificate is signed by the PEM
+    /// file `ca` (a private CA, or the server's self-signed certificate).
+    pub fn with_ca(base_url: &str, credential: &str, ca: &std::path::Path) -> Result<Self> {
+        Self::build(base_url, credential, Some(ca))
+    }
+
+    fn build(base_url: &str, credential: &str, ca: Option<&std::path::Path>) -> Result<Self> {
         if !base_url.starts_with("http://") && !base_url.starts_with("https://") {
             return Err(transport(format!(
                 "{base_url:?} is not a URL: write http://host:2639"
             )));
         }
+        let tls = crate::sync::tls_trusting(ca).map_err(transport)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(330)))
+            .tls_config(tls)
             .build()
             .into();
         Ok(Client {

@@ -42,6 +42,12 @@ enum SiteCommand {
         /// shop's network): refused unless given.
         #[arg(long)]
         allow_plain_http: bool,
+        /// PEM certificate chain: with --tls-key, HTTPS only.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
     },
     /// Add a workstation user (or give it a new credential); prints its credential once.
     AddUser {
@@ -200,6 +206,10 @@ enum Command {
         /// This workstation's name (till-2): reservations are held by USER@till-2.
         #[arg(long)]
         workstation: Option<String>,
+        /// Trust the site server's certificate from this PEM file (HTTPS with a private CA or a
+        /// self-signed certificate).
+        #[arg(long)]
+        ca: Option<PathBuf>,
         #[command(subcommand)]
         command: ClientCommand,
     },
@@ -539,6 +549,8 @@ fn site(command: SiteCommand) -> Result<(), String> {
             lease_s,
             no_scheduler,
             allow_plain_http,
+            tls_cert,
+            tls_key,
         } => {
             init_logs("info");
             outpost::site::serve(
@@ -549,6 +561,8 @@ fn site(command: SiteCommand) -> Result<(), String> {
                     lease_s,
                     scheduler: !no_scheduler,
                     allow_plain_http,
+                    tls_cert,
+                    tls_key,
                     ..outpost::site::SiteServeConfig::default()
                 },
             )
@@ -569,10 +583,15 @@ fn client(
     server: &str,
     credential: &str,
     workstation: Option<&str>,
+    ca: Option<&std::path::Path>,
     command: ClientCommand,
 ) -> Result<(), String> {
     use outpost::client::{Client, Records};
-    let mut c = Client::new(server, credential).map_err(|e| e.to_string())?;
+    let mut c = match ca {
+        Some(ca) => Client::with_ca(server, credential, ca),
+        None => Client::new(server, credential),
+    }
+    .map_err(|e| e.to_string())?;
     if let Some(ws) = workstation {
         c = c.workstation(ws);
     }
@@ -674,11 +693,13 @@ fn main() -> ExitCode {
             server,
             credential,
             workstation,
+            ca,
             command,
         } => done(client(
             &server,
             &credential,
             workstation.as_deref(),
+            ca.as_deref(),
             command,
         )),
         Command::Sim {

@@ -66,6 +66,10 @@ pub struct SiteServeConfig {
     /// Serve plain HTTP on an address other than loopback (credentials in clear on the shop's
     /// network): refused unless set.
     pub allow_plain_http: bool,
+    /// PEM certificate chain: with `tls_key`, HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for SiteServeConfig {
@@ -77,6 +81,8 @@ impl Default for SiteServeConfig {
             lease_max_s: 3600,
             scheduler: true,
             allow_plain_http: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -985,11 +991,17 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
         .listen
         .parse()
         .map_err(|e| format!("--listen {:?}: {e}", config.listen))?;
-    if !addr.ip().is_loopback() {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    if !addr.ip().is_loopback() && tls.is_none() {
         if !config.allow_plain_http {
             return Err(format!(
                 "{addr} is not a loopback address: the workstations' credentials would travel in \
-                 clear; on a network you trust, pass --allow-plain-http"
+                 clear; give --tls-cert and --tls-key, or on a network you trust pass \
+                 --allow-plain-http"
             ));
         }
         tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
@@ -1034,25 +1046,57 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the network runtime: {e}"))?;
-    runtime.block_on(serve_http(addr, state))
+    runtime.block_on(serve_http(addr, state, tls))
 }
 
-async fn serve_http(addr: SocketAddr, state: Shared) -> CliResult<()> {
+async fn serve_http(
+    addr: SocketAddr,
+    state: Shared,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> CliResult<()> {
     let app = router(Arc::clone(&state));
     spawn_housekeeping(&state);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "site {} listening on http://{bound}",
+        "site {} listening on {scheme}://{bound}",
         state.store.site().code
     );
-    tracing::info!(%bound, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .map_err(|e| format!("the server stopped: {e}"))?;
+    tracing::info!(%bound, scheme, "listening");
+    let handle = axum_server::Handle::new();
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: finishing the requests under way");
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        });
+    }
+    let served = match tls {
+        Some((cert, key)) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| format!("TLS certificate or key: {e}"))?;
+            axum_server::from_tcp_rustls(listener, config)
+                .map_err(|e| e.to_string())?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(|e| e.to_string())?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+        }
+    };
+    served.map_err(|e| format!("the server stopped: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -56,6 +56,28 @@ impl RemoteNet {
     }
 }
 
+/// TLS settings trusting the certificates of the PEM file `ca` (a private CA or a self-signed
+/// certificate), or the usual public roots without it.
+pub fn tls_trusting(ca: Option<&Path>) -> CliResult<ureq::tls::TlsConfig> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        let certs = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate in it", ca.display()));
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
+    }
+    Ok(tls.build())
+}
+
 /// How to reach central, resolved from `remote.toml` and the command line.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -79,29 +101,14 @@ impl Link {
             )
         })?;
         let ca = ca.map(Path::to_path_buf).or(net.ca_cert);
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = &ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            let certs = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("{}: no certificate in it", ca.display()));
-            }
-            tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
-        }
+        let tls = tls_trusting(ca.as_deref())?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(Duration::from_secs(330)))
             .timeout_per_read(Some(Duration::from_secs(60)))
             .timeout_per_write(Some(Duration::from_secs(60)))
-            .tls_config(tls.build())
+            .tls_config(tls)
             .build()
             .into();
         Ok(Link {

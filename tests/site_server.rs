@@ -545,3 +545,61 @@ fn s3_central_s_own_workstations_and_one_program_embedded_or_client_server() {
         "{err:?}"
     );
 }
+
+#[test]
+fn s3_a_site_server_over_https_and_never_plain_http_on_the_network_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    let anne = add_user(dir, "ANNE", false);
+    // Plain HTTP on an address other than loopback: refused with what to do.
+    let out = outpost(
+        dir,
+        &["site", "serve", "--data", "bsoc", "--listen", "0.0.0.0:0"],
+    );
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("--tls-cert") && why.contains("--allow-plain-http"),
+        "{why}"
+    );
+    // HTTPS with a self-signed certificate the workstation trusts.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let server = SiteServer::start(
+        dir,
+        &[
+            "--data",
+            "bsoc",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let c = Client::with_ca(&url, &anne, &dir.join("cert.pem")).unwrap();
+    c.put(
+        "customers",
+        "BSOC-K1",
+        &serde_json::json!({ "name": "over TLS" }),
+    )
+    .unwrap();
+    let got: serde_json::Value = c.get("customers", "BSOC-K1").unwrap().unwrap();
+    assert_eq!(got["name"], "over TLS");
+    // Without trusting the certificate: refused by the client, nothing sent.
+    let untrusting = Client::new(&url, &anne).unwrap();
+    let err = untrusting
+        .put("customers", "BSOC-K2", &serde_json::json!({ "name": "x" }))
+        .unwrap_err();
+    assert!(matches!(err, outpost::Error::Io(_)), "{err:?}");
+    assert!(
+        c.get::<serde_json::Value>("customers", "BSOC-K2")
+            .unwrap()
+            .is_none()
+    );
+}
