@@ -27,9 +27,10 @@ pub fn open(dir: &Path) -> CliResult<Store> {
         let text = e.to_string();
         if text.contains("already open") {
             format!(
-                "{}: the store is in use by another process (central's daemon, or a remote's \
-                 sync): stop it first; while central's daemon runs, its journal and alerts are \
-                 on its monitor page (/monitor)",
+                "{}: the store is in use by another process (central's daemon, a site server \
+                 or a remote's sync): stop it first. While it runs, central's journal and \
+                 alerts are on its monitor page (/monitor), and a site's records and syncs go \
+                 through its site server (outpost client … get | put | sync)",
                 dir.display()
             )
         } else {

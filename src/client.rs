@@ -224,14 +224,32 @@ impl Client {
                 req.send(text)
             }
         };
-        let mut response = sent.map_err(|e| transport(format!("{url}: {e}")))?;
+        let mut response = sent.map_err(|e| {
+            let hint = match e.to_string() {
+                t if t.contains("onnection refused") => {
+                    " (is the site server running at that address and port?)"
+                }
+                t if t.contains("InvalidContentType") || t.contains("invalid HTTP version") => {
+                    " (http:// or https://: the server speaks the other one)"
+                }
+                _ => "",
+            };
+            transport(format!("{url}: {e}{hint}"))
+        })?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .read_to_string()
             .map_err(|e| transport(format!("{url}: {e}")))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|_| transport(format!("{url}: {status} {}", text.trim())))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+            let hint = if status == 404 {
+                " (not a site server's route: on central's daemon the workstation routes are \
+                 under /ws)"
+            } else {
+                ""
+            };
+            transport(format!("{url}: {status} {}{hint}", text.trim()))
+        })?;
         if (200..300).contains(&status) {
             Ok(value)
         } else {
@@ -368,6 +386,12 @@ impl Client {
     pub fn settings(&self) -> Result<BTreeMap<String, String>> {
         let v = self.call("GET", "/v1/settings", None)?;
         serde_json::from_value(v).map_err(|e| transport(format!("settings: {e}")))
+    }
+
+    /// The workstation log after entry `after` (an admin user only), as JSON entries.
+    pub fn log(&self, after: u64) -> Result<Vec<serde_json::Value>> {
+        let v = self.call("GET", &format!("/v1/log?after={after}"), None)?;
+        Ok(v.as_array().cloned().unwrap_or_default())
     }
 
     /// Changes a setting (an admin user only).

@@ -125,12 +125,30 @@ enum ClientCommand {
     },
     /// Ask the site server for an immediate sync with central.
     Sync,
-    /// Print committed changes as JSON lines as they come, until `--count` were printed.
+    /// Print committed changes as JSON lines as they come (a deletion has `"field": null` and
+    /// `"value": true`), until stopped or `--count` were printed.
     Watch {
+        /// Start after this change number (a previous line's `seq`); 0: from the server's start.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        #[arg(long, default_value_t = u64::MAX)]
-        count: u64,
+        /// Stop after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Print the site's settings (an admin user).
+    Settings,
+    /// Change a setting (an admin user).
+    SetSetting {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        value: String,
+    },
+    /// Print the workstation log as JSON lines: who wrote what, refusals included (an admin).
+    Log {
+        /// Entries after this number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
     },
     /// Write `--n` records, one request each (a busy till): `{prefix}{i}` with the fields
     /// given, `{i}` in values replaced by the number.
@@ -579,6 +597,35 @@ fn site(command: SiteCommand) -> Result<(), String> {
     }
 }
 
+/// A flag set on Ctrl-C or SIGTERM (watched from a thread with its own small runtime).
+fn stop_requested() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = std::sync::Arc::clone(&flag);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            #[cfg(unix)]
+            {
+                if let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {},
+                        _ = term.recv() => {},
+                    }
+                    return;
+                }
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        set.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    Ok(flag)
+}
+
 fn client(
     server: &str,
     credential: &str,
@@ -641,17 +688,37 @@ fn client(
             let hold = c
                 .hold(&table, &key, std::time::Duration::from_secs(lease_s))
                 .map_err(e)?;
-            println!("holding {table}/{key}");
+            println!("holding {table}/{key} (Ctrl-C or SIGTERM releases it)");
+            let stop = stop_requested()?;
             loop {
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                std::thread::sleep(std::time::Duration::from_millis(200));
                 if let Some(why) = hold.lost() {
                     return Err(format!("the reservation of {table}/{key} was lost: {why}"));
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(hold);
+                    println!("released {table}/{key}");
+                    return Ok(());
                 }
             }
         }
         ClientCommand::Release { table, key } => c.release(&table, &key).map_err(e)?,
         ClientCommand::Sync => println!("{}", c.sync().map_err(e)?),
+        ClientCommand::Settings => {
+            let settings = c.settings().map_err(e)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&settings).map_err(|e| e.to_string())?
+            );
+        }
+        ClientCommand::SetSetting { name, value } => c.set_setting(&name, &value).map_err(e)?,
+        ClientCommand::Log { after } => {
+            for entry in c.log(after).map_err(e)? {
+                println!("{entry}");
+            }
+        }
         ClientCommand::Watch { mut after, count } => {
+            let count = count.unwrap_or(u64::MAX);
             let mut printed = 0;
             while printed < count {
                 let got = c

@@ -314,13 +314,21 @@ impl FromRequestParts<Shared> for Workstation {
                  outpost site add-user makes one)",
             )
         };
+        let not_accepted = || {
+            fail(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the credential was not accepted: it is not one of this site's workstation users' \
+                 (outpost site add-user prints them; a user added again has a new one)",
+            )
+        };
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(denied)?;
-        let (code, secret) = presented.trim().split_once('.').ok_or_else(denied)?;
+        let presented = presented.strip_prefix("Bearer ").ok_or_else(not_accepted)?;
+        let (code, secret) = presented.trim().split_once('.').ok_or_else(not_accepted)?;
         let stored = state
             .store
             .snapshot()
@@ -340,7 +348,7 @@ impl FromRequestParts<Shared> for Workstation {
             }),
             _ => {
                 tracing::warn!(user = code, "refused: a wrong workstation credential");
-                Err(denied())
+                Err(not_accepted())
             }
         }
     }
@@ -1062,6 +1070,21 @@ async fn serve_http(
         .set_nonblocking(true)
         .map_err(|e| format!("{addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // The certificate and key are read before anything says the server listens.
+    let tls = match tls {
+        Some((cert, key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "TLS certificate {} or key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
         "site {} listening on {scheme}://{bound}",
@@ -1078,10 +1101,7 @@ async fn serve_http(
         });
     }
     let served = match tls {
-        Some((cert, key)) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| format!("TLS certificate or key: {e}"))?;
+        Some(config) => {
             axum_server::from_tcp_rustls(listener, config)
                 .map_err(|e| e.to_string())?
                 .handle(handle)
