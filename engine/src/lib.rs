@@ -54,7 +54,7 @@ pub use rejection::Rejection;
 pub use schema::{FieldKind, NAME_LEN_MAX, Policy, Schema, SchemaError, TableDef};
 pub use site::{EstablishmentCode, Role, Site, SiteDirectory, SiteError, SiteId};
 pub use store::{
-    AheadReport, ChangesLacking, Commit, MergeReport, Outcome, SKEW_MS_MAX_DEFAULT,
-    STORE_FILE_NAME, Snapshot, Store, StoreConfig, WriteTx,
+    AheadReport, CACHE_BYTES_DEFAULT, ChangesLacking, Commit, MergeReport, Outcome,
+    SKEW_MS_MAX_DEFAULT, STORE_FILE_NAME, Snapshot, Store, StoreConfig, WriteTx,
 };
 pub use value::{DECIMAL_SCALE_MAX, Decimal, DecimalParseError, Value};

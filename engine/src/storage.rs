@@ -104,9 +104,16 @@ pub(crate) struct Db {
 }
 
 impl Db {
-    /// Opens or creates the file; commits are durable (fsync) when they return.
-    pub fn open_file(path: &Path) -> Result<Db> {
-        Self::init(Database::create(path)?)
+    /// Opens or creates the file; commits are durable (fsync) when they return. redb's page
+    /// cache (its read cache and the write buffer of a transaction together) is held to
+    /// `cache_bytes`: a transaction dirtying more pages writes them out early rather than
+    /// holding them all until its commit.
+    pub fn open_file(path: &Path, cache_bytes: usize) -> Result<Db> {
+        Self::init(
+            Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(path)?,
+        )
     }
 
     /// A database held in memory, through the same code path. Its page cache is kept small:
