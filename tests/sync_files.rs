@@ -608,3 +608,45 @@ fn r1_a_site_created_after_a_remote_s_bootstrap_reaches_it_with_its_first_return
         Value::Text("Durand".into())
     );
 }
+
+#[test]
+fn j2_an_emission_carrying_changes_central_already_had_counts_them_and_merges_only_the_rest() {
+    let d = Deployment::new();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| {
+            tx.set("customers", "C1", "name", "a")?;
+            tx.set("customers", "C1", "city", "x")
+        })
+        .unwrap();
+    // The return of this emission is never made: BSOC's next emission carries its changes again.
+    let (_, first) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.at(10, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "C2", "name", "b"))
+        .unwrap();
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let Received::Ready { id: second, .. } =
+        files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap()
+    else {
+        panic!("not received")
+    };
+    assert_ne!(first, second);
+    let processed = central::process(&d.asoc, second).unwrap();
+    let report = &processed.report;
+    // C1's name, city and creation were had from the first emission; C2's are new.
+    assert_eq!(
+        report.count(Outcome::AlreadyHad),
+        3,
+        "{:?}",
+        report.outcomes
+    );
+    assert_eq!(report.count(Outcome::Applied), 2, "{:?}", report.outcomes);
+    assert_eq!(report.outcomes.len(), 5);
+    let c2 = d.asoc.record("customers", "C2").unwrap().unwrap();
+    assert_eq!(
+        c2.fields.get("name"),
+        Some(&outpost::Value::Text("b".into()))
+    );
+    assert_eq!(journal::row(&d.asoc, second).unwrap().unwrap().n_changes, 5);
+}

@@ -24,6 +24,8 @@ fn compare_runs_small_and_writes_every_figure() {
         "sqlite_lww_per_s",
         "redb_raw_per_s",
         "sled_raw_per_s",
+        "decode_per_s",
+        "redb_per_record_floor_per_s",
         "outpost_remerge_per_s",
         "return_build_ms_10k",
         "return_build_ms_1m",

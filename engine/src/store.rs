@@ -831,6 +831,27 @@ impl WriteTx<'_, '_> {
         Ok(outcome)
     }
 
+    /// Counts `n` changes from `source` as already had, without looking at them: what a flow
+    /// reader left out because this transaction's [`WriteTx::knowledge`] holds their dots (the
+    /// same test [`WriteTx::apply_change`] makes first).
+    pub fn already_had(
+        &mut self,
+        source: SiteId,
+        n: usize,
+        report: &mut MergeReport,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        if source == self.store.site.id || self.state.sites.get(source).is_none() {
+            return Err(Error::UnknownSite(source));
+        }
+        report
+            .outcomes
+            .extend(std::iter::repeat_n(Outcome::AlreadyHad, n));
+        Ok(())
+    }
+
     /// Ends the taking back of this site's commits lost in a restore (see
     /// [`Store::skip_sequence`]): from now on a remote sending one is refused (R1) like any
     /// change it did not make. Called once every remote has sent back what it had.

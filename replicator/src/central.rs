@@ -865,10 +865,12 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
         let trusted = trusts_coverage(tx, sender, &header.acks, Some(id.seq))?;
         let mut carried = Knowledge::new();
-        while let Some(item) = reader.next_item()? {
+        while let Some((item, n_known)) = reader.next_item_lacking(Some(tx.knowledge()))? {
             let Item::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
             };
+            // Changes already had (an emission received again) are only counted.
+            tx.already_had(sender, n_known, &mut report)?;
             for change in changes {
                 if !trusted {
                     carried.insert(change.dot);

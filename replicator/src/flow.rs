@@ -556,6 +556,17 @@ impl<R: Read> FlowReader<R> {
 
     /// The next frame, or `None` after a valid end frame (and the end of the input).
     pub fn next_item(&mut self) -> Result<Option<Item>, DecodeError> {
+        Ok(self.next_item_lacking(None)?.map(|(item, _)| item))
+    }
+
+    /// Like [`FlowReader::next_item`], leaving out of a frame of changes those whose dot
+    /// `known` holds, and counting them: a receiver passes what it knows, and a flow it has
+    /// applied before costs little more than reading. The changes left out are checked like the
+    /// others. (Frames of format version 1 are decoded whole.)
+    pub fn next_item_lacking(
+        &mut self,
+        known: Option<&Knowledge>,
+    ) -> Result<Option<(Item, usize)>, DecodeError> {
         if self.done {
             return Ok(None);
         }
@@ -590,21 +601,21 @@ impl<R: Read> FlowReader<R> {
                     postcard::from_bytes(&payload).map_err(|e| malformed("changes", e))?;
                 self.n_changes += changes.len() as u64;
                 self.n_frames += 1;
-                Ok(Some(Item::Changes(changes)))
+                Ok(Some((Item::Changes(changes), 0)))
             }
             TAG_CHANGES_PACKED if self.version >= 2 => {
-                let changes =
-                    crate::packed::decode(&payload).map_err(|e| malformed("changes", e))?;
-                self.n_changes += changes.len() as u64;
+                let (changes, n_known) = crate::packed::decode_lacking(&payload, known)
+                    .map_err(|e| malformed("changes", e))?;
+                self.n_changes += (changes.len() + n_known) as u64;
                 self.n_frames += 1;
-                Ok(Some(Item::Changes(changes)))
+                Ok(Some((Item::Changes(changes), n_known)))
             }
             TAG_REJECTIONS => {
                 let rejections: Vec<ReturnedRejection> =
                     postcard::from_bytes(&payload).map_err(|e| malformed("rejections", e))?;
                 self.n_rejections += rejections.len() as u64;
                 self.n_frames += 1;
-                Ok(Some(Item::Rejections(rejections)))
+                Ok(Some((Item::Rejections(rejections), 0)))
             }
             TAG_END => {
                 let counts: [u8; 24] = payload

@@ -4,7 +4,7 @@
 //! value and its record's key (counted once per record), where postcard's plain `Vec<Change>`
 //! (tag 1) takes about 39 beyond its value and a key per change.
 
-use outpost_engine::{Change, Creation, Dot, NAME_LEN_MAX, SiteId, Slot, Stamp, Value};
+use outpost_engine::{Change, Creation, Dot, Knowledge, NAME_LEN_MAX, SiteId, Slot, Stamp, Value};
 
 /// The most changes one record heading carries: a longer run repeats the heading, so that a
 /// record's key is copied into at most this many decoded changes per time it is written.
@@ -81,7 +81,19 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
 }
 
 /// Decodes a packed frame; every inconsistency is an error, never a panic.
+#[cfg(test)]
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
+    decode_lacking(bytes, None).map(|(changes, _)| changes)
+}
+
+/// Decodes a packed frame (every inconsistency is an error, never a panic), leaving out the changes whose dot `known` holds: they are read and checked
+/// like the others (an inconsistency in one is the same error) but not built, and only counted.
+/// A flow applied a second time costs little more than reading it.
+pub(crate) fn decode_lacking(
+    bytes: &[u8],
+    known: Option<&Knowledge>,
+) -> Result<(Vec<Change>, usize), String> {
+    let mut n_known = 0;
     let mut r = Reader { bytes };
     let n_tables = r.count()?;
     let mut tables = Vec::with_capacity(n_tables.min(64));
@@ -110,7 +122,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
         if n == 0 {
             return Err("a record with no change".into());
         }
-        if out.len() + n > CHANGES_MAX {
+        if out.len() + n_known + n > CHANGES_MAX {
             return Err(format!("more than {CHANGES_MAX} changes in a frame"));
         }
         for _ in 0..n {
@@ -128,6 +140,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
                 postcard::take_from_bytes(r.bytes).map_err(|e| format!("a value: {e}"))?;
             r.bytes = rest;
             let (stamp, dot) = p.get_change(&mut r)?;
+            if known.is_some_and(|k| k.contains(dot)) {
+                n_known += 1;
+                continue;
+            }
             let copied = table.len()
                 + key.len()
                 + match &slot {
@@ -151,7 +167,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
     if !r.bytes.is_empty() {
         return Err("bytes after the last record".into());
     }
-    Ok(out)
+    Ok((out, n_known))
 }
 
 /// The previous stamps and sequence numbers: each is written as a difference from its own.
@@ -360,14 +376,34 @@ mod tests {
         }
 
         #[test]
+        fn a_frame_read_with_knowledge_leaves_out_exactly_the_changes_it_holds(cs in changes(), every in 1usize..4) {
+            let bytes = encode(&cs).unwrap();
+            let mut known = Knowledge::new();
+            for c in cs.iter().step_by(every) {
+                known.insert(c.dot);
+            }
+            let (lacking, n_known) = decode_lacking(&bytes, Some(&known)).unwrap();
+            let expected: Vec<Change> = cs.iter().filter(|c| !known.contains(c.dot)).cloned().collect();
+            prop_assert_eq!(n_known, cs.len() - expected.len());
+            prop_assert_eq!(lacking, expected);
+        }
+
+        #[test]
         fn damaged_frames_are_errors_never_panics(cs in changes(), cut in any::<prop::sample::Index>(), flip in any::<prop::sample::Index>()) {
             let bytes = encode(&cs).unwrap();
             if !bytes.is_empty() {
                 let n = cut.index(bytes.len());
                 prop_assert!(decode(&bytes[..n]).is_err() || n == bytes.len());
+                // Changes left out as known are checked all the same.
+                let mut all = Knowledge::new();
+                for c in &cs {
+                    all.insert(c.dot);
+                }
+                prop_assert!(decode_lacking(&bytes[..n], Some(&all)).is_err() || n == bytes.len());
                 let mut flipped = bytes.clone();
                 flipped[flip.index(bytes.len())] ^= 0x5A;
                 let _ = decode(&flipped);
+                let _ = decode_lacking(&flipped, Some(&all));
             }
         }
     }

@@ -402,9 +402,10 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         if let Some(config) = &header.config {
             add_sites(tx, config)?;
         }
-        while let Some(item) = reader.next_item()? {
+        while let Some((item, n_known)) = reader.next_item_lacking(Some(tx.knowledge()))? {
             match item {
                 Item::Changes(changes) => {
+                    tx.already_had(central, n_known, &mut report)?;
                     for c in changes {
                         tx.apply_change(central, c, &mut report)?;
                     }

@@ -15,6 +15,10 @@
 //! 6. Flow size: bytes per change beyond its value and its record's key (counted once per
 //!    record); plain and zstd.
 //! 7. Peak memory of applying the flow, streamed from a file, in a child process (VmHWM).
+//!
+//! Two floors, for the analysis of where the merge's time goes: decoding the flow alone (no
+//! store), and the redb operations a layout with one key per record (its registers together)
+//! and a dot index per commit and record would cost for the same merge, straight in redb.
 
 use std::error::Error;
 use std::io::{BufReader, Read};
@@ -28,6 +32,7 @@ use outpost_engine::{
     Store, Value,
 };
 use outpost_replicator::{FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, SyncMode};
+use redb::ReadableTable;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -151,6 +156,8 @@ fn run() -> Res<()> {
     let redb_time = redb_raw(&work.path().join("raw.redb"), &kv)?;
     let sled_time = sled_raw(&work.path().join("raw.sled"), &kv)?;
     drop(kv);
+    let decode_time = timed(|| decode_only(plain.as_slice()))?.0;
+    let per_record_time = redb_per_record_floor(&work.path().join("per-record.redb"), &changes)?;
     // 5. return build.
     let small_dir = work.path().join("small");
     let small_clock = ManualClock::new(T0_MS);
@@ -167,6 +174,8 @@ fn run() -> Res<()> {
         sqlite_lww_per_s: per_s(sqlite_time),
         redb_raw_per_s: per_s(redb_time),
         sled_raw_per_s: per_s(sled_time),
+        decode_per_s: per_s(decode_time),
+        redb_per_record_floor_per_s: per_s(per_record_time),
         outpost_remerge_per_s: per_s(remerge_time),
         return_build_ms_10k: build_10k.as_secs_f64() * 1e3,
         return_build_ms_1m: build_big.as_secs_f64() * 1e3,
@@ -302,10 +311,11 @@ fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
     let header = reader.header().clone();
     let report = store.write(|tx| {
         let mut report = MergeReport::default();
-        while let Some(item) = reader
-            .next_item()
+        while let Some((item, n_known)) = reader
+            .next_item_lacking(Some(tx.knowledge()))
             .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
         {
+            tx.already_had(header.source, n_known, &mut report)?;
             if let Item::Changes(changes) = item {
                 for c in changes {
                     tx.apply_change(header.source, c, &mut report)?;
@@ -403,6 +413,119 @@ fn redb_raw(path: &Path, kv: &[(Vec<u8>, Vec<u8>)]) -> Res<Duration> {
     Ok(start.elapsed())
 }
 
+/// Decodes every change of a flow and drops it: the floor the flow format puts on a merge.
+fn decode_only(input: impl Read) -> Res<usize> {
+    let mut reader = FlowReader::open(input)?;
+    let mut n = 0;
+    while let Some(item) = reader.next_item()? {
+        if let Item::Changes(changes) = item {
+            n += changes.len();
+        }
+    }
+    Ok(n)
+}
+
+/// One record's registers as one value: per field, stamp (8 B), dot (10 B), value length
+/// (2 B), value.
+fn record_blob(fields: &[(u64, Dot, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (stamp, dot, value) in fields {
+        out.extend_from_slice(&stamp.to_be_bytes());
+        out.extend_from_slice(&dot.site.0.to_be_bytes());
+        out.extend_from_slice(&dot.seq.to_be_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+fn dot_entry(dot: Dot, record: &str) -> Vec<u8> {
+    let mut k = dot.site.0.to_be_bytes().to_vec();
+    k.extend_from_slice(&dot.seq.to_be_bytes());
+    k.extend_from_slice(record.as_bytes());
+    k
+}
+
+/// The storage floor of a layout with one key per record and a dot index per commit and record:
+/// for the same merge (the flow's records, four changes each), one get per record and, where
+/// the incoming registers win, one insert of the record, the removal of its old dot entry and
+/// the insert of the new one — straight in redb, one fsync'd transaction, no decoding and no
+/// guards. The store is prepared first with the records as the outpost store holds them.
+fn redb_per_record_floor(path: &Path, changes: &[Change]) -> Res<Duration> {
+    const RECORDS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("records");
+    const DOTS: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("dots");
+    let old_dot = |r: usize| Dot {
+        site: SiteId(1),
+        seq: (r / 10_000) as u64 + 1,
+    };
+    let db = redb::Database::builder()
+        .set_cache_size(outpost_engine::CACHE_BYTES_DEFAULT)
+        .create(path)?;
+    let tx = db.begin_write()?;
+    {
+        let mut records = tx.open_table(RECORDS)?;
+        let mut dots = tx.open_table(DOTS)?;
+        for (r, record) in changes.chunks(4).enumerate() {
+            let fields: Vec<(u64, Dot, &[u8])> = record
+                .iter()
+                .map(|_| {
+                    (
+                        Stamp::new(T0_MS, 0).as_u64(),
+                        old_dot(r),
+                        &b"old value, as long"[..],
+                    )
+                })
+                .collect();
+            records.insert(record[0].key.as_bytes(), record_blob(&fields).as_slice())?;
+            dots.insert(dot_entry(old_dot(r), &record[0].key).as_slice(), ())?;
+        }
+    }
+    tx.commit()?;
+    let start = Instant::now();
+    let mut updated = 0;
+    let tx = db.begin_write()?;
+    {
+        let mut records = tx.open_table(RECORDS)?;
+        let mut dots = tx.open_table(DOTS)?;
+        for record in changes.chunks(4) {
+            let key = record[0].key.as_bytes();
+            let old = records
+                .get(key)?
+                .map(|g| g.value().to_vec())
+                .ok_or("no record")?;
+            let stored_stamp = u64::from_be_bytes(old[..8].try_into()?);
+            let stored_dot = Dot {
+                site: SiteId(u16::from_be_bytes(old[8..10].try_into()?)),
+                seq: u64::from_be_bytes(old[10..18].try_into()?),
+            };
+            let incoming = record[0].stamp.as_u64();
+            if incoming <= stored_stamp {
+                continue;
+            }
+            updated += 1;
+            let fields: Vec<(u64, Dot, &[u8])> = record
+                .iter()
+                .map(|c| {
+                    let v = match &c.value {
+                        Value::Text(t) => t.as_bytes(),
+                        _ => &[][..],
+                    };
+                    (c.stamp.as_u64(), c.dot, v)
+                })
+                .collect();
+            records.insert(key, record_blob(&fields).as_slice())?;
+            dots.remove(dot_entry(stored_dot, &record[0].key).as_slice())?;
+            dots.insert(dot_entry(record[0].dot, &record[0].key).as_slice(), ())?;
+        }
+    }
+    tx.commit()?;
+    let elapsed = start.elapsed();
+    if updated != changes.len() / 8 {
+        return Err(format!("the per-record floor updated {updated} records, not half").into());
+    }
+    Ok(elapsed)
+}
+
 fn sled_raw(path: &Path, kv: &[(Vec<u8>, Vec<u8>)]) -> Res<Duration> {
     let db = sled::open(path)?;
     let start = Instant::now();
@@ -493,6 +616,8 @@ struct Results {
     sqlite_lww_per_s: f64,
     redb_raw_per_s: f64,
     sled_raw_per_s: f64,
+    decode_per_s: f64,
+    redb_per_record_floor_per_s: f64,
     outpost_remerge_per_s: f64,
     return_build_ms_10k: f64,
     return_build_ms_1m: f64,
@@ -519,6 +644,14 @@ impl Results {
         );
         println!("| redb raw insert | {} |", k(self.redb_raw_per_s));
         println!("| sled raw insert + flush | {} |", k(self.sled_raw_per_s));
+        println!(
+            "| floor: decoding the flow alone | {} |",
+            k(self.decode_per_s)
+        );
+        println!(
+            "| floor: redb ops of one key per record + a dot index per commit | {} |",
+            k(self.redb_per_record_floor_per_s)
+        );
         println!(
             "| outpost re-merge (all known) | {} |",
             k(self.outpost_remerge_per_s)
@@ -555,11 +688,16 @@ impl Results {
     }
 
     fn json(&self) -> String {
-        let fields: [(&str, f64); 15] = [
+        let fields: [(&str, f64); 17] = [
             ("outpost_merge_per_s", self.outpost_merge_per_s),
             ("sqlite_lww_per_s", self.sqlite_lww_per_s),
             ("redb_raw_per_s", self.redb_raw_per_s),
             ("sled_raw_per_s", self.sled_raw_per_s),
+            ("decode_per_s", self.decode_per_s),
+            (
+                "redb_per_record_floor_per_s",
+                self.redb_per_record_floor_per_s,
+            ),
             ("outpost_remerge_per_s", self.outpost_remerge_per_s),
             ("return_build_ms_10k", self.return_build_ms_10k),
             ("return_build_ms_1m", self.return_build_ms_1m),
