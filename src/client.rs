@@ -403,6 +403,33 @@ impl Client {
         )
         .map(drop)
     }
+
+    /// The site's workstation users (an admin user only).
+    pub fn users(&self) -> Result<Vec<crate::site::UserView>> {
+        let v = self.call("GET", "/v1/users", None)?;
+        serde_json::from_value(v).map_err(|e| transport(format!("the list of users: {e}")))
+    }
+
+    /// Adds a workstation user, or gives one a new credential (its old one stops working), and
+    /// returns the credential (`CODE.secret`), which the site does not keep (an admin only).
+    pub fn add_user(&self, code: &str, admin: bool) -> Result<String> {
+        let v = self.call(
+            "POST",
+            &format!("/v1/users/{}", seg(code)),
+            Some(&serde_json::json!({ "admin": admin })),
+        )?;
+        v["credential"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| transport("the site server's answer has no credential"))
+    }
+
+    /// Removes a workstation user: its credential stops working at once (an admin user only;
+    /// nobody removes themselves).
+    pub fn remove_user(&self, code: &str) -> Result<()> {
+        self.call("DELETE", &format!("/v1/users/{}", seg(code)), None)
+            .map(drop)
+    }
 }
 
 /// The engine's error for a server's error answer.

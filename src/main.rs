@@ -57,9 +57,25 @@ enum SiteCommand {
         /// The user's code (letters, digits, '_' or '-').
         #[arg(long)]
         user: String,
-        /// May change the site's settings and read the workstation log.
+        /// May change the site's settings, read the workstation log and manage users.
         #[arg(long)]
         admin: bool,
+    },
+    /// List the workstation users (while the server runs: `outpost client users`).
+    Users {
+        /// The site's data directory (the server stopped).
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Remove a workstation user: its credential stops working (while the server runs:
+    /// `outpost client remove-user`).
+    RemoveUser {
+        /// The site's data directory (the server stopped).
+        #[arg(long)]
+        data: PathBuf,
+        /// The user's code.
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -143,6 +159,23 @@ enum ClientCommand {
         name: String,
         #[arg(long)]
         value: String,
+    },
+    /// List the site's workstation users (an admin).
+    Users,
+    /// Add a workstation user, or give one a new credential; prints it once (an admin).
+    AddUser {
+        /// The user's code (letters, digits, '_' or '-').
+        #[arg(long)]
+        user: String,
+        /// May change settings, read the workstation log and manage users.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a workstation user: its credential stops working at once (an admin; not
+    /// yourself).
+    RemoveUser {
+        #[arg(long)]
+        user: String,
     },
     /// Print the workstation log as JSON lines: who wrote what, refusals included (an admin).
     Log {
@@ -594,6 +627,17 @@ fn site(command: SiteCommand) -> Result<(), String> {
             );
             Ok(())
         }
+        SiteCommand::Users { data } => {
+            for u in outpost::site::list_users(&data)? {
+                println!("{}{}", u.user, if u.admin { " (admin)" } else { "" });
+            }
+            Ok(())
+        }
+        SiteCommand::RemoveUser { data, user } => {
+            outpost::site::remove_user(&data, &user)?;
+            println!("removed {user}: its credential no longer works");
+            Ok(())
+        }
     }
 }
 
@@ -712,6 +756,22 @@ fn client(
             );
         }
         ClientCommand::SetSetting { name, value } => c.set_setting(&name, &value).map_err(e)?,
+        ClientCommand::Users => {
+            for u in c.users().map_err(e)? {
+                println!("{}{}", u.user, if u.admin { " (admin)" } else { "" });
+            }
+        }
+        ClientCommand::AddUser { user, admin } => {
+            println!("{}", c.add_user(&user, admin).map_err(e)?);
+            eprintln!(
+                "this is {user}'s credential, shown once: give it to the workstation \
+                 (--credential or OUTPOST_CREDENTIAL)"
+            );
+        }
+        ClientCommand::RemoveUser { user } => {
+            c.remove_user(&user).map_err(e)?;
+            println!("removed {user}: its credential no longer works");
+        }
         ClientCommand::Log { after } => {
             for entry in c.log(after).map_err(e)? {
                 println!("{entry}");

@@ -123,21 +123,85 @@ fn check_user_code(code: &str) -> CliResult<()> {
     Ok(())
 }
 
-/// `outpost site add-user`: a workstation user and its credential (`USER.secret`), printed
-/// once; the site keeps its digest. Adding an existing user gives it a new credential.
-pub fn add_user(dir: &Path, code: &str, admin: bool) -> CliResult<String> {
+/// A workstation user as listed: its code, and whether it administers the site.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserView {
+    /// The user's code.
+    pub user: String,
+    /// May change the site's settings, read the workstation log and manage users.
+    pub admin: bool,
+}
+
+/// A new credential for `code`: what the site keeps (its digest) and what the user is given
+/// (`CODE.secret`).
+fn new_credential(code: &str, admin: bool) -> CliResult<(Vec<u8>, String)> {
     check_user_code(code)?;
-    let store = crate::admin::open(dir)?;
     let secret = crate::auth::new_token()?;
     let user = User {
         digest: crate::auth::hex_digest(&secret),
         admin,
     };
     let bytes = serde_json::to_vec(&user).map_err(|e| e.to_string())?;
+    Ok((bytes, format!("{code}.{secret}")))
+}
+
+/// The site's workstation users, by code.
+fn users_in(store: &Store) -> outpost_engine::Result<Vec<UserView>> {
+    let mut end = USERS.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    Ok(store
+        .snapshot()?
+        .local_range(USERS, &end, None)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let code = std::str::from_utf8(k.get(USERS.len()..)?).ok()?.to_owned();
+            let user: User = serde_json::from_slice(&v).ok()?;
+            Some(UserView {
+                user: code,
+                admin: user.admin,
+            })
+        })
+        .collect())
+}
+
+/// `outpost site add-user`: a workstation user and its credential (`USER.secret`), printed
+/// once; the site keeps its digest. Adding an existing user gives it a new credential.
+pub fn add_user(dir: &Path, code: &str, admin: bool) -> CliResult<String> {
+    let (bytes, credential) = new_credential(code, admin)?;
+    let store = crate::admin::open(dir)?;
     store
         .write(|tx| tx.local_put(&user_key(code), &bytes))
         .map_err(|e| e.to_string())?;
-    Ok(format!("{code}.{secret}"))
+    Ok(credential)
+}
+
+/// `outpost site users`: the site's workstation users (the server stopped; while it runs, an
+/// admin user lists them with `outpost client users`).
+pub fn list_users(dir: &Path) -> CliResult<Vec<UserView>> {
+    let store = crate::admin::open(dir)?;
+    users_in(&store).map_err(|e| e.to_string())
+}
+
+/// `outpost site remove-user`: the user's credential stops working; what it wrote stays, and a
+/// reservation it held is released when its lease runs out.
+pub fn remove_user(dir: &Path, code: &str) -> CliResult<()> {
+    check_user_code(code)?;
+    let store = crate::admin::open(dir)?;
+    let key = user_key(code);
+    let removed = store
+        .write(|tx| {
+            let had = tx.local_get(&key)?.is_some();
+            tx.local_remove(&key)?;
+            Ok(had)
+        })
+        .map_err(|e| e.to_string())?;
+    if removed {
+        Ok(())
+    } else {
+        Err(format!("{code} is not a workstation user of this site"))
+    }
 }
 
 /// One line of the workstation log.
@@ -278,7 +342,25 @@ struct Workstation {
     /// The user and, when the request names it (`Outpost-Workstation`), the workstation:
     /// `ANNE@till-2`. Reservations are held by it, and the log names it.
     user: String,
+    /// The user's code alone (`ANNE`).
+    code: String,
     admin: bool,
+}
+
+/// Refuses a user who is not an administrator of the site: `what` names what it asked for.
+fn require_admin(w: &Workstation, what: &str) -> Result<(), Response> {
+    if w.admin {
+        Ok(())
+    } else {
+        Err(fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} is not an administrator of this site (needed for {what})",
+                w.user
+            ),
+        ))
+    }
 }
 
 /// A workstation's name as a request gives it: 1 to 32 letters, digits, '_', '-' or '.'.
@@ -344,6 +426,7 @@ impl FromRequestParts<Shared> for Workstation {
                     Some(ws) => format!("{code}@{ws}"),
                     None => code.to_owned(),
                 },
+                code: code.to_owned(),
                 admin: u.admin,
             }),
             _ => {
@@ -810,15 +893,8 @@ async fn changes(
 }
 
 async fn settings(State(state): State<Shared>, w: Workstation) -> Response {
-    if !w.admin {
-        return fail(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "{} is not an administrator of this site: settings need an admin user (C2, C6)",
-                w.user
-            ),
-        );
+    if let Err(r) = require_admin(&w, "settings (C2, C6)") {
+        return r;
     }
     let store = Arc::clone(&state.store);
     answer(
@@ -836,15 +912,8 @@ async fn set_setting(
     UrlPath(name): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if !w.admin {
-        return fail(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "{} is not an administrator of this site: settings need an admin user (C2)",
-                w.user
-            ),
-        );
+    if let Err(r) = require_admin(&w, "settings (C2)") {
+        return r;
     }
     let shared = Arc::clone(&state);
     answer(
@@ -879,15 +948,121 @@ async fn workstation_log(
     w: Workstation,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if !w.admin {
-        return fail(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the workstation log needs an admin user",
-        );
+    if let Err(r) = require_admin(&w, "the workstation log") {
+        return r;
     }
     let store = Arc::clone(&state.store);
     answer(blocking(move || log_entries(&store, q.after).map_err(|e| engine_error(&e))).await)
+}
+
+async fn list_users_route(State(state): State<Shared>, w: Workstation) -> Response {
+    if let Err(r) = require_admin(&w, "the list of users") {
+        return r;
+    }
+    let store = Arc::clone(&state.store);
+    answer(blocking(move || users_in(&store).map_err(|e| engine_error(&e))).await)
+}
+
+/// What `POST /v1/users/{code}` may say of the user.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    #[serde(default)]
+    admin: bool,
+}
+
+/// An admin adds a user, or gives one a new credential (the old one stops working at once);
+/// the answer carries the credential, shown this once.
+async fn add_user_route(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath(code): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = require_admin(&w, "users") {
+        return r;
+    }
+    let store = Arc::clone(&state.store);
+    answer(
+        blocking(move || {
+            let asked: NewUser = if body.iter().all(u8::is_ascii_whitespace) {
+                NewUser::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|e| {
+                    fail(
+                        StatusCode::BAD_REQUEST,
+                        "mapping",
+                        format!("the body is {{\"admin\": true|false}}: {e}"),
+                    )
+                })?
+            };
+            let (bytes, credential) = new_credential(&code, asked.admin)
+                .map_err(|e| fail(StatusCode::BAD_REQUEST, "mapping", e))?;
+            let key = user_key(&code);
+            store
+                .write(|tx| {
+                    let op = if tx.local_get(&key)?.is_some() {
+                        "user given a new credential"
+                    } else {
+                        "user added"
+                    };
+                    tx.local_put(&key, &bytes)?;
+                    let mut log = entry(&w.user, op, "", &code);
+                    log.fields = Some(serde_json::json!({ "admin": asked.admin }));
+                    log_put(tx, &mut log)
+                })
+                .map_err(|e| engine_error(&e))?;
+            tracing::info!(user = %code, admin = asked.admin, by = %w.user, "workstation user added");
+            Ok(serde_json::json!({ "user": code, "admin": asked.admin, "credential": credential }))
+        })
+        .await,
+    )
+}
+
+/// An admin removes a user: its credential stops working at once; what it wrote stays, and a
+/// reservation it held is released when its lease runs out. Nobody removes themselves, so the
+/// site always keeps an administrator who can reach it.
+async fn remove_user_route(
+    State(state): State<Shared>,
+    w: Workstation,
+    UrlPath(code): UrlPath<String>,
+) -> Response {
+    if let Err(r) = require_admin(&w, "users") {
+        return r;
+    }
+    if code == w.code {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{code} cannot remove itself: another administrator can"),
+        );
+    }
+    let store = Arc::clone(&state.store);
+    answer(
+        blocking(move || {
+            let key = user_key(&code);
+            let removed = store
+                .write(|tx| {
+                    if tx.local_get(&key)?.is_none() {
+                        return Ok(false);
+                    }
+                    tx.local_remove(&key)?;
+                    log_put(tx, &mut entry(&w.user, "user removed", "", &code))?;
+                    Ok(true)
+                })
+                .map_err(|e| engine_error(&e))?;
+            if !removed {
+                return Err(fail(
+                    StatusCode::NOT_FOUND,
+                    "unknown_user",
+                    format!("{code} is not a workstation user of this site"),
+                ));
+            }
+            tracing::info!(user = %code, by = %w.user, "workstation user removed");
+            Ok(serde_json::json!({ "removed": code }))
+        })
+        .await,
+    )
 }
 
 /// The workstation log after entry `after`, at most 10,000 entries.
@@ -973,6 +1148,11 @@ fn router(state: Shared) -> axum::Router {
         .route("/v1/settings", get(settings))
         .route("/v1/settings/{name}", put(set_setting))
         .route("/v1/log", get(workstation_log))
+        .route("/v1/users", get(list_users_route))
+        .route(
+            "/v1/users/{code}",
+            post(add_user_route).delete(remove_user_route),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
         .with_state(state)
 }

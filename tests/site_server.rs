@@ -677,3 +677,137 @@ fn s3_a_site_server_over_https_and_never_plain_http_on_the_network_unless_asked(
             .is_none()
     );
 }
+
+#[test]
+fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    let boss = add_user(dir, "BOSS", true);
+    let anne = add_user(dir, "ANNE", false);
+    let server = SiteServer::start(
+        dir,
+        &[
+            "--data",
+            "bsoc",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-scheduler",
+        ],
+    );
+    let denied = |r: outpost::Result<()>| matches!(&r, Err(outpost::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied);
+    let write = |cred: &str, key: &str| {
+        Client::new(&server.url, cred).unwrap().put(
+            "customers",
+            key,
+            &serde_json::json!({ "name": "n" }),
+        )
+    };
+
+    // The list, for an admin only.
+    let listed = succeeded(&run(client_cmd(dir, &server, &boss, &["users"])));
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["ANNE", "BOSS (admin)"]);
+    let out = run(client_cmd(dir, &server, &anne, &["users"]));
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("ANNE is not an administrator"), "{why}");
+    assert!(denied(
+        Client::new(&server.url, &anne)
+            .unwrap()
+            .add_user("EVE", true)
+            .map(drop)
+    ));
+
+    // An admin adds CARL while the server runs: CARL writes at once.
+    let carl = succeeded(&run(client_cmd(
+        dir,
+        &server,
+        &boss,
+        &["add-user", "--user", "CARL"],
+    )));
+    let carl = carl.trim();
+    assert!(carl.starts_with("CARL."), "{carl}");
+    write(carl, "BSOC-K1").unwrap();
+    // ANNE's lost credential is replaced: the old one stops working, the new one works.
+    let boss_client = Client::new(&server.url, &boss).unwrap();
+    write(&anne, "BSOC-K2").unwrap();
+    let anne_new = boss_client.add_user("ANNE", false).unwrap();
+    assert!(denied(write(&anne, "BSOC-K3")));
+    write(&anne_new, "BSOC-K3").unwrap();
+    // A bad code is a clear error.
+    let err = boss_client.add_user("no spaces", false).unwrap_err();
+    assert!(err.to_string().contains("is not a user code"), "{err}");
+
+    // CARL removed: refused from the next request on.
+    succeeded(&run(client_cmd(
+        dir,
+        &server,
+        &boss,
+        &["remove-user", "--user", "CARL"],
+    )));
+    assert!(denied(write(carl, "BSOC-K4")));
+    let err = boss_client.remove_user("CARL").unwrap_err();
+    assert!(
+        err.to_string().contains("CARL is not a workstation user"),
+        "{err}"
+    );
+    // Nobody removes themselves: the site keeps an administrator who can reach it.
+    let err = boss_client.remove_user("BOSS").unwrap_err();
+    assert!(err.to_string().contains("cannot remove itself"), "{err}");
+    write(&boss, "BSOC-K5").unwrap();
+    assert_eq!(
+        boss_client
+            .users()
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.user, u.admin))
+            .collect::<Vec<_>>(),
+        [("ANNE".to_owned(), false), ("BOSS".to_owned(), true)]
+    );
+
+    // The workstation log says who managed whom.
+    let log = boss_client.log(0).unwrap();
+    let ops: Vec<(String, String, String)> = log
+        .iter()
+        .filter(|e| e["op"].as_str().unwrap_or("").starts_with("user"))
+        .map(|e| {
+            (
+                e["user"].as_str().unwrap().to_owned(),
+                e["op"].as_str().unwrap().to_owned(),
+                e["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let op = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        ops,
+        [
+            op("BOSS", "user added", "CARL"),
+            op("BOSS", "user given a new credential", "ANNE"),
+            op("BOSS", "user removed", "CARL"),
+        ]
+    );
+
+    // With the server stopped, the same from the site's data directory.
+    drop(server);
+    assert_eq!(
+        ok(dir, &["site", "users", "--data", "bsoc"])
+            .lines()
+            .collect::<Vec<_>>(),
+        ["ANNE", "BOSS (admin)"]
+    );
+    ok(
+        dir,
+        &["site", "remove-user", "--data", "bsoc", "--user", "ANNE"],
+    );
+    assert_eq!(
+        ok(dir, &["site", "users", "--data", "bsoc"]).trim(),
+        "BOSS (admin)"
+    );
+    let out = outpost(
+        dir,
+        &["site", "remove-user", "--data", "bsoc", "--user", "ANNE"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ANNE is not a workstation user"));
+}
