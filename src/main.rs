@@ -48,6 +48,9 @@ enum SiteCommand {
         /// PEM private key.
         #[arg(long)]
         tls_key: Option<PathBuf>,
+        /// Remove workstation log entries older than this many days (0 keeps them all).
+        #[arg(long, default_value_t = outpost::site::LOG_KEEP_DAYS_DEFAULT)]
+        log_keep_days: u64,
     },
     /// Add a workstation user (or give it a new credential); prints its credential once.
     AddUser {
@@ -602,6 +605,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
             allow_plain_http,
             tls_cert,
             tls_key,
+            log_keep_days,
         } => {
             init_logs("info");
             outpost::site::serve(
@@ -614,6 +618,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
                     allow_plain_http,
                     tls_cert,
                     tls_key,
+                    log_keep_days,
                     ..outpost::site::SiteServeConfig::default()
                 },
             )

@@ -70,7 +70,14 @@ pub struct SiteServeConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// Workstation log entries older than this many days are removed (checked at start and
+    /// every hour); 0 keeps them all.
+    pub log_keep_days: u64,
 }
+
+/// How long the workstation log is kept by default: a year and a day, so that last year's
+/// entries are there for the year-end.
+pub const LOG_KEEP_DAYS_DEFAULT: u64 = 366;
 
 impl Default for SiteServeConfig {
     fn default() -> Self {
@@ -83,6 +90,7 @@ impl Default for SiteServeConfig {
             allow_plain_http: false,
             tls_cert: None,
             tls_key: None,
+            log_keep_days: LOG_KEEP_DAYS_DEFAULT,
         }
     }
 }
@@ -242,6 +250,74 @@ fn log_put(
     let mut key = LOG.to_vec();
     key.extend_from_slice(&n.to_be_bytes());
     tx.local_put(&key, &bytes)
+}
+
+/// Removes the workstation log's entries written more than `keep_days` days before `now_ms`,
+/// oldest first, at most `max` in one transaction; returns how many went. Entries are numbered
+/// in the order they were written, so the pruning stops at the first one young enough.
+fn prune_log(
+    store: &Store,
+    now_ms: u64,
+    keep_days: u64,
+    max: usize,
+) -> outpost_engine::Result<usize> {
+    if keep_days == 0 {
+        return Ok(0);
+    }
+    let cutoff = now_ms.saturating_sub(keep_days.saturating_mul(86_400_000));
+    let mut end = LOG.to_vec();
+    end.extend_from_slice(&u64::MAX.to_be_bytes());
+    let is_old = |v: &[u8]| {
+        // An entry that cannot be read any more goes with the old ones.
+        serde_json::from_slice::<LogEntry>(v).map_or(true, |e| e.at_ms < cutoff)
+    };
+    let first = store.snapshot()?.local_range(LOG, &end, Some(1))?;
+    if !first.first().is_some_and(|(_, v)| is_old(v)) {
+        return Ok(0);
+    }
+    store.write(|tx| {
+        let mut n = 0;
+        for (k, v) in tx.local_range(LOG, &end, Some(max))? {
+            if !is_old(&v) {
+                break;
+            }
+            tx.local_remove(&k)?;
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
+/// Prunes the workstation log as `config` says, in transactions of at most 10,000 entries.
+fn prune_log_now(state: &SiteState) {
+    const BATCH: usize = 10_000;
+    let mut total = 0;
+    loop {
+        match prune_log(
+            &state.store,
+            SystemClock.now_ms(),
+            state.config.log_keep_days,
+            BATCH,
+        ) {
+            Ok(n) => {
+                total += n;
+                if n < BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot prune the workstation log: {e}");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(
+            entries = total,
+            keep_days = state.config.log_keep_days,
+            "workstation log pruned"
+        );
+    }
 }
 
 /// Appends an entry to the workstation log in a transaction of its own.
@@ -1161,12 +1237,19 @@ fn spawn_housekeeping(state: &Shared) {
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // The log is pruned at start, then every hour (14,400 ticks).
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
             let s = Arc::clone(&state);
+            let prune = ticks % 14_400 == 0;
+            ticks += 1;
             let _ = tokio::task::spawn_blocking(move || {
                 expire_leases(&s);
                 refresh_feed(&s);
+                if prune {
+                    prune_log_now(&s);
+                }
             })
             .await;
         }
@@ -1354,6 +1437,50 @@ mod tests {
             }
         }
         state
+    }
+
+    #[test]
+    fn s3_the_workstation_log_keeps_what_is_younger_than_its_retention_and_loses_nothing_else() {
+        let s = state_with(0..0, 1);
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        // Ten entries a day apart, the oldest 9 days before now.
+        for i in 0..10u64 {
+            let mut e = entry("ANNE", "put", "customers", &format!("K{i}"));
+            e.at_ms = now - (9 - i) * day;
+            s.store
+                .write(|tx| log_put(tx, &mut e))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let keys = |s: &SiteState| -> Vec<String> {
+            log_entries(&s.store, 0)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        // Keeping everything, or 30 days: nothing goes.
+        assert_eq!(prune_log(&s.store, now, 0, 100).ok(), Some(0));
+        assert_eq!(prune_log(&s.store, now, 30, 100).ok(), Some(0));
+        assert_eq!(keys(&s).len(), 10);
+        // Keeping 3 days and a half: the 6 entries older go, in batches as asked.
+        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(4));
+        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(2));
+        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(0));
+        assert_eq!(keys(&s), ["K6", "K7", "K8", "K9"]);
+        // Numbering goes on after the pruned ones; a reader's cursor still works.
+        let mut e = entry("BOB", "put", "customers", "K10");
+        e.at_ms = now + day;
+        s.store
+            .write(|tx| log_put(tx, &mut e))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.seq, 11);
+        let after_8: Vec<u64> = log_entries(&s.store, 8)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(after_8, [9, 10, 11]);
     }
 
     fn seqs(v: &ChangesView) -> Vec<u64> {
