@@ -1242,7 +1242,7 @@ fn spawn_housekeeping(state: &Shared) {
         loop {
             tick.tick().await;
             let s = Arc::clone(&state);
-            let prune = ticks % 14_400 == 0;
+            let prune = ticks.is_multiple_of(14_400);
             ticks += 1;
             let _ = tokio::task::spawn_blocking(move || {
                 expire_leases(&s);
