@@ -1,9 +1,20 @@
 //! Workloads shared by outpost's benches: a four-field shared table, stores filled with a given
 //! number of cells, and batches of incoming changes. Fixed seeds; no wall clock in the workload.
 
+use std::io::Read;
+
 use outpost_engine::{
-    Change, FieldKind, Knowledge, ManualClock, Schema, Site, Store, StoreConfig, TableDef, Value,
+    Change, Creation, Dot, FieldKind, Knowledge, ManualClock, MergeReport, Schema, Site, SiteId,
+    Slot, Stamp, Store, StoreConfig, TableDef, Value,
 };
+use outpost_replicator::{FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, SyncMode};
+
+/// What the flow helpers return: their errors are the benchmark's.
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+/// The remote whose flows the benches apply.
+pub const REMOTE: SiteId = SiteId(2);
+/// An hour.
+pub const HOUR_MS: u64 = 3_600_000;
 
 /// Fields per record.
 pub const FIELDS: [&str; 4] = ["name", "address", "city", "phone"];
@@ -77,4 +88,105 @@ pub fn all_changes(store: &Store) -> (Vec<Change>, Knowledge) {
         .map(|c| c.unwrap_or_else(|e| panic!("change: {e}")))
         .collect();
     (changes, lacking.covered())
+}
+
+/// The key of the benchmark's record `r`.
+pub fn key_of(r: usize) -> String {
+    format!("C{r:08}")
+}
+
+/// Each record's creation, as the store holds it (the flow's changes carry it, R1).
+pub fn creations(store: &Store, records: usize) -> Res<Vec<Creation>> {
+    let snap = store.snapshot()?;
+    (0..records)
+        .map(|r| {
+            snap.raw_record("customers", &key_of(r))?
+                .map(|raw| raw.created)
+                .ok_or_else(|| format!("record {r} missing").into())
+        })
+        .collect()
+}
+
+/// The remote's edits: one commit (dot) per record, its four fields; even records an hour
+/// newer than the store's values, odd records an hour older.
+pub fn incoming(records: usize, creations: &[Creation]) -> Vec<Change> {
+    let mut out = Vec::with_capacity(records * 4);
+    for (r, created) in creations.iter().enumerate().take(records) {
+        let ms = if r % 2 == 0 {
+            T0_MS + HOUR_MS
+        } else {
+            T0_MS - HOUR_MS
+        };
+        for f in FIELDS {
+            out.push(Change {
+                table: "customers".into(),
+                key: key_of(r),
+                slot: Slot::Field(f.into()),
+                value: Value::Text(format!("{f}-{r}-remote")),
+                stamp: Stamp::new(ms, 0),
+                dot: Dot {
+                    site: REMOTE,
+                    seq: r as u64 + 1,
+                },
+                created: *created,
+            });
+        }
+    }
+    out
+}
+
+/// The header of the remote's emission of `records` commits (one per record).
+pub fn flow_header(records: usize) -> FlowHeader {
+    let mut covered = Knowledge::new();
+    covered.insert_range(REMOTE, 1, records as u64);
+    FlowHeader {
+        id: FlowId {
+            site: REMOTE,
+            seq: 1,
+        },
+        kind: FlowKind::Emission,
+        source: REMOTE,
+        target: SiteId(1),
+        mode: SyncMode::Immediate,
+        link: None,
+        knowledge: covered.clone(),
+        covered,
+        schema_fingerprint: schema().fingerprint(),
+        created_stamp: Stamp::new(T0_MS + HOUR_MS, 0),
+        created_wall_ms: T0_MS + HOUR_MS,
+        acks: Vec::new(),
+        config: None,
+    }
+}
+
+/// The flow of `changes` as the remote writes it (packed frames; zstd when `compress`).
+pub fn flow_bytes(changes: &[Change], records: usize, compress: bool) -> Res<Vec<u8>> {
+    let mut w = FlowWriter::new(Vec::new(), &flow_header(records), compress)?;
+    for c in changes {
+        w.push_change(c.clone())?;
+    }
+    Ok(w.finish()?.0)
+}
+
+/// Decodes a flow and applies it in one transaction: guards, last-writer-wins, knowledge.
+pub fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
+    let mut reader = FlowReader::open(input)?;
+    let header = reader.header().clone();
+    let report = store.write(|tx| {
+        let mut report = MergeReport::default();
+        while let Some((item, n_known)) = reader
+            .next_item_lacking(Some(tx.knowledge()))
+            .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
+        {
+            tx.already_had(header.source, n_known, &mut report)?;
+            if let Item::Changes(changes) = item {
+                for c in changes {
+                    tx.apply_change(header.source, c, &mut report)?;
+                }
+            }
+        }
+        tx.add_knowledge(header.source, &header.covered)?;
+        Ok(report)
+    })?;
+    Ok(report)
 }

@@ -20,24 +20,18 @@
 //! store), and the redb operations a layout with one key per record (its registers together)
 //! and a dot index per commit and record would cost for the same merge, straight in redb.
 
-use std::error::Error;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use outpost_benches::{FIELDS, T0_MS, fill, open, schema, sites};
-use outpost_engine::{
-    Change, Creation, Dot, Knowledge, ManualClock, MergeReport, Outcome, SiteId, Slot, Stamp,
-    Store, Value,
+use outpost_benches::{
+    FIELDS, HOUR_MS, Res, T0_MS, apply_flow, creations, fill, flow_bytes, flow_header, incoming,
+    key_of, open, sites,
 };
-use outpost_replicator::{FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, SyncMode};
+use outpost_engine::{Change, Dot, ManualClock, Outcome, SiteId, Slot, Stamp, Store, Value};
+use outpost_replicator::{FlowReader, FlowWriter, Item};
 use redb::ReadableTable;
-
-type Res<T> = Result<T, Box<dyn Error>>;
-
-const REMOTE: SiteId = SiteId(2);
-const HOUR_MS: u64 = 3_600_000;
 
 struct Args {
     changes: usize,
@@ -223,109 +217,11 @@ fn timed<T>(f: impl FnOnce() -> Res<T>) -> Res<(Duration, T)> {
     Ok((start.elapsed(), out))
 }
 
-fn key_of(r: usize) -> String {
-    format!("C{r:08}")
-}
-
-/// Each record's creation, as the store holds it (the flow's changes carry it, R1).
-fn creations(store: &Store, records: usize) -> Res<Vec<Creation>> {
-    let snap = store.snapshot()?;
-    (0..records)
-        .map(|r| {
-            snap.raw_record("customers", &key_of(r))?
-                .map(|raw| raw.created)
-                .ok_or_else(|| format!("record {r} missing").into())
-        })
-        .collect()
-}
-
-/// The remote's edits: one commit (dot) per record, its four fields; even records an hour
-/// newer than the store's values, odd records an hour older.
-fn incoming(records: usize, creations: &[Creation]) -> Vec<Change> {
-    let mut out = Vec::with_capacity(records * 4);
-    for (r, created) in creations.iter().enumerate().take(records) {
-        let ms = if r % 2 == 0 {
-            T0_MS + HOUR_MS
-        } else {
-            T0_MS - HOUR_MS
-        };
-        for f in FIELDS {
-            out.push(Change {
-                table: "customers".into(),
-                key: key_of(r),
-                slot: Slot::Field(f.into()),
-                value: Value::Text(format!("{f}-{r}-remote")),
-                stamp: Stamp::new(ms, 0),
-                dot: Dot {
-                    site: REMOTE,
-                    seq: r as u64 + 1,
-                },
-                created: *created,
-            });
-        }
-    }
-    out
-}
-
-fn header(records: usize) -> FlowHeader {
-    let mut covered = Knowledge::new();
-    covered.insert_range(REMOTE, 1, records as u64);
-    FlowHeader {
-        id: FlowId {
-            site: REMOTE,
-            seq: 1,
-        },
-        kind: FlowKind::Emission,
-        source: REMOTE,
-        target: SiteId(1),
-        mode: SyncMode::Immediate,
-        link: None,
-        knowledge: covered.clone(),
-        covered,
-        schema_fingerprint: schema().fingerprint(),
-        created_stamp: Stamp::new(T0_MS + HOUR_MS, 0),
-        created_wall_ms: T0_MS + HOUR_MS,
-        acks: Vec::new(),
-        config: None,
-    }
-}
-
-fn flow_bytes(changes: &[Change], records: usize, compress: bool) -> Res<Vec<u8>> {
-    let mut w = FlowWriter::new(Vec::new(), &header(records), compress)?;
-    for c in changes {
-        w.push_change(c.clone())?;
-    }
-    Ok(w.finish()?.0)
-}
-
 fn value_len(v: &Value) -> usize {
     match v {
         Value::Text(s) => s.len(),
         _ => 8,
     }
-}
-
-/// Decodes a flow and applies it in one transaction: guards, last-writer-wins, knowledge.
-fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
-    let mut reader = FlowReader::open(input)?;
-    let header = reader.header().clone();
-    let report = store.write(|tx| {
-        let mut report = MergeReport::default();
-        while let Some((item, n_known)) = reader
-            .next_item_lacking(Some(tx.knowledge()))
-            .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
-        {
-            tx.already_had(header.source, n_known, &mut report)?;
-            if let Item::Changes(changes) = item {
-                for c in changes {
-                    tx.apply_change(header.source, c, &mut report)?;
-                }
-            }
-        }
-        tx.add_knowledge(header.source, &header.covered)?;
-        Ok(report)
-    })?;
-    Ok(report)
 }
 
 fn sqlite_lww(path: &Path, changes: &[Change], records: usize) -> Res<Duration> {
@@ -554,7 +450,7 @@ fn return_build(store: &Store, clock: &ManualClock, records: usize) -> Res<Durat
     for _ in 0..21 {
         let start = Instant::now();
         let mut lacking = store.changes_lacking(&peer, true)?;
-        let mut h = header(0);
+        let mut h = flow_header(0);
         h.covered = lacking.covered_up_front()?;
         let mut w = FlowWriter::new(Vec::new(), &h, true)?;
         let mut n = 0;
