@@ -453,6 +453,7 @@ fn error_from(status: u16, v: &serde_json::Value) -> Error {
             std::io::ErrorKind::PermissionDenied,
             text,
         )),
+        Some("unknown_user") => Error::Io(std::io::Error::new(std::io::ErrorKind::NotFound, text)),
         _ => transport(format!("the site server answered {status}: {text}")),
     }
 }

@@ -88,6 +88,9 @@ pub struct ServeConfig {
     pub log: String,
     /// Alerts and their e-mail (C3).
     pub alerts: AlertConfig,
+    /// Central's own workstations (`/ws`): their log's entries older than this many days are
+    /// removed; 0 keeps them all.
+    pub workstation_log_keep_days: u64,
 }
 
 impl Default for ServeConfig {
@@ -105,6 +108,7 @@ impl Default for ServeConfig {
             clock_skew_max_s: outpost_engine::SKEW_MS_MAX_DEFAULT / 1000,
             log: "info".into(),
             alerts: AlertConfig::default(),
+            workstation_log_keep_days: crate::site::LOG_KEEP_DAYS_DEFAULT,
         }
     }
 }
@@ -298,6 +302,7 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
             crate::site::workstation_routes(
                 Arc::clone(&state.store),
                 state.uploads.parent().unwrap_or(Path::new(".")),
+                config.workstation_log_keep_days,
             )?,
         )
         .with_state(state);

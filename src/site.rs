@@ -179,11 +179,25 @@ fn users_in(store: &Store) -> outpost_engine::Result<Vec<UserView>> {
 pub fn add_user(dir: &Path, code: &str, admin: bool) -> CliResult<String> {
     let (bytes, credential) = new_credential(code, admin)?;
     let store = crate::admin::open(dir)?;
+    let key = user_key(code);
     store
-        .write(|tx| tx.local_put(&user_key(code), &bytes))
+        .write(|tx| {
+            let op = if tx.local_get(&key)?.is_some() {
+                "user given a new credential"
+            } else {
+                "user added"
+            };
+            tx.local_put(&key, &bytes)?;
+            let mut log = entry(OFFLINE_ADMIN, op, "", code);
+            log.fields = Some(serde_json::json!({ "admin": admin }));
+            log_put(tx, &mut log)
+        })
         .map_err(|e| e.to_string())?;
     Ok(credential)
 }
+
+/// Who the workstation log names for users managed from the data directory, server stopped.
+const OFFLINE_ADMIN: &str = "(outpost site, on the data directory)";
 
 /// `outpost site users`: the site's workstation users (the server stopped; while it runs, an
 /// admin user lists them with `outpost client users`).
@@ -200,9 +214,12 @@ pub fn remove_user(dir: &Path, code: &str) -> CliResult<()> {
     let key = user_key(code);
     let removed = store
         .write(|tx| {
-            let had = tx.local_get(&key)?.is_some();
+            if tx.local_get(&key)?.is_none() {
+                return Ok(false);
+            }
             tx.local_remove(&key)?;
-            Ok(had)
+            log_put(tx, &mut entry(OFFLINE_ADMIN, "user removed", "", code))?;
+            Ok(true)
         })
         .map_err(|e| e.to_string())?;
     if removed {
@@ -254,7 +271,9 @@ fn log_put(
 
 /// Removes the workstation log's entries written more than `keep_days` days before `now_ms`,
 /// oldest first, at most `max` in one transaction; returns how many went. Entries are numbered
-/// in the order they were written, so the pruning stops at the first one young enough.
+/// in the order they were written, so the pruning stops at the first one young enough. Time is
+/// counted from `now_ms` or the newest entry, whichever is earlier: a clock set years ahead
+/// does not wipe the log. An entry that cannot be read is kept (and reported), never pruned.
 fn prune_log(
     store: &Store,
     now_ms: u64,
@@ -264,59 +283,68 @@ fn prune_log(
     if keep_days == 0 {
         return Ok(0);
     }
-    let cutoff = now_ms.saturating_sub(keep_days.saturating_mul(86_400_000));
+    let snap = store.snapshot()?;
     let mut end = LOG.to_vec();
     end.extend_from_slice(&u64::MAX.to_be_bytes());
-    let is_old = |v: &[u8]| {
-        // An entry that cannot be read any more goes with the old ones.
-        serde_json::from_slice::<LogEntry>(v).map_or(true, |e| e.at_ms < cutoff)
-    };
-    let first = store.snapshot()?.local_range(LOG, &end, Some(1))?;
-    if !first.first().is_some_and(|(_, v)| is_old(v)) {
+    let read = |v: &[u8]| serde_json::from_slice::<LogEntry>(v).ok();
+    let newest = snap
+        .local_range_rev(LOG, &end, Some(1))?
+        .first()
+        .and_then(|(_, v)| read(v))
+        .map_or(now_ms, |e| e.at_ms);
+    let cutoff = now_ms
+        .min(newest)
+        .saturating_sub(keep_days.saturating_mul(86_400_000));
+    let mut doomed = Vec::new();
+    let mut unreadable = 0;
+    for (k, v) in snap.local_range(LOG, &end, Some(max))? {
+        match read(&v) {
+            Some(e) if e.at_ms < cutoff => doomed.push(k),
+            Some(_) => break,
+            None => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            entries = unreadable,
+            "workstation log entries that cannot be read are kept"
+        );
+    }
+    if doomed.is_empty() {
         return Ok(0);
     }
     store.write(|tx| {
-        let mut n = 0;
-        for (k, v) in tx.local_range(LOG, &end, Some(max))? {
-            if !is_old(&v) {
-                break;
-            }
-            tx.local_remove(&k)?;
-            n += 1;
+        for k in &doomed {
+            tx.local_remove(k)?;
         }
-        Ok(n)
+        Ok(doomed.len())
     })
 }
 
-/// Prunes the workstation log as `config` says, in transactions of at most 10,000 entries.
-fn prune_log_now(state: &SiteState) {
-    const BATCH: usize = 10_000;
-    let mut total = 0;
-    loop {
-        match prune_log(
-            &state.store,
-            SystemClock.now_ms(),
-            state.config.log_keep_days,
-            BATCH,
-        ) {
-            Ok(n) => {
-                total += n;
-                if n < BATCH {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot prune the workstation log: {e}");
-                break;
-            }
+/// Entries the log pruning removes in one transaction (one per housekeeping tick).
+const PRUNE_BATCH: usize = 10_000;
+
+/// One batch of the workstation log's pruning; whether a full batch went (more may be due).
+fn prune_log_batch(state: &SiteState) -> bool {
+    match prune_log(
+        &state.store,
+        SystemClock.now_ms(),
+        state.config.log_keep_days,
+        PRUNE_BATCH,
+    ) {
+        Ok(0) => false,
+        Ok(n) => {
+            tracing::info!(
+                entries = n,
+                keep_days = state.config.log_keep_days,
+                "workstation log pruned"
+            );
+            n == PRUNE_BATCH
         }
-    }
-    if total > 0 {
-        tracing::info!(
-            entries = total,
-            keep_days = state.config.log_keep_days,
-            "workstation log pruned"
-        );
+        Err(e) => {
+            tracing::warn!("cannot prune the workstation log: {e}");
+            false
+        }
     }
 }
 
@@ -1047,8 +1075,26 @@ struct NewUser {
     admin: bool,
 }
 
+/// Whether `code` is still an administrator, read inside the transaction that acts for it: an
+/// admin removed or demoted by another meanwhile no longer manages users.
+fn still_admin(tx: &outpost_engine::WriteTx<'_, '_>, code: &str) -> outpost_engine::Result<bool> {
+    Ok(tx
+        .local_get(&user_key(code))?
+        .and_then(|b| serde_json::from_slice::<User>(&b).ok())
+        .is_some_and(|u| u.admin))
+}
+
+fn no_longer_admin(w: &Workstation) -> Response {
+    fail(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{} is no longer an administrator of this site", w.code),
+    )
+}
+
 /// An admin adds a user, or gives one a new credential (the old one stops working at once);
-/// the answer carries the credential, shown this once.
+/// the answer carries the credential, shown this once. An admin does not take away its own
+/// admin right, so the site keeps an administrator who can reach it.
 async fn add_user_route(
     State(state): State<Shared>,
     w: Workstation,
@@ -1072,11 +1118,24 @@ async fn add_user_route(
                     )
                 })?
             };
+            if code == w.code && !asked.admin {
+                return Err(fail(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "{code} cannot take away its own admin right: another administrator can \
+                         (a new credential for yourself: ask with \"admin\": true)"
+                    ),
+                ));
+            }
             let (bytes, credential) = new_credential(&code, asked.admin)
                 .map_err(|e| fail(StatusCode::BAD_REQUEST, "mapping", e))?;
             let key = user_key(&code);
-            store
+            let done = store
                 .write(|tx| {
+                    if !still_admin(tx, &w.code)? {
+                        return Ok(None);
+                    }
                     let op = if tx.local_get(&key)?.is_some() {
                         "user given a new credential"
                     } else {
@@ -1085,10 +1144,14 @@ async fn add_user_route(
                     tx.local_put(&key, &bytes)?;
                     let mut log = entry(&w.user, op, "", &code);
                     log.fields = Some(serde_json::json!({ "admin": asked.admin }));
-                    log_put(tx, &mut log)
+                    log_put(tx, &mut log)?;
+                    Ok(Some(op))
                 })
                 .map_err(|e| engine_error(&e))?;
-            tracing::info!(user = %code, admin = asked.admin, by = %w.user, "workstation user added");
+            let Some(op) = done else {
+                return Err(no_longer_admin(&w));
+            };
+            tracing::info!(user = %code, admin = asked.admin, by = %w.user, "{op}");
             Ok(serde_json::json!({ "user": code, "admin": asked.admin, "credential": credential }))
         })
         .await,
@@ -1097,7 +1160,7 @@ async fn add_user_route(
 
 /// An admin removes a user: its credential stops working at once; what it wrote stays, and a
 /// reservation it held is released when its lease runs out. Nobody removes themselves, so the
-/// site always keeps an administrator who can reach it.
+/// site keeps an administrator who can reach it.
 async fn remove_user_route(
     State(state): State<Shared>,
     w: Workstation,
@@ -1105,6 +1168,9 @@ async fn remove_user_route(
 ) -> Response {
     if let Err(r) = require_admin(&w, "users") {
         return r;
+    }
+    if let Err(e) = check_user_code(&code) {
+        return fail(StatusCode::BAD_REQUEST, "mapping", e);
     }
     if code == w.code {
         return fail(
@@ -1119,23 +1185,29 @@ async fn remove_user_route(
             let key = user_key(&code);
             let removed = store
                 .write(|tx| {
+                    if !still_admin(tx, &w.code)? {
+                        return Ok(None);
+                    }
                     if tx.local_get(&key)?.is_none() {
-                        return Ok(false);
+                        return Ok(Some(false));
                     }
                     tx.local_remove(&key)?;
                     log_put(tx, &mut entry(&w.user, "user removed", "", &code))?;
-                    Ok(true)
+                    Ok(Some(true))
                 })
                 .map_err(|e| engine_error(&e))?;
-            if !removed {
-                return Err(fail(
+            match removed {
+                None => Err(no_longer_admin(&w)),
+                Some(false) => Err(fail(
                     StatusCode::NOT_FOUND,
                     "unknown_user",
                     format!("{code} is not a workstation user of this site"),
-                ));
+                )),
+                Some(true) => {
+                    tracing::info!(user = %code, by = %w.user, "workstation user removed");
+                    Ok(serde_json::json!({ "removed": code }))
+                }
             }
-            tracing::info!(user = %code, by = %w.user, "workstation user removed");
-            Ok(serde_json::json!({ "removed": code }))
         })
         .await,
     )
@@ -1201,8 +1273,16 @@ fn new_state(
 /// routes, guards and errors as `outpost site serve` (`/ws/v1/sync` answers 409: central does
 /// not sync with anyone). Reservations made otherwise than through these routes keep no lease.
 /// Call from within a tokio runtime.
-pub(crate) fn workstation_routes(store: Arc<Store>, dir: &Path) -> CliResult<axum::Router> {
-    let state = new_state(store, dir, &SiteServeConfig::default(), None, false)?;
+pub(crate) fn workstation_routes(
+    store: Arc<Store>,
+    dir: &Path,
+    log_keep_days: u64,
+) -> CliResult<axum::Router> {
+    let config = SiteServeConfig {
+        log_keep_days,
+        ..SiteServeConfig::default()
+    };
+    let state = new_state(store, dir, &config, None, false)?;
     spawn_housekeeping(&state);
     Ok(router(state))
 }
@@ -1237,21 +1317,22 @@ fn spawn_housekeeping(state: &Shared) {
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        // The log is pruned at start, then every hour (14,400 ticks).
+        // The log is pruned at start, then every hour (14,400 ticks), one batch a tick while
+        // there is more: leases and the feed are never held up long.
         let mut ticks: u64 = 0;
+        let mut more = false;
         loop {
             tick.tick().await;
             let s = Arc::clone(&state);
-            let prune = ticks.is_multiple_of(14_400);
+            let prune = more || ticks.is_multiple_of(14_400);
             ticks += 1;
-            let _ = tokio::task::spawn_blocking(move || {
+            more = tokio::task::spawn_blocking(move || {
                 expire_leases(&s);
                 refresh_feed(&s);
-                if prune {
-                    prune_log_now(&s);
-                }
+                prune && prune_log_batch(&s)
             })
-            .await;
+            .await
+            .unwrap_or(false);
         }
     });
 }
@@ -1463,11 +1544,14 @@ mod tests {
         assert_eq!(prune_log(&s.store, now, 0, 100).ok(), Some(0));
         assert_eq!(prune_log(&s.store, now, 30, 100).ok(), Some(0));
         assert_eq!(keys(&s).len(), 10);
-        // Keeping 3 days and a half: the 6 entries older go, in batches as asked.
+        // Keeping 4 days: the 5 entries older go, in batches as asked. (Half a day later than
+        // the newest entry, age still counts from it.)
         assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(4));
-        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(2));
+        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(1));
         assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(0));
-        assert_eq!(keys(&s), ["K6", "K7", "K8", "K9"]);
+        assert_eq!(keys(&s), ["K5", "K6", "K7", "K8", "K9"]);
+        // A clock years ahead counts from the newest entry instead: nothing more goes.
+        assert_eq!(prune_log(&s.store, now + 3_000 * day, 4, 100).ok(), Some(0));
         // Numbering goes on after the pruned ones; a reader's cursor still works.
         let mut e = entry("BOB", "put", "customers", "K10");
         e.at_ms = now + day;
@@ -1481,6 +1565,16 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(after_8, [9, 10, 11]);
+        // An entry that cannot be read is kept, and does not stop the pruning of the others.
+        let mut junk = LOG.to_vec();
+        junk.extend_from_slice(&0u64.to_be_bytes());
+        s.store
+            .write(|tx| tx.local_put(&junk, b"not an entry"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(prune_log(&s.store, now + 30 * day, 1, 100).ok(), Some(4));
+        assert_eq!(keys(&s), ["K9", "K10"]);
+        let kept = s.store.snapshot().and_then(|t| t.local_get(&junk));
+        assert_eq!(kept.ok().flatten().as_deref(), Some(&b"not an entry"[..]));
     }
 
     fn seqs(v: &ChangesView) -> Vec<u64> {

@@ -748,12 +748,25 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
     assert!(denied(write(carl, "BSOC-K4")));
     let err = boss_client.remove_user("CARL").unwrap_err();
     assert!(
+        matches!(&err, outpost::Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert!(
         err.to_string().contains("CARL is not a workstation user"),
         "{err}"
     );
-    // Nobody removes themselves: the site keeps an administrator who can reach it.
+    let err = boss_client.remove_user("no spaces").unwrap_err();
+    assert!(err.to_string().contains("is not a user code"), "{err}");
+    // Nobody removes themselves, nor takes away their own admin right: the site keeps an
+    // administrator who can reach it.
     let err = boss_client.remove_user("BOSS").unwrap_err();
     assert!(err.to_string().contains("cannot remove itself"), "{err}");
+    let err = boss_client.add_user("BOSS", false).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot take away its own admin right"),
+        "{err}"
+    );
     write(&boss, "BSOC-K5").unwrap();
     assert_eq!(
         boss_client
@@ -779,9 +792,12 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
         })
         .collect();
     let op = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    let offline = "(outpost site, on the data directory)";
     assert_eq!(
         ops,
         [
+            op(offline, "user added", "BOSS"),
+            op(offline, "user added", "ANNE"),
             op("BOSS", "user added", "CARL"),
             op("BOSS", "user given a new credential", "ANNE"),
             op("BOSS", "user removed", "CARL"),

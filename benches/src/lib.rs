@@ -7,7 +7,9 @@ use outpost_engine::{
     Change, Creation, Dot, FieldKind, Knowledge, ManualClock, MergeReport, Schema, Site, SiteId,
     Slot, Stamp, Store, StoreConfig, TableDef, Value,
 };
-use outpost_replicator::{FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, SyncMode};
+use outpost_replicator::{
+    FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem, SyncMode,
+};
 
 /// What the flow helpers return: their errors are the benchmark's.
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -174,14 +176,18 @@ pub fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
     let header = reader.header().clone();
     let report = store.write(|tx| {
         let mut report = MergeReport::default();
-        while let Some((item, n_known)) = reader
-            .next_item_lacking(Some(tx.knowledge()))
+        while let Some(item) = reader
+            .next_item_lacking(tx.knowledge())
             .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
         {
-            tx.already_had(header.source, n_known, &mut report)?;
-            if let Item::Changes(changes) = item {
-                for c in changes {
-                    tx.apply_change(header.source, c, &mut report)?;
+            if let IncomingItem::Changes(changes) = item {
+                for incoming in changes {
+                    match incoming {
+                        Incoming::New(c) => {
+                            tx.apply_change(header.source, c, &mut report)?;
+                        }
+                        Incoming::Known(_) => tx.already_had(header.source, &mut report)?,
+                    }
                 }
             }
         }

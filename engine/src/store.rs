@@ -831,24 +831,14 @@ impl WriteTx<'_, '_> {
         Ok(outcome)
     }
 
-    /// Counts `n` changes from `source` as already had, without looking at them: what a flow
-    /// reader left out because this transaction's [`WriteTx::knowledge`] holds their dots (the
-    /// same test [`WriteTx::apply_change`] makes first).
-    pub fn already_had(
-        &mut self,
-        source: SiteId,
-        n: usize,
-        report: &mut MergeReport,
-    ) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
+    /// Records, in its place in `report`, a change from `source` whose dot this transaction's
+    /// [`WriteTx::knowledge`] holds, without looking at it further: what a flow reader hands
+    /// over as already known. The outcome [`WriteTx::apply_change`] gives such a change.
+    pub fn already_had(&mut self, source: SiteId, report: &mut MergeReport) -> Result<()> {
         if source == self.store.site.id || self.state.sites.get(source).is_none() {
             return Err(Error::UnknownSite(source));
         }
-        report
-            .outcomes
-            .extend(std::iter::repeat_n(Outcome::AlreadyHad, n));
+        report.outcomes.push(Outcome::AlreadyHad);
         Ok(())
     }
 

@@ -14,8 +14,8 @@ use outpost_engine::{
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{
-    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, ReturnAck,
-    ReturnedRejection, SyncMode,
+    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem,
+    ReturnAck, ReturnedRejection, SyncMode,
 };
 use crate::journal::JournalRow;
 use crate::local;
@@ -865,13 +865,20 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
         let trusted = trusts_coverage(tx, sender, &header.acks, Some(id.seq))?;
         let mut carried = Knowledge::new();
-        while let Some((item, n_known)) = reader.next_item_lacking(Some(tx.knowledge()))? {
-            let Item::Changes(changes) = item else {
+        while let Some(item) = reader.next_item_lacking(tx.knowledge())? {
+            let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
             };
-            // Changes already had (an emission received again) are only counted.
-            tx.already_had(sender, n_known, &mut report)?;
-            for change in changes {
+            for incoming in changes {
+                let change = match incoming {
+                    Incoming::New(c) => c,
+                    // Already merged (an emission carrying again what the remote sent before
+                    // its last return arrived): counted, nothing else to do.
+                    Incoming::Known(_) => {
+                        tx.already_had(sender, &mut report)?;
+                        continue;
+                    }
+                };
                 if !trusted {
                     carried.insert(change.dot);
                 }
@@ -882,8 +889,10 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
                 let doc = (is_doc && change.created.site() == sender)
                     .then(|| (change.table.clone(), change.key.clone()));
                 let outcome = tx.apply_change(sender, change, &mut report)?;
+                // Not for a change already had: frozen when it first came, if it was accepted
+                // (a refused creation may be known and have no document to freeze).
                 if let Some(doc) = doc
-                    && !matches!(outcome, Outcome::Refused(_))
+                    && matches!(outcome, Outcome::Applied | Outcome::Superseded)
                 {
                     to_freeze.insert(doc);
                 }

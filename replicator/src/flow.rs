@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use outpost_engine::{Change, Knowledge, Register, Rejection, Site, SiteId, Stamp};
+use outpost_engine::{Change, Dot, Knowledge, Register, Rejection, Site, SiteId, Stamp};
 use serde::{Deserialize, Serialize};
 
 /// The first eight bytes of every flow file.
@@ -430,6 +430,30 @@ pub enum Item {
     Rejections(Vec<ReturnedRejection>),
 }
 
+/// A change of a frame as [`FlowReader::next_item_lacking`] hands it over.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Incoming {
+    /// A change the receiver lacks.
+    New(Change),
+    /// A change whose dot the receiver already holds: read and checked, not built.
+    Known(Dot),
+}
+
+/// A frame as [`FlowReader::next_item_lacking`] hands it over.
+#[derive(Debug)]
+pub enum IncomingItem {
+    /// A frame of changes, in their order, those the receiver holds marked as such.
+    Changes(Vec<Incoming>),
+    /// A frame of refused changes sent back.
+    Rejections(Vec<ReturnedRejection>),
+}
+
+/// A frame decoded, its changes as `T`.
+enum Frame<T> {
+    Changes(Vec<T>),
+    Rejections(Vec<ReturnedRejection>),
+}
+
 enum Source<R: Read> {
     Plain(Limited<R>),
     Zstd(Box<Limited<zstd::stream::read::Decoder<'static, io::BufReader<Limited<R>>>>>),
@@ -556,17 +580,38 @@ impl<R: Read> FlowReader<R> {
 
     /// The next frame, or `None` after a valid end frame (and the end of the input).
     pub fn next_item(&mut self) -> Result<Option<Item>, DecodeError> {
-        Ok(self.next_item_lacking(None)?.map(|(item, _)| item))
+        Ok(self
+            .next_frame(None, |i| match i {
+                Incoming::New(c) => Some(c),
+                Incoming::Known(_) => None,
+            })?
+            .map(|frame| match frame {
+                Frame::Changes(c) => Item::Changes(c),
+                Frame::Rejections(r) => Item::Rejections(r),
+            }))
     }
 
-    /// Like [`FlowReader::next_item`], leaving out of a frame of changes those whose dot
-    /// `known` holds, and counting them: a receiver passes what it knows, and a flow it has
-    /// applied before costs little more than reading. The changes left out are checked like the
-    /// others. (Frames of format version 1 are decoded whole.)
+    /// Like [`FlowReader::next_item`], for a receiver that knows `known`: a change whose dot it
+    /// holds comes as [`Incoming::Known`], in its place in the frame, read and checked like the
+    /// others but not built. A flow carrying what was merged before (an emission sent again
+    /// before its return arrived, a flow received twice) costs little more than reading.
     pub fn next_item_lacking(
         &mut self,
+        known: &Knowledge,
+    ) -> Result<Option<IncomingItem>, DecodeError> {
+        Ok(self
+            .next_frame(Some(known), Some)?
+            .map(|frame| match frame {
+                Frame::Changes(c) => IncomingItem::Changes(c),
+                Frame::Rejections(r) => IncomingItem::Rejections(r),
+            }))
+    }
+
+    fn next_frame<T>(
+        &mut self,
         known: Option<&Knowledge>,
-    ) -> Result<Option<(Item, usize)>, DecodeError> {
+        wrap: impl Fn(Incoming) -> Option<T>,
+    ) -> Result<Option<Frame<T>>, DecodeError> {
         if self.done {
             return Ok(None);
         }
@@ -601,21 +646,35 @@ impl<R: Read> FlowReader<R> {
                     postcard::from_bytes(&payload).map_err(|e| malformed("changes", e))?;
                 self.n_changes += changes.len() as u64;
                 self.n_frames += 1;
-                Ok(Some((Item::Changes(changes), 0)))
+                let out = changes
+                    .into_iter()
+                    .filter_map(|c| match known {
+                        Some(k) if k.contains(c.dot) => wrap(Incoming::Known(c.dot)),
+                        _ => wrap(Incoming::New(c)),
+                    })
+                    .collect();
+                Ok(Some(Frame::Changes(out)))
             }
             TAG_CHANGES_PACKED if self.version >= 2 => {
-                let (changes, n_known) = crate::packed::decode_lacking(&payload, known)
-                    .map_err(|e| malformed("changes", e))?;
-                self.n_changes += (changes.len() + n_known) as u64;
+                let mut out = Vec::new();
+                let mut n = 0u64;
+                crate::packed::decode_each(&payload, known, |i| {
+                    n += 1;
+                    if let Some(t) = wrap(i) {
+                        out.push(t);
+                    }
+                })
+                .map_err(|e| malformed("changes", e))?;
+                self.n_changes += n;
                 self.n_frames += 1;
-                Ok(Some((Item::Changes(changes), n_known)))
+                Ok(Some(Frame::Changes(out)))
             }
             TAG_REJECTIONS => {
                 let rejections: Vec<ReturnedRejection> =
                     postcard::from_bytes(&payload).map_err(|e| malformed("rejections", e))?;
                 self.n_rejections += rejections.len() as u64;
                 self.n_frames += 1;
-                Ok(Some((Item::Rejections(rejections), 0)))
+                Ok(Some(Frame::Rejections(rejections)))
             }
             TAG_END => {
                 let counts: [u8; 24] = payload
@@ -664,7 +723,7 @@ impl<R: Read> FlowReader<R> {
 
 #[cfg(test)]
 mod tests {
-    use outpost_engine::{Creation, Dot, Slot, Value};
+    use outpost_engine::{Creation, Slot, Value};
 
     use super::*;
 

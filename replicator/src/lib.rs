@@ -31,8 +31,8 @@ pub mod remote;
 pub mod schedule;
 
 pub use flow::{
-    ConfigSnapshot, DecodeError, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item,
-    ReturnAck, ReturnedRejection, SyncMode,
+    ConfigSnapshot, DecodeError, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming,
+    IncomingItem, Item, ReturnAck, ReturnedRejection, SyncMode,
 };
 
 /// What can go wrong while replicating.

@@ -6,6 +6,8 @@
 
 use outpost_engine::{Change, Creation, Dot, Knowledge, NAME_LEN_MAX, SiteId, Slot, Stamp, Value};
 
+use crate::flow::Incoming;
+
 /// The most changes one record heading carries: a longer run repeats the heading, so that a
 /// record's key is copied into at most this many decoded changes per time it is written.
 const RUN_MAX: usize = 8;
@@ -83,17 +85,25 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
 /// Decodes a packed frame; every inconsistency is an error, never a panic.
 #[cfg(test)]
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
-    decode_lacking(bytes, None).map(|(changes, _)| changes)
+    let mut out = Vec::new();
+    decode_each(bytes, None, |i| {
+        if let Incoming::New(c) = i {
+            out.push(c);
+        }
+    })?;
+    Ok(out)
 }
 
-/// Decodes a packed frame (every inconsistency is an error, never a panic), leaving out the changes whose dot `known` holds: they are read and checked
-/// like the others (an inconsistency in one is the same error) but not built, and only counted.
-/// A flow applied a second time costs little more than reading it.
-pub(crate) fn decode_lacking(
+/// Decodes a packed frame, handing each change to `each` in the frame's order; every
+/// inconsistency is an error, never a panic. A change whose dot `known` holds is handed over as
+/// [`Incoming::Known`]: it is read and checked like the others (the same errors, the same bound
+/// on what the frame may expand to) but its strings are not copied. A flow applied a second
+/// time costs little more than reading it.
+pub(crate) fn decode_each(
     bytes: &[u8],
     known: Option<&Knowledge>,
-) -> Result<(Vec<Change>, usize), String> {
-    let mut n_known = 0;
+    mut each: impl FnMut(Incoming),
+) -> Result<(), String> {
     let mut r = Reader { bytes };
     let n_tables = r.count()?;
     let mut tables = Vec::with_capacity(n_tables.min(64));
@@ -106,7 +116,7 @@ pub(crate) fn decode_lacking(
         fields.push(r.name()?);
     }
     let n_records = r.count()?;
-    let mut out = Vec::new();
+    let mut n_changes = 0usize;
     let mut p = Predictors::default();
     // A record's key and names are copied into each of its changes: a hostile frame could ask
     // for a huge key repeated a million times. What the writer makes always fits the budget.
@@ -122,38 +132,41 @@ pub(crate) fn decode_lacking(
         if n == 0 {
             return Err("a record with no change".into());
         }
-        if out.len() + n_known + n > CHANGES_MAX {
+        n_changes += n;
+        if n_changes > CHANGES_MAX {
             return Err(format!("more than {CHANGES_MAX} changes in a frame"));
         }
         for _ in 0..n {
-            let slot = match r.varint()? {
-                0 => Slot::Created,
-                1 => Slot::Tombstone,
-                i => Slot::Field(
+            let slot_tag = r.varint()?;
+            // The field's name, if the slot is a field's.
+            let field: Option<&String> = match slot_tag {
+                0 | 1 => None,
+                i => Some(
                     fields
                         .get(usize::try_from(i - 2).map_err(|_| "a field index too large")?)
-                        .ok_or("a field index beyond the frame's fields")?
-                        .clone(),
+                        .ok_or("a field index beyond the frame's fields")?,
                 ),
             };
             let (value, rest): (Value, &[u8]) =
                 postcard::take_from_bytes(r.bytes).map_err(|e| format!("a value: {e}"))?;
             r.bytes = rest;
             let (stamp, dot) = p.get_change(&mut r)?;
-            if known.is_some_and(|k| k.contains(dot)) {
-                n_known += 1;
-                continue;
-            }
-            let copied = table.len()
-                + key.len()
-                + match &slot {
-                    Slot::Field(f) => f.len(),
-                    Slot::Created | Slot::Tombstone => 0,
-                };
+            // Charged for known changes too: the bound is the frame's, whatever the receiver
+            // already has.
+            let copied = table.len() + key.len() + field.map_or(0, String::len);
             budget = budget
                 .checked_sub(copied)
                 .ok_or("the frame's records expand to far more than its size")?;
-            out.push(Change {
+            if known.is_some_and(|k| k.contains(dot)) {
+                each(Incoming::Known(dot));
+                continue;
+            }
+            let slot = match (field, slot_tag) {
+                (Some(f), _) => Slot::Field(f.clone()),
+                (None, 0) => Slot::Created,
+                (None, _) => Slot::Tombstone,
+            };
+            each(Incoming::New(Change {
                 table: table.clone(),
                 key: key.clone(),
                 slot,
@@ -161,13 +174,13 @@ pub(crate) fn decode_lacking(
                 stamp,
                 dot,
                 created,
-            });
+            }));
         }
     }
     if !r.bytes.is_empty() {
         return Err("bytes after the last record".into());
     }
-    Ok((out, n_known))
+    Ok(())
 }
 
 /// The previous stamps and sequence numbers: each is written as a difference from its own.
@@ -382,10 +395,14 @@ mod tests {
             for c in cs.iter().step_by(every) {
                 known.insert(c.dot);
             }
-            let (lacking, n_known) = decode_lacking(&bytes, Some(&known)).unwrap();
-            let expected: Vec<Change> = cs.iter().filter(|c| !known.contains(c.dot)).cloned().collect();
-            prop_assert_eq!(n_known, cs.len() - expected.len());
-            prop_assert_eq!(lacking, expected);
+            let mut got = Vec::new();
+            decode_each(&bytes, Some(&known), |i| got.push(i)).unwrap();
+            // In the frame's order: each change either whole or, when known, its dot alone.
+            let expected: Vec<Incoming> = cs
+                .iter()
+                .map(|c| if known.contains(c.dot) { Incoming::Known(c.dot) } else { Incoming::New(c.clone()) })
+                .collect();
+            prop_assert_eq!(got, expected);
         }
 
         #[test]
@@ -399,11 +416,11 @@ mod tests {
                 for c in &cs {
                     all.insert(c.dot);
                 }
-                prop_assert!(decode_lacking(&bytes[..n], Some(&all)).is_err() || n == bytes.len());
+                prop_assert!(decode_each(&bytes[..n], Some(&all), drop).is_err() || n == bytes.len());
                 let mut flipped = bytes.clone();
                 flipped[flip.index(bytes.len())] ^= 0x5A;
                 let _ = decode(&flipped);
-                let _ = decode_lacking(&flipped, Some(&all));
+                let _ = decode_each(&flipped, Some(&all), drop);
             }
         }
     }
@@ -429,6 +446,14 @@ mod tests {
     fn a_huge_key_repeated_many_times_is_refused_not_allocated() {
         // A 1 MiB key in 4,000 changes: 4 GB if copied.
         let err = decode(&one_record(1 << 20, 4_000)).unwrap_err();
+        assert!(err.contains("expand"), "{err}");
+        // The same when the receiver already has every one of them.
+        let mut all = Knowledge::new();
+        all.insert(Dot {
+            site: SiteId(1),
+            seq: 0,
+        });
+        let err = decode_each(&one_record(1 << 20, 4_000), Some(&all), drop).unwrap_err();
         assert!(err.contains("expand"), "{err}");
         // And a frame may not hold more changes than a writer ever puts in one.
         let err = decode(&one_record(1, 5_000)).unwrap_err();

@@ -8,8 +8,8 @@ use outpost_engine::{Knowledge, MergeReport, Site, SiteId, Store, TableDef};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{
-    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Item, ReturnAck,
-    ReturnedRejection, SyncMode,
+    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem,
+    Item, ReturnAck, ReturnedRejection, SyncMode,
 };
 use crate::local;
 use crate::{Error, Result};
@@ -402,15 +402,19 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         if let Some(config) = &header.config {
             add_sites(tx, config)?;
         }
-        while let Some((item, n_known)) = reader.next_item_lacking(Some(tx.knowledge()))? {
+        while let Some(item) = reader.next_item_lacking(tx.knowledge())? {
             match item {
-                Item::Changes(changes) => {
-                    tx.already_had(central, n_known, &mut report)?;
-                    for c in changes {
-                        tx.apply_change(central, c, &mut report)?;
+                IncomingItem::Changes(changes) => {
+                    for incoming in changes {
+                        match incoming {
+                            Incoming::New(c) => {
+                                tx.apply_change(central, c, &mut report)?;
+                            }
+                            Incoming::Known(_) => tx.already_had(central, &mut report)?,
+                        }
                     }
                 }
-                Item::Rejections(rejections) => {
+                IncomingItem::Rejections(rejections) => {
                     for r in rejections {
                         let c = &r.rejection.change;
                         if c.dot.site == own
