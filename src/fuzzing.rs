@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use outpost_engine::{Change, Knowledge, ManualClock, Site, SiteId, Store, StoreConfig};
-use outpost_replicator::flow::{FlowReader, Item};
+use outpost_replicator::flow::{FlowReader, Incoming, IncomingItem, Item};
 
 /// A flow file is read whole and never more than this (the decoder's own bound).
 const FLOW_BYTES_MAX: u64 = 64 << 20;
@@ -34,14 +34,55 @@ fn decode_flow(data: &[u8]) {
     let Ok(mut reader) = FlowReader::open_with_limit(data, FLOW_BYTES_MAX) else {
         return;
     };
+    // A receiver that already has every change of sites 0 to 7 reads the same flow alongside:
+    // frame by frame, the same errors, the same changes in the same places.
+    let Ok(mut knowing) = FlowReader::open_with_limit(data, FLOW_BYTES_MAX) else {
+        panic!("the same bytes opened once and not twice");
+    };
+    let mut known = Knowledge::new();
+    for site in 0..8 {
+        known.insert_range(SiteId(site), 0, u64::MAX);
+    }
     let mut changes = 0u64;
     loop {
-        match reader.next_item() {
+        let item = reader.next_item();
+        let lacking = knowing.next_item_lacking(&known);
+        match (&item, &lacking) {
+            (Ok(Some(Item::Changes(c))), Ok(Some(IncomingItem::Changes(l)))) => {
+                let mut new = c.iter();
+                for incoming in l {
+                    let Some(change) = new.next() else {
+                        panic!("the knowing reader handed out more changes");
+                    };
+                    match incoming {
+                        Incoming::New(n) => {
+                            assert_eq!(n, change, "a change read differently");
+                            assert!(!known.contains(n.dot), "a known change handed out whole");
+                        }
+                        Incoming::Known(dot) => {
+                            assert_eq!(*dot, change.dot, "a known change out of place");
+                            assert!(known.contains(*dot), "an unknown change marked known");
+                        }
+                    }
+                }
+                assert!(
+                    new.next().is_none(),
+                    "the knowing reader handed out fewer changes"
+                );
+            }
+            (Ok(Some(Item::Rejections(a))), Ok(Some(IncomingItem::Rejections(b)))) => {
+                assert_eq!(a.len(), b.len(), "rejections read differently");
+            }
+            (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+            _ => panic!("the readers disagree: {item:?} / {lacking:?}"),
+        }
+        match item {
             Ok(Some(Item::Changes(c))) => changes += c.len() as u64,
             Ok(Some(Item::Rejections(_))) => {}
             // Read to its end frame: the count the reader reports is what it handed out.
             Ok(None) => {
                 assert_eq!(reader.n_changes(), changes, "the reader's count");
+                assert_eq!(knowing.n_changes(), changes, "the knowing reader's count");
                 return;
             }
             Err(_) => return,
