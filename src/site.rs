@@ -269,39 +269,84 @@ fn log_put(
     tx.local_put(&key, &bytes)
 }
 
-/// Removes the workstation log's entries written more than `keep_days` days before `now_ms`,
-/// oldest first, at most `max` in one transaction; returns how many went. Entries are numbered
-/// in the order they were written, so the pruning stops at the first one young enough. Time is
-/// counted from `now_ms` or the newest entry, whichever is earlier: a clock set years ahead
-/// does not wipe the log. An entry that cannot be read is kept (and reported), never pruned.
-fn prune_log(
-    store: &Store,
-    now_ms: u64,
-    keep_days: u64,
-    max: usize,
-) -> outpost_engine::Result<usize> {
-    if keep_days == 0 {
-        return Ok(0);
-    }
-    let snap = store.snapshot()?;
+const DAY_MS: u64 = 86_400_000;
+
+fn log_end() -> Vec<u8> {
     let mut end = LOG.to_vec();
     end.extend_from_slice(&u64::MAX.to_be_bytes());
-    let read = |v: &[u8]| serde_json::from_slice::<LogEntry>(v).ok();
+    end
+}
+
+fn read_entry(v: &[u8]) -> Option<LogEntry> {
+    serde_json::from_slice(v).ok()
+}
+
+/// The time before which the workstation log's entries go in one pruning run (hourly), or
+/// `None` when the log is kept whole. Entries older than `keep_days` go, age counted from
+/// `now_ms` or the newest entry, whichever is earlier; and one run takes at most a day's worth
+/// of entries from the oldest on. So a clock set far ahead does not wipe the log at once: it
+/// loses it no faster than 24 days of entries a day, while central's clock-skew quarantine
+/// reports the clock. A log that is behind (a year of entries at the first start of this
+/// version) catches up at the same pace.
+fn prune_cutoff(store: &Store, now_ms: u64, keep_days: u64) -> outpost_engine::Result<Option<u64>> {
+    if keep_days == 0 {
+        return Ok(None);
+    }
+    let snap = store.snapshot()?;
+    let end = log_end();
     let newest = snap
         .local_range_rev(LOG, &end, Some(1))?
         .first()
-        .and_then(|(_, v)| read(v))
+        .and_then(|(_, v)| read_entry(v))
         .map_or(now_ms, |e| e.at_ms);
-    let cutoff = now_ms
+    let Some(oldest) = snap
+        .local_range(LOG, &end, Some(1))?
+        .first()
+        .map(|(_, v)| read_entry(v).map_or(0, |e| e.at_ms))
+    else {
+        return Ok(None);
+    };
+    let by_age = now_ms
         .min(newest)
-        .saturating_sub(keep_days.saturating_mul(86_400_000));
+        .saturating_sub(keep_days.saturating_mul(DAY_MS));
+    Ok(Some(by_age.min(oldest.saturating_add(DAY_MS))))
+}
+
+/// Removes up to `max` of the workstation log's entries written before `cutoff`, oldest first,
+/// in one transaction; returns how many went and whether more may be due (the limit was
+/// reached). Entries are numbered in the order they were written, so the pruning stops at the
+/// first one young enough. An entry that cannot be read is kept (and reported), and the scan
+/// goes on past it.
+fn prune_log(store: &Store, cutoff: u64, max: usize) -> outpost_engine::Result<(usize, bool)> {
+    let snap = store.snapshot()?;
+    let end = log_end();
+    let mut start = LOG.to_vec();
     let mut doomed = Vec::new();
     let mut unreadable = 0;
-    for (k, v) in snap.local_range(LOG, &end, Some(max))? {
-        match read(&v) {
-            Some(e) if e.at_ms < cutoff => doomed.push(k),
-            Some(_) => break,
-            None => unreadable += 1,
+    let mut young = false;
+    'pages: while doomed.len() < max && !young {
+        let page = snap.local_range(&start, &end, Some(max))?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.clone();
+        start.push(0);
+        let full = page.len() == max;
+        for (k, v) in page {
+            match read_entry(&v) {
+                Some(e) if e.at_ms < cutoff => {
+                    doomed.push(k);
+                    if doomed.len() == max {
+                        break 'pages;
+                    }
+                }
+                Some(_) => {
+                    young = true;
+                    break;
+                }
+                None => unreadable += 1,
+            }
+        }
+        if !full {
+            break;
         }
     }
     if unreadable > 0 {
@@ -311,35 +356,31 @@ fn prune_log(
         );
     }
     if doomed.is_empty() {
-        return Ok(0);
+        return Ok((0, false));
     }
     store.write(|tx| {
         for k in &doomed {
             tx.local_remove(k)?;
         }
-        Ok(doomed.len())
-    })
+        Ok(())
+    })?;
+    Ok((doomed.len(), doomed.len() == max))
 }
 
 /// Entries the log pruning removes in one transaction (one per housekeeping tick).
 const PRUNE_BATCH: usize = 10_000;
 
-/// One batch of the workstation log's pruning; whether a full batch went (more may be due).
-fn prune_log_batch(state: &SiteState) -> bool {
-    match prune_log(
-        &state.store,
-        SystemClock.now_ms(),
-        state.config.log_keep_days,
-        PRUNE_BATCH,
-    ) {
-        Ok(0) => false,
-        Ok(n) => {
+/// One batch of a pruning run up to `cutoff`; whether more may be due.
+fn prune_log_batch(state: &SiteState, cutoff: u64) -> bool {
+    match prune_log(&state.store, cutoff, PRUNE_BATCH) {
+        Ok((0, _)) => false,
+        Ok((n, more)) => {
             tracing::info!(
                 entries = n,
                 keep_days = state.config.log_keep_days,
                 "workstation log pruned"
             );
-            n == PRUNE_BATCH
+            more
         }
         Err(e) => {
             tracing::warn!("cannot prune the workstation log: {e}");
@@ -1317,22 +1358,34 @@ fn spawn_housekeeping(state: &Shared) {
     let state = Arc::clone(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        // The log is pruned at start, then every hour (14,400 ticks), one batch a tick while
-        // there is more: leases and the feed are never held up long.
+        // The log is pruned at start, then every hour (14,400 ticks): the run's cutoff is
+        // fixed when it starts, and it goes one batch a tick while there is more, so leases
+        // and the feed are never held up long.
         let mut ticks: u64 = 0;
-        let mut more = false;
+        let mut pruning: Option<u64> = None;
         loop {
             tick.tick().await;
             let s = Arc::clone(&state);
-            let prune = more || ticks.is_multiple_of(14_400);
+            let new_run = ticks.is_multiple_of(14_400);
             ticks += 1;
-            more = tokio::task::spawn_blocking(move || {
+            pruning = tokio::task::spawn_blocking(move || {
                 expire_leases(&s);
                 refresh_feed(&s);
-                prune && prune_log_batch(&s)
+                let cutoff = match pruning {
+                    Some(c) => Some(c),
+                    None if new_run => {
+                        prune_cutoff(&s.store, SystemClock.now_ms(), s.config.log_keep_days)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!("cannot prune the workstation log: {e}");
+                                None
+                            })
+                    }
+                    None => None,
+                };
+                cutoff.filter(|c| prune_log_batch(&s, *c))
             })
             .await
-            .unwrap_or(false);
+            .unwrap_or(None);
         }
     });
 }
@@ -1523,15 +1576,19 @@ mod tests {
     #[test]
     fn s3_the_workstation_log_keeps_what_is_younger_than_its_retention_and_loses_nothing_else() {
         let s = state_with(0..0, 1);
-        let day = 86_400_000;
+        let day = DAY_MS;
         let now = 1_000 * day;
-        // Ten entries a day apart, the oldest 9 days before now.
-        for i in 0..10u64 {
-            let mut e = entry("ANNE", "put", "customers", &format!("K{i}"));
-            e.at_ms = now - (9 - i) * day;
+        let put = |s: &SiteState, key: &str, at_ms: u64| {
+            let mut e = entry("ANNE", "put", "customers", key);
+            e.at_ms = at_ms;
             s.store
                 .write(|tx| log_put(tx, &mut e))
                 .unwrap_or_else(|e| panic!("{e}"));
+            e.seq
+        };
+        // Twenty entries half a day apart, the oldest 9.5 days before now.
+        for i in 0..20u64 {
+            put(&s, &format!("K{i}"), now - (19 - i) * day / 2);
         }
         let keys = |s: &SiteState| -> Vec<String> {
             log_entries(&s.store, 0)
@@ -1540,41 +1597,63 @@ mod tests {
                 .map(|e| e.key)
                 .collect()
         };
-        // Keeping everything, or 30 days: nothing goes.
-        assert_eq!(prune_log(&s.store, now, 0, 100).ok(), Some(0));
-        assert_eq!(prune_log(&s.store, now, 30, 100).ok(), Some(0));
-        assert_eq!(keys(&s).len(), 10);
-        // Keeping 4 days: the 5 entries older go, in batches as asked. (Half a day later than
-        // the newest entry, age still counts from it.)
-        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(4));
-        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(1));
-        assert_eq!(prune_log(&s.store, now + day / 2, 4, 4).ok(), Some(0));
-        assert_eq!(keys(&s), ["K5", "K6", "K7", "K8", "K9"]);
-        // A clock years ahead counts from the newest entry instead: nothing more goes.
-        assert_eq!(prune_log(&s.store, now + 3_000 * day, 4, 100).ok(), Some(0));
+        let cutoff =
+            |at: u64, keep: u64| prune_cutoff(&s.store, at, keep).unwrap_or_else(|e| panic!("{e}"));
+        let prune = |c: u64, max: usize| prune_log(&s.store, c, max).ok();
+        // Keeping everything: no run.
+        assert_eq!(cutoff(now, 0), None);
+        // Keeping 30 days: a run that finds nothing old enough.
+        assert_eq!(prune(cutoff(now, 30).unwrap_or(0), 100), Some((0, false)));
+        assert_eq!(keys(&s).len(), 20);
+        // Keeping 4 days, from a clock half a day later than the newest entry (age counts from
+        // the entry): a run takes at most a day of entries from the oldest on, in batches.
+        let c = cutoff(now + day / 2, 4).unwrap_or(0);
+        assert_eq!(c, now - 19 * day / 2 + day);
+        // (A full batch says more may be due; the next finds out.)
+        assert_eq!(prune(c, 1), Some((1, true)));
+        assert_eq!(prune(c, 1), Some((1, true)));
+        assert_eq!(prune(c, 1), Some((0, false)));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K2"));
+        // The next runs catch up a day each, down to what is younger than 4 days.
+        for _ in 0..10 {
+            let c = cutoff(now, 4).unwrap_or(0);
+            prune(c, 100);
+        }
+        assert_eq!(keys(&s).len(), 9, "{:?}", keys(&s));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K11"));
+        // A clock years ahead, then an entry stamped by it: one run still takes a day's worth.
+        let far = now + 3_000 * day;
+        put(&s, "K-far", far);
+        assert_eq!(prune(cutoff(far, 4).unwrap_or(0), 100), Some((2, false)));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K13"));
         // Numbering goes on after the pruned ones; a reader's cursor still works.
-        let mut e = entry("BOB", "put", "customers", "K10");
-        e.at_ms = now + day;
-        s.store
-            .write(|tx| log_put(tx, &mut e))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(e.seq, 11);
-        let after_8: Vec<u64> = log_entries(&s.store, 8)
+        let last = put(&s, "K-next", far + day);
+        assert_eq!(last, 22);
+        let tail: Vec<u64> = log_entries(&s.store, 19)
             .unwrap_or_else(|e| panic!("{e}"))
             .iter()
             .map(|e| e.seq)
             .collect();
-        assert_eq!(after_8, [9, 10, 11]);
-        // An entry that cannot be read is kept, and does not stop the pruning of the others.
-        let mut junk = LOG.to_vec();
-        junk.extend_from_slice(&0u64.to_be_bytes());
-        s.store
-            .write(|tx| tx.local_put(&junk, b"not an entry"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(prune_log(&s.store, now + 30 * day, 1, 100).ok(), Some(4));
-        assert_eq!(keys(&s), ["K9", "K10"]);
-        let kept = s.store.snapshot().and_then(|t| t.local_get(&junk));
-        assert_eq!(kept.ok().flatten().as_deref(), Some(&b"not an entry"[..]));
+        assert_eq!(tail, [20, 21, 22]);
+        // Entries that cannot be read are kept, and the scan goes past them: even when there
+        // are more of them than a batch.
+        for n in 0..3u64 {
+            let mut junk = LOG.to_vec();
+            junk.extend_from_slice(&n.to_be_bytes());
+            s.store
+                .write(|tx| tx.local_put(&junk, b"not an entry"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let c = now - 2 * day;
+        assert_eq!(prune(c, 2), Some((2, true)));
+        assert_eq!(prune(c, 2), Some((0, false)));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K15"));
+        let junk_left = s
+            .store
+            .snapshot()
+            .and_then(|t| t.local_range(LOG, &log_end(), None))
+            .map(|r| r.iter().filter(|(_, v)| read_entry(v).is_none()).count());
+        assert_eq!(junk_left.ok(), Some(3));
     }
 
     fn seqs(v: &ChangesView) -> Vec<u64> {
