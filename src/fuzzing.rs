@@ -269,8 +269,7 @@ mod tests {
             config: None,
         };
         let dot = Dot { site, seq: 1 };
-        let mut w = FlowWriter::new(Vec::new(), &header, false)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut w = FlowWriter::new(Vec::new(), &header, false).unwrap_or_else(|e| panic!("{e}"));
         w.push_change(Change {
             table: "t".into(),
             key: "k".into(),
