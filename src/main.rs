@@ -655,21 +655,7 @@ fn stop_requested() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, Str
         .build()
         .map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
-        runtime.block_on(async {
-            #[cfg(unix)]
-            {
-                if let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {},
-                        _ = term.recv() => {},
-                    }
-                    return;
-                }
-            }
-            let _ = tokio::signal::ctrl_c().await;
-        });
+        runtime.block_on(outpost::site::stop_signal());
         set.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     Ok(flag)

@@ -1518,8 +1518,9 @@ async fn serve_http(
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM: stop taking requests, let those under way finish.
-async fn stop_signal() {
+/// Waits for Ctrl-C or SIGTERM: the site server then stops taking requests and lets those
+/// under way finish; `outpost client hold` releases its reservation.
+pub async fn stop_signal() {
     #[cfg(unix)]
     {
         if let Ok(mut term) =
