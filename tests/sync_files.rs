@@ -8,7 +8,7 @@ use common::*;
 use outpost::replicator::central::{self, Received};
 use outpost::replicator::remote::{self, Applied};
 use outpost::replicator::{Error, FlowKind, SyncMode, files, journal};
-use outpost::{Outcome, Rule, Value};
+use outpost::{Outcome, Rule, Store, Value};
 
 #[test]
 fn j3_a_deferred_cycle_leaves_the_journal_rows_and_links_the_seed_describes() {
@@ -652,4 +652,105 @@ fn j2_an_emission_carrying_changes_central_already_had_counts_them_and_merges_on
         Some(&outpost::Value::Text("b".into()))
     );
     assert_eq!(journal::row(&d.asoc, second).unwrap().unwrap().n_changes, 5);
+}
+
+/// The same document number written at BSOC and CSOC before either synced, then the syncs in
+/// `order` (a remote's letter: it emits, central processes, and it applies its return), then
+/// a round for each so that the last refusals travel back.
+fn same_document_number_at_two_shops(order: &[char], c_fetches_first: bool) -> Deployment {
+    let d = Deployment::new();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K1")?;
+            tx.set("sales_documents", "D1", "total", dec("10.00"))?;
+            tx.set("sales_documents", "D1", "status", "open")
+        })
+        .unwrap();
+    d.at(9, 1);
+    d.csoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "status", "draft")?;
+            tx.set("sales_documents", "D1", "date", "2026-11-25")
+        })
+        .unwrap();
+    let sync = |s: &Store| {
+        d.emit_and_process(s, SyncMode::Immediate);
+        d.return_and_apply(s);
+    };
+    let store = |c: char| if c == 'b' { &d.bsoc } else { &d.csoc };
+    for (i, c) in order.iter().enumerate() {
+        d.at(10, i as u64);
+        if c_fetches_first && i == 1 {
+            // CSOC takes a return carrying BSOC's document before it ever emitted its own.
+            d.return_and_apply(&d.csoc);
+        }
+        sync(store(*c));
+    }
+    for (i, c) in ['b', 'c', 'b', 'c'].iter().enumerate() {
+        d.at(11, i as u64);
+        sync(store(*c));
+    }
+    d
+}
+
+fn assert_converged_on(d: &Deployment, creator: outpost::SiteId, loser: &Store) {
+    let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(a.creator, creator);
+    for s in [&d.bsoc, &d.csoc] {
+        assert_eq!(
+            s.record("sales_documents", "D1").unwrap().as_ref(),
+            Some(&a),
+            "{} holds central's record",
+            s.site().code
+        );
+    }
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    // The losing shop's writes: in central's rejection log with R5, and reported back to it.
+    let rejected: Vec<_> = d
+        .asoc
+        .rejections()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.change.dot.site == loser.site().id)
+        .collect();
+    assert!(!rejected.is_empty());
+    assert!(
+        rejected.iter().all(|r| r.refusal.rule == Rule::R5),
+        "{rejected:?}"
+    );
+    let told = remote::refused_by_central(loser).unwrap();
+    for r in &rejected {
+        assert!(
+            told.iter().any(|t| t.rejection.change.dot == r.change.dot
+                && t.rejection.change.slot == r.change.slot),
+            "{} was told of {:?}",
+            loser.site().code,
+            r.change
+        );
+    }
+}
+
+#[test]
+fn r1_r5_the_same_document_number_at_two_shops_converges_on_the_first_central_received() {
+    let d = same_document_number_at_two_shops(&['b', 'c', 'b', 'c'], false);
+    assert_converged_on(&d, BSOC, &d.csoc);
+    let rec = d.csoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(rec.get("customer"), Some(&Value::Text("K1".into())));
+    assert_eq!(rec.get("date"), None, "CSOC's own field is taken back");
+    let d = same_document_number_at_two_shops(&['c', 'b', 'c', 'b'], false);
+    assert_converged_on(&d, CSOC, &d.bsoc);
+}
+
+#[test]
+fn r1_r5_a_shop_receiving_another_shop_s_document_before_emitting_its_own_converges() {
+    let d = same_document_number_at_two_shops(&['b', 'c'], true);
+    assert_converged_on(&d, BSOC, &d.csoc);
+    // CSOC may no longer write BSOC's document (R5), as any other shop.
+    let err = d
+        .csoc
+        .write(|tx| tx.set("sales_documents", "D1", "status", "void"))
+        .unwrap_err();
+    assert!(err.to_string().contains("R5"), "{err}");
 }

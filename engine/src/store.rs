@@ -1254,7 +1254,12 @@ impl Merge<'_, '_> {
                 self.report.refusals.push((index, rejection));
                 Ok(Outcome::Refused(rule))
             }
-            Ok((prefix, created, is_document)) => {
+            Ok(Judged {
+                prefix,
+                created,
+                is_document,
+                adopt,
+            }) => {
                 let ahead_ms = hlc::ahead_ms(change.stamp, self.now_ms);
                 if ahead_ms > self.skew_ms_max {
                     self.report.ahead.push(AheadReport {
@@ -1268,9 +1273,14 @@ impl Merge<'_, '_> {
                 // change carries it, so a record's creator is known from any of its changes.
                 let creation_outcome = match created {
                     None => {
+                        let old = if adopt {
+                            self.t.cell(&keys::created_key(&prefix))?
+                        } else {
+                            None
+                        };
                         self.t.put_cell(
                             &keys::created_key(&prefix),
-                            None,
+                            old.as_ref(),
                             &creation_register(change.created),
                         )?;
                         Outcome::Applied
@@ -1318,10 +1328,8 @@ impl Merge<'_, '_> {
                 .is_some_and(|(from, to)| (from..to).contains(&change.dot.seq))
     }
 
-    /// Runs the guards on an incoming change. `Ok(Ok(..))` carries the record prefix, its
-    /// stored creation marker and whether it is a document.
-    #[expect(clippy::type_complexity, reason = "used once, right below")]
-    fn judge(&self, change: &Change) -> Result<Result<(Vec<u8>, Option<Creation>, bool), Refusal>> {
+    /// Runs the guards on an incoming change.
+    fn judge(&self, change: &Change) -> Result<Result<Judged, Refusal>> {
         let refuse = |rule: Rule, writer: SiteId, reason: String| Refusal {
             rule,
             writer,
@@ -1375,7 +1383,18 @@ impl Merge<'_, '_> {
             )));
         }
         let prefix = keys::record_prefix(&change.table, &change.key);
-        let created = self.t.created(&prefix)?;
+        let mut created = self.t.created(&prefix)?;
+        // Central's judgement is final. Two shops may pick the same document number; the
+        // first creation central received is the document's, and central refuses the other
+        // (R5) and tells its shop. What central sends has passed its guards, so a remote takes
+        // its creation over its own rather than refuse it: refusing here, where the changes
+        // are then known, would leave the remote without them for ever.
+        let adopt = self.source_role == Role::Central
+            && def.is_document()
+            && created.is_some_and(|m| m != change.created);
+        if adopt {
+            created = None;
+        }
         if let Some(m) = created
             && def.is_document()
             && m != change.created
@@ -1396,7 +1415,10 @@ impl Merge<'_, '_> {
             slot: &change.slot,
             writer,
             creator: created.map_or(change.created.site(), |m| m.site()),
-            frozen: def.freezes() && self.t.is_frozen(&prefix)?,
+            // R6 binds a remote's own writes, judged locally; central already judged its own.
+            frozen: self.source_role != Role::Central
+                && def.freezes()
+                && self.t.is_frozen(&prefix)?,
             denied: self
                 .state
                 .denied
@@ -1411,8 +1433,25 @@ impl Merge<'_, '_> {
                 Err(r)
             }
         });
-        Ok(verdict.map(|()| (prefix, created, def.is_document())))
+        Ok(verdict.map(|()| Judged {
+            prefix,
+            created,
+            is_document: def.is_document(),
+            adopt,
+        }))
     }
+}
+
+/// An incoming change the guards let through.
+struct Judged {
+    /// The record's key prefix.
+    prefix: Vec<u8>,
+    /// Its stored creation (`None` when new, or when `adopt`).
+    created: Option<Creation>,
+    is_document: bool,
+    /// A document this remote created under the same key as the one central holds: central's
+    /// creation replaces the stored one.
+    adopt: bool,
 }
 
 /// A register with its cell key.
