@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use outpost_engine::SiteId;
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{HhMm, Zone};
+use crate::schedule::{Cycle, FixedPlan, HhMm, MissedReturn, Zone};
 
 /// T2: central listens on this port unless configured otherwise.
 pub const PORT_DEFAULT: u16 = 2638;
@@ -153,23 +153,16 @@ pub enum ConfigError {
         "remote {0} has {1} fixed-time syncs; only one fixed-time sync per day is possible (M1)"
     )]
     TwoFixedSyncs(String, usize),
-    /// A fetch time before the common return is ready.
-    #[error(
-        "remote {code} fetches its return at {fetch} ({zone}) on {date}, before central prepares it at {ret} ({central_zone}): it would never see the common return"
-    )]
-    FetchBeforeReturn {
+    /// M1: a fixed-time fetch that would never get central's common return of some days of
+    /// the year (every day, for a fetch at the very minute of the return).
+    #[error("{}", missed_text(code, plan, missed))]
+    FetchMissesReturn {
         /// The remote.
         code: String,
-        /// Its fetch time.
-        fetch: HhMm,
-        /// Its zone.
-        zone: String,
-        /// Central's return time.
-        ret: HhMm,
-        /// Central's zone.
-        central_zone: String,
-        /// The date on which it fails.
-        date: NaiveDate,
+        /// Its schedule against central's return.
+        plan: FixedPlan,
+        /// The returns it would miss, in the year checked ([`CHECKED_YEAR`]).
+        missed: Vec<MissedReturn>,
     },
     /// Duplicate remote id or code.
     #[error("remote {0} is configured twice")]
@@ -178,6 +171,17 @@ pub enum ConfigError {
 
 impl SyncConfig {
     /// Checks everything C2–C4 and M1 require, with one clear error for the first problem.
+    ///
+    /// A fixed-time remote is checked in absolute time over its daily cycle (emission → the
+    /// common return that carries it → the first fetch after that return), on every day of
+    /// [`CHECKED_YEAR`] with both zones' daylight saving time: it is refused only if some
+    /// return would never be fetched — the next one replaces it first, or comes at the very
+    /// minute of the fetch (a race). A fetch "before" the return in local times is fine: it gets
+    /// the one of the day before (New York fetching at 07:00 sees Paris's 23:00 return of the
+    /// day before, 14 hours old; [`SyncConfig::describe_cycle`] says so). A fetch with less
+    /// margin than the hour daylight saving time moves one zone against the other misses a
+    /// return around the changes (and sees the day before's for the weeks between): refused,
+    /// naming those days, since the shop would run a day behind part of the year.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.central;
         let central_zone: Zone = c.time_zone.parse()?;
@@ -208,39 +212,58 @@ impl SyncConfig {
                 return Err(ConfigError::TwoFixedSyncs(r.code.clone(), fixed.len()));
             }
             if let Some((emission, fetch)) = fixed.first() {
-                // Check on a winter and a summer day: time-zone offsets change the order.
-                for date in [(2026, 1, 15), (2026, 7, 15)]
-                    .into_iter()
-                    .filter_map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d))
-                {
-                    let ret = central_zone.instant(date, c.return_time);
-                    let d = zone.date_at(ret);
-                    let days = [d.pred_opt(), Some(d), d.succ_opt()];
-                    let instants = |at: HhMm| -> Vec<u64> {
-                        days.iter()
-                            .flatten()
-                            .map(|day| zone.instant(*day, at))
-                            .collect()
-                    };
-                    // The cycle: the last emission at or before the return, then the first
-                    // fetch after that emission — which must not come before the return.
-                    let emitted = instants(*emission).into_iter().filter(|t| *t <= ret).max();
-                    let fetched =
-                        emitted.and_then(|e| instants(*fetch).into_iter().filter(|t| *t > e).min());
-                    if fetched.is_some_and(|f| f < ret) {
-                        return Err(ConfigError::FetchBeforeReturn {
-                            code: r.code.clone(),
-                            fetch: *fetch,
-                            zone: r.time_zone.clone(),
-                            ret: c.return_time,
-                            central_zone: c.time_zone.clone(),
-                            date,
-                        });
-                    }
+                let plan = FixedPlan {
+                    zone,
+                    emission: *emission,
+                    fetch: *fetch,
+                    central_zone,
+                    ret: c.return_time,
+                };
+                let (from, days) = checked_days();
+                let missed = plan.missed_returns(from, days);
+                if !missed.is_empty() {
+                    return Err(ConfigError::FetchMissesReturn {
+                        code: r.code.clone(),
+                        plan,
+                        missed,
+                    });
                 }
             }
         }
         Ok(())
+    }
+
+    /// A fixed-time remote's schedule against central's common return, `None` for a remote
+    /// without a fixed-time sync (or not configured).
+    pub fn fixed_plan(&self, remote: SiteId) -> Result<Option<FixedPlan>, ConfigError> {
+        let Some(r) = self.remotes.iter().find(|r| r.id == remote) else {
+            return Ok(None);
+        };
+        let Some((emission, fetch)) = r.sync_types.iter().find_map(|t| match t {
+            SyncType::Fixed { emission, fetch } => Some((*emission, *fetch)),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        Ok(Some(FixedPlan {
+            zone: r.time_zone.parse()?,
+            emission,
+            fetch,
+            central_zone: self.central.time_zone.parse()?,
+            ret: self.central.return_time,
+        }))
+    }
+
+    /// What a fixed-time remote gets and when, in words, for its emission of the local `date`:
+    /// `emits at 02:30 New York (08:30 Paris), central's return at 23:00 Paris (17:00 New
+    /// York), fetched at 07:00 New York the next day — 14 h 00 after the return`. `None` for a
+    /// remote without a fixed-time sync.
+    pub fn describe_cycle(
+        &self,
+        remote: SiteId,
+        date: NaiveDate,
+    ) -> Result<Option<String>, ConfigError> {
+        Ok(self.fixed_plan(remote)?.map(|p| p.cycle(date).to_string()))
     }
 
     /// The settings map a remote receives in its configuration snapshot.
@@ -268,6 +291,117 @@ impl SyncConfig {
         out.insert("central_port".to_owned(), self.central.port.to_string());
         Some(out)
     }
+}
+
+/// The year whose every day [`SyncConfig::validate`] checks a fixed-time schedule against
+/// (with the time-zone rules chrono-tz has for it): validation is sans-IO and does not read
+/// the clock, and today's rules repeat from year to year.
+pub const CHECKED_YEAR: i32 = 2026;
+
+/// The first day checked and how many: every return of [`CHECKED_YEAR`].
+fn checked_days() -> (NaiveDate, u32) {
+    let first = |y| NaiveDate::from_ymd_opt(y, 1, 1).unwrap_or(NaiveDate::MIN);
+    let from = first(CHECKED_YEAR);
+    let days = (first(CHECKED_YEAR + 1) - from).num_days();
+    (from, u32::try_from(days).unwrap_or(365))
+}
+
+/// Dates as ranges, `2026-03-08 to 2026-03-28, 2026-10-31`, the first few of them.
+fn date_ranges(dates: &[NaiveDate]) -> String {
+    const SHOWN: usize = 4;
+    let mut ranges: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    for d in dates {
+        match ranges.last_mut() {
+            Some((_, end)) if end.succ_opt() == Some(*d) => *end = *d,
+            _ => ranges.push((*d, *d)),
+        }
+    }
+    let mut out: Vec<String> = ranges
+        .iter()
+        .take(SHOWN)
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a} to {b}")
+            }
+        })
+        .collect();
+    if ranges.len() > SHOWN {
+        out.push("…".to_owned());
+    }
+    out.join(", ")
+}
+
+/// The text of [`ConfigError::FetchMissesReturn`]: which returns, why, and what the remote gets
+/// on the other days (its cycles with the shortest and the longest wait of the year).
+fn missed_text(code: &str, plan: &FixedPlan, missed: &[MissedReturn]) -> String {
+    let (z, c) = (plan.zone, plan.central_zone);
+    let at = |zone: Zone, ms: u64| format!("{} {}", zone.hhmm_at(ms), zone.city());
+    let both = |ms: u64| {
+        if z == c {
+            at(c, ms)
+        } else {
+            format!("{}, {}", at(c, ms), at(z, ms))
+        }
+    };
+    let (_, days) = checked_days();
+    let every_day = missed.len() >= usize::try_from(days).unwrap_or(usize::MAX);
+    let Some(first) = missed.first() else {
+        return format!("remote {code} misses no return");
+    };
+    let mut out = if every_day && first.is_race() {
+        format!(
+            "remote {code} would never see central's common return, on every day of the year: its fetch at {} is at the very minute central prepares the return ({}), and would race it every day",
+            at(z, first.fetched_ms),
+            both(first.next_return_ms),
+        )
+    } else {
+        let dates: Vec<NaiveDate> = missed.iter().map(|m| m.date).collect();
+        let why = if first.is_race() {
+            format!(
+                "on {}, its fetch at {} is at the very minute central prepares the next return ({}), and would race it",
+                z.date_at(first.fetched_ms),
+                at(z, first.fetched_ms),
+                both(first.next_return_ms),
+            )
+        } else {
+            format!(
+                "central's return of {} ({}) is replaced by that of {} ({}) before the remote's next fetch, at {} on {}",
+                first.date,
+                both(first.returned_ms),
+                c.date_at(first.next_return_ms),
+                both(first.next_return_ms),
+                at(z, first.fetched_ms),
+                z.date_at(first.fetched_ms),
+            )
+        };
+        let n = missed.len();
+        format!(
+            "remote {code} would never fetch central's common return of {} ({n} day{} of {CHECKED_YEAR}): {why}",
+            date_ranges(&dates),
+            if n == 1 { "" } else { "s" },
+        )
+    };
+    out.push_str(". Its fetch must come after the return on every day of the year, with a margin for daylight saving time in either zone");
+    // What it gets on the other days: the shortest and the longest wait of the year.
+    let (from, _) = checked_days();
+    let fetched: Vec<(NaiveDate, Cycle)> = from
+        .iter_days()
+        .take_while(|d| d.year() == CHECKED_YEAR)
+        .map(|d| (d, plan.cycle(d)))
+        .filter(|(_, cy)| cy.fetched_ms < cy.next_return_ms)
+        .collect();
+    let wait = |(_, cy): &&(NaiveDate, Cycle)| cy.fetched_ms - cy.returned_ms;
+    let shortest = fetched.iter().min_by_key(wait);
+    let longest = fetched.iter().rev().max_by_key(wait);
+    if let (Some(a), Some(b)) = (shortest, longest) {
+        out.push_str(&format!(": on {} it {}", a.0, a.1));
+        if wait(&a) != wait(&b) {
+            out.push_str(&format!("; on {} it {}", b.0, b.1));
+        }
+    }
+    out
 }
 
 /// A remote's schedule, read back from its settings map.
@@ -406,25 +540,137 @@ mod tests {
             "weekly".parse::<SyncType>(),
             Err(ConfigError::BadSyncType(_))
         ));
+    }
 
-        // A fetch at 22:30 cannot see a return prepared at 23:00.
+    /// The seed's plan with BSOC moved to `zone` and given `sync` (`fixed HH:MM HH:MM`).
+    fn bsoc_in(zone: &str, sync: &str) -> SyncConfig {
         let mut c = seed_example();
-        c.remotes[0].sync_types = vec!["fixed 21:00 22:30".parse().unwrap()];
-        let e = c.validate().unwrap_err();
-        assert!(matches!(e, ConfigError::FetchBeforeReturn { .. }), "{e}");
-        // In New York, a 18:00 emission and 19:00 fetch straddle no return: central's 23:00 in
-        // Paris is 17:00 there, so the 19:00 fetch comes before the next one.
+        c.remotes[0].time_zone = zone.into();
+        c.remotes[0].sync_types = vec![sync.parse().unwrap()];
+        c
+    }
+
+    #[test]
+    fn m1_c4_a_remote_far_west_fetching_the_next_morning_is_valid() {
+        // 02:30 in New York is 08:30 in Paris; the 23:00 return is 17:00 there; the 07:00 fetch
+        // the next morning (13:00 Paris) sees it, 14 hours later — every day of the year.
+        bsoc_in("America/New_York", "fixed 02:30 07:00")
+            .validate()
+            .unwrap();
+        // Same shape far east: Tokyo fetching at 08:00, an hour after the return in winter (two
+        // in summer), and an emission in New York after the return fetched the next evening.
+        bsoc_in("Asia/Tokyo", "fixed 21:00 08:00")
+            .validate()
+            .unwrap();
+        bsoc_in("America/New_York", "fixed 18:00 19:00")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn m1_c4_describe_cycle_says_what_a_remote_gets_and_when() {
+        let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+        let c = bsoc_in("America/New_York", "fixed 02:30 07:00");
+        assert_eq!(
+            c.describe_cycle(SiteId(2), day(1, 15)).unwrap().unwrap(),
+            "emits at 02:30 New York (08:30 Paris), central's return at 23:00 Paris (17:00 New York), fetched at 07:00 New York the next day — 14 h 00 after the return"
+        );
+        // In March's weeks when New York has changed its clocks and Paris not yet.
+        assert_eq!(
+            c.describe_cycle(SiteId(2), day(3, 16)).unwrap().unwrap(),
+            "emits at 02:30 New York (07:30 Paris), central's return at 23:00 Paris (18:00 New York), fetched at 07:00 New York the next day — 13 h 00 after the return"
+        );
+        let c = bsoc_in("Asia/Tokyo", "fixed 21:00 08:00");
+        assert_eq!(
+            c.describe_cycle(SiteId(2), day(1, 15)).unwrap().unwrap(),
+            "emits at 21:00 Tokyo (13:00 Paris), central's return at 23:00 Paris (07:00 Tokyo the next day), fetched at 08:00 Tokyo the next day — 1 h 00 after the return"
+        );
+        let c = seed_example();
+        assert_eq!(
+            c.describe_cycle(SiteId(2), day(1, 15)).unwrap().unwrap(),
+            "emits at 21:00 Paris, central's return at 23:00 Paris, fetched at 23:20 Paris — 0 h 20 after the return"
+        );
+        let c = bsoc_in("Europe/Paris", "fixed 21:00 22:30");
+        assert_eq!(
+            c.describe_cycle(SiteId(2), day(1, 15)).unwrap().unwrap(),
+            "emits at 21:00 Paris, central's return at 23:00 Paris, fetched at 22:30 Paris the next day — 23 h 30 after the return"
+        );
         let mut c = seed_example();
-        c.remotes[0].time_zone = "America/New_York".into();
-        c.remotes[0].sync_types = vec!["fixed 18:00 19:00".parse().unwrap()];
+        c.remotes[1].sync_types = vec![SyncType::NoReturn];
+        assert_eq!(c.describe_cycle(SiteId(3), day(1, 15)).unwrap(), None);
+        assert_eq!(c.describe_cycle(SiteId(9), day(1, 15)).unwrap(), None);
+    }
+
+    #[test]
+    fn m1_c5_the_seed_example_plan_is_still_valid() {
+        seed_example().validate().unwrap();
+        // A fetch before the return in the same zone still sees a return every day: the one
+        // of the day before, 23 h 30 old (the same cycle as New York's 07:00 fetch above).
+        bsoc_in("Europe/Paris", "fixed 21:00 22:30")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn m1_c4_a_fetch_at_the_very_minute_of_the_return_never_sees_it() {
+        // Each fetch would race central's preparation of the return, every day of the year:
+        // in Paris itself, and in London (always an hour behind Paris: 22:00 is 23:00 there).
+        for (zone, sync) in [
+            ("Europe/Paris", "fixed 21:00 23:00"),
+            ("Europe/London", "fixed 20:00 22:00"),
+        ] {
+            let e = bsoc_in(zone, sync).validate().unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("BSOC") && text.contains("very minute") && text.contains("every day"),
+                "{zone}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn m1_c4_a_fetch_less_than_an_hour_after_the_return_misses_it_around_dst_changes() {
+        // Paris and New York change their clocks on different dates: 23:00 Paris is 17:00 in
+        // New York most of the year, 18:00 for three weeks in March and one around November.
+        // A 17:30 fetch then comes before the return; at the changes, one return is replaced
+        // by the next before any fetch sees it. Refused, naming those days.
+        let e = bsoc_in("America/New_York", "fixed 16:00 17:30")
+            .validate()
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("BSOC") && text.contains("2026-03-28") && text.contains("2026-10-31"),
+            "{text}"
+        );
+        // And what it gets otherwise: the return 30 minutes old, or the day before's.
+        assert!(
+            text.contains("fetched at 17:30 New York — 0 h 30 after the return")
+                && text
+                    .contains("fetched at 17:30 New York the next day — 23 h 30 after the return"),
+            "{text}"
+        );
+        // Tokyo has no daylight saving time, Paris has: 23:00 Paris is 07:00 in Tokyo in
+        // winter, 06:00 in summer; a 06:30 fetch misses the return when Paris springs forward.
+        let e = bsoc_in("Asia/Tokyo", "fixed 05:00 06:30")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("2026-03-28"), "{e}");
+        // A margin of more than the hour the difference moves by holds all year.
+        bsoc_in("America/New_York", "fixed 16:00 18:30")
+            .validate()
+            .unwrap();
+        bsoc_in("Asia/Tokyo", "fixed 05:00 07:30")
+            .validate()
+            .unwrap();
+        // Central on the other side: New York returning at 17:00 (23:00 in Paris, 22:00 for
+        // those weeks). A Paris remote fetching at 22:30 sees the day before's return most of
+        // the year and that day's for those weeks: refused. CSOC's 23:40 holds all year.
+        let mut c = bsoc_in("Europe/Paris", "fixed 21:00 22:30");
+        c.central.time_zone = "America/New_York".into();
+        c.central.return_time = "17:00".parse().unwrap();
         let e = c.validate().unwrap_err();
-        assert!(matches!(e, ConfigError::FetchBeforeReturn { .. }), "{e}");
-        // 16:00 and 17:30 there (22:00 and 23:30 in Paris) are fine; so is Tokyo emitting at
-        // 21:00 and fetching at 08:00 the next morning (the return is 07:00 there).
-        c.remotes[0].sync_types = vec!["fixed 16:00 17:30".parse().unwrap()];
-        c.validate().unwrap();
-        c.remotes[0].time_zone = "Asia/Tokyo".into();
-        c.remotes[0].sync_types = vec!["fixed 21:00 08:00".parse().unwrap()];
+        assert!(e.to_string().contains("BSOC"), "{e}");
+        c.remotes[0].sync_types = vec!["fixed 21:00 23:20".parse().unwrap()];
         c.validate().unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! Local times of day and their instants: "21:00 in Europe/Paris on 2026-11-25", resolved with
 //! real time-zone rules (chrono-tz). On a spring-forward day a time inside the gap runs at the
 //! first valid instant after it; on a fall-back day a time in the overlap runs once, at its first
-//! occurrence.
+//! occurrence. [`FixedPlan`] puts a fixed-time remote's emission and fetch against central's
+//! common return in absolute time: its [`Cycle`] of a day, and the returns it would miss.
 
 use std::fmt;
 use std::str::FromStr;
@@ -144,6 +145,191 @@ impl Zone {
     }
 }
 
+impl Zone {
+    /// The zone's place, for messages: `America/New_York` → `New York`, `UTC` → `UTC`.
+    pub fn city(self) -> String {
+        let name = self.0.name();
+        name.rsplit('/').next().unwrap_or(name).replace('_', " ")
+    }
+
+    /// The first instant strictly after `after_ms` at which the local time is `at`.
+    pub fn first_after(self, at: HhMm, after_ms: u64) -> u64 {
+        let d = self.date_at(after_ms);
+        let mut day = d.pred_opt().unwrap_or(d);
+        // Local dates' instants increase with the date: at most three steps.
+        for _ in 0..5 {
+            let t = self.instant(day, at);
+            if t > after_ms {
+                return t;
+            }
+            day = day.succ_opt().unwrap_or(day);
+        }
+        after_ms + 86_400_000
+    }
+}
+
+/// A fixed-time remote's daily schedule against central's common return (M1, C4): the remote
+/// emits at `emission` and fetches at `fetch` in its zone; central prepares every deferred
+/// remote's return at `ret` in its own zone. Returns accumulate (a fetch gets the newest one,
+/// carrying everything central held when preparing it), so what matters is, in absolute time,
+/// whether every return is fetched before the next one replaces it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FixedPlan {
+    /// The remote's zone.
+    pub zone: Zone,
+    /// Its emission time, local.
+    pub emission: HhMm,
+    /// Its fetch time, local.
+    pub fetch: HhMm,
+    /// Central's zone.
+    pub central_zone: Zone,
+    /// Central's common return time, in central's zone.
+    pub ret: HhMm,
+}
+
+/// One day of a [`FixedPlan`] in absolute time (UTC ms): an emission, the first common return
+/// after it (the one that carries it), and the first fetch after that return.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Cycle {
+    /// The plan.
+    pub plan: FixedPlan,
+    /// The emission.
+    pub emitted_ms: u64,
+    /// The common return that carries it: the first strictly after it (an emission at the very
+    /// minute of the return is still being sent and processed when the return is prepared).
+    pub returned_ms: u64,
+    /// The first fetch strictly after that return.
+    pub fetched_ms: u64,
+    /// The return after that one: if it comes first, the fetch gets it instead.
+    pub next_return_ms: u64,
+}
+
+/// A common return a remote would never fetch: the next one replaces it first (or at the very
+/// minute of the fetch, which then races it).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MissedReturn {
+    /// Central's local date of the return.
+    pub date: NaiveDate,
+    /// The return.
+    pub returned_ms: u64,
+    /// The return that replaces it.
+    pub next_return_ms: u64,
+    /// The remote's first fetch after the return.
+    pub fetched_ms: u64,
+}
+
+impl MissedReturn {
+    /// Whether the fetch falls on the very minute of the next return (a race, not a gap).
+    pub fn is_race(&self) -> bool {
+        self.fetched_ms == self.next_return_ms
+    }
+}
+
+impl FixedPlan {
+    /// The cycle of the emission of the remote's local `date`.
+    pub fn cycle(&self, date: NaiveDate) -> Cycle {
+        let emitted_ms = self.zone.instant(date, self.emission);
+        let returned_ms = self.central_zone.first_after(self.ret, emitted_ms);
+        let fetched_ms = self.zone.first_after(self.fetch, returned_ms);
+        let next_return_ms = self.central_zone.first_after(self.ret, returned_ms);
+        Cycle {
+            plan: *self,
+            emitted_ms,
+            returned_ms,
+            fetched_ms,
+            next_return_ms,
+        }
+    }
+
+    /// The returns of central's local dates `from` and the `days - 1` after it that the remote
+    /// would never fetch: those whose first fetch after them is not strictly before the next
+    /// return. With both zones' offsets fixed this is every day or none (a fetch at the very
+    /// minute of the return); when daylight saving time moves one zone against the other, a
+    /// fetch with less margin than the move misses a return around the changes.
+    pub fn missed_returns(&self, from: NaiveDate, days: u32) -> Vec<MissedReturn> {
+        let mut out = Vec::new();
+        let mut date = from;
+        let mut returned_ms = self.central_zone.instant(date, self.ret);
+        for _ in 0..days {
+            let Some(next) = date.succ_opt() else { break };
+            let next_return_ms = self.central_zone.instant(next, self.ret);
+            let fetched_ms = self.zone.first_after(self.fetch, returned_ms);
+            if fetched_ms >= next_return_ms {
+                out.push(MissedReturn {
+                    date,
+                    returned_ms,
+                    next_return_ms,
+                    fetched_ms,
+                });
+            }
+            date = next;
+            returned_ms = next_return_ms;
+        }
+        out
+    }
+}
+
+/// `HH:MM Place`, with `the next day` / `the day before` / `N days later` against `day0`.
+fn at_in(zone: Zone, ms: u64, day0: NaiveDate) -> String {
+    let days = (zone.date_at(ms) - day0).num_days();
+    let when = match days {
+        0 => String::new(),
+        1 => " the next day".to_owned(),
+        -1 => " the day before".to_owned(),
+        n if n > 1 => format!(" {n} days later"),
+        n => format!(" {} days before", -n),
+    };
+    format!("{} {}{when}", zone.hhmm_at(ms), zone.city())
+}
+
+/// A duration as `14 h 00`.
+pub fn hours_minutes(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    format!("{} h {:02}", minutes / 60, minutes % 60)
+}
+
+impl fmt::Display for Cycle {
+    /// `emits at 02:30 New York (08:30 Paris), central's return at 23:00 Paris (17:00 New
+    /// York), fetched at 07:00 New York the next day — 14 h 00 after the return`; days are
+    /// counted from the emission's date in each zone; one zone only when both are the same.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (z, c) = (self.plan.zone, self.plan.central_zone);
+        let (day_z, day_c) = (z.date_at(self.emitted_ms), c.date_at(self.emitted_ms));
+        let both = |ms: u64, first: Zone, day_first, second: Zone, day_second| {
+            if first == second {
+                at_in(first, ms, day_first)
+            } else {
+                format!(
+                    "{} ({})",
+                    at_in(first, ms, day_first),
+                    at_in(second, ms, day_second)
+                )
+            }
+        };
+        write!(
+            f,
+            "emits at {}, central's return at {}, ",
+            both(self.emitted_ms, z, day_z, c, day_c),
+            both(self.returned_ms, c, day_c, z, day_z),
+        )?;
+        if self.fetched_ms >= self.next_return_ms {
+            write!(
+                f,
+                "replaced by the next one at {} before its fetch at {}",
+                both(self.next_return_ms, c, day_c, z, day_z),
+                at_in(z, self.fetched_ms, day_z),
+            )
+        } else {
+            write!(
+                f,
+                "fetched at {} — {} after the return",
+                at_in(z, self.fetched_ms, day_z),
+                hours_minutes(self.fetched_ms - self.returned_ms),
+            )
+        }
+    }
+}
+
 /// A daily job at a local time: due once per local date, at the resolved instant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Daily {
@@ -271,6 +457,39 @@ mod tests {
             }
             assert_eq!(runs, vec![ms(first)], "{zone}: once, not twice");
         }
+    }
+
+    #[test]
+    fn m1_missed_returns_are_found_around_the_clock_changes_of_either_zone() {
+        let paris: Zone = "Europe/Paris".parse().unwrap();
+        let new_york: Zone = "America/New_York".parse().unwrap();
+        assert_eq!(new_york.city(), "New York");
+        assert_eq!(Zone::UTC.city(), "UTC");
+        let plan = |fetch: &str| FixedPlan {
+            zone: new_york,
+            emission: "16:00".parse().unwrap(),
+            fetch: fetch.parse().unwrap(),
+            central_zone: paris,
+            ret: "23:00".parse().unwrap(),
+        };
+        let jan1 = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let missed = plan("17:30").missed_returns(jan1, 365);
+        let dates: Vec<String> = missed.iter().map(|m| m.date.to_string()).collect();
+        assert_eq!(dates, ["2026-03-28", "2026-10-31"]);
+        // The return of 2026-03-28, 22:00 UTC, is replaced at 21:00 UTC the next day (Paris
+        // sprang forward), before the 17:30 fetch, 21:30 UTC (New York did three weeks ago).
+        assert_eq!(missed[0].returned_ms, ms("2026-03-28T22:00:00Z"));
+        assert_eq!(missed[0].next_return_ms, ms("2026-03-29T21:00:00Z"));
+        assert_eq!(missed[0].fetched_ms, ms("2026-03-29T21:30:00Z"));
+        assert!(!missed[0].is_race());
+        assert!(plan("18:30").missed_returns(jan1, 365).is_empty());
+        // At the return's very minute most of the year: a race on every such day.
+        let missed = plan("17:00").missed_returns(jan1, 365);
+        assert!(missed.len() > 300 && missed.iter().all(|m| m.is_race()));
+        assert_eq!(
+            hours_minutes(plan("07:00").cycle(jan1).fetched_ms - ms("2026-01-01T22:00:00Z")),
+            "14 h 00"
+        );
     }
 
     #[test]
