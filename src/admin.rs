@@ -80,7 +80,7 @@ pub fn central_init(dir: &Path, code: &str, id: u16, tz: &str, return_at: &str) 
     )
     .map_err(msg)?;
     central::set_config(&store, &config).map_err(msg)?;
-    central::set_deployment_id(&store, crate::auth::new_deployment_id()?).map_err(msg)?;
+    central::set_deployment_id(&store, crate::auth::random_id()?).map_err(msg)?;
     let (credential, digest) = crate::auth::new_credential(store.site())?;
     central::set_credential_digest(&store, store.site().id, &digest).map_err(msg)?;
     let path = dir.join(ADMIN_CREDENTIAL_FILE);
@@ -197,23 +197,63 @@ pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResul
         .get(SiteId(new.id))
         .cloned()
         .ok_or("the new remote is missing from central's sites")?;
-    let (credential, digest) = crate::auth::new_credential(&site)?;
-    central::set_credential_digest(&store, site.id, &digest).map_err(msg)?;
-    let mut first_start = BTreeMap::from([(FIRST_START_CREDENTIAL.to_owned(), credential)]);
-    if let Some(url) = new.url {
-        first_start.insert(FIRST_START_URL.to_owned(), url.to_owned());
-    }
-    let (written, _) =
-        files::bootstrap_with_to(&store, SiteId(new.id), &dir_out, &first_start).map_err(msg)?;
-    let path = place(&written, &dir_out, name)?;
-    // It holds the remote's credential: readable by its owner only.
-    #[cfg(unix)]
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = site_bootstrap(&store, &site, new.url, &dir_out, name)?;
     println!(
         "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret, delete it once the remote is initialised): {}",
         new.code,
         new.id,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A remote's bootstrap file with a new network credential in it (the old one no longer
+/// works).
+fn site_bootstrap(
+    store: &Store,
+    site: &outpost_engine::Site,
+    url: Option<&str>,
+    dir_out: &Path,
+    name: Option<String>,
+) -> CliResult<PathBuf> {
+    let (credential, digest) = crate::auth::new_credential(site)?;
+    let mut first_start = BTreeMap::from([(FIRST_START_CREDENTIAL.to_owned(), credential)]);
+    if let Some(url) = url {
+        first_start.insert(FIRST_START_URL.to_owned(), url.to_owned());
+    }
+    let (written, _) =
+        files::bootstrap_with_to(store, site.id, dir_out, &first_start).map_err(msg)?;
+    central::set_credential_digest(store, site.id, &digest).map_err(msg)?;
+    let path = place(&written, dir_out, name)?;
+    // It holds the remote's credential: readable by its owner only.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// `outpost central reprovision`: a remote's store was lost, or set up twice from one
+/// bootstrap. Every store of the site set up before is refused from now on, and a new bootstrap
+/// (with a new credential) sets up the one that speaks for it, numbering its changes past
+/// everything central holds of the site (R1; docs/OPERATIONS.md).
+pub fn reprovision(
+    dir: &Path,
+    code: &str,
+    url: Option<&str>,
+    bootstrap: &Path,
+) -> CliResult<PathBuf> {
+    let store = open_central(dir)?;
+    let site = store
+        .sites()
+        .by_code(code)
+        .filter(|s| !s.is_central())
+        .cloned()
+        .ok_or_else(|| format!("no remote {code} at central"))?;
+    let (dir_out, name) = split_out(bootstrap)?;
+    let provisioning = central::reprovision(&store, site.id).map_err(msg)?;
+    let path = site_bootstrap(&store, &site, url, &dir_out, name)?;
+    println!(
+        "remote {code} reprovisioned (provisioning {provisioning}): central refuses every store of {code} set up before, and takes {code}'s changes from the first store set up from {} (it holds the site's new credential: hand it over as a secret, delete it once the remote is initialised)",
         path.display()
     );
     Ok(path)
@@ -257,12 +297,18 @@ pub fn remote_init(dir: &Path, bootstrap: &Path) -> CliResult<()> {
     }
     let file =
         std::fs::File::open(bootstrap).map_err(|e| format!("{}: {e}", bootstrap.display()))?;
-    let store = remote::bootstrap(std::io::BufReader::new(file), |site| {
-        Store::open(
-            dir,
-            StoreConfig::new(site.clone(), outpost_sim::retail::schema(), SystemClock),
-        )
-    })
+    // Its own random identity: central tells it from another store set up from this file.
+    let store_id = crate::auth::random_id()?;
+    let store = remote::bootstrap_as(
+        std::io::BufReader::new(file),
+        |site| {
+            Store::open(
+                dir,
+                StoreConfig::new(site.clone(), outpost_sim::retail::schema(), SystemClock),
+            )
+        },
+        Some(store_id),
+    )
     .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
     // The credential and central's address go to remote.toml, out of the store's settings.
     let net = crate::sync::RemoteNet {

@@ -27,8 +27,9 @@ pub fn new_token() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A random deployment identity (see `central::deployment_id`).
-pub fn new_deployment_id() -> Result<u64, String> {
+/// A random identity: a deployment's (see `central::deployment_id`), a remote store's (see
+/// `replicator::incarnation`).
+pub fn random_id() -> Result<u64, String> {
     let mut bytes = [0u8; 8];
     SystemRandom::new()
         .fill(&mut bytes)

@@ -394,6 +394,23 @@ enum CentralCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// A remote's store was lost, or set up twice from one bootstrap: refuse every store of
+    /// the site set up before, and write a new bootstrap (with a new credential) for the one
+    /// that speaks for it from now on (docs/OPERATIONS.md).
+    Reprovision {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The remote's establishment code.
+        #[arg(long)]
+        site: String,
+        /// Where to write the new bootstrap file (a file name, or a directory).
+        #[arg(long)]
+        bootstrap: PathBuf,
+        /// Central's address as the remote will reach it (written into the bootstrap file).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Run central's daemon: the automaton and the HTTP(S) server remotes sync with (T2).
     Serve {
         /// Central's data directory.
@@ -863,6 +880,12 @@ fn main() -> ExitCode {
                 &bootstrap,
             )
             .map(drop),
+            CentralCommand::Reprovision {
+                data,
+                site,
+                bootstrap,
+                url,
+            } => admin::reprovision(&data, &site, url.as_deref(), &bootstrap).map(drop),
             CentralCommand::Serve {
                 data,
                 config,

@@ -45,7 +45,7 @@ use futures_util::StreamExt;
 use outpost_engine::{Clock, Site, SiteDirectory, SiteId, Store};
 use outpost_replicator::automaton::{self, Activity, CentralAutomaton, Command};
 use outpost_replicator::flow::{FlowId, FlowReader, ReturnAck};
-use outpost_replicator::{central, journal};
+use outpost_replicator::{central, incarnation, journal};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -553,7 +553,7 @@ fn sweep_parts(store: &Store, uploads: &Path) {
                 site: SiteId(site),
                 seq,
             };
-            if already_received(store, id).unwrap_or(false) {
+            if already_received(store, id, None).unwrap_or(false) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -576,10 +576,27 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn already_received(store: &Store, id: FlowId) -> Result<bool, String> {
-    journal::row(store, id)
+/// Whether central holds emission `id` — the one whose creation stamp the uploader gives
+/// (header `Upload-Stamp`, hex), if it gives one: another store's emission under the same number
+/// is not held, and its upload is refused for what it is (R1, `incarnation`).
+fn already_received(store: &Store, id: FlowId, stamp: Option<u64>) -> Result<bool, String> {
+    let held = journal::row(store, id)
         .map(|r| r.is_some())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    let same = match stamp {
+        None => true,
+        Some(s) => incarnation::received_stamp(store, id)
+            .map_err(|e| e.to_string())?
+            .is_none_or(|known| known.as_u64() == s),
+    };
+    Ok(held && same)
+}
+
+fn upload_stamp(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("upload-stamp")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -593,10 +610,12 @@ async fn upload_offset(
     State(state): State<Shared>,
     Authed(site): Authed,
     UrlPath(seq): UrlPath<u64>,
+    headers: HeaderMap,
 ) -> Response {
     let id = FlowId { site: site.id, seq };
     let store = Arc::clone(&state.store);
-    let received = match blocking(move || already_received(&store, id)).await {
+    let stamp = upload_stamp(&headers);
+    let received = match blocking(move || already_received(&store, id, stamp)).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -660,7 +679,8 @@ async fn upload(
         );
     }
     let store = Arc::clone(&state.store);
-    match blocking(move || already_received(&store, id)).await {
+    let stamp = upload_stamp(&headers);
+    match blocking(move || already_received(&store, id, stamp)).await {
         Ok(true) => {
             return Json(serde_json::json!({ "status": "duplicate", "id": id.to_string() }))
                 .into_response();

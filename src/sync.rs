@@ -291,6 +291,14 @@ impl<R: Read> Read for Counting<'_, R> {
 pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
     let total = std::fs::metadata(path).map_err(local)?.len();
     let url = link.url(&format!("/v1/emissions/{}", id.seq));
+    // Which emission this is: central holding another store's under the same number does not
+    // hold this one (R1).
+    let stamp = FlowReader::open(std::io::BufReader::new(File::open(path).map_err(local)?))
+        .map_err(local)?
+        .header()
+        .created_stamp
+        .as_u64();
+    let stamp = format!("{stamp:016x}");
     let mut attempts = 0u64;
     loop {
         attempts += 1;
@@ -298,6 +306,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             .agent
             .get(&url)
             .header("authorization", link.bearer())
+            .header("upload-stamp", &stamp)
             .call()
             .map_err(|e| NetError::Unreachable(e.to_string()))?;
         if !r.status().is_success() {
@@ -322,6 +331,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             .header("authorization", link.bearer())
             .header("upload-offset", from.to_string())
             .header("upload-length", total.to_string())
+            .header("upload-stamp", &stamp)
             .header("content-type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(&mut body));
         match sent {

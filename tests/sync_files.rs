@@ -754,3 +754,170 @@ fn r1_r5_a_shop_receiving_another_shop_s_document_before_emitting_its_own_conver
         .unwrap_err();
     assert!(err.to_string().contains("R5"), "{err}");
 }
+
+/// DSOC, created after the deployment, with a store the test owns (to close, copy and open).
+fn dsoc_store(d: &Deployment, dir: &std::path::Path, boot: &std::path::Path) -> Store {
+    let clock = d.clock.clone();
+    let dir = dir.to_path_buf();
+    remote::bootstrap(
+        std::io::BufReader::new(std::fs::File::open(boot).unwrap()),
+        move |site| {
+            Store::open(
+                dir,
+                outpost::StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock),
+            )
+        },
+    )
+    .unwrap()
+}
+
+fn reopen(d: &Deployment, dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        outpost::StoreConfig::new(
+            outpost::Site::remote(4, "DSOC").unwrap(),
+            outpost::demo::retail_schema(),
+            d.clock.clone(),
+        ),
+    )
+    .unwrap()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn emit_refused(d: &Deployment, from: &Store) -> String {
+    let (path, _) = files::emit_to(from, &d.usb(), SyncMode::Deferred).unwrap();
+    let err = files::receive_from(&d.asoc, &path, Some(from.site().id)).unwrap_err();
+    assert!(matches!(err, Error::WrongStore(_)), "{err}");
+    err.to_string()
+}
+
+#[test]
+fn r1_a_remote_restored_from_an_old_backup_of_its_store_is_refused_and_central_keeps_what_it_had() {
+    let d = Deployment::new();
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let live = d.root.path().join("DSOC");
+    let backup = d.root.path().join("DSOC-backup");
+    let dsoc = dsoc_store(&d, &live, &boot);
+    dsoc.write(|tx| tx.set("customers", "D-1", "name", "before the backup"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Deferred);
+    drop(dsoc);
+    copy_dir(&live, &backup);
+    // After the backup: two more commits and emissions reach central.
+    let dsoc = reopen(&d, &live);
+    for (i, name) in ["after the backup", "later still"].iter().enumerate() {
+        d.at(10, i as u64);
+        dsoc.write(|tx| tx.set("customers", &format!("D-{}", i + 2), "name", *name))
+            .unwrap();
+        d.emit_and_process(&dsoc, SyncMode::Deferred);
+    }
+    drop(dsoc);
+    // The disk dies; the shop puts back its backup and works on.
+    std::fs::remove_dir_all(&live).unwrap();
+    copy_dir(&backup, &live);
+    let dsoc = reopen(&d, &live);
+    d.at(12, 0);
+    dsoc.write(|tx| tx.set("customers", "D-9", "name", "after the restore"))
+        .unwrap();
+    // Its emission reuses numbers central holds other content under: refused, not "already
+    // held", and the refusal names the fix.
+    let why = emit_refused(&d, &dsoc);
+    assert!(why.contains("reprovision --site DSOC"), "{why}");
+    assert!(
+        central::refused_flows(&d.asoc)
+            .unwrap()
+            .iter()
+            .any(|f| f.reason.contains("DSOC"))
+    );
+    assert_eq!(
+        d.asoc.record("customers", "D-3").unwrap().unwrap().fields["name"],
+        Value::Text("later still".into()),
+        "central keeps what it had"
+    );
+    // A second emission of the restored store, numbered past central's newest, is refused too.
+    d.at(12, 30);
+    let why = emit_refused(&d, &dsoc);
+    assert!(why.contains("reprovision"), "{why}");
+}
+
+#[test]
+fn r1_two_stores_set_up_from_one_bootstrap_never_share_numbers_and_reprovisioning_starts_past_them()
+{
+    let d = Deployment::new();
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let first = dsoc_store(&d, &d.root.path().join("DSOC"), &boot);
+    first
+        .write(|tx| tx.set("customers", "D-1", "name", "first machine"))
+        .unwrap();
+    d.emit_and_process(&first, SyncMode::Deferred);
+    // The same bootstrap, a second machine, a little later.
+    d.at(9, 0);
+    let second = dsoc_store(&d, &d.root.path().join("DSOC-2"), &boot);
+    second
+        .write(|tx| tx.set("customers", "D-2", "name", "second machine"))
+        .unwrap();
+    let why = emit_refused(&d, &second);
+    assert!(why.contains("second store"), "{why}");
+    assert!(why.contains("reprovision --site DSOC"), "{why}");
+    assert!(d.asoc.record("customers", "D-2").unwrap().is_none());
+    // The person responsible hears of it.
+    let alerts =
+        outpost::replicator::monitor::evaluate(&d.asoc, hhmm(9, 1), &Default::default(), None)
+            .unwrap();
+    assert!(
+        alerts.iter().any(|a| a.text.contains("second store")),
+        "{alerts:?}"
+    );
+    // The first machine goes on.
+    first
+        .write(|tx| tx.set("customers", "D-3", "name", "first machine again"))
+        .unwrap();
+    d.emit_and_process(&first, SyncMode::Deferred);
+    assert!(d.asoc.record("customers", "D-3").unwrap().is_some());
+    // Reprovisioned: a new bootstrap; both old stores are refused, the new one numbers past
+    // everything central knows of DSOC and gets through.
+    central::reprovision(&d.asoc, outpost::SiteId(4)).unwrap();
+    let (boot2, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    d.at(10, 0);
+    let third = dsoc_store(&d, &d.root.path().join("DSOC-3"), &boot2);
+    third
+        .write(|tx| tx.set("customers", "D-4", "name", "reprovisioned"))
+        .unwrap();
+    let (_, commit) = third
+        .write_commit(|tx| tx.set("customers", "D-5", "name", "reprovisioned too"))
+        .unwrap();
+    let known = d.asoc.knowledge().max_seq(outpost::SiteId(4));
+    assert!(
+        commit.dot.unwrap().seq > known,
+        "numbered past central's {known}"
+    );
+    d.emit_and_process(&third, SyncMode::Deferred);
+    assert!(d.asoc.record("customers", "D-5").unwrap().is_some());
+    for old in [&first, &second] {
+        old.write(|tx| tx.set("customers", "D-6", "name", "old machine"))
+            .unwrap();
+        let why = emit_refused(&d, old);
+        assert!(why.contains("replaced"), "{why}");
+    }
+}

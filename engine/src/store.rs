@@ -852,6 +852,17 @@ impl WriteTx<'_, '_> {
         Ok(())
     }
 
+    /// Moves this site's sequence of commits to at least `next`: a store set up from a
+    /// bootstrap numbers its commits past every one of its site's that central already knows,
+    /// so that no dot is used twice for different content.
+    pub fn number_from(&mut self, next: u64) -> Result<()> {
+        if next > self.state.next_seq {
+            self.state.next_seq = next;
+            put_u64(self.tables, META_NEXT_SEQ, next)?;
+        }
+        Ok(())
+    }
+
     /// Records `covers` as known, from `source`. A remote vouches only for its own changes:
     /// what else it claims to cover central already knows (it came from central), and believing
     /// it would let a remote hide another site's changes from central.

@@ -271,13 +271,40 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
             return Err(e);
         }
     };
-    // 3. File ready — unless it is a duplicate.
+    // 3. File ready — unless it comes from a store that does not speak for its site, or is a
+    // duplicate.
     let now = store.now_ms();
     let id = header.id;
+    let code = store
+        .sites()
+        .get(header.source)
+        .map_or_else(|| header.source.to_string(), |s| s.code.to_string());
     let outcome = local::write(store, |tx| {
+        if let Err(reason) = crate::incarnation::check_emission(tx, &header, &code)? {
+            let refused = RefusedFlow {
+                at_ms: now,
+                sender,
+                bytes,
+                reason: reason.clone(),
+            };
+            let mut key = local::REFUSED_FLOWS.to_vec();
+            key.extend_from_slice(&receipt.to_be_bytes());
+            local::put(tx, &key, &refused)?;
+            crate::monitor::record_event(
+                tx,
+                &crate::monitor::Event {
+                    kind: crate::monitor::EventKind::WrongStore,
+                    at_ms: now,
+                    site: header.source,
+                    flow: id,
+                    text: reason.clone(),
+                },
+            )?;
+            return Ok(Err(reason));
+        }
         let jkey = local::flow_key(local::JOURNAL, id);
         if local::get::<JournalRow>(tx, &jkey)?.is_some() {
-            return Ok(Received::Duplicate(id));
+            return Ok(Ok(Received::Duplicate(id)));
         }
         let rkey = remote_key(header.source);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
@@ -307,8 +334,15 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         crate::monitor::index_row(tx, now, id)?;
         crate::monitor::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
         local::put(tx, &pending_key(receipt), &id)?;
-        Ok(Received::Ready { id, bytes, note })
+        Ok(Ok(Received::Ready { id, bytes, note }))
     })?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(reason) => {
+            discard(store, receipt)?;
+            return Err(Error::WrongStore(reason));
+        }
+    };
     if matches!(outcome, Received::Duplicate(_)) {
         discard(store, receipt)?;
     }
@@ -1130,6 +1164,22 @@ pub fn write_bootstrap<W: Write>(
     write_bootstrap_with(store, remote, out, compress, &BTreeMap::new())
 }
 
+/// Starts a new provisioning of a remote whose store was lost, or set up twice (R1: see
+/// [`crate::incarnation`]): every store set up from an earlier bootstrap of the site is refused
+/// from now on, and the next bootstrap written ([`write_bootstrap`]) sets up the one that
+/// speaks for it, numbering its commits past every one central knows of the site. Returns the
+/// provisioning's number.
+pub fn reprovision(store: &Store, remote: SiteId) -> Result<u32> {
+    check_central(store)?;
+    match store.sites().get(remote) {
+        Some(s) if !s.is_central() => {}
+        _ => return Err(Error::Engine(outpost_engine::Error::UnknownSite(remote))),
+    }
+    local::write(store, |tx| {
+        crate::incarnation::start_provisioning(tx, remote)
+    })
+}
+
 /// [`write_bootstrap`], with settings for the remote's first start only (its network
 /// credential, central's address) added to the configuration it carries; central does not keep
 /// them and returns never carry them.
@@ -1144,6 +1194,16 @@ pub fn write_bootstrap_with<W: Write>(
         .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
     rec.settings
         .extend(first_start.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let provisioning = local::write(store, |tx| crate::incarnation::provisioning(tx, remote))?;
+    rec.settings.insert(
+        crate::incarnation::PROVISIONING_SETTING.to_owned(),
+        provisioning.to_string(),
+    );
+    // A store set up again numbers its emissions past those of the stores before it.
+    rec.settings.insert(
+        crate::incarnation::FIRST_EMISSION_SETTING.to_owned(),
+        (rec.last_emission_seq + 1).to_string(),
+    );
     write_for_remote(
         store,
         remote,

@@ -23,6 +23,7 @@ pub mod central;
 pub mod config;
 pub mod files;
 pub mod flow;
+pub mod incarnation;
 pub mod journal;
 mod local;
 pub mod monitor;
@@ -59,6 +60,11 @@ pub enum Error {
     #[error("quarantined: {0}")]
     // the journal row's text starts the same way (central::QUARANTINED)
     Quarantined(String),
+    /// An emission from a store that does not (or no longer) speak for its site: a second store
+    /// set up from one bootstrap, a superseded one, one restored from a backup. Nothing of it
+    /// is taken; the reason names the fix (`outpost central reprovision`).
+    #[error("flow refused: {0}")]
+    WrongStore(String),
 }
 
 impl Error {
@@ -67,7 +73,11 @@ impl Error {
     pub fn is_the_flows(&self) -> bool {
         matches!(
             self,
-            Error::Decode(_) | Error::Refused(_) | Error::UnknownFlow(_) | Error::Quarantined(_)
+            Error::Decode(_)
+                | Error::Refused(_)
+                | Error::UnknownFlow(_)
+                | Error::Quarantined(_)
+                | Error::WrongStore(_)
         )
     }
 }

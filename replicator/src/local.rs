@@ -37,6 +37,15 @@ pub(crate) const CONFIG: &[u8] = b"cs/config";
 pub(crate) const CENTRAL_REMOTE: &[u8] = b"cr/";
 /// Central: the digest of each site's network credential: `ck/` + site id (u16 BE).
 pub(crate) const CREDENTIALS: &[u8] = b"ck/";
+/// Central: which store speaks for each remote (`incarnation::SiteIncarnation`): `ci/` + site
+/// id (u16 BE).
+pub(crate) const INCARNATIONS: &[u8] = b"ci/";
+/// Central: each emission's creation stamp, to recognise a number used again: `es/` + flow id.
+pub(crate) const EMISSION_STAMPS: &[u8] = b"es/";
+/// Remote: its store's identity (`incarnation::StoreIdentity`).
+pub(crate) const REMOTE_IDENTITY: &[u8] = b"ri";
+/// Remote: its latest emission's number and creation stamp, which the next one carries.
+pub(crate) const REMOTE_PREV_EMISSION: &[u8] = b"rp";
 /// Remote: its sync state.
 pub(crate) const REMOTE_STATE: &[u8] = b"rs";
 /// Remote: its log of flows sent and received: `rl/` + flow id.

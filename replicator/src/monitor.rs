@@ -410,6 +410,10 @@ pub enum EventKind {
     Rejections,
     /// An emission held: its changes are stamped too far ahead of central's clock.
     Quarantined,
+    /// An emission refused at receipt: its store does not (or no longer) speak for its site —
+    /// a second store set up from one bootstrap, a superseded one, or one restored from a
+    /// backup (R1; `crate::incarnation`).
+    WrongStore,
 }
 
 /// One event, written in the transaction of what it reports.

@@ -4,15 +4,41 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
-use outpost_engine::{Knowledge, MergeReport, Site, SiteId, Store, TableDef};
+use outpost_engine::{Knowledge, MergeReport, Site, SiteId, Stamp, Store, TableDef};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{
     ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem,
     Item, ReturnAck, ReturnedRejection, SyncMode,
 };
+use crate::incarnation::{
+    self, FIRST_EMISSION_SETTING, PREV_SETTING, PROVISIONING_SETTING, REPROVISION_SEQ_JUMP,
+    STORE_SETTING, StoreIdentity, prev_setting,
+};
 use crate::local;
 use crate::{Error, Result};
+
+/// This store's identity (see [`crate::incarnation`]); a store set up before identities
+/// existed draws one now, once.
+pub fn own_identity(store: &Store) -> Result<StoreIdentity> {
+    if let Some(ident) = local::snap_get(&store.snapshot()?, local::REMOTE_IDENTITY)? {
+        return Ok(ident);
+    }
+    let site = store.site().id;
+    let now = store.now_ms();
+    local::write(store, |tx| {
+        if let Some(ident) = incarnation::own(tx)? {
+            return Ok(ident);
+        }
+        let st = state(tx)?;
+        let ident = StoreIdentity {
+            provisioning: 0,
+            id: incarnation::derived_id(site, st.next_seq, now),
+        };
+        incarnation::set_own(tx, &ident)?;
+        Ok(ident)
+    })
+}
 
 /// What a remote keeps about its syncs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -90,9 +116,23 @@ fn set_denied(tx: &mut outpost_engine::WriteTx<'_, '_>, config: &ConfigSnapshot)
 /// Initialises a new remote from its bootstrap file. `open` opens (creates) the remote's store
 /// for the site the bootstrap names — the host supplies the directory, schema and clock. The
 /// whole copy is applied in one transaction, streamed.
+///
+/// The store's identity (see [`crate::incarnation`]) is drawn from the bootstrap and the time;
+/// a host that has a source of randomness passes one with [`bootstrap_as`].
 pub fn bootstrap(
     input: impl Read,
     open: impl FnOnce(&Site) -> outpost_engine::Result<Store>,
+) -> Result<Store> {
+    bootstrap_as(input, open, None)
+}
+
+/// [`bootstrap`], with the store's identity given (random: two stores set up from one
+/// bootstrap must not draw the same). Central takes the site's changes from the first store
+/// that emits, and refuses any other's.
+pub fn bootstrap_as(
+    input: impl Read,
+    open: impl FnOnce(&Site) -> outpost_engine::Result<Store>,
+    store_id: Option<u64>,
 ) -> Result<Store> {
     let mut reader = FlowReader::open(input)?;
     let header = reader.header().clone();
@@ -135,13 +175,46 @@ pub fn bootstrap(
             }
         }
         tx.add_knowledge(header.source, &header.covered)?;
+        // No dot twice: number past every commit of this site central knew of when it wrote
+        // the bootstrap — after a reprovisioning, further past what may still be on its way.
+        let provisioning = match config.settings.get(PROVISIONING_SETTING) {
+            None => 0,
+            Some(p) => p.parse::<u32>().map_err(|_| {
+                Error::Refused(format!(
+                    "the bootstrap's provisioning number {p:?} is not a number"
+                ))
+            })?,
+        };
+        let first_emission = match config.settings.get(FIRST_EMISSION_SETTING) {
+            None => 1,
+            Some(n) => n.parse::<u64>().map_err(|_| {
+                Error::Refused(format!(
+                    "the bootstrap's first emission number {n:?} is not a number"
+                ))
+            })?,
+        };
+        let own_known = tx.knowledge().max_seq(site.id);
+        let jump = if provisioning > 0 {
+            REPROVISION_SEQ_JUMP
+        } else {
+            0
+        };
+        tx.number_from(own_known.saturating_add(1).saturating_add(jump))?;
+        incarnation::set_own(
+            tx,
+            &StoreIdentity {
+                provisioning,
+                id: store_id
+                    .unwrap_or_else(|| incarnation::derived_id(site.id, header.id.seq, now)),
+            },
+        )?;
         local::put(
             tx,
             local::REMOTE_STATE,
             &RemoteState {
                 central: header.source,
                 central_knowledge: header.knowledge.clone(),
-                next_seq: 1,
+                next_seq: first_emission,
                 last_return_seq: header.id.seq,
                 acks: Vec::new(),
                 settings: config.settings.clone(),
@@ -194,8 +267,20 @@ pub fn emit<W: Write>(
         site: store.site().id,
         seq: st.next_seq,
     };
+    let ident = own_identity(store)?;
     let mut lacking = store.changes_lacking(&st.central_knowledge, true)?;
     let held_back = lacking.held_back()?;
+    // The deployment it belongs to, for central to refuse a file of another one, and the store
+    // that made it, for central to refuse a store that does not speak for this site.
+    let mut settings = BTreeMap::from([(STORE_SETTING.to_owned(), ident.to_setting())]);
+    let prev: Option<(u64, Stamp)> = local::snap_get(&snap, local::REMOTE_PREV_EMISSION)?;
+    if let Some((seq, stamp)) = prev {
+        settings.insert(PREV_SETTING.to_owned(), prev_setting(seq, stamp));
+    }
+    let created_stamp = store.clock_high_water();
+    if let Some(d) = st.settings.get(crate::central::DEPLOYMENT_SETTING) {
+        settings.insert(crate::central::DEPLOYMENT_SETTING.to_owned(), d.clone());
+    }
     let header = FlowHeader {
         id,
         kind: FlowKind::Emission,
@@ -206,20 +291,13 @@ pub fn emit<W: Write>(
         knowledge: lacking.knowledge().clone(),
         covered: lacking.knowledge().difference(&held_back),
         schema_fingerprint: store.schema().fingerprint(),
-        created_stamp: store.clock_high_water(),
+        created_stamp,
         created_wall_ms: store.now_ms(),
         acks: st.acks.clone(),
-        // The deployment it belongs to, for central to refuse a file of another one.
-        config: st
-            .settings
-            .get(crate::central::DEPLOYMENT_SETTING)
-            .map(|d| ConfigSnapshot {
-                settings: BTreeMap::from([(
-                    crate::central::DEPLOYMENT_SETTING.to_owned(),
-                    d.clone(),
-                )]),
-                ..ConfigSnapshot::default()
-            }),
+        config: Some(ConfigSnapshot {
+            settings,
+            ..ConfigSnapshot::default()
+        }),
     };
     let own = store.site().id;
     let mut docs: BTreeSet<(String, String)> = BTreeSet::new();
@@ -241,6 +319,7 @@ pub fn emit<W: Write>(
     let frozen = local::write(store, |tx| {
         let mut st = state(tx)?;
         st.next_seq = id.seq + 1;
+        local::put(tx, local::REMOTE_PREV_EMISSION, &(id.seq, created_stamp))?;
         // Reports made in this emission are not repeated in the next.
         st.acks.drain(..acked.min(st.acks.len()));
         local::put(tx, local::REMOTE_STATE, &st)?;

@@ -1,0 +1,327 @@
+//! Which store speaks for a remote site (R1: no two stores ever emit the same dot for
+//! different content).
+//!
+//! A remote's changes are numbered by its store (dots). Two stores speaking for one site — a shop
+//! PC set up again from its old bootstrap, a second machine set up by mistake, a store restored
+//! from an old backup of itself — would number different changes alike, and central would take
+//! the second of each pair for one it already holds: a silent loss. So:
+//!
+//! - every store draws its own identity when it is set up from a bootstrap, and every bootstrap
+//!   carries the *provisioning* central issued it under (0 from `add-remote`, one more at each
+//!   [`reprovision`]); an emission carries both (setting [`STORE_SETTING`]);
+//! - central binds a site to the first store that emits under its current provisioning, and
+//!   refuses at receipt an emission of another store, of a superseded provisioning or of one it
+//!   never issued — kept in the list of refused flows, and an alert;
+//! - central remembers each emission's creation stamp: a store's emissions are numbered and
+//!   stamped in the same order, so an emission reusing a number with another stamp, or numbered
+//!   below one received but made after it, comes from a store restored from a backup and is
+//!   refused the same way;
+//! - a store set up from a bootstrap numbers its commits past every one of its site's that
+//!   central knew when it wrote the bootstrap (after a reprovisioning, [`REPROVISION_SEQ_JUMP`]
+//!   further, past what an emission still on its way may carry).
+//!
+//! The operator's way out is always the same: `outpost central reprovision --site CODE`, and
+//! the machine set up again from the new bootstrap (docs/OPERATIONS.md).
+
+use outpost_engine::{SiteId, Stamp, WriteTx};
+use serde::{Deserialize, Serialize};
+
+use crate::flow::FlowHeader;
+use crate::local;
+use crate::{Error, Result};
+
+/// The setting an emission carries: the store that made it, `PROVISIONING/ID` (decimal, then 16
+/// hex digits).
+pub const STORE_SETTING: &str = "store";
+
+/// The setting a bootstrap carries: the provisioning central issued it under.
+pub const PROVISIONING_SETTING: &str = "provisioning";
+
+/// The setting a bootstrap carries: the number of the store's first emission (past every
+/// emission central received of the site).
+pub const FIRST_EMISSION_SETTING: &str = "first_emission";
+
+/// The setting an emission carries: its store's previous emission, `SEQ/STAMP` (hex stamp).
+pub const PREV_SETTING: &str = "prev";
+
+/// The setting [`PREV_SETTING`] for an emission number and stamp.
+pub fn prev_setting(seq: u64, stamp: Stamp) -> String {
+    format!("{seq}/{:016x}", stamp.as_u64())
+}
+
+fn parse_prev(s: &str) -> Option<(u64, Stamp)> {
+    let (seq, stamp) = s.split_once('/')?;
+    Some((
+        seq.parse().ok()?,
+        Stamp::from_u64(u64::from_str_radix(stamp, 16).ok()?),
+    ))
+}
+
+/// How far past central's knowledge of the site a reprovisioned store starts numbering: past
+/// the commits of an emission of the old store received but not yet processed.
+pub const REPROVISION_SEQ_JUMP: u64 = 1 << 32;
+
+/// The store an emission comes from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StoreIdentity {
+    /// The provisioning its bootstrap was issued under.
+    pub provisioning: u32,
+    /// Drawn when the store was set up.
+    pub id: u64,
+}
+
+impl StoreIdentity {
+    /// As the setting [`STORE_SETTING`] holds it.
+    pub fn to_setting(&self) -> String {
+        format!("{}/{:016x}", self.provisioning, self.id)
+    }
+
+    /// Reads the setting back; `None` when malformed.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (p, id) = s.split_once('/')?;
+        Some(StoreIdentity {
+            provisioning: p.parse().ok()?,
+            id: u64::from_str_radix(id, 16).ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for StoreIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store {:016x} (provisioning {})",
+            self.id, self.provisioning
+        )
+    }
+}
+
+/// What central keeps per remote about the store speaking for it: `ci/` + site id.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SiteIncarnation {
+    /// The current provisioning.
+    provisioning: u32,
+    /// The store bound to it: the first that emitted under it.
+    store: Option<u64>,
+    /// The newest emission received (by number) and its creation stamp.
+    newest: Option<(u64, Stamp)>,
+    /// The bound store was caught numbering again from an earlier point (restored from a
+    /// backup): every emission of it is refused until the site is reprovisioned.
+    forked: bool,
+}
+
+fn incarnation_key(site: SiteId) -> Vec<u8> {
+    let mut k = local::INCARNATIONS.to_vec();
+    k.extend_from_slice(&site.0.to_be_bytes());
+    k
+}
+
+fn stamp_key(header: &FlowHeader) -> Vec<u8> {
+    local::flow_key(local::EMISSION_STAMPS, header.id)
+}
+
+/// The current provisioning of a remote (0 until it is reprovisioned).
+pub(crate) fn provisioning(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<u32> {
+    Ok(local::get::<SiteIncarnation>(tx, &incarnation_key(site))?
+        .unwrap_or_default()
+        .provisioning)
+}
+
+/// Starts a new provisioning of `site`: the store bound to it, and every store set up from an
+/// earlier bootstrap, are refused from now on. Returns its number.
+pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Result<u32> {
+    let key = incarnation_key(site);
+    let old: SiteIncarnation = local::get(tx, &key)?.unwrap_or_default();
+    let provisioning = old
+        .provisioning
+        .checked_add(1)
+        .ok_or_else(|| Error::Refused(format!("site {site} was reprovisioned too often")))?;
+    local::put(
+        tx,
+        &key,
+        &SiteIncarnation {
+            provisioning,
+            store: None,
+            newest: old.newest,
+            forked: false,
+        },
+    )?;
+    Ok(provisioning)
+}
+
+/// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(reason))` when it
+/// comes from a store that does not (or no longer) speak for the site. `Ok(Ok(()))` binds the
+/// site to its store if none was, and records its number and stamp.
+pub(crate) fn check_emission(
+    tx: &mut WriteTx<'_, '_>,
+    header: &FlowHeader,
+    code: &str,
+) -> Result<std::result::Result<(), String>> {
+    let site = header.source;
+    let key = incarnation_key(site);
+    let mut inc: SiteIncarnation = local::get(tx, &key)?.unwrap_or_default();
+    let fix = format!(
+        "run `outpost central reprovision --site {code}` at central and set the machine up again from the bootstrap it writes (docs/OPERATIONS.md: a remote's disk lost)"
+    );
+    let carried = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(STORE_SETTING));
+    // An emission of a version before store identities carries none: only its numbering is
+    // checked.
+    if let Some(text) = carried {
+        let Some(ident) = StoreIdentity::parse(text) else {
+            return Ok(Err(format!(
+                "emission {} names its store as {text:?}, which is not a store identity",
+                header.id
+            )));
+        };
+        if ident.provisioning < inc.provisioning {
+            return Ok(Err(format!(
+                "emission {} comes from a store of {code} set up from a bootstrap that a reprovisioning replaced (provisioning {}; the current one is {}): nothing of it is taken. Set this machine up again from {code}'s newest bootstrap, or {fix}",
+                header.id, ident.provisioning, inc.provisioning
+            )));
+        }
+        if ident.provisioning > inc.provisioning {
+            return Ok(Err(format!(
+                "emission {} comes from a store of {code} set up from a bootstrap this central never issued (provisioning {}; the current one is {}): nothing of it is taken; {fix}",
+                header.id, ident.provisioning, inc.provisioning
+            )));
+        }
+        match inc.store {
+            Some(bound) if bound != ident.id => {
+                return Ok(Err(format!(
+                    "emission {} comes from a second store set up from {code}'s bootstrap ({ident}; central takes {code}'s changes from store {bound:016x}): both would number their changes alike, and one's would be lost. Nothing of it is taken; if this machine replaces the other, {fix}",
+                    header.id
+                )));
+            }
+            Some(_) => {}
+            None => inc.store = Some(ident.id),
+        }
+    }
+    let again = "its store numbers its emissions and changes again from an earlier point — restored from a backup, or set up again from an old bootstrap — and its new changes would be taken for ones central holds. Nothing of it is taken";
+    if inc.forked {
+        return Ok(Err(format!(
+            "emission {} of {code}: {again}, as with its emissions since central first saw it; {fix}",
+            header.id
+        )));
+    }
+    let stamp = header.created_stamp;
+    let prev = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(PREV_SETTING))
+        .and_then(|p| parse_prev(p));
+    let mut fork = None;
+    if let Some(known) = local::get::<Stamp>(tx, &stamp_key(header))?
+        && known != stamp
+    {
+        fork = Some(format!(
+            "emission {} of {code} was already received with other content",
+            header.id
+        ));
+    } else if let Some((seq, prev_stamp)) = prev
+        && let Some(known) = local::get::<Stamp>(
+            tx,
+            &local::flow_key(
+                local::EMISSION_STAMPS,
+                crate::flow::FlowId {
+                    site: header.id.site,
+                    seq,
+                },
+            ),
+        )?
+        && known != prev_stamp
+    {
+        fork = Some(format!(
+            "emission {} of {code} follows an emission {seq} that is not the one central received",
+            header.id
+        ));
+    } else if let Some((seq, newest)) = inc.newest {
+        if header.id.seq < seq && stamp > newest {
+            fork = Some(format!(
+                "emission {} of {code} was made after emission {seq}, which central already received",
+                header.id
+            ));
+        } else if header.id.seq > seq {
+            let lacking = tx
+                .knowledge()
+                .only(site)
+                .difference(&header.knowledge.only(site));
+            if !lacking.is_empty() {
+                fork = Some(format!(
+                    "emission {} of {code} comes from a store that lacks {} of its own changes central holds",
+                    header.id,
+                    lacking.count()
+                ));
+            }
+        }
+    }
+    if let Some(what) = fork {
+        if carried.is_some() {
+            inc.forked = true;
+            local::put(tx, &key, &inc)?;
+        }
+        return Ok(Err(format!("{what}: {again}; {fix}")));
+    }
+    if inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
+        inc.newest = Some((header.id.seq, stamp));
+    }
+    local::put(tx, &stamp_key(header), &stamp)?;
+    local::put(tx, &key, &inc)?;
+    Ok(Ok(()))
+}
+
+/// The creation stamp of the emission central received under `id`, if it keeps one: a
+/// transport that asks whether central holds an emission already gives the stamp of its own,
+/// and central answers no when they differ — the upload then goes through
+/// [`crate::central::receive`], which refuses it for what it is.
+pub fn received_stamp(store: &outpost_engine::Store, id: crate::flow::FlowId) -> Result<Option<Stamp>> {
+    local::snap_get(&store.snapshot()?, &local::flow_key(local::EMISSION_STAMPS, id))
+}
+
+/// A store's identity, as a remote keeps it: `ri`.
+pub(crate) fn own(tx: &WriteTx<'_, '_>) -> Result<Option<StoreIdentity>> {
+    local::get(tx, local::REMOTE_IDENTITY)
+}
+
+pub(crate) fn set_own(tx: &mut WriteTx<'_, '_>, ident: &StoreIdentity) -> Result<()> {
+    local::put(tx, local::REMOTE_IDENTITY, ident)
+}
+
+/// A store identity drawn from what is at hand when the host gives none (FNV-1a over the site,
+/// the bootstrap's number and the time): hosts pass a random one
+/// ([`crate::remote::bootstrap_as`]), as `outpost remote init` does.
+pub(crate) fn derived_id(site: SiteId, flow_seq: u64, now_ms: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in site
+        .0
+        .to_be_bytes()
+        .iter()
+        .chain(flow_seq.to_be_bytes().iter())
+        .chain(now_ms.to_be_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn r1_a_store_identity_reads_back_and_malformed_ones_do_not() {
+        let ident = StoreIdentity {
+            provisioning: 3,
+            id: 0xdead_beef,
+        };
+        assert_eq!(StoreIdentity::parse(&ident.to_setting()), Some(ident));
+        for bad in ["", "3", "x/00", "3/zz", "-1/00"] {
+            assert_eq!(StoreIdentity::parse(bad), None, "{bad}");
+        }
+    }
+}
