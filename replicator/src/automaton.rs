@@ -19,11 +19,15 @@ use outpost_engine::{SiteId, Store};
 
 use crate::config::{ConfigError, RemoteSchedule, SyncConfig, SyncType};
 use crate::flow::{FlowId, SyncMode};
-use crate::schedule::{Daily, Zone};
+use crate::schedule::{Daily, HhMm, Zone};
 use crate::{Result, central};
 
 /// The original's 20-second cycle (A1), kept only as a safety net.
 pub const SWEEP_MS_DEFAULT: u64 = 20_000;
+
+/// How long an immediate sync waits for its return when the site has no wait configured (a
+/// site set up for fixed times or for syncs without return may still ask for one, M4).
+pub const DEFAULT_IMMEDIATE_WAIT_MS: u64 = 60_000;
 
 /// What central is doing, shown the way the original does.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -214,6 +218,8 @@ pub struct RemoteScheduler {
     emit_job: Option<Daily>,
     fetch_job: Option<Daily>,
     wait_ms: Option<u64>,
+    /// Whether fixed times are configured (the jobs outlive a schedule without them, M1).
+    fixed: bool,
     /// While waiting for an immediate return: until when.
     waiting_until: Option<u64>,
     /// A return was expected and not fetched in time: fetch it at the next connection.
@@ -228,20 +234,47 @@ impl RemoteScheduler {
             emit_job: None,
             fetch_job: None,
             wait_ms: None,
+            fixed: false,
             waiting_until: None,
             fetch_pending: false,
         };
+        s.reschedule(schedule);
+        s
+    }
+
+    /// Follows a new schedule (C4, C6: a return or a local admin changed it) without starting
+    /// over: the daily jobs are re-timed and keep the local date they last ran, so a day's
+    /// fixed-time emission is not made again under the new time (M1); an immediate sync's wait
+    /// and a pending fetch go on.
+    pub fn reschedule(&mut self, schedule: &RemoteSchedule) {
+        self.zone = schedule.zone;
+        let mut fixed = None;
+        self.wait_ms = None;
         for t in &schedule.sync_types {
             match t {
-                SyncType::Fixed { emission, fetch } => {
-                    s.emit_job = Some(Daily::new(*emission));
-                    s.fetch_job = Some(Daily::new(*fetch));
-                }
-                SyncType::Immediate { wait_ms } => s.wait_ms = Some(*wait_ms),
+                SyncType::Fixed { emission, fetch } => fixed = Some((*emission, *fetch)),
+                SyncType::Immediate { wait_ms } => self.wait_ms = Some(*wait_ms),
                 SyncType::NoReturn => {}
             }
         }
-        s
+        let retime = |job: &mut Option<Daily>, at: Option<HhMm>| match (job.as_mut(), at) {
+            (Some(j), Some(at)) => j.retime(at),
+            (None, Some(at)) => *job = Some(Daily::new(at)),
+            // Kept, not dropped: a fixed time configured again later the same day does not
+            // run a second time.
+            (Some(_), None) | (None, None) => {}
+        };
+        retime(&mut self.emit_job, fixed.map(|f| f.0));
+        retime(&mut self.fetch_job, fixed.map(|f| f.1));
+        self.fixed = fixed.is_some();
+    }
+
+    /// Marks today's fixed-time emission as made on local `date` (by the process before a
+    /// restart, as the remote's log shows): it is not made again that day (M1).
+    pub fn emitted_on(&mut self, date: chrono::NaiveDate) {
+        if let Some(j) = self.emit_job.as_mut() {
+            j.ran_on(date);
+        }
     }
 
     fn connect(&mut self, cmd: RemoteCommand) -> Vec<RemoteCommand> {
@@ -265,17 +298,19 @@ impl RemoteScheduler {
                 out.push(RemoteCommand::FetchReturn);
             }
         }
-        if self
-            .emit_job
-            .as_mut()
-            .is_some_and(|j| j.take_due(self.zone, now_ms))
+        if self.fixed
+            && self
+                .emit_job
+                .as_mut()
+                .is_some_and(|j| j.take_due(self.zone, now_ms))
         {
             out.extend(self.connect(RemoteCommand::Emit(SyncMode::Deferred)));
         }
-        if self
-            .fetch_job
-            .as_mut()
-            .is_some_and(|j| j.take_due(self.zone, now_ms))
+        if self.fixed
+            && self
+                .fetch_job
+                .as_mut()
+                .is_some_and(|j| j.take_due(self.zone, now_ms))
         {
             out.extend(self.connect(RemoteCommand::FetchReturn));
         }
@@ -284,16 +319,37 @@ impl RemoteScheduler {
     }
 
     /// An immediate sync asked for now (M2, M4 — even with a fixed-time sync configured): emit,
-    /// then wait up to the configured duration for the return. Without a wait configured, or
-    /// with `no_return`, only emits (M3).
+    /// then wait for the return up to the configured duration, or
+    /// [`DEFAULT_IMMEDIATE_WAIT_MS`] where none is configured — never silently without a
+    /// return. With `no_return`, only emits (M3).
     pub fn request_sync(&mut self, now_ms: u64, no_return: bool) -> Vec<RemoteCommand> {
-        match (self.wait_ms, no_return) {
-            (Some(wait), false) => {
-                self.waiting_until = Some(now_ms + wait);
-                self.connect(RemoteCommand::Emit(SyncMode::Immediate))
-            }
-            _ => self.connect(RemoteCommand::Emit(SyncMode::NoReturn)),
+        if no_return {
+            return self.connect(RemoteCommand::Emit(SyncMode::NoReturn));
         }
+        let wait = self.wait_ms.unwrap_or(DEFAULT_IMMEDIATE_WAIT_MS);
+        self.request_sync_waiting(now_ms, wait)
+    }
+
+    /// An immediate sync asked for now with its own wait (`outpost remote sync --wait`).
+    pub fn request_sync_waiting(&mut self, now_ms: u64, wait_ms: u64) -> Vec<RemoteCommand> {
+        self.waiting_until = Some(now_ms.saturating_add(wait_ms));
+        self.connect(RemoteCommand::Emit(SyncMode::Immediate))
+    }
+
+    /// The wait configured for immediate syncs, if any.
+    pub fn configured_wait_ms(&self) -> Option<u64> {
+        self.wait_ms
+    }
+
+    /// The emission an immediate sync waits for was refused: no return will come, stop
+    /// waiting (a failed sync, A3).
+    pub fn cancel_wait(&mut self) {
+        self.waiting_until = None;
+    }
+
+    /// Until when an immediate sync waits for its return.
+    pub fn waiting_until(&self) -> Option<u64> {
+        self.waiting_until
     }
 
     /// A return was applied: no more waiting, nothing pending.
@@ -313,9 +369,11 @@ impl RemoteScheduler {
             self.waiting_until.map(|_| now_ms + 1_000),
             self.emit_job
                 .as_ref()
+                .filter(|_| self.fixed)
                 .map(|j| j.next_due(self.zone, now_ms)),
             self.fetch_job
                 .as_ref()
+                .filter(|_| self.fixed)
                 .map(|j| j.next_due(self.zone, now_ms)),
         ]
         .into_iter()
@@ -344,6 +402,37 @@ mod tests {
         let late = a.on_time(t0 + 95_000);
         assert_eq!(late.iter().filter(|c| **c == Command::Sweep).count(), 1);
         assert_eq!(a.next_wakeup_ms(t0 + 95_000), t0 + 115_000);
+    }
+
+    /// M4: an immediate sync asked by a remote configured for fixed times only (or for syncs
+    /// without return) still gets its return, with the default wait: never a silent no-return.
+    #[test]
+    fn m4_an_immediate_sync_asked_without_a_configured_wait_still_waits_for_its_return() {
+        let t0 = 1_800_000_000_000;
+        for types in ["fixed 21:00 23:20", "no-return"] {
+            let schedule = RemoteSchedule {
+                zone: Zone::UTC,
+                sync_types: vec![types.parse().unwrap()],
+            };
+            let mut s = RemoteScheduler::new(&schedule);
+            assert_eq!(
+                s.request_sync(t0, false),
+                vec![RemoteCommand::Emit(SyncMode::Immediate)],
+                "{types}"
+            );
+            assert!(s.is_waiting(), "{types}");
+            assert!(s.on_time(t0 + 1_000).contains(&RemoteCommand::FetchReturn));
+            assert!(s.on_time(t0 + DEFAULT_IMMEDIATE_WAIT_MS).is_empty());
+            assert!(!s.is_waiting(), "{types}: the default wait is over");
+            // Asked explicitly without a return: only then an emission alone (M3).
+            assert_eq!(
+                s.request_sync(t0, true),
+                vec![
+                    RemoteCommand::FetchReturn,
+                    RemoteCommand::Emit(SyncMode::NoReturn)
+                ]
+            );
+        }
     }
 
     #[test]

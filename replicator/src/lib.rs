@@ -21,6 +21,7 @@
 pub mod automaton;
 pub mod central;
 pub mod config;
+pub mod executor;
 pub mod files;
 pub mod flow;
 pub mod incarnation;

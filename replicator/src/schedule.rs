@@ -344,6 +344,25 @@ impl Daily {
         Daily { at, last_run: None }
     }
 
+    /// The same job moved to `at`, keeping the local date it last ran: a schedule changed
+    /// after today's run does not run it again today (M1: one fixed-time sync a day).
+    pub fn retime(&mut self, at: HhMm) {
+        self.at = at;
+    }
+
+    /// The local date it last ran, if it ran.
+    pub fn last_run(&self) -> Option<NaiveDate> {
+        self.last_run
+    }
+
+    /// Marks it as run on local `date` (a run the process made before it restarted); never
+    /// moves the date back.
+    pub fn ran_on(&mut self, date: NaiveDate) {
+        if self.last_run.is_none_or(|d| d < date) {
+            self.last_run = Some(date);
+        }
+    }
+
     /// Whether the job is due at `now_ms` in `zone`; if so, it is marked as run for that date.
     pub fn take_due(&mut self, zone: Zone, now_ms: u64) -> bool {
         let today = zone.date_at(now_ms);
