@@ -27,12 +27,13 @@ use outpost_engine::{
     Clock, Dot, Knowledge, ManualClock, Marker, Policy, Rule, Site, SiteId, Slot, Store,
     StoreConfig, Value,
 };
-use outpost_replicator::automaton::{
-    CentralAutomaton, Command, RemoteCommand, RemoteScheduler, run_central,
-};
+use outpost_replicator::automaton::{CentralAutomaton, Command, RemoteCommand, run_central};
 use outpost_replicator::central::{self, Received};
-use outpost_replicator::config::{RemoteSchedule, RemoteSettings, SyncType};
-use outpost_replicator::remote::{self, Applied};
+use outpost_replicator::config::{RemoteSettings, SyncType};
+use outpost_replicator::executor::{
+    Failure, Fetched, RemoteExecutor, RemoteRun, RemoteTransport, SyncAsk,
+};
+use outpost_replicator::remote;
 use outpost_replicator::schedule::{Daily, HhMm, Zone};
 use outpost_replicator::{FlowKind, SyncMode, journal};
 use serde::Serialize;
@@ -196,7 +197,8 @@ struct Remote {
     zone: Zone,
     code: String,
     kind: Kind,
-    scheduler: RemoteScheduler,
+    /// The same executor as `outpost remote run`, over the in-memory transport.
+    executor: RemoteExecutor,
     /// The host's daily immediate sync (immediate, no-return, manual kinds).
     host_sync: Option<Daily>,
     next_wake: u64,
@@ -242,6 +244,148 @@ struct World {
     staleness: BTreeMap<usize, Vec<u64>>,
     report: Report,
     central_wake: u64,
+}
+
+/// What went wrong between a remote and central in the simulator.
+#[derive(Debug)]
+enum Carry {
+    /// The upload was cut (a fault): the remote tries again later.
+    Cut,
+    /// A real error: the run fails.
+    Failed(SimError),
+}
+
+impl std::fmt::Display for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Carry::Cut => f.write_str("upload cut"),
+            Carry::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: Into<SimError>> From<E> for Carry {
+    fn from(e: E) -> Self {
+        Carry::Failed(e.into())
+    }
+}
+
+/// A remote executor's run: a failure is the simulation's error (the simulated network only
+/// cuts, duplicates and loses; it never refuses).
+fn carried(run: RemoteRun<Carry>) -> Result<(), SimError> {
+    match run.failed.into_iter().next() {
+        None => Ok(()),
+        Some(Failure::Transport(Carry::Failed(e))) => Err(e),
+        Some(Failure::Transport(Carry::Cut)) => Err(bad("a cut upload counted as a failure")),
+        Some(Failure::Return(e)) => Err(e.into()),
+    }
+}
+
+/// The in-memory network between one remote and central, with its faults: uploads cut, files
+/// duplicated, central crashing mid-apply, acknowledgements and returns lost. Central processes
+/// an emission as soon as it is file ready, through its automaton.
+struct SimNet<'a> {
+    central: &'a Store,
+    automaton: &'a mut CentralAutomaton,
+    rng: &'a mut Rng,
+    report: &'a mut Report,
+    faults: bool,
+    /// Files on physical media: no acknowledgement comes back with an upload.
+    manual: bool,
+    code: String,
+}
+
+impl SimNet<'_> {
+    fn fault(&mut self, kind: &str, permille: u64) -> bool {
+        if self.faults && self.rng.chance(permille) {
+            *self
+                .report
+                .faults_injected
+                .entry(kind.to_owned())
+                .or_insert(0) += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl RemoteTransport for SimNet<'_> {
+    type Error = Carry;
+
+    fn is_transient(error: &Carry) -> bool {
+        matches!(error, Carry::Cut)
+    }
+
+    fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<outpost_replicator::FlowId, Carry> {
+        let site = store.site().id;
+        let (bytes, emitted) = remote::emit(store, Vec::new(), mode, false)?;
+        if self.fault("upload_cut", 40) {
+            let cut = bytes.len() / 2;
+            let refused = central::receive(
+                self.central,
+                bytes.get(..cut).unwrap_or_default(),
+                Some(site),
+            );
+            if refused.is_ok() {
+                self.report.violations.push(format!(
+                    "a truncated emission of {} was accepted",
+                    self.code
+                ));
+            }
+            return Err(Carry::Cut);
+        }
+        let received = central::receive(self.central, bytes.as_slice(), Some(site))?;
+        if self.fault("file_duplicated", 30) {
+            let again = central::receive(self.central, bytes.as_slice(), Some(site))?;
+            if !matches!(again, Received::Duplicate(_)) {
+                self.report
+                    .violations
+                    .push("a duplicated emission was not recognised".into());
+            }
+        }
+        if let Received::Ready { id, .. } = received {
+            if self.fault("central_crash_mid_apply", 20) {
+                // Processing starts and the process dies before it commits; the restarted
+                // automaton's sweep redoes it.
+                central::begin_processing(self.central, id)?;
+            } else {
+                let cmds = self.automaton.on_flow_ready(id);
+                if !cmds.is_empty() {
+                    run_central(self.central, self.automaton, cmds)?;
+                }
+            }
+        }
+        // Over the network the upload's reply carries central's acknowledgement; files on
+        // physical media do not.
+        if !self.manual && !self.fault("ack_lost", 30) {
+            let ack = central::acknowledgement(self.central, site);
+            remote::record_acknowledgement(store, &ack)?;
+        }
+        Ok(emitted.id)
+    }
+
+    fn fetch_return(
+        &mut self,
+        store: &Store,
+        after: u64,
+        _wait_ms: u64,
+    ) -> Result<Option<Fetched<'_>>, Carry> {
+        let Some((id, reader)) = central::fetch_return(self.central, store.site().id, after)?
+        else {
+            return Ok(None);
+        };
+        if self.fault("return_lost", 40) {
+            return Ok(None);
+        }
+        let answers = journal::row(self.central, id)?
+            .and_then(|r| r.link)
+            .map(|l| l.seq);
+        Ok(Some(Fetched {
+            answers,
+            reader: Box::new(reader),
+        }))
+    }
 }
 
 fn skew_of(rng: &mut Rng, faults: bool) -> i64 {
@@ -374,8 +518,7 @@ impl World {
                 c.broken_rules = broken;
                 Store::in_memory(c)
             })?;
-            let schedule = RemoteSchedule::from_settings(&remote::settings(&store)?)
-                .map_err(|e| bad(&e.to_string()))?;
+            let executor = RemoteExecutor::new(&store)?;
             let host_sync =
                 (kind != Kind::Fixed).then(|| Daily::new(hhmm(17 + rng.below(3), rng.below(60))));
             report.remotes.push(RemoteSummary {
@@ -391,7 +534,7 @@ impl World {
                 zone,
                 code: settings.code.clone(),
                 kind,
-                scheduler: RemoteScheduler::new(&schedule),
+                executor,
                 host_sync,
                 next_wake: u64::MAX,
                 stock_allowed: !settings.denied_tables.contains("stock_documents"),
@@ -481,7 +624,7 @@ impl World {
     fn reschedule_remote(&mut self, i: usize) {
         let r = &self.remotes[i];
         let local_now = self.now.saturating_add_signed(r.skew_ms);
-        let mut next_local = r.scheduler.next_wakeup_ms(local_now);
+        let mut next_local = r.executor.next_wakeup_ms(local_now);
         if let Some(job) = &r.host_sync {
             next_local = next_local.min(job.next_due(r.zone, local_now));
         }
@@ -545,101 +688,51 @@ impl World {
     fn wake_remote(&mut self, i: usize) -> Result<(), SimError> {
         let local_now = self.remotes[i].clock.now_ms();
         let zone = self.remotes[i].zone;
-        let mut cmds = self.remotes[i].scheduler.on_time(local_now);
         let host_due = self.remotes[i]
             .host_sync
             .as_mut()
             .is_some_and(|j| j.take_due(zone, local_now));
+        let (r, mut net) = self.net(i);
+        let mut run = r.executor.on_time(&r.store, &mut net)?;
         if host_due {
-            let no_return = self.remotes[i].kind == Kind::NoReturn;
-            cmds.extend(self.remotes[i].scheduler.request_sync(local_now, no_return));
+            let ask = if r.kind == Kind::NoReturn {
+                SyncAsk::NoReturn
+            } else {
+                SyncAsk::Immediate { wait_ms: None }
+            };
+            run.extend(r.executor.request_sync(&r.store, &mut net, ask)?);
         }
-        self.execute(i, cmds)?;
-        // While waiting for an immediate return, poll right away.
-        if self.remotes[i].scheduler.is_waiting() {
-            let cmds = self.remotes[i].scheduler.on_time(local_now);
-            self.execute(i, cmds)?;
-        }
-        Ok(())
+        carried(run)
     }
 
-    fn fault(&mut self, kind: &str, permille: u64) -> bool {
-        if self.cfg.faults && self.rng.chance(permille) {
-            *self
-                .report
-                .faults_injected
-                .entry(kind.to_owned())
-                .or_insert(0) += 1;
-            true
-        } else {
-            false
-        }
+    /// Remote `i` and the in-memory network to central.
+    fn net(&mut self, i: usize) -> (&mut Remote, SimNet<'_>) {
+        let World {
+            remotes,
+            central,
+            automaton,
+            rng,
+            report,
+            cfg,
+            ..
+        } = self;
+        let r = &mut remotes[i];
+        let net = SimNet {
+            central,
+            automaton,
+            rng,
+            report,
+            faults: cfg.faults,
+            manual: r.kind == Kind::Manual,
+            code: r.code.clone(),
+        };
+        (r, net)
     }
 
     fn execute(&mut self, i: usize, commands: Vec<RemoteCommand>) -> Result<(), SimError> {
-        for cmd in commands {
-            let site = self.remotes[i].store.site().id;
-            match cmd {
-                RemoteCommand::Emit(mode) => {
-                    let (bytes, _) = remote::emit(&self.remotes[i].store, Vec::new(), mode, false)?;
-                    if self.fault("upload_cut", 40) {
-                        let cut = bytes.len() / 2;
-                        let refused = central::receive(
-                            &self.central,
-                            bytes.get(..cut).unwrap_or_default(),
-                            Some(site),
-                        );
-                        if refused.is_ok() {
-                            self.violation(format!(
-                                "a truncated emission of {} was accepted",
-                                self.remotes[i].code
-                            ));
-                        }
-                        continue;
-                    }
-                    let received = central::receive(&self.central, bytes.as_slice(), Some(site))?;
-                    if self.fault("file_duplicated", 30) {
-                        let again = central::receive(&self.central, bytes.as_slice(), Some(site))?;
-                        if !matches!(again, Received::Duplicate(_)) {
-                            self.violation("a duplicated emission was not recognised".into());
-                        }
-                    }
-                    if let Received::Ready { id, .. } = received {
-                        if self.fault("central_crash_mid_apply", 20) {
-                            // Processing starts and the process dies before it commits; the
-                            // restarted automaton's sweep redoes it.
-                            central::begin_processing(&self.central, id)?;
-                        } else {
-                            let cmds = self.automaton.on_flow_ready(id);
-                            self.run_central(cmds)?;
-                        }
-                    }
-                    // Over the network the upload's reply carries central's acknowledgement;
-                    // files on physical media do not.
-                    if self.remotes[i].kind != Kind::Manual && !self.fault("ack_lost", 30) {
-                        let ack = central::acknowledgement(&self.central, site);
-                        remote::record_acknowledgement(&self.remotes[i].store, &ack)?;
-                    }
-                }
-                RemoteCommand::FetchReturn => {
-                    let after = remote::last_return_seq(&self.remotes[i].store)?;
-                    let Some((_, reader)) = central::fetch_return(&self.central, site, after)?
-                    else {
-                        continue;
-                    };
-                    if self.fault("return_lost", 40) {
-                        continue;
-                    }
-                    match remote::apply_return(&self.remotes[i].store, reader)? {
-                        Applied::Applied { .. } | Applied::AlreadyApplied(_) => {
-                            self.remotes[i].scheduler.on_return_applied();
-                        }
-                        Applied::RefusedStale { .. } => {}
-                    }
-                }
-            }
-        }
-        Ok(())
+        let (r, mut net) = self.net(i);
+        let run = r.executor.carry_out(&r.store, &mut net, commands)?;
+        carried(run)
     }
 
     fn run_central(&mut self, commands: Vec<Command>) -> Result<(), SimError> {

@@ -8,16 +8,17 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use outpost_engine::{Clock, FieldKind, ManualClock, Site, SiteId, Store, StoreConfig, Value};
 use outpost_replicator::automaton::{
-    Activity, CentralAutomaton, Command, RemoteCommand, RemoteScheduler, run_central,
+    Activity, CentralAutomaton, Command, RemoteCommand, run_central,
 };
 use outpost_replicator::central::{self, Received};
 use outpost_replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig, SyncType};
-use outpost_replicator::remote::{self, Applied};
+use outpost_replicator::executor::{Fetched, RemoteExecutor, RemoteTransport, SyncAsk};
+use outpost_replicator::remote;
 use outpost_replicator::schedule::{HhMm, Zone};
 use outpost_replicator::{SyncMode, journal};
 use serde::{Deserialize, Serialize};
 
-use crate::{SimError, retail};
+use crate::{Carry, SimError, carried, retail};
 
 /// A scenario file.
 #[derive(Clone, Debug, Deserialize)]
@@ -438,8 +439,8 @@ struct SRemote {
     store: Store,
     clock: ManualClock,
     skew_ms: i64,
-    scheduler: RemoteScheduler,
-    schedule: Option<RemoteSchedule>,
+    /// The same executor as `outpost remote run`, over the in-memory transport.
+    executor: RemoteExecutor,
     up: bool,
     net: bool,
 }
@@ -464,16 +465,100 @@ fn open(dir: &Path, site: &Site, clock: &ManualClock) -> outpost_engine::Result<
     )
 }
 
-fn schedule_of(store: &Store) -> Option<RemoteSchedule> {
-    remote::settings(store)
-        .ok()
-        .and_then(|s| RemoteSchedule::from_settings(&s).ok())
+fn executor_of(store: &Store) -> Result<RemoteExecutor, ScenarioError> {
+    RemoteExecutor::new(store).map_err(|e| invalid(e.to_string()))
 }
 
-fn scheduler_of(store: &Store) -> Result<RemoteScheduler, ScenarioError> {
-    let settings = remote::settings(store).map_err(SimError::from)?;
-    let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| invalid(e.to_string()))?;
-    Ok(RemoteScheduler::new(&schedule))
+/// Runs central's automaton on `cmds`, noting what it did (`Tra Dnn`, `Ret Dnn`).
+fn run_central_noted(
+    central: &Store,
+    automaton: &mut CentralAutomaton,
+    at: String,
+    activities: &mut Vec<ActivityEntry>,
+    cmds: Vec<Command>,
+) -> Result<(), SimError> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let run = run_central(central, automaton, cmds)?;
+    for id in &run.processed {
+        if let Some(row) = journal::row(central, *id)? {
+            activities.push(ActivityEntry {
+                at: at.clone(),
+                activity: Activity::Processing(row.site).to_string(),
+            });
+        }
+    }
+    for (site, _) in &run.returns {
+        activities.push(ActivityEntry {
+            at: at.clone(),
+            activity: Activity::Returning(*site).to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The in-memory network between a remote and central (cut by a `cut` step).
+struct ScenarioNet<'a> {
+    central: &'a Store,
+    automaton: &'a mut CentralAutomaton,
+    /// Central's local time, for the activities.
+    at: String,
+    activities: &'a mut Vec<ActivityEntry>,
+    up: bool,
+}
+
+impl RemoteTransport for ScenarioNet<'_> {
+    type Error = Carry;
+
+    fn is_transient(error: &Carry) -> bool {
+        matches!(error, Carry::Cut)
+    }
+
+    fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<outpost_replicator::FlowId, Carry> {
+        if !self.up {
+            return Err(Carry::Cut);
+        }
+        let site = store.site().id;
+        let (bytes, emitted) = remote::emit(store, Vec::new(), mode, true)?;
+        if let Received::Ready { id, .. } =
+            central::receive(self.central, bytes.as_slice(), Some(site))?
+        {
+            let cmds = self.automaton.on_flow_ready(id);
+            run_central_noted(
+                self.central,
+                self.automaton,
+                self.at.clone(),
+                self.activities,
+                cmds,
+            )?;
+        }
+        let ack = central::acknowledgement(self.central, site);
+        remote::record_acknowledgement(store, &ack)?;
+        Ok(emitted.id)
+    }
+
+    fn fetch_return(
+        &mut self,
+        store: &Store,
+        after: u64,
+        _wait_ms: u64,
+    ) -> Result<Option<Fetched<'_>>, Carry> {
+        if !self.up {
+            return Err(Carry::Cut);
+        }
+        let Some((id, reader)) = central::fetch_return(self.central, store.site().id, after)?
+        else {
+            return Ok(None);
+        };
+        let answers = journal::row(self.central, id)?
+            .and_then(|r| r.link)
+            .map(|l| l.seq);
+        Ok(Some(Fetched {
+            answers,
+            reader: Box::new(reader),
+        }))
+    }
 }
 
 /// Runs a scenario with its stores under `dir`.
@@ -549,8 +634,7 @@ pub fn run(s: &Scenario, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
             code: r.code.clone(),
             zone: zone(&r.tz)?,
             site: store.site().clone(),
-            scheduler: scheduler_of(&store)?,
-            schedule: schedule_of(&store),
+            executor: executor_of(&store)?,
             store,
             clock: rclock,
             skew_ms: 0,
@@ -663,66 +747,62 @@ impl Runner {
             if !self.remotes[i].up {
                 continue;
             }
-            let local = self.remotes[i].clock.now_ms();
-            let cmds = self.remotes[i].scheduler.on_time(local);
-            self.carry(i, cmds)?;
+            let (r, mut net) = self.net(i);
+            let run = r.executor.on_time(&r.store, &mut net)?;
+            carried(run)?;
         }
         let cmds = self.automaton.on_time(now);
         self.run_central(cmds)
     }
 
-    /// Runs central's automaton on `cmds`, noting what it did.
-    fn run_central(&mut self, cmds: Vec<Command>) -> Result<(), SimError> {
-        if cmds.is_empty() {
-            return Ok(());
-        }
-        let run = run_central(&self.central, &mut self.automaton, cmds)?;
+    /// Central's local time now, for the activities.
+    fn central_at(&self) -> String {
         let now = self.clock.now_ms();
-        let at = format!(
+        format!(
             "{} {}",
             self.central_zone.date_at(now),
             self.central_zone.hhmm_at(now)
-        );
-        for id in &run.processed {
-            if let Some(row) = journal::row(&self.central, *id)? {
-                self.activities.push(ActivityEntry {
-                    at: at.clone(),
-                    activity: Activity::Processing(row.site).to_string(),
-                });
-            }
-        }
-        for (site, _) in &run.returns {
-            self.activities.push(ActivityEntry {
-                at: at.clone(),
-                activity: Activity::Returning(*site).to_string(),
-            });
-        }
-        Ok(())
+        )
     }
 
-    /// Carries a remote's commands over the (in-memory) network.
+    /// Runs central's automaton on `cmds`, noting what it did.
+    fn run_central(&mut self, cmds: Vec<Command>) -> Result<(), SimError> {
+        let at = self.central_at();
+        run_central_noted(
+            &self.central,
+            &mut self.automaton,
+            at,
+            &mut self.activities,
+            cmds,
+        )
+    }
+
+    /// Remote `i` and its in-memory network to central.
+    fn net(&mut self, i: usize) -> (&mut SRemote, ScenarioNet<'_>) {
+        let at = self.central_at();
+        let Runner {
+            central,
+            automaton,
+            activities,
+            remotes,
+            ..
+        } = self;
+        let r = &mut remotes[i];
+        let net = ScenarioNet {
+            central,
+            automaton,
+            at,
+            activities,
+            up: r.net,
+        };
+        (r, net)
+    }
+
+    /// Carries out a remote's commands over the (in-memory) network.
     fn carry(&mut self, i: usize, cmds: Vec<RemoteCommand>) -> Result<(), SimError> {
-        for cmd in cmds {
-            if !self.remotes[i].net {
-                continue;
-            }
-            let site = self.remotes[i].site.id;
-            match cmd {
-                RemoteCommand::Emit(mode) => {
-                    let (bytes, _) = remote::emit(&self.remotes[i].store, Vec::new(), mode, true)?;
-                    self.deliver(&bytes, Some(site))?;
-                    let ack = central::acknowledgement(&self.central, site);
-                    remote::record_acknowledgement(&self.remotes[i].store, &ack)?;
-                }
-                RemoteCommand::FetchReturn => {
-                    let after = remote::last_return_seq(&self.remotes[i].store)?;
-                    if let Some((_, reader)) = central::fetch_return(&self.central, site, after)? {
-                        self.apply(i, reader)?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        let (r, mut net) = self.net(i);
+        let run = r.executor.carry_out(&r.store, &mut net, cmds)?;
+        carried(run)
     }
 
     fn deliver(&mut self, bytes: &[u8], sender: Option<SiteId>) -> Result<(), SimError> {
@@ -733,18 +813,10 @@ impl Runner {
         Ok(())
     }
 
+    /// A return that came on a file (S4): the executor applies it and follows its schedule.
     fn apply(&mut self, i: usize, reader: impl std::io::Read) -> Result<(), SimError> {
-        if let Applied::Applied { .. } = remote::apply_return(&self.remotes[i].store, reader)? {
-            self.remotes[i].scheduler.on_return_applied();
-            // The configuration may have changed (C6): the scheduler follows it.
-            let schedule = schedule_of(&self.remotes[i].store);
-            if schedule != self.remotes[i].schedule
-                && let Ok(s) = scheduler_of(&self.remotes[i].store)
-            {
-                self.remotes[i].scheduler = s;
-                self.remotes[i].schedule = schedule;
-            }
-        }
+        let r = &mut self.remotes[i];
+        r.executor.apply_return(&r.store, reader)?;
         Ok(())
     }
 
@@ -950,13 +1022,17 @@ impl Runner {
             if !self.remotes[i].net {
                 return Err(format!("{code}: network down, central unreachable"));
             }
-            let now = self.remotes[i].clock.now_ms();
-            let cmds = self.remotes[i]
-                .scheduler
-                .request_sync(now, mode == "no-return");
-            self.carry(i, cmds).map_err(|e| err(&e))?;
-            let cmds = self.remotes[i].scheduler.on_time(now);
-            return self.carry(i, cmds).map_err(|e| err(&e));
+            let ask = if mode == "no-return" {
+                SyncAsk::NoReturn
+            } else {
+                SyncAsk::Immediate { wait_ms: None }
+            };
+            let (r, mut net) = self.net(i);
+            let run = r
+                .executor
+                .request_sync(&r.store, &mut net, ask)
+                .map_err(|e| err(&e))?;
+            return carried(run).map_err(|e| err(&e));
         }
         if let Some(f) = &step.export {
             let (bytes, _) =
@@ -997,7 +1073,8 @@ impl Runner {
             .map_err(|e| err(&e))?;
             drop(std::mem::replace(&mut r.store, placeholder));
             r.store = open(&self.dir, &site, &r.clock).map_err(|e| err(&e))?;
-            r.scheduler = scheduler_of(&r.store).map_err(|e| err(&e))?;
+            // A new process: a new executor, reading the day's fixed-time emission back.
+            r.executor = executor_of(&r.store).map_err(|e| err(&e))?;
         } else if let Some(a) = &step.admin_config {
             let mut settings = remote::settings(&r.store).map_err(|e| err(&e))?;
             let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| err(&e))?;
@@ -1026,8 +1103,8 @@ impl Runner {
             };
             settings.insert(name.clone(), value.clone());
             remote::set_setting(&r.store, &name, &value).map_err(|e| err(&e))?;
-            r.scheduler = scheduler_of(&r.store).map_err(|e| err(&e))?;
-            r.schedule = schedule_of(&r.store);
+            // The running executor follows the local admin's edit (C6).
+            r.executor.refresh(&r.store).map_err(|e| err(&e))?;
         } else {
             return Err("a step needs one operation".into());
         }

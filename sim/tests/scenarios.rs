@@ -215,3 +215,22 @@ fn t3_a_file_cut_half_way_leaves_nothing_in_the_sync_table() {
             .contains("truncated")
     );
 }
+
+/// M1 (one fixed-time sync a day) with C6: a remote admin moves BSOC's emission to 20:00 (it
+/// emits at 20:00); the 23:20 return puts central's 21:00 back. The 21:00 of that day is not
+/// "caught up" at 23:21: one fixed-time emission that day, the next one at 21:00 the day after.
+#[test]
+fn m1_a_schedule_changed_by_a_return_never_emits_twice_the_same_day() {
+    let r = run("c6-local-settings-overwritten.toml");
+    let emissions: Vec<_> = r
+        .journal
+        .iter()
+        .filter(|j| j.kind == "emission" && j.site == "BSOC" && j.mode == "deferred")
+        .map(|j| j.file_ready.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        emissions,
+        vec!["2026-11-25 20:00".to_owned(), "2026-11-26 21:00".to_owned()],
+        "one fixed-time emission a day"
+    );
+}
