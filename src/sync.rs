@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outpost_engine::{Clock, Store};
-use outpost_replicator::automaton::{RemoteCommand, RemoteScheduler};
-use outpost_replicator::config::{RemoteSchedule, SyncType};
+use outpost_replicator::automaton::DEFAULT_IMMEDIATE_WAIT_MS;
+use outpost_replicator::executor::{
+    Failure, Fetched, RemoteExecutor, RemoteRun, RemoteTransport, SyncAsk,
+};
 use outpost_replicator::flow::{FlowId, FlowReader, SyncMode};
 use outpost_replicator::{files, remote};
 use serde::{Deserialize, Serialize};
@@ -350,29 +352,42 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
     }
 }
 
-/// Sends every emission waiting in the outbox, oldest first.
+/// Sends every emission waiting in the outbox, oldest first. An emission central refuses
+/// (too large, damaged, not this site's) is set aside in `outbox/refused/`: an older one is a
+/// note (the next emission carries the same changes, since central's knowledge did not move);
+/// `current`, the emission this sync just made, is the sync's failure.
 fn send_outbox(
     store: &Store,
     link: &Link,
     dir: &Path,
+    current: Option<FlowId>,
     summary: &mut Summary,
 ) -> Result<(), NetError> {
     let outbox = outbox(dir).map_err(NetError::Local)?;
     for (id, path) in waiting_emissions(&outbox)? {
         match upload(link, id, &path) {
             Ok(()) => {}
-            // Central will never take this one (too large, damaged, not this site's): set it
-            // aside for a person to look at, and go on — the next emission carries the same
-            // changes, since central's knowledge did not move.
             Err(NetError::Refused(code @ (403 | 413 | 422), why)) => {
                 let aside = outbox.join("refused");
                 std::fs::create_dir_all(&aside).map_err(local)?;
                 let to = aside.join(path.file_name().unwrap_or_default());
                 std::fs::rename(&path, &to).map_err(local)?;
-                summary.notes.push(format!(
-                    "emission {id} refused by central ({code}: {why}); moved to {}",
+                let what = format!(
+                    "emission {id} refused by central ({code}: {why}); set aside in {}",
                     to.display()
-                ));
+                );
+                if current == Some(id) {
+                    return Err(NetError::Refused(
+                        code,
+                        format!(
+                            "{why} — emission {id} set aside in {}; nothing was synced: fix \
+                             what central says (this site's credential, central's size \
+                             limit) and sync again",
+                            to.display()
+                        ),
+                    ));
+                }
+                summary.notes.push(what);
                 continue;
             }
             Err(e) => return Err(e),
@@ -388,75 +403,48 @@ fn send_outbox(
     Ok(())
 }
 
-/// Downloads and applies the newest return after the last one applied, waiting up to `wait`
-/// for one; with `answering`, keeps waiting (within `wait`) until the return that answers that
-/// emission has come. Reports each applied return to central at once.
-fn fetch(
-    store: &Store,
+/// Downloads the newest return after return `after`, waiting up to `wait_ms` for one, into
+/// `inbox/`; gives the emission it answers and the file to apply.
+fn download(
     link: &Link,
     dir: &Path,
-    wait: Duration,
-    answering: Option<FlowId>,
-    summary: &mut Summary,
-) -> Result<bool, NetError> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let after = remote::last_return_seq(store).map_err(local)?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut r = link
-            .agent
-            .get(&link.url("/v1/returns"))
-            .header("authorization", link.bearer())
-            .query("after", after.to_string())
-            .query("wait_ms", left.as_millis().to_string())
-            .call()
-            .map_err(|e| NetError::Unreachable(e.to_string()))?;
-        match r.status().as_u16() {
-            204 => return Ok(false),
-            200 => {}
-            _ => return Err(error_of(r)),
-        }
-        let link_seq: u64 = r
-            .headers()
-            .get("outpost-link-seq")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let inbox = dir.join("inbox");
-        std::fs::create_dir_all(&inbox).map_err(local)?;
-        let path = inbox.join("return.partial");
-        {
-            let mut file = File::create(&path).map_err(local)?;
-            let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
-            std::io::copy(&mut reader, &mut file)
-                .map_err(|e| NetError::Unreachable(format!("the return was cut off: {e}")))?;
-            file.sync_all().map_err(local)?;
-        }
-        let before = remote::refused_by_central(store).map_err(local)?.len();
-        let applied = files::apply_return_from(store, &path);
-        let _ = std::fs::remove_file(&path);
-        match applied.map_err(|e| NetError::Local(format!("the return was not applied: {e}")))? {
-            remote::Applied::Applied {
-                id, report, note, ..
-            } => {
-                summary.received.push((id, report.outcomes.len() as u64));
-                if let Some(n) = note {
-                    summary.notes.push(n);
-                }
-            }
-            remote::Applied::AlreadyApplied(_) => {}
-            remote::Applied::RefusedStale { id, newest } => summary.notes.push(format!(
-                "return {id} refused: return {newest} is newer and already applied"
-            )),
-        }
-        let after_count = remote::refused_by_central(store).map_err(local)?.len();
-        summary.rejected += after_count.saturating_sub(before) as u64;
-        report_acks(store, link)?;
-        let answered = answering.is_none_or(|e| e.seq == link_seq);
-        if answered || Instant::now() >= deadline {
-            return Ok(true);
-        }
+    after: u64,
+    wait_ms: u64,
+) -> Result<Option<(Option<u64>, File)>, NetError> {
+    let mut r = link
+        .agent
+        .get(&link.url("/v1/returns"))
+        .header("authorization", link.bearer())
+        .query("after", after.to_string())
+        .query("wait_ms", wait_ms.to_string())
+        .call()
+        .map_err(|e| NetError::Unreachable(e.to_string()))?;
+    match r.status().as_u16() {
+        204 => return Ok(None),
+        200 => {}
+        _ => return Err(error_of(r)),
     }
+    let link_seq: u64 = r
+        .headers()
+        .get("outpost-link-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).map_err(local)?;
+    let path = inbox.join("return.partial");
+    {
+        let mut file = File::create(&path).map_err(local)?;
+        let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
+        std::io::copy(&mut reader, &mut file)
+            .map_err(|e| NetError::Unreachable(format!("the return was cut off: {e}")))?;
+        file.sync_all().map_err(local)?;
+    }
+    let file = File::open(&path).map_err(local)?;
+    // Open, it stays readable; where the system keeps it (Windows), the next download
+    // overwrites it.
+    let _ = std::fs::remove_file(&path);
+    Ok(Some(((link_seq > 0).then_some(link_seq), file)))
 }
 
 /// Tells central at once that returns were applied (J1: execution at the remote).
@@ -490,8 +478,79 @@ fn emit_and_send(
 ) -> Result<FlowId, NetError> {
     let outbox = outbox(dir).map_err(NetError::Local)?;
     let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
-    send_outbox(store, link, dir, summary)?;
+    send_outbox(store, link, dir, Some(emitted.id), summary)?;
     Ok(emitted.id)
+}
+
+/// The network between a remote and central: emissions through the outbox and resumable
+/// uploads, returns downloaded with a wait and reported at once. What it sent and what it
+/// noted go into `summary`.
+struct Net<'a> {
+    link: &'a Link,
+    dir: &'a Path,
+    summary: Summary,
+}
+
+impl RemoteTransport for Net<'_> {
+    type Error = NetError;
+
+    fn is_transient(error: &NetError) -> bool {
+        matches!(
+            error,
+            NetError::Unreachable(_) | NetError::Refused(409 | 429 | 500..=599, _)
+        )
+    }
+
+    fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<FlowId, NetError> {
+        emit_and_send(store, self.link, self.dir, mode, &mut self.summary)
+    }
+
+    fn fetch_return(
+        &mut self,
+        store: &Store,
+        after: u64,
+        wait_ms: u64,
+    ) -> Result<Option<Fetched<'_>>, NetError> {
+        send_outbox(store, self.link, self.dir, None, &mut self.summary)?;
+        Ok(
+            download(self.link, self.dir, after, wait_ms)?.map(|(answers, file)| Fetched {
+                answers,
+                reader: Box::new(std::io::BufReader::new(file)),
+            }),
+        )
+    }
+
+    fn returns_applied(&mut self, store: &Store) -> Result<(), NetError> {
+        report_acks(store, self.link)
+    }
+}
+
+/// Adds what an executor's run did to the summary: returns applied and their notes, changes
+/// refused by central (counted from `refused_before`), the executor's notes.
+fn account(
+    store: &Store,
+    run: &mut RemoteRun<NetError>,
+    refused_before: usize,
+    summary: &mut Summary,
+) -> Result<(), NetError> {
+    for applied in run.applied.drain(..) {
+        match applied {
+            remote::Applied::Applied {
+                id, report, note, ..
+            } => {
+                summary.received.push((id, report.outcomes.len() as u64));
+                summary.notes.extend(note);
+            }
+            remote::Applied::AlreadyApplied(_) => {}
+            remote::Applied::RefusedStale { id, newest } => summary.notes.push(format!(
+                "return {id} refused: return {newest} is newer and already applied"
+            )),
+        }
+    }
+    let now = remote::refused_by_central(store).map_err(local)?.len();
+    summary.rejected += now.saturating_sub(refused_before) as u64;
+    summary.notes.append(&mut run.notes);
+    Ok(())
 }
 
 /// What `outpost remote sync` is asked.
@@ -499,11 +558,15 @@ fn emit_and_send(
 pub struct SyncRequest {
     /// Emit only (M3).
     pub no_return: bool,
-    /// How long to wait for the return; default: the site's configured immediate wait.
+    /// How long to wait for the return; default: the site's configured immediate wait, or
+    /// [`DEFAULT_IMMEDIATE_WAIT_MS`].
     pub wait: Option<Duration>,
 }
 
-/// `outpost remote sync`: an immediate sync (A3, M2/M4): emit, then wait for the return.
+/// `outpost remote sync`: an immediate sync (A3, M2/M4) through the site's executor: emit,
+/// then wait for the return — the site's configured wait, or the default one where the site
+/// has none (a fixed-time or no-return site asking for an immediate sync still gets its
+/// return). An emission central refuses fails the sync at once, with central's reason.
 pub fn sync_now(
     store: &Store,
     link: &Link,
@@ -511,62 +574,75 @@ pub fn sync_now(
     req: SyncRequest,
 ) -> Result<Summary, NetError> {
     let started = Instant::now();
-    let mut summary = Summary::default();
-    let settings = remote::settings(store).map_err(local)?;
-    let configured_wait = RemoteSchedule::from_settings(&settings).ok().and_then(|s| {
-        s.sync_types.iter().find_map(|t| match t {
-            SyncType::Immediate { wait_ms } => Some(Duration::from_millis(*wait_ms)),
-            _ => None,
-        })
-    });
-    let wait = if req.no_return {
-        None
+    let mut exec = RemoteExecutor::new(store).map_err(local)?;
+    let mut net = Net {
+        link,
+        dir,
+        summary: Summary::default(),
+    };
+    let ask = if req.no_return {
+        SyncAsk::NoReturn
     } else {
-        req.wait.or(configured_wait)
+        if req.wait.is_none() && exec.scheduler().configured_wait_ms().is_none() {
+            net.summary.notes.push(format!(
+                "this site has no wait configured for immediate syncs: waited up to the \
+                 default {} s for the return",
+                DEFAULT_IMMEDIATE_WAIT_MS / 1000
+            ));
+        }
+        SyncAsk::Immediate {
+            wait_ms: req
+                .wait
+                .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+        }
     };
-    let fixed = RemoteSchedule::from_settings(&settings).is_ok_and(|s| {
-        s.sync_types
-            .iter()
-            .any(|t| matches!(t, SyncType::Fixed { .. }))
-    });
-    let mode = match (wait, req.no_return, fixed) {
-        (Some(_), _, _) => SyncMode::Immediate,
-        (None, false, true) => {
-            summary.notes.push(
-                "this site syncs at fixed times: its return comes at central's common return time (M1); the next sync or `outpost remote run` fetches it".into(),
-            );
-            SyncMode::Deferred
-        }
-        (None, false, false) => {
-            summary.notes.push(
-                "this site has no immediate sync configured: emitted without a return (M3)".into(),
-            );
-            SyncMode::NoReturn
-        }
-        (None, true, _) => SyncMode::NoReturn,
+    let wait_ms = match ask {
+        SyncAsk::NoReturn => 0,
+        SyncAsk::Immediate { wait_ms } => wait_ms
+            .or(exec.scheduler().configured_wait_ms())
+            .unwrap_or(DEFAULT_IMMEDIATE_WAIT_MS),
     };
-    let emitted = emit_and_send(store, link, dir, mode, &mut summary)?;
-    match wait {
-        Some(w) => {
-            if !fetch(store, link, dir, w, Some(emitted), &mut summary)? {
-                summary.notes.push(format!(
-                    "no return within {:.0} s: it will be fetched at the next connection",
-                    w.as_secs_f64()
-                ));
-            }
+    let refused_before = remote::refused_by_central(store).map_err(local)?.len();
+    let mut run = exec.request_sync(store, &mut net, ask).map_err(local)?;
+    // Central may end a long poll before the wait is over: poll again until it is.
+    while run.failed.is_empty()
+        && run.unreachable.is_none()
+        && exec.waiting_until().is_some_and(|u| store.now_ms() < u)
+    {
+        let polled = Instant::now();
+        let more = exec.wait_for_return(store, &mut net).map_err(local)?;
+        if more.applied.is_empty() && polled.elapsed() < Duration::from_millis(100) {
+            std::thread::sleep(Duration::from_millis(200));
         }
-        // Whatever central already prepared (a deferred return) comes along.
-        None => {
-            fetch(store, link, dir, Duration::ZERO, None, &mut summary)?;
-        }
+        run.extend(more);
+    }
+    if let Some(failure) = run.failed.into_iter().next() {
+        return Err(match failure {
+            Failure::Transport(e) => e,
+            Failure::Return(e) => NetError::Local(format!("the return was not applied: {e}")),
+        });
+    }
+    run.failed = Vec::new();
+    if let Some(e) = run.unreachable.take() {
+        return Err(e);
+    }
+    let mut summary = std::mem::take(&mut net.summary);
+    account(store, &mut run, refused_before, &mut summary)?;
+    if exec.is_waiting() {
+        summary.notes.push(format!(
+            "no return within {} s: it will be fetched at the next connection",
+            wait_ms / 1000
+        ));
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-/// `outpost remote run`: the site's scheduler (M1), connecting only for each sync (S2) and
-/// retrying with backoff while central is unreachable. Runs until the process is stopped; a
-/// stop at any point loses nothing (the emission is in the outbox, the upload resumes).
+/// `outpost remote run`: the site's executor (M1), connecting only for each sync (S2) and
+/// retrying with backoff while central is unreachable. It follows the site's settings as they
+/// change (a return, a local admin's edit: C4, C6) without a restart. Runs until the process is
+/// stopped; a stop at any point loses nothing (the emission is in the outbox, the upload
+/// resumes).
 pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> CliResult<()> {
     run_with(store, link, dir, once_by_ms, None)
 }
@@ -580,53 +656,43 @@ pub fn run_with(
     once_by_ms: Option<u64>,
     one: Option<&std::sync::Mutex<()>>,
 ) -> CliResult<()> {
-    let settings = remote::settings(store).map_err(|e| e.to_string())?;
-    let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| e.to_string())?;
-    let mut scheduler = RemoteScheduler::new(&schedule);
+    let mut exec = RemoteExecutor::new(store).map_err(|e| e.to_string())?;
     // Catch up first: an emission left in the outbox, a return waiting at central.
-    let mut backlog = vec![RemoteCommand::FetchReturn];
-    let mut backoff = Duration::from_secs(1);
+    exec.catch_up();
+    let mut net = Net {
+        link,
+        dir,
+        summary: Summary::default(),
+    };
     loop {
-        let now = SystemClock.now_ms();
-        let mut commands = std::mem::take(&mut backlog);
-        commands.extend(scheduler.on_time(now));
-        for cmd in commands {
-            let one_at_a_time =
+        {
+            let _one_at_a_time =
                 one.map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-            let mut summary = Summary::default();
             let started = Instant::now();
-            let done = match cmd {
-                RemoteCommand::Emit(mode) => {
-                    emit_and_send(store, link, dir, mode, &mut summary).map(|_| ())
-                }
-                RemoteCommand::FetchReturn => send_outbox(store, link, dir, &mut summary)
-                    .and_then(|()| fetch(store, link, dir, Duration::ZERO, None, &mut summary))
-                    .map(|got| {
-                        if got {
-                            scheduler.on_return_applied();
-                        }
-                    }),
-            };
-            summary.elapsed = started.elapsed();
-            match done {
-                Ok(()) => {
-                    backoff = Duration::from_secs(1);
+            let refused_before = remote::refused_by_central(store).map_or(0, |r| r.len());
+            match exec.on_time(store, &mut net) {
+                Ok(mut run) => {
+                    let mut summary = std::mem::take(&mut net.summary);
+                    if let Err(e) = account(store, &mut run, refused_before, &mut summary) {
+                        eprintln!("error: {e}");
+                    }
+                    summary.elapsed = started.elapsed();
                     if !summary.sent.is_empty() || !summary.received.is_empty() {
                         println!("{summary}");
+                    } else {
+                        for n in &summary.notes {
+                            println!("note: {n}");
+                        }
                     }
-                }
-                Err(NetError::Unreachable(e))
-                | Err(NetError::Refused(409 | 429 | 500..=599, e)) => {
-                    // Emit already wrote the outbox: only the sending is retried.
-                    eprintln!(
-                        "central is unreachable: {e}; retrying in {} s",
-                        backoff.as_secs()
-                    );
-                    backlog.push(RemoteCommand::FetchReturn);
-                    // Workstations may ask for a sync meanwhile.
-                    drop(one_at_a_time);
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                    for f in &run.failed {
+                        eprintln!("error: {f}");
+                    }
+                    if let (Some(e), Some(at)) = (&run.unreachable, run.retry_at) {
+                        eprintln!(
+                            "{e}; retrying in {} s",
+                            at.saturating_sub(store.now_ms()).div_ceil(1000)
+                        );
+                    }
                 }
                 Err(e) => eprintln!("error: {e}"),
             }
@@ -635,10 +701,8 @@ pub fn run_with(
         if once_by_ms.is_some_and(|until| now >= until) {
             return Ok(());
         }
-        let next = scheduler.next_wakeup_ms(now).saturating_sub(now);
-        let nap = Duration::from_millis(next.clamp(200, 60_000));
-        if backlog.is_empty() {
-            std::thread::sleep(nap);
-        }
+        // At least once a minute: a changed setting is followed within a minute.
+        let next = exec.next_wakeup_ms(now).saturating_sub(now);
+        std::thread::sleep(Duration::from_millis(next.clamp(200, 60_000)));
     }
 }

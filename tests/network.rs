@@ -366,7 +366,8 @@ fn j1_a_processing_cut_by_killing_the_daemon_runs_again_after_restart_with_execu
     deployment(dir, &[], &[("BSOC", "bsoc", &["fixed 21:00 23:20"])]);
     bulk(dir, "bsoc", "K", 40_000);
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
-    sync(dir, "bsoc", &central, &[]);
+    // Emit only: an immediate sync would wait for its return while central processes (M4).
+    sync(dir, "bsoc", &central, &["--no-return"]);
     // Kill it while it applies the emission: started, not finished.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -713,4 +714,76 @@ fn t3_concurrent_uploads_of_the_same_flow_one_at_a_time_and_the_journal_shows_it
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["executions"], 1);
     assert_eq!(rows[0]["bytes"], flow.len() as u64);
+}
+
+/// M4: `outpost remote sync` at a site configured for fixed times only is still an immediate
+/// sync: it emits in immediate mode and waits (the default wait) for its return, which central
+/// prepares at once — never a silent sync without return.
+#[test]
+fn m4_remote_sync_at_a_fixed_time_site_still_gets_its_immediate_return() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["fixed 21:00 23:20"])]);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
+    let summary = sync(dir, "bsoc", &central, &[]);
+    assert!(summary.contains("received 1 return(s)"), "{summary}");
+    let rows = journal_of(dir, &central, 2);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["mode"], "Immediate", "{rows:?}");
+    assert!(rows[0]["link"].is_object(), "answered: {rows:?}");
+}
+
+/// A3/S2: an emission central refuses (here a remote set up with another site's credential:
+/// 403) is a failed sync: `outpost remote sync` exits non-zero at once with central's reason,
+/// without waiting for a return that cannot come, and sets the emission aside.
+#[test]
+fn a3_a_refused_emission_fails_the_sync_at_once_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &[],
+        &[
+            ("BSOC", "bsoc", &["immediate 30"]),
+            ("CSOC", "csoc", &["immediate 30"]),
+        ],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    // BSOC's machine was given CSOC's credential by mistake.
+    let bsoc_toml = dir.join("bsoc/remote.toml");
+    let text = std::fs::read_to_string(&bsoc_toml).unwrap();
+    let mixed = text.replace(
+        &credential(&bsoc_toml),
+        &credential(&dir.join("csoc/remote.toml")),
+    );
+    assert_ne!(text, mixed);
+    std::fs::write(&bsoc_toml, mixed).unwrap();
+    put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
+    let started = Instant::now();
+    let out = outpost(
+        dir,
+        &[
+            "remote",
+            "sync",
+            "--data",
+            "bsoc",
+            "--central",
+            &central.url,
+        ],
+    );
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0: {stdout}{stderr}");
+    assert!(
+        stderr.contains("refused") && stderr.contains("claims to come from site 02"),
+        "the reason: {stdout}{stderr}"
+    );
+    assert!(took < Duration::from_secs(10), "waited {took:?}: {stderr}");
+    assert!(
+        dir.join("bsoc/outbox/refused").read_dir().unwrap().count() == 1,
+        "set aside"
+    );
+    assert!(journal_of(dir, &central, 2).is_empty());
 }
