@@ -276,8 +276,14 @@ pub(crate) fn check_emission(
 /// transport that asks whether central holds an emission already gives the stamp of its own,
 /// and central answers no when they differ — the upload then goes through
 /// [`crate::central::receive`], which refuses it for what it is.
-pub fn received_stamp(store: &outpost_engine::Store, id: crate::flow::FlowId) -> Result<Option<Stamp>> {
-    local::snap_get(&store.snapshot()?, &local::flow_key(local::EMISSION_STAMPS, id))
+pub fn received_stamp(
+    store: &outpost_engine::Store,
+    id: crate::flow::FlowId,
+) -> Result<Option<Stamp>> {
+    local::snap_get(
+        &store.snapshot()?,
+        &local::flow_key(local::EMISSION_STAMPS, id),
+    )
 }
 
 /// A store's identity, as a remote keeps it: `ri`.
