@@ -207,6 +207,8 @@ struct Remote {
     registers: Vec<String>,
     reserved: Vec<(String, String)>,
     key_seq: u64,
+    /// The bootstrap file it was first set up from, kept on a shelf (R1: a reinstall).
+    bootstrap: Vec<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -216,6 +218,11 @@ enum Event {
     CentralWake,
     Noon(usize),
     CentralPrices,
+    /// An admin changes a fixed-time remote's schedule: at central (sent with the next return)
+    /// or locally at the remote (C6: until the next return), while its executor runs.
+    ScheduleChange(usize),
+    /// A shop's disk is lost and its PC set up again from its old bootstrap file (R1).
+    Reinstall(usize),
 }
 
 /// One write accepted somewhere, kept to check that none is lost.
@@ -519,8 +526,9 @@ impl World {
                 Store::in_memory(c)
             })?;
             let executor = RemoteExecutor::new(&store)?;
-            let host_sync =
-                (kind != Kind::Fixed).then(|| Daily::new(hhmm(17 + rng.below(3), rng.below(60))));
+            // M4: an immediate sync can be asked whatever the sync type (fixed-time sites too).
+            let host_sync = (kind != Kind::Fixed || rng.chance(300))
+                .then(|| Daily::new(hhmm(17 + rng.below(3), rng.below(60))));
             report.remotes.push(RemoteSummary {
                 code: settings.code.clone(),
                 time_zone: settings.time_zone.clone(),
@@ -542,6 +550,7 @@ impl World {
                 registers: Vec::new(),
                 reserved: Vec::new(),
                 key_seq: 0,
+                bootstrap: bytes,
             });
         }
         let mut automaton =
@@ -611,6 +620,17 @@ impl World {
             self.push(t, Event::CentralPrices);
             t += DAY;
         }
+        let span = end - START_MS;
+        for i in 0..self.remotes.len() {
+            if self.remotes[i].kind == Kind::Fixed && self.rng.chance(400) {
+                let t = START_MS + self.rng.below(span);
+                self.push(t, Event::ScheduleChange(i));
+            }
+            if self.cfg.faults && self.rng.chance(60) {
+                let t = START_MS + self.rng.below(span);
+                self.push(t, Event::Reinstall(i));
+            }
+        }
     }
 
     fn set_time(&mut self, t: u64) {
@@ -678,6 +698,8 @@ impl World {
                 }
                 Event::Noon(i) => self.sample_staleness(i),
                 Event::CentralPrices => self.central_prices()?,
+                Event::ScheduleChange(i) => self.schedule_change(i)?,
+                Event::Reinstall(i) => self.reinstall(i)?,
             }
             self.reschedule_central();
         }
@@ -695,7 +717,8 @@ impl World {
         let (r, mut net) = self.net(i);
         let mut run = r.executor.on_time(&r.store, &mut net)?;
         if host_due {
-            let ask = if r.kind == Kind::NoReturn {
+            // A no-return site sometimes asks for an immediate sync too (M4): it gets a return.
+            let ask = if r.kind == Kind::NoReturn && r.key_seq % 2 == 0 {
                 SyncAsk::NoReturn
             } else {
                 SyncAsk::Immediate { wait_ms: None }
@@ -791,18 +814,23 @@ impl World {
                     continue;
                 };
                 let now = match &w.slot {
-                    Slot::Created => Some(Marker {
-                        stamp: raw.created.stamp,
-                        site: raw.created.site(),
-                    }),
-                    Slot::Tombstone => raw.tombstone.map(|r| r.marker()),
-                    Slot::Field(f) => raw.fields.get(f).map(|r| r.marker()),
+                    Slot::Created => Some((
+                        Marker {
+                            stamp: raw.created.stamp,
+                            site: raw.created.site(),
+                        },
+                        raw.created.dot,
+                    )),
+                    Slot::Tombstone => raw.tombstone.map(|r| (r.marker(), r.dot)),
+                    Slot::Field(f) => raw.fields.get(f).map(|r| (r.marker(), r.dot)),
                 };
-                if let Some(m) = now
+                // Its new dot too: a change central refuses is logged under the dot it came with.
+                if let Some((m, dot)) = now
                     && m.site == site
                     && m.stamp < w.marker.stamp
                 {
                     w.marker = m;
+                    w.dot = dot;
                 }
             }
             *self
@@ -812,6 +840,118 @@ impl World {
                 .or_insert(0) += 1;
             self.reschedule_remote(i);
         }
+        Ok(())
+    }
+
+    /// An admin moves a fixed-time remote's emission and fetch (C4/C6) while its executor runs:
+    /// at central (the next return carries it) or locally at the remote (until the next
+    /// return puts central's back). The executor must follow without a restart, and never emit
+    /// twice at a fixed time on one day (M1) — the fixed-time check at the end counts.
+    fn schedule_change(&mut self, i: usize) -> Result<(), SimError> {
+        let paris: Zone = "Europe/Paris".parse().map_err(|_| bad("zone"))?;
+        let zone = self.remotes[i].zone;
+        let day = paris.date_at(self.now);
+        let emission = at_of(
+            zone,
+            paris.instant(day, hhmm(18 + self.rng.below(4), self.rng.below(60))),
+        );
+        let fetch = at_of(
+            zone,
+            paris.instant(day, hhmm(0, 30 + self.rng.below(30))) + DAY,
+        );
+        let types = vec![
+            SyncType::Fixed { emission, fetch },
+            SyncType::Immediate { wait_ms: MINUTE },
+        ];
+        let Some(mut config) = central::config(&self.central)? else {
+            return Ok(());
+        };
+        let site = self.remotes[i].store.site().id;
+        let Some(pos) = config.remotes.iter().position(|r| r.id == site) else {
+            return Ok(());
+        };
+        if let Some(r) = config.remotes.get_mut(pos) {
+            r.sync_types = types.clone();
+        }
+        if config.validate().is_err() {
+            return Ok(());
+        }
+        if self.rng.chance(500) {
+            central::set_config(&self.central, &config)?;
+        } else {
+            // C6: a local admin's edit, overwritten by the next return.
+            let text = types
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(";");
+            remote::set_setting(&self.remotes[i].store, "sync_types", &text)?;
+        }
+        *self
+            .report
+            .faults_injected
+            .entry("schedule_changed".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// A shop's disk dies and its PC is set up again from the bootstrap file it was first set
+    /// up from (R1). The writes the lost store had not sent are lost with the disk. If central
+    /// holds changes of the old store, the new one must be refused at its first emission —
+    /// never taken for changes central holds — and the person responsible reprovisions the site
+    /// (`central reprovision`), setting it up once more from the new bootstrap.
+    fn reinstall(&mut self, i: usize) -> Result<(), SimError> {
+        let site = self.remotes[i].store.site().id;
+        let known = self.central.knowledge();
+        // What the lost store made and central does not hold is gone with the disk (or, if in an
+        // emission central has not processed yet, arrives all the same).
+        self.accepted
+            .retain(|w| w.dot.site != site || known.contains(w.dot));
+        let clock = self.remotes[i].clock.clone();
+        let broken = self.cfg.broken_rules.clone();
+        let open = |site: &outpost_engine::Site| {
+            let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
+            c.broken_rules = broken.clone();
+            Store::in_memory(c)
+        };
+        let id = self.rng.next_u64();
+        let store = remote::bootstrap_as(self.remotes[i].bootstrap.as_slice(), open, Some(id))?;
+        let held_before = known.max_seq(site) > 0;
+        let (bytes, _) = remote::emit(&store, Vec::new(), SyncMode::NoReturn, false)?;
+        let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
+            Err(outpost_replicator::Error::WrongStore(_)) => {
+                // The operator's procedure (docs/OPERATIONS.md).
+                central::reprovision(&self.central, site)?;
+                let (boot, _) = central::write_bootstrap(&self.central, site, Vec::new(), false)?;
+                let id = self.rng.next_u64();
+                remote::bootstrap_as(boot.as_slice(), open, Some(id))?
+            }
+            Err(e) => return Err(e.into()),
+            Ok(received) => {
+                if held_before {
+                    self.violation(format!(
+                        "{} set up again from its old bootstrap was not refused ({received:?}) though central holds changes of the store before",
+                        self.remotes[i].code
+                    ));
+                }
+                if let Received::Ready { id, .. } = received {
+                    let cmds = self.automaton.on_flow_ready(id);
+                    self.run_central(cmds)?;
+                }
+                store
+            }
+        };
+        let r = &mut self.remotes[i];
+        r.executor = RemoteExecutor::new(&store)?;
+        r.store = store;
+        r.own_docs.clear();
+        r.registers.clear();
+        r.reserved.clear();
+        *self
+            .report
+            .faults_injected
+            .entry("reinstalled_from_old_bootstrap".to_owned())
+            .or_insert(0) += 1;
         Ok(())
     }
 
@@ -854,7 +994,20 @@ impl World {
                 }
             }
             45..=49 => store.write_commit(|tx| tx.set("prospects", &key, "name", "prospect")),
-            50..=64 => {
+            50..=54 => {
+                // Shops pick the same document number (R1/R5): the first creation central
+                // receives is the document's; the others' writes are refused and returned.
+                let key = format!("DOC-{}-{}", self.now / DAY, self.rng.below(3));
+                if store.record("sales_documents", &key)?.is_some() {
+                    return Ok(());
+                }
+                let total = price(&mut self.rng);
+                store.write_commit(|tx| {
+                    tx.set("sales_documents", &key, "status", "confirmed")?;
+                    tx.set("sales_documents", &key, "total", total)
+                })
+            }
+            55..=64 => {
                 let total = price(&mut self.rng);
                 let res = store.write_commit(|tx| {
                     tx.set("sales_documents", &key, "status", "confirmed")?;
