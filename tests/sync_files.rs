@@ -747,6 +747,19 @@ fn r1_r5_the_same_document_number_at_two_shops_converges_on_the_first_central_re
 fn r1_r5_a_shop_receiving_another_shop_s_document_before_emitting_its_own_converges() {
     let d = same_document_number_at_two_shops(&['b', 'c'], true);
     assert_converged_on(&d, BSOC, &d.csoc);
+    // Its own creation, replaced by BSOC's before it ever left, is not lost from view: refused
+    // (R5) in its own rejection log, with why.
+    let own: Vec<_> = d
+        .csoc
+        .rejections()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.change.key == "D1" && r.change.slot == outpost::Slot::Created)
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0].refusal.rule, Rule::R5);
+    assert_eq!(own[0].change.dot.site, CSOC);
+    assert!(own[0].refusal.reason.contains("central received first"));
     // CSOC may no longer write BSOC's document (R5), as any other shop.
     let err = d
         .csoc

@@ -1289,6 +1289,9 @@ impl Merge<'_, '_> {
                         } else {
                             None
                         };
+                        if let Some(old) = &old {
+                            self.log_replaced_creation(&change, old)?;
+                        }
                         self.t.put_cell(
                             &keys::created_key(&prefix),
                             old.as_ref(),
@@ -1328,6 +1331,44 @@ impl Merge<'_, '_> {
                 }
             }
         }
+    }
+
+    /// The creation of a document this site made under a number another site had already
+    /// used, replaced by the one central received first (R1/R5): refused, into this site's
+    /// rejection log, so that the write its host made is not lost from view. Its other writes to
+    /// the document are refused at central and come back with a return.
+    fn log_replaced_creation(&mut self, winner: &Change, old: &Register) -> Result<()> {
+        let created = Creation {
+            stamp: old.stamp,
+            dot: old.dot,
+        };
+        let cell = keys::created_key(&keys::record_prefix(&winner.table, &winner.key));
+        let rejection = Rejection {
+            source: self.own,
+            change: Change {
+                table: winner.table.clone(),
+                key: winner.key.clone(),
+                slot: Slot::Created,
+                value: Value::Null,
+                stamp: old.stamp,
+                dot: old.dot,
+                created,
+            },
+            refusal: Refusal {
+                rule: Rule::R5,
+                writer: old.dot.site,
+                table: winner.table.clone(),
+                key: winner.key.clone(),
+                field: None,
+                reason: format!(
+                    "document {} was created under the same number by site {}, whose creation central received first; only that site (or central) may write it",
+                    winner.key,
+                    winner.created.site()
+                ),
+            },
+            at_ms: self.now_ms,
+        };
+        self.t.put_rejection(old.dot, &cell, &rejection)
     }
 
     /// A change this site made and lost in a restore from a backup, coming back.

@@ -225,6 +225,28 @@ enum Event {
     Reinstall(usize),
 }
 
+impl Accepted {
+    /// Whether the store `snap` reads holds this write or a later one to the same place.
+    fn kept_in(&self, snap: &outpost_engine::Snapshot) -> Result<bool, SimError> {
+        let held = snap
+            .raw_record(&self.table, &self.key)?
+            .and_then(|raw| match &self.slot {
+                Slot::Created => Some(Marker {
+                    stamp: raw.created.stamp,
+                    site: raw.created.site(),
+                }),
+                Slot::Tombstone => raw.tombstone.map(|r| r.marker()),
+                Slot::Field(f) => raw.fields.get(f).map(|r| r.marker()),
+            });
+        Ok(match (&self.slot, held) {
+            // A creation is kept when the earliest creation is at least as early.
+            (Slot::Created, Some(m)) => m <= self.marker,
+            (_, Some(m)) => m >= self.marker,
+            (_, None) => false,
+        })
+    }
+}
+
 /// One write accepted somewhere, kept to check that none is lost.
 struct Accepted {
     table: String,
@@ -903,10 +925,17 @@ impl World {
     fn reinstall(&mut self, i: usize) -> Result<(), SimError> {
         let site = self.remotes[i].store.site().id;
         let known = self.central.knowledge();
-        // What the lost store made and central does not hold is gone with the disk (or, if in an
-        // emission central has not processed yet, arrives all the same).
-        self.accepted
-            .retain(|w| w.dot.site != site || known.contains(w.dot));
+        // What the lost store made and central does not hold — nor a later write of it to the
+        // same place — is gone with the disk (or, if in an emission central has not processed
+        // yet, arrives all the same and is no longer checked).
+        let snap = self.central.snapshot()?;
+        let mut keep = Vec::with_capacity(self.accepted.len());
+        for w in std::mem::take(&mut self.accepted) {
+            if w.dot.site != site || w.kept_in(&snap)? {
+                keep.push(w);
+            }
+        }
+        self.accepted = keep;
         let clock = self.remotes[i].clock.clone();
         let broken = self.cfg.broken_rules.clone();
         let open = |site: &outpost_engine::Site| {
@@ -1309,13 +1338,20 @@ impl World {
             }
         }
         // No write lost.
-        let rejected: BTreeSet<(Dot, String, String)> = self
+        let mut rejected: BTreeSet<(Dot, String, String)> = self
             .central
             .rejections()?
             .into_iter()
             .map(|r| (r.change.dot, r.change.table, r.change.key))
             .collect();
         self.report.rejections = rejected.len() as u64;
+        // A shop's creation of a document number another shop's took first, replaced at the
+        // shop before it left: refused there (R5), in its own rejection log.
+        for r in &self.remotes {
+            for rej in r.store.rejections()? {
+                rejected.insert((rej.change.dot, rej.change.table, rej.change.key));
+            }
+        }
         let mut writers: BTreeMap<(String, String, Slot), BTreeSet<SiteId>> = BTreeMap::new();
         let mut lost = 0u64;
         for w in &self.accepted {
@@ -1323,23 +1359,7 @@ impl World {
                 .entry((w.table.clone(), w.key.clone(), w.slot.clone()))
                 .or_default()
                 .insert(w.marker.site);
-            let held = snap
-                .raw_record(&w.table, &w.key)?
-                .and_then(|raw| match &w.slot {
-                    Slot::Created => Some(Marker {
-                        stamp: raw.created.stamp,
-                        site: raw.created.site(),
-                    }),
-                    Slot::Tombstone => raw.tombstone.map(|r| r.marker()),
-                    Slot::Field(f) => raw.fields.get(f).map(|r| r.marker()),
-                });
-            let kept = match (&w.slot, held) {
-                // A creation is kept when the earliest creation is at least as early.
-                (Slot::Created, Some(m)) => m <= w.marker,
-                (_, Some(m)) => m >= w.marker,
-                (_, None) => false,
-            };
-            if !kept && !rejected.contains(&(w.dot, w.table.clone(), w.key.clone())) {
+            if !w.kept_in(&snap)? && !rejected.contains(&(w.dot, w.table.clone(), w.key.clone())) {
                 lost += 1;
                 if lost <= 5 {
                     self.report.violations.push(format!(
