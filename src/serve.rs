@@ -579,24 +579,28 @@ async fn blocking<T: Send + 'static>(
 /// Whether central holds emission `id` — the one whose creation stamp the uploader gives
 /// (header `Upload-Stamp`, hex), if it gives one: another store's emission under the same number
 /// is not held, and its upload is refused for what it is (R1, `incarnation`).
-fn already_received(store: &Store, id: FlowId, stamp: Option<u64>) -> Result<bool, String> {
+fn already_received(
+    store: &Store,
+    id: FlowId,
+    made: Option<(outpost_engine::Stamp, u64)>,
+) -> Result<bool, String> {
     let held = journal::row(store, id)
         .map(|r| r.is_some())
         .map_err(|e| e.to_string())?;
-    let same = match stamp {
+    let same = match made {
         None => true,
-        Some(s) => incarnation::received_stamp(store, id)
+        Some(m) => incarnation::received_made(store, id)
             .map_err(|e| e.to_string())?
-            .is_none_or(|known| known.as_u64() == s),
+            .is_none_or(|known| known == m),
     };
     Ok(held && same)
 }
 
-fn upload_stamp(headers: &HeaderMap) -> Option<u64> {
+fn upload_stamp(headers: &HeaderMap) -> Option<(outpost_engine::Stamp, u64)> {
     headers
         .get("upload-stamp")
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+        .and_then(incarnation::parse_made)
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -295,12 +295,11 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
     let url = link.url(&format!("/v1/emissions/{}", id.seq));
     // Which emission this is: central holding another store's under the same number does not
     // hold this one (R1).
-    let stamp = FlowReader::open(std::io::BufReader::new(File::open(path).map_err(local)?))
-        .map_err(local)?
-        .header()
-        .created_stamp
-        .as_u64();
-    let stamp = format!("{stamp:016x}");
+    let stamp = outpost_replicator::incarnation::made_text(
+        FlowReader::open(std::io::BufReader::new(File::open(path).map_err(local)?))
+            .map_err(local)?
+            .header(),
+    );
     let mut attempts = 0u64;
     loop {
         attempts += 1;

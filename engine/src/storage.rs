@@ -149,6 +149,48 @@ impl Db {
         Ok(out)
     }
 
+    /// Copies every table of this database, as one snapshot, into `to` (empty), in one
+    /// transaction: a backup of the store taken now.
+    pub fn copy_into(&self, to: &Db) -> Result<()> {
+        let from = self.db.begin_read()?;
+        let txn = to.db.begin_write()?;
+        {
+            for def in [CELLS, REJECTIONS, LOCAL] {
+                let mut t = txn.open_table(def)?;
+                for row in from.open_table(def)?.iter()? {
+                    let (k, v) = row?;
+                    t.insert(k.value(), v.value())?;
+                }
+            }
+            for def in [BY_DOT, FROZEN] {
+                let mut t = txn.open_table(def)?;
+                for row in from.open_table(def)?.iter()? {
+                    let (k, _) = row?;
+                    t.insert(k.value(), ())?;
+                }
+            }
+            let mut t = txn.open_table(RESERVATIONS)?;
+            for row in from.open_table(RESERVATIONS)?.iter()? {
+                let (k, v) = row?;
+                t.insert(k.value(), v.value())?;
+            }
+            let mut t = txn.open_table(META)?;
+            for row in from.open_table(META)?.iter()? {
+                let (k, v) = row?;
+                t.insert(k.value(), v.value())?;
+            }
+            for def in [SITES, PERMISSIONS] {
+                let mut t = txn.open_table(def)?;
+                for row in from.open_table(def)?.iter()? {
+                    let (k, v) = row?;
+                    t.insert(k.value(), v.value())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadTables> {
         ReadTables::open(self.db.begin_read()?)

@@ -260,6 +260,15 @@ impl Store {
         Self::init(Db::in_memory()?, config)
     }
 
+    /// A copy of this store in memory, as it is now (one snapshot): a backup taken now, which
+    /// the simulator puts back in place of the store to play a shop restoring an old backup of
+    /// its own store. `config` must name the same site and schema.
+    pub fn copy_in_memory(&self, config: StoreConfig) -> Result<Store> {
+        let db = Db::in_memory()?;
+        self.db.copy_into(&db)?;
+        Self::init(db, config)
+    }
+
     /// A store on any redb storage backend (for fault injection).
     pub fn with_backend(backend: impl redb::StorageBackend, config: StoreConfig) -> Result<Store> {
         Self::init(Db::with_backend(backend)?, config)

@@ -103,8 +103,8 @@ pub(crate) struct SiteIncarnation {
     provisioning: u32,
     /// The store bound to it: the first that emitted under it.
     store: Option<u64>,
-    /// The newest emission received (by number) and its creation stamp.
-    newest: Option<(u64, Stamp)>,
+    /// The newest emission received (by number) and its sender's wall time when it was made.
+    newest: Option<(u64, u64)>,
     /// The bound store was caught numbering again from an earlier point (restored from a
     /// backup): every emission of it is refused until the site is reprovisioned.
     forked: bool,
@@ -206,22 +206,22 @@ pub(crate) fn check_emission(
             header.id
         )));
     }
-    let stamp = header.created_stamp;
+    let made = (header.created_stamp, header.created_wall_ms);
     let prev = header
         .config
         .as_ref()
         .and_then(|c| c.settings.get(PREV_SETTING))
         .and_then(|p| parse_prev(p));
     let mut fork = None;
-    if let Some(known) = local::get::<Stamp>(tx, &stamp_key(header))?
-        && known != stamp
+    if let Some(known) = local::get::<(Stamp, u64)>(tx, &stamp_key(header))?
+        && known != made
     {
         fork = Some(format!(
             "emission {} of {code} was already received with other content",
             header.id
         ));
     } else if let Some((seq, prev_stamp)) = prev
-        && let Some(known) = local::get::<Stamp>(
+        && let Some((known, _)) = local::get::<(Stamp, u64)>(
             tx,
             &local::flow_key(
                 local::EMISSION_STAMPS,
@@ -237,8 +237,10 @@ pub(crate) fn check_emission(
             "emission {} of {code} follows an emission {seq} that is not the one central received",
             header.id
         ));
-    } else if let Some((seq, newest)) = inc.newest {
-        if header.id.seq < seq && stamp > newest {
+    } else if let Some((seq, newest_wall_ms)) = inc.newest {
+        // A store numbers its emissions in the order it makes them; one numbered below an
+        // emission received, made later by its own clock, comes from a store that went back.
+        if header.id.seq < seq && header.created_wall_ms > newest_wall_ms {
             fork = Some(format!(
                 "emission {} of {code} was made after emission {seq}, which central already received",
                 header.id
@@ -265,25 +267,45 @@ pub(crate) fn check_emission(
         return Ok(Err(format!("{what}: {again}; {fix}")));
     }
     if inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
-        inc.newest = Some((header.id.seq, stamp));
+        inc.newest = Some((header.id.seq, header.created_wall_ms));
     }
-    local::put(tx, &stamp_key(header), &stamp)?;
+    local::put(tx, &stamp_key(header), &made)?;
     local::put(tx, &key, &inc)?;
     Ok(Ok(()))
 }
 
-/// The creation stamp of the emission central received under `id`, if it keeps one: a
+/// The creation stamp and wall time of the emission central received under `id`, if it keeps
+/// them (see [`made_text`]): a
 /// transport that asks whether central holds an emission already gives the stamp of its own,
 /// and central answers no when they differ — the upload then goes through
 /// [`crate::central::receive`], which refuses it for what it is.
-pub fn received_stamp(
+pub fn received_made(
     store: &outpost_engine::Store,
     id: crate::flow::FlowId,
-) -> Result<Option<Stamp>> {
+) -> Result<Option<(Stamp, u64)>> {
     local::snap_get(
         &store.snapshot()?,
         &local::flow_key(local::EMISSION_STAMPS, id),
     )
+}
+
+/// An emission's creation stamp and wall time as a transport gives them (header
+/// `Upload-Stamp`): `STAMP-WALL`, both hex.
+pub fn made_text(header: &FlowHeader) -> String {
+    format!(
+        "{:016x}-{:x}",
+        header.created_stamp.as_u64(),
+        header.created_wall_ms
+    )
+}
+
+/// Reads [`made_text`] back.
+pub fn parse_made(s: &str) -> Option<(Stamp, u64)> {
+    let (stamp, wall) = s.trim().split_once('-')?;
+    Some((
+        Stamp::from_u64(u64::from_str_radix(stamp, 16).ok()?),
+        u64::from_str_radix(wall, 16).ok()?,
+    ))
 }
 
 /// A store's identity, as a remote keeps it: `ri`.

@@ -209,6 +209,8 @@ struct Remote {
     key_seq: u64,
     /// The bootstrap file it was first set up from, kept on a shelf (R1: a reinstall).
     bootstrap: Vec<u8>,
+    /// Its last backup (R1: a restore).
+    backup: Option<Store>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -223,6 +225,10 @@ enum Event {
     ScheduleChange(usize),
     /// A shop's disk is lost and its PC set up again from its old bootstrap file (R1).
     Reinstall(usize),
+    /// A shop backs up its store (a copy kept aside).
+    Backup(usize),
+    /// A shop's disk is lost and its last backup put back in place (R1).
+    Restore(usize),
 }
 
 impl Accepted {
@@ -573,6 +579,7 @@ impl World {
                 reserved: Vec::new(),
                 key_seq: 0,
                 bootstrap: bytes,
+                backup: None,
             });
         }
         let mut automaton =
@@ -652,6 +659,12 @@ impl World {
                 let t = START_MS + self.rng.below(span);
                 self.push(t, Event::Reinstall(i));
             }
+            if self.cfg.faults && self.rng.chance(60) {
+                let backup = START_MS + self.rng.below(span);
+                let restore = backup + self.rng.below(START_MS + span - backup);
+                self.push(backup, Event::Backup(i));
+                self.push(restore, Event::Restore(i));
+            }
         }
     }
 
@@ -722,6 +735,12 @@ impl World {
                 Event::CentralPrices => self.central_prices()?,
                 Event::ScheduleChange(i) => self.schedule_change(i)?,
                 Event::Reinstall(i) => self.reinstall(i)?,
+                Event::Backup(i) => {
+                    let config = self.remote_config(i);
+                    let copy = self.remotes[i].store.copy_in_memory(config)?;
+                    self.remotes[i].backup = Some(copy);
+                }
+                Event::Restore(i) => self.restore(i)?,
             }
             self.reschedule_central();
         }
@@ -918,13 +937,43 @@ impl World {
     }
 
     /// A shop's disk dies and its PC is set up again from the bootstrap file it was first set
-    /// up from (R1). The writes the lost store had not sent are lost with the disk. If central
-    /// holds changes of the old store, the new one must be refused at its first emission —
-    /// never taken for changes central holds — and the person responsible reprovisions the site
-    /// (`central reprovision`), setting it up once more from the new bootstrap.
+    /// up from (R1; see [`World::replace_store`]).
     fn reinstall(&mut self, i: usize) -> Result<(), SimError> {
+        let open = self.remote_config(i);
+        let id = self.rng.next_u64();
+        let store = remote::bootstrap_as(
+            self.remotes[i].bootstrap.as_slice(),
+            |_| Store::in_memory(open),
+            Some(id),
+        )?;
+        self.replace_store(i, store, "reinstalled_from_old_bootstrap")
+    }
+
+    /// A shop's disk dies and it puts back the last backup of its store (R1): the same store
+    /// identity, numbering its emissions and changes again from the backup's point.
+    fn restore(&mut self, i: usize) -> Result<(), SimError> {
+        let Some(backup) = self.remotes[i].backup.take() else {
+            return Ok(());
+        };
+        self.replace_store(i, backup, "restored_from_old_backup")
+    }
+
+    /// The configuration of remote `i`'s store (a new one: set up again, or restored).
+    fn remote_config(&self, i: usize) -> StoreConfig {
+        let r = &self.remotes[i];
+        let mut c = StoreConfig::new(r.store.site().clone(), retail::schema(), r.clock.clone());
+        c.broken_rules = self.cfg.broken_rules.clone();
+        c
+    }
+
+    /// Remote `i`'s store is replaced by `store`, which does not hold what the lost one made
+    /// since (its disk died). The writes the lost store had not sent are lost with the disk. If
+    /// central holds changes of the site that the new store does not know, the new store must
+    /// be refused at its first emission — never taken for changes central holds — and the
+    /// person responsible reprovisions the site (`central reprovision`), setting it up once
+    /// more from the new bootstrap (docs/OPERATIONS.md).
+    fn replace_store(&mut self, i: usize, store: Store, what: &str) -> Result<(), SimError> {
         let site = self.remotes[i].store.site().id;
-        let known = self.central.knowledge();
         // What the lost store made and central does not hold — nor a later write of it to the
         // same place — is gone with the disk (or, if in an emission central has not processed
         // yet, arrives all the same and is no longer checked).
@@ -936,16 +985,12 @@ impl World {
             }
         }
         self.accepted = keep;
-        let clock = self.remotes[i].clock.clone();
-        let broken = self.cfg.broken_rules.clone();
-        let open = |site: &outpost_engine::Site| {
-            let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
-            c.broken_rules = broken.clone();
-            Store::in_memory(c)
-        };
-        let id = self.rng.next_u64();
-        let store = remote::bootstrap_as(self.remotes[i].bootstrap.as_slice(), open, Some(id))?;
-        let held_before = known.max_seq(site) > 0;
+        let unknown_to_it = !self
+            .central
+            .knowledge()
+            .only(site)
+            .difference(&store.knowledge().only(site))
+            .is_empty();
         let (bytes, _) = remote::emit(&store, Vec::new(), SyncMode::NoReturn, false)?;
         let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
             Err(outpost_replicator::Error::WrongStore(_)) => {
@@ -953,13 +998,14 @@ impl World {
                 central::reprovision(&self.central, site)?;
                 let (boot, _) = central::write_bootstrap(&self.central, site, Vec::new(), false)?;
                 let id = self.rng.next_u64();
-                remote::bootstrap_as(boot.as_slice(), open, Some(id))?
+                let config = self.remote_config(i);
+                remote::bootstrap_as(boot.as_slice(), |_| Store::in_memory(config), Some(id))?
             }
             Err(e) => return Err(e.into()),
             Ok(received) => {
-                if held_before {
+                if unknown_to_it {
                     self.violation(format!(
-                        "{} set up again from its old bootstrap was not refused ({received:?}) though central holds changes of the store before",
+                        "{} ({what}) was not refused ({received:?}) though central holds changes of the site it does not know",
                         self.remotes[i].code
                     ));
                 }
@@ -970,16 +1016,23 @@ impl World {
                 store
             }
         };
+        // A restored backup holds the reservations of its day: their tills release them.
+        let reserved = store
+            .snapshot()?
+            .reservations()?
+            .into_iter()
+            .map(|(t, k, _)| (t, k))
+            .collect();
         let r = &mut self.remotes[i];
         r.executor = RemoteExecutor::new(&store)?;
         r.store = store;
         r.own_docs.clear();
         r.registers.clear();
-        r.reserved.clear();
+        r.reserved = reserved;
         *self
             .report
             .faults_injected
-            .entry("reinstalled_from_old_bootstrap".to_owned())
+            .entry(what.to_owned())
             .or_insert(0) += 1;
         Ok(())
     }
