@@ -497,6 +497,16 @@ impl World {
                 paris.instant(day0, hhmm(19 + rng.below(3), rng.below(60))),
             );
             let fetch = at_of(zone, paris.instant(day0, hhmm(0, 30 + rng.below(30))) + DAY);
+            // Or the far-away shop's way (M1 across zones): emit in the small hours and fetch
+            // the next morning, local time — after central's return of the evening before.
+            let (emission, fetch) = if rng.chance(400) {
+                (
+                    hhmm(1 + rng.below(3), rng.below(60)),
+                    hhmm(6 + rng.below(3), rng.below(60)),
+                )
+            } else {
+                (emission, fetch)
+            };
             let mut settings = RemoteSettings {
                 id: SiteId(id),
                 code: code.clone(),
