@@ -587,11 +587,13 @@ fn already_received(
     let held = journal::row(store, id)
         .map(|r| r.is_some())
         .map_err(|e| e.to_string())?;
+    // An emission central holds no stamp of (received before stamps were kept) is not taken
+    // as held either: the upload goes through `central::receive`, which judges it.
     let same = match made {
         None => true,
-        Some(m) => incarnation::received_made(store, id)
+        Some((stamp, wall_ms)) => incarnation::received_made(store, id)
             .map_err(|e| e.to_string())?
-            .is_none_or(|known| known == m),
+            .is_some_and(|known| known.is(stamp, wall_ms)),
     };
     Ok(held && same)
 }

@@ -934,3 +934,70 @@ fn r1_two_stores_set_up_from_one_bootstrap_never_share_numbers_and_reprovisionin
         assert!(why.contains("replaced"), "{why}");
     }
 }
+
+#[test]
+fn r1_reprovisioning_while_an_emission_of_the_old_store_waits_refuses_nothing_of_the_new_one() {
+    let d = Deployment::new();
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let old = dsoc_store(&d, &d.root.path().join("DSOC"), &boot);
+    old.write(|tx| tx.set("customers", "D-1", "name", "old store"))
+        .unwrap();
+    d.emit_and_process(&old, SyncMode::Deferred);
+    // Its next emission is received, not processed yet, when the site is reprovisioned.
+    old.write(|tx| tx.set("customers", "D-2", "name", "old store, pending"))
+        .unwrap();
+    let (path, _) = files::emit_to(&old, &d.usb(), SyncMode::Deferred).unwrap();
+    files::receive_from(&d.asoc, &path, Some(outpost::SiteId(4))).unwrap();
+    central::reprovision(&d.asoc, outpost::SiteId(4)).unwrap();
+    let (boot2, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    assert!(d.asoc.record("customers", "D-2").unwrap().is_some());
+    let new = dsoc_store(&d, &d.root.path().join("DSOC-new"), &boot2);
+    new.write(|tx| tx.set("customers", "D-3", "name", "new store"))
+        .unwrap();
+    d.emit_and_process(&new, SyncMode::Deferred);
+    assert!(d.asoc.record("customers", "D-3").unwrap().is_some());
+}
+
+#[test]
+fn r1_an_old_file_arriving_after_its_successor_from_a_clock_set_back_is_no_fork() {
+    let d = Deployment::new();
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let dsoc = dsoc_store(&d, &d.root.path().join("DSOC"), &boot);
+    dsoc.write(|tx| tx.set("customers", "D-1", "name", "one"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Deferred);
+    // The shop's clock runs a few minutes ahead for a while: an emission goes on the stick…
+    d.at(9, 4);
+    dsoc.write(|tx| tx.set("customers", "D-2", "name", "two"))
+        .unwrap();
+    let (late, _) = files::emit_to(&dsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    // …the clock is set back, the next emission is imported first, then the old file.
+    d.at(9, 1);
+    dsoc.write(|tx| tx.set("customers", "D-3", "name", "three"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Deferred);
+    files::receive_from(&d.asoc, &late, Some(outpost::SiteId(4))).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    // And the store goes on.
+    dsoc.write(|tx| tx.set("customers", "D-4", "name", "four"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Deferred);
+    for k in ["D-1", "D-2", "D-3", "D-4"] {
+        assert!(d.asoc.record("customers", k).unwrap().is_some(), "{k}");
+    }
+}

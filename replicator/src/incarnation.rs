@@ -108,6 +108,27 @@ pub(crate) struct SiteIncarnation {
     /// The bound store was caught numbering again from an earlier point (restored from a
     /// backup): every emission of it is refused until the site is reprovisioned.
     forked: bool,
+    /// The site's commits below this number are those of stores before the current
+    /// provisioning (some may still arrive in emissions of theirs received before it).
+    floor: u64,
+}
+
+/// What central keeps of an emission it received (`es/` + flow id): its creation stamp and its
+/// sender's wall time — or, for an emission only named as the previous one by a later emission
+/// (it never arrived, or not yet), the stamp alone.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Made {
+    /// The emission's creation stamp.
+    pub stamp: Stamp,
+    /// Its sender's wall time, when central received the emission itself.
+    pub wall_ms: Option<u64>,
+}
+
+impl Made {
+    /// Whether an emission made at `stamp`, `wall_ms` is this one.
+    pub fn is(&self, stamp: Stamp, wall_ms: u64) -> bool {
+        self.stamp == stamp && self.wall_ms.is_none_or(|w| w == wall_ms)
+    }
 }
 
 fn incarnation_key(site: SiteId) -> Vec<u8> {
@@ -144,6 +165,11 @@ pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Resu
             store: None,
             newest: old.newest,
             forked: false,
+            floor: tx
+                .knowledge()
+                .max_seq(site)
+                .saturating_add(1)
+                .saturating_add(REPROVISION_SEQ_JUMP),
         },
     )?;
     Ok(provisioning)
@@ -167,6 +193,7 @@ pub(crate) fn check_emission(
         .config
         .as_ref()
         .and_then(|c| c.settings.get(STORE_SETTING));
+    let mut newly_bound = false;
     // An emission of a version before store identities carries none: only its numbering is
     // checked.
     if let Some(text) = carried {
@@ -196,8 +223,27 @@ pub(crate) fn check_emission(
                 )));
             }
             Some(_) => {}
-            None => inc.store = Some(ident.id),
+            None => {
+                inc.store = Some(ident.id);
+                newly_bound = true;
+            }
         }
+    }
+    let known: Option<Made> = local::get(tx, &stamp_key(header))?;
+    // The same emission again (a file sent twice, imported again, an upload resumed): nothing
+    // more to judge; the journal recognises the duplicate.
+    if let Some(k) = known
+        && k.is(header.created_stamp, header.created_wall_ms)
+    {
+        if k.wall_ms.is_none() {
+            let made = Made {
+                stamp: header.created_stamp,
+                wall_ms: Some(header.created_wall_ms),
+            };
+            local::put(tx, &stamp_key(header), &made)?;
+        }
+        local::put(tx, &key, &inc)?;
+        return Ok(Ok(()));
     }
     let again = "its store numbers its emissions and changes again from an earlier point — restored from a backup, or set up again from an old bootstrap — and its new changes would be taken for ones central holds. Nothing of it is taken";
     if inc.forked {
@@ -206,61 +252,79 @@ pub(crate) fn check_emission(
             header.id
         )));
     }
-    let made = (header.created_stamp, header.created_wall_ms);
     let prev = header
         .config
         .as_ref()
         .and_then(|c| c.settings.get(PREV_SETTING))
         .and_then(|p| parse_prev(p));
-    let mut fork = None;
-    if let Some(known) = local::get::<(Stamp, u64)>(tx, &stamp_key(header))?
-        && known != made
-    {
-        fork = Some(format!(
-            "emission {} of {code} was already received with other content",
-            header.id
+    let prev_key = |seq| {
+        local::flow_key(
+            local::EMISSION_STAMPS,
+            crate::flow::FlowId {
+                site: header.id.site,
+                seq,
+            },
+        )
+    };
+    // A fork is certain when the store contradicts what central received; the wall-time test
+    // alone is not (a clock set back after a quarantine looks the same), so it refuses the
+    // emission without condemning the store.
+    let mut fork: Option<(String, bool)> = None;
+    if known.is_some() {
+        fork = Some((
+            format!(
+                "emission {} of {code} was already received with other content",
+                header.id
+            ),
+            true,
         ));
     } else if let Some((seq, prev_stamp)) = prev
-        && let Some((known, _)) = local::get::<(Stamp, u64)>(
-            tx,
-            &local::flow_key(
-                local::EMISSION_STAMPS,
-                crate::flow::FlowId {
-                    site: header.id.site,
-                    seq,
-                },
-            ),
-        )?
-        && known != prev_stamp
+        && let Some(k) = local::get::<Made>(tx, &prev_key(seq))?
+        && k.stamp != prev_stamp
     {
-        fork = Some(format!(
-            "emission {} of {code} follows an emission {seq} that is not the one central received",
-            header.id
-        ));
-    } else if let Some((seq, newest_wall_ms)) = inc.newest {
-        // A store numbers its emissions in the order it makes them; one numbered below an
-        // emission received, made later by its own clock, comes from a store that went back.
-        if header.id.seq < seq && header.created_wall_ms > newest_wall_ms {
-            fork = Some(format!(
-                "emission {} of {code} was made after emission {seq}, which central already received",
+        fork = Some((
+            format!(
+                "emission {} of {code} follows an emission {seq} that is not the one central received",
                 header.id
-            ));
-        } else if header.id.seq > seq {
-            let lacking = tx
-                .knowledge()
-                .only(site)
-                .difference(&header.knowledge.only(site));
-            if !lacking.is_empty() {
-                fork = Some(format!(
+            ),
+            true,
+        ));
+    } else if let Some((seq, newest_wall_ms)) = inc.newest
+        && header.id.seq < seq
+        && header.created_wall_ms > newest_wall_ms
+    {
+        fork = Some((
+            format!(
+                "emission {} of {code} was made after emission {seq}, which central already received (if this site's clock was set back, it is an old file: nothing is lost without it)",
+                header.id
+            ),
+            false,
+        ));
+    } else if newly_bound || inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
+        // The store must know every change of its own that central holds — but those of the
+        // stores before a reprovisioning, which the new one got with its bootstrap.
+        let mut older = outpost_engine::Knowledge::new();
+        if inc.floor > 1 {
+            older.insert_range(site, 1, inc.floor - 1);
+        }
+        let lacking = tx
+            .knowledge()
+            .only(site)
+            .difference(&older)
+            .difference(&header.knowledge.only(site));
+        if !lacking.is_empty() {
+            fork = Some((
+                format!(
                     "emission {} of {code} comes from a store that lacks {} of its own changes central holds",
                     header.id,
                     lacking.count()
-                ));
-            }
+                ),
+                true,
+            ));
         }
     }
-    if let Some(what) = fork {
-        if carried.is_some() {
+    if let Some((what, certain)) = fork {
+        if carried.is_some() && certain {
             inc.forked = true;
             local::put(tx, &key, &inc)?;
         }
@@ -269,7 +333,21 @@ pub(crate) fn check_emission(
     if inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
         inc.newest = Some((header.id.seq, header.created_wall_ms));
     }
+    let made = Made {
+        stamp: header.created_stamp,
+        wall_ms: Some(header.created_wall_ms),
+    };
     local::put(tx, &stamp_key(header), &made)?;
+    // The previous emission, as this one vouches for it: a late copy of it is recognised.
+    if let Some((seq, stamp)) = prev
+        && local::get::<Made>(tx, &prev_key(seq))?.is_none()
+    {
+        let vouched = Made {
+            stamp,
+            wall_ms: None,
+        };
+        local::put(tx, &prev_key(seq), &vouched)?;
+    }
     local::put(tx, &key, &inc)?;
     Ok(Ok(()))
 }
@@ -282,7 +360,7 @@ pub(crate) fn check_emission(
 pub fn received_made(
     store: &outpost_engine::Store,
     id: crate::flow::FlowId,
-) -> Result<Option<(Stamp, u64)>> {
+) -> Result<Option<Made>> {
     local::snap_get(
         &store.snapshot()?,
         &local::flow_key(local::EMISSION_STAMPS, id),
