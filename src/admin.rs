@@ -198,6 +198,12 @@ pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResul
         .cloned()
         .ok_or("the new remote is missing from central's sites")?;
     let path = site_bootstrap(&store, &site, new.url, &dir_out, name)?;
+    // M1 across zones: what the remote will get and when.
+    if let Ok(zone) = new.tz.parse::<Zone>()
+        && let Ok(Some(cycle)) = config.describe_cycle(site.id, zone.date_at(SystemClock.now_ms()))
+    {
+        println!("{}: {cycle}", new.code);
+    }
     println!(
         "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret, delete it once the remote is initialised): {}",
         new.code,

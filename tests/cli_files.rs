@@ -88,7 +88,7 @@ fn s4_central_and_two_remotes_sync_by_files_through_the_command_line() {
     std::fs::create_dir(d.join("usb")).unwrap();
     ok(d, "central init --data asoc");
     fails(d, "central init --data asoc", "already holds a store");
-    ok(
+    let said = ok(
         d,
         &[
             "central",
@@ -106,6 +106,11 @@ fn s4_central_and_two_remotes_sync_by_files_through_the_command_line() {
             "--bootstrap",
             "usb/bsoc.outpost",
         ],
+    );
+    // M1: what the remote will get and when, in words.
+    assert!(
+        said.contains("BSOC: emits at 21:00") && said.contains("fetched at 23:20"),
+        "{said}"
     );
     ok(
         d,

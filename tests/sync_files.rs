@@ -304,6 +304,20 @@ fn a_flow_claiming_another_site_is_refused_and_nothing_is_kept() {
 #[test]
 fn c6_a_return_overwrites_a_remote_admins_local_settings() {
     let d = Deployment::new();
+    // A schedule this site could not run is refused, as central refuses it; nothing changes.
+    for (name, bad) in [
+        ("sync_types", "garbage schedule"),
+        ("sync_types", "fixed 21:00"),
+        ("time_zone", "Mars/Olympus"),
+    ] {
+        let err = remote::set_setting(&d.bsoc, name, bad).unwrap_err();
+        assert!(err.to_string().contains(name), "{err}");
+        assert!(
+            !remote::settings(&d.bsoc).unwrap().contains_key(name)
+                || remote::settings(&d.bsoc).unwrap()[name] != bad
+        );
+    }
+    remote::set_setting(&d.bsoc, "sync_types", "fixed 20:00 23:30;immediate 60").unwrap();
     assert_eq!(remote::settings(&d.bsoc).unwrap()["emission_time"], "21:00");
     remote::set_setting(&d.bsoc, "emission_time", "19:30").unwrap();
     assert_eq!(remote::settings(&d.bsoc).unwrap()["emission_time"], "19:30");
