@@ -4,7 +4,7 @@
 //! record prefix = table-name 0x00  escaped(key)  0x00 0x01
 //! cell key      = record prefix  slot            slot: 0x00 (created) | 0x01 (tombstone)
 //!                                                      | 0x02 field-name
-//! dot key       = origin:u16 BE  seq:u64 BE  cell key
+//! dot key       = origin:u16 BE  seq:u64 BE  record prefix   (the dot index, layout 2)
 //! ```
 //! Table names never hold 0x00 (the schema allows `a-z 0-9 _`); in record keys 0x00 is escaped
 //! as `0x00 0xFF`, so keys sort as their text does and a record's cells are one contiguous range.
@@ -52,11 +52,6 @@ pub(crate) fn cell_key(prefix: &[u8], slot: &Slot) -> Vec<u8> {
     out
 }
 
-/// Whether `cell` is the creation cell of the record `prefix`.
-pub(crate) fn is_created_of(cell: &[u8], prefix: &[u8]) -> bool {
-    cell.strip_prefix(prefix) == Some(&[SLOT_CREATED][..])
-}
-
 /// `[start, end)` covering every record of a table.
 pub(crate) fn table_bounds(table: &str) -> (Vec<u8>, Vec<u8>) {
     let mut start = table.as_bytes().to_vec();
@@ -78,6 +73,20 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         *last = last.saturating_add(1);
     }
     end
+}
+
+/// The length of the record prefix a cell key starts with; `None` when the bytes are not a
+/// cell key (a corrupt store).
+pub(crate) fn prefix_len(cell: &[u8]) -> Option<usize> {
+    let mut i = cell.iter().position(|b| *b == 0x00)? + 1;
+    loop {
+        match (*cell.get(i)?, cell.get(i + 1).copied()) {
+            (0x00, Some(0x01)) => return Some(i + 2),
+            (0x00, Some(0xFF)) => i += 2,
+            (0x00, _) => return None,
+            _ => i += 1,
+        }
+    }
 }
 
 /// A cell key decoded.
@@ -210,7 +219,8 @@ mod tests {
         assert!(decode_cell_key(b"t\0k\0\x07\x00").is_none());
         let created = created_key(&record_prefix("t", "k"));
         assert_eq!(decode_cell_key(&created).unwrap().slot, Slot::Created);
-        assert!(is_created_of(&created, &record_prefix("t", "k")));
-        assert!(!is_created_of(&cell, &record_prefix("t", "k\0x")));
+        assert_eq!(prefix_len(&created), Some(record_prefix("t", "k").len()));
+        assert_eq!(prefix_len(&cell), Some(record_prefix("t", "k\0x").len()));
+        assert_eq!(prefix_len(b"t\0k\0\x07"), None);
     }
 }

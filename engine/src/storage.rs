@@ -4,8 +4,8 @@
 //!
 //! | table | key | value | replicated? |
 //! |---|---|---|---|
-//! | `cells` | cell key | postcard [`Register`]; a record's creation is its `Created` cell | yes |
-//! | `by_dot` | dot key | () — the index of each cell's *winning* dot | derived |
+//! | `records` | record prefix | one record: every register, sorted by slot (format 1) | yes |
+//! | `by_dot` | dot + record prefix | () — the index of each dot that wins a register of the record | derived |
 //! | `frozen` | record prefix | () — documents emitted to central (R6) | local |
 //! | `reservations` | record prefix | holder (R7) | local |
 //! | `rejections` | dot key | postcard [`Rejection`] | local |
@@ -15,7 +15,7 @@
 //! | `local` | bytes | bytes — the replicator's side table (sync table, journal, logs) | local |
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use redb::{
@@ -34,7 +34,61 @@ use crate::site::{Site, SiteId};
 
 type Bytes = &'static [u8];
 
-const CELLS: TableDefinition<Bytes, Bytes> = TableDefinition::new("cells");
+const RECORDS: TableDefinition<Bytes, Bytes> = TableDefinition::new("records");
+/// The layout before layout 2: one key per register, and the dot index per register. A store
+/// written so is converted when it is opened ([`Db::convert_cells`]).
+const CELLS_V1: TableDefinition<Bytes, Bytes> = TableDefinition::new("cells");
+/// The format byte a record's value starts with.
+const RECORD_FORMAT: u8 = 1;
+/// Records a write transaction keeps decoded; past it, the written ones go to redb.
+const RECORD_CACHE_MAX: usize = 4096;
+
+/// A record's registers, by slot (the cell key's bytes after the record prefix).
+pub(crate) type Registers = BTreeMap<Vec<u8>, Register>;
+
+fn encode_record(regs: &Registers) -> Result<Vec<u8>> {
+    let list: Vec<(&[u8], &Register)> = regs.iter().map(|(s, r)| (s.as_slice(), r)).collect();
+    let mut out = vec![RECORD_FORMAT];
+    out.extend(encode(&list)?);
+    Ok(out)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<Registers> {
+    match bytes.split_first() {
+        Some((&RECORD_FORMAT, rest)) => {
+            let list: Vec<(Vec<u8>, Register)> = decode("record", rest)?;
+            Ok(list.into_iter().collect())
+        }
+        _ => Err(Error::Corrupt("a record of an unknown format".into())),
+    }
+}
+
+/// A cell key split into its record prefix and its slot.
+fn split_cell(cell: &[u8]) -> Result<(&[u8], &[u8])> {
+    let n = keys::prefix_len(cell)
+        .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
+    Ok(cell.split_at(n))
+}
+
+fn cell_of(prefix: &[u8], slot: &[u8]) -> Vec<u8> {
+    let mut c = Vec::with_capacity(prefix.len() + slot.len());
+    c.extend_from_slice(prefix);
+    c.extend_from_slice(slot);
+    c
+}
+
+/// The dots a record's registers hold.
+fn dots_of(regs: &Registers) -> BTreeSet<Dot> {
+    regs.values().map(|r| r.dot).collect()
+}
+
+/// A record as a write transaction holds it: read once, written once.
+struct Cached {
+    regs: Registers,
+    /// The dots indexed for it when it was read.
+    before: BTreeSet<Dot>,
+    dirty: bool,
+}
 const BY_DOT: TableDefinition<Bytes, ()> = TableDefinition::new("by_dot");
 const FROZEN: TableDefinition<Bytes, ()> = TableDefinition::new("frozen");
 const RESERVATIONS: TableDefinition<Bytes, &str> = TableDefinition::new("reservations");
@@ -71,29 +125,15 @@ pub(crate) trait CellReader {
 
 impl CellReader for WriteTables<'_> {
     fn cell(&self, cell: &[u8]) -> Result<Option<Register>> {
-        get_decoded(&self.cells, cell, "register")
-    }
-
-    /// A flow brings a record's changes one after another: the creation read for the first
-    /// serves the others (a write to the creation forgets it).
-    fn created(&self, prefix: &[u8]) -> Result<Option<Creation>> {
-        if let Some((p, c)) = self.last_created.borrow().as_ref()
-            && p.as_slice() == prefix
-        {
-            return Ok(*c);
-        }
-        let c = self.cell(&keys::created_key(prefix))?.map(|r| Creation {
-            stamp: r.stamp,
-            dot: r.dot,
-        });
-        *self.last_created.borrow_mut() = Some((prefix.to_vec(), c));
-        Ok(c)
+        let (prefix, slot) = split_cell(cell)?;
+        self.with_record(prefix, |regs| regs.get(slot).cloned())
     }
 }
 
 impl CellReader for ReadTables {
     fn cell(&self, cell: &[u8]) -> Result<Option<Register>> {
-        get_decoded(&self.cells, cell, "register")
+        let (prefix, slot) = split_cell(cell)?;
+        Ok(self.record(prefix)?.and_then(|mut regs| regs.remove(slot)))
     }
 }
 
@@ -133,9 +173,59 @@ impl Db {
 
     fn init(db: Database) -> Result<Db> {
         let db = Db { db };
+        db.convert_cells()?;
         // Create every table so that read transactions can open them all.
         db.write(|_| Ok(()))?;
         Ok(db)
+    }
+
+    /// Converts a store written in layout 1 (a key per register) to layout 2 (a key per
+    /// record), once, in one transaction: the records, then the dot index rebuilt per record.
+    fn convert_cells(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        let has_cells = txn
+            .list_tables()?
+            .any(|t| redb::TableHandle::name(&t) == "cells");
+        if !has_cells {
+            txn.abort()?;
+            return Ok(());
+        }
+        txn.delete_table(BY_DOT)?;
+        {
+            let cells = txn.open_table(CELLS_V1)?;
+            let mut records = txn.open_table(RECORDS)?;
+            let mut by_dot = txn.open_table(BY_DOT)?;
+            let mut current: Option<(Vec<u8>, Registers)> = None;
+            let mut put = |prefix: &[u8], regs: &Registers| -> Result<()> {
+                records.insert(prefix, encode_record(regs)?.as_slice())?;
+                for dot in dots_of(regs) {
+                    by_dot.insert(keys::dot_key(dot, prefix).as_slice(), ())?;
+                }
+                Ok(())
+            };
+            for entry in cells.iter()? {
+                let (k, v) = entry?;
+                let (prefix, slot) = split_cell(k.value())?;
+                let reg: Register = decode("register", v.value())?;
+                if current
+                    .as_ref()
+                    .is_some_and(|(p, _)| p.as_slice() != prefix)
+                    && let Some((p, regs)) = current.take()
+                {
+                    put(&p, &regs)?;
+                }
+                current
+                    .get_or_insert_with(|| (prefix.to_vec(), Registers::new()))
+                    .1
+                    .insert(slot.to_vec(), reg);
+            }
+            if let Some((p, regs)) = current.take() {
+                put(&p, &regs)?;
+            }
+        }
+        txn.delete_table(CELLS_V1)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Runs `f` in one write transaction and commits it if `f` succeeds.
@@ -143,7 +233,9 @@ impl Db {
         let txn = self.db.begin_write()?;
         let out = {
             let mut tables = WriteTables::open(&txn)?;
-            f(&mut tables)?
+            let out = f(&mut tables)?;
+            tables.flush()?;
+            out
         };
         txn.commit()?;
         Ok(out)
@@ -155,7 +247,7 @@ impl Db {
         let from = self.db.begin_read()?;
         let txn = to.db.begin_write()?;
         {
-            for def in [CELLS, REJECTIONS, LOCAL] {
+            for def in [RECORDS, REJECTIONS, LOCAL] {
                 let mut t = txn.open_table(def)?;
                 for row in from.open_table(def)?.iter()? {
                     let (k, v) = row?;
@@ -199,9 +291,11 @@ impl Db {
 
 /// The tables, open for writing within one transaction.
 pub(crate) struct WriteTables<'t> {
-    cells: Table<'t, Bytes, Bytes>,
-    /// The creation read last, by record prefix (see `created`).
-    last_created: RefCell<Option<(Vec<u8>, Option<Creation>)>>,
+    records: Table<'t, Bytes, Bytes>,
+    /// The records this transaction read or wrote, decoded; written ones go to redb at
+    /// [`WriteTables::flush`] (the end of the transaction, or when there are too many).
+    /// Kept in key order, so that a flush writes records in order (and always the same way).
+    cache: RefCell<BTreeMap<Vec<u8>, Cached>>,
     by_dot: Table<'t, Bytes, ()>,
     frozen: Table<'t, Bytes, ()>,
     reservations: Table<'t, Bytes, &'static str>,
@@ -221,8 +315,8 @@ impl std::fmt::Debug for WriteTables<'_> {
 impl<'t> WriteTables<'t> {
     fn open(txn: &'t WriteTransaction) -> Result<Self> {
         Ok(WriteTables {
-            cells: txn.open_table(CELLS)?,
-            last_created: RefCell::new(None),
+            records: txn.open_table(RECORDS)?,
+            cache: RefCell::new(BTreeMap::new()),
             by_dot: txn.open_table(BY_DOT)?,
             frozen: txn.open_table(FROZEN)?,
             reservations: txn.open_table(RESERVATIONS)?,
@@ -234,42 +328,109 @@ impl<'t> WriteTables<'t> {
         })
     }
 
-    /// Forgets the cached creation when `cell` is that record's creation.
-    fn forget_created(&mut self, cell: &[u8]) {
-        let last = self.last_created.get_mut();
-        if last
-            .as_ref()
-            .is_some_and(|(p, _)| keys::is_created_of(cell, p))
+    /// Reads a record into the cache (once per transaction while it stays there).
+    fn load(&self, prefix: &[u8]) -> Result<()> {
+        if self.cache.borrow().contains_key(prefix) {
+            return Ok(());
+        }
+        let regs = match self.records.get(prefix)? {
+            Some(v) => decode_record(v.value())?,
+            None => Registers::new(),
+        };
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= RECORD_CACHE_MAX {
+            // Only what was read can go; what was written waits for the next flush.
+            cache.retain(|_, c| c.dirty);
+        }
+        cache.insert(
+            prefix.to_vec(),
+            Cached {
+                before: dots_of(&regs),
+                regs,
+                dirty: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn with_record<R>(&self, prefix: &[u8], f: impl FnOnce(&Registers) -> R) -> Result<R> {
+        self.load(prefix)?;
+        let cache = self.cache.borrow();
+        let c = cache
+            .get(prefix)
+            .ok_or_else(|| Error::Corrupt("a record left the cache".into()))?;
+        Ok(f(&c.regs))
+    }
+
+    fn change_record(&mut self, cell: &[u8], f: impl FnOnce(&mut Registers, &[u8])) -> Result<()> {
+        let (prefix, slot) = split_cell(cell)?;
+        self.load(prefix)?;
         {
-            *last = None;
+            let cache = self.cache.get_mut();
+            let c = cache
+                .get_mut(prefix)
+                .ok_or_else(|| Error::Corrupt("a record left the cache".into()))?;
+            f(&mut c.regs, slot);
+            c.dirty = true;
         }
-    }
-
-    /// Stores the winning register of a cell and moves the dot index from the old winner.
-    pub fn put_cell(&mut self, cell: &[u8], old: Option<&Register>, new: &Register) -> Result<()> {
-        self.forget_created(cell);
-        if let Some(old) = old {
-            self.by_dot
-                .remove(keys::dot_key(old.dot, cell).as_slice())?;
+        if self.cache.get_mut().len() >= RECORD_CACHE_MAX {
+            self.flush()?;
         }
-        self.cells.insert(cell, encode(new)?.as_slice())?;
-        self.by_dot
-            .insert(keys::dot_key(new.dot, cell).as_slice(), ())?;
         Ok(())
     }
 
-    /// Every register (for whole-store repairs; the merge path reads cell by cell).
-    pub fn all_cells(&self) -> Result<Vec<(Vec<u8>, Register)>> {
-        collect_cells(self.cells.range::<&[u8]>(..)?, None)
+    /// Writes the records this transaction changed, each once, and moves the dot index from
+    /// the dots they held when read to those they hold now.
+    pub fn flush(&mut self) -> Result<()> {
+        let cache = std::mem::take(self.cache.get_mut());
+        for (prefix, c) in cache {
+            if !c.dirty {
+                continue;
+            }
+            let after = dots_of(&c.regs);
+            for dot in c.before.difference(&after) {
+                self.by_dot
+                    .remove(keys::dot_key(*dot, &prefix).as_slice())?;
+            }
+            for dot in after.difference(&c.before) {
+                self.by_dot
+                    .insert(keys::dot_key(*dot, &prefix).as_slice(), ())?;
+            }
+            if c.regs.is_empty() {
+                self.records.remove(prefix.as_slice())?;
+            } else {
+                self.records
+                    .insert(prefix.as_slice(), encode_record(&c.regs)?.as_slice())?;
+            }
+        }
+        Ok(())
     }
 
-    /// Removes a register and its dot-index entry.
-    pub fn remove_cell(&mut self, cell: &[u8], old: &Register) -> Result<()> {
-        self.forget_created(cell);
-        self.by_dot
-            .remove(keys::dot_key(old.dot, cell).as_slice())?;
-        self.cells.remove(cell)?;
-        Ok(())
+    /// Stores the winning register of a cell (the dot index follows at the flush).
+    pub fn put_cell(&mut self, cell: &[u8], _old: Option<&Register>, new: &Register) -> Result<()> {
+        self.change_record(cell, |regs, slot| {
+            regs.insert(slot.to_vec(), new.clone());
+        })
+    }
+
+    /// Every register (for whole-store repairs; the merge path reads record by record).
+    pub fn all_cells(&mut self) -> Result<Vec<(Vec<u8>, Register)>> {
+        self.flush()?;
+        let mut out = Vec::new();
+        for entry in self.records.range::<&[u8]>(..)? {
+            let (k, v) = entry?;
+            for (slot, reg) in decode_record(v.value())? {
+                out.push((cell_of(k.value(), &slot), reg));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a register (the dot index follows at the flush).
+    pub fn remove_cell(&mut self, cell: &[u8], _old: &Register) -> Result<()> {
+        self.change_record(cell, |regs, slot| {
+            regs.remove(slot);
+        })
     }
 
     pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -372,19 +533,11 @@ impl<'t> WriteTables<'t> {
 
     /// Every register of one record (read-your-writes inside a transaction).
     pub fn record_cells(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Register)>> {
-        let end = keys::prefix_end(prefix);
-        collect_cells(self.cells.range::<&[u8]>(prefix..end.as_slice())?, None)
-    }
-}
-
-fn get_decoded<T: DeserializeOwned>(
-    table: &impl ReadableTable<Bytes, Bytes>,
-    key: &[u8],
-    what: &str,
-) -> Result<Option<T>> {
-    match table.get(key)? {
-        Some(guard) => Ok(Some(decode(what, guard.value())?)),
-        None => Ok(None),
+        self.with_record(prefix, |regs| {
+            regs.iter()
+                .map(|(slot, reg)| (cell_of(prefix, slot), reg.clone()))
+                .collect()
+        })
     }
 }
 
@@ -403,24 +556,9 @@ fn collect_raw(
     Ok(out)
 }
 
-fn collect_cells(
-    range: redb::Range<'_, Bytes, Bytes>,
-    limit: Option<usize>,
-) -> Result<Vec<(Vec<u8>, Register)>> {
-    let mut out = Vec::new();
-    for entry in range {
-        let (k, v) = entry?;
-        out.push((k.value().to_vec(), decode("register", v.value())?));
-        if limit.is_some_and(|l| out.len() >= l) {
-            break;
-        }
-    }
-    Ok(out)
-}
-
 /// The tables of one read snapshot.
 pub(crate) struct ReadTables {
-    cells: ReadOnlyTable<Bytes, Bytes>,
+    records: ReadOnlyTable<Bytes, Bytes>,
     by_dot: ReadOnlyTable<Bytes, ()>,
     frozen: ReadOnlyTable<Bytes, ()>,
     reservations: ReadOnlyTable<Bytes, &'static str>,
@@ -438,7 +576,7 @@ impl std::fmt::Debug for ReadTables {
 impl ReadTables {
     fn open(txn: ReadTransaction) -> Result<Self> {
         Ok(ReadTables {
-            cells: txn.open_table(CELLS)?,
+            records: txn.open_table(RECORDS)?,
             by_dot: txn.open_table(BY_DOT)?,
             frozen: txn.open_table(FROZEN)?,
             reservations: txn.open_table(RESERVATIONS)?,
@@ -491,14 +629,50 @@ impl ReadTables {
         Ok(self.meta.get(name)?.map(|g| g.value().to_vec()))
     }
 
-    /// Registers from `start` (inclusive) to `end` (exclusive), at most `limit`.
+    /// A record's registers, if it exists.
+    pub fn record(&self, prefix: &[u8]) -> Result<Option<Registers>> {
+        self.records
+            .get(prefix)?
+            .map(|v| decode_record(v.value()))
+            .transpose()
+    }
+
+    /// Registers whose cell keys are from `start` (inclusive) to `end` (exclusive), at most
+    /// `limit`, in cell-key order.
     pub fn cells_between(
         &self,
         start: &[u8],
         end: &[u8],
         limit: Option<usize>,
     ) -> Result<Vec<(Vec<u8>, Register)>> {
-        collect_cells(self.cells.range::<&[u8]>(start..end)?, limit)
+        let mut out = Vec::new();
+        let take = |prefix: &[u8], value: &[u8], out: &mut Vec<(Vec<u8>, Register)>| {
+            for (slot, reg) in decode_record(value)? {
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
+                let cell = cell_of(prefix, &slot);
+                if cell.as_slice() >= start && cell.as_slice() < end {
+                    out.push((cell, reg));
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        // The record `start` may fall within (its prefix sorts before it).
+        if let Some(entry) = self.records.range::<&[u8]>(..start)?.next_back() {
+            let (k, v) = entry?;
+            if start.starts_with(k.value()) {
+                take(k.value(), v.value(), &mut out)?;
+            }
+        }
+        for entry in self.records.range::<&[u8]>(start..end)? {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let (k, v) = entry?;
+            take(k.value(), v.value(), &mut out)?;
+        }
+        Ok(out)
     }
 
     /// A streaming walk over the dot index between two keys.
@@ -528,11 +702,11 @@ impl ReadTables {
         Ok(out)
     }
 
-    /// The replicated content, entry by entry: `cells` in key order. Two converged stores
+    /// The replicated content, entry by entry: `records` in key order. Two converged stores
     /// return the same bytes.
     pub fn replicated_content(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        for entry in self.cells.iter()? {
+        for entry in self.records.iter()? {
             let (k, v) = entry?;
             out.push((k.value().to_vec(), v.value().to_vec()));
         }
@@ -562,5 +736,133 @@ impl Iterator for DotRange {
         self.inner
             .next()
             .map(|entry| entry.map(|(k, _)| k.value().to_vec()).map_err(Error::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::hlc::{ManualClock, Stamp};
+    use crate::record::Slot;
+    use crate::schema::{FieldKind, Schema, TableDef};
+    use crate::store::{Store, StoreConfig};
+    use crate::value::Value;
+
+    fn reg(value: Value, stamp: u64, site: u16, seq: u64) -> Register {
+        Register {
+            value,
+            stamp: Stamp::from_u64(stamp),
+            dot: Dot {
+                site: SiteId(site),
+                seq,
+            },
+        }
+    }
+
+    #[test]
+    fn a_store_written_one_key_per_register_is_converted_to_one_key_per_record_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::STORE_FILE_NAME);
+        // Layout 1, as the version before wrote it: a key per register, the dot index per
+        // register.
+        let cells = [
+            (
+                keys::created_key(&keys::record_prefix("customers", "K1")),
+                reg(Value::Null, 10 << 16, 2, 1),
+            ),
+            (
+                keys::cell_key(
+                    &keys::record_prefix("customers", "K1"),
+                    &Slot::Field("name".into()),
+                ),
+                reg(Value::Text("Dupont".into()), 10 << 16, 2, 1),
+            ),
+            (
+                keys::cell_key(
+                    &keys::record_prefix("customers", "K1"),
+                    &Slot::Field("city".into()),
+                ),
+                reg(Value::Text("Lyon".into()), 11 << 16, 3, 4),
+            ),
+            (
+                keys::created_key(&keys::record_prefix("customers", "K2")),
+                reg(Value::Null, 12 << 16, 3, 5),
+            ),
+            (
+                keys::cell_key(
+                    &keys::record_prefix("customers", "K2"),
+                    &Slot::Field("name".into()),
+                ),
+                reg(Value::Text("Martin".into()), 12 << 16, 3, 5),
+            ),
+        ];
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(CELLS_V1).unwrap();
+                let mut d = txn.open_table(BY_DOT).unwrap();
+                for (cell, r) in &cells {
+                    t.insert(cell.as_slice(), encode(r).unwrap().as_slice())
+                        .unwrap();
+                    d.insert(keys::dot_key(r.dot, cell).as_slice(), ()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let schema = Schema::new([TableDef::shared("customers")
+            .field("name", FieldKind::Text)
+            .field("city", FieldKind::Text)])
+        .unwrap();
+        let clock = ManualClock::new(20);
+        let config = StoreConfig::new(crate::site::Site::remote(2, "BSOC").unwrap(), schema, clock);
+        let store = Store::open(dir.path(), config).unwrap();
+        let k1 = store.record("customers", "K1").unwrap().unwrap();
+        assert_eq!(k1.fields["name"], Value::Text("Dupont".into()));
+        assert_eq!(k1.fields["city"], Value::Text("Lyon".into()));
+        assert_eq!(
+            store
+                .snapshot()
+                .unwrap()
+                .replicated_content()
+                .unwrap()
+                .len(),
+            2,
+            "one key per record"
+        );
+        drop(store);
+        // The dot index is per record: one entry per dot a record's registers hold.
+        let db = Db::open_file(&path, 1 << 20).unwrap();
+        let indexed = db.read().unwrap().all_dot_keys().unwrap();
+        let k1 = keys::record_prefix("customers", "K1");
+        let k2 = keys::record_prefix("customers", "K2");
+        let dot = |site, seq| Dot {
+            site: SiteId(site),
+            seq,
+        };
+        let mut expected = vec![
+            keys::dot_key(dot(2, 1), &k1),
+            keys::dot_key(dot(3, 4), &k1),
+            keys::dot_key(dot(3, 5), &k2),
+        ];
+        expected.sort();
+        assert_eq!(indexed, expected);
+        drop(db);
+        // Opened again: nothing left to convert, the same content.
+        let again = Store::open_existing(
+            dir.path(),
+            Schema::new([TableDef::shared("customers")
+                .field("name", FieldKind::Text)
+                .field("city", FieldKind::Text)])
+            .unwrap(),
+            ManualClock::new(20),
+        )
+        .unwrap();
+        assert_eq!(
+            again.record("customers", "K2").unwrap().unwrap().fields["name"],
+            Value::Text("Martin".into())
+        );
     }
 }

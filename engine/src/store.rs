@@ -584,7 +584,7 @@ impl Store {
             exclude_reserved,
             knowledge,
             left_out: Knowledge::new(),
-            last_record: None,
+            pending: VecDeque::new(),
         })
     }
 
@@ -714,18 +714,32 @@ impl Store {
             })
             .collect();
         let fail = |what: String| Err(Error::Corrupt(format!("invariant: {what}")));
-        if dot_keys.len() != cells.len() {
-            return fail(format!(
-                "{} registers but {} dot-index entries",
-                cells.len(),
-                dot_keys.len()
+        // The dot index holds one entry per dot and record that a register of the record
+        // holds — no more, no fewer.
+        let mut expected: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for (cell, reg) in &cells {
+            let Some(ck) = keys::decode_cell_key(cell) else {
+                return fail(format!("undecodable cell key {cell:?}"));
+            };
+            expected.insert(keys::dot_key(
+                reg.dot,
+                cell.get(..ck.prefix_len).unwrap_or_default(),
             ));
         }
-        let indexed: BTreeSet<&[u8]> = dot_keys.iter().map(Vec::as_slice).collect();
+        let indexed: BTreeSet<Vec<u8>> = dot_keys.iter().cloned().collect();
+        if let Some(k) = expected.symmetric_difference(&indexed).next() {
+            return fail(format!(
+                "dot-index entry {k:?} is {} ({} expected, {} indexed)",
+                if indexed.contains(k) {
+                    "not held by its record"
+                } else {
+                    "missing"
+                },
+                expected.len(),
+                indexed.len()
+            ));
+        }
         for (cell, reg) in &cells {
-            if !indexed.contains(keys::dot_key(reg.dot, cell).as_slice()) {
-                return fail(format!("register {cell:?} has no dot-index entry"));
-            }
             if reg.stamp > state.hlc.last() {
                 return fail(format!("stamp {:?} is above the clock", reg.stamp));
             }
@@ -1731,8 +1745,8 @@ pub struct ChangesLacking {
     exclude_reserved: bool,
     knowledge: Knowledge,
     left_out: Knowledge,
-    /// The last record looked up: prefix, creation marker, reserved.
-    last_record: Option<(Vec<u8>, Creation, bool)>,
+    /// The changes of the dot-index entry being read, not handed out yet.
+    pending: VecDeque<Change>,
 }
 
 impl std::fmt::Debug for ChangesLacking {
@@ -1786,46 +1800,53 @@ impl ChangesLacking {
         Ok(self.knowledge.difference(&self.held_back()?))
     }
 
-    fn change_at(&mut self, dot_key: &[u8]) -> Result<Option<Change>> {
+    /// The changes of one dot-index entry: every register of the record that the dot holds,
+    /// in slot order (none when the record is reserved and left out, R7).
+    fn changes_at(&mut self, dot_key: &[u8]) -> Result<()> {
         let corrupt = || Error::Corrupt(format!("dot index entry {dot_key:?}"));
-        let (dot, cell) = keys::decode_dot_key(dot_key).ok_or_else(corrupt)?;
-        let ck = keys::decode_cell_key(cell).ok_or_else(corrupt)?;
-        let prefix = cell.get(..ck.prefix_len).ok_or_else(corrupt)?;
-        let cached = match &self.last_record {
-            Some((p, created, reserved)) if p.as_slice() == prefix => Some((*created, *reserved)),
-            _ => None,
+        let (dot, prefix) = keys::decode_dot_key(dot_key).ok_or_else(corrupt)?;
+        let regs = self.tables.record(prefix)?.ok_or_else(corrupt)?;
+        let created_cell = keys::created_key(prefix);
+        let ck = keys::decode_cell_key(&created_cell).ok_or_else(corrupt)?;
+        let creation = regs
+            .get(created_cell.get(prefix.len()..).unwrap_or_default())
+            .ok_or_else(corrupt)?;
+        let created = Creation {
+            stamp: creation.stamp,
+            dot: creation.dot,
         };
-        let (created, reserved) = match cached {
-            Some(c) => c,
-            None => {
-                let created = self.tables.created(prefix)?.ok_or_else(corrupt)?;
-                let reserved = self.exclude_reserved
-                    && self
-                        .schema
-                        .table(&ck.table)
-                        .is_some_and(TableDef::is_document)
-                    && self.tables.reservation(prefix)?.is_some();
-                self.last_record = Some((prefix.to_vec(), created, reserved));
-                (created, reserved)
-            }
-        };
+        let reserved = self.exclude_reserved
+            && self
+                .schema
+                .table(&ck.table)
+                .is_some_and(TableDef::is_document)
+            && self.tables.reservation(prefix)?.is_some();
         if reserved {
             self.left_out.insert(dot);
-            return Ok(None);
+            return Ok(());
         }
-        let reg = self.tables.cell(cell)?.ok_or_else(corrupt)?;
-        if reg.dot != dot {
+        let before = self.pending.len();
+        for (slot, reg) in regs {
+            if reg.dot != dot {
+                continue;
+            }
+            let mut cell = prefix.to_vec();
+            cell.extend_from_slice(&slot);
+            let slot = keys::decode_cell_key(&cell).ok_or_else(corrupt)?.slot;
+            self.pending.push_back(Change {
+                table: ck.table.clone(),
+                key: ck.key.clone(),
+                slot,
+                value: reg.value,
+                stamp: reg.stamp,
+                dot,
+                created,
+            });
+        }
+        if self.pending.len() == before {
             return Err(corrupt());
         }
-        Ok(Some(Change {
-            table: ck.table,
-            key: ck.key,
-            slot: ck.slot,
-            value: reg.value,
-            stamp: reg.stamp,
-            dot,
-            created,
-        }))
+        Ok(())
     }
 }
 
@@ -1834,6 +1855,9 @@ impl Iterator for ChangesLacking {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(change) = self.pending.pop_front() {
+                return Some(Ok(change));
+            }
             let Some(range) = self.current.as_mut() else {
                 let (site, first, last) = self.ranges.pop_front()?;
                 let (start, end) = keys::dot_bounds(site, first, last);
@@ -1846,11 +1870,11 @@ impl Iterator for ChangesLacking {
             match range.next() {
                 None => self.current = None,
                 Some(Err(e)) => return Some(Err(e)),
-                Some(Ok(key)) => match self.change_at(&key) {
-                    Ok(Some(change)) => return Some(Ok(change)),
-                    Ok(None) => {}
-                    Err(e) => return Some(Err(e)),
-                },
+                Some(Ok(key)) => {
+                    if let Err(e) = self.changes_at(&key) {
+                        return Some(Err(e));
+                    }
+                }
             }
         }
     }
