@@ -802,7 +802,7 @@ impl Runner {
     fn carry(&mut self, i: usize, cmds: Vec<RemoteCommand>) -> Result<(), SimError> {
         let (r, mut net) = self.net(i);
         let run = r.executor.carry_out(&r.store, &mut net, cmds)?;
-        carried(run)
+        carried(run).map(drop)
     }
 
     fn deliver(&mut self, bytes: &[u8], sender: Option<SiteId>) -> Result<(), SimError> {
@@ -1032,7 +1032,7 @@ impl Runner {
                 .executor
                 .request_sync(&r.store, &mut net, ask)
                 .map_err(|e| err(&e))?;
-            return carried(run).map_err(|e| err(&e));
+            return carried(run).map(drop).map_err(|e| err(&e));
         }
         if let Some(f) = &step.export {
             let (bytes, _) =
