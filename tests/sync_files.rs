@@ -971,13 +971,25 @@ fn r1_reprovisioning_while_an_emission_of_the_old_store_waits_refuses_nothing_of
     files::receive_from(&d.asoc, &path, Some(outpost::SiteId(4))).unwrap();
     central::reprovision(&d.asoc, outpost::SiteId(4)).unwrap();
     let (boot2, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
-    central::process_ready(&d.asoc).unwrap();
-    assert!(d.asoc.record("customers", "D-2").unwrap().is_some());
     let new = dsoc_store(&d, &d.root.path().join("DSOC-new"), &boot2);
     new.write(|tx| tx.set("customers", "D-3", "name", "new store"))
         .unwrap();
-    d.emit_and_process(&new, SyncMode::Deferred);
+    // The new store's emission is processed first, the old one's after (central was cut off
+    // while processing it, say).
+    let (path, emitted) = files::emit_to(&new, &d.usb(), SyncMode::Deferred).unwrap();
+    files::receive_from(&d.asoc, &path, Some(outpost::SiteId(4))).unwrap();
+    central::process(&d.asoc, emitted.id).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    assert!(d.asoc.record("customers", "D-2").unwrap().is_some());
     assert!(d.asoc.record("customers", "D-3").unwrap().is_some());
+    // The old store's last change comes back to the new one with its next return: central
+    // does not take the old store's word for what the site knows.
+    d.return_and_apply(&new);
+    assert_eq!(
+        new.record("customers", "D-2").unwrap().unwrap().fields["name"],
+        Value::Text("old store, pending".into())
+    );
+    assert_eq!(content(&new), content(&d.asoc));
 }
 
 #[test]

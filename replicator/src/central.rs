@@ -942,7 +942,12 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         }
         let rkey = remote_key(sender);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
-        rec.knowledge = header.knowledge.clone();
+        // What the site knows, for its next return — unless this emission's store was replaced
+        // by a reprovisioning since it arrived: the new store knows only its bootstrap and its
+        // own emissions, and must get these changes back (R1).
+        if !crate::incarnation::is_superseded(tx, &header)? {
+            rec.knowledge = header.knowledge.clone();
+        }
         rec.unanswered.push(id);
         rec.rejections
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
@@ -1176,6 +1181,11 @@ pub fn reprovision(store: &Store, remote: SiteId) -> Result<u32> {
         _ => return Err(Error::Engine(outpost_engine::Error::UnknownSite(remote))),
     }
     local::write(store, |tx| {
+        // The new store will know what its bootstrap carries: all central holds now.
+        let rkey = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        rec.knowledge = tx.knowledge().clone();
+        local::put(tx, &rkey, &rec)?;
         crate::incarnation::start_provisioning(tx, remote)
     })
 }

@@ -175,6 +175,21 @@ pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Resu
     Ok(provisioning)
 }
 
+/// Whether `header` is an emission of a store that a reprovisioning of its site has replaced
+/// since central received it (received before, processed after): its changes are taken, but
+/// what it says of its store's knowledge is no longer the site's.
+pub(crate) fn is_superseded(tx: &WriteTx<'_, '_>, header: &FlowHeader) -> Result<bool> {
+    let carried = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(STORE_SETTING))
+        .and_then(|t| StoreIdentity::parse(t));
+    Ok(match carried {
+        Some(ident) => ident.provisioning < provisioning(tx, header.source)?,
+        None => false,
+    })
+}
+
 /// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(reason))` when it
 /// comes from a store that does not (or no longer) speak for the site. `Ok(Ok(()))` binds the
 /// site to its store if none was, and records its number and stamp.

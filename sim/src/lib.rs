@@ -1397,26 +1397,35 @@ impl World {
             let content = r.store.snapshot()?.replicated_content()?;
             if content != central_content {
                 converged = false;
-                let first = content
+                // The first record that differs, in key order: missing here, extra here, or
+                // another value.
+                let here: BTreeMap<&[u8], &[u8]> = content
                     .iter()
-                    .zip(&central_content)
-                    .find(|(a, b)| a != b)
-                    .map(|((k, v), (ck, cv))| {
-                        let reg = |b: &[u8]| {
-                            postcard::from_bytes::<outpost_engine::Register>(b)
-                                .map_or_else(|e| e.to_string(), |r| format!("{r:?}"))
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                let there: BTreeMap<&[u8], &[u8]> = central_content
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                let first = here
+                    .keys()
+                    .chain(there.keys())
+                    .filter(|k| here.get(*k) != there.get(*k))
+                    .min()
+                    .map(|k| {
+                        let what = match (here.get(k), there.get(k)) {
+                            (Some(_), None) => "held here, not at central",
+                            (None, Some(_)) => "held at central, not here",
+                            _ => "held both, differently",
                         };
                         format!(
-                            "; first difference: {} {} vs central's {} {}",
-                            String::from_utf8_lossy(k),
-                            reg(v),
-                            String::from_utf8_lossy(ck),
-                            reg(cv)
+                            "; first difference: record {} {what}",
+                            String::from_utf8_lossy(k).replace('\0', "/")
                         )
                     })
                     .unwrap_or_default();
                 self.report.violations.push(format!(
-                    "{} differs from central after the quiet round ({} vs {} registers){first}",
+                    "{} differs from central after the quiet round ({} vs {} records){first}",
                     r.code,
                     content.len(),
                     central_content.len()
