@@ -38,6 +38,10 @@ const RECORDS: TableDefinition<Bytes, Bytes> = TableDefinition::new("records");
 /// The layout before layout 2: one key per register, and the dot index per register. A store
 /// written so is converted when it is opened ([`Db::convert_cells`]).
 const CELLS_V1: TableDefinition<Bytes, Bytes> = TableDefinition::new("cells");
+/// The layout of the replicated data this version reads and writes (docs/storage-format.md),
+/// kept in `meta` under [`META_LAYOUT`].
+const LAYOUT: u8 = 2;
+const META_LAYOUT: &str = "layout";
 /// The format byte a record's value starts with.
 const RECORD_FORMAT: u8 = 1;
 /// Records a write transaction keeps decoded; past it, the written ones go to redb.
@@ -174,8 +178,21 @@ impl Db {
     fn init(db: Database) -> Result<Db> {
         let db = Db { db };
         db.convert_cells()?;
-        // Create every table so that read transactions can open them all.
-        db.write(|_| Ok(()))?;
+        // Create every table so that read transactions can open them all, and say which
+        // layout the store is in: a later version's store is refused, not misread.
+        db.write(|t| {
+            match t.meta(META_LAYOUT)? {
+                Some(b) if b.as_slice() > [LAYOUT].as_slice() => {
+                    return Err(Error::Corrupt(format!(
+                        "this store is in layout {b:?}, written by a later version of outpost; \
+                         this one reads layout {LAYOUT}"
+                    )));
+                }
+                Some(b) if b.as_slice() == [LAYOUT].as_slice() => {}
+                _ => t.put_meta(META_LAYOUT, &[LAYOUT])?,
+            }
+            Ok(())
+        })?;
         Ok(db)
     }
 
@@ -189,6 +206,24 @@ impl Db {
         if !has_cells {
             txn.abort()?;
             return Ok(());
+        }
+        use redb::ReadableTableMetadata as _;
+        let cells_empty = txn.open_table(CELLS_V1)?.is_empty()?;
+        let records_empty = txn.open_table(RECORDS)?.is_empty()?;
+        if cells_empty {
+            // An empty table of the old layout (a version before this one opened the store):
+            // nothing to convert.
+            txn.delete_table(CELLS_V1)?;
+            txn.commit()?;
+            return Ok(());
+        }
+        if !records_empty {
+            return Err(Error::Corrupt(
+                "this store holds data in both layouts (it was written by this version and by \
+                 an older one): open it with this version only, from a backup taken before the \
+                 older one wrote to it"
+                    .into(),
+            ));
         }
         txn.delete_table(BY_DOT)?;
         {
@@ -234,6 +269,13 @@ impl Db {
         let out = {
             let mut tables = WriteTables::open(&txn)?;
             let out = f(&mut tables)?;
+            // A flush that failed part-way lost records it had taken from the cache, even if
+            // the closure went on: the transaction must not commit then.
+            if tables.failed {
+                return Err(Error::Corrupt(
+                    "a write of this transaction failed; it was not committed".into(),
+                ));
+            }
             tables.flush()?;
             out
         };
@@ -296,6 +338,10 @@ pub(crate) struct WriteTables<'t> {
     /// [`WriteTables::flush`] (the end of the transaction, or when there are too many).
     /// Kept in key order, so that a flush writes records in order (and always the same way).
     cache: RefCell<BTreeMap<Vec<u8>, Cached>>,
+    /// The cache is full of written records: the next write flushes them (reads cannot).
+    crowded: std::cell::Cell<bool>,
+    /// A flush failed part-way: the transaction must not commit.
+    failed: bool,
     by_dot: Table<'t, Bytes, ()>,
     frozen: Table<'t, Bytes, ()>,
     reservations: Table<'t, Bytes, &'static str>,
@@ -317,6 +363,8 @@ impl<'t> WriteTables<'t> {
         Ok(WriteTables {
             records: txn.open_table(RECORDS)?,
             cache: RefCell::new(BTreeMap::new()),
+            crowded: std::cell::Cell::new(false),
+            failed: false,
             by_dot: txn.open_table(BY_DOT)?,
             frozen: txn.open_table(FROZEN)?,
             reservations: txn.open_table(RESERVATIONS)?,
@@ -339,8 +387,12 @@ impl<'t> WriteTables<'t> {
         };
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= RECORD_CACHE_MAX {
-            // Only what was read can go; what was written waits for the next flush.
+            // Only what was read can go; what was written waits for the next flush, which the
+            // next write makes when few could go.
             cache.retain(|_, c| c.dirty);
+            if cache.len() >= RECORD_CACHE_MAX * 3 / 4 {
+                self.crowded.set(true);
+            }
         }
         cache.insert(
             prefix.to_vec(),
@@ -363,6 +415,7 @@ impl<'t> WriteTables<'t> {
     }
 
     fn change_record(&mut self, cell: &[u8], f: impl FnOnce(&mut Registers, &[u8])) -> Result<()> {
+        self.relieve()?;
         let (prefix, slot) = split_cell(cell)?;
         self.load(prefix)?;
         {
@@ -379,9 +432,19 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
+    /// Flushes when reads found the cache full of written records.
+    fn relieve(&mut self) -> Result<()> {
+        if self.crowded.get() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Writes the records this transaction changed, each once, and moves the dot index from
     /// the dots they held when read to those they hold now.
     pub fn flush(&mut self) -> Result<()> {
+        self.failed = true;
+        self.crowded.set(false);
         let cache = std::mem::take(self.cache.get_mut());
         for (prefix, c) in cache {
             if !c.dirty {
@@ -403,6 +466,7 @@ impl<'t> WriteTables<'t> {
                     .insert(prefix.as_slice(), encode_record(&c.regs)?.as_slice())?;
             }
         }
+        self.failed = false;
         Ok(())
     }
 
@@ -482,6 +546,7 @@ impl<'t> WriteTables<'t> {
     }
 
     pub fn put_rejection(&mut self, dot: Dot, cell: &[u8], rejection: &Rejection) -> Result<()> {
+        self.relieve()?;
         self.rejections.insert(
             keys::dot_key(dot, cell).as_slice(),
             encode(rejection)?.as_slice(),
@@ -864,5 +929,68 @@ mod tests {
             again.record("customers", "K2").unwrap().unwrap().fields["name"],
             Value::Text("Martin".into())
         );
+    }
+
+    #[test]
+    fn a_store_an_older_version_opened_is_left_as_it_was_or_refused_never_half_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::STORE_FILE_NAME);
+        let schema =
+            || Schema::new([TableDef::shared("customers").field("name", FieldKind::Text)]).unwrap();
+        let config = || {
+            StoreConfig::new(
+                crate::site::Site::remote(2, "BSOC").unwrap(),
+                schema(),
+                ManualClock::new(1_800_000_000_000),
+            )
+        };
+        let store = Store::open(dir.path(), config()).unwrap();
+        store
+            .write(|tx| tx.set("customers", "K1", "name", "Dupont"))
+            .unwrap();
+        drop(store);
+        // An older version opened it: an empty table of the old layout appeared.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(CELLS_V1).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), config()).unwrap();
+        assert!(store.record("customers", "K1").unwrap().is_some());
+        store.check_invariants().unwrap();
+        drop(store);
+        // It also wrote there: both layouts hold data — refused, nothing changed.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(CELLS_V1).unwrap();
+                let cell = keys::created_key(&keys::record_prefix("customers", "K2"));
+                t.insert(
+                    cell.as_slice(),
+                    encode(&reg(Value::Null, 10 << 16, 2, 9))
+                        .unwrap()
+                        .as_slice(),
+                )
+                .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = Store::open(dir.path(), config()).unwrap_err();
+        assert!(err.to_string().contains("both layouts"), "{err}");
+        // A later layout is refused too.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(CELLS_V1).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_LAYOUT, [9u8].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(dir.path(), config()).unwrap_err();
+        assert!(err.to_string().contains("later version"), "{err}");
     }
 }
