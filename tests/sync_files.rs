@@ -782,6 +782,20 @@ fn r1_r5_a_shop_receiving_another_shop_s_document_before_emitting_its_own_conver
     assert!(err.to_string().contains("R5"), "{err}");
 }
 
+/// Central creates DSOC (id 4) after the deployment; its bootstrap file.
+fn add_dsoc(d: &Deployment) -> std::path::PathBuf {
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        settings("21:30"),
+    )
+    .unwrap();
+    files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb())
+        .unwrap()
+        .0
+}
+
 /// DSOC, created after the deployment, with a store the test owns (to close, copy and open).
 fn dsoc_store(d: &Deployment, dir: &std::path::Path, boot: &std::path::Path) -> Store {
     let clock = d.clock.clone();
@@ -828,14 +842,7 @@ fn emit_refused(d: &Deployment, from: &Store) -> String {
 #[test]
 fn r1_a_remote_restored_from_an_old_backup_of_its_store_is_refused_and_central_keeps_what_it_had() {
     let d = Deployment::new();
-    central::create_remote(
-        &d.asoc,
-        outpost::Site::remote(4, "DSOC").unwrap(),
-        std::collections::BTreeSet::new(),
-        settings("21:30"),
-    )
-    .unwrap();
-    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let boot = add_dsoc(&d);
     let live = d.root.path().join("DSOC");
     let backup = d.root.path().join("DSOC-backup");
     let dsoc = dsoc_store(&d, &live, &boot);
@@ -885,14 +892,7 @@ fn r1_a_remote_restored_from_an_old_backup_of_its_store_is_refused_and_central_k
 fn r1_two_stores_set_up_from_one_bootstrap_never_share_numbers_and_reprovisioning_starts_past_them()
 {
     let d = Deployment::new();
-    central::create_remote(
-        &d.asoc,
-        outpost::Site::remote(4, "DSOC").unwrap(),
-        std::collections::BTreeSet::new(),
-        settings("21:30"),
-    )
-    .unwrap();
-    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let boot = add_dsoc(&d);
     let first = dsoc_store(&d, &d.root.path().join("DSOC"), &boot);
     first
         .write(|tx| tx.set("customers", "D-1", "name", "first machine"))
@@ -952,14 +952,7 @@ fn r1_two_stores_set_up_from_one_bootstrap_never_share_numbers_and_reprovisionin
 #[test]
 fn r1_reprovisioning_while_an_emission_of_the_old_store_waits_refuses_nothing_of_the_new_one() {
     let d = Deployment::new();
-    central::create_remote(
-        &d.asoc,
-        outpost::Site::remote(4, "DSOC").unwrap(),
-        std::collections::BTreeSet::new(),
-        settings("21:30"),
-    )
-    .unwrap();
-    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let boot = add_dsoc(&d);
     let old = dsoc_store(&d, &d.root.path().join("DSOC"), &boot);
     old.write(|tx| tx.set("customers", "D-1", "name", "old store"))
         .unwrap();
@@ -995,14 +988,7 @@ fn r1_reprovisioning_while_an_emission_of_the_old_store_waits_refuses_nothing_of
 #[test]
 fn r1_an_old_file_arriving_after_its_successor_from_a_clock_set_back_is_no_fork() {
     let d = Deployment::new();
-    central::create_remote(
-        &d.asoc,
-        outpost::Site::remote(4, "DSOC").unwrap(),
-        std::collections::BTreeSet::new(),
-        settings("21:30"),
-    )
-    .unwrap();
-    let (boot, _) = files::bootstrap_to(&d.asoc, outpost::SiteId(4), &d.usb()).unwrap();
+    let boot = add_dsoc(&d);
     let dsoc = dsoc_store(&d, &d.root.path().join("DSOC"), &boot);
     dsoc.write(|tx| tx.set("customers", "D-1", "name", "one"))
         .unwrap();

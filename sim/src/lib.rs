@@ -845,25 +845,9 @@ impl World {
                 self.remotes[i].code
             ));
         }
-        let snap = self.central.snapshot()?;
-        let mut keep = Vec::with_capacity(self.accepted.len());
-        for w in std::mem::take(&mut self.accepted) {
-            if w.dot.site != site || w.kept_in(&snap)? {
-                keep.push(w);
-            }
-        }
-        self.accepted = keep;
-        central::reprovision(&self.central, site)?;
-        let (boot, _) = central::write_bootstrap(&self.central, site, Vec::new(), false)?;
-        let id = self.rng.next_u64();
-        let config = self.remote_config(i);
-        let store = remote::bootstrap_as(boot.as_slice(), |_| Store::in_memory(config), Some(id))?;
-        let r = &mut self.remotes[i];
-        r.executor = RemoteExecutor::new(&store)?;
-        r.store = store;
-        r.own_docs.clear();
-        r.registers.clear();
-        r.reserved.clear();
+        self.forget_what_central_lacks(site)?;
+        let store = self.reprovisioned(i)?;
+        self.put_in_place(i, store)?;
         *self
             .report
             .faults_injected
@@ -1049,27 +1033,11 @@ impl World {
     /// central holds, the end-of-run check finds that write lost.
     fn replace_store(&mut self, i: usize, store: Store, what: &str) -> Result<(), SimError> {
         let site = self.remotes[i].store.site().id;
-        // What the lost store made and central does not hold — nor a later write of it to the
-        // same place — is gone with the disk (or, if in an emission central has not processed
-        // yet, arrives all the same and is no longer checked).
-        let snap = self.central.snapshot()?;
-        let mut keep = Vec::with_capacity(self.accepted.len());
-        for w in std::mem::take(&mut self.accepted) {
-            if w.dot.site != site || w.kept_in(&snap)? {
-                keep.push(w);
-            }
-        }
-        self.accepted = keep;
+        self.forget_what_central_lacks(site)?;
         let (bytes, _) = remote::emit(&store, Vec::new(), SyncMode::NoReturn, false)?;
         let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
-            Err(outpost_replicator::Error::WrongStore(_)) => {
-                // The operator's procedure (docs/OPERATIONS.md).
-                central::reprovision(&self.central, site)?;
-                let (boot, _) = central::write_bootstrap(&self.central, site, Vec::new(), false)?;
-                let id = self.rng.next_u64();
-                let config = self.remote_config(i);
-                remote::bootstrap_as(boot.as_slice(), |_| Store::in_memory(config), Some(id))?
-            }
+            // The operator's procedure (docs/OPERATIONS.md).
+            Err(outpost_replicator::Error::WrongStore(_)) => self.reprovisioned(i)?,
             Err(e) => return Err(e.into()),
             // Taken: the same as an emission central had (a backup holding no change since), or
             // nothing central holds under its numbers. Its later emissions are judged as they
@@ -1082,6 +1050,46 @@ impl World {
                 store
             }
         };
+        self.put_in_place(i, store)?;
+        *self
+            .report
+            .faults_injected
+            .entry(what.to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// What a lost (or refused) store of `site` made and central does not hold — nor a later
+    /// write of it to the same place — is in that store only: no longer checked (an emission
+    /// central has not processed yet may still bring it).
+    fn forget_what_central_lacks(&mut self, site: SiteId) -> Result<(), SimError> {
+        let snap = self.central.snapshot()?;
+        let mut keep = Vec::with_capacity(self.accepted.len());
+        for w in std::mem::take(&mut self.accepted) {
+            if w.dot.site != site || w.kept_in(&snap)? {
+                keep.push(w);
+            }
+        }
+        self.accepted = keep;
+        Ok(())
+    }
+
+    /// `central reprovision` for remote `i`'s site, and a store set up from the new bootstrap.
+    fn reprovisioned(&mut self, i: usize) -> Result<Store, SimError> {
+        let site = self.remotes[i].store.site().id;
+        central::reprovision(&self.central, site)?;
+        let (boot, _) = central::write_bootstrap(&self.central, site, Vec::new(), false)?;
+        let id = self.rng.next_u64();
+        let config = self.remote_config(i);
+        Ok(remote::bootstrap_as(
+            boot.as_slice(),
+            |_| Store::in_memory(config),
+            Some(id),
+        )?)
+    }
+
+    /// `store` takes the place of remote `i`'s, with a new executor (a new process).
+    fn put_in_place(&mut self, i: usize, store: Store) -> Result<(), SimError> {
         // A restored backup holds the reservations of its day: their tills release them.
         let reserved = store
             .snapshot()?
@@ -1095,11 +1103,6 @@ impl World {
         r.own_docs.clear();
         r.registers.clear();
         r.reserved = reserved;
-        *self
-            .report
-            .faults_injected
-            .entry(what.to_owned())
-            .or_insert(0) += 1;
         Ok(())
     }
 
