@@ -186,11 +186,17 @@ impl RemoteExecutor {
             ))
         })?;
         let mut scheduler = RemoteScheduler::new(&schedule);
-        let last_fixed = remote::log_rows(store)?
-            .into_iter()
-            .filter(|r| r.kind == FlowKind::Emission && r.mode == SyncMode::Deferred)
-            .map(|r| r.at_ms)
-            .max();
+        // What the executor recorded; a store from before it did reads its log, where any
+        // deferred emission (a manual one too) stands for it.
+        let last_fixed = match remote::last_fixed_emission(store)? {
+            Some(0) => None,
+            Some(at) => Some(at),
+            None => remote::log_rows(store)?
+                .into_iter()
+                .filter(|r| r.kind == FlowKind::Emission && r.mode == SyncMode::Deferred)
+                .map(|r| r.at_ms)
+                .max(),
+        };
         if let Some(at) = last_fixed {
             scheduler.emitted_on(schedule.zone.date_at(at));
         }
@@ -356,24 +362,31 @@ impl RemoteExecutor {
         let mut run = RemoteRun::default();
         for cmd in commands {
             match cmd {
-                RemoteCommand::Emit(mode) => match transport.emit(store, mode) {
-                    Ok(id) => {
-                        self.reached();
-                        if mode == SyncMode::Immediate {
-                            self.awaiting = Some(id);
-                        }
-                        run.emitted.push(id);
+                RemoteCommand::Emit(mode) => {
+                    // The scheduler's deferred emission is the day's fixed-time one (M1).
+                    if mode == SyncMode::Deferred {
+                        remote::note_fixed_emission(store, store.now_ms())?;
                     }
-                    Err(e) if T::is_transient(&e) => self.unreachable(store, e, &mut run),
-                    Err(e) => {
-                        // A3: no return can come for a refused emission; no waiting for one.
-                        if mode == SyncMode::Immediate {
-                            self.scheduler.cancel_wait();
-                            self.awaiting = None;
+                    match transport.emit(store, mode) {
+                        Ok(id) => {
+                            self.reached();
+                            if mode == SyncMode::Immediate {
+                                self.awaiting = Some(id);
+                            }
+                            run.emitted.push(id);
                         }
-                        run.failed.push(Failure::Transport(e));
+                        Err(e) if T::is_transient(&e) => self.unreachable(store, e, &mut run),
+                        Err(e) => {
+                            // A3: no return can come for a refused emission; no waiting for
+                            // one.
+                            if mode == SyncMode::Immediate {
+                                self.scheduler.cancel_wait();
+                                self.awaiting = None;
+                            }
+                            run.failed.push(Failure::Transport(e));
+                        }
                     }
-                },
+                }
                 RemoteCommand::FetchReturn => self.fetch(store, transport, &mut run)?,
             }
         }

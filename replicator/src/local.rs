@@ -44,6 +44,8 @@ pub(crate) const INCARNATIONS: &[u8] = b"ci/";
 pub(crate) const EMISSION_STAMPS: &[u8] = b"es/";
 /// Remote: its store's identity (`incarnation::StoreIdentity`).
 pub(crate) const REMOTE_IDENTITY: &[u8] = b"ri";
+/// Remote: when its executor last made the fixed-time emission (UTC ms), M1 across restarts.
+pub(crate) const REMOTE_FIXED_EMISSION: &[u8] = b"rx";
 /// Remote: its latest emission's number and creation stamp, which the next one carries.
 pub(crate) const REMOTE_PREV_EMISSION: &[u8] = b"rp";
 /// Remote: its sync state.

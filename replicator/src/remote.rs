@@ -40,6 +40,20 @@ pub fn own_identity(store: &Store) -> Result<StoreIdentity> {
     })
 }
 
+/// Records that the site's fixed-time emission of the day was made at `at_ms` (M1: a new
+/// executor, after a restart, does not make it again that day). A manual emission (a file, S4)
+/// is not one.
+pub fn note_fixed_emission(store: &Store, at_ms: u64) -> Result<()> {
+    local::write(store, |tx| {
+        local::put(tx, local::REMOTE_FIXED_EMISSION, &at_ms)
+    })
+}
+
+/// When the site's fixed-time emission was last made, if this store has recorded one.
+pub fn last_fixed_emission(store: &Store) -> Result<Option<u64>> {
+    local::snap_get(&store.snapshot()?, local::REMOTE_FIXED_EMISSION)
+}
+
 /// What a remote keeps about its syncs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RemoteState {
@@ -200,6 +214,8 @@ pub fn bootstrap_as(
             0
         };
         tx.number_from(own_known.saturating_add(1).saturating_add(jump))?;
+        // No fixed-time emission made yet (M1; a store from before this key reads its log).
+        local::put(tx, local::REMOTE_FIXED_EMISSION, &0u64)?;
         incarnation::set_own(
             tx,
             &StoreIdentity {

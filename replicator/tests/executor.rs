@@ -216,3 +216,19 @@ fn m1_a_schedule_changed_by_a_return_or_a_restart_never_emits_twice_the_same_day
         vec!["2026-11-25 20:00:00", "2026-11-26 21:00:00"]
     );
 }
+
+#[test]
+fn m1_a_manual_export_in_the_morning_does_not_stand_for_the_evening_s_fixed_emission_after_a_restart()
+ {
+    let mut d = Deployment::new(paris(25, 9, 0));
+    let mut exec = RemoteExecutor::new(&d.bsoc).unwrap();
+    d.run_until(&mut exec, paris(25, 10, 0));
+    // An emission on a USB stick at 10:00 (`outpost remote export`: deferred mode, S4)…
+    write(&d.bsoc, "a");
+    remote::emit(&d.bsoc, Vec::new(), SyncMode::Deferred, false).unwrap();
+    // …then the process restarts: the 21:00 fixed-time emission is still the day's to make.
+    let mut restarted = RemoteExecutor::new(&d.bsoc).unwrap();
+    write(&d.bsoc, "b");
+    d.run_until(&mut restarted, paris(25, 21, 30));
+    assert_eq!(d.fixed_emissions(), vec!["2026-11-25 21:00:00"]);
+}
