@@ -262,11 +262,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                     bytes,
                     reason: e.to_string(),
                 };
-                local::write(store, |tx| {
-                    let mut key = local::REFUSED_FLOWS.to_vec();
-                    key.extend_from_slice(&receipt.to_be_bytes());
-                    local::put(tx, &key, &refused)
-                })?;
+                local::write(store, |tx| put_refused(tx, receipt, &refused))?;
             }
             return Err(e);
         }
@@ -287,9 +283,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                 bytes,
                 reason: reason.clone(),
             };
-            let mut key = local::REFUSED_FLOWS.to_vec();
-            key.extend_from_slice(&receipt.to_be_bytes());
-            local::put(tx, &key, &refused)?;
+            put_refused(tx, receipt, &refused)?;
             crate::monitor::record_event(
                 tx,
                 &crate::monitor::Event {
@@ -347,6 +341,17 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         discard(store, receipt)?;
     }
     Ok(outcome)
+}
+
+/// Lists a flow refused at receipt (`rf/` + receipt number), outside the journal.
+fn put_refused(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    receipt: u64,
+    refused: &RefusedFlow,
+) -> Result<()> {
+    let mut key = local::REFUSED_FLOWS.to_vec();
+    key.extend_from_slice(&receipt.to_be_bytes());
+    local::put(tx, &key, refused)
 }
 
 fn new_receipt(store: &Store) -> Result<u64> {
