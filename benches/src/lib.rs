@@ -8,7 +8,7 @@ use outpost_engine::{
     Slot, Stamp, Store, StoreConfig, TableDef, Value,
 };
 use outpost_replicator::{
-    FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem, SyncMode,
+    FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, IncomingItem, SyncMode,
 };
 
 /// What the flow helpers return: their errors are the benchmark's.
@@ -181,14 +181,7 @@ pub fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
             .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
         {
             if let IncomingItem::Changes(changes) = item {
-                for incoming in changes {
-                    match incoming {
-                        Incoming::New(c) => {
-                            tx.apply_change(header.source, c, &mut report)?;
-                        }
-                        Incoming::Known(_) => tx.already_had(header.source, &mut report)?,
-                    }
-                }
+                tx.apply_batch(header.source, changes, &mut report)?;
             }
         }
         tx.add_knowledge(header.source, &header.covered)?;

@@ -37,6 +37,14 @@ pub(crate) fn record_prefix(table: &str, key: &str) -> Vec<u8> {
     out
 }
 
+/// The slot bytes of a record's creation register (a cell key after its record prefix).
+pub(crate) const CREATED_SLOT: [u8; 1] = [SLOT_CREATED];
+
+/// A slot's bytes: what follows the record prefix in its cell key.
+pub(crate) fn slot_bytes(slot: &Slot) -> Vec<u8> {
+    cell_key(&[], slot)
+}
+
 /// The key of one register of a record.
 pub(crate) fn cell_key(prefix: &[u8], slot: &Slot) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + 16);

@@ -58,6 +58,16 @@ impl Creation {
     }
 }
 
+/// A change of a batch to merge ([`crate::WriteTx::apply_batch`]), as a flow reader hands it
+/// over.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Incoming {
+    /// A change the receiver lacks.
+    New(Change),
+    /// A change whose dot the receiver already holds: read and checked, not built.
+    Known(Dot),
+}
+
 /// One field's last-writer-wins register.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Register {

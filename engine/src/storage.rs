@@ -40,31 +40,25 @@ const RECORDS: TableDefinition<Bytes, Bytes> = TableDefinition::new("records");
 const CELLS_V1: TableDefinition<Bytes, Bytes> = TableDefinition::new("cells");
 /// The layout of the replicated data this version reads and writes (docs/storage-format.md),
 /// kept in `meta` under [`META_LAYOUT`].
-const LAYOUT: u8 = 2;
+/// Layout 3 is layout 2 with records in fixed-width format 2 ([`record_bytes`]); a layout-2
+/// store's records are re-encoded when it is opened.
+const LAYOUT: u8 = 3;
 const META_LAYOUT: &str = "layout";
-/// The format byte a record's value starts with.
-const RECORD_FORMAT: u8 = 1;
 /// Records a write transaction keeps decoded; past it, the written ones go to redb.
 const RECORD_CACHE_MAX: usize = 4096;
+/// Dot-index changes a write transaction queues before it applies them (sorted); bounds the
+/// queue's memory (about 80 bytes each) in a large merge.
+const DOT_OPS_MAX: usize = 1 << 16;
 
-/// A record's registers, by slot (the cell key's bytes after the record prefix).
-pub(crate) type Registers = BTreeMap<Vec<u8>, Register>;
+pub(crate) use crate::record_bytes::Registers;
+use crate::record_bytes::{self, StoredRecord};
 
 fn encode_record(regs: &Registers) -> Result<Vec<u8>> {
-    let list: Vec<(&[u8], &Register)> = regs.iter().map(|(s, r)| (s.as_slice(), r)).collect();
-    let mut out = vec![RECORD_FORMAT];
-    out.extend(encode(&list)?);
-    Ok(out)
+    record_bytes::encode(regs)
 }
 
 fn decode_record(bytes: &[u8]) -> Result<Registers> {
-    match bytes.split_first() {
-        Some((&RECORD_FORMAT, rest)) => {
-            let list: Vec<(Vec<u8>, Register)> = decode("record", rest)?;
-            Ok(list.into_iter().collect())
-        }
-        _ => Err(Error::Corrupt("a record of an unknown format".into())),
-    }
+    record_bytes::decode(bytes)
 }
 
 /// A cell key split into its record prefix and its slot.
@@ -84,6 +78,16 @@ fn cell_of(prefix: &[u8], slot: &[u8]) -> Vec<u8> {
 /// The dots a record's registers hold.
 fn dots_of(regs: &Registers) -> BTreeSet<Dot> {
     regs.values().map(|r| r.dot).collect()
+}
+
+/// A record taken out of the store by a merge ([`WriteTables::hold`]): its registers, and the
+/// dots indexed for it when it was taken, so that [`WriteTables::release`] moves the index.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub rec: StoredRecord,
+    before: BTreeSet<Dot>,
+    /// The record changed: [`WriteTables::release`] writes it.
+    pub dirty: bool,
 }
 
 /// A record as a write transaction holds it: read once, written once.
@@ -189,6 +193,10 @@ impl Db {
                     )));
                 }
                 Some(b) if b.as_slice() == [LAYOUT].as_slice() => {}
+                Some(b) if b.as_slice() == [2].as_slice() => {
+                    t.reencode_records()?;
+                    t.put_meta(META_LAYOUT, &[LAYOUT])?;
+                }
                 _ => t.put_meta(META_LAYOUT, &[LAYOUT])?,
             }
             Ok(())
@@ -342,6 +350,10 @@ pub(crate) struct WriteTables<'t> {
     crowded: std::cell::Cell<bool>,
     /// A flush failed part-way: the transaction must not commit.
     failed: bool,
+    /// Changes to the dot index not made yet: (dot key, whether it is added), in the order
+    /// they were decided. Applied sorted at [`WriteTables::flush`], so that the index's
+    /// B-tree is walked once in order rather than at random for each record.
+    dot_ops: Vec<(Vec<u8>, bool)>,
     by_dot: Table<'t, Bytes, ()>,
     frozen: Table<'t, Bytes, ()>,
     reservations: Table<'t, Bytes, &'static str>,
@@ -365,6 +377,7 @@ impl<'t> WriteTables<'t> {
             cache: RefCell::new(BTreeMap::new()),
             crowded: std::cell::Cell::new(false),
             failed: false,
+            dot_ops: Vec::new(),
             by_dot: txn.open_table(BY_DOT)?,
             frozen: txn.open_table(FROZEN)?,
             reservations: txn.open_table(RESERVATIONS)?,
@@ -447,24 +460,121 @@ impl<'t> WriteTables<'t> {
         self.crowded.set(false);
         let cache = std::mem::take(self.cache.get_mut());
         for (prefix, c) in cache {
-            if !c.dirty {
-                continue;
+            if c.dirty {
+                self.write_record(&prefix, &c.regs, &c.before)?;
             }
-            let after = dots_of(&c.regs);
-            for dot in c.before.difference(&after) {
-                self.by_dot
-                    .remove(keys::dot_key(*dot, &prefix).as_slice())?;
+        }
+        self.apply_dot_ops()?;
+        self.failed = false;
+        Ok(())
+    }
+
+    /// Writes one record (removes it when it has no register left) and queues the dot
+    /// index's changes from `before` to the dots it holds now.
+    fn write_record(
+        &mut self,
+        prefix: &[u8],
+        regs: &Registers,
+        before: &BTreeSet<Dot>,
+    ) -> Result<()> {
+        self.queue_dots(prefix, before, &dots_of(regs));
+        if regs.is_empty() {
+            self.records.remove(prefix)?;
+        } else {
+            self.records
+                .insert(prefix, encode_record(regs)?.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Queues the dot index's move from the dots a record held to those it holds.
+    fn queue_dots(&mut self, prefix: &[u8], before: &BTreeSet<Dot>, after: &BTreeSet<Dot>) {
+        for dot in before.difference(after) {
+            self.dot_ops.push((keys::dot_key(*dot, prefix), false));
+        }
+        for dot in after.difference(before) {
+            self.dot_ops.push((keys::dot_key(*dot, prefix), true));
+        }
+    }
+
+    /// Applies the queued dot-index changes in key order; of several for one key, the last
+    /// decided stands.
+    fn apply_dot_ops(&mut self) -> Result<()> {
+        let mut ops = std::mem::take(&mut self.dot_ops);
+        // Stable: equal keys keep the order they were decided in.
+        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut ops = ops.into_iter().peekable();
+        while let Some(mut op) = ops.next() {
+            while let Some(later) = ops.next_if(|n| n.0 == op.0) {
+                op = later;
             }
-            for dot in after.difference(&c.before) {
-                self.by_dot
-                    .insert(keys::dot_key(*dot, &prefix).as_slice(), ())?;
-            }
-            if c.regs.is_empty() {
-                self.records.remove(prefix.as_slice())?;
+            let (key, add) = op;
+            if add {
+                self.by_dot.insert(key.as_slice(), ())?;
             } else {
-                self.records
-                    .insert(prefix.as_slice(), encode_record(&c.regs)?.as_slice())?;
+                self.by_dot.remove(key.as_slice())?;
             }
+        }
+        Ok(())
+    }
+
+    /// Rewrites every record not in the current format (a layout-2 store's): same registers,
+    /// same dots, so the dot index stands.
+    fn reencode_records(&mut self) -> Result<()> {
+        let mut old = Vec::new();
+        for entry in self.records.iter()? {
+            let (k, v) = entry?;
+            if !record_bytes::is_current(v.value()) {
+                old.push(k.value().to_vec());
+            }
+        }
+        for prefix in old {
+            let regs = match self.records.get(prefix.as_slice())? {
+                Some(v) => decode_record(v.value())?,
+                None => continue,
+            };
+            self.records
+                .insert(prefix.as_slice(), encode_record(&regs)?.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Takes a record out for a merge: from this transaction's cache if it is there (it
+    /// leaves it), else read from the store. Give it back with [`WriteTables::release`].
+    pub fn hold(&mut self, prefix: &[u8]) -> Result<Held> {
+        if let Some(c) = self.cache.get_mut().remove(prefix) {
+            return Ok(Held {
+                rec: StoredRecord::from_registers(&c.regs)?,
+                before: c.before,
+                dirty: c.dirty,
+            });
+        }
+        let rec = match self.records.get(prefix)? {
+            Some(v) => StoredRecord::from_stored(v.value().to_vec())?,
+            None => StoredRecord::default(),
+        };
+        Ok(Held {
+            before: rec.dots().into_iter().collect(),
+            rec,
+            dirty: false,
+        })
+    }
+
+    /// Gives back a record taken by [`WriteTables::hold`]: written if it changed.
+    pub fn release(&mut self, prefix: &[u8], held: Held) -> Result<()> {
+        if !held.dirty {
+            return Ok(());
+        }
+        self.failed = true;
+        let after: BTreeSet<Dot> = held.rec.dots().into_iter().collect();
+        self.queue_dots(prefix, &held.before, &after);
+        if held.rec.is_empty() {
+            self.records.remove(prefix)?;
+        } else {
+            self.records.insert(prefix, held.rec.encode()?.as_slice())?;
+        }
+        if self.dot_ops.len() >= DOT_OPS_MAX {
+            self.apply_dot_ops()?;
         }
         self.failed = false;
         Ok(())
@@ -928,6 +1038,73 @@ mod tests {
         assert_eq!(
             again.record("customers", "K2").unwrap().unwrap().fields["name"],
             Value::Text("Martin".into())
+        );
+    }
+
+    #[test]
+    fn a_store_of_layout_2_has_its_records_re_encoded_fixed_width_at_open_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::STORE_FILE_NAME);
+        let schema = || {
+            Schema::new([TableDef::shared("customers")
+                .field("name", FieldKind::Text)
+                .field("city", FieldKind::Text)])
+            .unwrap()
+        };
+        let config = || {
+            StoreConfig::new(
+                crate::site::Site::remote(2, "BSOC").unwrap(),
+                schema(),
+                ManualClock::new(1_800_000_000_000),
+            )
+        };
+        let store = Store::open(dir.path(), config()).unwrap();
+        for i in 0..50 {
+            store
+                .write(|tx| {
+                    tx.set("customers", &format!("K{i}"), "name", format!("n{i}"))?;
+                    tx.set("customers", &format!("K{i}"), "city", "Lyon")
+                })
+                .unwrap();
+        }
+        let written = store.snapshot().unwrap().replicated_content().unwrap();
+        drop(store);
+        // As layout 2 wrote it: format 1 (postcard of the sorted register list), layout 2.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(RECORDS).unwrap();
+                for (k, v) in &written {
+                    let regs = decode_record(v).unwrap();
+                    let list: Vec<(&Vec<u8>, &Register)> = regs.iter().collect();
+                    let mut old = vec![1u8];
+                    old.extend(encode(&list).unwrap());
+                    t.insert(k.as_slice(), old.as_slice()).unwrap();
+                }
+                txn.open_table(META)
+                    .unwrap()
+                    .insert(META_LAYOUT, [2u8].as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            store.snapshot().unwrap().replicated_content().unwrap(),
+            written,
+            "the same bytes as this version writes"
+        );
+        store.check_invariants().unwrap();
+        assert_eq!(
+            store.record("customers", "K7").unwrap().unwrap().fields["name"],
+            Value::Text("n7".into())
+        );
+        drop(store);
+        let db = Db::open_file(&path, 1 << 20).unwrap();
+        assert_eq!(
+            db.read().unwrap().meta(META_LAYOUT).unwrap(),
+            Some(vec![LAYOUT])
         );
     }
 

@@ -908,32 +908,34 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
             let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
             };
-            for incoming in changes {
-                let change = match incoming {
-                    Incoming::New(c) => c,
-                    // Already merged (an emission carrying again what the remote sent before
-                    // its last return arrived): counted, nothing else to do.
-                    Incoming::Known(_) => {
-                        tx.already_had(sender, &mut report)?;
-                        continue;
-                    }
+            // Already merged changes (an emission carrying again what the remote sent before
+            // its last return arrived) are only counted.
+            let mut docs = Vec::new();
+            for (i, incoming) in changes.iter().enumerate() {
+                let Incoming::New(change) = incoming else {
+                    continue;
                 };
                 if !trusted {
                     carried.insert(change.dot);
                 }
-                if let Some(reason) = quarantine_reason(store, tx, &code, &change) {
+                if let Some(reason) = quarantine_reason(store, tx, &code, change) {
                     return Err(Error::Quarantined(reason));
                 }
                 let is_doc = schema.table(&change.table).is_some_and(|t| t.is_document());
-                let doc = (is_doc && change.created.site() == sender)
-                    .then(|| (change.table.clone(), change.key.clone()));
-                let outcome = tx.apply_change(sender, change, &mut report)?;
-                // Not for a change already had: frozen when it first came, if it was accepted
-                // (a refused creation may be known and have no document to freeze).
-                if let Some(doc) = doc
-                    && matches!(outcome, Outcome::Applied | Outcome::Superseded)
-                {
-                    to_freeze.insert(doc);
+                if is_doc && change.created.site() == sender {
+                    docs.push((i, change.table.clone(), change.key.clone()));
+                }
+            }
+            let base = report.outcomes.len();
+            tx.apply_batch(sender, changes, &mut report)?;
+            // Frozen when it first came, if it was accepted (a refused creation may be known
+            // and have no document to freeze).
+            for (i, table, key) in docs {
+                if matches!(
+                    report.outcomes.get(base + i),
+                    Some(Outcome::Applied | Outcome::Superseded)
+                ) {
+                    to_freeze.insert((table, key));
                 }
             }
         }

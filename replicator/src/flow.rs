@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 
-use outpost_engine::{Change, Dot, Knowledge, Register, Rejection, Site, SiteId, Stamp};
+use outpost_engine::{Change, Knowledge, Register, Rejection, Site, SiteId, Stamp};
 use serde::{Deserialize, Serialize};
 
 /// The first eight bytes of every flow file.
@@ -430,14 +430,9 @@ pub enum Item {
     Rejections(Vec<ReturnedRejection>),
 }
 
-/// A change of a frame as [`FlowReader::next_item_lacking`] hands it over.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Incoming {
-    /// A change the receiver lacks.
-    New(Change),
-    /// A change whose dot the receiver already holds: read and checked, not built.
-    Known(Dot),
-}
+/// A change of a frame as [`FlowReader::next_item_lacking`] hands it over: the engine's batch
+/// item, so that a frame goes to [`outpost_engine::WriteTx::apply_batch`] as it is.
+pub use outpost_engine::Incoming;
 
 /// A frame as [`FlowReader::next_item_lacking`] hands it over.
 #[derive(Debug)]
@@ -723,7 +718,7 @@ impl<R: Read> FlowReader<R> {
 
 #[cfg(test)]
 mod tests {
-    use outpost_engine::{Creation, Slot, Value};
+    use outpost_engine::{Creation, Dot, Slot, Value};
 
     use super::*;
 

@@ -183,9 +183,8 @@ pub fn bootstrap_as(
         let mut report = MergeReport::default();
         while let Some(item) = reader.next_item()? {
             if let Item::Changes(changes) = item {
-                for c in changes {
-                    tx.apply_change(header.source, c, &mut report)?;
-                }
+                let batch = changes.into_iter().map(Incoming::New).collect();
+                tx.apply_batch(header.source, batch, &mut report)?;
             }
         }
         tx.add_knowledge(header.source, &header.covered)?;
@@ -499,16 +498,7 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         }
         while let Some(item) = reader.next_item_lacking(tx.knowledge())? {
             match item {
-                IncomingItem::Changes(changes) => {
-                    for incoming in changes {
-                        match incoming {
-                            Incoming::New(c) => {
-                                tx.apply_change(central, c, &mut report)?;
-                            }
-                            Incoming::Known(_) => tx.already_had(central, &mut report)?,
-                        }
-                    }
-                }
+                IncomingItem::Changes(changes) => tx.apply_batch(central, changes, &mut report)?,
                 IncomingItem::Rejections(rejections) => {
                     for r in rejections {
                         let c = &r.rejection.change;
