@@ -822,6 +822,11 @@ fn client(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Central decodes a received flow on a second thread while it merges (the core never
+    // starts threads of its own; this binary lends it one).
+    outpost_replicator::frames::decode_beside(|job| {
+        std::thread::spawn(job);
+    });
     match cli.command {
         Command::Site { command } => done(site(command)),
         Command::Client {

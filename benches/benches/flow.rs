@@ -25,7 +25,9 @@ fn flow(c: &mut Criterion) {
     clock.set(T0_MS + 2 * HOUR_MS);
     let changes = incoming(records, &created);
     let n = changes.len();
-    let bytes = flow_bytes(&changes, records, false).unwrap_or_else(|e| panic!("{e}"));
+    let bytes: std::sync::Arc<[u8]> = flow_bytes(&changes, records, false)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into();
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function(format!("apply_durable/{n}_changes"), |b| {
         b.iter_batched(
@@ -41,7 +43,8 @@ fn flow(c: &mut Criterion) {
                 (copy, store)
             },
             |(copy, store)| {
-                let report = apply_flow(&store, bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+                let report = apply_flow(&store, outpost_benches::shared(&bytes))
+                    .unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(report.count(Outcome::Applied), n / 2);
                 (copy, store)
             },
@@ -49,10 +52,11 @@ fn flow(c: &mut Criterion) {
         );
     });
     let store = open(&central, Some(dir.path()), &clock);
-    apply_flow(&store, bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+    apply_flow(&store, outpost_benches::shared(&bytes)).unwrap_or_else(|e| panic!("{e}"));
     group.bench_function(format!("again_durable/{n}_changes"), |b| {
         b.iter(|| {
-            let report = apply_flow(&store, bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+            let report = apply_flow(&store, outpost_benches::shared(&bytes))
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(report.count(Outcome::AlreadyHad), n);
         });
     });

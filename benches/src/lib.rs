@@ -7,6 +7,7 @@ use outpost_engine::{
     Change, Creation, Dot, FieldKind, Knowledge, ManualClock, MergeReport, Schema, Site, SiteId,
     Slot, Stamp, Store, StoreConfig, TableDef, Value,
 };
+use outpost_replicator::frames::Frames;
 use outpost_replicator::{
     FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, IncomingItem, SyncMode,
 };
@@ -170,14 +171,28 @@ pub fn flow_bytes(changes: &[Change], records: usize, compress: bool) -> Res<Vec
     Ok(w.finish()?.0)
 }
 
+/// Flow bytes shared without a copy, to hand to [`apply_flow`].
+pub fn shared(bytes: &std::sync::Arc<[u8]>) -> std::io::Cursor<std::sync::Arc<[u8]>> {
+    std::io::Cursor::new(std::sync::Arc::clone(bytes))
+}
+
+/// Lets flows be decoded on a second thread while they merge, as the `outpost` binary does.
+pub fn decode_beside() {
+    outpost_replicator::frames::decode_beside(|job| {
+        std::thread::spawn(job);
+    });
+}
+
 /// Decodes a flow and applies it in one transaction: guards, last-writer-wins, knowledge.
-pub fn apply_flow(store: &Store, input: impl Read) -> Res<MergeReport> {
-    let mut reader = FlowReader::open(input)?;
+pub fn apply_flow(store: &Store, input: impl Read + Send + 'static) -> Res<MergeReport> {
+    let reader = FlowReader::open(input)?;
     let header = reader.header().clone();
     let report = store.write(|tx| {
         let mut report = MergeReport::default();
-        while let Some(item) = reader
-            .next_item_lacking(tx.knowledge())
+        // As central does: decoded beside the merge when the driver allows it.
+        let mut frames = Frames::new(reader, tx.knowledge().clone());
+        while let Some(item) = frames
+            .next_frame()
             .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
         {
             if let IncomingItem::Changes(changes) = item {

@@ -59,16 +59,26 @@ pub struct StoreConfig {
     /// enforce. Empty in every real use.
     pub broken_rules: Vec<Rule>,
     /// The most memory the store file's page cache may take (reads cached and pages written by
-    /// the open transaction together); [`CACHE_BYTES_DEFAULT`] unless set. Applying a large flow
-    /// stays within it: pages beyond it are written out before the commit (and made durable by
-    /// it). Ignored by in-memory stores.
-    pub cache_bytes: usize,
+    /// the open transaction together); `None` (the default) sizes it from the file when the
+    /// store opens ([`cache_bytes_for`]). Applying a large flow stays within it: pages beyond it
+    /// are written out before the commit (and made durable by it). Ignored by in-memory stores.
+    pub cache_bytes: Option<usize>,
 }
 
-/// The default bound of a store file's page cache: 32 MiB. A 1M-change flow (30 MB) applies in
-/// about 42 MiB of peak memory with it, at the same speed as with redb's default of 1 GiB
-/// (docs/BENCHMARKS.md); reads beyond it come from the operating system's file cache.
-pub const CACHE_BYTES_DEFAULT: usize = 32 << 20;
+/// The smallest page cache a store file gets by default: 32 MiB, also the bound for a new store.
+pub const CACHE_BYTES_MIN: usize = 32 << 20;
+/// The largest page cache a store file gets by default: 256 MiB.
+pub const CACHE_BYTES_MAX: usize = 256 << 20;
+
+/// The default page cache of a store file of `file_bytes`: the file's size, within
+/// [`CACHE_BYTES_MIN`] and [`CACHE_BYTES_MAX`]. A store that fits is merged into with its
+/// pages read from disk once; a larger one keeps 256 MiB of them. The peak memory of a merge
+/// follows (docs/BENCHMARKS.md states both).
+pub fn cache_bytes_for(file_bytes: u64) -> usize {
+    usize::try_from(file_bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(CACHE_BYTES_MIN, CACHE_BYTES_MAX)
+}
 
 impl StoreConfig {
     /// A configuration with the default skew bound.
@@ -79,7 +89,7 @@ impl StoreConfig {
             clock: Arc::new(clock),
             skew_ms_max: SKEW_MS_MAX_DEFAULT,
             broken_rules: Vec::new(),
-            cache_bytes: CACHE_BYTES_DEFAULT,
+            cache_bytes: None,
         }
     }
 }
@@ -231,7 +241,12 @@ impl Store {
     /// when it returns.
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
         std::fs::create_dir_all(dir.as_ref())?;
-        let db = Db::open_file(&dir.as_ref().join(STORE_FILE_NAME), config.cache_bytes)?;
+        let path = dir.as_ref().join(STORE_FILE_NAME);
+        let cache = match config.cache_bytes {
+            Some(bytes) => bytes,
+            None => cache_bytes_for(std::fs::metadata(&path).map_or(0, |m| m.len())),
+        };
+        let db = Db::open_file(&path, cache)?;
         Self::init(db, config)
     }
 
@@ -248,7 +263,7 @@ impl Store {
                 format!("no outpost store in {}", dir.as_ref().display()).into(),
             ));
         }
-        let db = Db::open_file(&path, CACHE_BYTES_DEFAULT)?;
+        let db = Db::open_file(&path, cache_bytes_for(std::fs::metadata(&path)?.len()))?;
         let bytes = db
             .read()?
             .meta(META_SITE)?

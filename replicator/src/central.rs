@@ -17,6 +17,7 @@ use crate::flow::{
     ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem,
     ReturnAck, ReturnedRejection, SyncMode,
 };
+use crate::frames::Frames;
 use crate::journal::JournalRow;
 use crate::local;
 use crate::{Error, Result};
@@ -884,7 +885,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
     // The sender is the site the journal recorded at receipt (authenticated when the transport
     // could), never re-read from the file.
     let sender = row.site;
-    let mut reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
+    let reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
     let header = reader.header().clone();
     let now = store.now_ms();
     let schema = store.schema().clone();
@@ -904,7 +905,10 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
         let trusted = trusts_coverage(tx, sender, &header.acks, Some(id.seq))?;
         let mut carried = Knowledge::new();
-        while let Some(item) = reader.next_item_lacking(tx.knowledge())? {
+        // Decoded beside the merge when the driver allows it; the knowledge does not move
+        // until every frame is merged.
+        let mut frames = Frames::new(reader, tx.knowledge().clone());
+        while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
             };
@@ -963,7 +967,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         let key = local::flow_key(local::JOURNAL, id);
         let mut row: JournalRow = local::get(tx, &key)?.ok_or(Error::UnknownFlow(id))?;
         row.exec_end_ms = Some(now);
-        row.n_changes = reader.n_changes();
+        row.n_changes = frames.n_changes();
         row.n_rejections = report.refusals.len() as u64;
         local::put(tx, &key, &row)?;
         crate::monitor::log_rejections(tx, id, &report.refusals)?;

@@ -24,6 +24,7 @@ pub mod config;
 pub mod executor;
 pub mod files;
 pub mod flow;
+pub mod frames;
 pub mod incarnation;
 pub mod journal;
 mod local;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use outpost_benches::{
     FIELDS, HOUR_MS, Res, T0_MS, apply_flow, creations, fill, flow_bytes, flow_header, incoming,
-    key_of, open, sites,
+    key_of, open, shared, sites,
 };
 use outpost_engine::{Change, Dot, ManualClock, Outcome, SiteId, Slot, Stamp, Store, Value};
 use outpost_replicator::{FlowReader, FlowWriter, Item};
@@ -37,6 +37,7 @@ struct Args {
     changes: usize,
     json: Option<PathBuf>,
     quick: bool,
+    one_thread: bool,
     child: Option<(PathBuf, PathBuf)>,
 }
 
@@ -45,6 +46,7 @@ fn args() -> Res<Args> {
         changes: 1_000_000,
         json: None,
         quick: false,
+        one_thread: false,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -59,6 +61,7 @@ fn args() -> Res<Args> {
             }
             "--json" => out.json = Some(it.next().ok_or("--json needs a file")?.into()),
             "--quick" => out.quick = true,
+            "--one-thread" => out.one_thread = true,
             "--child-apply" => {
                 let flow = it.next().ok_or("--child-apply FLOW DIR")?;
                 let dir = it.next().ok_or("--child-apply FLOW DIR")?;
@@ -66,7 +69,7 @@ fn args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "compare [--changes N] [--json FILE] [--quick]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise."
+                    "compare [--changes N] [--json FILE] [--quick] [--one-thread]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does)."
                 );
                 std::process::exit(0);
             }
@@ -85,6 +88,9 @@ fn main() {
 
 fn run() -> Res<()> {
     let args = args()?;
+    if !args.one_thread {
+        outpost_benches::decode_beside();
+    }
     if let Some((flow, dir)) = &args.child {
         return child_apply(flow, dir);
     }
@@ -112,6 +118,14 @@ fn run() -> Res<()> {
         std::fs::copy(entry.path(), child_dir.join(entry.file_name()))?;
     }
     clock.set(T0_MS + 2 * HOUR_MS);
+    // The page cache the store gets when it opens (sized from its file), the floor's too.
+    let store_bytes = std::fs::metadata(store_dir.join(outpost_engine::STORE_FILE_NAME))?.len();
+    let cache_bytes = outpost_engine::cache_bytes_for(store_bytes);
+    println!(
+        "store file {:.1} MiB, page cache {} MiB",
+        store_bytes as f64 / f64::from(1 << 20),
+        cache_bytes >> 20
+    );
     let store = open(&central, Some(&store_dir), &clock);
 
     // The incoming flow.
@@ -122,13 +136,13 @@ fn run() -> Res<()> {
             .iter()
             .map(|c| value_len(&c.value) as u64)
             .sum::<u64>();
-    let plain = flow_bytes(&changes, records, false)?;
+    let plain: std::sync::Arc<[u8]> = flow_bytes(&changes, records, false)?.into();
     let packed = flow_bytes(&changes, records, true)?;
     let flow_file = work.path().join("flow.outpost");
-    std::fs::write(&flow_file, &plain)?;
+    std::fs::write(&flow_file, &*plain)?;
 
     // 1. outpost merge.
-    let (merge_time, report) = timed(|| apply_flow(&store, plain.as_slice()))?;
+    let (merge_time, report) = timed(|| apply_flow(&store, shared(&plain)))?;
     let applied = report.count(Outcome::Applied);
     let superseded = report.count(Outcome::Superseded);
     if applied != n / 2 || superseded != n / 2 || report.refused() != 0 {
@@ -139,7 +153,7 @@ fn run() -> Res<()> {
         .into());
     }
     // 4. re-merge.
-    let (remerge_time, again) = timed(|| apply_flow(&store, plain.as_slice()))?;
+    let (remerge_time, again) = timed(|| apply_flow(&store, shared(&plain)))?;
     if again.count(Outcome::AlreadyHad) != n {
         return Err("the re-merge applied something".into());
     }
@@ -150,8 +164,9 @@ fn run() -> Res<()> {
     let redb_time = redb_raw(&work.path().join("raw.redb"), &kv)?;
     let sled_time = sled_raw(&work.path().join("raw.sled"), &kv)?;
     drop(kv);
-    let decode_time = timed(|| decode_only(plain.as_slice()))?.0;
-    let per_record_time = redb_per_record_floor(&work.path().join("per-record.redb"), &changes)?;
+    let decode_time = timed(|| decode_only(&*plain))?.0;
+    let per_record_time =
+        redb_per_record_floor(&work.path().join("per-record.redb"), &changes, cache_bytes)?;
     // 5. return build.
     let small_dir = work.path().join("small");
     let small_clock = ManualClock::new(T0_MS);
@@ -160,7 +175,7 @@ fn run() -> Res<()> {
     let build_10k = return_build(&small, &small_clock, 2_500)?;
     let build_big = return_build(&store, &clock, records)?;
     // 7. peak memory, in a child.
-    let peak = child_peak(&flow_file, &child_dir)?;
+    let peak = child_peak(&flow_file, &child_dir, args.one_thread)?;
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();
     let r = Results {
@@ -199,9 +214,10 @@ fn quick(n: usize) -> Res<()> {
         fill(&store, &clock, records, 10_000);
         let creations = creations(&store, records)?;
         clock.set(T0_MS + 2 * HOUR_MS);
-        let plain = flow_bytes(&incoming(records, &creations), records, false)?;
-        let (merge, _) = timed(|| apply_flow(&store, plain.as_slice()))?;
-        let (remerge, _) = timed(|| apply_flow(&store, plain.as_slice()))?;
+        let plain: std::sync::Arc<[u8]> =
+            flow_bytes(&incoming(records, &creations), records, false)?.into();
+        let (merge, _) = timed(|| apply_flow(&store, shared(&plain)))?;
+        let (remerge, _) = timed(|| apply_flow(&store, shared(&plain)))?;
         println!(
             "round {round}: merge {:.0}k/s, re-merge {:.0}k/s (in memory)",
             n as f64 / merge.as_secs_f64() / 1e3,
@@ -347,7 +363,7 @@ fn dot_entry(dot: Dot, record: &str) -> Vec<u8> {
 /// the incoming registers win, one insert of the record, the removal of its old dot entry and
 /// the insert of the new one — straight in redb, one fsync'd transaction, no decoding and no
 /// guards. The store is prepared first with the records as the outpost store holds them.
-fn redb_per_record_floor(path: &Path, changes: &[Change]) -> Res<Duration> {
+fn redb_per_record_floor(path: &Path, changes: &[Change], cache_bytes: usize) -> Res<Duration> {
     const RECORDS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("records");
     const DOTS: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("dots");
     let old_dot = |r: usize| Dot {
@@ -355,7 +371,7 @@ fn redb_per_record_floor(path: &Path, changes: &[Change]) -> Res<Duration> {
         seq: (r / 10_000) as u64 + 1,
     };
     let db = redb::Database::builder()
-        .set_cache_size(outpost_engine::CACHE_BYTES_DEFAULT)
+        .set_cache_size(cache_bytes)
         .create(path)?;
     let tx = db.begin_write()?;
     {
@@ -468,8 +484,9 @@ fn return_build(store: &Store, clock: &ManualClock, records: usize) -> Res<Durat
     Ok(times[times.len() / 2])
 }
 
-fn child_peak(flow: &Path, dir: &Path) -> Res<u64> {
+fn child_peak(flow: &Path, dir: &Path, one_thread: bool) -> Res<u64> {
     let out = Command::new(std::env::current_exe()?)
+        .args(one_thread.then_some("--one-thread"))
         .arg("--child-apply")
         .arg(flow)
         .arg(dir)

@@ -1,0 +1,242 @@
+//! A received flow's frames as a receiver merges them: decoded on a thread of the driver's
+//! while the merge runs on its own, when the driver allows it, or in turn otherwise.
+//!
+//! The core never starts a thread: the driver (the `outpost` binary, the benchmark harness)
+//! hands over a way to run a job beside with [`decode_beside`]. The receiver's code is the same
+//! either way and so are the frames, in the same order: only where the decoding runs differs.
+//! At most [`FRAMES_IN_FLIGHT`] decoded frames wait for the merge, so memory stays bounded.
+
+use std::io::{self, Read};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use outpost_engine::Knowledge;
+
+use crate::flow::{DecodeError, FlowHeader, FlowReader, IncomingItem};
+
+/// Runs a job on a thread of the driver's.
+pub type Spawn = fn(Box<dyn FnOnce() + Send + 'static>);
+
+static SPAWN: OnceLock<Spawn> = OnceLock::new();
+
+/// Decoded frames waiting for the merge, at most (a frame holds up to 1,024 changes).
+pub const FRAMES_IN_FLIGHT: usize = 4;
+
+/// Lets receivers decode flows on another thread while they merge: `spawn` runs a job on a
+/// thread of the driver's (`|job| { std::thread::spawn(job); }`). Set once per process; without
+/// it, receivers decode in turn.
+pub fn decode_beside(spawn: Spawn) {
+    // A second call changes nothing: the first way stands.
+    let _ = SPAWN.set(spawn);
+}
+
+enum Sent {
+    Frame(IncomingItem),
+    /// The end frame was read: the number of changes the flow held.
+    End(u64),
+}
+
+enum Source<R: Read> {
+    Here(Box<FlowReader<R>>, Knowledge),
+    Beside(Receiver<Result<Sent, DecodeError>>),
+    Done,
+}
+
+/// A flow's frames, the changes the receiver holds marked as such
+/// ([`FlowReader::next_item_lacking`] against the knowledge given, which the merge must not
+/// change while it reads them — a merge adds its knowledge once all is merged).
+pub struct Frames<R: Read> {
+    header: FlowHeader,
+    n_changes: u64,
+    source: Source<R>,
+}
+
+impl<R: Read> std::fmt::Debug for Frames<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frames")
+            .field("flow", &self.header.id)
+            .field("beside", &matches!(self.source, Source::Beside(_)))
+            .finish()
+    }
+}
+
+impl<R: Read> Frames<R> {
+    /// Frames decoded in turn, on this thread.
+    pub fn here(reader: FlowReader<R>, known: Knowledge) -> Frames<R> {
+        Frames {
+            header: reader.header().clone(),
+            n_changes: 0,
+            source: Source::Here(Box::new(reader), known),
+        }
+    }
+
+    /// The flow's header.
+    pub fn header(&self) -> &FlowHeader {
+        &self.header
+    }
+
+    /// The changes the flow held, once the last frame was read.
+    pub fn n_changes(&self) -> u64 {
+        self.n_changes
+    }
+
+    /// The next frame; `None` after the end frame.
+    pub fn next_frame(&mut self) -> Result<Option<IncomingItem>, DecodeError> {
+        match &mut self.source {
+            Source::Here(reader, known) => {
+                let item = reader.next_item_lacking(known)?;
+                if item.is_none() {
+                    self.n_changes = reader.n_changes();
+                    self.source = Source::Done;
+                }
+                Ok(item)
+            }
+            Source::Beside(rx) => match rx.recv() {
+                Ok(Ok(Sent::Frame(item))) => Ok(Some(item)),
+                Ok(Ok(Sent::End(n))) => {
+                    self.n_changes = n;
+                    self.source = Source::Done;
+                    Ok(None)
+                }
+                Ok(Err(e)) => {
+                    self.source = Source::Done;
+                    Err(e)
+                }
+                Err(_) => {
+                    self.source = Source::Done;
+                    Err(DecodeError::Io(io::Error::other(
+                        "the thread decoding the flow stopped before its end",
+                    )))
+                }
+            },
+            Source::Done => Ok(None),
+        }
+    }
+}
+
+impl<R: Read + Send + 'static> Frames<R> {
+    /// Frames decoded beside when the driver allows it ([`decode_beside`]), else in turn.
+    pub fn new(reader: FlowReader<R>, known: Knowledge) -> Frames<R> {
+        let Some(spawn) = SPAWN.get() else {
+            return Frames::here(reader, known);
+        };
+        let header = reader.header().clone();
+        let (tx, rx) = sync_channel(FRAMES_IN_FLIGHT);
+        spawn(Box::new(move || {
+            let mut reader = reader;
+            loop {
+                let sent = match reader.next_item_lacking(&known) {
+                    Ok(Some(item)) => Ok(Sent::Frame(item)),
+                    Ok(None) => Ok(Sent::End(reader.n_changes())),
+                    Err(e) => Err(e),
+                };
+                let last = !matches!(sent, Ok(Sent::Frame(_)));
+                // The merge stopped (an error, a refusal): so does the decoding.
+                if tx.send(sent).is_err() || last {
+                    return;
+                }
+            }
+        }));
+        Frames {
+            header,
+            n_changes: 0,
+            source: Source::Beside(rx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use outpost_engine::{Change, Creation, Dot, SiteId, Slot, Stamp, Value};
+
+    use super::*;
+    use crate::flow::{FlowId, FlowKind, FlowWriter, Incoming, SyncMode};
+
+    fn flow(n: u64) -> Vec<u8> {
+        let mut k = Knowledge::new();
+        k.insert_range(SiteId(2), 1, n);
+        let header = FlowHeader {
+            id: FlowId {
+                site: SiteId(2),
+                seq: 1,
+            },
+            kind: FlowKind::Emission,
+            source: SiteId(2),
+            target: SiteId(1),
+            mode: SyncMode::Deferred,
+            link: None,
+            knowledge: k.clone(),
+            covered: k,
+            schema_fingerprint: 7,
+            created_stamp: Stamp::new(1_000, 0),
+            created_wall_ms: 1_000,
+            acks: vec![],
+            config: None,
+        };
+        let mut w = FlowWriter::new(Vec::new(), &header, false).unwrap();
+        for seq in 1..=n {
+            let dot = Dot {
+                site: SiteId(2),
+                seq,
+            };
+            let stamp = Stamp::new(1_000 + seq, 0);
+            w.push_change(Change {
+                table: "customers".into(),
+                key: format!("K{seq:05}"),
+                slot: Slot::Field("name".into()),
+                value: Value::from("x"),
+                stamp,
+                dot,
+                created: Creation { stamp, dot },
+            })
+            .unwrap();
+        }
+        w.finish().unwrap().0
+    }
+
+    fn all(mut frames: Frames<io::Cursor<Vec<u8>>>) -> (Vec<Vec<Incoming>>, u64) {
+        let mut out = Vec::new();
+        while let Some(item) = frames.next_frame().unwrap() {
+            if let IncomingItem::Changes(c) = item {
+                out.push(c);
+            }
+        }
+        (out, frames.n_changes())
+    }
+
+    #[test]
+    // The test plays the driver, which lends the thread.
+    #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::disallowed_methods)]
+    fn frames_decoded_beside_are_those_decoded_in_turn_and_a_damaged_flow_fails_the_same() {
+        decode_beside(|job| {
+            std::thread::spawn(job);
+        });
+        let bytes = flow(3_000);
+        let mut known = Knowledge::new();
+        known.insert(Dot {
+            site: SiteId(2),
+            seq: 7,
+        });
+        let open = |b: &[u8]| FlowReader::open(io::Cursor::new(b.to_vec())).unwrap();
+        let here = all(Frames::here(open(&bytes), known.clone()));
+        let beside = all(Frames::new(open(&bytes), known.clone()));
+        assert_eq!(here.1, 3_000);
+        assert!(here.0.len() > 1, "several frames");
+        assert_eq!(here, beside);
+        // Cut short: the same error either way, after the same frames.
+        let cut = &bytes[..bytes.len() - 10];
+        let run = |mut f: Frames<io::Cursor<Vec<u8>>>| {
+            let mut n = 0;
+            loop {
+                match f.next_frame() {
+                    Ok(Some(_)) => n += 1,
+                    Ok(None) => return Ok(n),
+                    Err(e) => return Err((n, e.to_string())),
+                }
+            }
+        };
+        let here = run(Frames::here(open(cut), known.clone()));
+        assert!(here.is_err());
+        assert_eq!(here, run(Frames::new(open(cut), known)));
+    }
+}
