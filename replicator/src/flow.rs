@@ -717,12 +717,12 @@ impl<R: Read> FlowReader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use outpost_engine::{Creation, Dot, Slot, Value};
 
     use super::*;
 
-    fn header() -> FlowHeader {
+    pub(crate) fn header() -> FlowHeader {
         let mut k = Knowledge::new();
         k.insert_range(SiteId(2), 1, 10);
         FlowHeader {
@@ -745,7 +745,7 @@ mod tests {
         }
     }
 
-    fn change(i: u64) -> Change {
+    pub(crate) fn change(i: u64) -> Change {
         let dot = Dot {
             site: SiteId(2),
             seq: i + 1,

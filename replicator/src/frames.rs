@@ -147,49 +147,16 @@ impl<R: Read + Send + 'static> Frames<R> {
 
 #[cfg(test)]
 mod tests {
-    use outpost_engine::{Change, Creation, Dot, SiteId, Slot, Stamp, Value};
+    use outpost_engine::{Dot, SiteId};
 
     use super::*;
-    use crate::flow::{FlowId, FlowKind, FlowWriter, Incoming, SyncMode};
+    use crate::flow::tests::{change, header};
+    use crate::flow::{FlowWriter, Incoming};
 
     fn flow(n: u64) -> Vec<u8> {
-        let mut k = Knowledge::new();
-        k.insert_range(SiteId(2), 1, n);
-        let header = FlowHeader {
-            id: FlowId {
-                site: SiteId(2),
-                seq: 1,
-            },
-            kind: FlowKind::Emission,
-            source: SiteId(2),
-            target: SiteId(1),
-            mode: SyncMode::Deferred,
-            link: None,
-            knowledge: k.clone(),
-            covered: k,
-            schema_fingerprint: 7,
-            created_stamp: Stamp::new(1_000, 0),
-            created_wall_ms: 1_000,
-            acks: vec![],
-            config: None,
-        };
-        let mut w = FlowWriter::new(Vec::new(), &header, false).unwrap();
-        for seq in 1..=n {
-            let dot = Dot {
-                site: SiteId(2),
-                seq,
-            };
-            let stamp = Stamp::new(1_000 + seq, 0);
-            w.push_change(Change {
-                table: "customers".into(),
-                key: format!("K{seq:05}"),
-                slot: Slot::Field("name".into()),
-                value: Value::from("x"),
-                stamp,
-                dot,
-                created: Creation { stamp, dot },
-            })
-            .unwrap();
+        let mut w = FlowWriter::new(Vec::new(), &header(), false).unwrap();
+        for i in 0..n {
+            w.push_change(change(i)).unwrap();
         }
         w.finish().unwrap().0
     }
@@ -206,7 +173,11 @@ mod tests {
 
     #[test]
     // The test plays the driver, which lends the thread.
-    #[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::disallowed_methods)]
+    #[allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        clippy::disallowed_methods
+    )]
     fn frames_decoded_beside_are_those_decoded_in_turn_and_a_damaged_flow_fails_the_same() {
         decode_beside(|job| {
             std::thread::spawn(job);
