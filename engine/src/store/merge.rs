@@ -1,0 +1,303 @@
+//! The merge of received changes: a frame's changes record by record, the guards, then
+//! last-writer-wins on the record taken out whole.
+
+use super::*;
+
+/// The state of one [`Store::apply`].
+pub(super) struct Merge<'a, 't> {
+    pub(super) own: SiteId,
+    pub(super) schema: &'a Schema,
+    pub(super) broken_rules: &'a [Rule],
+    pub(super) t: &'a mut WriteTables<'t>,
+    pub(super) state: &'a mut State,
+    /// The site the changes came from, and its role.
+    pub(super) source: SiteId,
+    pub(super) source_role: Role,
+    pub(super) now_ms: u64,
+    pub(super) skew_ms_max: u64,
+    pub(super) report: &'a mut MergeReport,
+    /// Stamps ahead of the clock, with the index of their change (put in input order at the
+    /// end of the batch).
+    pub(super) ahead: Vec<(usize, AheadReport)>,
+}
+
+/// The record a merge is working on: taken from the store once for all its changes of a batch.
+pub(super) struct MergedRecord {
+    pub(super) prefix: Vec<u8>,
+    pub(super) held: Held,
+    /// Whether the document is frozen here (R6), read when first needed.
+    pub(super) frozen: Option<bool>,
+}
+
+impl Merge<'_, '_> {
+    /// Merges one change into its record; its outcome goes to `index` of the report.
+    pub(super) fn one(
+        &mut self,
+        record: &mut MergedRecord,
+        index: usize,
+        change: Change,
+    ) -> Result<()> {
+        let outcome = self.judge_and_merge(record, index, change)?;
+        if let Some(o) = self.report.outcomes.get_mut(index) {
+            *o = outcome;
+        }
+        Ok(())
+    }
+
+    fn judge_and_merge(
+        &mut self,
+        record: &mut MergedRecord,
+        index: usize,
+        change: Change,
+    ) -> Result<Outcome> {
+        if self.state.knowledge.contains(change.dot) {
+            return Ok(Outcome::AlreadyHad);
+        }
+        match self.judge(&change, record)? {
+            Err(refusal) => {
+                let cell = keys::cell_key(&record.prefix, &change.slot);
+                let rule = refusal.rule;
+                let rejection = Rejection {
+                    source: self.source,
+                    change,
+                    refusal,
+                    at_ms: self.now_ms,
+                };
+                self.t
+                    .put_rejection(rejection.change.dot, &cell, &rejection)?;
+                self.report.refusals.push((index, rejection));
+                Ok(Outcome::Refused(rule))
+            }
+            Ok(Judged {
+                created,
+                is_document,
+                adopt,
+            }) => {
+                let ahead_ms = hlc::ahead_ms(change.stamp, self.now_ms);
+                if ahead_ms > self.skew_ms_max {
+                    self.ahead.push((
+                        index,
+                        AheadReport {
+                            dot: change.dot,
+                            stamp: change.stamp,
+                            ahead_ms,
+                        },
+                    ));
+                }
+                self.state.hlc.observe(change.stamp);
+                let rec = &mut record.held.rec;
+                // The creation merges as a minimum, whatever the field register's fate: every
+                // change carries it, so a record's creator is known from any of its changes.
+                let creation_outcome = match created {
+                    None => {
+                        if adopt && let Some((stamp, dot)) = rec.get(&keys::CREATED_SLOT) {
+                            self.log_replaced_creation(&change, Creation { stamp, dot })?;
+                        }
+                        let c = change.created;
+                        rec.put(&keys::CREATED_SLOT, c.stamp, c.dot, &Value::Null)?;
+                        record.held.dirty = true;
+                        Outcome::Applied
+                    }
+                    Some(c) if c == change.created => Outcome::AlreadyHad,
+                    Some(c) if change.created < c && !is_document => {
+                        let c = change.created;
+                        rec.put(&keys::CREATED_SLOT, c.stamp, c.dot, &Value::Null)?;
+                        record.held.dirty = true;
+                        Outcome::Applied
+                    }
+                    Some(_) => Outcome::Superseded,
+                };
+                if change.slot == Slot::Created {
+                    return Ok(creation_outcome);
+                }
+                let slot = keys::slot_bytes(&change.slot);
+                let new_marker = change.marker();
+                let old_marker = rec.get(&slot).map(|(stamp, dot)| Marker {
+                    stamp,
+                    site: dot.site,
+                });
+                match old_marker {
+                    Some(m) if m == new_marker => Ok(Outcome::AlreadyHad),
+                    Some(m) if m > new_marker => Ok(Outcome::Superseded),
+                    _ => {
+                        rec.put(&slot, change.stamp, change.dot, &change.value)?;
+                        record.held.dirty = true;
+                        Ok(Outcome::Applied)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The creation of a document this site made under a number another site had already
+    /// used, replaced by the one central received first (R1/R5): refused, into this site's
+    /// rejection log, so that the write its host made is not lost from view. Its other writes to
+    /// the document are refused at central and come back with a return.
+    fn log_replaced_creation(&mut self, winner: &Change, old: Creation) -> Result<()> {
+        let created = old;
+        let cell = keys::created_key(&keys::record_prefix(&winner.table, &winner.key));
+        let rejection = Rejection {
+            source: self.own,
+            change: Change {
+                table: winner.table.clone(),
+                key: winner.key.clone(),
+                slot: Slot::Created,
+                value: Value::Null,
+                stamp: old.stamp,
+                dot: old.dot,
+                created,
+            },
+            refusal: Refusal {
+                rule: Rule::R5,
+                writer: old.dot.site,
+                table: winner.table.clone(),
+                key: winner.key.clone(),
+                field: None,
+                reason: format!(
+                    "document {} was created under the same number by site {}, whose creation central received first; only that site (or central) may write it",
+                    winner.key,
+                    winner.created.site()
+                ),
+            },
+            at_ms: self.now_ms,
+        };
+        self.t.put_rejection(old.dot, &cell, &rejection)
+    }
+
+    /// A change this site made and lost in a restore from a backup, coming back.
+    fn is_lost_own(&self, change: &Change) -> bool {
+        change.dot.site == self.own
+            && self
+                .state
+                .lost_own
+                .is_some_and(|(from, to)| (from..to).contains(&change.dot.seq))
+    }
+
+    /// Runs the guards on an incoming change to `record`.
+    fn judge(&self, change: &Change, record: &mut MergedRecord) -> Result<Result<Judged, Refusal>> {
+        let refuse = |rule: Rule, writer: SiteId, reason: String| Refusal {
+            rule,
+            writer,
+            table: change.table.clone(),
+            key: change.key.clone(),
+            field: match &change.slot {
+                Slot::Field(f) => Some(f.clone()),
+                Slot::Created | Slot::Tombstone => None,
+            },
+            reason,
+        };
+        let origin = change.dot.site;
+        let Some(writer) = self.state.sites.get(origin) else {
+            return Ok(Err(refuse(
+                Rule::R1,
+                origin,
+                format!("the change claims origin site {origin}, which is unknown here"),
+            )));
+        };
+        if self.source_role == Role::Remote && origin != self.source && !self.is_lost_own(change) {
+            let code = self
+                .state
+                .sites
+                .get(self.source)
+                .map_or_else(|| self.source.to_string(), |s| s.code.to_string());
+            return Ok(Err(refuse(
+                Rule::R1,
+                origin,
+                format!(
+                    "remote {code} sent a change it claims site {origin} made; a remote sends only its own"
+                ),
+            )));
+        }
+        let Some(def) = self.schema.table(&change.table) else {
+            return Ok(Err(refuse(
+                Rule::Schema,
+                origin,
+                format!("unknown table {}", change.table),
+            )));
+        };
+        if let Err(reason) = check_slot(def, &change.slot, &change.value) {
+            return Ok(Err(refuse(Rule::Schema, origin, reason)));
+        }
+        if change.slot == Slot::Created
+            && (change.stamp, change.dot) != (change.created.stamp, change.created.dot)
+        {
+            return Ok(Err(refuse(
+                Rule::R1,
+                origin,
+                "a creation whose stamp and dot are not those it claims".to_owned(),
+            )));
+        }
+        let mut created = record
+            .held
+            .rec
+            .get(&keys::CREATED_SLOT)
+            .map(|(stamp, dot)| Creation { stamp, dot });
+        // Central's judgement is final. Two shops may pick the same document number; the
+        // first creation central received is the document's, and central refuses the other
+        // (R5) and tells its shop. What central sends has passed its guards, so a remote takes
+        // its creation over its own rather than refuse it: refusing here, where the changes
+        // are then known, would leave the remote without them for ever.
+        let adopt = self.source_role == Role::Central
+            && def.is_document()
+            && created.is_some_and(|m| m != change.created);
+        if adopt {
+            created = None;
+        }
+        if let Some(m) = created
+            && def.is_document()
+            && m != change.created
+        {
+            return Ok(Err(refuse(
+                Rule::R5,
+                origin,
+                format!(
+                    "the change claims the document was created by site {}, but it was created by site {}",
+                    change.created.site(),
+                    m.site()
+                ),
+            )));
+        }
+        let verdict = guard::check(&guard::Write {
+            table: def,
+            key: &change.key,
+            slot: &change.slot,
+            writer,
+            creator: created.map_or(change.created.site(), |m| m.site()),
+            // R6 binds a remote's own writes, judged locally; central already judged its own.
+            frozen: self.source_role != Role::Central
+                && def.freezes()
+                && match record.frozen {
+                    Some(f) => f,
+                    None => *record.frozen.insert(self.t.is_frozen(&record.prefix)?),
+                },
+            denied: self
+                .state
+                .denied
+                .get(&origin)
+                .is_some_and(|d| d.contains(&change.table)),
+            reservation: None,
+        })
+        .or_else(|r| {
+            if self.broken_rules.contains(&r.rule) {
+                Ok(())
+            } else {
+                Err(r)
+            }
+        });
+        Ok(verdict.map(|()| Judged {
+            created,
+            is_document: def.is_document(),
+            adopt,
+        }))
+    }
+}
+
+/// An incoming change the guards let through.
+struct Judged {
+    /// Its stored creation (`None` when new, or when `adopt`).
+    created: Option<Creation>,
+    is_document: bool,
+    /// A document this remote created under the same key as the one central holds: central's
+    /// creation replaces the stored one.
+    adopt: bool,
+}

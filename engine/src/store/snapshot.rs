@@ -1,0 +1,199 @@
+//! [`Snapshot`]: a consistent, read-only view of a store.
+
+use super::*;
+
+/// Builds a record from its registers (all of one record, `Created` first); `None` if empty.
+pub(super) fn assemble(table: &str, key: &str, cells: Vec<Cell>) -> Result<Option<RawRecord>> {
+    let mut raw: Option<RawRecord> = None;
+    for (cell, reg) in cells {
+        let ck = keys::decode_cell_key(&cell)
+            .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
+        match (ck.slot, raw.as_mut()) {
+            (Slot::Created, None) => {
+                raw = Some(RawRecord {
+                    table: table.to_owned(),
+                    key: key.to_owned(),
+                    created: Creation {
+                        stamp: reg.stamp,
+                        dot: reg.dot,
+                    },
+                    tombstone: None,
+                    fields: BTreeMap::new(),
+                });
+            }
+            (Slot::Tombstone, Some(r)) => r.tombstone = Some(reg),
+            (Slot::Field(name), Some(r)) => {
+                r.fields.insert(name, reg);
+            }
+            _ => {
+                return Err(Error::Corrupt(format!(
+                    "record {table}/{key}: registers without a single creation"
+                )));
+            }
+        }
+    }
+    Ok(raw)
+}
+
+/// A consistent, read-only view of a store at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(super) tables: ReadTables,
+    pub(super) schema: Arc<Schema>,
+}
+
+impl Snapshot {
+    /// A record with all its registers, including those a deletion hides.
+    pub fn raw_record(&self, table: &str, key: &str) -> Result<Option<RawRecord>> {
+        table_def(&self.schema, table)?;
+        let prefix = keys::record_prefix(table, key);
+        let end = keys::prefix_end(&prefix);
+        assemble(table, key, self.tables.cells_between(&prefix, &end, None)?)
+    }
+
+    /// A record as the application sees it.
+    pub fn record(&self, table: &str, key: &str) -> Result<Option<Record>> {
+        Ok(self.raw_record(table, key)?.and_then(|r| r.visible()))
+    }
+
+    /// A record as the host's type.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        self.record(table, key)?
+            .map(|r| mapping::from_fields(&r.fields))
+            .transpose()
+    }
+
+    /// Visible records of a table in key order, from `start_key` (inclusive), at most `limit`.
+    pub fn scan(
+        &self,
+        table: &str,
+        start_key: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        let raws = self.scan_raw(table, start_key, limit)?;
+        Ok(raws.iter().filter_map(RawRecord::visible).collect())
+    }
+
+    /// Stored records (deleted ones too) of a table in key order, from `start_key`, at most
+    /// `limit`.
+    pub fn scan_raw(
+        &self,
+        table: &str,
+        start_key: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RawRecord>> {
+        table_def(&self.schema, table)?;
+        let (table_start, end) = keys::table_bounds(table);
+        let mut start = match start_key {
+            Some(k) => keys::record_prefix(table, k),
+            None => table_start,
+        };
+        let mut out: Vec<RawRecord> = Vec::new();
+        // The registers of the record being gathered: its key and cells.
+        let mut current: Option<(String, Vec<Cell>)> = None;
+        // Read in chunks of registers, grouping them by record.
+        const CHUNK: usize = 1024;
+        loop {
+            let cells = self.tables.cells_between(&start, &end, Some(CHUNK))?;
+            let Some((last, _)) = cells.last() else { break };
+            let mut next_start = last.clone();
+            next_start.push(0);
+            let n = cells.len();
+            for (cell, reg) in cells {
+                let ck = keys::decode_cell_key(&cell)
+                    .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
+                if current.as_ref().is_some_and(|(k, _)| *k != ck.key) {
+                    if let Some((k, cs)) = current.take() {
+                        out.extend(assemble(table, &k, cs)?);
+                    }
+                    if limit.is_some_and(|l| out.len() >= l) {
+                        return Ok(out);
+                    }
+                }
+                current
+                    .get_or_insert_with(|| (ck.key.clone(), Vec::new()))
+                    .1
+                    .push((cell, reg));
+            }
+            if n < CHUNK {
+                break;
+            }
+            start = next_start;
+        }
+        if let Some((k, cs)) = current.take() {
+            out.extend(assemble(table, &k, cs)?);
+        }
+        Ok(out)
+    }
+
+    /// The rejection log, in the order of the refused changes' dots.
+    pub fn rejections(&self) -> Result<Vec<Rejection>> {
+        self.tables.rejections()
+    }
+
+    /// Current reservations: `(table, key, holder)`.
+    pub fn reservations(&self) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for (prefix, holder) in self.tables.reservations()? {
+            // A record prefix followed by the creation slot byte decodes as a cell key.
+            let mut probe = prefix;
+            probe.push(0x00);
+            let ck = keys::decode_cell_key(&probe)
+                .ok_or_else(|| Error::Corrupt("undecodable reservation key".into()))?;
+            out.push((ck.table, ck.key, holder));
+        }
+        Ok(out)
+    }
+
+    /// Whether a document is frozen (R6).
+    pub fn is_frozen(&self, table: &str, key: &str) -> Result<bool> {
+        self.tables.is_frozen(&keys::record_prefix(table, key))
+    }
+
+    /// The reservation holder of a document, if reserved (R7).
+    pub fn reserved_by(&self, table: &str, key: &str) -> Result<Option<String>> {
+        self.tables.reservation(&keys::record_prefix(table, key))
+    }
+
+    /// The replicated content as raw key/value bytes: registers, then creation markers. Two
+    /// stores that received the same changes return identical bytes.
+    pub fn replicated_content(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.replicated_content()
+    }
+
+    /// A value of the local side table (see [`WriteTx::local_get`]).
+    pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tables.local_get(key)
+    }
+
+    /// Entries of the local side table from `start` (inclusive) to `end` (exclusive).
+    pub fn local_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.local_range(start, end, limit)
+    }
+
+    /// Entries of the local side table from `start` (inclusive) to `end` (exclusive), the last
+    /// first: the newest rows of an index keyed by time.
+    pub fn local_range_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.local_range_rev(start, end, limit)
+    }
+
+    /// The knowledge persisted with this snapshot.
+    pub fn knowledge(&self) -> Result<Knowledge> {
+        match self.tables.meta(META_KNOWLEDGE)? {
+            Some(bytes) => {
+                postcard::from_bytes(&bytes).map_err(|e| Error::Corrupt(format!("knowledge: {e}")))
+            }
+            None => Ok(Knowledge::new()),
+        }
+    }
+}

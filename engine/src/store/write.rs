@@ -1,0 +1,546 @@
+//! [`WriteTx`]: one local write transaction — the host's writes, the merge's entry points.
+
+use super::merge::{Merge, MergedRecord};
+use super::snapshot::assemble;
+use super::*;
+
+/// One local write transaction. Obtained from [`Store::write`].
+pub struct WriteTx<'a, 't> {
+    pub(super) store: &'a Store,
+    pub(super) tables: &'a mut WriteTables<'t>,
+    pub(super) state: &'a mut State,
+    pub(super) holder: Option<&'a str>,
+    pub(super) dot: Option<(Dot, Stamp)>,
+    pub(super) changes: Vec<Change>,
+    pub(super) change_index: HashMap<Vec<u8>, usize>,
+    /// Whether the clock or knowledge moved without a local dot (a merge).
+    pub(super) state_moved: bool,
+}
+
+impl std::fmt::Debug for WriteTx<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTx")
+            .field("site", &self.store.site.id)
+            .field("holder", &self.holder)
+            .field("dot", &self.dot)
+            .finish()
+    }
+}
+
+impl WriteTx<'_, '_> {
+    /// This transaction's dot and stamp, taken at its first register write.
+    fn dot(&mut self) -> (Dot, Stamp) {
+        if let Some(d) = self.dot {
+            return d;
+        }
+        let dot = Dot {
+            site: self.store.site.id,
+            seq: self.state.next_seq,
+        };
+        let stamp = self.state.hlc.tick(self.store.clock.now_ms());
+        self.state.next_seq += 1;
+        self.dot = Some((dot, stamp));
+        (dot, stamp)
+    }
+
+    pub(super) fn finish(self) -> Result<Commit> {
+        if let Some((dot, _)) = self.dot {
+            self.state.knowledge.insert(dot);
+            put_u64(self.tables, META_NEXT_SEQ, self.state.next_seq)?;
+        }
+        if self.dot.is_some() || self.state_moved {
+            persist_clock_and_knowledge(self.tables, self.state)?;
+        }
+        Ok(Commit {
+            dot: self.dot.map(|(d, _)| d),
+            changes: self.changes,
+        })
+    }
+
+    /// Merges one change received from `source` (see [`Store::apply`]); its outcome is pushed
+    /// onto `report`, and a refusal is also written to the rejection log. A flow's frames go
+    /// faster through [`WriteTx::apply_batch`], which reads and writes each record once.
+    pub fn apply_change(
+        &mut self,
+        source: SiteId,
+        change: Change,
+        report: &mut MergeReport,
+    ) -> Result<Outcome> {
+        self.apply_batch(source, vec![Incoming::New(change)], report)?;
+        report
+            .outcomes
+            .last()
+            .copied()
+            .ok_or_else(|| Error::Corrupt("a merge gave no outcome".into()))
+    }
+
+    /// Merges a batch of changes received from `source` (a frame of a flow), record by record:
+    /// the changes are grouped by record, each group keeping its input order, and each record
+    /// is read once and written at most once. The outcomes are appended to `report` in input
+    /// order and are exactly those of merging each change alone in that order: a change's fate
+    /// depends only on its own record's registers, the site directory and the knowledge, which
+    /// a merge does not move. [`Incoming::Known`] changes are recorded as already had.
+    pub fn apply_batch(
+        &mut self,
+        source: SiteId,
+        batch: Vec<Incoming>,
+        report: &mut MergeReport,
+    ) -> Result<()> {
+        let store = self.store;
+        if source == store.site.id {
+            return Err(Error::UnknownSite(source));
+        }
+        let source_role = self
+            .state
+            .sites
+            .get(source)
+            .map(|s| s.role)
+            .ok_or(Error::UnknownSite(source))?;
+        let base = report.outcomes.len();
+        let mut items: Vec<(Vec<u8>, usize, Change)> = Vec::with_capacity(batch.len());
+        for (i, incoming) in batch.into_iter().enumerate() {
+            report.outcomes.push(Outcome::AlreadyHad);
+            if let Incoming::New(c) = incoming {
+                items.push((keys::record_prefix(&c.table, &c.key), base + i, c));
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.state_moved = true;
+        // Stable, so that each record's changes keep their order; records in key order, so
+        // that the B-tree is walked forwards. A sender writes them so: usually no work.
+        if !items.is_sorted_by(|x, y| x.0 <= y.0) {
+            items.sort_by(|x, y| x.0.cmp(&y.0));
+        }
+        let refusals_from = report.refusals.len();
+        let mut merge = Merge {
+            own: store.site.id,
+            schema: &store.schema,
+            broken_rules: &store.broken_rules,
+            t: self.tables,
+            state: self.state,
+            source,
+            source_role,
+            now_ms: store.clock.now_ms(),
+            skew_ms_max: store.skew_ms_max,
+            report,
+            ahead: Vec::new(),
+        };
+        let mut items = items.into_iter().peekable();
+        while let Some((prefix, index, change)) = items.next() {
+            let mut record = MergedRecord {
+                held: merge.t.hold(&prefix)?,
+                prefix,
+                frozen: None,
+            };
+            merge.one(&mut record, index, change)?;
+            while let Some((_, index, change)) = items.next_if(|n| n.0 == record.prefix) {
+                merge.one(&mut record, index, change)?;
+            }
+            merge.t.release(&record.prefix, record.held)?;
+        }
+        let mut ahead = std::mem::take(&mut merge.ahead);
+        ahead.sort_by_key(|(i, _)| *i);
+        report.ahead.extend(ahead.into_iter().map(|(_, a)| a));
+        if let Some(new) = report.refusals.get_mut(refusals_from..) {
+            new.sort_by_key(|(i, _)| *i);
+        }
+        Ok(())
+    }
+
+    /// Records, in its place in `report`, a change from `source` whose dot this transaction's
+    /// [`WriteTx::knowledge`] holds, without looking at it further: what a flow reader hands
+    /// over as already known. The outcome [`WriteTx::apply_change`] gives such a change.
+    pub fn already_had(&mut self, source: SiteId, report: &mut MergeReport) -> Result<()> {
+        if source == self.store.site.id || self.state.sites.get(source).is_none() {
+            return Err(Error::UnknownSite(source));
+        }
+        report.outcomes.push(Outcome::AlreadyHad);
+        Ok(())
+    }
+
+    /// Ends the taking back of this site's commits lost in a restore (see
+    /// [`Store::skip_sequence`]): from now on a remote sending one is refused (R1) like any
+    /// change it did not make. Called once every remote has sent back what it had.
+    pub fn forget_lost_own(&mut self) -> Result<()> {
+        if self.state.lost_own.take().is_some() {
+            self.tables.put_meta(META_LOST_OWN, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Moves this site's sequence of commits to at least `next`: a store set up from a
+    /// bootstrap numbers its commits past every one of its site's that central already knows,
+    /// so that no dot is used twice for different content.
+    pub fn number_from(&mut self, next: u64) -> Result<()> {
+        if next > self.state.next_seq {
+            self.state.next_seq = next;
+            put_u64(self.tables, META_NEXT_SEQ, next)?;
+        }
+        Ok(())
+    }
+
+    /// Records `covers` as known, from `source`. A remote vouches only for its own changes:
+    /// what else it claims to cover central already knows (it came from central), and believing
+    /// it would let a remote hide another site's changes from central.
+    pub fn add_knowledge(&mut self, source: SiteId, covers: &Knowledge) -> Result<()> {
+        if !covers.is_well_formed() {
+            return Err(Error::Schema("malformed knowledge ranges".into()));
+        }
+        let role = self
+            .state
+            .sites
+            .get(source)
+            .map(|s| s.role)
+            .ok_or(Error::UnknownSite(source))?;
+        match role {
+            Role::Remote => {
+                self.state.knowledge.union_with(&covers.only(source));
+                // After a restore, this site's own commits lost with it, which the remote
+                // sent back (a commit's every change, so only once the flow is through).
+                if let Some((from, to)) = self.state.lost_own {
+                    let own = self.store.site.id;
+                    for (_, set) in covers.only(own).iter() {
+                        for (a, b) in set.ranges() {
+                            let (a, b) = ((*a).max(from), (*b).min(to.saturating_sub(1)));
+                            self.state.knowledge.insert_range(own, a, b);
+                        }
+                    }
+                }
+            }
+            Role::Central => self.state.knowledge.union_with(covers),
+        }
+        self.state_moved = true;
+        Ok(())
+    }
+
+    /// Puts a register back to `to` (or removes it when `None`) — but only if it still holds
+    /// the write `expected`. No guard and no last-writer-wins: this undoes a local write that
+    /// central refused, so that the remote's copy is central's again (the replicator applies it
+    /// from a return). Returns whether the register was reverted.
+    pub fn revert(
+        &mut self,
+        table: &str,
+        key: &str,
+        slot: &Slot,
+        expected: Dot,
+        to: Option<&Register>,
+    ) -> Result<bool> {
+        table_def(&self.store.schema, table)?;
+        let cell = keys::cell_key(&keys::record_prefix(table, key), slot);
+        let Some(old) = self.tables.cell(&cell)? else {
+            return Ok(false);
+        };
+        if old.dot != expected {
+            return Ok(false);
+        }
+        match to {
+            Some(reg) => {
+                self.state.hlc.observe(reg.stamp);
+                self.state_moved = true;
+                self.tables.put_cell(&cell, Some(&old), reg)?;
+            }
+            None => self.tables.remove_cell(&cell, &old)?,
+        }
+        Ok(true)
+    }
+
+    /// A value of the store's local side table (not replicated): the replicator keeps its sync
+    /// table, journal and logs there, in the same transactions as the data.
+    pub fn local_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.tables.local_get(key)
+    }
+
+    /// Sets a value of the local side table.
+    pub fn local_put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tables.local_put(key, value)
+    }
+
+    /// Removes a value of the local side table.
+    pub fn local_remove(&mut self, key: &[u8]) -> Result<()> {
+        self.tables.local_remove(key)
+    }
+
+    /// Entries of the local side table from `start` (inclusive) to `end` (exclusive).
+    pub fn local_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tables.local_range(start, end, limit)
+    }
+
+    /// The store's site.
+    pub fn site(&self) -> &Site {
+        &self.store.site
+    }
+
+    /// The store's knowledge, as this transaction sees it.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.state.knowledge
+    }
+
+    /// Whether a document is frozen (R6).
+    pub fn is_frozen(&self, table: &str, key: &str) -> Result<bool> {
+        self.tables.is_frozen(&keys::record_prefix(table, key))
+    }
+
+    /// A record with every register, as this transaction sees it.
+    pub fn raw_record(&self, table: &str, key: &str) -> Result<Option<RawRecord>> {
+        table_def(&self.store.schema, table)?;
+        let prefix = keys::record_prefix(table, key);
+        assemble(table, key, self.tables.record_cells(&prefix)?)
+    }
+
+    /// Sets one field of a record, creating the record if needed.
+    pub fn set(
+        &mut self,
+        table: &str,
+        key: &str,
+        field: &str,
+        value: impl Into<Value>,
+    ) -> Result<()> {
+        self.write_slot(table, key, Slot::Field(field.to_owned()), value.into())
+    }
+
+    /// Sets several fields of a record at once.
+    pub fn set_fields(
+        &mut self,
+        table: &str,
+        key: &str,
+        fields: impl IntoIterator<Item = (String, Value)>,
+    ) -> Result<()> {
+        for (field, value) in fields {
+            self.write_slot(table, key, Slot::Field(field), value)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a host value: each top-level field becomes one register (see [`crate::mapping`]).
+    pub fn put<T: Serialize + ?Sized>(&mut self, table: &str, key: &str, value: &T) -> Result<()> {
+        let fields = mapping::to_fields(value)?;
+        self.set_fields(table, key, fields)
+    }
+
+    /// Deletes a record (a tombstone, last-writer-wins against updates).
+    pub fn delete(&mut self, table: &str, key: &str) -> Result<()> {
+        if self.record(table, key)?.is_none() {
+            return Err(Error::NotFound {
+                table: table.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        self.write_slot(table, key, Slot::Tombstone, Value::Bool(true))
+    }
+
+    /// Reads a record, including this transaction's own writes.
+    pub fn record(&self, table: &str, key: &str) -> Result<Option<Record>> {
+        table_def(&self.store.schema, table)?;
+        let prefix = keys::record_prefix(table, key);
+        let raw = assemble(table, key, self.tables.record_cells(&prefix)?)?;
+        Ok(raw.and_then(|r| r.visible()))
+    }
+
+    /// Reads a record as the host's type, including this transaction's own writes.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>> {
+        self.record(table, key)?
+            .map(|r| mapping::from_fields(&r.fields))
+            .transpose()
+    }
+
+    /// A new site-unique key for `table`, like `BSOC-000123`.
+    pub fn new_key(&mut self, table: &str) -> Result<String> {
+        table_def(&self.store.schema, table)?;
+        let name = format!("{META_KEY_SEQ_PREFIX}{table}");
+        let n = get_u64(self.tables, &name)?.unwrap_or(0) + 1;
+        put_u64(self.tables, &name, n)?;
+        Ok(format!("{}-{n:06}", self.store.site.code))
+    }
+
+    /// See [`Store::reserve`].
+    pub fn reserve(&mut self, table: &str, key: &str, holder: &str) -> Result<()> {
+        let prefix = self.document_prefix(table, key)?;
+        match self.tables.reservation(&prefix)? {
+            Some(h) if h != holder => Err(Refusal {
+                rule: Rule::R7,
+                writer: self.store.site.id,
+                table: table.to_owned(),
+                key: key.to_owned(),
+                field: None,
+                reason: format!("the document is already reserved by {h}"),
+            }
+            .into()),
+            Some(_) => Ok(()),
+            None => self.tables.set_reservation(&prefix, Some(holder)),
+        }
+    }
+
+    /// See [`Store::release`].
+    pub fn release(&mut self, table: &str, key: &str, holder: &str) -> Result<()> {
+        let prefix = self.document_prefix(table, key)?;
+        match self.tables.reservation(&prefix)? {
+            Some(h) if h != holder => Err(Refusal {
+                rule: Rule::R7,
+                writer: self.store.site.id,
+                table: table.to_owned(),
+                key: key.to_owned(),
+                field: None,
+                reason: format!("the document is reserved by {h}, not {holder}"),
+            }
+            .into()),
+            Some(_) => self.tables.set_reservation(&prefix, None),
+            None => Ok(()),
+        }
+    }
+
+    /// See [`Store::freeze`].
+    pub fn freeze(&mut self, table: &str, key: &str) -> Result<bool> {
+        let prefix = self.document_prefix(table, key)?;
+        let freezes = matches!(
+            table_def(&self.store.schema, table)?.policy(),
+            Policy::Document {
+                frozen_once_synced: true
+            }
+        );
+        if freezes {
+            self.tables.freeze(&prefix)?;
+        }
+        Ok(freezes)
+    }
+
+    /// See [`Store::add_site`].
+    pub fn add_site(&mut self, site: Site) -> Result<()> {
+        self.state.sites.add(site.clone())?;
+        self.tables.put_site(&site)
+    }
+
+    /// See [`Store::set_denied_tables`].
+    pub fn set_denied_tables(&mut self, site: SiteId, tables: BTreeSet<String>) -> Result<()> {
+        if self.state.sites.get(site).is_none() {
+            return Err(Error::UnknownSite(site));
+        }
+        if let Some(bad) = tables.iter().find(|t| self.store.schema.table(t).is_none()) {
+            return Err(Error::Schema(format!("unknown table {bad}")));
+        }
+        self.tables.put_denied(site, &tables)?;
+        if tables.is_empty() {
+            self.state.denied.remove(&site);
+        } else {
+            self.state.denied.insert(site, tables);
+        }
+        Ok(())
+    }
+
+    /// The record prefix of an existing document.
+    fn document_prefix(&self, table: &str, key: &str) -> Result<Vec<u8>> {
+        if !table_def(&self.store.schema, table)?.is_document() {
+            return Err(Error::NotReservable(table.to_owned()));
+        }
+        let prefix = keys::record_prefix(table, key);
+        if self.tables.created(&prefix)?.is_none() {
+            return Err(Error::NotFound {
+                table: table.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        Ok(prefix)
+    }
+
+    fn write_slot(&mut self, table: &str, key: &str, slot: Slot, value: Value) -> Result<()> {
+        let store = self.store;
+        let def = table_def(&store.schema, table)?;
+        check_slot(def, &slot, &value).map_err(Error::Schema)?;
+        let prefix = keys::record_prefix(table, key);
+        let created = self.tables.created(&prefix)?;
+        let holder_of = if def.is_document() {
+            self.tables.reservation(&prefix)?
+        } else {
+            None
+        };
+        guard::check(&guard::Write {
+            table: def,
+            key,
+            slot: &slot,
+            writer: &store.site,
+            creator: created.map_or(store.site.id, |c| c.site()),
+            frozen: def.freezes() && self.tables.is_frozen(&prefix)?,
+            denied: self
+                .state
+                .denied
+                .get(&store.site.id)
+                .is_some_and(|d| d.contains(table)),
+            reservation: holder_of.as_deref().map(|h| (h, self.holder)),
+        })
+        .or_else(|r| {
+            if store.broken_rules.contains(&r.rule) {
+                Ok(())
+            } else {
+                Err(r)
+            }
+        })?;
+        let (dot, stamp) = self.dot();
+        let created = match created {
+            Some(c) => c,
+            None => {
+                let c = Creation { stamp, dot };
+                let cell = keys::created_key(&prefix);
+                self.tables.put_cell(&cell, None, &creation_register(c))?;
+                self.track(
+                    cell,
+                    Change {
+                        table: table.to_owned(),
+                        key: key.to_owned(),
+                        slot: Slot::Created,
+                        value: Value::Null,
+                        stamp,
+                        dot,
+                        created: c,
+                    },
+                );
+                c
+            }
+        };
+        let cell = keys::cell_key(&prefix, &slot);
+        let old = self.tables.cell(&cell)?;
+        let new = Register {
+            value: value.clone(),
+            stamp,
+            dot,
+        };
+        // The clock is past every stamp stored, so a local write always wins (or rewrites its
+        // own register within this transaction).
+        debug_assert!(
+            old.as_ref()
+                .is_none_or(|o| o.dot == dot || o.marker() < new.marker())
+        );
+        self.tables.put_cell(&cell, old.as_ref(), &new)?;
+        let change = Change {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            slot,
+            value,
+            stamp,
+            dot,
+            created,
+        };
+        self.track(cell, change);
+        Ok(())
+    }
+
+    /// Adds a change to the commit's list, replacing an earlier one to the same register.
+    fn track(&mut self, cell: Vec<u8>, change: Change) {
+        match self.change_index.get(&cell) {
+            Some(&i) => {
+                if let Some(c) = self.changes.get_mut(i) {
+                    *c = change;
+                }
+            }
+            None => {
+                self.change_index.insert(cell, self.changes.len());
+                self.changes.push(change);
+            }
+        }
+    }
+}
