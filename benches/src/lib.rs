@@ -196,7 +196,8 @@ pub fn apply_flow(store: &Store, input: impl Read + Send + 'static) -> Res<Merge
             .map_err(|e| outpost_engine::Error::Input(Box::new(e)))?
         {
             if let IncomingItem::Changes(changes) = item {
-                tx.apply_batch(header.source, changes, &mut report)?;
+                tx.apply_batch(header.source, &changes, &mut report)?;
+                frames.recycle(changes);
             }
         }
         tx.add_knowledge(header.source, &header.covered)?;

@@ -124,10 +124,10 @@ fn outcome_of(store: &Store, source: SiteId, batch: &[(Change, bool)], whole: bo
                 })
                 .collect();
             if whole {
-                tx.apply_batch(source, items, &mut report)?;
+                tx.apply_batch(source, &items, &mut report)?;
             } else {
                 for item in items {
-                    tx.apply_batch(source, vec![item], &mut report)?;
+                    tx.apply_batch(source, &[item], &mut report)?;
                 }
             }
             Ok(report)

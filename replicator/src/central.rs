@@ -931,7 +931,8 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
                 }
             }
             let base = report.outcomes.len();
-            tx.apply_batch(sender, changes, &mut report)?;
+            tx.apply_batch(sender, &changes, &mut report)?;
+            frames.recycle(changes);
             // Frozen when it first came, if it was accepted (a refused creation may be known
             // and have no document to freeze).
             for (i, table, key) in docs {

@@ -183,8 +183,8 @@ pub fn bootstrap_as(
         let mut report = MergeReport::default();
         while let Some(item) = reader.next_item()? {
             if let Item::Changes(changes) = item {
-                let batch = changes.into_iter().map(Incoming::New).collect();
-                tx.apply_batch(header.source, batch, &mut report)?;
+                let batch: Vec<Incoming> = changes.into_iter().map(Incoming::New).collect();
+                tx.apply_batch(header.source, &batch, &mut report)?;
             }
         }
         tx.add_knowledge(header.source, &header.covered)?;
@@ -498,7 +498,7 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         }
         while let Some(item) = reader.next_item_lacking(tx.knowledge())? {
             match item {
-                IncomingItem::Changes(changes) => tx.apply_batch(central, changes, &mut report)?,
+                IncomingItem::Changes(changes) => tx.apply_batch(central, &changes, &mut report)?,
                 IncomingItem::Rejections(rejections) => {
                     for r in rejections {
                         let c = &r.rejection.change;

@@ -35,7 +35,7 @@ impl Merge<'_, '_> {
         &mut self,
         record: &mut MergedRecord,
         index: usize,
-        change: Change,
+        change: &Change,
     ) -> Result<()> {
         let outcome = self.judge_and_merge(record, index, change)?;
         if let Some(o) = self.report.outcomes.get_mut(index) {
@@ -48,18 +48,18 @@ impl Merge<'_, '_> {
         &mut self,
         record: &mut MergedRecord,
         index: usize,
-        change: Change,
+        change: &Change,
     ) -> Result<Outcome> {
         if self.state.knowledge.contains(change.dot) {
             return Ok(Outcome::AlreadyHad);
         }
-        match self.judge(&change, record)? {
+        match self.judge(change, record)? {
             Err(refusal) => {
                 let cell = keys::cell_key(&record.prefix, &change.slot);
                 let rule = refusal.rule;
                 let rejection = Rejection {
                     source: self.source,
-                    change,
+                    change: change.clone(),
                     refusal,
                     at_ms: self.now_ms,
                 };
@@ -91,7 +91,7 @@ impl Merge<'_, '_> {
                 let creation_outcome = match created {
                     None => {
                         if adopt && let Some((stamp, dot)) = rec.get(&keys::CREATED_SLOT) {
-                            self.log_replaced_creation(&change, Creation { stamp, dot })?;
+                            self.log_replaced_creation(change, Creation { stamp, dot })?;
                         }
                         let c = change.created;
                         rec.put(&keys::CREATED_SLOT, c.stamp, c.dot, &Value::Null)?;

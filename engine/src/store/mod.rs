@@ -543,10 +543,11 @@ impl Store {
                     change.map_err(|e| Error::Input(Box::new(e)))?,
                 ));
                 if batch.len() == BATCH_LEN {
-                    tx.apply_batch(source, std::mem::take(&mut batch), &mut report)?;
+                    tx.apply_batch(source, &batch, &mut report)?;
+                    batch.clear();
                 }
             }
-            tx.apply_batch(source, batch, &mut report)?;
+            tx.apply_batch(source, &batch, &mut report)?;
             tx.add_knowledge(source, covers)?;
             report.outcomes.shrink_to_fit();
             Ok(report)

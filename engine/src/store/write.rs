@@ -66,7 +66,7 @@ impl WriteTx<'_, '_> {
         change: Change,
         report: &mut MergeReport,
     ) -> Result<Outcome> {
-        self.apply_batch(source, vec![Incoming::New(change)], report)?;
+        self.apply_batch(source, &[Incoming::New(change)], report)?;
         report
             .outcomes
             .last()
@@ -83,7 +83,7 @@ impl WriteTx<'_, '_> {
     pub fn apply_batch(
         &mut self,
         source: SiteId,
-        batch: Vec<Incoming>,
+        batch: &[Incoming],
         report: &mut MergeReport,
     ) -> Result<()> {
         let store = self.store;
@@ -97,11 +97,18 @@ impl WriteTx<'_, '_> {
             .map(|s| s.role)
             .ok_or(Error::UnknownSite(source))?;
         let base = report.outcomes.len();
-        let mut items: Vec<(Vec<u8>, usize, Change)> = Vec::with_capacity(batch.len());
-        for (i, incoming) in batch.into_iter().enumerate() {
+        // Each record's key bytes once: a flow's changes to one record come together.
+        let mut prefixes: Vec<Vec<u8>> = Vec::new();
+        let mut items: Vec<(usize, usize, &Change)> = Vec::with_capacity(batch.len());
+        let mut last: Option<&Change> = None;
+        for (i, incoming) in batch.iter().enumerate() {
             report.outcomes.push(Outcome::AlreadyHad);
             if let Incoming::New(c) = incoming {
-                items.push((keys::record_prefix(&c.table, &c.key), base + i, c));
+                if !last.is_some_and(|l| l.key == c.key && l.table == c.table) {
+                    prefixes.push(keys::record_prefix(&c.table, &c.key));
+                }
+                last = Some(c);
+                items.push((prefixes.len() - 1, base + i, c));
             }
         }
         if items.is_empty() {
@@ -110,8 +117,9 @@ impl WriteTx<'_, '_> {
         self.state_moved = true;
         // Stable, so that each record's changes keep their order; records in key order, so
         // that the B-tree is walked forwards. A sender writes them so: usually no work.
-        if !items.is_sorted_by(|x, y| x.0 <= y.0) {
-            items.sort_by(|x, y| x.0.cmp(&y.0));
+        let prefix = |item: &(usize, usize, &Change)| prefixes.get(item.0).map(Vec::as_slice);
+        if !items.is_sorted_by(|x, y| prefix(x) <= prefix(y)) {
+            items.sort_by(|x, y| prefix(x).cmp(&prefix(y)));
         }
         let refusals_from = report.refusals.len();
         let mut merge = Merge {
@@ -128,14 +136,17 @@ impl WriteTx<'_, '_> {
             ahead: Vec::new(),
         };
         let mut items = items.into_iter().peekable();
-        while let Some((prefix, index, change)) = items.next() {
+        while let Some((p, index, change)) = items.next() {
+            let key = prefixes.get(p).map_or(&[][..], Vec::as_slice);
             let mut record = MergedRecord {
-                held: merge.t.hold(&prefix)?,
-                prefix,
+                held: merge.t.hold(key)?,
+                prefix: key.to_vec(),
                 frozen: None,
             };
             merge.one(&mut record, index, change)?;
-            while let Some((_, index, change)) = items.next_if(|n| n.0 == record.prefix) {
+            while let Some((_, index, change)) =
+                items.next_if(|n| prefixes.get(n.0).map(Vec::as_slice) == Some(key))
+            {
                 merge.one(&mut record, index, change)?;
             }
             merge.t.release(&record.prefix, record.held)?;
