@@ -820,6 +820,9 @@ fn client(
     Ok(())
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Central decodes a received flow on a second thread while it merges (the core never

@@ -79,6 +79,11 @@ fn args() -> Res<Args> {
     Ok(out)
 }
 
+// As the `outpost` binary: outpost's side runs on the allocator it ships with (SQLite's C code
+// keeps the C library's).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("compare: {e}");
