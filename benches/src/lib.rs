@@ -44,9 +44,21 @@ pub fn sites() -> [Site; 2] {
     }
 }
 
+/// A page cache every store [`open`] opens gets instead of the default (0: the default).
+static CACHE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Makes [`open`] give store files a page cache of `bytes` (to measure the memory trade-off).
+pub fn set_cache_bytes(bytes: usize) {
+    CACHE_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Opens a store for `site` in `dir` (durable file) or in memory, knowing both sites.
 pub fn open(site: &Site, dir: Option<&std::path::Path>, clock: &ManualClock) -> Store {
-    let config = StoreConfig::new(site.clone(), schema(), clock.clone());
+    let mut config = StoreConfig::new(site.clone(), schema(), clock.clone());
+    let cache = CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    if cache > 0 {
+        config.cache_bytes = Some(cache);
+    }
     let store = match dir {
         Some(d) => Store::open(d, config),
         None => Store::in_memory(config),

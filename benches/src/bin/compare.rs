@@ -38,6 +38,7 @@ struct Args {
     json: Option<PathBuf>,
     quick: bool,
     one_thread: bool,
+    cache_mib: Option<usize>,
     child: Option<(PathBuf, PathBuf)>,
 }
 
@@ -47,6 +48,7 @@ fn args() -> Res<Args> {
         json: None,
         quick: false,
         one_thread: false,
+        cache_mib: None,
         child: None,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +64,10 @@ fn args() -> Res<Args> {
             "--json" => out.json = Some(it.next().ok_or("--json needs a file")?.into()),
             "--quick" => out.quick = true,
             "--one-thread" => out.one_thread = true,
+            "--cache-mib" => {
+                let n: usize = it.next().ok_or("--cache-mib needs a number")?.parse()?;
+                out.cache_mib = Some(n.max(1));
+            }
             "--child-apply" => {
                 let flow = it.next().ok_or("--child-apply FLOW DIR")?;
                 let dir = it.next().ok_or("--child-apply FLOW DIR")?;
@@ -69,7 +75,7 @@ fn args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "compare [--changes N] [--json FILE] [--quick] [--one-thread]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does)."
+                    "compare [--changes N] [--json FILE] [--quick] [--one-thread] [--cache-mib N]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does).\n--cache-mib N: outpost's store files get an N MiB page cache instead of one sized from the file (the memory trade-off)."
                 );
                 std::process::exit(0);
             }
@@ -95,6 +101,9 @@ fn run() -> Res<()> {
     let args = args()?;
     if !args.one_thread {
         outpost_benches::decode_beside();
+    }
+    if let Some(mib) = args.cache_mib {
+        outpost_benches::set_cache_bytes(mib << 20);
     }
     if let Some((flow, dir)) = &args.child {
         return child_apply(flow, dir);
@@ -125,7 +134,9 @@ fn run() -> Res<()> {
     clock.set(T0_MS + 2 * HOUR_MS);
     // The page cache the store gets when it opens (sized from its file), the floor's too.
     let store_bytes = std::fs::metadata(store_dir.join(outpost_engine::STORE_FILE_NAME))?.len();
-    let cache_bytes = outpost_engine::cache_bytes_for(store_bytes);
+    let cache_bytes = args
+        .cache_mib
+        .map_or_else(|| outpost_engine::cache_bytes_for(store_bytes), |m| m << 20);
     println!(
         "store file {:.1} MiB, page cache {} MiB",
         store_bytes as f64 / f64::from(1 << 20),
@@ -180,7 +191,7 @@ fn run() -> Res<()> {
     let build_10k = return_build(&small, &small_clock, 2_500)?;
     let build_big = return_build(&store, &clock, records)?;
     // 7. peak memory, in a child.
-    let peak = child_peak(&flow_file, &child_dir, args.one_thread)?;
+    let peak = child_peak(&flow_file, &child_dir, &args)?;
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();
     let r = Results {
@@ -489,9 +500,15 @@ fn return_build(store: &Store, clock: &ManualClock, records: usize) -> Res<Durat
     Ok(times[times.len() / 2])
 }
 
-fn child_peak(flow: &Path, dir: &Path, one_thread: bool) -> Res<u64> {
+fn child_peak(flow: &Path, dir: &Path, args: &Args) -> Res<u64> {
     let out = Command::new(std::env::current_exe()?)
-        .args(one_thread.then_some("--one-thread"))
+        .args(args.one_thread.then_some("--one-thread"))
+        .args(
+            args.cache_mib
+                .map(|m| ["--cache-mib".to_owned(), m.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--child-apply")
         .arg(flow)
         .arg(dir)
