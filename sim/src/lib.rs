@@ -16,13 +16,13 @@
 //! accepted write is lost (present, superseded by a later stamp, or in the rejection log); the
 //! journal is consistent (J1–J2).
 
-pub mod retail;
 mod rng;
 pub mod scenario;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
+use outpost::retail;
 use outpost_engine::{
     Clock, Dot, Knowledge, ManualClock, Marker, Policy, Rule, Site, SiteId, Slot, Store,
     StoreConfig, Value,

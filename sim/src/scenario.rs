@@ -18,7 +18,8 @@ use outpost_replicator::schedule::{HhMm, Zone};
 use outpost_replicator::{SyncMode, journal};
 use serde::{Deserialize, Serialize};
 
-use crate::{Carry, SimError, carried, retail};
+use crate::{Carry, SimError, carried};
+use outpost::retail;
 
 /// A scenario file.
 #[derive(Clone, Debug, Deserialize)]

@@ -1,0 +1,461 @@
+//! The automatons driven by a virtual clock, minute by minute: central's automaton and each
+//! remote's scheduler decide, this driver only carries bytes between the stores (as the network
+//! daemon will). The seed's plan (C5) and its journal (J3), M5 across time zones, A3's wait.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeSet;
+
+use outpost::replicator::automaton::{
+    Activity, CentralAutomaton, RemoteCommand, RemoteScheduler, run_central,
+};
+use outpost::replicator::central::{self, Received};
+use outpost::replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig};
+use outpost::replicator::remote::{self, Applied};
+use outpost::replicator::schedule::{Daily, Zone};
+use outpost::replicator::{FlowKind, journal};
+use outpost::{Clock, ManualClock, Site, SiteId, Store, StoreConfig, Value};
+
+const MINUTE: u64 = 60_000;
+
+fn utc_ms(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> u64 {
+    let t = chrono::NaiveDate::from_ymd_opt(y, mo, d)
+        .unwrap()
+        .and_hms_opt(h, mi, 0)
+        .unwrap()
+        .and_utc();
+    t.timestamp_millis() as u64
+}
+
+/// The seed's configuration (C4) with other remotes: (id, code, time zone, sync types).
+fn config(remotes: Vec<(u16, &str, &str, &str)>) -> SyncConfig {
+    let mut cfg = outpost::replicator::config::seed_example();
+    cfg.central.host = "127.0.0.1".into();
+    cfg.remotes = remotes
+        .into_iter()
+        .map(|(id, code, zone, sync)| RemoteSettings {
+            id: SiteId(id),
+            code: code.into(),
+            time_zone: zone.into(),
+            sync_types: sync.split(';').map(|s| s.parse().unwrap()).collect(),
+            denied_tables: BTreeSet::new(),
+        })
+        .collect();
+    cfg
+}
+
+struct RemoteSite {
+    store: Store,
+    scheduler: RemoteScheduler,
+}
+
+struct World {
+    _root: tempfile::TempDir,
+    clock: ManualClock,
+    asoc: Store,
+    automaton: CentralAutomaton,
+    remotes: Vec<RemoteSite>,
+    /// Activities central showed, with the time.
+    activities: Vec<(u64, String)>,
+}
+
+impl World {
+    fn new(config: &SyncConfig, start_ms: u64) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(start_ms);
+        let open = |site: &Site| {
+            Store::open(
+                root.path().join(site.code.as_str()),
+                StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
+            )
+        };
+        let asoc = open(&Site::central(1, "ASOC").unwrap()).unwrap();
+        central::set_config(&asoc, config).unwrap();
+        let remotes = config
+            .remotes
+            .iter()
+            .map(|r| {
+                let (bytes, _) = central::write_bootstrap(&asoc, r.id, Vec::new(), true).unwrap();
+                let store = remote::bootstrap(bytes.as_slice(), open).unwrap();
+                let schedule =
+                    RemoteSchedule::from_settings(&remote::settings(&store).unwrap()).unwrap();
+                RemoteSite {
+                    store,
+                    scheduler: RemoteScheduler::new(&schedule),
+                }
+            })
+            .collect();
+        let automaton = CentralAutomaton::new(config, start_ms).unwrap();
+        World {
+            _root: root,
+            clock,
+            asoc,
+            automaton,
+            remotes,
+            activities: Vec::new(),
+        }
+    }
+
+    fn remote(&self, code: &str) -> &Store {
+        &self
+            .remotes
+            .iter()
+            .find(|r| r.store.site().code.as_str() == code)
+            .unwrap()
+            .store
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Carries out a remote's commands: the only thing this driver decides is nothing.
+    fn execute(&mut self, i: usize, commands: Vec<RemoteCommand>) {
+        for cmd in commands {
+            let site = self.remotes[i].store.site().id;
+            match cmd {
+                RemoteCommand::Emit(mode) => {
+                    let (bytes, _) =
+                        remote::emit(&self.remotes[i].store, Vec::new(), mode, true).unwrap();
+                    let received =
+                        central::receive(&self.asoc, bytes.as_slice(), Some(site)).unwrap();
+                    if let Received::Ready { id, .. } = received {
+                        let cmds = self.automaton.on_flow_ready(id);
+                        self.run_central(cmds);
+                    }
+                }
+                RemoteCommand::FetchReturn => {
+                    let after = remote::last_return_seq(&self.remotes[i].store).unwrap();
+                    if let Some((_, reader)) =
+                        central::fetch_return(&self.asoc, site, after).unwrap()
+                    {
+                        let applied = remote::apply_return(&self.remotes[i].store, reader).unwrap();
+                        assert!(matches!(applied, Applied::Applied { .. }), "{applied:?}");
+                        self.remotes[i].scheduler.on_return_applied();
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_central(&mut self, commands: Vec<outpost::replicator::automaton::Command>) {
+        for c in &commands {
+            if let outpost::replicator::automaton::Command::PrepareReturn(s) = c {
+                self.activities
+                    .push((self.now(), Activity::Returning(*s).to_string()));
+            }
+        }
+        run_central(&self.asoc, &mut self.automaton, commands).unwrap();
+    }
+
+    /// One virtual minute.
+    fn tick(&mut self) {
+        self.clock.advance(MINUTE);
+        let now = self.now();
+        for i in 0..self.remotes.len() {
+            let cmds = self.remotes[i].scheduler.on_time(now);
+            self.execute(i, cmds);
+        }
+        let cmds = self.automaton.on_time(now);
+        self.run_central(cmds);
+    }
+
+    /// One virtual minute in which central's automaton does not run (central is down).
+    fn tick_remotes_only(&mut self) {
+        self.clock.advance(MINUTE);
+        let now = self.now();
+        for i in 0..self.remotes.len() {
+            let cmds = self.remotes[i].scheduler.on_time(now);
+            self.execute(i, cmds);
+        }
+    }
+
+    fn run_until(&mut self, end_ms: u64) {
+        while self.now() < end_ms {
+            self.tick();
+        }
+    }
+
+    fn request_sync(&mut self, code: &str, no_return: bool) {
+        let i = self
+            .remotes
+            .iter()
+            .position(|r| r.store.site().code.as_str() == code)
+            .unwrap();
+        let now = self.now();
+        let cmds = self.remotes[i].scheduler.request_sync(now, no_return);
+        self.execute(i, cmds);
+        // While it waits, the remote polls for its return: once right away.
+        let cmds = self.remotes[i].scheduler.on_time(now);
+        self.execute(i, cmds);
+    }
+}
+
+/// 2026-11-25 in Paris (UTC+1): local hh:mm as UTC ms.
+fn paris(day: u32, h: u32, m: u32) -> u64 {
+    utc_ms(2026, 11, day, h - 1, m)
+}
+
+fn c5_plan(csoc_fetch: &str) -> World {
+    let cfg = config(vec![
+        (2, "BSOC", "Europe/Paris", "fixed 21:00 23:20"),
+        (
+            3,
+            "CSOC",
+            "Europe/Paris",
+            &format!("fixed 22:00 {csoc_fetch}"),
+        ),
+    ]);
+    let mut w = World::new(&cfg, paris(25, 20, 0));
+    w.remote("BSOC")
+        .write(|tx| tx.set("customers", "BSOC-000001", "name", "Dupont"))
+        .unwrap();
+    w.remote("CSOC")
+        .write(|tx| tx.set("customers", "CSOC-000001", "name", "Martin"))
+        .unwrap();
+    // The whole evening, then the next day until both remotes have emitted again (their
+    // emissions carry the report of the returns they applied).
+    w.run_until(paris(26, 22, 30));
+    w
+}
+
+#[test]
+fn c5_j3_the_seeds_plan_driven_by_the_automatons() {
+    let w = c5_plan("23:40");
+    let rows = journal::rows(
+        &w.asoc,
+        None,
+        Some(paris(25, 20, 0)),
+        Some(paris(25, 23, 59)),
+    )
+    .unwrap();
+    let find = |kind: FlowKind, site: u16| {
+        rows.iter()
+            .find(|r| r.kind == kind && r.site == SiteId(site))
+            .unwrap_or_else(|| panic!("{kind:?} of {site} in {rows:#?}"))
+            .clone()
+    };
+    let (eb, ec) = (find(FlowKind::Emission, 2), find(FlowKind::Emission, 3));
+    let (rb, rc) = (find(FlowKind::Return, 2), find(FlowKind::Return, 3));
+    // 21:00 BSOC emits, 22:00 CSOC emits: each processed at once (an event, not a poll).
+    assert_eq!(eb.file_ready_ms, Some(paris(25, 21, 0)));
+    assert_eq!(eb.exec_end_ms, Some(paris(25, 21, 0)));
+    assert_eq!(ec.file_ready_ms, Some(paris(25, 22, 0)));
+    assert!(ec.exec_end_ms.unwrap() <= paris(25, 22, 1));
+    // 23:00: one return per remote, each answering its remote's emission.
+    assert_eq!(rb.file_ready_ms, Some(paris(25, 23, 0)));
+    assert_eq!(rc.file_ready_ms, Some(paris(25, 23, 0)));
+    assert_eq!((rb.link, eb.link), (Some(eb.id), Some(rb.id)));
+    assert_eq!((rc.link, ec.link), (Some(ec.id), Some(rc.id)));
+    // 23:20 BSOC and 23:40 CSOC fetch and apply (reported with their next emissions).
+    assert_eq!(rb.exec_start_ms, Some(paris(25, 23, 20)));
+    assert_eq!(rc.exec_start_ms, Some(paris(25, 23, 40)));
+    assert_eq!((rb.executions, rc.executions), (1, 1));
+    // Every shop got every shop's information (M1).
+    for code in ["BSOC", "CSOC"] {
+        for key in ["BSOC-000001", "CSOC-000001"] {
+            assert!(
+                w.remote(code).record("customers", key).unwrap().is_some(),
+                "{code} {key}"
+            );
+        }
+    }
+    // Central showed "Ret D02" and "Ret D03" at 23:00, and waits again.
+    assert!(w.activities.contains(&(paris(25, 23, 0), "Ret D02".into())));
+    assert!(w.activities.contains(&(paris(25, 23, 0), "Ret D03".into())));
+    assert_eq!(w.automaton.status().to_string(), "Att Dep");
+    // One fixed-time sync a day: two emissions per remote over the two evenings.
+    let all = journal::rows(&w.asoc, Some(SiteId(2)), None, None).unwrap();
+    assert_eq!(
+        all.iter().filter(|r| r.kind == FlowKind::Emission).count(),
+        2
+    );
+}
+
+#[test]
+fn j3_a_return_fetched_at_23_01_is_applied_at_23_01() {
+    let w = c5_plan("23:01");
+    let rows = journal::rows(
+        &w.asoc,
+        Some(SiteId(3)),
+        Some(paris(25, 20, 0)),
+        Some(paris(25, 23, 59)),
+    )
+    .unwrap();
+    let e = rows.iter().find(|r| r.kind == FlowKind::Emission).unwrap();
+    let r = rows.iter().find(|r| r.kind == FlowKind::Return).unwrap();
+    assert_eq!(e.file_ready_ms, Some(paris(25, 22, 0)));
+    assert!(e.exec_end_ms.unwrap() <= paris(25, 22, 1));
+    assert_eq!(r.file_ready_ms, Some(paris(25, 23, 0)));
+    assert_eq!(r.exec_start_ms, Some(paris(25, 23, 1)));
+}
+
+#[test]
+fn m5_immediate_remotes_far_apart_the_first_lacks_the_last_until_a_morning_resync() {
+    // Tokyo (UTC+9) syncs at 18:00 local = 09:00 UTC; Los Angeles (UTC-8) at 15:00 local =
+    // 23:00 UTC: Tokyo is first, Los Angeles last.
+    let cfg = config(vec![
+        (2, "TSOC", "Asia/Tokyo", "immediate 600"),
+        (3, "LSOC", "America/Los_Angeles", "immediate 600"),
+    ]);
+    let start = utc_ms(2026, 11, 25, 0, 0);
+    let mut w = World::new(&cfg, start);
+    let tokyo: Zone = "Asia/Tokyo".parse().unwrap();
+    let la: Zone = "America/Los_Angeles".parse().unwrap();
+    let mut tokyo_sync = Daily::new("18:00".parse().unwrap());
+    let mut la_sync = Daily::new("15:00".parse().unwrap());
+    let mut tokyo_morning = Daily::new("08:30".parse().unwrap());
+    // Yesterday's runs are past: only from now on.
+    for (job, zone) in [
+        (&mut tokyo_sync, tokyo),
+        (&mut la_sync, la),
+        (&mut tokyo_morning, tokyo),
+    ] {
+        job.take_due(zone, start);
+    }
+    // Tokyo's day: a customer at 12:00 JST (03:00 UTC). LA's day: one at 12:00 PST (20:00 UTC).
+    w.run_until(utc_ms(2026, 11, 25, 3, 0));
+    w.remote("TSOC")
+        .write(|tx| tx.set("customers", "TSOC-1", "name", "Sato"))
+        .unwrap();
+    let mut la_written = false;
+    let mut checked_before_morning = false;
+    let end = utc_ms(2026, 11, 26, 0, 0);
+    while w.now() < end {
+        w.tick();
+        let now = w.now();
+        if !la_written && now >= utc_ms(2026, 11, 25, 20, 0) {
+            w.remote("LSOC")
+                .write(|tx| tx.set("customers", "LSOC-1", "name", "Garcia"))
+                .unwrap();
+            la_written = true;
+        }
+        if tokyo_sync.take_due(tokyo, now) {
+            w.request_sync("TSOC", false);
+        }
+        if la_sync.take_due(la, now) {
+            w.request_sync("LSOC", false);
+            // LA, last, has Tokyo's data at once.
+            assert!(
+                w.remote("LSOC")
+                    .record("customers", "TSOC-1")
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        if now == utc_ms(2026, 11, 25, 23, 29) {
+            // Tokyo, first, does not have LA's data: it synced before LA wrote and emitted.
+            assert!(
+                w.remote("TSOC")
+                    .record("customers", "LSOC-1")
+                    .unwrap()
+                    .is_none()
+            );
+            checked_before_morning = true;
+        }
+        if tokyo_morning.take_due(tokyo, now) {
+            // The advice (M5): an immediate sync in the morning, with nothing to send.
+            w.request_sync("TSOC", false);
+            assert_eq!(
+                w.remote("TSOC")
+                    .record("customers", "LSOC-1")
+                    .unwrap()
+                    .unwrap()
+                    .get("name"),
+                Some(&Value::from("Garcia")),
+                "the morning re-sync brings LA's day"
+            );
+        }
+    }
+    assert!(la_written && checked_before_morning);
+}
+
+#[test]
+fn a3_an_immediate_sync_whose_wait_expires_fetches_its_return_at_the_next_connection() {
+    let cfg = config(vec![(
+        2,
+        "BSOC",
+        "Europe/Paris",
+        "fixed 21:00 23:20;immediate 120",
+    )]);
+    let mut w = World::new(&cfg, paris(25, 10, 0));
+    w.asoc
+        .write(|tx| {
+            tx.set(
+                "articles",
+                "ART-1",
+                "price",
+                outpost::Value::Decimal("9.90".parse().unwrap()),
+            )
+        })
+        .unwrap();
+    // M4: an immediate sync although a fixed-time one is configured.
+    w.request_sync("BSOC", false);
+    // The return is prepared at once by central and fetched while waiting.
+    assert!(
+        w.remote("BSOC")
+            .record("articles", "ART-1")
+            .unwrap()
+            .is_some()
+    );
+    assert!(!w.remotes[0].scheduler.is_waiting());
+    // Now one whose return central cannot make in time: its automaton is down, and the
+    // emission arrives in the sync table without the event, so the wait expires.
+    w.asoc
+        .write(|tx| {
+            tx.set(
+                "articles",
+                "ART-2",
+                "price",
+                outpost::Value::Decimal("1.00".parse().unwrap()),
+            )
+        })
+        .unwrap();
+    let now = w.now();
+    let cmds = w.remotes[0].scheduler.request_sync(now, false);
+    assert_eq!(
+        cmds,
+        vec![RemoteCommand::Emit(
+            outpost::replicator::SyncMode::Immediate
+        )]
+    );
+    let (bytes, _) = remote::emit(
+        w.remote("BSOC"),
+        Vec::new(),
+        outpost::replicator::SyncMode::Immediate,
+        true,
+    )
+    .unwrap();
+    let Received::Ready { id, .. } =
+        central::receive(&w.asoc, bytes.as_slice(), Some(SiteId(2))).unwrap()
+    else {
+        panic!()
+    };
+    for _ in 0..3 {
+        w.tick_remotes_only(); // waits 2 minutes, polling: nothing; then the wait expires
+    }
+    assert!(
+        w.remote("BSOC")
+            .record("articles", "ART-2")
+            .unwrap()
+            .is_none()
+    );
+    assert!(!w.remotes[0].scheduler.is_waiting());
+    // Central comes back: its safety-net sweep finds the unannounced emission and processes it.
+    w.tick();
+    assert!(
+        journal::row(&w.asoc, id)
+            .unwrap()
+            .unwrap()
+            .exec_end_ms
+            .is_some()
+    );
+    // The next connection — the fixed 21:00 emission — fetches the pending return first.
+    w.run_until(paris(25, 21, 1));
+    assert!(
+        w.remote("BSOC")
+            .record("articles", "ART-2")
+            .unwrap()
+            .is_some(),
+        "nothing lost"
+    );
+}

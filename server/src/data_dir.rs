@@ -1,0 +1,61 @@
+//! A site's data directory: its store (opened as the site it was created for, in the built-in
+//! retail schema), the private files beside it (credentials), and the time zone its journal is
+//! shown in. Central's daemon, a site server, a remote's network sync and the command line's
+//! administration all open a directory through here.
+
+use std::path::Path;
+
+use outpost::SystemClock;
+use outpost_engine::Store;
+use outpost_replicator::central;
+use outpost_replicator::schedule::Zone;
+
+/// A command's failure, as the person at the terminal should read it.
+pub type CliResult<T> = Result<T, String>;
+
+/// Opens the store in `dir`, whichever site it belongs to.
+pub fn open(dir: &Path) -> CliResult<Store> {
+    Store::open_existing(dir, outpost::retail::schema(), SystemClock).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("already open") {
+            format!(
+                "{}: the store is in use by another process (central's daemon, a site server \
+                 or a remote's sync): stop it first. While it runs, central's journal and \
+                 alerts are on its monitor page (/monitor), and a site's records and syncs go \
+                 through its site server (outpost client … get | put | sync)",
+                dir.display()
+            )
+        } else {
+            format!("{}: {text}", dir.display())
+        }
+    })
+}
+
+/// Writes a secret to a file only its owner can read.
+pub fn write_private(path: &Path, text: &str) -> CliResult<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // An existing file keeps its mode through `open`: make it private explicitly.
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(f, "{text}")
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Central's time zone, in which the journal shows times.
+pub fn journal_zone(store: &Store) -> CliResult<Zone> {
+    central::config(store)
+        .ok()
+        .flatten()
+        .and_then(|c| c.central.time_zone.parse().ok())
+        .or_else(|| "UTC".parse().ok())
+        .ok_or_else(|| "no time zone to show the journal in".to_owned())
+}
