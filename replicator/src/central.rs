@@ -17,7 +17,7 @@ use crate::flow::{
     ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem,
     ReturnAck, ReturnedRejection, SyncMode,
 };
-use crate::journal::JournalRow;
+use crate::journal::{Hold, JournalRow};
 use crate::local;
 use crate::{Error, Result};
 
@@ -296,8 +296,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
             )?;
             return Ok(Err(reason));
         }
-        let jkey = local::flow_key(local::JOURNAL, id);
-        if local::get::<JournalRow>(tx, &jkey)?.is_some() {
+        if crate::journal::get(tx, id)?.is_some() {
             return Ok(Ok(Received::Duplicate(id)));
         }
         let rkey = remote_key(header.source);
@@ -324,7 +323,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         row.bytes = bytes;
         row.receipt = Some(receipt);
         row.error = note.clone();
-        local::put(tx, &jkey, &row)?;
+        crate::journal::put(tx, &row)?;
         crate::monitor::index_row(tx, now, id)?;
         crate::monitor::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
         local::put(tx, &pending_key(receipt), &id)?;
@@ -709,8 +708,7 @@ pub fn acknowledgement(store: &Store, remote: SiteId) -> Knowledge {
 pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
     let now = store.now_ms();
     local::write(store, |tx| {
-        let key = local::flow_key(local::JOURNAL, id);
-        let mut row: JournalRow = local::get(tx, &key)?.ok_or(Error::UnknownFlow(id))?;
+        let mut row = crate::journal::get(tx, id)?.ok_or(Error::UnknownFlow(id))?;
         // A start after a start that never ended, and did not fail: the one before was cut off
         // (a stop or a crash). Retries of an emission whose processing fails are not that.
         let cut_off = row.exec_start_ms.is_some()
@@ -735,7 +733,7 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
                 },
             )?;
         }
-        local::put(tx, &key, &row)
+        crate::journal::put(tx, &row)
     })
 }
 
@@ -771,27 +769,26 @@ pub fn process_ready(store: &Store) -> Result<Vec<Processed>> {
 /// everything it did (emissions are cumulative) with the stamps as they are then.
 pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
     let before = crate::journal::row(store, id)?.ok_or(Error::UnknownFlow(id))?;
-    if let Some(held) = before
-        .error
-        .as_deref()
-        .and_then(|e| e.strip_prefix(QUARANTINED))
-    {
-        return Err(Error::Quarantined(held.to_owned()));
+    if let Hold::Quarantined { reason } = &before.hold {
+        return Err(Error::Quarantined(reason.clone()));
     }
     begin_processing(store, id)?;
     match finish_processing(store, id) {
         Ok(p) => Ok(p),
         Err(e) => {
             let text = e.to_string();
-            let held = matches!(e, Error::Quarantined(_));
+            let held = match &e {
+                Error::Quarantined(reason) => Some(reason.clone()),
+                _ => None,
+            };
             local::write(store, |tx| {
-                let key = local::flow_key(local::JOURNAL, id);
-                if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
+                if let Some(mut row) = crate::journal::get(tx, id)? {
                     row.error = Some(text.clone());
-                    if !held {
+                    if held.is_none() {
                         crate::monitor::set_failed(tx, id, true)?;
                     }
-                    if held {
+                    if let Some(reason) = held.clone() {
+                        row.hold = Hold::Quarantined { reason };
                         row.executions = before.executions;
                         row.exec_start_ms = before.exec_start_ms;
                         row.exec_end_ms = before.exec_end_ms;
@@ -806,7 +803,7 @@ pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
                             },
                         )?;
                     }
-                    local::put(tx, &key, &row)?;
+                    crate::journal::put(tx, &row)?;
                 }
                 Ok(())
             })?;
@@ -815,9 +812,6 @@ pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
     }
 }
 
-/// How the journal row of an emission held for clock skew begins.
-const QUARANTINED: &str = "quarantined: ";
-
 /// Takes out of the pending list the emissions of `id`'s site, older than it, held for clock
 /// skew: `id` carried everything they did.
 fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowId) -> Result<()> {
@@ -825,22 +819,18 @@ fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowId) -> Resul
         if held.site != id.site || held.seq >= id.seq {
             continue;
         }
-        let jkey = local::flow_key(local::JOURNAL, held);
-        let Some(mut row) = local::get::<JournalRow>(tx, &jkey)? else {
+        let Some(mut row) = crate::journal::get(tx, held)? else {
             continue;
         };
-        if !row
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with(QUARANTINED))
-        {
+        if !matches!(row.hold, Hold::Quarantined { .. }) {
             continue;
         }
+        row.hold = Hold::Superseded;
         row.error = Some(format!(
             "superseded by emission {id} while held for clock skew: never applied; its \
              changes came again in that emission"
         ));
-        local::put(tx, &jkey, &row)?;
+        crate::journal::put(tx, &row)?;
         tx.local_remove(&key)?;
     }
     Ok(())
@@ -958,12 +948,11 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
         apply_acks(tx, &mut rec, &header.acks)?;
         local::put(tx, &rkey, &rec)?;
-        let key = local::flow_key(local::JOURNAL, id);
-        let mut row: JournalRow = local::get(tx, &key)?.ok_or(Error::UnknownFlow(id))?;
+        let mut row = crate::journal::get(tx, id)?.ok_or(Error::UnknownFlow(id))?;
         row.exec_end_ms = Some(now);
         row.n_changes = reader.n_changes();
         row.n_rejections = report.refusals.len() as u64;
-        local::put(tx, &key, &row)?;
+        crate::journal::put(tx, &row)?;
         crate::monitor::log_rejections(tx, id, &report.refusals)?;
         if !report.refusals.is_empty() {
             crate::monitor::record_event(
@@ -993,8 +982,7 @@ fn apply_acks(
     acks: &[ReturnAck],
 ) -> Result<()> {
     for ack in acks {
-        let key = local::flow_key(local::JOURNAL, ack.id);
-        if let Some(mut row) = local::get::<JournalRow>(tx, &key)? {
+        if let Some(mut row) = crate::journal::get(tx, ack.id)? {
             // The same report can arrive twice (over the network right after applying, then
             // with the next emission): it counts once.
             if row.exec_start_ms == Some(ack.start_ms)
@@ -1010,7 +998,7 @@ fn apply_acks(
             if let Some(reason) = &ack.reason {
                 row.error = Some(reason.clone());
             }
-            local::put(tx, &key, &row)?;
+            crate::journal::put(tx, &row)?;
             ack_events(tx, &row, ack)?;
         }
         if !ack.refused {
@@ -1097,7 +1085,7 @@ pub fn record_acks(store: &Store, remote: SiteId, acks: &[ReturnAck]) -> Result<
         let mut rec: RemoteRecord = local::get(tx, &key)?
             .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
         for ack in acks {
-            let row: Option<JournalRow> = local::get(tx, &local::flow_key(local::JOURNAL, ack.id))?;
+            let row = crate::journal::get(tx, ack.id)?;
             match row {
                 Some(r) if r.kind == FlowKind::Return && r.site == remote => {}
                 _ => {
@@ -1321,20 +1309,18 @@ fn write_for_remote<W: Write>(
                 // A remote downloads only its newest return, which carries everything the
                 // superseded one did: drop the superseded one's bytes.
                 remove_chunks(tx, old_receipt)?;
-                let okey = local::flow_key(local::JOURNAL, old_id);
-                if let Some(mut orow) = local::get::<JournalRow>(tx, &okey)? {
+                if let Some(mut orow) = crate::journal::get(tx, old_id)? {
                     orow.receipt = None;
-                    local::put(tx, &okey, &orow)?;
+                    crate::journal::put(tx, &orow)?;
                 }
             }
             local::put(tx, &rkey, &rec)?;
         }
-        if let Some(e) = link {
-            let ekey = local::flow_key(local::JOURNAL, e);
-            if let Some(mut erow) = local::get::<JournalRow>(tx, &ekey)? {
-                erow.link = Some(id);
-                local::put(tx, &ekey, &erow)?;
-            }
+        if let Some(e) = link
+            && let Some(mut erow) = crate::journal::get(tx, e)?
+        {
+            erow.link = Some(id);
+            crate::journal::put(tx, &erow)?;
         }
         let mut row = JournalRow::new(id, kind, remote, mode);
         row.link = link;
@@ -1345,7 +1331,7 @@ fn write_for_remote<W: Write>(
         row.receipt = receipt;
         crate::monitor::index_row(tx, now, id)?;
         crate::monitor::saw_made(tx, remote, id, kind, now)?;
-        local::put(tx, &local::flow_key(local::JOURNAL, id), &row)
+        crate::journal::put(tx, &row)
     })?;
     Ok((
         out,

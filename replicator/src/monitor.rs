@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::config::SyncType;
 use crate::flow::{FlowId, FlowKind};
-use crate::journal::JournalRow;
+use crate::journal::{Hold, JournalRow};
 use crate::local;
 
 /// The journal by file-ready time: `jt/` + time (u64 BE) + flow id.
@@ -110,7 +110,7 @@ pub fn ensure_indexed(store: &Store) -> Result<usize> {
     if indexed {
         return Ok(0);
     }
-    let rows: Vec<JournalRow> = local::snap_all(&snap, local::JOURNAL)?;
+    let rows = crate::journal::snap_all(&snap)?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -379,8 +379,7 @@ pub fn journal_page(
             let Some(id) = k.get(JOURNAL_BY_TIME.len() + 8..).and_then(flow_from) else {
                 return Ok(None);
             };
-            let row: Option<JournalRow> =
-                local::snap_get(snap, &local::flow_key(local::JOURNAL, id))?;
+            let row = crate::journal::snap_get(snap, id)?;
             Ok(row.filter(|r| keep(r)))
         },
     )
@@ -613,11 +612,7 @@ fn conditions(
         let Some(row) = crate::journal::row(store, id)? else {
             continue;
         };
-        if row
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("quarantined: "))
-        {
+        if matches!(row.hold, Hold::Quarantined { .. }) {
             continue;
         }
         let snap_failed = store
@@ -840,13 +835,12 @@ pub enum RowState {
 
 /// A row's state.
 pub fn row_state(row: &JournalRow) -> RowState {
+    match row.hold {
+        Hold::Quarantined { .. } => return RowState::Quarantined,
+        Hold::Superseded => return RowState::Superseded,
+        Hold::None => {}
+    }
     let error = row.error.as_deref().unwrap_or("");
-    if error.starts_with("quarantined: ") {
-        return RowState::Quarantined;
-    }
-    if error.starts_with("superseded by emission") {
-        return RowState::Superseded;
-    }
     if row.refused_by_remote {
         return RowState::Failed;
     }
@@ -904,7 +898,7 @@ pub fn fill_synthetic_journal(
                 } else {
                     row.exec_end_ms = Some(at + 50);
                 }
-                local::put(tx, &local::flow_key(local::JOURNAL, id), &row)?;
+                crate::journal::put(tx, &row)?;
                 index_row(tx, at, id)?;
             }
             Ok(())

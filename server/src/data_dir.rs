@@ -15,19 +15,15 @@ pub type CliResult<T> = Result<T, String>;
 
 /// Opens the store in `dir`, whichever site it belongs to.
 pub fn open(dir: &Path) -> CliResult<Store> {
-    Store::open_existing(dir, outpost::retail::schema(), SystemClock).map_err(|e| {
-        let text = e.to_string();
-        if text.contains("already open") {
-            format!(
-                "{}: the store is in use by another process (central's daemon, a site server \
-                 or a remote's sync): stop it first. While it runs, central's journal and \
-                 alerts are on its monitor page (/monitor), and a site's records and syncs go \
-                 through its site server (outpost client … get | put | sync)",
-                dir.display()
-            )
-        } else {
-            format!("{}: {text}", dir.display())
-        }
+    Store::open_existing(dir, outpost::retail::schema(), SystemClock).map_err(|e| match e {
+        outpost_engine::Error::Locked => format!(
+            "{}: the store is in use by another process (central's daemon, a site server \
+             or a remote's sync): stop it first. While it runs, central's journal and \
+             alerts are on its monitor page (/monitor), and a site's records and syncs go \
+             through its site server (outpost client … get | put | sync)",
+            dir.display()
+        ),
+        e => format!("{}: {e}", dir.display()),
     })
 }
 
@@ -58,4 +54,28 @@ pub fn journal_zone(store: &Store) -> CliResult<Zone> {
         .and_then(|c| c.central.time_zone.parse().ok())
         .or_else(|| "UTC".parse().ok())
         .ok_or_else(|| "no time zone to show the journal in".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use outpost_engine::{Site, StoreConfig};
+
+    use super::*;
+
+    /// A store another process holds is told apart by its type (`Error::Locked`), and the
+    /// operator is told what to do.
+    #[test]
+    fn a_store_in_use_elsewhere_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = Site::central(1, "ASOC").unwrap();
+        let held = Store::open(
+            dir.path(),
+            StoreConfig::new(site, outpost::retail::schema(), SystemClock),
+        )
+        .unwrap();
+        let e = open(dir.path()).map(drop).unwrap_err();
+        assert!(e.contains("in use by another process"), "{e}");
+        drop(held);
+        assert!(open(dir.path()).is_ok());
+    }
 }

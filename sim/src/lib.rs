@@ -33,6 +33,7 @@ use outpost_replicator::config::{RemoteSettings, SyncType};
 use outpost_replicator::executor::{
     Failure, Fetched, RemoteExecutor, RemoteRun, RemoteTransport, SyncAsk,
 };
+use outpost_replicator::journal::Hold;
 use outpost_replicator::remote;
 use outpost_replicator::schedule::{Daily, HhMm, Zone};
 use outpost_replicator::{FlowKind, SyncMode, journal};
@@ -890,11 +891,7 @@ impl World {
         let held: BTreeSet<SiteId> =
             outpost_replicator::journal::rows(&self.central, None, None, None)?
                 .into_iter()
-                .filter(|r| {
-                    r.error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("quarantined"))
-                })
+                .filter(|r| matches!(r.hold, Hold::Quarantined { .. }))
                 .map(|r| r.site)
                 .collect();
         for i in 0..self.remotes.len() {
@@ -1512,10 +1509,7 @@ impl World {
                     self.report.changes += r.n_changes;
                     // Held for clock skew, then superseded by a later emission of its site
                     // that carried its changes again: never applied, and rightly so.
-                    let superseded = r
-                        .error
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("superseded by emission"));
+                    let superseded = r.hold == Hold::Superseded;
                     if r.exec_end_ms.is_none() && !superseded {
                         self.report
                             .violations
