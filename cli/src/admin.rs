@@ -14,7 +14,10 @@ use outpost_replicator::{central, files, journal, remote};
 
 use outpost::SystemClock;
 use outpost_api::{from_json, to_json};
-pub use outpost_server::data_dir::{CliResult, journal_zone, open, write_private};
+pub use outpost_server::data_dir::{journal_zone, open, write_private};
+
+/// A command's failure, as the person at the terminal should read it.
+pub type CliResult<T> = Result<T, String>;
 
 fn msg(e: impl std::fmt::Display) -> String {
     e.to_string()

@@ -585,7 +585,7 @@ fn serve(
         cfg.listen = l;
     }
     init_logs(&cfg.log);
-    outpost_server::serve::serve(data, cfg)
+    outpost_server::serve::serve(data, cfg).map_err(String::from)
 }
 
 fn remote_net(net: &NetArgs) -> Result<(outpost::Store, outpost_server::sync::Link), String> {
@@ -640,6 +640,7 @@ fn site(command: SiteCommand) -> Result<(), String> {
                     ..outpost_server::site::SiteServeConfig::default()
                 },
             )
+            .map_err(String::from)
         }
         SiteCommand::AddUser { data, user, admin } => {
             let credential = outpost_server::site::add_user(&data, &user, admin)?;
@@ -921,7 +922,7 @@ fn main() -> ExitCode {
             RemoteCommand::Run { net } => {
                 init_logs("info");
                 remote_net(&net).and_then(|(store, link)| {
-                    outpost_server::sync::run(&store, &link, &net.data, None)
+                    outpost_server::sync::run(&store, &link, &net.data, None).map_err(String::from)
                 })
             }
         }),

@@ -8,32 +8,32 @@ use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// A new credential for `site` and the digest central keeps of it.
-pub fn new_credential(site: &Site) -> Result<(String, Vec<u8>), String> {
+pub fn new_credential(site: &Site) -> crate::Result<(String, Vec<u8>)> {
     let mut secret = [0u8; 32];
     SystemRandom::new()
         .fill(&mut secret)
-        .map_err(|_| "the system's random number generator failed".to_owned())?;
+        .map_err(|_| crate::Error::Random)?;
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let digest = digest_of(&hex);
     Ok((format!("{}.{hex}", site.code), digest))
 }
 
 /// A random token of 64 hex digits (a monitor session).
-pub fn new_token() -> Result<String, String> {
+pub fn new_token() -> crate::Result<String> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| "the system's random number generator failed".to_owned())?;
+        .map_err(|_| crate::Error::Random)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A random identity: a deployment's (see `central::deployment_id`), a remote store's (see
 /// `replicator::incarnation`).
-pub fn random_id() -> Result<u64, String> {
+pub fn random_id() -> crate::Result<u64> {
     let mut bytes = [0u8; 8];
     SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| "the system's random number generator failed".to_owned())?;
+        .map_err(|_| crate::Error::Random)?;
     Ok(u64::from_le_bytes(bytes))
 }
 

@@ -10,25 +10,21 @@ use outpost_engine::Store;
 use outpost_replicator::central;
 use outpost_replicator::schedule::Zone;
 
-/// A command's failure, as the person at the terminal should read it.
-pub type CliResult<T> = Result<T, String>;
+use crate::{Error, Result};
 
 /// Opens the store in `dir`, whichever site it belongs to.
-pub fn open(dir: &Path) -> CliResult<Store> {
+pub fn open(dir: &Path) -> Result<Store> {
     Store::open_existing(dir, outpost::retail::schema(), SystemClock).map_err(|e| match e {
-        outpost_engine::Error::Locked => format!(
-            "{}: the store is in use by another process (central's daemon, a site server \
-             or a remote's sync): stop it first. While it runs, central's journal and \
-             alerts are on its monitor page (/monitor), and a site's records and syncs go \
-             through its site server (outpost client … get | put | sync)",
-            dir.display()
-        ),
-        e => format!("{}: {e}", dir.display()),
+        outpost_engine::Error::Locked => Error::Locked(dir.to_owned()),
+        source => Error::Open {
+            dir: dir.to_owned(),
+            source,
+        },
     })
 }
 
 /// Writes a secret to a file only its owner can read.
-pub fn write_private(path: &Path, text: &str) -> CliResult<()> {
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
@@ -43,17 +39,17 @@ pub fn write_private(path: &Path, text: &str) -> CliResult<()> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     writeln!(f, "{text}")
         .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// Central's time zone, in which the journal shows times.
-pub fn journal_zone(store: &Store) -> CliResult<Zone> {
+pub fn journal_zone(store: &Store) -> Result<Zone> {
     central::config(store)
         .ok()
         .flatten()
         .and_then(|c| c.central.time_zone.parse().ok())
         .or_else(|| "UTC".parse().ok())
-        .ok_or_else(|| "no time zone to show the journal in".to_owned())
+        .ok_or_else(|| "no time zone to show the journal in".into())
 }
 
 #[cfg(test)]
@@ -74,7 +70,8 @@ mod tests {
         )
         .unwrap();
         let e = open(dir.path()).map(drop).unwrap_err();
-        assert!(e.contains("in use by another process"), "{e}");
+        assert!(matches!(e, Error::Locked(_)), "{e}");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
         drop(held);
         assert!(open(dir.path()).is_ok());
     }

@@ -116,15 +116,15 @@ impl Default for ServeConfig {
 
 impl ServeConfig {
     /// Reads the settings file; a missing `path` gives the defaults.
-    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+    pub fn load(path: Option<&Path>) -> crate::Result<Self> {
         let Some(path) = path else {
             return Ok(ServeConfig::default());
         };
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()).into())
     }
 
-    fn checked_addr(&self) -> Result<SocketAddr, String> {
+    fn checked_addr(&self) -> crate::Result<SocketAddr> {
         let addr: SocketAddr = self.listen.parse().map_err(|e| {
             format!(
                 "listen = {:?}: {e} (write it as 127.0.0.1:2638)",
@@ -138,7 +138,7 @@ impl ServeConfig {
             (None, None) if !addr.ip().is_loopback() && !self.allow_plain_http => {
                 return Err(format!(
                     "{addr} is not a loopback address: configure tls_cert and tls_key, or set allow_plain_http = true to send credentials in clear"
-                ));
+                ).into());
             }
             _ => {}
         }
@@ -207,7 +207,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs the daemon until SIGTERM or Ctrl-C; then stops taking requests, lets those under way
 /// finish, lets the automaton finish what it is doing, and returns.
-pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
+pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     let addr = config.checked_addr()?;
     let store = Arc::new(
         crate::data_dir::open(data)?.with_skew_ms_max(config.clock_skew_max_s.saturating_mul(1000)),
@@ -217,15 +217,15 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
             "{} holds the store of remote {}: only central serves",
             data.display(),
             store.site()
-        ));
+        )
+        .into());
     }
     match outpost_replicator::monitor::ensure_indexed(&store) {
         Ok(0) => {}
         Ok(n) => tracing::info!(rows = n, "the journal indexed for the monitor"),
-        Err(e) => return Err(format!("indexing the journal for the monitor: {e}")),
+        Err(e) => return Err(format!("indexing the journal for the monitor: {e}").into()),
     }
-    let sync_config = central::config(&store)
-        .map_err(|e| e.to_string())?
+    let sync_config = central::config(&store)?
         .ok_or("central has no configuration: run `outpost central init` first")?;
     let mut automaton = CentralAutomaton::new(&sync_config, SystemClock.now_ms())
         .map_err(|e| format!("the sync configuration: {e}"))?;
@@ -284,7 +284,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> Result<(), String> {
     let _ = worker.join();
     let _ = alerts_thread.join();
     tracing::info!("stopped");
-    served
+    Ok(served?)
 }
 
 async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {

@@ -48,7 +48,7 @@ use outpost_api::{ChangeEvent, Changes, ErrorBody, ErrorKind, RecordView, UserVi
 use outpost_engine::{Clock, Knowledge, Slot, Store, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::data_dir::CliResult;
+use crate::Result;
 use outpost::SystemClock;
 
 /// `outpost site serve`'s settings (command-line flags).
@@ -118,23 +118,23 @@ fn user_key(code: &str) -> Vec<u8> {
     k
 }
 
-fn check_user_code(code: &str) -> CliResult<()> {
+fn check_user_code(code: &str) -> Result<()> {
     if code.is_empty()
         || code.len() > 32
         || !code
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
-        return Err(format!(
-            "{code:?} is not a user code: 1 to 32 letters, digits, '_' or '-'"
-        ));
+        return Err(
+            format!("{code:?} is not a user code: 1 to 32 letters, digits, '_' or '-'").into(),
+        );
     }
     Ok(())
 }
 
 /// A new credential for `code`: what the site keeps (its digest) and what the user is given
 /// (`CODE.secret`).
-fn new_credential(code: &str, admin: bool) -> CliResult<(Vec<u8>, String)> {
+fn new_credential(code: &str, admin: bool) -> Result<(Vec<u8>, String)> {
     check_user_code(code)?;
     let secret = crate::auth::new_token()?;
     let user = User {
@@ -168,7 +168,7 @@ fn users_in(store: &Store) -> outpost_engine::Result<Vec<UserView>> {
 
 /// `outpost site add-user`: a workstation user and its credential (`USER.secret`), printed
 /// once; the site keeps its digest. Adding an existing user gives it a new credential.
-pub fn add_user(dir: &Path, code: &str, admin: bool) -> CliResult<String> {
+pub fn add_user(dir: &Path, code: &str, admin: bool) -> Result<String> {
     let (bytes, credential) = new_credential(code, admin)?;
     let store = crate::data_dir::open(dir)?;
     let key = user_key(code);
@@ -193,14 +193,14 @@ const OFFLINE_ADMIN: &str = "(outpost site, on the data directory)";
 
 /// `outpost site users`: the site's workstation users (the server stopped; while it runs, an
 /// admin user lists them with `outpost client users`).
-pub fn list_users(dir: &Path) -> CliResult<Vec<UserView>> {
+pub fn list_users(dir: &Path) -> Result<Vec<UserView>> {
     let store = crate::data_dir::open(dir)?;
-    users_in(&store).map_err(|e| e.to_string())
+    Ok(users_in(&store)?)
 }
 
 /// `outpost site remove-user`: the user's credential stops working; what it wrote stays, and a
 /// reservation it held is released when its lease runs out.
-pub fn remove_user(dir: &Path, code: &str) -> CliResult<()> {
+pub fn remove_user(dir: &Path, code: &str) -> Result<()> {
     check_user_code(code)?;
     let store = crate::data_dir::open(dir)?;
     let key = user_key(code);
@@ -217,7 +217,7 @@ pub fn remove_user(dir: &Path, code: &str) -> CliResult<()> {
     if removed {
         Ok(())
     } else {
-        Err(format!("{code} is not a workstation user of this site"))
+        Err(format!("{code} is not a workstation user of this site").into())
     }
 }
 
@@ -1194,7 +1194,7 @@ fn new_state(
     config: &SiteServeConfig,
     link: Option<crate::sync::Link>,
     lease_existing: bool,
-) -> CliResult<Shared> {
+) -> Result<Shared> {
     let knowledge = store.knowledge();
     let (feed_bumped, _) = tokio::sync::watch::channel(0u64);
     let state: Shared = Arc::new(SiteState {
@@ -1236,7 +1236,7 @@ pub(crate) fn workstation_routes(
     store: Arc<Store>,
     dir: &Path,
     log_keep_days: u64,
-) -> CliResult<axum::Router> {
+) -> Result<axum::Router> {
     let config = SiteServeConfig {
         log_keep_days,
         ..SiteServeConfig::default()
@@ -1309,7 +1309,7 @@ fn spawn_housekeeping(state: &Shared) {
 }
 
 /// Runs the site's server until SIGTERM or Ctrl-C.
-pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
+pub fn serve(dir: &Path, config: SiteServeConfig) -> Result<()> {
     let addr: SocketAddr = config
         .listen
         .parse()
@@ -1325,7 +1325,8 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
                 "{addr} is not a loopback address: the workstations' credentials would travel in \
                  clear; give --tls-cert and --tls-key, or on a network you trust pass \
                  --allow-plain-http"
-            ));
+            )
+            .into());
         }
         tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
     }
@@ -1336,7 +1337,8 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> CliResult<()> {
              serves the same routes under /ws (outpost central serve; client --server \
              http://central:2638/ws); site serve serves a remote's store",
             dir.display()
-        ));
+        )
+        .into());
     }
     let net = crate::sync::RemoteNet::load(dir)?;
     let link =
@@ -1376,7 +1378,7 @@ async fn serve_http(
     addr: SocketAddr,
     state: Shared,
     tls: Option<(PathBuf, PathBuf)>,
-) -> CliResult<()> {
+) -> Result<()> {
     let app = router(Arc::clone(&state));
     spawn_housekeeping(&state);
     let listener =

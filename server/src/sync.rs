@@ -21,7 +21,7 @@ use outpost_replicator::flow::{FlowId, FlowReader, SyncMode};
 use outpost_replicator::{files, remote};
 use serde::{Deserialize, Serialize};
 
-use crate::data_dir::CliResult;
+use crate::Result;
 use outpost::SystemClock;
 
 /// The remote's network settings: `remote.toml` in its data directory, written by
@@ -43,17 +43,19 @@ pub const REMOTE_NET_FILE: &str = "remote.toml";
 
 impl RemoteNet {
     /// Reads `remote.toml` from a data directory (empty settings when there is none).
-    pub fn load(dir: &Path) -> CliResult<Self> {
+    pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(REMOTE_NET_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()).into())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RemoteNet::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(e) => Err(format!("{}: {e}", path.display()).into()),
         }
     }
 
     /// Writes `remote.toml`, readable by its owner only (it holds the credential).
-    pub fn save(&self, dir: &Path) -> CliResult<()> {
+    pub fn save(&self, dir: &Path) -> Result<()> {
         let text = toml::to_string(self).map_err(|e| e.to_string())?;
         crate::data_dir::write_private(&dir.join(REMOTE_NET_FILE), text.trim_end())
     }
@@ -69,7 +71,7 @@ pub struct Link {
 
 impl Link {
     /// Central's address and this site's credential; `url` and `ca` override `remote.toml`.
-    pub fn new(dir: &Path, url: Option<&str>, ca: Option<&Path>) -> CliResult<Self> {
+    pub fn new(dir: &Path, url: Option<&str>, ca: Option<&Path>) -> Result<Self> {
         let net = RemoteNet::load(dir)?;
         let base = url
             .map(str::to_owned)
@@ -118,6 +120,8 @@ pub enum NetError {
     /// Something local failed (the store, a file).
     Local(String),
 }
+
+impl std::error::Error for NetError {}
 
 impl std::fmt::Display for NetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,7 +180,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
-fn outbox(dir: &Path) -> CliResult<PathBuf> {
+fn outbox(dir: &Path) -> Result<PathBuf> {
     let out = dir.join("outbox");
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
@@ -332,7 +336,7 @@ fn send_outbox(
     current: Option<FlowId>,
     summary: &mut Summary,
 ) -> Result<(), NetError> {
-    let outbox = outbox(dir).map_err(NetError::Local)?;
+    let outbox = outbox(dir).map_err(local)?;
     for (id, path) in waiting_emissions(&outbox)? {
         match upload(link, id, &path) {
             Ok(()) => {}
@@ -445,7 +449,7 @@ fn emit_and_send(
     mode: SyncMode,
     summary: &mut Summary,
 ) -> Result<FlowId, NetError> {
-    let outbox = outbox(dir).map_err(NetError::Local)?;
+    let outbox = outbox(dir).map_err(local)?;
     let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
     send_outbox(store, link, dir, Some(emitted.id), summary)?;
     Ok(emitted.id)
@@ -612,7 +616,7 @@ pub fn sync_now(
 /// change (a return, a local admin's edit: C4, C6) without a restart. Runs until the process is
 /// stopped; a stop at any point loses nothing (the emission is in the outbox, the upload
 /// resumes).
-pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> CliResult<()> {
+pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> Result<()> {
     run_with(store, link, dir, once_by_ms, None)
 }
 
@@ -624,7 +628,7 @@ pub fn run_with(
     dir: &Path,
     once_by_ms: Option<u64>,
     one: Option<&std::sync::Mutex<()>>,
-) -> CliResult<()> {
+) -> Result<()> {
     let mut exec = RemoteExecutor::new(store).map_err(|e| e.to_string())?;
     // Catch up first: an emission left in the outbox, a return waiting at central.
     exec.catch_up();

@@ -749,10 +749,10 @@ pub struct AlertView {
 }
 
 /// The open alerts and the `recent` latest closed ones, for the page and the command line.
-pub fn alert_views(store: &Store, recent: usize) -> Result<Vec<AlertView>, String> {
+pub fn alert_views(store: &Store, recent: usize) -> crate::Result<Vec<AlertView>> {
     let zone = Zones::of(store).central;
     let sites = store.sites();
-    let alerts = monitor::alerts(store, recent).map_err(|e| e.to_string())?;
+    let alerts = monitor::alerts(store, recent)?;
     Ok(alerts
         .into_iter()
         .map(|a| AlertView {
@@ -775,7 +775,7 @@ pub fn alert_views(store: &Store, recent: usize) -> Result<Vec<AlertView>, Strin
 async fn alerts(State(state): State<Shared>, _admin: Admin) -> Response {
     let shared = Arc::clone(&state);
     let mail = lock(&state.mail_status).clone();
-    match blocking(move || alert_views(&shared.store, 50)).await {
+    match blocking(move || Ok(alert_views(&shared.store, 50)?)).await {
         Ok(v) => axum::Json(serde_json::json!({ "alerts": v, "mail": mail })).into_response(),
         Err(r) => r,
     }
