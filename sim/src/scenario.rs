@@ -696,6 +696,58 @@ pub fn run(s: &Scenario, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
     runner.finish(steps)
 }
 
+/// A step's operation that failed: its words, and the rule when a guard refused it.
+#[derive(Debug)]
+struct Failed {
+    text: String,
+    rule: Option<outpost_engine::Rule>,
+}
+
+impl From<String> for Failed {
+    fn from(text: String) -> Self {
+        Failed { text, rule: None }
+    }
+}
+
+impl From<&str> for Failed {
+    fn from(text: &str) -> Self {
+        Failed::from(text.to_owned())
+    }
+}
+
+impl From<outpost_engine::Error> for Failed {
+    fn from(e: outpost_engine::Error) -> Self {
+        Failed {
+            rule: e.refusal().map(|r| r.rule),
+            text: e.to_string(),
+        }
+    }
+}
+
+impl From<outpost_replicator::Error> for Failed {
+    fn from(e: outpost_replicator::Error) -> Self {
+        match e {
+            outpost_replicator::Error::Engine(e) => Failed::from(e),
+            e => Failed::from(e.to_string()),
+        }
+    }
+}
+
+impl From<SimError> for Failed {
+    fn from(e: SimError) -> Self {
+        match e {
+            SimError::Engine(e) => Failed::from(e),
+            SimError::Replicator(e) => Failed::from(e),
+        }
+    }
+}
+
+impl From<ScenarioError> for Failed {
+    fn from(e: ScenarioError) -> Self {
+        Failed::from(e.to_string())
+    }
+}
+
 fn value_for(kind: Option<FieldKind>, v: &toml::Value) -> Result<Value, String> {
     Ok(match (kind, v) {
         (Some(FieldKind::Decimal), toml::Value::String(s)) => {
@@ -838,11 +890,15 @@ impl Runner {
         let result = self.operate(step);
         let (ok, error) = match (&step.expect_error, result) {
             (None, Ok(())) => (true, None),
-            (None, Err(e)) => (false, Some(e)),
+            (None, Err(e)) => (false, Some(e.text)),
             (Some(rule), Err(e)) => {
-                // A rule (`R6`, `R4/R9`) must be the refusal's; other words must appear in the error.
-                let matches = e.contains(&format!("refused by {rule}"))
-                    || (!rule.starts_with('R') && e.contains(rule.as_str()));
+                // A rule (`R6`, `R4/R9`) must be the refusal's (its type, not its words); other
+                // words must appear in the error.
+                let matches = match e.rule {
+                    Some(r) => r.to_string() == *rule,
+                    None => false,
+                } || (!rule.starts_with('R') && e.text.contains(rule.as_str()));
+                let e = e.text;
                 if !matches {
                     self.violations.push(format!(
                         "{} at {}: expected a refusal by {rule}, got: {e}",
@@ -875,13 +931,12 @@ impl Runner {
         })
     }
 
-    fn operate(&mut self, step: &Step) -> Result<(), String> {
+    fn operate(&mut self, step: &Step) -> Result<(), Failed> {
         let code = step.site.as_str();
         let user = step.user.as_deref().unwrap_or("user");
         let is_central = code == self.central_site.code.as_str();
-        let err = |e: &dyn std::fmt::Display| e.to_string();
         if let Some(p) = &step.put {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
+            let store = self.store_of(code).map_err(Failed::from)?;
             let def = store
                 .schema()
                 .table(&p.table)
@@ -893,59 +948,60 @@ impl Runner {
                 .collect::<Result<Vec<_>, _>>()?;
             return store
                 .write_as(user, |tx| tx.set_fields(&p.table, &p.key, fields))
-                .map_err(|e| err(&e));
+                .map_err(Failed::from);
         }
         if let Some(r) = &step.delete {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
+            let store = self.store_of(code).map_err(Failed::from)?;
             return store
                 .write_as(user, |tx| tx.delete(&r.table, &r.key))
-                .map_err(|e| err(&e));
+                .map_err(Failed::from);
         }
         if let Some(r) = &step.reserve {
             return self
                 .store_of(code)
-                .map_err(|e| err(&e))?
+                .map_err(Failed::from)?
                 .reserve(&r.table, &r.key, user)
-                .map_err(|e| err(&e));
+                .map_err(Failed::from);
         }
         if let Some(r) = &step.release {
             return self
                 .store_of(code)
-                .map_err(|e| err(&e))?
+                .map_err(Failed::from)?
                 .release(&r.table, &r.key, user)
-                .map_err(|e| err(&e));
+                .map_err(Failed::from);
         }
         if let Some(k) = &step.close_register {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
+            let store = self.store_of(code).map_err(Failed::from)?;
             let zone = if is_central {
                 self.central_zone
             } else {
-                self.remotes[self.remote_index(code).map_err(|e| err(&e))?].zone
+                self.remotes[self.remote_index(code).map_err(Failed::from)?].zone
             };
             let at = zone.hhmm_at(self.clock.now_ms());
             return store
                 .write_as(user, |tx| {
                     tx.set("cash_registers", &k.key, "closed_at", at.as_str())
                 })
-                .map_err(|e| err(&e));
+                .map_err(Failed::from);
         }
         if let Some(e) = &step.expect {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
-            let record = store.record(&e.table, &e.key).map_err(|e| err(&e))?;
+            let store = self.store_of(code).map_err(Failed::from)?;
+            let record = store.record(&e.table, &e.key).map_err(Failed::from)?;
             if e.absent == Some(true) {
                 return match record {
                     None => Ok(()),
                     Some(_) => Err(format!(
                         "expected {}/{} absent at {code}, but it is there",
                         e.table, e.key
-                    )),
+                    )
+                    .into()),
                 };
             }
             if let Some(want) = &e.creator {
                 let raw = store
                     .snapshot()
                     .and_then(|snap| snap.raw_record(&e.table, &e.key))
-                    .map_err(|e| err(&e))?;
+                    .map_err(Failed::from)?;
                 let got = raw
                     .map(|r| r.creator())
                     .and_then(|id| store.sites().get(id).map(|s| s.code.to_string()));
@@ -955,7 +1011,8 @@ impl Runner {
                         e.table,
                         e.key,
                         got.as_deref().unwrap_or("no record")
-                    ));
+                    )
+                    .into());
                 }
                 if e.field.is_none() {
                     return Ok(());
@@ -981,7 +1038,8 @@ impl Runner {
                     e.key,
                     text_of(&want),
                     got.map_or_else(|| "nothing".to_owned(), |v| text_of(&v))
-                ))
+                )
+                .into())
             };
         }
         if let Some(f) = &step.damage {
@@ -998,10 +1056,10 @@ impl Runner {
                     .for_site
                     .as_deref()
                     .ok_or("at central, export needs for = \"<remote>\"")?;
-                let i = self.remote_index(remote_code).map_err(|e| err(&e))?;
+                let i = self.remote_index(remote_code).map_err(Failed::from)?;
                 let (bytes, _) =
                     central::build_return(&self.central, self.remotes[i].site.id, Vec::new(), true)
-                        .map_err(|e| err(&e))?;
+                        .map_err(Failed::from)?;
                 self.files.insert(f.file.clone(), bytes);
                 return Ok(());
             }
@@ -1011,17 +1069,17 @@ impl Runner {
                     .get(&f.file)
                     .cloned()
                     .ok_or_else(|| format!("no file {:?}", f.file))?;
-                return self.deliver(&bytes, None).map_err(|e| err(&e));
+                return self.deliver(&bytes, None).map_err(Failed::from);
             }
             return Err("this operation is for a remote".into());
         }
-        let i = self.remote_index(code).map_err(|e| err(&e))?;
+        let i = self.remote_index(code).map_err(Failed::from)?;
         if let Some(mode) = &step.sync {
             if !self.remotes[i].up {
-                return Err(format!("{code} is down"));
+                return Err(format!("{code} is down").into());
             }
             if !self.remotes[i].net {
-                return Err(format!("{code}: network down, central unreachable"));
+                return Err(format!("{code}: network down, central unreachable").into());
             }
             let ask = if mode == "no-return" {
                 SyncAsk::NoReturn
@@ -1032,13 +1090,13 @@ impl Runner {
             let run = r
                 .executor
                 .request_sync(&r.store, &mut net, ask)
-                .map_err(|e| err(&e))?;
-            return carried(run).map(drop).map_err(|e| err(&e));
+                .map_err(Failed::from)?;
+            return carried(run).map(drop).map_err(Failed::from);
         }
         if let Some(f) = &step.export {
             let (bytes, _) =
                 remote::emit(&self.remotes[i].store, Vec::new(), SyncMode::NoReturn, true)
-                    .map_err(|e| err(&e))?;
+                    .map_err(Failed::from)?;
             self.files.insert(f.file.clone(), bytes);
             return Ok(());
         }
@@ -1048,7 +1106,7 @@ impl Runner {
                 .get(&f.file)
                 .cloned()
                 .ok_or_else(|| format!("no file {:?}", f.file))?;
-            return self.apply(i, bytes.as_slice()).map_err(|e| err(&e));
+            return self.apply(i, bytes.as_slice()).map_err(Failed::from);
         }
         let r = &mut self.remotes[i];
         if step.cut == Some(true) {
@@ -1060,7 +1118,7 @@ impl Runner {
         } else if step.up == Some(true) {
             r.up = true;
         } else if let Some(skew) = &step.skew {
-            r.skew_ms += duration_ms(skew).map_err(|e| err(&e))?;
+            r.skew_ms += duration_ms(skew).map_err(Failed::from)?;
             let now = self.clock.now_ms();
             r.clock.set(now.saturating_add_signed(r.skew_ms));
         } else if step.crash == Some(true) {
@@ -1071,17 +1129,18 @@ impl Runner {
                 retail::schema(),
                 r.clock.clone(),
             ))
-            .map_err(|e| err(&e))?;
+            .map_err(Failed::from)?;
             drop(std::mem::replace(&mut r.store, placeholder));
-            r.store = open(&self.dir, &site, &r.clock).map_err(|e| err(&e))?;
+            r.store = open(&self.dir, &site, &r.clock).map_err(Failed::from)?;
             // A new process: a new executor, reading the day's fixed-time emission back.
-            r.executor = executor_of(&r.store).map_err(|e| err(&e))?;
+            r.executor = executor_of(&r.store).map_err(Failed::from)?;
         } else if let Some(a) = &step.admin_config {
-            let mut settings = remote::settings(&r.store).map_err(|e| err(&e))?;
-            let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| err(&e))?;
+            let mut settings = remote::settings(&r.store).map_err(Failed::from)?;
+            let schedule = RemoteSchedule::from_settings(&settings)
+                .map_err(|e| Failed::from(e.to_string()))?;
             let (name, value) = match a.setting.as_str() {
                 "emit_at" | "fetch_return_at" => {
-                    let at = hhmm(&a.value).map_err(|e| err(&e))?;
+                    let at = hhmm(&a.value).map_err(Failed::from)?;
                     let types: Vec<String> = schedule
                         .sync_types
                         .iter()
@@ -1103,9 +1162,9 @@ impl Runner {
                 other => (other.to_owned(), a.value.clone()),
             };
             settings.insert(name.clone(), value.clone());
-            remote::set_setting(&r.store, &name, &value).map_err(|e| err(&e))?;
+            remote::set_setting(&r.store, &name, &value).map_err(Failed::from)?;
             // The running executor follows the local admin's edit (C6).
-            r.executor.refresh(&r.store).map_err(|e| err(&e))?;
+            r.executor.refresh(&r.store).map_err(Failed::from)?;
         } else {
             return Err("a step needs one operation".into());
         }
