@@ -284,10 +284,10 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                 reason: reason.clone(),
             };
             put_refused(tx, receipt, &refused)?;
-            crate::monitor::record_event(
+            crate::monitor_records::record_event(
                 tx,
-                &crate::monitor::Event {
-                    kind: crate::monitor::EventKind::WrongStore,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::WrongStore,
                     at_ms: now,
                     site: header.source,
                     flow: id,
@@ -324,8 +324,8 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         row.receipt = Some(receipt);
         row.error = note.clone();
         crate::journal::put(tx, &row)?;
-        crate::monitor::index_row(tx, now, id)?;
-        crate::monitor::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
+        crate::monitor_records::index_row(tx, now, id)?;
+        crate::monitor_records::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
         local::put(tx, &pending_key(receipt), &id)?;
         Ok(Ok(Received::Ready { id, bytes, note }))
     })?;
@@ -713,15 +713,15 @@ pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
         // (a stop or a crash). Retries of an emission whose processing fails are not that.
         let cut_off = row.exec_start_ms.is_some()
             && row.exec_end_ms.is_none()
-            && !crate::monitor::failed(tx, id)?;
+            && !crate::monitor_records::failed(tx, id)?;
         row.executions += 1;
         row.exec_start_ms = Some(now);
         row.exec_end_ms = None;
         if cut_off {
-            crate::monitor::record_event(
+            crate::monitor_records::record_event(
                 tx,
-                &crate::monitor::Event {
-                    kind: crate::monitor::EventKind::ExecutedAgain,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::ExecutedAgain,
                     at_ms: now,
                     site: row.site,
                     flow: id,
@@ -785,17 +785,17 @@ pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
                 if let Some(mut row) = crate::journal::get(tx, id)? {
                     row.error = Some(text.clone());
                     if held.is_none() {
-                        crate::monitor::set_failed(tx, id, true)?;
+                        crate::monitor_records::set_failed(tx, id, true)?;
                     }
                     if let Some(reason) = held.clone() {
                         row.hold = Hold::Quarantined { reason };
                         row.executions = before.executions;
                         row.exec_start_ms = before.exec_start_ms;
                         row.exec_end_ms = before.exec_end_ms;
-                        crate::monitor::record_event(
+                        crate::monitor_records::record_event(
                             tx,
-                            &crate::monitor::Event {
-                                kind: crate::monitor::EventKind::Quarantined,
+                            &crate::monitor_records::Event {
+                                kind: crate::monitor_records::EventKind::Quarantined,
                                 at_ms: store.now_ms(),
                                 site: row.site,
                                 flow: id,
@@ -953,12 +953,12 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
         row.n_changes = reader.n_changes();
         row.n_rejections = report.refusals.len() as u64;
         crate::journal::put(tx, &row)?;
-        crate::monitor::log_rejections(tx, id, &report.refusals)?;
+        crate::monitor_records::log_rejections(tx, id, &report.refusals)?;
         if !report.refusals.is_empty() {
-            crate::monitor::record_event(
+            crate::monitor_records::record_event(
                 tx,
-                &crate::monitor::Event {
-                    kind: crate::monitor::EventKind::Rejections,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::Rejections,
                     at_ms: now,
                     site: sender,
                     flow: id,
@@ -967,7 +967,7 @@ fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
             )?;
         }
         tx.local_remove(&pending_key(receipt))?;
-        crate::monitor::set_failed(tx, id, false)?;
+        crate::monitor_records::set_failed(tx, id, false)?;
         supersede_held(tx, id)?;
         Ok(report)
     })?;
@@ -1016,9 +1016,9 @@ fn ack_events(
     row: &JournalRow,
     ack: &ReturnAck,
 ) -> Result<()> {
-    use crate::monitor::{Event, EventKind, record_event};
+    use crate::monitor_records::{Event, EventKind, record_event};
     if !ack.refused {
-        crate::monitor::saw_return_applied(
+        crate::monitor_records::saw_return_applied(
             tx,
             row.site,
             ack.id,
@@ -1329,8 +1329,8 @@ fn write_for_remote<W: Write>(
         row.n_rejections = n_rejections;
         row.bytes = bytes;
         row.receipt = receipt;
-        crate::monitor::index_row(tx, now, id)?;
-        crate::monitor::saw_made(tx, remote, id, kind, now)?;
+        crate::monitor_records::index_row(tx, now, id)?;
+        crate::monitor_records::saw_made(tx, remote, id, kind, now)?;
         crate::journal::put(tx, &row)
     })?;
     Ok((

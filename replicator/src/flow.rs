@@ -23,6 +23,8 @@ use std::io::{self, Read, Write};
 use outpost_engine::{Change, Dot, Knowledge, Register, Rejection, Site, SiteId, Stamp};
 use serde::{Deserialize, Serialize};
 
+mod packed;
+
 /// The first eight bytes of every flow file.
 pub const MAGIC: [u8; 8] = *b"OUTPOST\x1a";
 /// The format version this code writes (and the newest it reads). Version 2 writes changes in
@@ -373,7 +375,7 @@ impl<W: Write> FlowWriter<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let payload = crate::packed::encode(&self.pending)
+        let payload = packed::encode(&self.pending)
             .map_err(|e| io::Error::other(format!("cannot encode changes: {e}")))?;
         self.frame(TAG_CHANGES_PACKED, &payload)?;
         self.n_frames += 1;
@@ -658,7 +660,7 @@ impl<R: Read> FlowReader<R> {
             TAG_CHANGES_PACKED if self.version >= 2 => {
                 let mut out = Vec::new();
                 let mut n = 0u64;
-                crate::packed::decode_each(&payload, known, |i| {
+                packed::decode_each(&payload, known, |i| {
                     n += 1;
                     if let Some(t) = wrap(i) {
                         out.push(t);

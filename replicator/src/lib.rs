@@ -28,7 +28,7 @@ pub mod incarnation;
 pub mod journal;
 mod local;
 pub mod monitor;
-mod packed;
+mod monitor_records;
 pub mod remote;
 pub mod schedule;
 

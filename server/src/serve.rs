@@ -105,7 +105,7 @@ impl Default for ServeConfig {
             request_timeout_s: 30,
             max_concurrent_requests: 64,
             return_wait_max_s: 300,
-            sweep_s: automaton::SWEEP_MS_DEFAULT / 1000,
+            sweep_s: outpost_replicator::config::SWEEP_MS_DEFAULT / 1000,
             clock_skew_max_s: outpost_engine::SKEW_MS_MAX_DEFAULT / 1000,
             log: "info".into(),
             alerts: AlertConfig::default(),
@@ -284,10 +284,10 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     let _ = worker.join();
     let _ = alerts_thread.join();
     tracing::info!("stopped");
-    Ok(served?)
+    served
 }
 
-async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
+async fn serve_http(addr: SocketAddr, state: Shared) -> crate::Result<()> {
     let config = state.config.clone();
     let timeout = Duration::from_secs(config.request_timeout_s);
     let app = axum::Router::new()
@@ -311,74 +311,17 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> Result<(), String> {
             )?,
         )
         .with_state(state);
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    let handle = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let scheme = if config.tls_cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    // The line tests and operators wait for (with port 0, the port actually taken).
-    println!("central listening on {scheme}://{bound}");
-    tracing::info!(%bound, scheme, "listening");
-    let served = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .map_err(|e| format!("TLS certificate or key: {e}"))?;
-            let mut server = axum_server::from_tcp_rustls(listener, tls)
-                .map_err(|e| e.to_string())?
-                .handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(timeout));
-            server.serve(service).await
-        }
-        _ => {
-            let mut server = axum_server::from_tcp(listener)
-                .map_err(|e| e.to_string())?
-                .handle(handle);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(timeout));
-            server.serve(service).await
-        }
-    };
-    served.map_err(|e| format!("the server stopped: {e}"))
-}
-
-async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!("cannot watch SIGTERM: {e}");
-                    let _ = ctrl_c.await;
-                    handle.graceful_shutdown(Some(Duration::from_secs(30)));
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing the requests under way");
-    handle.graceful_shutdown(Some(Duration::from_secs(30)));
+    crate::http::listen(
+        addr,
+        app,
+        crate::http::Listen {
+            name: "central".to_owned(),
+            tls: config.tls_cert.clone().zip(config.tls_key.clone()),
+            grace: Duration::from_secs(30),
+            header_timeout: Some(timeout),
+        },
+    )
+    .await
 }
 
 /// Bounded concurrency: beyond the configured number of requests in flight, 503 at once.

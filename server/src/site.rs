@@ -1381,80 +1381,24 @@ async fn serve_http(
 ) -> Result<()> {
     let app = router(Arc::clone(&state));
     spawn_housekeeping(&state);
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("{addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    // The certificate and key are read before anything says the server listens.
-    let tls = match tls {
-        Some((cert, key)) => Some(
-            axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "TLS certificate {} or key {}: {e}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    println!(
-        "site {} listening on {scheme}://{bound}",
-        state.store.site().code
-    );
-    tracing::info!(%bound, scheme, "listening");
-    let handle = axum_server::Handle::new();
-    {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            stop_signal().await;
-            tracing::info!("stopping: finishing the requests under way");
-            handle.graceful_shutdown(Some(Duration::from_secs(10)));
-        });
-    }
-    let served = match tls {
-        Some(config) => {
-            axum_server::from_tcp_rustls(listener, config)
-                .map_err(|e| e.to_string())?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        }
-        None => {
-            axum_server::from_tcp(listener)
-                .map_err(|e| e.to_string())?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
-        }
-    };
-    served.map_err(|e| format!("the server stopped: {e}"))?;
+    crate::http::listen(
+        addr,
+        app,
+        crate::http::Listen {
+            name: format!("site {}", state.store.site().code),
+            tls,
+            grace: Duration::from_secs(10),
+            header_timeout: None,
+        },
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM: the site server then stops taking requests and lets those
 /// under way finish; `outpost client hold` releases its reservation.
-pub async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
+pub use crate::http::stop_signal;
 
 #[cfg(test)]
 mod tests {

@@ -6,13 +6,13 @@
 
 use outpost_engine::{Change, Creation, Dot, Knowledge, NAME_LEN_MAX, SiteId, Slot, Stamp, Value};
 
-use crate::flow::Incoming;
+use super::Incoming;
 
 /// The most changes one record heading carries: a longer run repeats the heading, so that a
 /// record's key is copied into at most this many decoded changes per time it is written.
 const RUN_MAX: usize = 8;
 /// The most changes a frame may hold (the writer puts 1,024).
-const CHANGES_MAX: usize = 4 * crate::flow::CHANGES_PER_FRAME;
+const CHANGES_MAX: usize = 4 * super::CHANGES_PER_FRAME;
 /// What decoded changes may copy of their record's key and names: keys up to [`RUN_MAX`] times
 /// the frame's size, names (at most `NAME_LEN_MAX` bytes each) once per change.
 fn copy_budget(frame_len: usize) -> usize {
