@@ -2,9 +2,7 @@
 //! files that are wrong or hostile — each gets a clear error, an entry, and changes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::{Deployment, content, hhmm};
+use crate::common::{Deployment, content, hhmm};
 use outpost::replicator::{SyncMode, central, journal, remote};
 use outpost::{ManualClock, Store, Value};
 
@@ -85,7 +83,7 @@ fn skew_a_site_3_days_ahead_is_quarantined_then_goes_through_once_its_clock_is_s
     assert_eq!(name(&d.asoc, "BSOC-1"), None);
     assert!(d.asoc.clock_high_water().physical_ms() < hhmm(10, 0));
     // Nothing else harmed: CSOC's emission went through and its return carries no BSOC stamp.
-    let csoc_rows = journal::rows(&d.asoc, Some(common::CSOC), None, None).unwrap();
+    let csoc_rows = journal::rows(&d.asoc, Some(crate::common::CSOC), None, None).unwrap();
     assert!(csoc_rows.iter().all(|r| r.error.is_none()), "{csoc_rows:?}");
     d.return_and_apply(&d.csoc);
     assert!(d.csoc.clock_high_water().physical_ms() < hhmm(10, 0));
@@ -196,13 +194,20 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
     d.asoc = reopen();
     d.at(10, 0);
     d.asoc
-        .write(|tx| tx.set("articles", "ART-CHAIR", "price", common::dec("59.90")))
+        .write(|tx| {
+            tx.set(
+                "articles",
+                "ART-CHAIR",
+                "price",
+                crate::common::dec("59.90"),
+            )
+        })
         .unwrap();
     // A commit of several changes: a creation and two fields under one dot.
     d.asoc
         .write(|tx| {
             tx.set("articles", "ART-LAMP", "name", "Lamp")?;
-            tx.set("articles", "ART-LAMP", "price", common::dec("19.90"))
+            tx.set("articles", "ART-LAMP", "price", crate::common::dec("19.90"))
         })
         .unwrap();
     d.bsoc
@@ -261,13 +266,13 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
 
     let lamp = d.asoc.record("articles", "ART-LAMP").unwrap().unwrap();
     assert_eq!(lamp.get("name"), Some(&Value::from("Lamp")));
-    assert_eq!(lamp.get("price"), Some(&common::dec("19.90")));
+    assert_eq!(lamp.get("price"), Some(&crate::common::dec("19.90")));
 
     // Every remote has sent back what it had: the restore is over, and a remote sending a
     // change it claims central made is refused again (R1), even one numbered where central's
     // lost commits were.
     let lost = outpost::Dot {
-        site: common::ASOC,
+        site: crate::common::ASOC,
         seq: 1 << 20,
     };
     let stamp = outpost::Stamp::new(hhmm(11, 30), 0);
@@ -275,7 +280,7 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
         table: "articles".into(),
         key: "ART-CHAIR".into(),
         slot: outpost::Slot::Field("price".into()),
-        value: common::dec("0.01"),
+        value: crate::common::dec("0.01"),
         stamp,
         dot: lost,
         created: d
@@ -289,7 +294,11 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
     };
     let report = d
         .asoc
-        .apply(common::BSOC, vec![forged], &outpost::Knowledge::new())
+        .apply(
+            crate::common::BSOC,
+            vec![forged],
+            &outpost::Knowledge::new(),
+        )
         .unwrap();
     assert_eq!(report.refused(), 1, "{report:?}");
     assert_eq!(report.refusals[0].1.refusal.rule, outpost::Rule::R1);
@@ -297,13 +306,20 @@ fn restore_central_from_an_old_backup_is_repaired_by_its_remotes_and_nothing_is_
     // Central's new commits do not reuse the dots of those it lost: they reach the remotes.
     d.at(12, 0);
     d.asoc
-        .write(|tx| tx.set("articles", "ART-CHAIR", "price", common::dec("64.90")))
+        .write(|tx| {
+            tx.set(
+                "articles",
+                "ART-CHAIR",
+                "price",
+                crate::common::dec("64.90"),
+            )
+        })
         .unwrap();
     d.return_and_apply(&d.bsoc);
     d.return_and_apply(&d.csoc);
     for s in [&d.bsoc, &d.csoc] {
         let price = s.record("articles", "ART-CHAIR").unwrap().unwrap();
-        assert_eq!(price.get("price"), Some(&common::dec("64.90")));
+        assert_eq!(price.get("price"), Some(&crate::common::dec("64.90")));
         s.check_invariants().unwrap();
     }
     assert_eq!(content(&d.bsoc), content(&d.asoc));
@@ -387,7 +403,7 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
         ),
         (
             "wrong target",
-            rewrite(&good, |h| h.target = common::CSOC),
+            rewrite(&good, |h| h.target = crate::common::CSOC),
             "addressed to site",
         ),
         (
@@ -404,7 +420,7 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
     for (i, (what, bytes, wanted)) in cases.iter().enumerate() {
         let file = d.usb().join(format!("hostile-{i}.outpost"));
         std::fs::write(&file, bytes).unwrap();
-        let err = files::receive_from(&d.asoc, &file, Some(common::BSOC)).unwrap_err();
+        let err = files::receive_from(&d.asoc, &file, Some(crate::common::BSOC)).unwrap_err();
         assert!(err.to_string().contains(wanted), "{what}: {err}");
         assert!(err.is_the_flows(), "{what}: {err}");
         let logged = central::refused_flows(&d.asoc).unwrap();
@@ -422,14 +438,14 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
     }
     // A replay of an old emission: recognised, nothing applied again.
     assert!(matches!(
-        files::receive_from(&d.asoc, &old, Some(common::BSOC)).unwrap(),
+        files::receive_from(&d.asoc, &old, Some(crate::common::BSOC)).unwrap(),
         central::Received::Duplicate(_)
     ));
     assert_eq!(content(&d.asoc), before.0);
 
     // At the remote: a return meant for CSOC, a return of another deployment.
-    let (for_csoc, _) = files::return_to(&d.asoc, common::CSOC, &d.usb()).unwrap();
-    let (elsewhere, _) = files::return_to(&other.asoc, common::BSOC, &other.usb()).unwrap();
+    let (for_csoc, _) = files::return_to(&d.asoc, crate::common::CSOC, &d.usb()).unwrap();
+    let (elsewhere, _) = files::return_to(&other.asoc, crate::common::BSOC, &other.usb()).unwrap();
     let remote_before = (content(&d.bsoc), remote::log_rows(&d.bsoc).unwrap());
     for (what, file, wanted) in [
         ("CSOC's return", for_csoc, "addressed to site"),
@@ -450,7 +466,7 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
     }
     // The genuine file still goes through.
     assert!(matches!(
-        files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap(),
+        files::receive_from(&d.asoc, &path, Some(crate::common::BSOC)).unwrap(),
         central::Received::Ready { .. }
     ));
     assert_eq!(central::process_ready(&d.asoc).unwrap().len(), 1);

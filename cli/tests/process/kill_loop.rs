@@ -15,14 +15,12 @@
     clippy::panic
 )]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::net::*;
+use crate::common::net::*;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

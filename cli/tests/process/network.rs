@@ -9,14 +9,12 @@
     clippy::panic
 )]
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::net::*;
+use crate::common::net::*;
 
 #[test]
 fn t2_m2_two_remotes_sync_immediately_over_http_and_converge() {

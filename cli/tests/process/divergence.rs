@@ -3,9 +3,7 @@
 //! bootstrap (R1: no two stores emit the same dot).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
-
-use common::net::*;
+use crate::common::net::*;
 
 fn get_doc(dir: &std::path::Path, data: &str, key: &str) -> serde_json::Value {
     serde_json::from_str(&ok(

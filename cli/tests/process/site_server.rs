@@ -8,14 +8,12 @@
     clippy::panic
 )]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::net::*;
+use crate::common::net::*;
 use outpost_client::{Client, Records};
 
 /// `outpost site serve`, killed when dropped.

@@ -8,8 +8,6 @@
     clippy::panic
 )]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::net::*;
-use common::*;
+use crate::common::net::*;
+use crate::common::*;
 use outpost::replicator::config::seed_example;
 use outpost::replicator::monitor::{self, Disk, Thresholds};
 use outpost::replicator::{SyncMode, central, journal};
