@@ -63,6 +63,25 @@ impl fmt::Display for FlowId {
     }
 }
 
+/// A text that is not a SynID.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{0:?} is not a SynID (SITE-SEQUENCE, as 02-000017)")]
+pub struct NotAFlowId(String);
+
+impl std::str::FromStr for FlowId {
+    type Err = NotAFlowId;
+
+    /// A SynID as [`FlowId`]'s `Display` writes it (`02-000017`); surrounding blanks ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let not = || NotAFlowId(s.to_owned());
+        let (site, seq) = s.trim().split_once('-').ok_or_else(not)?;
+        Ok(FlowId {
+            site: SiteId(site.parse().map_err(|_| not())?),
+            seq: seq.parse().map_err(|_| not())?,
+        })
+    }
+}
+
 /// What a flow is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum FlowKind {
@@ -728,6 +747,19 @@ mod tests {
     use outpost_engine::{Creation, Slot, Value};
 
     use super::*;
+
+    #[test]
+    fn a_syn_id_reads_back_as_it_is_shown() {
+        let id = FlowId {
+            site: SiteId(2),
+            seq: 17,
+        };
+        assert_eq!(id.to_string().parse::<FlowId>(), Ok(id));
+        assert_eq!(" 02-000017 ".parse::<FlowId>(), Ok(id));
+        for bad in ["", "02", "02-", "x-1", "02-1-2", "70000-1"] {
+            assert!(bad.parse::<FlowId>().is_err(), "{bad}");
+        }
+    }
 
     fn header() -> FlowHeader {
         let mut k = Knowledge::new();

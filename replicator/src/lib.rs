@@ -26,7 +26,7 @@ pub mod files;
 pub mod flow;
 pub mod incarnation;
 pub mod journal;
-mod local;
+pub mod local;
 pub mod monitor;
 mod monitor_records;
 pub mod remote;

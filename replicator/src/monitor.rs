@@ -23,6 +23,7 @@ use crate::config::SyncType;
 use crate::flow::{FlowId, FlowKind};
 use crate::journal::{Hold, JournalRow};
 use crate::local;
+use crate::local::{ALERT_STATE, ALERTS};
 use crate::monitor_records::{
     EVENTS, FAILED, JOURNAL_BY_TIME, REJECTIONS, be_key, flow_bytes, flow_from, index_row,
 };
@@ -30,10 +31,6 @@ pub use crate::monitor_records::{
     Event, EventKind, LoggedRejection, SiteSeen, ensure_indexed, sites_seen,
 };
 
-/// Alerts: `al/` + number (u64 BE).
-const ALERTS: &[u8] = b"al/";
-/// The alerts' bookkeeping.
-const ALERT_STATE: &[u8] = b"cs/alerts";
 /// Alerts kept for the next e-mail, at most.
 const UNMAILED_MAX: usize = 500;
 
@@ -579,15 +576,6 @@ pub fn row_state(row: &JournalRow) -> RowState {
         (_, Some(_)) => RowState::Done,
         (_, None) => RowState::Waiting,
     }
-}
-
-/// Parses a SynID as shown (`02-000017`).
-pub fn parse_flow_id(s: &str) -> Option<FlowId> {
-    let (site, seq) = s.trim().split_once('-')?;
-    Some(FlowId {
-        site: SiteId(site.parse().ok()?),
-        seq: seq.parse().ok()?,
-    })
 }
 
 /// Benchmarks only: `n` synthetic emissions in the journal, with their index, as if the remotes

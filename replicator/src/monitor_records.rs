@@ -15,20 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 use crate::flow::{FlowId, FlowKind};
 use crate::local;
+use crate::local::EVENT_SEQ;
+pub(crate) use crate::local::{EVENTS, FAILED, JOURNAL_BY_TIME, REJECTIONS, SITE_SEEN};
 
-/// The journal by file-ready time: `jt/` + time (u64 BE) + flow id.
-pub(crate) const JOURNAL_BY_TIME: &[u8] = b"jt/";
-/// Refused changes: `rj/` + time (u64 BE) + flow id + index (u32 BE).
-pub(crate) const REJECTIONS: &[u8] = b"rj/";
-/// What central saw of each remote: `sw/` + site id (u16 BE).
-pub(crate) const SITE_SEEN: &[u8] = b"sw/";
-/// Events: `ev/` + number (u64 BE).
-pub(crate) const EVENTS: &[u8] = b"ev/";
-/// The next event number.
-const EVENT_SEQ: &[u8] = b"cs/event";
-/// Emissions whose latest processing failed (not cut off): `fp/` + flow id.
-pub(crate) const FAILED: &[u8] = b"fp/";
-/// Emissions whose latest processing failed (not cut off): `fp/` + flow id.
+/// A key: `prefix` and `parts` one after the other.
 pub(crate) fn be_key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut k = prefix.to_vec();
     for p in parts {

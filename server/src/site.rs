@@ -46,6 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use outpost_api::{ChangeEvent, Changes, ErrorBody, ErrorKind, RecordView, UserView};
 use outpost_engine::{Clock, Knowledge, Slot, Store, Value};
+use outpost_replicator::local::{SITE_LOG as LOG, SITE_LOG_SEQ as LOG_SEQ, SITE_USERS as USERS};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -95,13 +96,6 @@ impl Default for SiteServeConfig {
         }
     }
 }
-
-/// Workstation users: `wu/` + user code → [`User`] (JSON).
-const USERS: &[u8] = b"wu/";
-/// The workstation log: `wl/` + number (u64 BE) → [`LogEntry`] (JSON).
-const LOG: &[u8] = b"wl/";
-/// The next log number.
-const LOG_SEQ: &[u8] = b"ws/log";
 
 /// A workstation user as the site keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -522,9 +522,9 @@ async fn journal_page(
     };
     let flow = match nonempty(q.flow.as_ref()) {
         None => None,
-        Some(f) => match monitor::parse_flow_id(f) {
-            Some(id) => Some(id),
-            None => return fail(StatusCode::BAD_REQUEST, format!("{f:?} is not a SynID")),
+        Some(f) => match f.parse::<FlowId>() {
+            Ok(id) => Some(id),
+            Err(_) => return fail(StatusCode::BAD_REQUEST, format!("{f:?} is not a SynID")),
         },
     };
     let limit = match check_limit(q.limit) {
