@@ -3,7 +3,7 @@
 //! A row is stored in the local side table under `j/` + SynID, postcard-encoded. Its layout is
 //! versioned: version 1 ended at `receipt`; version 2 (issue 20) adds `hold` after it. postcard
 //! writes fields in order with nothing between them, so a version-1 row is a strict prefix of
-//! the version-2 layout: it fails to decode as version 2 (at its end), decodes as [`RowV1`],
+//! the version-2 layout: it fails to decode as version 2 (at its end), decodes as `RowV1`,
 //! and is migrated on read — its hold read from its `error` text, the one place that text is
 //! read, for rows written before the state was typed. Every row written is version 2.
 
