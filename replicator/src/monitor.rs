@@ -268,13 +268,16 @@ fn conditions(
     t: &Thresholds,
     disk: Option<Disk>,
 ) -> Result<Vec<Condition>> {
+    let mut out = silent_remotes(store, now_ms, t)?;
+    out.extend(emissions_not_processed(store, now_ms, t)?);
+    out.extend(disk_nearly_full(disk, t));
+    Ok(out)
+}
+
+/// The remotes silent past their schedule (a fixed-time emission due and none come, or nothing
+/// for longer than expected).
+fn silent_remotes(store: &Store, now_ms: u64, t: &Thresholds) -> Result<Vec<Condition>> {
     let mut out = Vec::new();
-    let sites = store.sites();
-    let code = |s: SiteId| {
-        sites
-            .get(s)
-            .map_or_else(|| s.to_string(), |s| s.code.to_string())
-    };
     let seen = sites_seen(store)?;
     if let Some(config) = crate::central::config(store)? {
         for remote in &config.remotes {
@@ -331,6 +334,19 @@ fn conditions(
             }
         }
     }
+    Ok(out)
+}
+
+/// The pending emissions whose processing fails, or that have waited more than the allowed
+/// cycles (an emission held for clock skew has its own event instead).
+fn emissions_not_processed(store: &Store, now_ms: u64, t: &Thresholds) -> Result<Vec<Condition>> {
+    let mut out = Vec::new();
+    let sites = store.sites();
+    let code = |s: SiteId| {
+        sites
+            .get(s)
+            .map_or_else(|| s.to_string(), |s| s.code.to_string())
+    };
     let wait_max = t
         .cycle_ms
         .saturating_mul(u64::from(t.pending_cycles.max(1)));
@@ -380,23 +396,25 @@ fn conditions(
             });
         }
     }
-    if let Some(d) = disk
-        && d.total > 0
-        && d.available.saturating_mul(100) < d.total.saturating_mul(t.disk_free_min_pct.into())
-    {
-        out.push(Condition {
-            key: "disk".into(),
-            site: None,
-            flow: None,
-            text: format!(
-                "the disk of central's store is nearly full: {} MiB free of {} MiB (below {} %)",
-                d.available >> 20,
-                d.total >> 20,
-                t.disk_free_min_pct
-            ),
-        });
-    }
     Ok(out)
+}
+
+/// Central's disk below the free-space threshold.
+fn disk_nearly_full(disk: Option<Disk>, t: &Thresholds) -> Option<Condition> {
+    let d = disk?;
+    (d.total > 0
+        && d.available.saturating_mul(100) < d.total.saturating_mul(t.disk_free_min_pct.into()))
+    .then(|| Condition {
+        key: "disk".into(),
+        site: None,
+        flow: None,
+        text: format!(
+            "the disk of central's store is nearly full: {} MiB free of {} MiB (below {} %)",
+            d.available >> 20,
+            d.total >> 20,
+            t.disk_free_min_pct
+        ),
+    })
 }
 
 /// Brings the alerts up to date at `now_ms`: new events become (closed) alerts, conditions that
