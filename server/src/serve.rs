@@ -672,7 +672,7 @@ async fn upload(
     if held > 0 {
         tracing::info!(%peer, flow = %id, offset = held, "upload resumed at offset {held}");
     }
-    let mut file = match tokio::fs::OpenOptions::new()
+    let file = match tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
@@ -682,41 +682,18 @@ async fn upload(
         Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let timeout = Duration::from_secs(state.config.request_timeout_s);
-    let mut stream = body.into_data_stream();
-    let mut have = held;
-    let mut cut: Option<String> = None;
-    loop {
-        match tokio::time::timeout(timeout, stream.next()).await {
-            Ok(Some(Ok(bytes))) => {
-                if have + bytes.len() as u64 > total {
-                    drop(file);
-                    let _ = tokio::fs::remove_file(&path).await;
-                    tracing::warn!(%peer, flow = %id, "refused: more bytes than Upload-Length");
-                    return fail(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "more bytes than Upload-Length: the upload is dropped, start again",
-                    );
-                }
-                if let Err(e) = file.write_all(&bytes).await {
-                    return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-                }
-                have += bytes.len() as u64;
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                cut = Some(format!("the connection broke: {e}"));
-                break;
-            }
-            Err(_) => {
-                cut = Some(format!("nothing came for {} s", timeout.as_secs()));
-                break;
-            }
+    let (have, cut) = match append_body(file, body, held, total, timeout).await {
+        Ok(appended) => appended,
+        Err(Appending::TooLong) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            tracing::warn!(%peer, flow = %id, "refused: more bytes than Upload-Length");
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "more bytes than Upload-Length: the upload is dropped, start again",
+            );
         }
-    }
-    if let Err(e) = file.flush().await.and(file.sync_all().await) {
-        return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    }
-    drop(file);
+        Err(Appending::Disk(e)) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     if have < total {
         if let Some(why) = cut {
             tracing::info!(%peer, flow = %id, have, total, "upload cut: {why}");
@@ -731,10 +708,69 @@ async fn upload(
             .into_response();
     }
     // Whole: into the sync table, checked (T3).
+    into_sync_table(&state, peer, &site, id, path).await
+}
+
+/// Why appending a request's body to a part file stopped short of an answer.
+enum Appending {
+    /// More bytes than `Upload-Length`.
+    TooLong,
+    /// The part file could not be written.
+    Disk(std::io::Error),
+}
+
+/// Appends `body` to the part file `file`, which holds `held` bytes, up to `total`; flushed and
+/// synced. Returns the bytes the part file holds and, when the body stopped before its end, why
+/// (the connection broke, or nothing came for `timeout`).
+async fn append_body(
+    mut file: tokio::fs::File,
+    body: Body,
+    held: u64,
+    total: u64,
+    timeout: Duration,
+) -> Result<(u64, Option<String>), Appending> {
+    let mut stream = body.into_data_stream();
+    let mut have = held;
+    let mut cut: Option<String> = None;
+    loop {
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Ok(Some(Ok(bytes))) => {
+                if have + bytes.len() as u64 > total {
+                    return Err(Appending::TooLong);
+                }
+                file.write_all(&bytes).await.map_err(Appending::Disk)?;
+                have += bytes.len() as u64;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                cut = Some(format!("the connection broke: {e}"));
+                break;
+            }
+            Err(_) => {
+                cut = Some(format!("nothing came for {} s", timeout.as_secs()));
+                break;
+            }
+        }
+    }
+    file.flush()
+        .await
+        .and(file.sync_all().await)
+        .map_err(Appending::Disk)?;
+    Ok((have, cut))
+}
+
+/// A whole part file at `part` into the sync table, checked (T3), and the automaton told; the
+/// answer to the upload.
+async fn into_sync_table(
+    state: &Shared,
+    peer: SocketAddr,
+    site: &Site,
+    id: FlowId,
+    part: PathBuf,
+) -> Response {
     let store = Arc::clone(&state.store);
-    let part = path;
     let sender = site.id;
-    let waker = Arc::clone(&state);
+    let waker = Arc::clone(state);
     // The automaton is told from the blocking task itself: if the client goes away meanwhile,
     // this handler is dropped at its next await, but a flow made file ready is processed now,
     // not at the next sweep. A duplicate not yet processed (its first upload's client went
