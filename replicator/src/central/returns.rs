@@ -206,22 +206,58 @@ pub(super) fn write_for_remote<W: Write>(
     for change in lacking.by_ref() {
         writer.push_change(change?)?;
     }
-    let returned: Vec<ReturnedRejection> = if is_return {
-        rec.rejections
-            .iter()
-            .map(|(r, _)| {
-                Ok(ReturnedRejection {
-                    rejection: r.clone(),
-                    central: central_register(&snap, r)?,
-                })
-            })
-            .collect::<Result<_>>()?
+    let returned = if is_return {
+        returned_rejections(&snap, &rec)?
     } else {
         Vec::new()
     };
     writer.push_rejections(&returned)?;
     let (out, n_changes, bytes) = writer.finish()?;
-    let n_rejections = returned.len() as u64;
+    let built = Built {
+        id,
+        link,
+        n_changes,
+        n_rejections: returned.len() as u64,
+        bytes,
+    };
+    record_made(store, remote, kind, mode, receipt, &built)?;
+    Ok((out, built))
+}
+
+/// The refused changes of `rec` a return carries back, each with central's register for it.
+fn returned_rejections(snap: &Snapshot, rec: &RemoteRecord) -> Result<Vec<ReturnedRejection>> {
+    rec.rejections
+        .iter()
+        .map(|(r, _)| {
+            Ok(ReturnedRejection {
+                rejection: r.clone(),
+                central: central_register(snap, r)?,
+            })
+        })
+        .collect()
+}
+
+/// Records a flow central made for `remote` (a return, or a bootstrap), in one transaction:
+/// the next return number; for a return, the remote's refusals marked sent, its emissions
+/// answered and the superseded return's bytes dropped; the link of the emission it answers;
+/// its journal row and the monitor's records.
+fn record_made(
+    store: &Store,
+    remote: SiteId,
+    kind: FlowKind,
+    mode: SyncMode,
+    receipt: Option<u64>,
+    built: &Built,
+) -> Result<()> {
+    let Built {
+        id,
+        link,
+        n_changes,
+        n_rejections,
+        bytes,
+    } = *built;
+    let seq = id.seq;
+    let is_return = kind == FlowKind::Return;
     let now = store.now_ms();
     local::write(store, |tx| {
         local::put(tx, local::RETURN_SEQ, &seq)?;
@@ -261,17 +297,7 @@ pub(super) fn write_for_remote<W: Write>(
         crate::monitor_records::index_row(tx, now, id)?;
         crate::monitor_records::saw_made(tx, remote, id, kind, now)?;
         crate::journal::put(tx, &row)
-    })?;
-    Ok((
-        out,
-        Built {
-            id,
-            link,
-            n_changes,
-            n_rejections,
-            bytes,
-        },
-    ))
+    })
 }
 
 /// Central's register for the place a refused change targeted (none if central has none).
