@@ -8,8 +8,9 @@
 //!   [`Error::Refused`] as an embedded one.
 //! - [`to_json`] / [`from_json`]: the JSON codec of a field's [`Value`] (a decimal travels as a
 //!   string, so no amount passes through a binary float).
-//! - The views of the site server's routes ([`RecordView`], [`ChangeEvent`], [`Changes`],
-//!   [`UserView`]) and of central's upload route ([`UploadOffset`]).
+//! - The views of the site server's routes ([`RecordView`], [`RecordKey`], [`ChangeEvent`],
+//!   [`Changes`], [`SyncSummary`], [`UserView`], [`NewUser`], [`UserCredential`]) and of
+//!   central's upload route ([`UploadOffset`]).
 //!
 //! This crate has no HTTP stack of its own: a status is a `u16`.
 
@@ -275,6 +276,41 @@ pub struct UserView {
     pub user: String,
     /// May change the site's settings, read the workstation log and manage users.
     pub admin: bool,
+}
+
+/// The answer to a record written, created or deleted: its key (for a creation, the new one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordKey {
+    /// The record's key.
+    pub key: String,
+}
+
+/// The answer to a sync a workstation asked for (`POST /v1/sync`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSummary {
+    /// What the sync did, in words.
+    pub summary: String,
+}
+
+/// The body of `POST /v1/users/{code}` (empty: not an administrator).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// May change the site's settings, read the workstation log and manage users.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// The answer to `POST /v1/users/{code}`: the user's new credential, which the site does not
+/// keep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCredential {
+    /// The user's code.
+    pub user: String,
+    /// An administrator of the site.
+    pub admin: bool,
+    /// `CODE.secret`.
+    pub credential: String,
 }
 
 /// How much of an emission central holds (`GET /v1/emissions/{seq}`): where an upload

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use outpost_api::{ErrorBody, RecordView};
+use outpost_api::{ErrorBody, NewUser, RecordKey, RecordView, SyncSummary, UserCredential};
 use outpost_engine::{Error, Result, Store};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -350,7 +350,9 @@ impl Client {
     /// Asks the site server for an immediate sync with central; its summary.
     pub fn sync(&self) -> Result<String> {
         let v = self.call("POST", "/v1/sync", None)?;
-        Ok(v["summary"].as_str().unwrap_or_default().to_owned())
+        serde_json::from_value::<SyncSummary>(v)
+            .map(|s| s.summary)
+            .map_err(|e| transport(format!("the sync's summary: {e}")))
     }
 
     /// Changes committed after `after` (0: from the server's start), waiting up to `wait` for
@@ -395,15 +397,11 @@ impl Client {
     /// Adds a workstation user, or gives one a new credential (its old one stops working), and
     /// returns the credential (`CODE.secret`), which the site does not keep (an admin only).
     pub fn add_user(&self, code: &str, admin: bool) -> Result<String> {
-        let v = self.call(
-            "POST",
-            &format!("/v1/users/{}", seg(code)),
-            Some(&serde_json::json!({ "admin": admin })),
-        )?;
-        v["credential"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| transport("the site server's answer has no credential"))
+        let body = serde_json::to_value(NewUser { admin }).map_err(transport)?;
+        let v = self.call("POST", &format!("/v1/users/{}", seg(code)), Some(&body))?;
+        serde_json::from_value::<UserCredential>(v)
+            .map(|u| u.credential)
+            .map_err(|e| transport(format!("the site server's answer has no credential: {e}")))
     }
 
     /// Removes a workstation user: its credential stops working at once (an admin user only;
@@ -501,7 +499,9 @@ impl Records for Client {
     fn create<T: Serialize + ?Sized>(&self, table: &str, value: &T) -> Result<String> {
         let body = to_fields(value)?;
         let v = self.call("POST", &format!("/v1/records/{}", seg(table)), Some(&body))?;
-        Ok(v["key"].as_str().unwrap_or_default().to_owned())
+        serde_json::from_value::<RecordKey>(v)
+            .map(|k| k.key)
+            .map_err(|e| transport(format!("the new record's key: {e}")))
     }
     fn delete(&self, table: &str, key: &str) -> Result<()> {
         self.call(

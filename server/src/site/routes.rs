@@ -3,6 +3,7 @@
 //! workstation's user.
 
 use super::*;
+use outpost_api::{NewUser, RecordKey, SyncSummary, UserCredential};
 
 /// An error answer in the shape the client library reads back ([`ErrorBody`]).
 pub(super) fn fail(kind: ErrorKind, message: impl Into<String>) -> Response {
@@ -197,7 +198,7 @@ pub(super) async fn put_record(
             let mut log = entry(&w.user, "put", &table, &key);
             log.fields = Some(json);
             logged_write(&shared, log, |tx, _| tx.set_fields(&table, &key, values))?;
-            Ok(serde_json::json!({ "key": key }))
+            Ok(RecordKey { key })
         })
         .await,
     )
@@ -221,7 +222,7 @@ pub(super) async fn create_record(
                 tx.set_fields(&table, &key, values)?;
                 Ok(key)
             })?;
-            Ok(serde_json::json!({ "key": key }))
+            Ok(RecordKey { key })
         })
         .await,
     )
@@ -237,7 +238,7 @@ pub(super) async fn delete_record(
         blocking(move || {
             let log = entry(&w.user, "delete", &table, &key);
             logged_write(&shared, log, |tx, _| tx.delete(&table, &key))?;
-            Ok(serde_json::json!({ "key": key }))
+            Ok(RecordKey { key })
         })
         .await,
     )
@@ -395,7 +396,9 @@ pub(super) async fn sync_now(State(state): State<Shared>, w: Workstation) -> Res
             );
             refresh_feed(&shared);
             match done {
-                Ok(summary) => Ok(serde_json::json!({ "summary": summary.to_string() })),
+                Ok(summary) => Ok(SyncSummary {
+                    summary: summary.to_string(),
+                }),
                 Err(e) => Err(fail(ErrorKind::Sync, e.to_string())),
             }
         })
@@ -471,14 +474,6 @@ pub(super) async fn list_users_route(State(state): State<Shared>, w: Workstation
     }
     let store = Arc::clone(&state.store);
     answer(blocking(move || users_in(&store).map_err(|e| engine_error(&e))).await)
-}
-
-/// What `POST /v1/users/{code}` may say of the user.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewUser {
-    #[serde(default)]
-    admin: bool,
 }
 
 /// Whether `code` is still an administrator, read inside the transaction that acts for it: an
@@ -558,7 +553,11 @@ pub(super) async fn add_user_route(
                 return Err(no_longer_admin(&w));
             };
             tracing::info!(user = %code, admin = asked.admin, by = %w.user, "{op}");
-            Ok(serde_json::json!({ "user": code, "admin": asked.admin, "credential": credential }))
+            Ok(UserCredential {
+                user: code,
+                admin: asked.admin,
+                credential,
+            })
         })
         .await,
     )
