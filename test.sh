@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tests, on a fresh machine: installs what the monitor's browser test needs (Chromium and
 # chromedriver, Debian packages) when they are missing, then runs every test of the workspace.
-# Extra arguments go to `cargo test` (e.g. `bash test.sh --test monitor`).
+# Extra arguments go to `cargo test` (e.g. `bash test.sh --test process monitor::`).
 set -euo pipefail
 cd "$(dirname "$0")"
 

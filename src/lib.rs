@@ -4,7 +4,16 @@
 //!
 //! This facade re-exports the public API of the engine ([`engine`]) and of the replicator
 //! ([`replicator`]), and holds what the core crates deliberately lack: the real wall clock
-//! ([`SystemClock`]).
+//! ([`SystemClock`]); and the built-in retail schema ([`retail`]), the example a host
+//! application starts from and the one the command line, the daemons and the simulator use.
+//!
+//! The other crates of outpost, by what a user needs:
+//! - `outpost-client`: a workstation program's connection to a site server (blocking and async),
+//!   with nothing of the server in it;
+//! - `outpost-server`: central's daemon, the site server, the sync monitor and a remote's
+//!   network sync;
+//! - `outpost-cli`: the `outpost` program;
+//! - `outpost-sim`: the deterministic simulator.
 
 pub use outpost_engine as engine;
 pub use outpost_engine::{
@@ -13,17 +22,8 @@ pub use outpost_engine::{
     Schema, Site, SiteId, Slot, Stamp, Store, StoreConfig, TableDef, Value,
 };
 pub use outpost_replicator as replicator;
-pub use outpost_sim as sim;
 
-pub mod admin;
-pub mod auth;
-pub mod client;
-pub mod demo;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod serve;
-pub mod site;
-pub mod sync;
+pub mod retail;
 
 /// The machine's clock: UTC milliseconds since the Unix epoch. The engine never reads the wall
 /// clock itself; a host application hands it this (or its own) [`Clock`].

@@ -65,7 +65,7 @@ impl World {
         let open = |site: &Site| {
             Store::open(
                 root.path().join(site.code.as_str()),
-                StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock.clone()),
+                StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
             )
         };
         let asoc = open(&Site::central(1, "ASOC").unwrap()).unwrap();

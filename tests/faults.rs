@@ -92,7 +92,7 @@ impl redb::StorageBackend for Disk {
 fn open(disk: &Disk, site: &Site, clock: &ManualClock) -> Store {
     Store::with_backend(
         disk.clone(),
-        StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock.clone()),
+        StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
     )
     .unwrap()
 }
@@ -176,7 +176,7 @@ fn every_cut<R: Debug>(
         // Reopened from what reached the disk: clean, and before or after.
         let reopened = Store::with_backend(
             cut.copy(),
-            StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock.clone()),
+            StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
         )
         .unwrap_or_else(|e| panic!("{what}: cut at {n}: does not reopen: {e}"));
         reopened
@@ -234,7 +234,7 @@ fn world() -> World {
     let bsoc = remote::bootstrap(boot.as_slice(), |site| {
         Store::with_backend(
             bsoc_disk.clone(),
-            StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock.clone()),
+            StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
         )
     })
     .unwrap();

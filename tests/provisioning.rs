@@ -20,7 +20,7 @@ fn a_remote_is_provisioned_from_a_bootstrap_of_100k_records() {
         root.path().join("ASOC"),
         StoreConfig::new(
             Site::central(1, "ASOC").unwrap(),
-            outpost::demo::retail_schema(),
+            outpost::retail::schema(),
             clock.clone(),
         ),
     )
@@ -62,7 +62,7 @@ fn a_remote_is_provisioned_from_a_bootstrap_of_100k_records() {
             assert_eq!(site.code.as_str(), "DSOC");
             Store::open(
                 root.path().join("DSOC"),
-                StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock.clone()),
+                StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
             )
         },
     )
@@ -92,7 +92,7 @@ fn a_remote_is_provisioned_from_a_bootstrap_of_100k_records() {
         |site| {
             Store::open(
                 root.path().join("DSOC"),
-                StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock.clone()),
+                StoreConfig::new(site.clone(), outpost::retail::schema(), clock.clone()),
             )
         },
     );
@@ -102,7 +102,7 @@ fn a_remote_is_provisioned_from_a_bootstrap_of_100k_records() {
         root.path().join("DSOC"),
         StoreConfig::new(
             Site::remote(4, "DSOC").unwrap(),
-            outpost::demo::retail_schema(),
+            outpost::retail::schema(),
             clock,
         ),
     )

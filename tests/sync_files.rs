@@ -471,7 +471,7 @@ fn j1_processing_cut_off_by_a_crash_is_redone_on_restart_once() {
         &dir,
         outpost::StoreConfig::new(
             outpost::Site::central(1, "ASOC").unwrap(),
-            outpost::demo::retail_schema(),
+            outpost::retail::schema(),
             clock,
         ),
     )
@@ -596,7 +596,7 @@ fn r1_a_site_created_after_a_remote_s_bootstrap_reaches_it_with_its_first_return
         |site| {
             outpost::Store::open(
                 dir.join(site.code.as_str()),
-                outpost::StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock),
+                outpost::StoreConfig::new(site.clone(), outpost::retail::schema(), clock),
             )
         },
     )
@@ -805,7 +805,7 @@ fn dsoc_store(d: &Deployment, dir: &std::path::Path, boot: &std::path::Path) -> 
         move |site| {
             Store::open(
                 dir,
-                outpost::StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock),
+                outpost::StoreConfig::new(site.clone(), outpost::retail::schema(), clock),
             )
         },
     )
@@ -817,7 +817,7 @@ fn reopen(d: &Deployment, dir: &std::path::Path) -> Store {
         dir,
         outpost::StoreConfig::new(
             outpost::Site::remote(4, "DSOC").unwrap(),
-            outpost::demo::retail_schema(),
+            outpost::retail::schema(),
             d.clock.clone(),
         ),
     )

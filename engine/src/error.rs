@@ -57,9 +57,13 @@ pub enum Error {
     /// Stored bytes that do not decode (a damaged file).
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// The store is open in another process (or another `Store` of this one): one process owns
+    /// a store.
+    #[error("the store is already open in another process")]
+    Locked,
     /// The storage layer failed.
     #[error("storage: {0}")]
-    Storage(#[from] redb::Error),
+    Storage(StorageError),
     /// The input stream being applied failed (a flow that does not decode); the transaction
     /// was aborted and the store is unchanged.
     #[error("input: {0}")]
@@ -90,11 +94,43 @@ impl From<Refusal> for Error {
     }
 }
 
+/// A failure of the storage layer, kept opaque: the engine's API does not expose the storage
+/// library's error type, so that another backend stays possible.
+#[derive(Debug)]
+pub struct StorageError(redb::Error);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<redb::Error> for StorageError {
+    fn from(e: redb::Error) -> Self {
+        StorageError(e)
+    }
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::DatabaseAlreadyOpen => Error::Locked,
+            e => Error::Storage(StorageError(e)),
+        }
+    }
+}
+
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.into())
+                Error::from(redb::Error::from(e))
             }
         }
     )*};

@@ -46,7 +46,7 @@ mod storage;
 mod store;
 mod value;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
 pub use guard::{Refusal, Rule};
 pub use hlc::{Clock, ManualClock, Stamp};
 pub use knowledge::{Dot, Knowledge, RangeSet};

@@ -236,3 +236,21 @@ fn a_copy_in_memory_is_the_store_as_it_was_and_goes_on_from_there() {
     assert!(copy.record("customers", "K2").unwrap().is_none());
     copy.check_invariants().unwrap();
 }
+
+/// A store is owned by one process: opening it while it is open is `Error::Locked`, a typed
+/// error the command line tells apart without reading the storage library's message (issue 20:
+/// it used to look for "already open" in the text).
+#[test]
+fn a_store_open_elsewhere_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0_MS);
+    let first = open_file_store(dir.path(), BSOC, &clock);
+    let again = Store::open(
+        dir.path(),
+        StoreConfig::new(site(BSOC), schema(), clock.clone()),
+    );
+    assert!(matches!(again, Err(Error::Locked)), "{again:?}");
+    drop(first);
+    let store = Store::open(dir.path(), StoreConfig::new(site(BSOC), schema(), clock)).unwrap();
+    drop(store);
+}

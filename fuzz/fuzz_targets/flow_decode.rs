@@ -1,7 +1,7 @@
 //! Arbitrary bytes as a flow file (envelope, frames, compression): see
-//! `outpost::fuzzing::flow_decode`.
+//! `outpost_cli::fuzzing::flow_decode`.
 //!
 //! `RUSTC_BOOTSTRAP=1 cargo fuzz run flow_decode`
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| outpost::fuzzing::flow_decode(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| outpost_cli::fuzzing::flow_decode(data));

@@ -22,8 +22,7 @@ use crate::flow::{FlowId, SyncMode};
 use crate::schedule::{Daily, HhMm, Zone};
 use crate::{Result, central};
 
-/// The original's 20-second cycle (A1), kept only as a safety net.
-pub const SWEEP_MS_DEFAULT: u64 = 20_000;
+use crate::config::SWEEP_MS_DEFAULT;
 
 /// How long an immediate sync waits for its return when the site has no wait configured (a
 /// site set up for fixed times or for syncs without return may still ask for one, M4).

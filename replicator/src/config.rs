@@ -16,6 +16,10 @@ use crate::schedule::{Cycle, FixedPlan, HhMm, MissedReturn, Zone};
 /// T2: central listens on this port unless configured otherwise.
 pub const PORT_DEFAULT: u16 = 2638;
 
+/// Central's sweep: the original's 20-second cycle (A1), which the automaton keeps only as a
+/// safety net, and the cycle the monitor measures waiting emissions in.
+pub const SWEEP_MS_DEFAULT: u64 = 20_000;
+
 /// How a remote syncs (M1–M3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum SyncType {

@@ -23,6 +23,8 @@ use std::io::{self, Read, Write};
 use outpost_engine::{Change, Knowledge, Register, Rejection, Site, SiteId, Stamp};
 use serde::{Deserialize, Serialize};
 
+mod packed;
+
 /// The first eight bytes of every flow file.
 pub const MAGIC: [u8; 8] = *b"OUTPOST\x1a";
 /// The format version this code writes (and the newest it reads). Version 2 writes changes in
@@ -58,6 +60,25 @@ pub struct FlowId {
 impl fmt::Display for FlowId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{:06}", self.site, self.seq)
+    }
+}
+
+/// A text that is not a SynID.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{0:?} is not a SynID (SITE-SEQUENCE, as 02-000017)")]
+pub struct NotAFlowId(String);
+
+impl std::str::FromStr for FlowId {
+    type Err = NotAFlowId;
+
+    /// A SynID as [`FlowId`]'s `Display` writes it (`02-000017`); surrounding blanks ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let not = || NotAFlowId(s.to_owned());
+        let (site, seq) = s.trim().split_once('-').ok_or_else(not)?;
+        Ok(FlowId {
+            site: SiteId(site.parse().map_err(|_| not())?),
+            seq: seq.parse().map_err(|_| not())?,
+        })
     }
 }
 
@@ -373,7 +394,7 @@ impl<W: Write> FlowWriter<W> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let payload = crate::packed::encode(&self.pending)
+        let payload = packed::encode(&self.pending)
             .map_err(|e| io::Error::other(format!("cannot encode changes: {e}")))?;
         self.frame(TAG_CHANGES_PACKED, &payload)?;
         self.n_frames += 1;
@@ -653,7 +674,7 @@ impl<R: Read> FlowReader<R> {
             TAG_CHANGES_PACKED if self.version >= 2 => {
                 let mut out = Vec::new();
                 let mut n = 0u64;
-                crate::packed::decode_each(&payload, known, |i| {
+                packed::decode_each(&payload, known, |i| {
                     n += 1;
                     if let Some(t) = wrap(i) {
                         out.push(t);
@@ -721,6 +742,19 @@ pub(crate) mod tests {
     use outpost_engine::{Creation, Dot, Slot, Value};
 
     use super::*;
+
+    #[test]
+    fn a_syn_id_reads_back_as_it_is_shown() {
+        let id = FlowId {
+            site: SiteId(2),
+            seq: 17,
+        };
+        assert_eq!(id.to_string().parse::<FlowId>(), Ok(id));
+        assert_eq!(" 02-000017 ".parse::<FlowId>(), Ok(id));
+        for bad in ["", "02", "02-", "x-1", "02-1-2", "70000-1"] {
+            assert!(bad.parse::<FlowId>().is_err(), "{bad}");
+        }
+    }
 
     pub(crate) fn header() -> FlowHeader {
         let mut k = Knowledge::new();

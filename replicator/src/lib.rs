@@ -27,9 +27,9 @@ pub mod flow;
 pub mod frames;
 pub mod incarnation;
 pub mod journal;
-mod local;
+pub mod local;
 pub mod monitor;
-mod packed;
+mod monitor_records;
 pub mod remote;
 pub mod schedule;
 

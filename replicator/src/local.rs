@@ -1,5 +1,9 @@
 //! The replicator's rows in the store's local side table (not replicated): typed get and put,
 //! and the key layout (docs/flow-format.md, "Where flows and the journal are kept").
+//!
+//! Every key of the local table is named here, the site server's too ([`SITE_USERS`],
+//! [`SITE_LOG`], [`SITE_LOG_SEQ`]), in one registry ([`REGISTRY`]) whose test checks that no
+//! prefix starts another: a range scan over one prefix never reads another's rows.
 
 use outpost_engine::{Snapshot, WriteTx};
 use serde::Serialize;
@@ -54,6 +58,65 @@ pub(crate) const REMOTE_STATE: &[u8] = b"rs";
 pub(crate) const REMOTE_LOG: &[u8] = b"rl/";
 /// Remote: refused changes central sent back: `rr/` + return id + index (u32 BE).
 pub(crate) const REMOTE_REJECTIONS: &[u8] = b"rr/";
+
+/// The monitor: the journal by file-ready time: `jt/` + time (u64 BE) + flow id.
+pub(crate) const JOURNAL_BY_TIME: &[u8] = b"jt/";
+/// The monitor: refused changes: `rj/` + time (u64 BE) + flow id + index (u32 BE).
+pub(crate) const REJECTIONS: &[u8] = b"rj/";
+/// The monitor: what central has seen of each remote: `sw/` + site id (u16 BE).
+pub(crate) const SITE_SEEN: &[u8] = b"sw/";
+/// The monitor: events: `ev/` + number (u64 BE).
+pub(crate) const EVENTS: &[u8] = b"ev/";
+/// The monitor: the next event number.
+pub(crate) const EVENT_SEQ: &[u8] = b"cs/event";
+/// The monitor: emissions whose latest processing failed (not cut off): `fp/` + flow id.
+pub(crate) const FAILED: &[u8] = b"fp/";
+/// The monitor: alerts: `al/` + number (u64 BE).
+pub(crate) const ALERTS: &[u8] = b"al/";
+/// The monitor: the alerts' bookkeeping.
+pub(crate) const ALERT_STATE: &[u8] = b"cs/alerts";
+/// The site server (`outpost-server`): its workstation users: `wu/` + user code.
+pub const SITE_USERS: &[u8] = b"wu/";
+/// The site server: its workstation log: `wl/` + entry number (u64 BE).
+pub const SITE_LOG: &[u8] = b"wl/";
+/// The site server: the next entry number of its workstation log.
+pub const SITE_LOG_SEQ: &[u8] = b"ws/log";
+
+/// Every key and key prefix of the local table, by name.
+pub const REGISTRY: &[(&str, &[u8])] = &[
+    ("JOURNAL", JOURNAL),
+    ("CHUNKS", CHUNKS),
+    ("PENDING", PENDING),
+    ("RECEIPT_SEQ", RECEIPT_SEQ),
+    ("DEPLOYMENT", DEPLOYMENT),
+    ("REFUSED_FLOWS", REFUSED_FLOWS),
+    ("RETURN_SEQ", RETURN_SEQ),
+    ("RESTORED", RESTORED),
+    ("RESTORE_CONFIRMED", RESTORE_CONFIRMED),
+    ("RESTORE_RELAYED", RESTORE_RELAYED),
+    ("CONFIG", CONFIG),
+    ("CENTRAL_REMOTE", CENTRAL_REMOTE),
+    ("CREDENTIALS", CREDENTIALS),
+    ("INCARNATIONS", INCARNATIONS),
+    ("EMISSION_STAMPS", EMISSION_STAMPS),
+    ("REMOTE_IDENTITY", REMOTE_IDENTITY),
+    ("REMOTE_FIXED_EMISSION", REMOTE_FIXED_EMISSION),
+    ("REMOTE_PREV_EMISSION", REMOTE_PREV_EMISSION),
+    ("REMOTE_STATE", REMOTE_STATE),
+    ("REMOTE_LOG", REMOTE_LOG),
+    ("REMOTE_REJECTIONS", REMOTE_REJECTIONS),
+    ("JOURNAL_BY_TIME", JOURNAL_BY_TIME),
+    ("REJECTIONS", REJECTIONS),
+    ("SITE_SEEN", SITE_SEEN),
+    ("EVENTS", EVENTS),
+    ("EVENT_SEQ", EVENT_SEQ),
+    ("FAILED", FAILED),
+    ("ALERTS", ALERTS),
+    ("ALERT_STATE", ALERT_STATE),
+    ("SITE_USERS", SITE_USERS),
+    ("SITE_LOG", SITE_LOG),
+    ("SITE_LOG_SEQ", SITE_LOG_SEQ),
+];
 
 pub(crate) fn flow_key(prefix: &[u8], id: FlowId) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -150,5 +213,26 @@ pub(crate) fn write<R>(
         (Ok(r), _) => Ok(r),
         (Err(_), Some(e)) => Err(e),
         (Err(e), None) => Err(Error::Engine(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REGISTRY;
+
+    /// A key or prefix that started another would let a range scan over the one read the
+    /// other's rows (or a single key fall inside a prefix's range).
+    #[test]
+    fn no_key_prefix_of_the_local_table_starts_another() {
+        for (i, (name, key)) in REGISTRY.iter().enumerate() {
+            for (other, okey) in REGISTRY.iter().skip(i + 1) {
+                assert!(
+                    !key.starts_with(okey) && !okey.starts_with(key),
+                    "{name} ({:?}) and {other} ({:?}) overlap",
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(okey)
+                );
+            }
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! pages, the changes central refused with the flow that carried them, what central has seen
 //! of each remote, and alerts.
 //!
-//! Central's processing writes what this module reads, in the same transactions as the work:
+//! Central's processing writes what this module reads, in the same transactions as the work
+//! (the write side, [`crate::monitor_records`]):
 //! - an index of the journal by the time each flow became file ready (`jt/`), so that the
 //!   newest page of a journal of a million rows is read without reading the rest;
 //! - the refused changes, keyed by time, with the flow that carried them (`rj/`);
@@ -14,265 +15,28 @@
 //! emission waiting too long, the disk nearly full) into [`Alert`]s, kept in the store. It
 //! takes the time as an argument: the daemon calls it on a timer and e-mails what is new.
 
-use std::collections::BTreeMap;
-
-use outpost_engine::{Rejection, SiteId, Store, WriteTx};
+use outpost_engine::{SiteId, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::config::SyncType;
 use crate::flow::{FlowId, FlowKind};
-use crate::journal::JournalRow;
+use crate::journal::{Hold, JournalRow};
 use crate::local;
+use crate::local::{ALERT_STATE, ALERTS};
+use crate::monitor_records::{
+    EVENTS, FAILED, JOURNAL_BY_TIME, REJECTIONS, be_key, flow_bytes, flow_from, index_row,
+};
+pub use crate::monitor_records::{
+    Event, EventKind, LoggedRejection, SiteSeen, ensure_indexed, sites_seen,
+};
 
-/// The journal by file-ready time: `jt/` + time (u64 BE) + flow id.
-const JOURNAL_BY_TIME: &[u8] = b"jt/";
-/// Refused changes: `rj/` + time (u64 BE) + flow id + index (u32 BE).
-const REJECTIONS: &[u8] = b"rj/";
-/// What central saw of each remote: `sw/` + site id (u16 BE).
-const SITE_SEEN: &[u8] = b"sw/";
-/// Events: `ev/` + number (u64 BE).
-const EVENTS: &[u8] = b"ev/";
-/// The next event number.
-const EVENT_SEQ: &[u8] = b"cs/event";
-/// Emissions whose latest processing failed (not cut off): `fp/` + flow id.
-const FAILED: &[u8] = b"fp/";
-/// Alerts: `al/` + number (u64 BE).
-const ALERTS: &[u8] = b"al/";
-/// The alerts' bookkeeping.
-const ALERT_STATE: &[u8] = b"cs/alerts";
 /// Alerts kept for the next e-mail, at most.
 const UNMAILED_MAX: usize = 500;
 
 /// Rows looked at, at most, to fill one page: a filter that matches few rows gives a short page
 /// and a cursor to go on from, never a long wait.
 pub const SCAN_MAX: usize = 50_000;
-
-fn be_key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut k = prefix.to_vec();
-    for p in parts {
-        k.extend_from_slice(p);
-    }
-    k
-}
-
-fn flow_bytes(id: FlowId) -> [u8; 10] {
-    let mut b = [0u8; 10];
-    b[..2].copy_from_slice(&id.site.0.to_be_bytes());
-    b[2..].copy_from_slice(&id.seq.to_be_bytes());
-    b
-}
-
-fn flow_from(bytes: &[u8]) -> Option<FlowId> {
-    let site = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?);
-    Some(FlowId {
-        site: SiteId(site),
-        seq,
-    })
-}
-
-/// Indexes a new journal row by its file-ready time.
-pub(crate) fn index_row(tx: &mut WriteTx<'_, '_>, at_ms: u64, id: FlowId) -> Result<()> {
-    let key = be_key(JOURNAL_BY_TIME, &[&at_ms.to_be_bytes(), &flow_bytes(id)]);
-    Ok(tx.local_put(&key, &[])?)
-}
-
-/// Marks (or clears) an emission whose processing failed with an error: its next start is a
-/// retry, not a redo after a cut.
-pub(crate) fn set_failed(tx: &mut WriteTx<'_, '_>, id: FlowId, failed: bool) -> Result<()> {
-    let key = be_key(FAILED, &[&flow_bytes(id)]);
-    if failed {
-        tx.local_put(&key, &[])?;
-    } else {
-        tx.local_remove(&key)?;
-    }
-    Ok(())
-}
-
-/// The emission's latest processing failed with an error.
-pub(crate) fn failed(tx: &WriteTx<'_, '_>, id: FlowId) -> Result<bool> {
-    Ok(tx.local_get(&be_key(FAILED, &[&flow_bytes(id)]))?.is_some())
-}
-
-/// Builds what the monitor reads for a journal written before it existed (the time index and
-/// what central saw of each remote), once: does nothing when the index holds anything. Returns
-/// the rows indexed.
-pub fn ensure_indexed(store: &Store) -> Result<usize> {
-    let snap = store.snapshot()?;
-    let indexed = !snap
-        .local_range(
-            JOURNAL_BY_TIME,
-            &local::prefix_end(JOURNAL_BY_TIME),
-            Some(1),
-        )?
-        .is_empty();
-    if indexed {
-        return Ok(0);
-    }
-    let rows: Vec<JournalRow> = local::snap_all(&snap, local::JOURNAL)?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    local::write(store, |tx| {
-        for row in &rows {
-            let Some(at) = row.file_ready_ms else {
-                continue;
-            };
-            index_row(tx, at, row.id)?;
-            match row.kind {
-                FlowKind::Emission => saw_emission(tx, row.id, at, None)?,
-                FlowKind::Bootstrap | FlowKind::Return => {
-                    saw_made(tx, row.site, row.id, row.kind, at)?;
-                }
-            }
-            if row.kind == FlowKind::Return
-                && !row.refused_by_remote
-                && let Some(end) = row.exec_end_ms
-            {
-                saw_return_applied(tx, row.site, row.id, at, end)?;
-            }
-        }
-        Ok(rows.len())
-    })
-}
-
-/// What central saw of one remote.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiteSeen {
-    /// Its latest emission received, and when it became file ready.
-    pub last_emission: Option<(FlowId, u64)>,
-    /// Its wall clock minus central's when that emission arrived (ms): positive when the
-    /// remote's clock is ahead. Includes the time between making the file and its arrival.
-    pub clock_offset_ms: Option<i64>,
-    /// Its newest return it reported applied: the return, when central made it, when the
-    /// remote applied it.
-    pub last_applied_return: Option<(FlowId, u64, u64)>,
-    /// When central made its latest bootstrap.
-    pub bootstrap_ms: Option<u64>,
-    /// Its newest return central made, and when.
-    pub last_return_made: Option<(FlowId, u64)>,
-}
-
-fn seen_key(site: SiteId) -> Vec<u8> {
-    be_key(SITE_SEEN, &[&site.0.to_be_bytes()])
-}
-
-fn update_seen(
-    tx: &mut WriteTx<'_, '_>,
-    site: SiteId,
-    f: impl FnOnce(&mut SiteSeen),
-) -> Result<()> {
-    let key = seen_key(site);
-    let mut seen: SiteSeen = local::get(tx, &key)?.unwrap_or_default();
-    f(&mut seen);
-    local::put(tx, &key, &seen)
-}
-
-/// An emission became file ready at central; the remote's wall clock when it made it, if known.
-pub(crate) fn saw_emission(
-    tx: &mut WriteTx<'_, '_>,
-    id: FlowId,
-    at_ms: u64,
-    remote_wall_ms: Option<u64>,
-) -> Result<()> {
-    update_seen(tx, id.site, |s| {
-        if s.last_emission.is_none_or(|(last, _)| last.seq <= id.seq) {
-            s.last_emission = Some((id, at_ms));
-            s.clock_offset_ms = remote_wall_ms.map(|wall| {
-                let offset = i128::from(wall) - i128::from(at_ms);
-                offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64
-            });
-        }
-    })
-}
-
-/// A bootstrap or a return was made for `site`.
-pub(crate) fn saw_made(
-    tx: &mut WriteTx<'_, '_>,
-    site: SiteId,
-    id: FlowId,
-    kind: FlowKind,
-    at_ms: u64,
-) -> Result<()> {
-    update_seen(tx, site, |s| match kind {
-        FlowKind::Bootstrap => s.bootstrap_ms = Some(at_ms),
-        _ => s.last_return_made = Some((id, at_ms)),
-    })
-}
-
-/// `site` reported return `id` (made at `made_ms`) applied at `applied_ms`.
-pub(crate) fn saw_return_applied(
-    tx: &mut WriteTx<'_, '_>,
-    site: SiteId,
-    id: FlowId,
-    made_ms: u64,
-    applied_ms: u64,
-) -> Result<()> {
-    update_seen(tx, site, |s| {
-        if s.last_applied_return
-            .is_none_or(|(last, _, _)| last.seq <= id.seq)
-        {
-            s.last_applied_return = Some((id, made_ms, applied_ms));
-        }
-    })
-}
-
-/// What central saw of each remote that it saw anything of.
-pub fn sites_seen(store: &Store) -> Result<BTreeMap<SiteId, SiteSeen>> {
-    let snap = store.snapshot()?;
-    let mut out = BTreeMap::new();
-    for (k, v) in snap.local_range(SITE_SEEN, &local::prefix_end(SITE_SEEN), None)? {
-        let Some(id) = k
-            .get(SITE_SEEN.len()..)
-            .and_then(|b| b.try_into().ok())
-            .map(u16::from_be_bytes)
-        else {
-            continue;
-        };
-        let seen: SiteSeen = local::snap_decode(&v)?;
-        out.insert(SiteId(id), seen);
-    }
-    Ok(out)
-}
-
-/// A refused change as the monitor lists it: the change, rule and reason, and the flow that
-/// carried it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LoggedRejection {
-    /// The emission that carried it.
-    pub flow: FlowId,
-    /// The change, its source, its rule and reason.
-    pub rejection: Rejection,
-}
-
-/// Logs the changes an emission had refused.
-pub(crate) fn log_rejections(
-    tx: &mut WriteTx<'_, '_>,
-    flow: FlowId,
-    refusals: &[(usize, Rejection)],
-) -> Result<()> {
-    for (i, (_, r)) in refusals.iter().enumerate() {
-        let index = u32::try_from(i).unwrap_or(u32::MAX);
-        let key = be_key(
-            REJECTIONS,
-            &[
-                &r.at_ms.to_be_bytes(),
-                &flow_bytes(flow),
-                &index.to_be_bytes(),
-            ],
-        );
-        local::put(
-            tx,
-            &key,
-            &LoggedRejection {
-                flow,
-                rejection: r.clone(),
-            },
-        )?;
-    }
-    Ok(())
-}
 
 /// One page, newest first, and where the next one starts (`None`: nothing older).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -379,8 +143,7 @@ pub fn journal_page(
             let Some(id) = k.get(JOURNAL_BY_TIME.len() + 8..).and_then(flow_from) else {
                 return Ok(None);
             };
-            let row: Option<JournalRow> =
-                local::snap_get(snap, &local::flow_key(local::JOURNAL, id))?;
+            let row = crate::journal::snap_get(snap, id)?;
             Ok(row.filter(|r| keep(r)))
         },
     )
@@ -397,44 +160,6 @@ pub fn rejections_page(
         let r: LoggedRejection = local::snap_decode(v)?;
         Ok(keep(&r).then_some(r))
     })
-}
-
-/// What happened that the person responsible should hear of.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventKind {
-    /// A flow's execution started again: the one before was cut off (J1).
-    ExecutedAgain,
-    /// A remote refused a return.
-    RefusedByRemote,
-    /// Central refused changes of an emission.
-    Rejections,
-    /// An emission held: its changes are stamped too far ahead of central's clock.
-    Quarantined,
-    /// An emission refused at receipt: its store does not (or no longer) speak for its site —
-    /// a second store set up from one bootstrap, a superseded one, or one restored from a
-    /// backup (R1; `crate::incarnation`).
-    WrongStore,
-}
-
-/// One event, written in the transaction of what it reports.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// What.
-    pub kind: EventKind,
-    /// When (central's clock, UTC ms).
-    pub at_ms: u64,
-    /// The remote concerned.
-    pub site: SiteId,
-    /// The flow.
-    pub flow: FlowId,
-    /// In words.
-    pub text: String,
-}
-
-pub(crate) fn record_event(tx: &mut WriteTx<'_, '_>, event: &Event) -> Result<()> {
-    let n: u64 = local::get(tx, EVENT_SEQ)?.unwrap_or(0) + 1;
-    local::put(tx, EVENT_SEQ, &n)?;
-    local::put(tx, &be_key(EVENTS, &[&n.to_be_bytes()]), event)
 }
 
 /// An alert: a standing condition (open until it no longer holds) or an event (closed when
@@ -503,7 +228,7 @@ impl Default for Thresholds {
             silent_margin_ms: 30 * 60 * 1000,
             expect_every_ms: 24 * 3600 * 1000,
             pending_cycles: 3,
-            cycle_ms: crate::automaton::SWEEP_MS_DEFAULT,
+            cycle_ms: crate::config::SWEEP_MS_DEFAULT,
             disk_free_min_pct: 5,
         }
     }
@@ -543,13 +268,16 @@ fn conditions(
     t: &Thresholds,
     disk: Option<Disk>,
 ) -> Result<Vec<Condition>> {
+    let mut out = silent_remotes(store, now_ms, t)?;
+    out.extend(emissions_not_processed(store, now_ms, t)?);
+    out.extend(disk_nearly_full(disk, t));
+    Ok(out)
+}
+
+/// The remotes silent past their schedule (a fixed-time emission due and none come, or nothing
+/// for longer than expected).
+fn silent_remotes(store: &Store, now_ms: u64, t: &Thresholds) -> Result<Vec<Condition>> {
     let mut out = Vec::new();
-    let sites = store.sites();
-    let code = |s: SiteId| {
-        sites
-            .get(s)
-            .map_or_else(|| s.to_string(), |s| s.code.to_string())
-    };
     let seen = sites_seen(store)?;
     if let Some(config) = crate::central::config(store)? {
         for remote in &config.remotes {
@@ -606,6 +334,19 @@ fn conditions(
             }
         }
     }
+    Ok(out)
+}
+
+/// The pending emissions whose processing fails, or that have waited more than the allowed
+/// cycles (an emission held for clock skew has its own event instead).
+fn emissions_not_processed(store: &Store, now_ms: u64, t: &Thresholds) -> Result<Vec<Condition>> {
+    let mut out = Vec::new();
+    let sites = store.sites();
+    let code = |s: SiteId| {
+        sites
+            .get(s)
+            .map_or_else(|| s.to_string(), |s| s.code.to_string())
+    };
     let wait_max = t
         .cycle_ms
         .saturating_mul(u64::from(t.pending_cycles.max(1)));
@@ -613,11 +354,7 @@ fn conditions(
         let Some(row) = crate::journal::row(store, id)? else {
             continue;
         };
-        if row
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("quarantined: "))
-        {
+        if matches!(row.hold, Hold::Quarantined { .. }) {
             continue;
         }
         let snap_failed = store
@@ -659,23 +396,25 @@ fn conditions(
             });
         }
     }
-    if let Some(d) = disk
-        && d.total > 0
-        && d.available.saturating_mul(100) < d.total.saturating_mul(t.disk_free_min_pct.into())
-    {
-        out.push(Condition {
-            key: "disk".into(),
-            site: None,
-            flow: None,
-            text: format!(
-                "the disk of central's store is nearly full: {} MiB free of {} MiB (below {} %)",
-                d.available >> 20,
-                d.total >> 20,
-                t.disk_free_min_pct
-            ),
-        });
-    }
     Ok(out)
+}
+
+/// Central's disk below the free-space threshold.
+fn disk_nearly_full(disk: Option<Disk>, t: &Thresholds) -> Option<Condition> {
+    let d = disk?;
+    (d.total > 0
+        && d.available.saturating_mul(100) < d.total.saturating_mul(t.disk_free_min_pct.into()))
+    .then(|| Condition {
+        key: "disk".into(),
+        site: None,
+        flow: None,
+        text: format!(
+            "the disk of central's store is nearly full: {} MiB free of {} MiB (below {} %)",
+            d.available >> 20,
+            d.total >> 20,
+            t.disk_free_min_pct
+        ),
+    })
 }
 
 /// Brings the alerts up to date at `now_ms`: new events become (closed) alerts, conditions that
@@ -840,13 +579,12 @@ pub enum RowState {
 
 /// A row's state.
 pub fn row_state(row: &JournalRow) -> RowState {
+    match row.hold {
+        Hold::Quarantined { .. } => return RowState::Quarantined,
+        Hold::Superseded => return RowState::Superseded,
+        Hold::None => {}
+    }
     let error = row.error.as_deref().unwrap_or("");
-    if error.starts_with("quarantined: ") {
-        return RowState::Quarantined;
-    }
-    if error.starts_with("superseded by emission") {
-        return RowState::Superseded;
-    }
     if row.refused_by_remote {
         return RowState::Failed;
     }
@@ -856,15 +594,6 @@ pub fn row_state(row: &JournalRow) -> RowState {
         (_, Some(_)) => RowState::Done,
         (_, None) => RowState::Waiting,
     }
-}
-
-/// Parses a SynID as shown (`02-000017`).
-pub fn parse_flow_id(s: &str) -> Option<FlowId> {
-    let (site, seq) = s.trim().split_once('-')?;
-    Some(FlowId {
-        site: SiteId(site.parse().ok()?),
-        seq: seq.parse().ok()?,
-    })
 }
 
 /// Benchmarks only: `n` synthetic emissions in the journal, with their index, as if the remotes
@@ -904,7 +633,7 @@ pub fn fill_synthetic_journal(
                 } else {
                     row.exec_end_ms = Some(at + 50);
                 }
-                local::put(tx, &local::flow_key(local::JOURNAL, id), &row)?;
+                crate::journal::put(tx, &row)?;
                 index_row(tx, at, id)?;
             }
             Ok(())
@@ -930,7 +659,7 @@ mod tests {
         // As a store of before the monitor: no index, nothing seen.
         local::write(&store, |tx| {
             local::remove_all(tx, JOURNAL_BY_TIME)?;
-            local::remove_all(tx, SITE_SEEN)
+            local::remove_all(tx, crate::monitor_records::SITE_SEEN)
         })?;
         assert!(
             journal_page(&store, None, None, None, 500, |_| true)?

@@ -403,83 +403,14 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
     let mut reader = FlowReader::open(input)?;
     let header = reader.header().clone();
     let own = store.site().id;
-    if header.kind != FlowKind::Return {
-        return Err(Error::Refused(format!(
-            "flow {} is a {:?}, not a return",
-            header.id, header.kind
-        )));
-    }
-    if header.target != own {
-        return Err(Error::Refused(format!(
-            "return {} is addressed to site {}, not to this site {own}",
-            header.id, header.target
-        )));
-    }
-    if header.schema_fingerprint != store.schema().fingerprint() {
-        return Err(Error::Refused(format!(
-            "return {} was made with schema {:016x}; this site's is {:016x}",
-            header.id,
-            header.schema_fingerprint,
-            store.schema().fingerprint()
-        )));
-    }
+    let snap_state = check_return(store, &header)?;
     let now = store.now_ms();
-    let snap_state: RemoteState = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?
-        .ok_or_else(|| Error::Refused("this store was not provisioned as a remote".into()))?;
-    if header.source != snap_state.central || header.id.site != snap_state.central {
-        return Err(Error::Refused(format!(
-            "return {} does not come from central site {}",
-            header.id, snap_state.central
-        )));
-    }
-    let key = crate::central::DEPLOYMENT_SETTING;
-    if let (Some(ours), Some(theirs)) = (
-        snap_state.settings.get(key),
-        header.config.as_ref().and_then(|c| c.settings.get(key)),
-    ) && ours != theirs
-    {
-        return Err(Error::Refused(format!(
-            "return {} belongs to another deployment ({theirs}; this site's is {ours})",
-            header.id
-        )));
-    }
     let seq = header.id.seq;
     if seq == snap_state.last_return_seq {
         return Ok(Applied::AlreadyApplied(header.id));
     }
     if seq < snap_state.last_return_seq {
-        let newest = snap_state.last_return_seq;
-        let reason = format!(
-            "return {} is older than return {newest}, already applied",
-            header.id
-        );
-        local::write(store, |tx| {
-            let mut st = state(tx)?;
-            st.acks.push(ReturnAck {
-                id: header.id,
-                start_ms: now,
-                end_ms: now,
-                refused: true,
-                reason: Some(reason.clone()),
-            });
-            local::put(tx, local::REMOTE_STATE, &st)?;
-            log(
-                tx,
-                &LogRow {
-                    id: header.id,
-                    kind: FlowKind::Return,
-                    mode: header.mode,
-                    at_ms: now,
-                    n_changes: 0,
-                    bytes: 0,
-                    outcome: format!("refused: {reason}"),
-                },
-            )
-        })?;
-        return Ok(Applied::RefusedStale {
-            id: header.id,
-            newest,
-        });
+        return refuse_stale(store, &header, now, snap_state.last_return_seq);
     }
     // Return numbers are central's, shared by all remotes, so a jump is no gap. A return that
     // never arrived shows at central instead: its journal row never gets an execution (J1).
@@ -555,6 +486,87 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         report,
         reverted,
         note,
+    })
+}
+
+/// The checks of a return's header before anything of it is read: a return, for this site, of
+/// this schema, from this site's central, of this deployment. Returns the site's sync state.
+fn check_return(store: &Store, header: &FlowHeader) -> Result<RemoteState> {
+    let own = store.site().id;
+    if header.kind != FlowKind::Return {
+        return Err(Error::Refused(format!(
+            "flow {} is a {:?}, not a return",
+            header.id, header.kind
+        )));
+    }
+    if header.target != own {
+        return Err(Error::Refused(format!(
+            "return {} is addressed to site {}, not to this site {own}",
+            header.id, header.target
+        )));
+    }
+    if header.schema_fingerprint != store.schema().fingerprint() {
+        return Err(Error::Refused(format!(
+            "return {} was made with schema {:016x}; this site's is {:016x}",
+            header.id,
+            header.schema_fingerprint,
+            store.schema().fingerprint()
+        )));
+    }
+    let snap_state: RemoteState = local::snap_get(&store.snapshot()?, local::REMOTE_STATE)?
+        .ok_or_else(|| Error::Refused("this store was not provisioned as a remote".into()))?;
+    if header.source != snap_state.central || header.id.site != snap_state.central {
+        return Err(Error::Refused(format!(
+            "return {} does not come from central site {}",
+            header.id, snap_state.central
+        )));
+    }
+    let key = crate::central::DEPLOYMENT_SETTING;
+    if let (Some(ours), Some(theirs)) = (
+        snap_state.settings.get(key),
+        header.config.as_ref().and_then(|c| c.settings.get(key)),
+    ) && ours != theirs
+    {
+        return Err(Error::Refused(format!(
+            "return {} belongs to another deployment ({theirs}; this site's is {ours})",
+            header.id
+        )));
+    }
+    Ok(snap_state)
+}
+
+/// Refuses a return older than the newest applied (`newest`): acknowledged as refused, logged.
+fn refuse_stale(store: &Store, header: &FlowHeader, now: u64, newest: u64) -> Result<Applied> {
+    let reason = format!(
+        "return {} is older than return {newest}, already applied",
+        header.id
+    );
+    local::write(store, |tx| {
+        let mut st = state(tx)?;
+        st.acks.push(ReturnAck {
+            id: header.id,
+            start_ms: now,
+            end_ms: now,
+            refused: true,
+            reason: Some(reason.clone()),
+        });
+        local::put(tx, local::REMOTE_STATE, &st)?;
+        log(
+            tx,
+            &LogRow {
+                id: header.id,
+                kind: FlowKind::Return,
+                mode: header.mode,
+                at_ms: now,
+                n_changes: 0,
+                bytes: 0,
+                outcome: format!("refused: {reason}"),
+            },
+        )
+    })?;
+    Ok(Applied::RefusedStale {
+        id: header.id,
+        newest,
     })
 }
 

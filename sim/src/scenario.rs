@@ -18,7 +18,8 @@ use outpost_replicator::schedule::{HhMm, Zone};
 use outpost_replicator::{SyncMode, journal};
 use serde::{Deserialize, Serialize};
 
-use crate::{Carry, SimError, carried, retail};
+use crate::{Carry, SimError, carried};
+use outpost::retail;
 
 /// A scenario file.
 #[derive(Clone, Debug, Deserialize)]
@@ -143,10 +144,114 @@ pub struct Expect {
     pub creator: Option<String>,
 }
 
-/// One step: the site acts at its local time; exactly one operation.
+/// One step: the site acts at its local time; at most one operation ([`Op`]). Read from the
+/// file's `[[step]]` table, whose keys name the operation (`put = {…}`, `cut = true`…).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawStep")]
+pub struct Step {
+    /// `YYYY-MM-DDTHH:MM`, local to the acting site.
+    pub at: String,
+    /// The acting site's code.
+    pub site: String,
+    /// The workstation user acting at that site (S3: several users share one site's store);
+    /// `user` by default. Reservations are held by a user.
+    pub user: Option<String>,
+    /// What the step does; `None`: nothing (a step that only marks a time).
+    pub op: Option<Op>,
+    /// The operation must fail with this rule (`R6`, `R4/R9`…).
+    pub expect_error: Option<String>,
+}
+
+/// A step's operation.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Write fields.
+    Put(Put),
+    /// Delete a record.
+    Delete(RecordRef),
+    /// Reserve a document (R7).
+    Reserve(RecordRef),
+    /// Release it.
+    Release(RecordRef),
+    /// Close a cash register (R8).
+    CloseRegister(KeyRef),
+    /// Ask for a sync now: `immediate` or `no-return`.
+    Sync(String),
+    /// Write a flow file (a remote's emission; at central, a return `for` a remote).
+    Export(FileRef),
+    /// Read a flow file.
+    Import(FileRef),
+    /// Cut a flow file to half its length (a copy interrupted half-way).
+    Damage(FileRef),
+    /// Network down for the site.
+    Cut,
+    /// Network back.
+    Heal,
+    /// Crash and restart from durable state.
+    Crash,
+    /// The site's program stops.
+    Down,
+    /// It starts again.
+    Up,
+    /// Clock offset, like `+3h`, `-2d`, `+15m`.
+    Skew(String),
+    /// A remote admin's local settings edit (C6).
+    AdminConfig(AdminConfig),
+    /// A check.
+    Expect(Expect),
+}
+
+impl TryFrom<RawStep> for Step {
+    type Error = String;
+
+    /// The step with its one operation; two operations in one step are refused (the file says
+    /// which step).
+    fn try_from(raw: RawStep) -> Result<Self, String> {
+        let flag = |set: Option<bool>, op: Op| set.unwrap_or(false).then_some(op);
+        let ops: Vec<Op> = [
+            raw.put.map(Op::Put),
+            raw.delete.map(Op::Delete),
+            raw.reserve.map(Op::Reserve),
+            raw.release.map(Op::Release),
+            raw.close_register.map(Op::CloseRegister),
+            raw.sync.map(Op::Sync),
+            raw.export.map(Op::Export),
+            raw.import.map(Op::Import),
+            raw.damage.map(Op::Damage),
+            flag(raw.cut, Op::Cut),
+            flag(raw.heal, Op::Heal),
+            flag(raw.crash, Op::Crash),
+            flag(raw.down, Op::Down),
+            flag(raw.up, Op::Up),
+            raw.skew.map(Op::Skew),
+            raw.admin_config.map(Op::AdminConfig),
+            raw.expect.map(Op::Expect),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if ops.len() > 1 {
+            return Err(format!(
+                "the step at {} for {} has {} operations: give each its own step",
+                raw.at,
+                raw.site,
+                ops.len()
+            ));
+        }
+        Ok(Step {
+            at: raw.at,
+            site: raw.site,
+            user: raw.user,
+            op: ops.into_iter().next(),
+            expect_error: raw.expect_error,
+        })
+    }
+}
+
+/// A `[[step]]` table as the file writes it: one key per operation.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Step {
+struct RawStep {
     /// `YYYY-MM-DDTHH:MM`, local to the acting site.
     pub at: String,
     /// The acting site's code.
@@ -317,31 +422,24 @@ impl Step {
     /// The step's operation in a few words.
     pub fn describe(&self) -> String {
         let rec = |verb: &str, r: &RecordRef| format!("{verb} {}/{}", r.table, r.key);
-        let mut out = if let Some(p) = &self.put {
-            let fields: Vec<String> = p
-                .fields
-                .iter()
-                .map(|(f, v)| format!("{f}={}", toml_text(v)))
-                .collect();
-            format!("writes {}/{} {}", p.table, p.key, fields.join(" "))
-        } else if let Some(r) = &self.delete {
-            rec("deletes", r)
-        } else if let Some(r) = &self.reserve {
-            rec("reserves", r)
-        } else if let Some(r) = &self.release {
-            rec("releases", r)
-        } else if let Some(k) = &self.close_register {
-            format!("closes cash register {}", k.key)
-        } else if let Some(m) = &self.sync {
-            format!("asks for a {m} sync")
-        } else if let Some(f) = &self.export {
-            format!("exports {}", f.file)
-        } else if let Some(f) = &self.import {
-            format!("imports {}", f.file)
-        } else if let Some(f) = &self.damage {
-            format!("damages {}", f.file)
-        } else if let Some(e) = &self.expect {
-            match (&e.field, e.absent) {
+        let mut out = match &self.op {
+            Some(Op::Put(p)) => {
+                let fields: Vec<String> = p
+                    .fields
+                    .iter()
+                    .map(|(f, v)| format!("{f}={}", toml_text(v)))
+                    .collect();
+                format!("writes {}/{} {}", p.table, p.key, fields.join(" "))
+            }
+            Some(Op::Delete(r)) => rec("deletes", r),
+            Some(Op::Reserve(r)) => rec("reserves", r),
+            Some(Op::Release(r)) => rec("releases", r),
+            Some(Op::CloseRegister(k)) => format!("closes cash register {}", k.key),
+            Some(Op::Sync(m)) => format!("asks for a {m} sync"),
+            Some(Op::Export(f)) => format!("exports {}", f.file),
+            Some(Op::Import(f)) => format!("imports {}", f.file),
+            Some(Op::Damage(f)) => format!("damages {}", f.file),
+            Some(Op::Expect(e)) => match (&e.field, e.absent) {
                 (_, Some(true)) => format!("checks {}/{} is absent", e.table, e.key),
                 (None, _) if e.creator.is_some() => format!(
                     "checks {}/{} was created by {}",
@@ -356,23 +454,15 @@ impl Step {
                     e.equals.as_ref().map(toml_text).unwrap_or_default()
                 ),
                 _ => "checks".to_owned(),
-            }
-        } else if let Some(a) = &self.admin_config {
-            format!("admin sets {} = {}", a.setting, a.value)
-        } else if let Some(k) = &self.skew {
-            format!("clock moves {k}")
-        } else if self.cut == Some(true) {
-            "network cut".into()
-        } else if self.heal == Some(true) {
-            "network back".into()
-        } else if self.crash == Some(true) {
-            "crashes and restarts".into()
-        } else if self.down == Some(true) {
-            "stops".into()
-        } else if self.up == Some(true) {
-            "starts".into()
-        } else {
-            "does nothing".into()
+            },
+            Some(Op::AdminConfig(a)) => format!("admin sets {} = {}", a.setting, a.value),
+            Some(Op::Skew(k)) => format!("clock moves {k}"),
+            Some(Op::Cut) => "network cut".into(),
+            Some(Op::Heal) => "network back".into(),
+            Some(Op::Crash) => "crashes and restarts".into(),
+            Some(Op::Down) => "stops".into(),
+            Some(Op::Up) => "starts".into(),
+            None => "does nothing".into(),
         };
         if let Some(rule) = &self.expect_error {
             out += &format!(" (must be refused: {rule})");
@@ -695,6 +785,58 @@ pub fn run(s: &Scenario, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
     runner.finish(steps)
 }
 
+/// A step's operation that failed: its words, and the rule when a guard refused it.
+#[derive(Debug)]
+struct Failed {
+    text: String,
+    rule: Option<outpost_engine::Rule>,
+}
+
+impl From<String> for Failed {
+    fn from(text: String) -> Self {
+        Failed { text, rule: None }
+    }
+}
+
+impl From<&str> for Failed {
+    fn from(text: &str) -> Self {
+        Failed::from(text.to_owned())
+    }
+}
+
+impl From<outpost_engine::Error> for Failed {
+    fn from(e: outpost_engine::Error) -> Self {
+        Failed {
+            rule: e.refusal().map(|r| r.rule),
+            text: e.to_string(),
+        }
+    }
+}
+
+impl From<outpost_replicator::Error> for Failed {
+    fn from(e: outpost_replicator::Error) -> Self {
+        match e {
+            outpost_replicator::Error::Engine(e) => Failed::from(e),
+            e => Failed::from(e.to_string()),
+        }
+    }
+}
+
+impl From<SimError> for Failed {
+    fn from(e: SimError) -> Self {
+        match e {
+            SimError::Engine(e) => Failed::from(e),
+            SimError::Replicator(e) => Failed::from(e),
+        }
+    }
+}
+
+impl From<ScenarioError> for Failed {
+    fn from(e: ScenarioError) -> Self {
+        Failed::from(e.to_string())
+    }
+}
+
 fn value_for(kind: Option<FieldKind>, v: &toml::Value) -> Result<Value, String> {
     Ok(match (kind, v) {
         (Some(FieldKind::Decimal), toml::Value::String(s)) => {
@@ -837,11 +979,15 @@ impl Runner {
         let result = self.operate(step);
         let (ok, error) = match (&step.expect_error, result) {
             (None, Ok(())) => (true, None),
-            (None, Err(e)) => (false, Some(e)),
+            (None, Err(e)) => (false, Some(e.text)),
             (Some(rule), Err(e)) => {
-                // A rule (`R6`, `R4/R9`) must be the refusal's; other words must appear in the error.
-                let matches = e.contains(&format!("refused by {rule}"))
-                    || (!rule.starts_with('R') && e.contains(rule.as_str()));
+                // A rule (`R6`, `R4/R9`) must be the refusal's (its type, not its words); other
+                // words must appear in the error.
+                let matches = match e.rule {
+                    Some(r) => r.to_string() == *rule,
+                    None => false,
+                } || (!rule.starts_with('R') && e.text.contains(rule.as_str()));
+                let e = e.text;
                 if !matches {
                     self.violations.push(format!(
                         "{} at {}: expected a refusal by {rule}, got: {e}",
@@ -858,7 +1004,7 @@ impl Runner {
                 (false, None)
             }
         };
-        if step.expect.is_some() && !ok {
+        if matches!(step.op, Some(Op::Expect(_))) && !ok {
             self.violations.push(format!(
                 "{} at {}: {}",
                 step.site,
@@ -874,241 +1020,263 @@ impl Runner {
         })
     }
 
-    fn operate(&mut self, step: &Step) -> Result<(), String> {
+    fn operate(&mut self, step: &Step) -> Result<(), Failed> {
         let code = step.site.as_str();
         let user = step.user.as_deref().unwrap_or("user");
         let is_central = code == self.central_site.code.as_str();
-        let err = |e: &dyn std::fmt::Display| e.to_string();
-        if let Some(p) = &step.put {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
-            let def = store
-                .schema()
-                .table(&p.table)
-                .ok_or_else(|| format!("unknown table {}", p.table))?;
-            let fields = p
-                .fields
-                .iter()
-                .map(|(f, v)| value_for(def.field_kind(f), v).map(|v| (f.clone(), v)))
-                .collect::<Result<Vec<_>, _>>()?;
-            return store
-                .write_as(user, |tx| tx.set_fields(&p.table, &p.key, fields))
-                .map_err(|e| err(&e));
-        }
-        if let Some(r) = &step.delete {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
-            return store
-                .write_as(user, |tx| tx.delete(&r.table, &r.key))
-                .map_err(|e| err(&e));
-        }
-        if let Some(r) = &step.reserve {
-            return self
-                .store_of(code)
-                .map_err(|e| err(&e))?
-                .reserve(&r.table, &r.key, user)
-                .map_err(|e| err(&e));
-        }
-        if let Some(r) = &step.release {
-            return self
-                .store_of(code)
-                .map_err(|e| err(&e))?
-                .release(&r.table, &r.key, user)
-                .map_err(|e| err(&e));
-        }
-        if let Some(k) = &step.close_register {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
-            let zone = if is_central {
-                self.central_zone
+        let Some(op) = &step.op else {
+            return Err(if is_central {
+                "this operation is for a remote"
             } else {
-                self.remotes[self.remote_index(code).map_err(|e| err(&e))?].zone
-            };
-            let at = zone.hhmm_at(self.clock.now_ms());
-            return store
-                .write_as(user, |tx| {
-                    tx.set("cash_registers", &k.key, "closed_at", at.as_str())
-                })
-                .map_err(|e| err(&e));
-        }
-        if let Some(e) = &step.expect {
-            let store = self.store_of(code).map_err(|e| err(&e))?;
-            let record = store.record(&e.table, &e.key).map_err(|e| err(&e))?;
-            if e.absent == Some(true) {
-                return match record {
-                    None => Ok(()),
-                    Some(_) => Err(format!(
-                        "expected {}/{} absent at {code}, but it is there",
-                        e.table, e.key
-                    )),
-                };
+                "a step needs one operation"
             }
-            if let Some(want) = &e.creator {
-                let raw = store
-                    .snapshot()
-                    .and_then(|snap| snap.raw_record(&e.table, &e.key))
-                    .map_err(|e| err(&e))?;
-                let got = raw
-                    .map(|r| r.creator())
-                    .and_then(|id| store.sites().get(id).map(|s| s.code.to_string()));
-                if got.as_deref() != Some(want.as_str()) {
-                    return Err(format!(
-                        "expected {}/{} created by {want} at {code}, found {}",
+            .into());
+        };
+        match op {
+            Op::Put(p) => {
+                let store = self.store_of(code).map_err(Failed::from)?;
+                let def = store
+                    .schema()
+                    .table(&p.table)
+                    .ok_or_else(|| format!("unknown table {}", p.table))?;
+                let fields = p
+                    .fields
+                    .iter()
+                    .map(|(f, v)| value_for(def.field_kind(f), v).map(|v| (f.clone(), v)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                store
+                    .write_as(user, |tx| tx.set_fields(&p.table, &p.key, fields))
+                    .map_err(Failed::from)
+            }
+            Op::Delete(r) => {
+                let store = self.store_of(code).map_err(Failed::from)?;
+                store
+                    .write_as(user, |tx| tx.delete(&r.table, &r.key))
+                    .map_err(Failed::from)
+            }
+            Op::Reserve(r) => self
+                .store_of(code)
+                .map_err(Failed::from)?
+                .reserve(&r.table, &r.key, user)
+                .map_err(Failed::from),
+            Op::Release(r) => self
+                .store_of(code)
+                .map_err(Failed::from)?
+                .release(&r.table, &r.key, user)
+                .map_err(Failed::from),
+            Op::CloseRegister(k) => {
+                let store = self.store_of(code).map_err(Failed::from)?;
+                let zone = if is_central {
+                    self.central_zone
+                } else {
+                    self.remotes[self.remote_index(code).map_err(Failed::from)?].zone
+                };
+                let at = zone.hhmm_at(self.clock.now_ms());
+                store
+                    .write_as(user, |tx| {
+                        tx.set("cash_registers", &k.key, "closed_at", at.as_str())
+                    })
+                    .map_err(Failed::from)
+            }
+            Op::Expect(e) => {
+                let store = self.store_of(code).map_err(Failed::from)?;
+                let record = store.record(&e.table, &e.key).map_err(Failed::from)?;
+                if e.absent == Some(true) {
+                    return match record {
+                        None => Ok(()),
+                        Some(_) => Err(format!(
+                            "expected {}/{} absent at {code}, but it is there",
+                            e.table, e.key
+                        )
+                        .into()),
+                    };
+                }
+                if let Some(want) = &e.creator {
+                    let raw = store
+                        .snapshot()
+                        .and_then(|snap| snap.raw_record(&e.table, &e.key))
+                        .map_err(Failed::from)?;
+                    let got = raw
+                        .map(|r| r.creator())
+                        .and_then(|id| store.sites().get(id).map(|s| s.code.to_string()));
+                    if got.as_deref() != Some(want.as_str()) {
+                        return Err(format!(
+                            "expected {}/{} created by {want} at {code}, found {}",
+                            e.table,
+                            e.key,
+                            got.as_deref().unwrap_or("no record")
+                        )
+                        .into());
+                    }
+                    if e.field.is_none() {
+                        return Ok(());
+                    }
+                }
+                let field = e
+                    .field
+                    .as_deref()
+                    .ok_or("expect needs a field (or absent = true, or creator)")?;
+                let want = e.equals.as_ref().ok_or("expect needs equals")?;
+                let kind = store
+                    .schema()
+                    .table(&e.table)
+                    .and_then(|t| t.field_kind(field));
+                let want = value_for(kind, want)?;
+                let got = record.as_ref().and_then(|r| r.get(field)).cloned();
+                if got.as_ref() == Some(&want) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "expected {}/{}.{field} = {} at {code}, found {}",
                         e.table,
                         e.key,
-                        got.as_deref().unwrap_or("no record")
-                    ));
-                }
-                if e.field.is_none() {
-                    return Ok(());
+                        text_of(&want),
+                        got.map_or_else(|| "nothing".to_owned(), |v| text_of(&v))
+                    )
+                    .into())
                 }
             }
-            let field = e
-                .field
-                .as_deref()
-                .ok_or("expect needs a field (or absent = true, or creator)")?;
-            let want = e.equals.as_ref().ok_or("expect needs equals")?;
-            let kind = store
-                .schema()
-                .table(&e.table)
-                .and_then(|t| t.field_kind(field));
-            let want = value_for(kind, want)?;
-            let got = record.as_ref().and_then(|r| r.get(field)).cloned();
-            return if got.as_ref() == Some(&want) {
+            Op::Damage(f) => {
+                let bytes = self
+                    .files
+                    .get_mut(&f.file)
+                    .ok_or_else(|| format!("no file {:?}", f.file))?;
+                bytes.truncate(bytes.len() / 2);
                 Ok(())
-            } else {
-                Err(format!(
-                    "expected {}/{}.{field} = {} at {code}, found {}",
-                    e.table,
-                    e.key,
-                    text_of(&want),
-                    got.map_or_else(|| "nothing".to_owned(), |v| text_of(&v))
-                ))
-            };
-        }
-        if let Some(f) = &step.damage {
-            let bytes = self
-                .files
-                .get_mut(&f.file)
-                .ok_or_else(|| format!("no file {:?}", f.file))?;
-            bytes.truncate(bytes.len() / 2);
-            return Ok(());
-        }
-        if is_central {
-            if let Some(f) = &step.export {
+            }
+            Op::Export(f) if is_central => {
                 let remote_code = f
                     .for_site
                     .as_deref()
                     .ok_or("at central, export needs for = \"<remote>\"")?;
-                let i = self.remote_index(remote_code).map_err(|e| err(&e))?;
+                let i = self.remote_index(remote_code).map_err(Failed::from)?;
                 let (bytes, _) =
                     central::build_return(&self.central, self.remotes[i].site.id, Vec::new(), true)
-                        .map_err(|e| err(&e))?;
+                        .map_err(Failed::from)?;
                 self.files.insert(f.file.clone(), bytes);
-                return Ok(());
+                Ok(())
             }
-            if let Some(f) = &step.import {
+            Op::Import(f) if is_central => {
                 let bytes = self
                     .files
                     .get(&f.file)
                     .cloned()
                     .ok_or_else(|| format!("no file {:?}", f.file))?;
-                return self.deliver(&bytes, None).map_err(|e| err(&e));
+                self.deliver(&bytes, None).map_err(Failed::from)
             }
-            return Err("this operation is for a remote".into());
-        }
-        let i = self.remote_index(code).map_err(|e| err(&e))?;
-        if let Some(mode) = &step.sync {
-            if !self.remotes[i].up {
-                return Err(format!("{code} is down"));
-            }
-            if !self.remotes[i].net {
-                return Err(format!("{code}: network down, central unreachable"));
-            }
-            let ask = if mode == "no-return" {
-                SyncAsk::NoReturn
-            } else {
-                SyncAsk::Immediate { wait_ms: None }
-            };
-            let (r, mut net) = self.net(i);
-            let run = r
-                .executor
-                .request_sync(&r.store, &mut net, ask)
-                .map_err(|e| err(&e))?;
-            return carried(run).map(drop).map_err(|e| err(&e));
-        }
-        if let Some(f) = &step.export {
-            let (bytes, _) =
-                remote::emit(&self.remotes[i].store, Vec::new(), SyncMode::NoReturn, true)
-                    .map_err(|e| err(&e))?;
-            self.files.insert(f.file.clone(), bytes);
-            return Ok(());
-        }
-        if let Some(f) = &step.import {
-            let bytes = self
-                .files
-                .get(&f.file)
-                .cloned()
-                .ok_or_else(|| format!("no file {:?}", f.file))?;
-            return self.apply(i, bytes.as_slice()).map_err(|e| err(&e));
-        }
-        let r = &mut self.remotes[i];
-        if step.cut == Some(true) {
-            r.net = false;
-        } else if step.heal == Some(true) {
-            r.net = true;
-        } else if step.down == Some(true) {
-            r.up = false;
-        } else if step.up == Some(true) {
-            r.up = true;
-        } else if let Some(skew) = &step.skew {
-            r.skew_ms += duration_ms(skew).map_err(|e| err(&e))?;
-            let now = self.clock.now_ms();
-            r.clock.set(now.saturating_add_signed(r.skew_ms));
-        } else if step.crash == Some(true) {
-            // Restart from the durable state: close the store and open it again.
-            let site = r.site.clone();
-            let placeholder = Store::in_memory(StoreConfig::new(
-                site.clone(),
-                retail::schema(),
-                r.clock.clone(),
-            ))
-            .map_err(|e| err(&e))?;
-            drop(std::mem::replace(&mut r.store, placeholder));
-            r.store = open(&self.dir, &site, &r.clock).map_err(|e| err(&e))?;
-            // A new process: a new executor, reading the day's fixed-time emission back.
-            r.executor = executor_of(&r.store).map_err(|e| err(&e))?;
-        } else if let Some(a) = &step.admin_config {
-            let mut settings = remote::settings(&r.store).map_err(|e| err(&e))?;
-            let schedule = RemoteSchedule::from_settings(&settings).map_err(|e| err(&e))?;
-            let (name, value) = match a.setting.as_str() {
-                "emit_at" | "fetch_return_at" => {
-                    let at = hhmm(&a.value).map_err(|e| err(&e))?;
-                    let types: Vec<String> = schedule
-                        .sync_types
-                        .iter()
-                        .map(|t| match (*t, a.setting.as_str()) {
-                            (SyncType::Fixed { fetch, .. }, "emit_at") => SyncType::Fixed {
-                                emission: at,
-                                fetch,
-                            },
-                            (SyncType::Fixed { emission, .. }, _) => SyncType::Fixed {
-                                emission,
-                                fetch: at,
-                            },
-                            (other, _) => other,
-                        })
-                        .map(|t| t.to_string())
-                        .collect();
-                    ("sync_types".to_owned(), types.join(";"))
+            _ if is_central => Err("this operation is for a remote".into()),
+            Op::Sync(mode) => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                if !self.remotes[i].up {
+                    return Err(format!("{code} is down").into());
                 }
-                other => (other.to_owned(), a.value.clone()),
-            };
-            settings.insert(name.clone(), value.clone());
-            remote::set_setting(&r.store, &name, &value).map_err(|e| err(&e))?;
-            // The running executor follows the local admin's edit (C6).
-            r.executor.refresh(&r.store).map_err(|e| err(&e))?;
-        } else {
-            return Err("a step needs one operation".into());
+                if !self.remotes[i].net {
+                    return Err(format!("{code}: network down, central unreachable").into());
+                }
+                let ask = if mode == "no-return" {
+                    SyncAsk::NoReturn
+                } else {
+                    SyncAsk::Immediate { wait_ms: None }
+                };
+                let (r, mut net) = self.net(i);
+                let run = r
+                    .executor
+                    .request_sync(&r.store, &mut net, ask)
+                    .map_err(Failed::from)?;
+                carried(run).map(drop).map_err(Failed::from)
+            }
+            Op::Export(f) => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                let (bytes, _) =
+                    remote::emit(&self.remotes[i].store, Vec::new(), SyncMode::NoReturn, true)
+                        .map_err(Failed::from)?;
+                self.files.insert(f.file.clone(), bytes);
+                Ok(())
+            }
+            Op::Import(f) => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                let bytes = self
+                    .files
+                    .get(&f.file)
+                    .cloned()
+                    .ok_or_else(|| format!("no file {:?}", f.file))?;
+                self.apply(i, bytes.as_slice()).map_err(Failed::from)
+            }
+            Op::Cut | Op::Heal | Op::Down | Op::Up => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                let r = &mut self.remotes[i];
+                match op {
+                    Op::Cut => r.net = false,
+                    Op::Heal => r.net = true,
+                    Op::Down => r.up = false,
+                    _ => r.up = true,
+                }
+                Ok(())
+            }
+            Op::Skew(skew) => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                let r = &mut self.remotes[i];
+                r.skew_ms += duration_ms(skew).map_err(Failed::from)?;
+                let now = self.clock.now_ms();
+                r.clock.set(now.saturating_add_signed(r.skew_ms));
+
+                Ok(())
+            }
+            Op::Crash => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                let r = &mut self.remotes[i];
+                // Restart from the durable state: close the store and open it again.
+                let site = r.site.clone();
+                let placeholder = Store::in_memory(StoreConfig::new(
+                    site.clone(),
+                    retail::schema(),
+                    r.clock.clone(),
+                ))
+                .map_err(Failed::from)?;
+                drop(std::mem::replace(&mut r.store, placeholder));
+                r.store = open(&self.dir, &site, &r.clock).map_err(Failed::from)?;
+                // A new process: a new executor, reading the day's fixed-time emission back.
+                r.executor = executor_of(&r.store).map_err(Failed::from)?;
+
+                Ok(())
+            }
+            Op::AdminConfig(a) => {
+                let i = self.remote_index(code).map_err(Failed::from)?;
+                let r = &mut self.remotes[i];
+                let mut settings = remote::settings(&r.store).map_err(Failed::from)?;
+                let schedule = RemoteSchedule::from_settings(&settings)
+                    .map_err(|e| Failed::from(e.to_string()))?;
+                let (name, value) = match a.setting.as_str() {
+                    "emit_at" | "fetch_return_at" => {
+                        let at = hhmm(&a.value).map_err(Failed::from)?;
+                        let types: Vec<String> = schedule
+                            .sync_types
+                            .iter()
+                            .map(|t| match (*t, a.setting.as_str()) {
+                                (SyncType::Fixed { fetch, .. }, "emit_at") => SyncType::Fixed {
+                                    emission: at,
+                                    fetch,
+                                },
+                                (SyncType::Fixed { emission, .. }, _) => SyncType::Fixed {
+                                    emission,
+                                    fetch: at,
+                                },
+                                (other, _) => other,
+                            })
+                            .map(|t| t.to_string())
+                            .collect();
+                        ("sync_types".to_owned(), types.join(";"))
+                    }
+                    other => (other.to_owned(), a.value.clone()),
+                };
+                settings.insert(name.clone(), value.clone());
+                remote::set_setting(&r.store, &name, &value).map_err(Failed::from)?;
+                // The running executor follows the local admin's edit (C6).
+                r.executor.refresh(&r.store).map_err(Failed::from)?;
+
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn finish(mut self, steps: Vec<StepOutcome>) -> Result<ScenarioReport, ScenarioError> {

@@ -234,3 +234,30 @@ fn m1_a_schedule_changed_by_a_return_never_emits_twice_the_same_day() {
         "one fixed-time emission a day"
     );
 }
+
+/// A step is one operation (`scenario::Op`): a step that names two is refused when the file is
+/// read, instead of one of them being picked silently.
+#[test]
+fn a_step_with_two_operations_is_refused_when_read() {
+    let text = r#"
+start = "2026-11-25T08:00"
+days = 1
+
+[central]
+code = "ASOC"
+id = 1
+tz = "Europe/Paris"
+deferred_return_at = "23:00"
+
+[[step]]
+at = "2026-11-25T09:00"
+site = "ASOC"
+put = { table = "articles", key = "A1", fields = { name = "Chair" } }
+delete = { table = "articles", key = "A1" }
+"#;
+    let e = scenario::parse(text, "two-ops").map(drop).unwrap_err();
+    assert!(e.to_string().contains("2 operations"), "{e}");
+    let one = text.replace("delete = { table = \"articles\", key = \"A1\" }\n", "");
+    let plan = scenario::parse(&one, "one-op").unwrap();
+    assert!(matches!(plan.step[0].op, Some(scenario::Op::Put(_))));
+}

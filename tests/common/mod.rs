@@ -1,13 +1,12 @@
 //! A deployment on disk for the end-to-end tests: central ASOC and remotes BSOC and CSOC, each
-//! with its own durable store, exchanging sync files through a "USB stick" directory.
+//! with its own durable store, exchanging sync files through a "USB stick" directory. Shared by
+//! these library-level tests and, through `cli/tests/common`, by the command line's.
 #![allow(
     dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing
 )]
-
-pub mod net;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,7 +51,7 @@ impl Deployment {
         std::fs::create_dir_all(root.path().join("usb")).unwrap();
         let mut config = StoreConfig::new(
             Site::central(1, "ASOC").unwrap(),
-            outpost::demo::retail_schema(),
+            outpost::retail::schema(),
             clock.clone(),
         );
         config.skew_ms_max = skew_ms_max;
@@ -85,7 +84,7 @@ impl Deployment {
             move |site: &Site| {
                 Store::open(
                     path.join(site.code.as_str()),
-                    StoreConfig::new(site.clone(), outpost::demo::retail_schema(), clock),
+                    StoreConfig::new(site.clone(), outpost::retail::schema(), clock),
                 )
             }
         };

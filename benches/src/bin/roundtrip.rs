@@ -9,9 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use outpost::admin;
-use outpost::serve::ServeConfig;
-use outpost::sync::{Link, SyncRequest, sync_now};
+use outpost_cli::admin;
+use outpost_server::serve::ServeConfig;
+use outpost_server::sync::{Link, SyncRequest, sync_now};
 
 fn main() -> Result<(), String> {
     let mut syncs = 200usize;
@@ -60,7 +60,7 @@ fn main() -> Result<(), String> {
         ..ServeConfig::default()
     };
     let served = central.clone();
-    std::thread::spawn(move || outpost::serve::serve(&served, config));
+    std::thread::spawn(move || outpost_server::serve::serve(&served, config));
     let started = Instant::now();
     while ureq::get(format!("{url}/v1/health")).call().is_err() {
         if started.elapsed() > Duration::from_secs(30) {

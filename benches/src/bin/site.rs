@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use outpost::admin;
-use outpost::client::{Client, Records};
+use outpost_cli::admin;
+use outpost_client::{Client, Records};
 
 fn main() -> Result<(), String> {
     let mut requests = 4_000usize;
@@ -62,7 +62,7 @@ fn main() -> Result<(), String> {
         &boot,
     )?;
     admin::remote_init(&remote, &boot)?;
-    let credential = outpost::site::add_user(&remote, "BENCH", false)?;
+    let credential = outpost_server::site::add_user(&remote, "BENCH", false)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -70,13 +70,13 @@ fn main() -> Result<(), String> {
     let url = format!("http://127.0.0.1:{port}");
     {
         let remote = remote.clone();
-        let config = outpost::site::SiteServeConfig {
+        let config = outpost_server::site::SiteServeConfig {
             listen: format!("127.0.0.1:{port}"),
             scheduler: false,
-            ..outpost::site::SiteServeConfig::default()
+            ..outpost_server::site::SiteServeConfig::default()
         };
         std::thread::spawn(move || {
-            if let Err(e) = outpost::site::serve(&remote, config) {
+            if let Err(e) = outpost_server::site::serve(&remote, config) {
                 eprintln!("site serve: {e}");
             }
         });

@@ -1,0 +1,680 @@
+//! The command line's administration and file commands: a central or remote store on disk,
+//! sync files on physical media (S4), the journal (J1) and record access for operators. The
+//! stores speak the built-in retail schema (`outpost::retail`); a host application embeds
+//! the engine with its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use outpost_engine::{Clock, Site, SiteId, Store, StoreConfig};
+use outpost_replicator::config::{RemoteSettings, SyncType};
+use outpost_replicator::flow::FlowKind;
+use outpost_replicator::schedule::Zone;
+use outpost_replicator::{central, files, journal, remote};
+
+use outpost::SystemClock;
+use outpost_api::{from_json, to_json};
+pub use outpost_server::data_dir::{journal_zone, open, write_private};
+
+/// A command's failure, as the person at the terminal should read it.
+pub type CliResult<T> = Result<T, String>;
+
+fn msg(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn open_central(dir: &Path) -> CliResult<Store> {
+    let store = open(dir)?;
+    if !store.site().is_central() {
+        return Err(format!(
+            "{} holds the store of remote {}, not central's",
+            dir.display(),
+            store.site()
+        ));
+    }
+    Ok(store)
+}
+
+fn open_remote(dir: &Path) -> CliResult<Store> {
+    let store = open(dir)?;
+    if store.site().is_central() {
+        return Err(format!(
+            "{} holds central's store, not a remote's",
+            dir.display()
+        ));
+    }
+    Ok(store)
+}
+
+/// `outpost central init`: creates central's store with the seed's settings (C4) and no
+/// remote yet.
+pub fn central_init(dir: &Path, code: &str, id: u16, tz: &str, return_at: &str) -> CliResult<()> {
+    if dir.join(outpost_engine::STORE_FILE_NAME).exists() {
+        return Err(format!("{} already holds a store", dir.display()));
+    }
+    let mut config = outpost_replicator::config::seed_example();
+    config.remotes.clear();
+    config.central.time_zone = tz.to_owned();
+    config.central.return_time = return_at.parse().map_err(msg)?;
+    config.validate().map_err(msg)?;
+    let site = Site::central(id, code).map_err(msg)?;
+    let store = Store::open(
+        dir,
+        StoreConfig::new(site, outpost::retail::schema(), SystemClock),
+    )
+    .map_err(msg)?;
+    central::set_config(&store, &config).map_err(msg)?;
+    central::set_deployment_id(&store, outpost_server::auth::random_id()?).map_err(msg)?;
+    let (credential, digest) = outpost_server::auth::new_credential(store.site())?;
+    central::set_credential_digest(&store, store.site().id, &digest).map_err(msg)?;
+    let path = dir.join(ADMIN_CREDENTIAL_FILE);
+    write_private(&path, &credential)?;
+    println!("central {} created in {}", store.site(), dir.display());
+    println!(
+        "the administrator's credential (journal and status over the network) is in {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Where `outpost central init` leaves the administrator's credential.
+pub const ADMIN_CREDENTIAL_FILE: &str = "admin.credential";
+
+/// Bootstrap settings for the remote's first start only: its credential, central's address.
+const FIRST_START_CREDENTIAL: &str = "network.credential";
+const FIRST_START_URL: &str = "network.central_url";
+
+/// `outpost central new-credential`: a new credential for a site (the old one stops working).
+/// For a remote it is printed for its operator to put in its `remote.toml`; for central itself
+/// it replaces the administrator's credential file.
+pub fn new_credential(dir: &Path, code: &str) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let site = store
+        .sites()
+        .by_code(code)
+        .cloned()
+        .ok_or_else(|| format!("no site {code} at central"))?;
+    let (credential, digest) = outpost_server::auth::new_credential(&site)?;
+    central::set_credential_digest(&store, site.id, &digest).map_err(msg)?;
+    if site.is_central() {
+        let path = dir.join(ADMIN_CREDENTIAL_FILE);
+        write_private(&path, &credential)?;
+        println!("new administrator's credential in {}", path.display());
+    } else {
+        println!("{credential}");
+        eprintln!(
+            "the previous credential of {code} no longer works; put this one in credential = \"…\" of its remote.toml"
+        );
+    }
+    Ok(())
+}
+
+/// What `outpost central add-remote` is given.
+#[derive(Debug)]
+pub struct NewRemote<'a> {
+    /// Site id (2–99 shows as `Dnn`).
+    pub id: u16,
+    /// Establishment code.
+    pub code: &'a str,
+    /// IANA time zone.
+    pub tz: &'a str,
+    /// Sync types, e.g. `fixed 21:00 23:20`, `immediate 60`, `no-return`.
+    pub sync: &'a [String],
+    /// Tables it may not write (R4/R9).
+    pub deny: &'a [String],
+    /// Central's address as the remote reaches it (`https://central.example:2638`), carried
+    /// by the bootstrap file.
+    pub url: Option<&'a str>,
+}
+
+/// `outpost central add-remote`: the establishment, its settings, and its bootstrap file.
+pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResult<PathBuf> {
+    let store = open_central(dir)?;
+    let mut config = central::config(&store)
+        .map_err(msg)?
+        .ok_or("central has no configuration: run `outpost central init` first")?;
+    if config
+        .remotes
+        .iter()
+        .any(|r| r.id.0 == new.id || r.code == new.code)
+    {
+        return Err(format!(
+            "a remote with id {} or code {} already exists",
+            new.id, new.code
+        ));
+    }
+    let sync_types = new
+        .sync
+        .iter()
+        .map(|s| s.parse::<SyncType>().map_err(msg))
+        .collect::<CliResult<Vec<_>>>()?;
+    config.remotes.push(RemoteSettings {
+        id: SiteId(new.id),
+        code: new.code.to_owned(),
+        time_zone: new.tz.to_owned(),
+        sync_types,
+        denied_tables: new.deny.iter().cloned().collect(),
+    });
+    let (dir_out, name) = split_out(bootstrap)?;
+    central::set_config(&store, &config).map_err(msg)?;
+    let site = store
+        .sites()
+        .get(SiteId(new.id))
+        .cloned()
+        .ok_or("the new remote is missing from central's sites")?;
+    let path = site_bootstrap(&store, &site, new.url, &dir_out, name)?;
+    // M1 across zones: what the remote will get and when.
+    if let Ok(zone) = new.tz.parse::<Zone>()
+        && let Ok(Some(cycle)) = config.describe_cycle(site.id, zone.date_at(SystemClock.now_ms()))
+    {
+        println!("{}: {cycle}", new.code);
+    }
+    println!(
+        "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret, delete it once the remote is initialised): {}",
+        new.code,
+        new.id,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// A remote's bootstrap file with a new network credential in it (the old one no longer
+/// works).
+fn site_bootstrap(
+    store: &Store,
+    site: &outpost_engine::Site,
+    url: Option<&str>,
+    dir_out: &Path,
+    name: Option<String>,
+) -> CliResult<PathBuf> {
+    let (credential, digest) = outpost_server::auth::new_credential(site)?;
+    let mut first_start = BTreeMap::from([(FIRST_START_CREDENTIAL.to_owned(), credential)]);
+    if let Some(url) = url {
+        first_start.insert(FIRST_START_URL.to_owned(), url.to_owned());
+    }
+    let (written, _) =
+        files::bootstrap_with_to(store, site.id, dir_out, &first_start).map_err(msg)?;
+    central::set_credential_digest(store, site.id, &digest).map_err(msg)?;
+    let path = place(&written, dir_out, name)?;
+    // It holds the remote's credential: readable by its owner only.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// `outpost central reprovision`: a remote's store was lost, or set up twice from one
+/// bootstrap. Every store of the site set up before is refused from now on, and a new bootstrap
+/// (with a new credential) sets up the one that speaks for it, numbering its changes past
+/// everything central holds of the site (R1; docs/OPERATIONS.md).
+pub fn reprovision(
+    dir: &Path,
+    code: &str,
+    url: Option<&str>,
+    bootstrap: &Path,
+) -> CliResult<PathBuf> {
+    let store = open_central(dir)?;
+    let site = store
+        .sites()
+        .by_code(code)
+        .filter(|s| !s.is_central())
+        .cloned()
+        .ok_or_else(|| format!("no remote {code} at central"))?;
+    let (dir_out, name) = split_out(bootstrap)?;
+    let provisioning = central::reprovision(&store, site.id).map_err(msg)?;
+    let path = site_bootstrap(&store, &site, url, &dir_out, name)?;
+    println!(
+        "remote {code} reprovisioned (provisioning {provisioning}): central refuses every store of {code} set up before, and takes {code}'s changes from the first store set up from {} (it holds the site's new credential: hand it over as a secret, delete it once the remote is initialised)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `--out` or `--bootstrap`: an existing directory (the file gets its canonical name there) or
+/// a file path.
+fn split_out(out: &Path) -> CliResult<(PathBuf, Option<String>)> {
+    if out.is_dir() {
+        return Ok((out.to_path_buf(), None));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("{} does not exist", parent.display()));
+    }
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} is not a file name", out.display()))?;
+    Ok((parent, Some(name.to_owned())))
+}
+
+fn place(written: &Path, dir: &Path, name: Option<String>) -> CliResult<PathBuf> {
+    match name {
+        None => Ok(written.to_path_buf()),
+        Some(n) => {
+            let target = dir.join(n);
+            std::fs::rename(written, &target).map_err(msg)?;
+            Ok(target)
+        }
+    }
+}
+
+/// `outpost remote init`: a remote's store from its bootstrap file.
+pub fn remote_init(dir: &Path, bootstrap: &Path) -> CliResult<()> {
+    if dir.join(outpost_engine::STORE_FILE_NAME).exists() {
+        return Err(format!("{} already holds a store", dir.display()));
+    }
+    let file =
+        std::fs::File::open(bootstrap).map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    // Its own random identity: central tells it from another store set up from this file.
+    let store_id = outpost_server::auth::random_id()?;
+    let store = remote::bootstrap_as(
+        std::io::BufReader::new(file),
+        |site| {
+            Store::open(
+                dir,
+                StoreConfig::new(site.clone(), outpost::retail::schema(), SystemClock),
+            )
+        },
+        Some(store_id),
+    )
+    .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    // The credential and central's address go to remote.toml, out of the store's settings.
+    let net = outpost_server::sync::RemoteNet {
+        credential: remote::take_setting(&store, FIRST_START_CREDENTIAL).map_err(msg)?,
+        central_url: remote::take_setting(&store, FIRST_START_URL).map_err(msg)?,
+        ca_cert: None,
+    };
+    net.save(dir)?;
+    println!("remote {} created in {}", store.site(), dir.display());
+    if net.central_url.is_none() {
+        println!(
+            "to sync over the network, set central_url in {}",
+            dir.join(outpost_server::sync::REMOTE_NET_FILE).display()
+        );
+    }
+    Ok(())
+}
+
+/// `outpost remote export`: an emission as a file (S4).
+pub fn remote_export(dir: &Path, out: &Path) -> CliResult<PathBuf> {
+    let store = open_remote(dir)?;
+    let (dir_out, name) = split_out(out)?;
+    let (written, emitted) =
+        files::emit_to(&store, &dir_out, outpost_replicator::SyncMode::Deferred).map_err(msg)?;
+    let path = place(&written, &dir_out, name)?;
+    println!(
+        "emission {} of {}: {} changes → {}",
+        emitted.id,
+        store.site(),
+        emitted.n_changes,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `outpost central import`: an emission file into the sync table, then processed.
+pub fn central_import(dir: &Path, file: &Path) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let received = files::receive_from(&store, file, None)
+        .map_err(|e| format!("{}: refused, nothing kept: {e}", file.display()))?;
+    match received {
+        central::Received::Duplicate(id) => {
+            println!(
+                "{}: emission {id} was already received; nothing to do",
+                file.display()
+            );
+        }
+        central::Received::Ready { id, note, .. } => {
+            println!("emission {id} received whole: file ready in the sync table");
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+            for p in central::process_ready(&store).map_err(msg)? {
+                println!(
+                    "emission {} processed: {} changes ({} new, {} superseded, {} already held, {} refused)",
+                    p.id,
+                    p.report.outcomes.len(),
+                    p.report.count(outpost_engine::Outcome::Applied),
+                    p.report.count(outpost_engine::Outcome::Superseded),
+                    p.report.count(outpost_engine::Outcome::AlreadyHad),
+                    p.report.refused()
+                );
+            }
+            if let Some(row) = journal::row(&store, id).map_err(msg)?
+                && row.exec_end_ms.is_none()
+            {
+                return Err(format!(
+                    "emission {id} could not be applied: {}; it stays in the sync table, with its error in the journal",
+                    row.error.as_deref().unwrap_or("unknown error")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `outpost central export-return`: the return for one remote as a file (S4).
+pub fn central_export_return(dir: &Path, code: &str, out: &Path) -> CliResult<PathBuf> {
+    let store = open_central(dir)?;
+    let site = store
+        .sites()
+        .by_code(code)
+        .map(|s| s.id)
+        .ok_or_else(|| format!("no remote {code} at central"))?;
+    let (dir_out, name) = split_out(out)?;
+    let (written, built) = files::return_to(&store, site, &dir_out).map_err(msg)?;
+    let path = place(&written, &dir_out, name)?;
+    println!(
+        "return {} for {code}: {} changes, {} refusals sent back → {}",
+        built.id,
+        built.n_changes,
+        built.n_rejections,
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `outpost remote import`: a return file applied.
+/// The files of a central data directory a backup holds: the store, the administrator's
+/// credential, the daemon's settings (those present).
+const BACKED_UP: [&str; 3] = [
+    outpost_engine::STORE_FILE_NAME,
+    ADMIN_CREDENTIAL_FILE,
+    "outpost.toml",
+];
+
+/// `outpost central backup`: copies central's store (and its credential and settings) into
+/// `to`. The store is opened first, so the copy is refused while the daemon owns it and
+/// nothing writes to it during the copy; every commit is on disk already (redb commits are
+/// durable when they return).
+pub fn central_backup(dir: &Path, to: &Path) -> CliResult<()> {
+    let store = open_central(dir)?;
+    if to.join(outpost_engine::STORE_FILE_NAME).exists() {
+        return Err(format!("{} already holds a store", to.display()));
+    }
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut bytes = 0;
+    for name in BACKED_UP {
+        let from = dir.join(name);
+        if from.is_file() {
+            bytes += std::fs::copy(&from, to.join(name))
+                .map_err(|e| format!("{} → {}: {e}", from.display(), to.display()))?;
+        }
+    }
+    let journal_rows = journal::rows(&store, None, None, None).map_err(msg)?.len();
+    println!(
+        "backup of central {} in {}: {bytes} bytes, {journal_rows} journal rows",
+        store.site(),
+        to.display()
+    );
+    Ok(())
+}
+
+/// `outpost central restore`: puts a backup in place of central's data directory (what was
+/// there is moved aside, not deleted) and makes it safe to run again
+/// ([`central::after_restore`]). The remotes send again what central lost with their next
+/// syncs.
+pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
+    open_central(backup).map_err(|e| format!("the backup: {e}"))?;
+    let mut aside = None;
+    if dir.exists() {
+        let secs = SystemClock.now_ms() / 1000;
+        let mut name = dir.as_os_str().to_owned();
+        name.push(format!(".before-restore-{secs}"));
+        let to = PathBuf::from(name);
+        std::fs::rename(dir, &to).map_err(|e| format!("moving {} aside: {e}", dir.display()))?;
+        aside = Some(to);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for name in BACKED_UP {
+        let from = backup.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, dir.join(name))
+                .map_err(|e| format!("{} → {}: {e}", from.display(), dir.display()))?;
+        }
+    }
+    let store = open_central(dir)?;
+    let next = central::after_restore(&store).map_err(msg)?;
+    println!(
+        "central {} restored from {} into {}; returns continue at number {next}, and the \
+         remotes send again what was lost with their next two syncs",
+        store.site(),
+        backup.display(),
+        dir.display()
+    );
+    if let Some(to) = aside {
+        println!("what was in {} is now in {}", dir.display(), to.display());
+    }
+    Ok(())
+}
+
+/// `outpost remote restamp`: see [`remote::restamp`].
+pub fn remote_restamp(dir: &Path) -> CliResult<()> {
+    let store = open_remote(dir)?;
+    let n = remote::restamp(&store).map_err(msg)?;
+    if n == 0 {
+        println!(
+            "nothing to restamp: no write of {} is stamped ahead of this machine's clock",
+            store.site()
+        );
+    } else {
+        println!(
+            "{n} value(s) of {} stamped again from this machine's clock; the next sync carries them",
+            store.site()
+        );
+    }
+    Ok(())
+}
+
+pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
+    let store = open_remote(dir)?;
+    let applied = files::apply_return_from(&store, file)
+        .map_err(|e| format!("{}: refused, nothing applied: {e}", file.display()))?;
+    match applied {
+        remote::Applied::Applied {
+            id,
+            report,
+            reverted,
+            note,
+        } => {
+            println!(
+                "return {id} applied: {} changes ({} new, {} superseded, {} already held), {reverted} of this site's refused changes put back to central's values",
+                report.outcomes.len(),
+                report.count(outpost_engine::Outcome::Applied),
+                report.count(outpost_engine::Outcome::Superseded),
+                report.count(outpost_engine::Outcome::AlreadyHad),
+            );
+            if let Some(n) = note {
+                println!("note: {n}");
+            }
+        }
+        remote::Applied::AlreadyApplied(id) => {
+            println!("return {id} was already applied; nothing to do");
+        }
+        remote::Applied::RefusedStale { id, newest } => {
+            println!(
+                "return {id} refused: return {newest} is newer and already applied (central will see it as refused by remote)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `outpost journal`: the monitoring list (J1), as a table or JSON.
+/// `outpost journal --alerts`: the alerts (C3), open ones first.
+pub fn alerts(dir: &Path, json: bool) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let alerts = outpost_server::serve::monitor::alert_views(&store, 200)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&alerts).map_err(msg)?);
+        return Ok(());
+    }
+    if alerts.is_empty() {
+        println!("no alert");
+    }
+    for a in alerts {
+        let state = if a.open {
+            "OPEN  ".to_owned()
+        } else {
+            "closed".to_owned()
+        };
+        let mailed = a
+            .mailed
+            .map_or_else(|| "not e-mailed".to_owned(), |m| format!("e-mailed {m}"));
+        println!("{} {state} #{}  ({mailed})\n    {}", a.raised, a.id, a.text);
+    }
+    Ok(())
+}
+
+pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> CliResult<()> {
+    let store = open_central(dir)?;
+    if refused {
+        let flows = central::refused_flows(&store).map_err(msg)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&flows).map_err(msg)?);
+            return Ok(());
+        }
+        let sites = store.sites();
+        let zone = journal_zone(&store)?;
+        for f in flows {
+            let from = f.sender.map_or_else(
+                || "a file".to_owned(),
+                |s| {
+                    sites
+                        .get(s)
+                        .map_or_else(|| s.to_string(), |s| s.code.to_string())
+                },
+            );
+            println!(
+                "{} {}  from {from}  {} bytes  {}",
+                zone.date_at(f.at_ms),
+                zone.hhmm_at(f.at_ms),
+                f.bytes,
+                f.reason
+            );
+        }
+        return Ok(());
+    }
+    let sites = store.sites();
+    let filter = match site {
+        Some(code) => Some(
+            sites
+                .by_code(code)
+                .map(|s| s.id)
+                .ok_or_else(|| format!("no site {code} at central"))?,
+        ),
+        None => None,
+    };
+    let rows = journal::rows(&store, filter, None, None).map_err(msg)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(msg)?);
+        return Ok(());
+    }
+    let zone = journal_zone(&store)?;
+    let at = |ms: Option<u64>| {
+        ms.map_or_else(
+            || "-".to_owned(),
+            |m| format!("{} {}", zone.date_at(m), zone.hhmm_at(m)),
+        )
+    };
+    println!(
+        "{:<10} {:<5} {:<9} {:<12} {:<10} {:<16} {:<16} {:<16} {:>5} {:>7} {:>8} {:>5} {:>10}",
+        "SynID",
+        "site",
+        "kind",
+        "mode",
+        "link",
+        "file ready",
+        "exec start",
+        "exec end",
+        "execs",
+        "refused",
+        "changes",
+        "rej.",
+        "bytes"
+    );
+    for r in rows {
+        let code = sites
+            .get(r.site)
+            .map_or_else(|| r.site.to_string(), |s| s.code.to_string());
+        let kind = match r.kind {
+            FlowKind::Emission => "emission",
+            FlowKind::Return => "return",
+            FlowKind::Bootstrap => "bootstrap",
+        };
+        println!(
+            "{:<10} {:<5} {:<9} {:<12} {:<10} {:<16} {:<16} {:<16} {:>5} {:>7} {:>8} {:>5} {:>10}",
+            r.id.to_string(),
+            code,
+            kind,
+            format!("{:?}", r.mode).to_lowercase(),
+            r.link.map_or_else(|| "0".to_owned(), |l| l.to_string()),
+            at(r.file_ready_ms),
+            at(r.exec_start_ms),
+            at(r.exec_end_ms),
+            r.executions,
+            if r.refused_by_remote { "yes" } else { "no" },
+            r.n_changes,
+            r.n_rejections,
+            r.bytes
+        );
+    }
+    Ok(())
+}
+
+/// `outpost get`: a record's fields as a JSON object (`null` when there is none).
+pub fn get(dir: &Path, table: &str, key: &str) -> CliResult<()> {
+    let store = open(dir)?;
+    let record = store.record(table, key).map_err(msg)?;
+    let out = match record {
+        None => serde_json::Value::Null,
+        Some(r) => r
+            .fields
+            .iter()
+            .map(|(f, v)| (f.clone(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+/// `outpost put`: writes fields given as a JSON object, under every guard (R3–R8).
+pub fn put(dir: &Path, table: &str, key: &str, fields: &str, user: &str) -> CliResult<()> {
+    let store = open(dir)?;
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(fields).map_err(|e| format!("--fields is not a JSON object: {e}"))?;
+    let def = store
+        .schema()
+        .table(table)
+        .ok_or_else(|| format!("no table {table} in the schema"))?;
+    let values = parsed
+        .iter()
+        .map(|(f, v)| Ok((f.clone(), from_json(def.field_kind(f), v).map_err(msg)?)))
+        .collect::<CliResult<Vec<_>>>()?;
+    store
+        .write_as(user, |tx| tx.set_fields(table, key, values))
+        .map_err(msg)?;
+    Ok(())
+}
+
+/// `outpost delete`.
+pub fn delete(dir: &Path, table: &str, key: &str, user: &str) -> CliResult<()> {
+    let store = open(dir)?;
+    store
+        .write_as(user, |tx| tx.delete(table, key))
+        .map_err(msg)
+}
+
+/// `outpost reserve` / `outpost release` (R7).
+pub fn reserve(dir: &Path, table: &str, key: &str, holder: &str, release: bool) -> CliResult<()> {
+    let store = open(dir)?;
+    if release {
+        store.release(table, key, holder).map_err(msg)
+    } else {
+        store.reserve(table, key, holder).map_err(msg)
+    }
+}

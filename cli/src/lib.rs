@@ -1,0 +1,8 @@
+//! The `outpost` program's library: the administration and file commands ([`admin`]), the
+//! demo ([`demo`]) and the fuzz targets' bodies ([`fuzzing`]). The program itself is
+//! `src/main.rs`; the servers it starts are in `outpost-server`.
+
+pub mod admin;
+pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;

@@ -1,0 +1,332 @@
+//! Central's side: the sync table, processing emissions, building returns, creating remotes and
+//! their bootstrap files.
+//!
+//! The sync table (T1) is kept in central's own store: a flow's bytes in chunks of the local
+//! side table, and a journal row. A flow is "file ready" (T3) only once all its bytes are stored
+//! and it has been read through to its end frame with every checksum right.
+//!
+//! - this module: what central keeps per remote, the sync table's keys and stored flows
+//!   (`ChunkWriter`, `StoredFlow`), remotes, settings, the deployment's identity, credentials;
+//! - [`receive`](self::receive()) and the rest of receiving: `receive.rs`;
+//! - processing emissions, acknowledgements: `process.rs`;
+//! - after a restore from a backup: `restore.rs`;
+//! - returns and bootstrap files: `returns.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+
+use outpost_engine::{
+    Knowledge, MergeReport, Outcome, Rejection, Site, SiteId, Slot, Snapshot, Store,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{
+    ConfigSnapshot, FlowHeader, FlowId, FlowKind, FlowReader, FlowWriter, Incoming, IncomingItem,
+    ReturnAck, ReturnedRejection, SyncMode,
+};
+use crate::journal::{Hold, JournalRow};
+use crate::local;
+use crate::{Error, Result};
+
+mod process;
+mod receive;
+mod restore;
+mod returns;
+
+pub use process::*;
+pub use receive::*;
+pub use restore::*;
+pub use returns::*;
+
+/// Bytes per stored chunk of a flow.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// What central keeps about one remote.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct RemoteRecord {
+    /// The highest emission sequence number received.
+    last_emission_seq: u64,
+    /// The remote's knowledge as its latest processed emission reported it.
+    knowledge: Knowledge,
+    /// Emissions processed and not yet answered by a return.
+    unanswered: Vec<FlowId>,
+    /// Its refused changes not yet acknowledged, with the return that last carried each.
+    rejections: Vec<(Rejection, Option<u64>)>,
+    /// Its settings (C4), sent with every return (C6).
+    settings: BTreeMap<String, String>,
+    /// Its newest return and the receipt its bytes are stored under: the one it downloads.
+    /// Older returns are superseded (J2) and their bytes dropped; their journal rows stay.
+    latest_return: Option<(FlowId, u64)>,
+}
+
+fn remote_key(site: SiteId) -> Vec<u8> {
+    let mut k = local::CENTRAL_REMOTE.to_vec();
+    k.extend_from_slice(&site.0.to_be_bytes());
+    k
+}
+
+/// The index of emissions file ready and not yet processed, in the order received.
+fn pending_key(receipt: u64) -> Vec<u8> {
+    let mut k = local::PENDING.to_vec();
+    k.extend_from_slice(&receipt.to_be_bytes());
+    k
+}
+
+/// Emissions file ready whose processing has not finished (never started, or cut off), in
+/// the order received — read from an index, not by scanning the journal.
+pub fn pending_emissions(store: &Store) -> Result<Vec<FlowId>> {
+    local::snap_all(&store.snapshot()?, local::PENDING)
+}
+
+fn chunk_key(receipt: u64, chunk: u32) -> Vec<u8> {
+    let mut k = local::CHUNKS.to_vec();
+    k.extend_from_slice(&receipt.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+fn check_central(store: &Store) -> Result<()> {
+    if store.site().is_central() {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "{} is not the central site",
+            store.site()
+        )))
+    }
+}
+
+/// Creates a remote establishment at central: its site, the tables it may not write (R4/R9) and
+/// its settings. Its bootstrap file comes from [`write_bootstrap`].
+pub fn create_remote(
+    store: &Store,
+    site: Site,
+    denied_tables: BTreeSet<String>,
+    settings: BTreeMap<String, String>,
+) -> Result<()> {
+    check_central(store)?;
+    if site.is_central() {
+        return Err(Error::Refused(format!("{site} must be a remote")));
+    }
+    local::write(store, |tx| {
+        tx.add_site(site.clone())?;
+        tx.set_denied_tables(site.id, denied_tables)?;
+        let key = remote_key(site.id);
+        let mut rec: RemoteRecord = local::get(tx, &key)?.unwrap_or_default();
+        rec.settings = settings;
+        local::put(tx, &key, &rec)
+    })
+}
+
+/// Changes a remote's settings at central; they reach the remote with its next return (C6).
+pub fn set_remote_settings(
+    store: &Store,
+    remote: SiteId,
+    settings: BTreeMap<String, String>,
+) -> Result<()> {
+    local::write(store, |tx| {
+        let key = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &key)?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+        rec.settings = settings;
+        local::put(tx, &key, &rec)
+    })
+}
+
+/// The setting every flow of a deployment carries: central's [`deployment_id`], in hex.
+pub const DEPLOYMENT_SETTING: &str = "deployment";
+
+/// Sets the deployment's identity: `outpost central init` draws it at random. A store that has
+/// none gets one derived from central's site and clock the first time it is needed.
+pub fn set_deployment_id(store: &Store, id: u64) -> Result<()> {
+    check_central(store)?;
+    local::write(store, |tx| local::put(tx, local::DEPLOYMENT, &id))
+}
+
+/// The deployment's identity: a remote refuses a return, central an emission, carrying
+/// another one (a file from another deployment).
+pub fn deployment_id(store: &Store) -> Result<u64> {
+    if let Some(id) = local::snap_get::<u64>(&store.snapshot()?, local::DEPLOYMENT)? {
+        return Ok(id);
+    }
+    // FNV-1a over central's identity and the time now: distinct for deployments not created
+    // in the same millisecond under the same code. Read again and set in one transaction, so
+    // that two threads asking at once agree.
+    let seed = format!("{}/{}", store.site(), store.now_ms());
+    local::write(store, |tx| {
+        if let Some(id) = local::get::<u64>(tx, local::DEPLOYMENT)? {
+            return Ok(id);
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        local::put(tx, local::DEPLOYMENT, &h)?;
+        Ok(h)
+    })
+}
+
+fn config_for(store: &Store, rec: &RemoteRecord) -> Result<ConfigSnapshot> {
+    let sites: Vec<Site> = store.sites().iter().cloned().collect();
+    let denied = sites
+        .iter()
+        .map(|s| {
+            (
+                s.id,
+                store.denied_tables(s.id).into_iter().collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    let mut settings = rec.settings.clone();
+    settings.insert(
+        DEPLOYMENT_SETTING.to_owned(),
+        format!("{:016x}", deployment_id(store)?),
+    );
+    Ok(ConfigSnapshot {
+        sites,
+        denied,
+        settings,
+    })
+}
+
+/// Sets the whole sync configuration (C4) after validating it: central's settings, and each
+/// remote's establishment, permissions and settings, which reach it with its next return (C6).
+pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<()> {
+    check_central(store)?;
+    config
+        .validate()
+        .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
+    for r in &config.remotes {
+        let site = Site::remote(r.id.0, &r.code).map_err(outpost_engine::Error::from)?;
+        let settings = config.remote_settings(r.id).unwrap_or_default();
+        create_remote(store, site, r.denied_tables.clone(), settings)?;
+    }
+    local::write(store, |tx| local::put(tx, local::CONFIG, config))
+}
+
+/// The sync configuration last set, if any.
+pub fn config(store: &Store) -> Result<Option<crate::config::SyncConfig>> {
+    local::snap_get(&store.snapshot()?, local::CONFIG)
+}
+
+fn discard(store: &Store, receipt: u64) -> Result<()> {
+    local::write(store, |tx| remove_chunks(tx, receipt))
+}
+
+fn remove_chunks(tx: &mut outpost_engine::WriteTx<'_, '_>, receipt: u64) -> Result<()> {
+    let start = chunk_key(receipt, 0);
+    let end = chunk_key(receipt + 1, 0);
+    for (k, _) in tx.local_range(&start, &end, None)? {
+        tx.local_remove(&k)?;
+    }
+    Ok(())
+}
+
+/// Reads a stored flow's bytes back, chunk by chunk, from one snapshot.
+struct StoredFlow {
+    snap: Snapshot,
+    receipt: u64,
+    chunk: u32,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl StoredFlow {
+    fn open(store: &Store, receipt: u64) -> Result<Self> {
+        Ok(Self::on(store.snapshot()?, receipt))
+    }
+
+    fn on(snap: Snapshot, receipt: u64) -> Self {
+        StoredFlow {
+            snap,
+            receipt,
+            chunk: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for StoredFlow {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() {
+            match self
+                .snap
+                .local_get(&chunk_key(self.receipt, self.chunk))
+                .map_err(io::Error::other)?
+            {
+                Some(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                    self.chunk += 1;
+                }
+                None => return Ok(0),
+            }
+        }
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        let n = rest.len().min(out.len());
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Stores the digest of a site's network credential (the secret itself is never kept). The
+/// central site's own credential is the administrator's.
+pub fn set_credential_digest(store: &Store, site: SiteId, digest: &[u8]) -> Result<()> {
+    check_central(store)?;
+    if store.sites().get(site).is_none() {
+        return Err(Error::Engine(outpost_engine::Error::UnknownSite(site)));
+    }
+    let mut key = local::CREDENTIALS.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    local::write(store, |tx| local::put(tx, &key, &digest.to_vec()))
+}
+
+/// The digest of a site's network credential, if it has one.
+pub fn credential_digest(store: &Store, site: SiteId) -> Result<Option<Vec<u8>>> {
+    let mut key = local::CREDENTIALS.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    local::snap_get(&store.snapshot()?, &key)
+}
+
+/// Writes a flow's bytes into the sync table, a chunk per transaction.
+struct ChunkWriter<'s> {
+    store: &'s Store,
+    receipt: u64,
+    chunk: u32,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter<'_> {
+    fn put_chunk(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let key = chunk_key(self.receipt, self.chunk);
+        let bytes = std::mem::take(&mut self.buf);
+        local::write(self.store, |tx| Ok(tx.local_put(&key, &bytes)?)).map_err(io::Error::other)?;
+        self.chunk += 1;
+        Ok(())
+    }
+}
+
+impl Write for ChunkWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK_BYTES - self.buf.len();
+        let n = room.min(data.len());
+        self.buf
+            .extend_from_slice(data.get(..n).unwrap_or_default());
+        if self.buf.len() >= CHUNK_BYTES {
+            self.put_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.put_chunk()
+    }
+}

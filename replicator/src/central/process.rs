@@ -1,0 +1,428 @@
+//! Processing emissions (A1): one transaction per emission applies it with the guards keyed on
+//! the sender recorded at receipt, freezes what it created (R6), keeps refusals for the next
+//! return and records the acknowledgements of returns; an emission stamped too far ahead is
+//! held ([`crate::journal::Hold`]) instead.
+
+use super::*;
+use crate::frames::Frames;
+
+/// What processing one emission did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Processed {
+    /// The emission.
+    pub id: FlowId,
+    /// The merge's outcomes.
+    pub report: MergeReport,
+}
+
+/// What central holds of `remote`'s own changes: the acknowledgement a transport with a reply
+/// channel (the network) sends back after an upload, so that a remote that gets no return (M3)
+/// stops re-sending what central has.
+pub fn acknowledgement(store: &Store, remote: SiteId) -> Knowledge {
+    store.knowledge().only(remote)
+}
+
+/// Marks the start of an emission's processing: execution start and count (J1). A processing
+/// cut off after this (a crash) shows as a second execution when it is redone.
+pub fn begin_processing(store: &Store, id: FlowId) -> Result<()> {
+    let now = store.now_ms();
+    local::write(store, |tx| {
+        let mut row = crate::journal::get(tx, id)?.ok_or(Error::UnknownFlow(id))?;
+        // A start after a start that never ended, and did not fail: the one before was cut off
+        // (a stop or a crash). Retries of an emission whose processing fails are not that.
+        let cut_off = row.exec_start_ms.is_some()
+            && row.exec_end_ms.is_none()
+            && !crate::monitor_records::failed(tx, id)?;
+        row.executions += 1;
+        row.exec_start_ms = Some(now);
+        row.exec_end_ms = None;
+        if cut_off {
+            crate::monitor_records::record_event(
+                tx,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::ExecutedAgain,
+                    at_ms: now,
+                    site: row.site,
+                    flow: id,
+                    text: format!(
+                        "processing of emission {id} started again (execution {}): the one \
+                         before was cut off (a stop or a crash) and is redone whole",
+                        row.executions
+                    ),
+                },
+            )?;
+        }
+        crate::journal::put(tx, &row)
+    })
+}
+
+/// Processes every file-ready emission not yet processed (including one whose processing was
+/// cut off), in the order received. An emission that cannot be applied (its content is refused)
+/// keeps its error in the journal and stays pending; the others are processed all the same. A
+/// failure of the store itself stops the run.
+pub fn process_ready(store: &Store) -> Result<Vec<Processed>> {
+    check_central(store)?;
+    let pending = pending_emissions(store)?;
+    let mut out = Vec::new();
+    for id in pending {
+        match process(store, id) {
+            Ok(p) => out.push(p),
+            Err(e) if e.is_the_flows() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Processes one emission: one write transaction applies it with the guards keyed on the site
+/// that sent it, freezes the documents received from their creator (R6), records refusals for
+/// the next return, the acknowledgements of returns, and the journal's end of execution.
+///
+/// An emission with a change stamped further ahead of central's clock than the store's bound
+/// (and not already known) is held instead: nothing of it is applied, it stays pending, and its
+/// journal row says so — the alert for the person responsible. Being held is no execution: the
+/// row's count and start are put back. A held emission is not tried again, even once time has
+/// caught up with its stamps: its site may have stamped its changes again meanwhile
+/// (`remote::restamp`), and the old stamps must then never be applied anywhere. It is
+/// superseded instead by the next emission of its site that central processes, which carries
+/// everything it did (emissions are cumulative) with the stamps as they are then.
+pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
+    let before = crate::journal::row(store, id)?.ok_or(Error::UnknownFlow(id))?;
+    if let Hold::Quarantined { reason } = &before.hold {
+        return Err(Error::Quarantined(reason.clone()));
+    }
+    begin_processing(store, id)?;
+    match finish_processing(store, id) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let text = e.to_string();
+            let held = match &e {
+                Error::Quarantined(reason) => Some(reason.clone()),
+                _ => None,
+            };
+            local::write(store, |tx| {
+                if let Some(mut row) = crate::journal::get(tx, id)? {
+                    row.error = Some(text.clone());
+                    if held.is_none() {
+                        crate::monitor_records::set_failed(tx, id, true)?;
+                    }
+                    if let Some(reason) = held.clone() {
+                        row.hold = Hold::Quarantined { reason };
+                        row.executions = before.executions;
+                        row.exec_start_ms = before.exec_start_ms;
+                        row.exec_end_ms = before.exec_end_ms;
+                        crate::monitor_records::record_event(
+                            tx,
+                            &crate::monitor_records::Event {
+                                kind: crate::monitor_records::EventKind::Quarantined,
+                                at_ms: store.now_ms(),
+                                site: row.site,
+                                flow: id,
+                                text: format!("emission {id} {text}"),
+                            },
+                        )?;
+                    }
+                    crate::journal::put(tx, &row)?;
+                }
+                Ok(())
+            })?;
+            Err(e)
+        }
+    }
+}
+
+/// Takes out of the pending list the emissions of `id`'s site, older than it, held for clock
+/// skew: `id` carried everything they did.
+pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowId) -> Result<()> {
+    for (key, held) in local::tx_all::<FlowId>(tx, local::PENDING)? {
+        if held.site != id.site || held.seq >= id.seq {
+            continue;
+        }
+        let Some(mut row) = crate::journal::get(tx, held)? else {
+            continue;
+        };
+        if !matches!(row.hold, Hold::Quarantined { .. }) {
+            continue;
+        }
+        row.hold = Hold::Superseded;
+        row.error = Some(format!(
+            "superseded by emission {id} while held for clock skew: never applied; its \
+             changes came again in that emission"
+        ));
+        crate::journal::put(tx, &row)?;
+        tx.local_remove(&key)?;
+    }
+    Ok(())
+}
+
+/// The reason to hold `change` from the site `code`, if it is stamped beyond the bound ahead of
+/// central's clock and central does not know it already.
+pub(super) fn quarantine_reason(
+    store: &Store,
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    code: &str,
+    change: &outpost_engine::Change,
+) -> Option<String> {
+    let ahead = store.ahead_ms(change.stamp);
+    if ahead <= store.skew_ms_max() || tx.knowledge().contains(change.dot) {
+        return None;
+    }
+    Some(format!(
+        "{code}'s changes are stamped {} ahead of central's clock (the bound is {}): its clock \
+         is probably wrong. Nothing of this emission was applied; it is held until {code}'s \
+         clock is set right and `outpost remote restamp` has run there",
+        human_ms(ahead),
+        human_ms(store.skew_ms_max())
+    ))
+}
+
+/// A duration for people: 3.0 d, 4.5 h, 5 min, 40 s.
+pub(super) fn human_ms(ms: u64) -> String {
+    let f = ms as f64;
+    match ms {
+        86_400_000.. => format!("{:.1} d", f / 86_400_000.0),
+        3_600_000.. => format!("{:.1} h", f / 3_600_000.0),
+        60_000.. => format!("{} min", ms / 60_000),
+        _ => format!("{} s", ms / 1_000),
+    }
+}
+
+pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> {
+    let row = crate::journal::row(store, id)?.ok_or(Error::UnknownFlow(id))?;
+    let receipt = row.receipt.ok_or(Error::UnknownFlow(id))?;
+    // The sender is the site the journal recorded at receipt (authenticated when the transport
+    // could), never re-read from the file.
+    let sender = row.site;
+    let reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
+    let header = reader.header().clone();
+    let now = store.now_ms();
+    let schema = store.schema().clone();
+    let sites = store.sites();
+    let code = sites
+        .get(sender)
+        .map_or_else(|| sender.to_string(), |s| s.code.to_string());
+    let remotes: Vec<SiteId> = sites
+        .iter()
+        .filter(|s| !s.is_central())
+        .map(|s| s.id)
+        .collect();
+    let report = local::write(store, |tx| {
+        let mut report = MergeReport::default();
+        // Documents received from their creator, frozen once the whole flow is applied (a
+        // document's creation and its fields arrive in the same flow).
+        let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
+        let trusted = trusts_coverage(tx, sender, &header.acks, Some(id.seq))?;
+        let mut carried = Knowledge::new();
+        // Decoded beside the merge when the driver allows it; the knowledge does not move
+        // until every frame is merged.
+        let mut frames = Frames::new(reader, tx.knowledge().clone());
+        while let Some(item) = frames.next_frame()? {
+            let IncomingItem::Changes(changes) = item else {
+                return Err(Error::Refused("an emission carries no rejections".into()));
+            };
+            // Already merged changes (an emission carrying again what the remote sent before
+            // its last return arrived) are only counted.
+            let mut docs = Vec::new();
+            for (i, incoming) in changes.iter().enumerate() {
+                let Incoming::New(change) = incoming else {
+                    continue;
+                };
+                if !trusted {
+                    carried.insert(change.dot);
+                }
+                if let Some(reason) = quarantine_reason(store, tx, &code, change) {
+                    return Err(Error::Quarantined(reason));
+                }
+                let is_doc = schema.table(&change.table).is_some_and(|t| t.is_document());
+                if is_doc && change.created.site() == sender {
+                    docs.push((i, change.table.clone(), change.key.clone()));
+                }
+            }
+            let base = report.outcomes.len();
+            tx.apply_batch(sender, &changes, &mut report)?;
+            frames.recycle(changes);
+            // Frozen when it first came, if it was accepted (a refused creation may be known
+            // and have no document to freeze).
+            for (i, table, key) in docs {
+                if matches!(
+                    report.outcomes.get(base + i),
+                    Some(Outcome::Applied | Outcome::Superseded)
+                ) {
+                    to_freeze.insert((table, key));
+                }
+            }
+        }
+        // R6: a document received from its creator is frozen for it here too.
+        for (table, key) in &to_freeze {
+            tx.freeze(table, key)?;
+        }
+        tx.add_knowledge(sender, if trusted { &header.covered } else { &carried })?;
+        if trusted {
+            restore_relayed(tx, sender, &remotes)?;
+        }
+        let rkey = remote_key(sender);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        // What the site knows, for its next return — unless this emission's store was replaced
+        // by a reprovisioning since it arrived: the new store knows only its bootstrap and its
+        // own emissions, and must get these changes back (R1).
+        if !crate::incarnation::is_superseded(tx, &header)? {
+            rec.knowledge = header.knowledge.clone();
+        }
+        rec.unanswered.push(id);
+        rec.rejections
+            .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
+        apply_acks(tx, &mut rec, &header.acks)?;
+        local::put(tx, &rkey, &rec)?;
+        let mut row = crate::journal::get(tx, id)?.ok_or(Error::UnknownFlow(id))?;
+        row.exec_end_ms = Some(now);
+        row.n_changes = frames.n_changes();
+        row.n_rejections = report.refusals.len() as u64;
+        crate::journal::put(tx, &row)?;
+        crate::monitor_records::log_rejections(tx, id, &report.refusals)?;
+        if !report.refusals.is_empty() {
+            crate::monitor_records::record_event(
+                tx,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::Rejections,
+                    at_ms: now,
+                    site: sender,
+                    flow: id,
+                    text: rejections_text(&code, id, &report.refusals),
+                },
+            )?;
+        }
+        tx.local_remove(&pending_key(receipt))?;
+        crate::monitor_records::set_failed(tx, id, false)?;
+        supersede_held(tx, id)?;
+        Ok(report)
+    })?;
+    Ok(Processed { id, report })
+}
+
+/// Records what a remote reported of the returns it received (J1: execution start and end,
+/// refused by remote), and forgets the refusals that an applied return carried.
+pub(super) fn apply_acks(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    rec: &mut RemoteRecord,
+    acks: &[ReturnAck],
+) -> Result<()> {
+    for ack in acks {
+        if let Some(mut row) = crate::journal::get(tx, ack.id)? {
+            // The same report can arrive twice (over the network right after applying, then
+            // with the next emission): it counts once.
+            if row.exec_start_ms == Some(ack.start_ms)
+                && row.exec_end_ms == Some(ack.end_ms)
+                && row.refused_by_remote == ack.refused
+            {
+                continue;
+            }
+            row.exec_start_ms = Some(ack.start_ms);
+            row.exec_end_ms = Some(ack.end_ms);
+            row.executions += 1;
+            row.refused_by_remote = ack.refused;
+            if let Some(reason) = &ack.reason {
+                row.error = Some(reason.clone());
+            }
+            crate::journal::put(tx, &row)?;
+            ack_events(tx, &row, ack)?;
+        }
+        if !ack.refused {
+            rec.rejections
+                .retain(|(_, sent)| sent.is_none_or(|s| s > ack.id.seq));
+        }
+    }
+    Ok(())
+}
+
+/// What the monitor keeps of one report of a return: the remote's newest applied return, and
+/// the events worth an alert.
+pub(super) fn ack_events(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    row: &JournalRow,
+    ack: &ReturnAck,
+) -> Result<()> {
+    use crate::monitor_records::{Event, EventKind, record_event};
+    if !ack.refused {
+        crate::monitor_records::saw_return_applied(
+            tx,
+            row.site,
+            ack.id,
+            row.file_ready_ms.unwrap_or(ack.start_ms),
+            ack.end_ms,
+        )?;
+    }
+    if ack.refused {
+        record_event(
+            tx,
+            &Event {
+                kind: EventKind::RefusedByRemote,
+                at_ms: ack.end_ms,
+                site: row.site,
+                flow: ack.id,
+                text: format!(
+                    "return {} was refused by its remote: {}",
+                    ack.id,
+                    ack.reason.as_deref().unwrap_or("no reason given")
+                ),
+            },
+        )?;
+    }
+    if row.executions > 1 {
+        record_event(
+            tx,
+            &Event {
+                kind: EventKind::ExecutedAgain,
+                at_ms: ack.end_ms,
+                site: row.site,
+                flow: ack.id,
+                text: format!(
+                    "return {} was applied again by its remote (execution {})",
+                    ack.id, row.executions
+                ),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// An emission's refused changes in one line: how many, by rule.
+pub(super) fn rejections_text(code: &str, id: FlowId, refusals: &[(usize, Rejection)]) -> String {
+    let mut by_rule: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, r) in refusals {
+        *by_rule.entry(r.refusal.rule.to_string()).or_default() += 1;
+    }
+    let rules: Vec<String> = by_rule.iter().map(|(r, n)| format!("{r} ×{n}")).collect();
+    format!(
+        "{} change(s) of {code} refused in emission {id} ({}): they go back to {code} with \
+         central's values in its next return",
+        refusals.len(),
+        rules.join(", ")
+    )
+}
+
+/// Records a remote's reports of the returns it received, as soon as it made them (over the
+/// network, right after applying) instead of with its next emission. Only reports of returns
+/// addressed to `remote` are taken: a site cannot report on another's returns.
+pub fn record_acks(store: &Store, remote: SiteId, acks: &[ReturnAck]) -> Result<()> {
+    check_central(store)?;
+    local::write(store, |tx| {
+        let key = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &key)?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+        for ack in acks {
+            let row = crate::journal::get(tx, ack.id)?;
+            match row {
+                Some(r) if r.kind == FlowKind::Return && r.site == remote => {}
+                _ => {
+                    return Err(Error::Refused(format!(
+                        "{} is not a return of {remote}",
+                        ack.id
+                    )));
+                }
+            }
+        }
+        trusts_coverage(tx, remote, acks, None)?;
+        apply_acks(tx, &mut rec, acks)?;
+        local::put(tx, &key, &rec)
+    })
+}

@@ -1,0 +1,269 @@
+//! Receiving a flow into the sync table (T1, T3): its bytes in chunks of the local side table,
+//! "file ready" only once read through to its end with every checksum right; duplicates
+//! recognised, gaps in a remote's numbering noted, another store's emission refused at receipt
+//! (`crate::incarnation`).
+
+use super::*;
+
+/// A flow central refused at receipt: damaged, truncated, too large, of another deployment,
+/// claiming another site… Nothing of it is kept but this entry (the journal has rows only for
+/// flows it took).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RefusedFlow {
+    /// When (central's clock, UTC ms).
+    pub at_ms: u64,
+    /// The site that sent it, when the transport knew (an authenticated connection).
+    pub sender: Option<SiteId>,
+    /// Its size as received.
+    pub bytes: u64,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// The flows refused at receipt, oldest first.
+pub fn refused_flows(store: &Store) -> Result<Vec<RefusedFlow>> {
+    local::snap_all(&store.snapshot()?, local::REFUSED_FLOWS)
+}
+
+/// The result of receiving a flow.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Received {
+    /// Stored whole and checked: file ready.
+    Ready {
+        /// The flow.
+        id: FlowId,
+        /// Its size.
+        bytes: u64,
+        /// A gap or disorder in the remote's sequence, reported in the journal.
+        note: Option<String>,
+    },
+    /// The sync table already has this flow: it is not stored or applied again.
+    Duplicate(FlowId),
+}
+
+/// Receives an emission (from a file, later from the network) into the sync table. `sender` is
+/// the site that actually sent it, when the transport knows it (an authenticated connection):
+/// a flow claiming another site is refused. The flow is checked through to its end frame before
+/// it is "file ready"; a damaged or truncated flow is refused and nothing is kept.
+pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> Result<Received> {
+    check_central(store)?;
+    // 1. Store the bytes, chunk by chunk.
+    let receipt = new_receipt(store)?;
+    let mut bytes = 0u64;
+    let mut chunk_no = 0u32;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let mut filled = 0;
+        while filled < CHUNK_BYTES {
+            let n = match input.read(buf.get_mut(filled..).unwrap_or_default()) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    discard(store, receipt)?;
+                    return Err(Error::Io(e));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        let chunk = buf.get(..filled).unwrap_or_default();
+        local::write(store, |tx| {
+            Ok(tx.local_put(&chunk_key(receipt, chunk_no), chunk)?)
+        })?;
+        bytes += filled as u64;
+        chunk_no += 1;
+        if filled < CHUNK_BYTES {
+            break;
+        }
+    }
+    // 2. Check it whole, from what was stored.
+    let checked = check_stored(store, receipt, sender);
+    let header = match checked {
+        Ok(h) => h,
+        Err(e) => {
+            discard(store, receipt)?;
+            if e.is_the_flows() {
+                let refused = RefusedFlow {
+                    at_ms: store.now_ms(),
+                    sender,
+                    bytes,
+                    reason: e.to_string(),
+                };
+                local::write(store, |tx| put_refused(tx, receipt, &refused))?;
+            }
+            return Err(e);
+        }
+    };
+    // 3. File ready — unless it comes from a store that does not speak for its site, or is a
+    // duplicate.
+    let now = store.now_ms();
+    let id = header.id;
+    let code = store
+        .sites()
+        .get(header.source)
+        .map_or_else(|| header.source.to_string(), |s| s.code.to_string());
+    let outcome = local::write(store, |tx| {
+        if let Err(reason) = crate::incarnation::check_emission(tx, &header, &code)? {
+            let refused = RefusedFlow {
+                at_ms: now,
+                sender,
+                bytes,
+                reason: reason.clone(),
+            };
+            put_refused(tx, receipt, &refused)?;
+            crate::monitor_records::record_event(
+                tx,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::WrongStore,
+                    at_ms: now,
+                    site: header.source,
+                    flow: id,
+                    text: reason.clone(),
+                },
+            )?;
+            return Ok(Err(reason));
+        }
+        if crate::journal::get(tx, id)?.is_some() {
+            return Ok(Ok(Received::Duplicate(id)));
+        }
+        let rkey = remote_key(header.source);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        let note = if id.seq > rec.last_emission_seq + 1 {
+            Some(format!(
+                "emission(s) {}..{} of {} never received",
+                rec.last_emission_seq + 1,
+                id.seq - 1,
+                header.source
+            ))
+        } else if id.seq <= rec.last_emission_seq {
+            Some(format!(
+                "received out of order, after emission {}",
+                rec.last_emission_seq
+            ))
+        } else {
+            None
+        };
+        rec.last_emission_seq = rec.last_emission_seq.max(id.seq);
+        local::put(tx, &rkey, &rec)?;
+        let mut row = JournalRow::new(id, FlowKind::Emission, header.source, header.mode);
+        row.file_ready_ms = Some(now);
+        row.bytes = bytes;
+        row.receipt = Some(receipt);
+        row.error = note.clone();
+        crate::journal::put(tx, &row)?;
+        crate::monitor_records::index_row(tx, now, id)?;
+        crate::monitor_records::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
+        local::put(tx, &pending_key(receipt), &id)?;
+        Ok(Ok(Received::Ready { id, bytes, note }))
+    })?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(reason) => {
+            discard(store, receipt)?;
+            return Err(Error::WrongStore(reason));
+        }
+    };
+    if matches!(outcome, Received::Duplicate(_)) {
+        discard(store, receipt)?;
+    }
+    Ok(outcome)
+}
+
+/// Lists a flow refused at receipt (`rf/` + receipt number), outside the journal.
+pub(super) fn put_refused(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    receipt: u64,
+    refused: &RefusedFlow,
+) -> Result<()> {
+    let mut key = local::REFUSED_FLOWS.to_vec();
+    key.extend_from_slice(&receipt.to_be_bytes());
+    local::put(tx, &key, refused)
+}
+
+pub(super) fn new_receipt(store: &Store) -> Result<u64> {
+    local::write(store, |tx| {
+        let n: u64 = local::get(tx, local::RECEIPT_SEQ)?.unwrap_or(0) + 1;
+        local::put(tx, local::RECEIPT_SEQ, &n)?;
+        Ok(n)
+    })
+}
+
+pub(super) fn check_stored(
+    store: &Store,
+    receipt: u64,
+    sender: Option<SiteId>,
+) -> Result<FlowHeader> {
+    let reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
+    check_emission_header(store, reader.header(), sender)?;
+    Ok(reader.verify()?)
+}
+
+pub(super) fn check_emission_header(
+    store: &Store,
+    h: &FlowHeader,
+    sender: Option<SiteId>,
+) -> Result<()> {
+    if h.kind != FlowKind::Emission {
+        return Err(Error::Refused(format!(
+            "flow {} is a {:?}, not an emission",
+            h.id, h.kind
+        )));
+    }
+    if let Some(sender) = sender
+        && (h.source != sender || h.id.site != sender)
+    {
+        return Err(Error::Refused(format!(
+            "flow {} claims to come from site {} but was sent by site {sender}",
+            h.id, h.source
+        )));
+    }
+    if h.id.site != h.source {
+        return Err(Error::Refused(format!(
+            "flow {} claims source {} but its id names site {}",
+            h.id, h.source, h.id.site
+        )));
+    }
+    if h.target != store.site().id {
+        return Err(Error::Refused(format!(
+            "flow {} is addressed to site {}, not to this central site {}",
+            h.id,
+            h.target,
+            store.site().id
+        )));
+    }
+    match store.sites().get(h.source) {
+        Some(s) if !s.is_central() => {}
+        _ => {
+            return Err(Error::Refused(format!(
+                "flow {} comes from site {}, which is not a known remote",
+                h.id, h.source
+            )));
+        }
+    }
+    let carried = h
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(DEPLOYMENT_SETTING));
+    let ours = format!("{:016x}", deployment_id(store)?);
+    if let Some(theirs) = carried
+        && *theirs != ours
+    {
+        return Err(Error::Refused(format!(
+            "flow {} belongs to another deployment ({theirs}; this central's is {ours})",
+            h.id
+        )));
+    }
+    let fingerprint = store.schema().fingerprint();
+    if h.schema_fingerprint != fingerprint {
+        return Err(Error::Refused(format!(
+            "flow {} was made with schema {:016x}; this site's is {fingerprint:016x}",
+            h.id, h.schema_fingerprint
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! After central is restored from a backup: the numbers it uses again jump past everything it
+//! made before, and a remote's coverage claims are trusted again only once it has applied a
+//! return made since.
+
+use super::*;
+
+/// How far central's sequences (its returns, its own commits) jump after a restore from a
+/// backup: past anything it can have issued between the backup and the loss (and at least to
+/// the time in milliseconds, so that a second restore of the same backup jumps further).
+pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
+
+/// Makes central's store, just restored from a backup, safe to run again. The returns and the
+/// commits it made after the backup are lost here, but its remotes have them: its return
+/// numbers jump (a remote would refuse a return numbered below one it applied as stale) and so
+/// does its commit sequence (a new commit must not reuse a dot the remotes already know).
+/// Each remote's emissions are computed from what central last reported it holds, so once a
+/// remote has applied a return of the restored central, its next emission carries again what
+/// central lost. Until then its emissions' claims to cover what it knows are not trusted
+/// ([`trusts_coverage`]): they were made believing central has what it lost. Returns the next
+/// return number.
+pub fn after_restore(store: &Store) -> Result<u64> {
+    check_central(store)?;
+    // Past anything issued since the backup, and past an earlier restore of the same backup:
+    // the numbers never go below the time in milliseconds.
+    let floor = store.now_ms();
+    store.skip_sequence(RESTORE_SEQ_JUMP, floor)?;
+    local::write(store, |tx| {
+        let seq: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
+        let next = seq.saturating_add(RESTORE_SEQ_JUMP).max(floor);
+        local::put(tx, local::RETURN_SEQ, &next)?;
+        local::put(tx, local::RESTORED, &(next + 1))?;
+        local::remove_all(tx, local::RESTORE_CONFIRMED)?;
+        local::remove_all(tx, local::RESTORE_RELAYED)?;
+        Ok(next + 1)
+    })
+}
+
+/// Whether central may take the coverage claim of `remote`'s emission number `emission`
+/// (everything the remote knows of its own is at central once the emission is applied; `None`
+/// for a report of returns outside an emission). After a restore from a backup it may not
+/// until the remote reports applying a return made since (`acks`, recorded here), and then
+/// only for emissions made after that: before, the remote believed central holds what the
+/// restore lost.
+pub(super) fn trusts_coverage(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    acks: &[ReturnAck],
+    emission: Option<u64>,
+) -> Result<bool> {
+    let Some(first) = local::get::<u64>(tx, local::RESTORED)? else {
+        return Ok(true);
+    };
+    let mut key = local::RESTORE_CONFIRMED.to_vec();
+    key.extend_from_slice(&remote.0.to_be_bytes());
+    // The emissions after this number were made knowing what the restored central holds.
+    let after = match local::get::<u64>(tx, &key)? {
+        Some(after) => after,
+        None if acks.iter().any(|a| !a.refused && a.id.seq >= first) => {
+            let received: RemoteRecord = local::get(tx, &remote_key(remote))?.unwrap_or_default();
+            let after = emission.map_or(received.last_emission_seq, |s| s.saturating_sub(1));
+            local::put(tx, &key, &after)?;
+            after
+        }
+        None => return Ok(false),
+    };
+    Ok(emission.is_none_or(|s| s > after))
+}
+
+/// After a restore: `remote` has sent back, in a trusted emission, what it had. Once every
+/// remote has, central stops taking its own lost commits from them (a remote could otherwise
+/// write as central) and the restore is over.
+pub(super) fn restore_relayed(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    remotes: &[SiteId],
+) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let key = |prefix: &[u8], site: SiteId| {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&site.0.to_be_bytes());
+        k
+    };
+    local::put(tx, &key(local::RESTORE_RELAYED, remote), &())?;
+    for site in remotes {
+        if tx.local_get(&key(local::RESTORE_RELAYED, *site))?.is_none() {
+            return Ok(());
+        }
+    }
+    tx.forget_lost_own()?;
+    tx.local_remove(local::RESTORED)?;
+    local::remove_all(tx, local::RESTORE_CONFIRMED)?;
+    local::remove_all(tx, local::RESTORE_RELAYED)
+}

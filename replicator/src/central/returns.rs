@@ -1,0 +1,319 @@
+//! Returns (A2) and bootstrap files: what each remote lacks, its refused changes and its
+//! settings (C6), written for it; returns kept in the sync table for remotes to download.
+
+use super::*;
+
+/// Prepares the return of `remote` into central's sync table, where the remote fetches it when
+/// it connects ([`fetch_return`]). See [`build_return`].
+pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
+    let receipt = new_receipt(store)?;
+    let out = ChunkWriter {
+        store,
+        receipt,
+        chunk: 0,
+        buf: Vec::with_capacity(CHUNK_BYTES),
+    };
+    match write_for_remote(
+        store,
+        remote,
+        FlowKind::Return,
+        out,
+        true,
+        Some(receipt),
+        None,
+    ) {
+        Ok((_, built)) => Ok(built),
+        Err(e) => {
+            discard(store, receipt)?;
+            Err(e)
+        }
+    }
+}
+
+/// The newest return prepared for `remote` with a sequence number above `after_seq`, as a byte
+/// stream (what a remote downloads when it connects).
+pub fn fetch_return(
+    store: &Store,
+    remote: SiteId,
+    after_seq: u64,
+) -> Result<Option<(FlowId, impl Read + use<>)>> {
+    // One snapshot for the record and the bytes: a return built meanwhile, which drops the
+    // bytes of the one it supersedes, cannot cut this download short.
+    let snap = store.snapshot()?;
+    let rec: Option<RemoteRecord> = local::snap_get(&snap, &remote_key(remote))?;
+    let newest = rec
+        .and_then(|r| r.latest_return)
+        .filter(|(id, _)| id.seq > after_seq);
+    match newest {
+        Some((id, receipt)) => Ok(Some((id, StoredFlow::on(snap, receipt)))),
+        None => Ok(None),
+    }
+}
+
+/// What a return (or bootstrap) held.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Built {
+    /// The flow.
+    pub id: FlowId,
+    /// The emission it answers (J1 link).
+    pub link: Option<FlowId>,
+    /// Changes written.
+    pub n_changes: u64,
+    /// Refused changes sent back.
+    pub n_rejections: u64,
+    /// Its size (uncompressed).
+    pub bytes: u64,
+}
+
+/// Builds the return for one remote — right after processing (M2), or at the common return
+/// time for each deferred remote (M1; the automaton decides when). It holds everything that
+/// remote lacks, other remotes' changes included, central's knowledge, the remote's
+/// configuration and its refused changes with central's registers for them. Its cost follows
+/// what the remote lacks. The journal gets the return's row; the emission it answers gets its
+/// link, and earlier unanswered emissions keep link 0 (J2).
+pub fn build_return<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+) -> Result<(W, Built)> {
+    write_for_remote(store, remote, FlowKind::Return, out, compress, None, None)
+}
+
+/// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
+/// and its configuration. Streamed from one snapshot.
+pub fn write_bootstrap<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+) -> Result<(W, Built)> {
+    write_bootstrap_with(store, remote, out, compress, &BTreeMap::new())
+}
+
+/// Starts a new provisioning of a remote whose store was lost, or set up twice (R1: see
+/// [`crate::incarnation`]): every store set up from an earlier bootstrap of the site is refused
+/// from now on, and the next bootstrap written ([`write_bootstrap`]) sets up the one that
+/// speaks for it, numbering its commits past every one central knows of the site. Returns the
+/// provisioning's number.
+pub fn reprovision(store: &Store, remote: SiteId) -> Result<u32> {
+    check_central(store)?;
+    match store.sites().get(remote) {
+        Some(s) if !s.is_central() => {}
+        _ => return Err(Error::Engine(outpost_engine::Error::UnknownSite(remote))),
+    }
+    local::write(store, |tx| {
+        // The new store will know what its bootstrap carries: all central holds now.
+        let rkey = remote_key(remote);
+        let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+        rec.knowledge = tx.knowledge().clone();
+        local::put(tx, &rkey, &rec)?;
+        crate::incarnation::start_provisioning(tx, remote)
+    })
+}
+
+/// [`write_bootstrap`], with settings for the remote's first start only (its network
+/// credential, central's address) added to the configuration it carries; central does not keep
+/// them and returns never carry them.
+pub fn write_bootstrap_with<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    compress: bool,
+    first_start: &BTreeMap<String, String>,
+) -> Result<(W, Built)> {
+    let mut rec: RemoteRecord = local::snap_get(&store.snapshot()?, &remote_key(remote))?
+        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+    rec.settings
+        .extend(first_start.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let provisioning = local::write(store, |tx| crate::incarnation::provisioning(tx, remote))?;
+    rec.settings.insert(
+        crate::incarnation::PROVISIONING_SETTING.to_owned(),
+        provisioning.to_string(),
+    );
+    // A store set up again numbers its emissions past those of the stores before it.
+    rec.settings.insert(
+        crate::incarnation::FIRST_EMISSION_SETTING.to_owned(),
+        (rec.last_emission_seq + 1).to_string(),
+    );
+    write_for_remote(
+        store,
+        remote,
+        FlowKind::Bootstrap,
+        out,
+        compress,
+        None,
+        Some(rec),
+    )
+}
+
+/// A return or a bootstrap: everything the remote lacks (for a bootstrap: everything), with its
+/// configuration, then the journal row.
+pub(super) fn write_for_remote<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    kind: FlowKind,
+    out: W,
+    compress: bool,
+    receipt: Option<u64>,
+    record: Option<RemoteRecord>,
+) -> Result<(W, Built)> {
+    check_central(store)?;
+    let is_return = kind == FlowKind::Return;
+    let snap = store.snapshot()?;
+    let rec: RemoteRecord = match record {
+        Some(r) => r,
+        None => local::snap_get(&snap, &remote_key(remote))?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?,
+    };
+    let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
+    let id = FlowId {
+        site: store.site().id,
+        seq,
+    };
+    let link = if is_return {
+        rec.unanswered.iter().max().copied()
+    } else {
+        None
+    };
+    let mode = match (is_return, link) {
+        (false, _) => SyncMode::Provisioning,
+        (true, Some(e)) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
+        (true, None) => SyncMode::Deferred,
+    };
+    let peer = if is_return {
+        rec.knowledge.clone()
+    } else {
+        Knowledge::new()
+    };
+    let mut lacking = store.changes_lacking(&peer, true)?;
+    let header = FlowHeader {
+        id,
+        kind,
+        source: store.site().id,
+        target: remote,
+        mode,
+        link,
+        knowledge: lacking.knowledge().clone(),
+        covered: lacking.covered_up_front()?,
+        schema_fingerprint: store.schema().fingerprint(),
+        created_stamp: store.clock_high_water(),
+        created_wall_ms: store.now_ms(),
+        acks: Vec::new(),
+        config: Some(config_for(store, &rec)?),
+    };
+    let mut writer = FlowWriter::new(out, &header, compress)?;
+    for change in lacking.by_ref() {
+        writer.push_change(change?)?;
+    }
+    let returned = if is_return {
+        returned_rejections(&snap, &rec)?
+    } else {
+        Vec::new()
+    };
+    writer.push_rejections(&returned)?;
+    let (out, n_changes, bytes) = writer.finish()?;
+    let built = Built {
+        id,
+        link,
+        n_changes,
+        n_rejections: returned.len() as u64,
+        bytes,
+    };
+    record_made(store, remote, kind, mode, receipt, &built)?;
+    Ok((out, built))
+}
+
+/// The refused changes of `rec` a return carries back, each with central's register for it.
+fn returned_rejections(snap: &Snapshot, rec: &RemoteRecord) -> Result<Vec<ReturnedRejection>> {
+    rec.rejections
+        .iter()
+        .map(|(r, _)| {
+            Ok(ReturnedRejection {
+                rejection: r.clone(),
+                central: central_register(snap, r)?,
+            })
+        })
+        .collect()
+}
+
+/// Records a flow central made for `remote` (a return, or a bootstrap), in one transaction:
+/// the next return number; for a return, the remote's refusals marked sent, its emissions
+/// answered and the superseded return's bytes dropped; the link of the emission it answers;
+/// its journal row and the monitor's records.
+fn record_made(
+    store: &Store,
+    remote: SiteId,
+    kind: FlowKind,
+    mode: SyncMode,
+    receipt: Option<u64>,
+    built: &Built,
+) -> Result<()> {
+    let Built {
+        id,
+        link,
+        n_changes,
+        n_rejections,
+        bytes,
+    } = *built;
+    let seq = id.seq;
+    let is_return = kind == FlowKind::Return;
+    let now = store.now_ms();
+    local::write(store, |tx| {
+        local::put(tx, local::RETURN_SEQ, &seq)?;
+        if is_return {
+            let rkey = remote_key(remote);
+            let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
+            for (_, sent) in rec.rejections.iter_mut() {
+                *sent = Some(seq);
+            }
+            rec.unanswered.clear();
+            if let Some(receipt) = receipt
+                && let Some((old_id, old_receipt)) = rec.latest_return.replace((id, receipt))
+            {
+                // A remote downloads only its newest return, which carries everything the
+                // superseded one did: drop the superseded one's bytes.
+                remove_chunks(tx, old_receipt)?;
+                if let Some(mut orow) = crate::journal::get(tx, old_id)? {
+                    orow.receipt = None;
+                    crate::journal::put(tx, &orow)?;
+                }
+            }
+            local::put(tx, &rkey, &rec)?;
+        }
+        if let Some(e) = link
+            && let Some(mut erow) = crate::journal::get(tx, e)?
+        {
+            erow.link = Some(id);
+            crate::journal::put(tx, &erow)?;
+        }
+        let mut row = JournalRow::new(id, kind, remote, mode);
+        row.link = link;
+        row.file_ready_ms = Some(now);
+        row.n_changes = n_changes;
+        row.n_rejections = n_rejections;
+        row.bytes = bytes;
+        row.receipt = receipt;
+        crate::monitor_records::index_row(tx, now, id)?;
+        crate::monitor_records::saw_made(tx, remote, id, kind, now)?;
+        crate::journal::put(tx, &row)
+    })
+}
+
+/// Central's register for the place a refused change targeted (none if central has none).
+pub(super) fn central_register(
+    snap: &Snapshot,
+    r: &Rejection,
+) -> Result<Option<outpost_engine::Register>> {
+    Ok(snap
+        .raw_record(&r.change.table, &r.change.key)?
+        .and_then(|raw| match &r.change.slot {
+            Slot::Created => Some(outpost_engine::Register {
+                value: outpost_engine::Value::Null,
+                stamp: raw.created.stamp,
+                dot: raw.created.dot,
+            }),
+            Slot::Tombstone => raw.tombstone.clone(),
+            Slot::Field(f) => raw.fields.get(f).cloned(),
+        }))
+}

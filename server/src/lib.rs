@@ -1,0 +1,82 @@
+//! outpost's servers and network sync — everything of outpost that listens on a socket or
+//! talks to central over HTTP:
+//!
+//! - [`serve`]: central's daemon (`outpost central serve`): the `/v1/` routes remotes sync
+//!   through, the sync monitor ([`serve::monitor`]) and its alerts;
+//! - [`site`]: a site server (`outpost site serve`, S3): a remote's store served to its
+//!   workstations, which use `outpost-client`;
+//! - [`sync`]: a remote's side of a network sync (`outpost remote sync | run`);
+//! - [`auth`]: credentials and their digests;
+//! - [`data_dir`]: opening a site's data directory, its private files.
+//!
+//! The answers' shapes are in `outpost-api`, shared with the client library.
+
+pub mod auth;
+pub mod data_dir;
+mod http;
+pub mod serve;
+pub mod site;
+pub mod sync;
+
+use std::path::PathBuf;
+
+/// What fails in the servers, the network sync and a data directory, for the program that
+/// runs them to show (the command line prints it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store of a data directory is open in another process.
+    #[error(
+        "{}: the store is in use by another process (central's daemon, a site server or a \
+         remote's sync): stop it first. While it runs, central's journal and alerts are on its \
+         monitor page (/monitor), and a site's records and syncs go through its site server \
+         (outpost client … get | put | sync)",
+        .0.display()
+    )]
+    Locked(PathBuf),
+    /// A data directory's store failed to open.
+    #[error("{}: {source}", dir.display())]
+    Open {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why.
+        source: outpost_engine::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] outpost_engine::Error),
+    /// The replicator failed.
+    #[error(transparent)]
+    Replicator(#[from] outpost_replicator::Error),
+    /// A network sync failed.
+    #[error(transparent)]
+    Net(#[from] sync::NetError),
+    /// The system's random number generator failed (making a credential or an identity).
+    #[error("the system's random number generator failed")]
+    Random,
+    /// Anything else, in words for the operator: a setting, a file, an address, a user code.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Message(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error::Message(message.to_owned())
+    }
+}
+
+/// The command line's errors are messages.
+impl From<Error> for String {
+    fn from(e: Error) -> Self {
+        e.to_string()
+    }
+}
+
+/// The result of the servers' and the network sync's functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

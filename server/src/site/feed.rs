@@ -1,0 +1,120 @@
+//! The change feed for watchers: committed changes computed O(Δ) with `changes_lacking` from
+//! the knowledge last fed, kept in memory, long-polled.
+
+use super::*;
+
+/// The changes committed since the server started, for watchers.
+#[derive(Debug)]
+pub(super) struct Feed {
+    pub(super) knowledge: Knowledge,
+    pub(super) next: u64,
+    pub(super) events: VecDeque<ChangeEvent>,
+}
+
+/// Events kept for watchers that fall behind.
+pub(super) const FEED_MAX: usize = 100_000;
+
+/// Brings the watchers' feed up to date with what the store committed (O(Δ)).
+pub(super) fn refresh_feed(state: &SiteState) {
+    let mut feed = lock(&state.feed);
+    let lacking = match state.store.changes_lacking(&feed.knowledge, false) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("the change feed: {e}");
+            return;
+        }
+    };
+    let knowledge = lacking.knowledge().clone();
+    let sites = state.store.sites();
+    let mut batch = Vec::new();
+    for change in lacking {
+        let change = match change {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing of this pass is fed: the next pass starts from the same knowledge.
+                tracing::error!("the change feed: {e}");
+                return;
+            }
+        };
+        batch.push(change);
+    }
+    let mut added = false;
+    for change in batch {
+        let (field, value) = match &change.slot {
+            Slot::Created => continue,
+            Slot::Tombstone => (None, serde_json::Value::Bool(true)),
+            Slot::Field(f) => (Some(f.clone()), outpost_api::to_json(&change.value)),
+        };
+        let seq = feed.next;
+        feed.next += 1;
+        feed.events.push_back(ChangeEvent {
+            seq,
+            table: change.table,
+            key: change.key,
+            field,
+            value,
+            site: sites
+                .get(change.dot.site)
+                .map_or_else(|| change.dot.site.to_string(), |s| s.code.to_string()),
+        });
+        added = true;
+        if feed.events.len() > FEED_MAX {
+            feed.events.pop_front();
+        }
+    }
+    feed.knowledge = knowledge;
+    let next = feed.next;
+    drop(feed);
+    if added {
+        state.feed_bumped.send_replace(next);
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub(super) struct ChangesQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+pub(super) fn changes_after(state: &SiteState, after: u64) -> Changes {
+    let feed = lock(&state.feed);
+    let first = feed.events.front().map_or(feed.next, |e| e.seq);
+    // A cursor from an earlier run of the server (beyond what this one has numbered), or one
+    // older than what is kept: changes were missed; start again from what is kept.
+    let lost = after >= feed.next || after.saturating_add(1) < first;
+    let from = if lost { first } else { after.saturating_add(1) };
+    let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
+    let changes: Vec<ChangeEvent> = feed.events.iter().skip(skip).take(5_000).cloned().collect();
+    let seq = changes
+        .last()
+        .map_or(if lost { first.saturating_sub(1) } else { after }, |e| {
+            e.seq
+        });
+    Changes {
+        seq,
+        gap: lost && !(after == 0 && first == 1),
+        changes,
+    }
+}
+
+pub(super) async fn changes(
+    State(state): State<Shared>,
+    _w: Workstation,
+    Query(q): Query<ChangesQuery>,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(300_000));
+    let mut bumped = state.feed_bumped.subscribe();
+    loop {
+        bumped.mark_unchanged();
+        let view = changes_after(&state, q.after);
+        if !view.changes.is_empty() || view.gap {
+            return Json(view).into_response();
+        }
+        tokio::select! {
+            r = bumped.changed() => if r.is_err() { return Json(view).into_response(); },
+            () = tokio::time::sleep_until(deadline) => return Json(view).into_response(),
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! `outpost site serve`: one site's store served to the workstations of that site (SPEC S3): a
+//! shop's tills and back office, several programs on several machines, one store. The same
+//! process runs the site's sync scheduler (`outpost remote run`'s), so one process owns the
+//! store.
+//!
+//! Every write goes through the store's guards (R3–R8) as the embedded API's do, acting as the
+//! workstation's user, and a refusal comes back with its rule and reason; the client library
+//! (`outpost-client`) turns it into the same [`outpost_engine::Error`] the embedded API
+//! returns. Each request carries `Authorization: Bearer USER.secret` (a workstation user's
+//! credential, made by `outpost site add-user`; the site keeps only its digest).
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `GET /v1/health` | anyone | `ok` |
+//! | `GET /v1/records/{table}/{key}` | user | `{"key", "fields"}`; 404 when there is none |
+//! | `PUT /v1/records/{table}/{key}` | user | body `{"field": value…}`: those fields written |
+//! | `POST /v1/records/{table}` | user | body as above: a new record under the site's next key; `{"key"}` |
+//! | `DELETE /v1/records/{table}/{key}` | user | deletes the record |
+//! | `GET /v1/records/{table}?from=&to=&limit=` | user | records in key order, `from` inclusive, `to` exclusive |
+//! | `POST /v1/reservations/{table}/{key}?lease_s=` | user | reserves a document (R7) for the user, for a lease; asking again renews it |
+//! | `DELETE /v1/reservations/{table}/{key}` | user | releases it |
+//! | `POST /v1/sync` | user | an immediate sync with central now; the summary |
+//! | `GET /v1/changes?after=SEQ&wait_ms=MS` | user | committed changes after `SEQ` (local writes and those a sync brought), waiting up to `MS` for some |
+//! | `GET /v1/settings` | user | the site's settings (C6) |
+//! | `PUT /v1/settings/{name}` | admin | body: the value, as a JSON string |
+//! | `GET /v1/log?after=N` | admin | who wrote what from which workstation, refused writes included |
+//!
+//! A reservation lasts as long as its lease: a workstation that disappears (killed, unplugged)
+//! stops renewing it, and the server releases it when the lease runs out — a document is never
+//! locked for ever by a till that is gone.
+//!
+//! Here: the server's settings and state, starting it (`serve`), its housekeeping; `users.rs`
+//! (workstation users), `log.rs` (the workstation log), `feed.rs` (the change feed),
+//! `routes.rs` (the routes and the authenticated `Workstation`).
+
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use outpost_api::{ChangeEvent, Changes, ErrorBody, ErrorKind, RecordView, UserView};
+use outpost_engine::{Clock, Knowledge, Slot, Store, Value};
+use outpost_replicator::local::{SITE_LOG as LOG, SITE_LOG_SEQ as LOG_SEQ, SITE_USERS as USERS};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use outpost::SystemClock;
+
+mod feed;
+mod log;
+mod routes;
+mod users;
+
+use feed::*;
+pub use log::*;
+use routes::*;
+pub use users::*;
+
+/// `outpost site serve`'s settings (command-line flags).
+#[derive(Clone, Debug)]
+pub struct SiteServeConfig {
+    /// Address and port (loopback by default; the shop's network otherwise).
+    pub listen: String,
+    /// Central's address for the syncs, instead of `remote.toml`'s.
+    pub central: Option<String>,
+    /// A reservation's lease when the workstation does not say (seconds).
+    pub lease_s: u64,
+    /// The longest lease a workstation may ask for (seconds).
+    pub lease_max_s: u64,
+    /// Run the site's sync scheduler (fixed-time syncs, M1) in this process.
+    pub scheduler: bool,
+    /// Serve plain HTTP on an address other than loopback (credentials in clear on the shop's
+    /// network): refused unless set.
+    pub allow_plain_http: bool,
+    /// PEM certificate chain: with `tls_key`, HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Workstation log entries older than this many days are removed (checked at start and
+    /// every hour); 0 keeps them all.
+    pub log_keep_days: u64,
+}
+
+/// How long the workstation log is kept by default: a year and a day, so that last year's
+/// entries are there for the year-end.
+pub const LOG_KEEP_DAYS_DEFAULT: u64 = 366;
+
+impl Default for SiteServeConfig {
+    fn default() -> Self {
+        SiteServeConfig {
+            listen: "127.0.0.1:2639".into(),
+            central: None,
+            lease_s: 60,
+            lease_max_s: 3600,
+            scheduler: true,
+            allow_plain_http: false,
+            tls_cert: None,
+            tls_key: None,
+            log_keep_days: LOG_KEEP_DAYS_DEFAULT,
+        }
+    }
+}
+
+/// A reservation's lease: who holds it, until when.
+type Leases = HashMap<(String, String), (String, u64)>;
+
+#[derive(Debug)]
+struct SiteState {
+    store: Arc<Store>,
+    dir: PathBuf,
+    config: SiteServeConfig,
+    leases: Mutex<Leases>,
+    feed: Mutex<Feed>,
+    feed_bumped: tokio::sync::watch::Sender<u64>,
+    /// Central, when the site syncs over the network.
+    link: Option<crate::sync::Link>,
+    /// One sync at a time: the scheduler's and those workstations ask for.
+    syncing: Arc<Mutex<()>>,
+}
+
+type Shared = Arc<SiteState>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The workstations' state for `store`: reservations left by an earlier run get a lease of
+/// their own (renewed by their holder if it is still there, released otherwise).
+fn new_state(
+    store: Arc<Store>,
+    dir: &Path,
+    config: &SiteServeConfig,
+    link: Option<crate::sync::Link>,
+    lease_existing: bool,
+) -> Result<Shared> {
+    let knowledge = store.knowledge();
+    let (feed_bumped, _) = tokio::sync::watch::channel(0u64);
+    let state: Shared = Arc::new(SiteState {
+        store: Arc::clone(&store),
+        dir: dir.to_path_buf(),
+        leases: Mutex::new(HashMap::new()),
+        feed: Mutex::new(Feed {
+            knowledge,
+            next: 1,
+            events: VecDeque::new(),
+        }),
+        feed_bumped,
+        link,
+        syncing: Arc::new(Mutex::new(())),
+        config: config.clone(),
+    });
+    // Reservations left by workstations of an earlier run get a lease of their own: renewed by
+    // their holder if it is still there, released otherwise.
+    if lease_existing {
+        let until = SystemClock.now_ms() + config.lease_s * 1000;
+        let held = store
+            .snapshot()
+            .and_then(|s| s.reservations())
+            .map_err(|e| e.to_string())?;
+        let mut leases = lock(&state.leases);
+        for (table, key, holder) in held {
+            leases.insert((table, key), (holder, until));
+        }
+    }
+    Ok(state)
+}
+
+/// The workstation routes and their housekeeping (leases that ran out, changes a sync brought
+/// in), for central's daemon to serve under `/ws` to central's own workstations: the same
+/// routes, guards and errors as `outpost site serve` (`/ws/v1/sync` answers 409: central does
+/// not sync with anyone). Reservations made otherwise than through these routes keep no lease.
+/// Call from within a tokio runtime.
+pub(crate) fn workstation_routes(
+    store: Arc<Store>,
+    dir: &Path,
+    log_keep_days: u64,
+) -> Result<axum::Router> {
+    let config = SiteServeConfig {
+        log_keep_days,
+        ..SiteServeConfig::default()
+    };
+    let state = new_state(store, dir, &config, None, false)?;
+    spawn_housekeeping(&state);
+    Ok(router(state))
+}
+
+fn spawn_housekeeping(state: &Shared) {
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // The log is pruned at start, then every hour (14,400 ticks): the run's cutoff is
+        // fixed when it starts, and it goes one batch a tick while there is more, so leases
+        // and the feed are never held up long.
+        let mut ticks: u64 = 0;
+        let mut pruning: Option<u64> = None;
+        loop {
+            tick.tick().await;
+            let s = Arc::clone(&state);
+            let new_run = ticks.is_multiple_of(14_400);
+            ticks += 1;
+            pruning = tokio::task::spawn_blocking(move || {
+                expire_leases(&s);
+                refresh_feed(&s);
+                let cutoff = match pruning {
+                    Some(c) => Some(c),
+                    None if new_run => {
+                        prune_cutoff(&s.store, SystemClock.now_ms(), s.config.log_keep_days)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!("cannot prune the workstation log: {e}");
+                                None
+                            })
+                    }
+                    None => None,
+                };
+                cutoff.filter(|c| prune_log_batch(&s, *c))
+            })
+            .await
+            .unwrap_or(None);
+        }
+    });
+}
+
+/// Runs the site's server until SIGTERM or Ctrl-C.
+pub fn serve(dir: &Path, config: SiteServeConfig) -> Result<()> {
+    let addr: SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|e| format!("--listen {:?}: {e}", config.listen))?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    if !addr.ip().is_loopback() && tls.is_none() {
+        if !config.allow_plain_http {
+            return Err(format!(
+                "{addr} is not a loopback address: the workstations' credentials would travel in \
+                 clear; give --tls-cert and --tls-key, or on a network you trust pass \
+                 --allow-plain-http"
+            )
+            .into());
+        }
+        tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
+    }
+    let store = Arc::new(crate::data_dir::open(dir)?);
+    if store.site().is_central() {
+        return Err(format!(
+            "{} holds central's store: central's own workstations use central's daemon, which \
+             serves the same routes under /ws (outpost central serve; client --server \
+             http://central:2638/ws); site serve serves a remote's store",
+            dir.display()
+        )
+        .into());
+    }
+    let net = crate::sync::RemoteNet::load(dir)?;
+    let link =
+        if config.central.is_some() || (net.central_url.is_some() && net.credential.is_some()) {
+            Some(crate::sync::Link::new(
+                dir,
+                config.central.as_deref(),
+                None,
+            )?)
+        } else {
+            None
+        };
+    let state = new_state(Arc::clone(&store), dir, &config, link, true)?;
+    if config.scheduler
+        && let Some(link) = state.link.clone()
+    {
+        let store = Arc::clone(&store);
+        let dir = dir.to_path_buf();
+        let one = Arc::clone(&state.syncing);
+        std::thread::Builder::new()
+            .name("sync-scheduler".into())
+            .spawn(move || {
+                if let Err(e) = crate::sync::run_with(&store, &link, &dir, None, Some(&one)) {
+                    tracing::error!("the sync scheduler stopped: {e}");
+                }
+            })
+            .map_err(|e| format!("cannot start the sync scheduler: {e}"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the network runtime: {e}"))?;
+    runtime.block_on(serve_http(addr, state, tls))
+}
+
+async fn serve_http(
+    addr: SocketAddr,
+    state: Shared,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<()> {
+    let app = router(Arc::clone(&state));
+    spawn_housekeeping(&state);
+    crate::http::listen(
+        addr,
+        app,
+        crate::http::Listen {
+            name: format!("site {}", state.store.site().code),
+            tls,
+            grace: Duration::from_secs(10),
+            header_timeout: None,
+        },
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM: the site server then stops taking requests and lets those
+/// under way finish; `outpost client hold` releases its reservation.
+pub use crate::http::stop_signal;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_engine::{Site, StoreConfig};
+
+    fn state_with(events: std::ops::Range<u64>, next: u64) -> Shared {
+        let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::in_memory(StoreConfig::new(
+            site,
+            outpost::retail::schema(),
+            SystemClock,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let state = new_state(
+            Arc::new(store),
+            Path::new("."),
+            &SiteServeConfig::default(),
+            None,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        {
+            let mut feed = lock(&state.feed);
+            feed.next = next;
+            for seq in events {
+                feed.events.push_back(ChangeEvent {
+                    seq,
+                    table: "customers".into(),
+                    key: format!("K{seq}"),
+                    field: Some("name".into()),
+                    value: serde_json::Value::from(seq),
+                    site: "BSOC".into(),
+                });
+            }
+        }
+        state
+    }
+
+    #[test]
+    fn s3_the_workstation_log_keeps_what_is_younger_than_its_retention_and_loses_nothing_else() {
+        let s = state_with(0..0, 1);
+        let day = DAY_MS;
+        let now = 1_000 * day;
+        let put = |s: &SiteState, key: &str, at_ms: u64| {
+            let mut e = entry("ANNE", "put", "customers", key);
+            e.at_ms = at_ms;
+            s.store
+                .write(|tx| log_put(tx, &mut e))
+                .unwrap_or_else(|e| panic!("{e}"));
+            e.seq
+        };
+        // Twenty entries half a day apart, the oldest 9.5 days before now.
+        for i in 0..20u64 {
+            put(&s, &format!("K{i}"), now - (19 - i) * day / 2);
+        }
+        let keys = |s: &SiteState| -> Vec<String> {
+            log_entries(&s.store, 0)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|e| e.key)
+                .collect()
+        };
+        let cutoff =
+            |at: u64, keep: u64| prune_cutoff(&s.store, at, keep).unwrap_or_else(|e| panic!("{e}"));
+        let prune = |c: u64, max: usize| prune_log(&s.store, c, max).ok();
+        // Keeping everything: no run.
+        assert_eq!(cutoff(now, 0), None);
+        // Keeping 30 days: a run that finds nothing old enough.
+        assert_eq!(prune(cutoff(now, 30).unwrap_or(0), 100), Some((0, false)));
+        assert_eq!(keys(&s).len(), 20);
+        // Keeping 4 days, from a clock half a day later than the newest entry (age counts from
+        // the entry): a run takes at most a day of entries from the oldest on, in batches.
+        let c = cutoff(now + day / 2, 4).unwrap_or(0);
+        assert_eq!(c, now - 19 * day / 2 + day);
+        // (A full batch says more may be due; the next finds out.)
+        assert_eq!(prune(c, 1), Some((1, true)));
+        assert_eq!(prune(c, 1), Some((1, true)));
+        assert_eq!(prune(c, 1), Some((0, false)));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K2"));
+        // The next runs catch up a day each, down to what is younger than 4 days.
+        for _ in 0..10 {
+            let c = cutoff(now, 4).unwrap_or(0);
+            prune(c, 100);
+        }
+        assert_eq!(keys(&s).len(), 9, "{:?}", keys(&s));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K11"));
+        // A clock years ahead, then an entry stamped by it: one run still takes a day's worth.
+        let far = now + 3_000 * day;
+        put(&s, "K-far", far);
+        assert_eq!(prune(cutoff(far, 4).unwrap_or(0), 100), Some((2, false)));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K13"));
+        // Numbering goes on after the pruned ones; a reader's cursor still works.
+        let last = put(&s, "K-next", far + day);
+        assert_eq!(last, 22);
+        let tail: Vec<u64> = log_entries(&s.store, 19)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(tail, [20, 21, 22]);
+        // Entries that cannot be read are kept, and the scan goes past them: even when there
+        // are more of them than a batch.
+        for n in 0..3u64 {
+            let mut junk = LOG.to_vec();
+            junk.extend_from_slice(&n.to_be_bytes());
+            s.store
+                .write(|tx| tx.local_put(&junk, b"not an entry"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let c = now - 2 * day;
+        assert_eq!(prune(c, 2), Some((2, true)));
+        assert_eq!(prune(c, 2), Some((0, false)));
+        assert_eq!(keys(&s).first().map(String::as_str), Some("K15"));
+        let junk_left = s
+            .store
+            .snapshot()
+            .and_then(|t| t.local_range(LOG, &log_end(), None))
+            .map(|r| r.iter().filter(|(_, v)| read_entry(v).is_none()).count());
+        assert_eq!(junk_left.ok(), Some(3));
+    }
+
+    fn seqs(v: &Changes) -> Vec<u64> {
+        v.changes.iter().map(|c| c.seq).collect()
+    }
+
+    #[test]
+    fn s3_the_change_feed_says_when_a_watcher_missed_changes() {
+        // Everything kept since the start: no gap, from the cursor on.
+        let s = state_with(1..6, 6);
+        let v = changes_after(&s, 0);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![1, 2, 3, 4, 5], false, 5));
+        let v = changes_after(&s, 3);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![4, 5], false, 5));
+        let v = changes_after(&s, 5);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![], false, 5));
+        // The oldest were dropped: a watcher before them is told.
+        let s = state_with(10..13, 13);
+        let v = changes_after(&s, 4);
+        assert_eq!((seqs(&v), v.gap), (vec![10, 11, 12], true));
+        let v = changes_after(&s, 0);
+        assert_eq!((seqs(&v), v.gap), (vec![10, 11, 12], true));
+        // A cursor of an earlier run of the server (beyond what this one numbered).
+        let s = state_with(1..3, 3);
+        let v = changes_after(&s, 40);
+        assert_eq!((seqs(&v), v.gap, v.seq), (vec![1, 2], true, 2));
+        let v = changes_after(&s, u64::MAX);
+        assert!(v.gap);
+    }
+}

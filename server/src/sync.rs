@@ -1,0 +1,681 @@
+//! A remote's network syncs: `outpost remote sync` (an immediate sync, A3) and `outpost remote
+//! run` (the fixed-time scheduler, M1). A remote connects only for the duration of a sync (S2).
+//!
+//! An emission is first written whole into the remote's `outbox/` directory, then uploaded; it
+//! leaves the outbox only once central has it. A sync cut off (network down, process killed)
+//! resumes the upload where central's part file ends, at the next sync.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use outpost_api::{ErrorBody, UploadOffset};
+use outpost_client::tls_trusting;
+use outpost_engine::{Clock, Store};
+use outpost_replicator::automaton::DEFAULT_IMMEDIATE_WAIT_MS;
+use outpost_replicator::executor::{
+    Failure, Fetched, RemoteExecutor, RemoteRun, RemoteTransport, SyncAsk,
+};
+use outpost_replicator::flow::{FlowId, FlowReader, SyncMode};
+use outpost_replicator::{files, remote};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use outpost::SystemClock;
+
+/// The remote's network settings: `remote.toml` in its data directory, written by
+/// `outpost remote init` from what the bootstrap file carried.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteNet {
+    /// Central's address, e.g. `https://central.example:2638`.
+    pub central_url: Option<String>,
+    /// This site's credential (`CODE.secret`).
+    pub credential: Option<String>,
+    /// A PEM certificate to trust for central (a private CA or a self-signed certificate);
+    /// without it, the usual public roots.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// The file name of a remote's network settings.
+pub const REMOTE_NET_FILE: &str = "remote.toml";
+
+impl RemoteNet {
+    /// Reads `remote.toml` from a data directory (empty settings when there is none).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(REMOTE_NET_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()).into())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RemoteNet::default()),
+            Err(e) => Err(format!("{}: {e}", path.display()).into()),
+        }
+    }
+
+    /// Writes `remote.toml`, readable by its owner only (it holds the credential).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        crate::data_dir::write_private(&dir.join(REMOTE_NET_FILE), text.trim_end())
+    }
+}
+
+/// How to reach central, resolved from `remote.toml` and the command line.
+#[derive(Debug, Clone)]
+pub struct Link {
+    base: String,
+    credential: String,
+    agent: ureq::Agent,
+}
+
+impl Link {
+    /// Central's address and this site's credential; `url` and `ca` override `remote.toml`.
+    pub fn new(dir: &Path, url: Option<&str>, ca: Option<&Path>) -> Result<Self> {
+        let net = RemoteNet::load(dir)?;
+        let base = url
+            .map(str::to_owned)
+            .or(net.central_url)
+            .ok_or("no central address: give --central URL, or set central_url in remote.toml")?;
+        let credential = net.credential.ok_or_else(|| {
+            format!(
+                "no credential in {}: ask central's administrator for one (outpost central new-credential)",
+                dir.join(REMOTE_NET_FILE).display()
+            )
+        })?;
+        let ca = ca.map(Path::to_path_buf).or(net.ca_cert);
+        let tls = tls_trusting(ca.as_deref()).map_err(|e| e.to_string())?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(330)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_per_write(Some(Duration::from_secs(60)))
+            .tls_config(tls)
+            .build()
+            .into();
+        Ok(Link {
+            base: base.trim_end_matches('/').to_owned(),
+            credential,
+            agent,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.credential)
+    }
+}
+
+/// A network failure: central unreachable, or it answered with an error.
+#[derive(Debug)]
+pub enum NetError {
+    /// Could not talk to central (retry later).
+    Unreachable(String),
+    /// Central answered, refusing (retrying the same thing will not help).
+    Refused(u16, String),
+    /// Something local failed (the store, a file).
+    Local(String),
+}
+
+impl std::error::Error for NetError {}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::Unreachable(e) => write!(f, "central is unreachable: {e}"),
+            NetError::Refused(401, e) => write!(f, "central refused this site's credential: {e}"),
+            NetError::Refused(code, e) => write!(f, "central refused ({code}): {e}"),
+            NetError::Local(e) => f.write_str(e),
+        }
+    }
+}
+
+fn local(e: impl std::fmt::Display) -> NetError {
+    NetError::Local(e.to_string())
+}
+
+fn error_of(mut r: ureq::http::Response<ureq::Body>) -> NetError {
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    let message = serde_json::from_str::<ErrorBody>(&text).map_or(text, |b| b.error);
+    NetError::Refused(status, message)
+}
+
+/// What a sync did, for its summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Emissions sent: id, changes, bytes.
+    pub sent: Vec<(FlowId, u64, u64)>,
+    /// Returns applied: id and changes.
+    pub received: Vec<(FlowId, u64)>,
+    /// This site's changes central refused, brought back by the returns applied.
+    pub rejected: u64,
+    /// What is worth telling (a wait that expired…).
+    pub notes: Vec<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sent: u64 = self.sent.iter().map(|s| s.1).sum();
+        let bytes: u64 = self.sent.iter().map(|s| s.2).sum();
+        let received: u64 = self.received.iter().map(|r| r.1).sum();
+        write!(
+            f,
+            "sent {} emission(s), {sent} changes, {bytes} bytes; received {} return(s), {received} changes; {} change(s) refused by central; {:.2} s",
+            self.sent.len(),
+            self.received.len(),
+            self.rejected,
+            self.elapsed.as_secs_f64()
+        )?;
+        for n in &self.notes {
+            write!(f, "\nnote: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+fn outbox(dir: &Path) -> Result<PathBuf> {
+    let out = dir.join("outbox");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Emissions written and not yet held by central, oldest first.
+fn waiting_emissions(outbox: &Path) -> Result<Vec<(FlowId, PathBuf)>, NetError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(outbox).map_err(local)? {
+        let path = entry.map_err(local)?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("outpost") {
+            continue;
+        }
+        let file = File::open(&path).map_err(local)?;
+        match FlowReader::open(std::io::BufReader::new(file)) {
+            Ok(r) => found.push((r.header().id, path)),
+            Err(e) => {
+                return Err(NetError::Local(format!(
+                    "{}: {e} (move it away to go on)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    found.sort_by_key(|(id, _)| id.seq);
+    Ok(found)
+}
+
+/// Progress on a terminal, for large flows.
+struct Progress {
+    show: bool,
+    total: u64,
+    done: u64,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(total: u64, done: u64) -> Self {
+        Progress {
+            show: total >= 1 << 20 && std::io::stderr().is_terminal(),
+            total,
+            done,
+            last: Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        if self.show
+            && (self.last.elapsed() > Duration::from_millis(200) || self.done == self.total)
+        {
+            self.last = Instant::now();
+            let width = 30u64;
+            let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
+            eprint!(
+                "\r[{}{}] {:.1} / {:.1} MiB",
+                "#".repeat(usize::try_from(filled).unwrap_or(0)),
+                " ".repeat(usize::try_from(width.saturating_sub(filled)).unwrap_or(0)),
+                self.done as f64 / 1_048_576.0,
+                self.total as f64 / 1_048_576.0
+            );
+            if self.done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+struct Counting<'a, R> {
+    inner: R,
+    progress: &'a mut Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n);
+        Ok(n)
+    }
+}
+
+/// Uploads one emission file, resuming where central's copy ends. Returns once central holds
+/// it whole (file ready, or already received).
+pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
+    let total = std::fs::metadata(path).map_err(local)?.len();
+    let url = link.url(&format!("/v1/emissions/{}", id.seq));
+    // Which emission this is: central holding another store's under the same number does not
+    // hold this one (R1).
+    let stamp = outpost_replicator::incarnation::made_text(
+        FlowReader::open(std::io::BufReader::new(File::open(path).map_err(local)?))
+            .map_err(local)?
+            .header(),
+    );
+    let mut attempts = 0u64;
+    loop {
+        attempts += 1;
+        let mut r = link
+            .agent
+            .get(&url)
+            .header("authorization", link.bearer())
+            .header("upload-stamp", &stamp)
+            .call()
+            .map_err(|e| NetError::Unreachable(e.to_string()))?;
+        if !r.status().is_success() {
+            return Err(error_of(r));
+        }
+        let at: UploadOffset =
+            serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)?;
+        if at.received {
+            return Ok(());
+        }
+        let mut file = File::open(path).map_err(local)?;
+        let from = at.offset.min(total);
+        file.seek(SeekFrom::Start(from)).map_err(local)?;
+        let mut progress = Progress::new(total, from);
+        let mut body = Counting {
+            inner: file.take(total - from),
+            progress: &mut progress,
+        };
+        let sent = link
+            .agent
+            .put(&url)
+            .header("authorization", link.bearer())
+            .header("upload-offset", from.to_string())
+            .header("upload-length", total.to_string())
+            .header("upload-stamp", &stamp)
+            .header("content-type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut body));
+        match sent {
+            Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+            // 202: part of it stored (the connection broke); 409: the offset moved, or central
+            // still counts a broken try as under way — give it a moment.
+            Ok(r) if matches!(r.status().as_u16(), 202 | 409) && attempts < 5 => {
+                std::thread::sleep(Duration::from_millis(500 * attempts));
+            }
+            Ok(r) => return Err(error_of(r)),
+            Err(e) if attempts < 3 => {
+                tracing::info!("upload of {id} cut ({e}); resuming");
+            }
+            Err(e) => return Err(NetError::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// Sends every emission waiting in the outbox, oldest first. An emission central refuses
+/// (too large, damaged, not this site's) is set aside in `outbox/refused/`: an older one is a
+/// note (the next emission carries the same changes, since central's knowledge did not move);
+/// `current`, the emission this sync just made, is the sync's failure.
+fn send_outbox(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    current: Option<FlowId>,
+    summary: &mut Summary,
+) -> Result<(), NetError> {
+    let outbox = outbox(dir).map_err(local)?;
+    for (id, path) in waiting_emissions(&outbox)? {
+        match upload(link, id, &path) {
+            Ok(()) => {}
+            Err(NetError::Refused(code @ (403 | 413 | 422), why)) => {
+                let aside = outbox.join("refused");
+                std::fs::create_dir_all(&aside).map_err(local)?;
+                let to = aside.join(path.file_name().unwrap_or_default());
+                std::fs::rename(&path, &to).map_err(local)?;
+                let what = format!(
+                    "emission {id} refused by central ({code}: {why}); set aside in {}",
+                    to.display()
+                );
+                if current == Some(id) {
+                    return Err(NetError::Refused(
+                        code,
+                        format!(
+                            "{why} — emission {id} set aside in {}; nothing was synced: fix \
+                             what central says (this site's credential, central's size \
+                             limit) and sync again",
+                            to.display()
+                        ),
+                    ));
+                }
+                summary.notes.push(what);
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        let (n, bytes) = remote::log_rows(store)
+            .map_err(local)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .map_or((0, 0), |r| (r.n_changes, r.bytes));
+        summary.sent.push((id, n, bytes));
+        std::fs::remove_file(&path).map_err(local)?;
+    }
+    Ok(())
+}
+
+/// Downloads the newest return after return `after`, waiting up to `wait_ms` for one, into
+/// `inbox/`; gives the emission it answers and the file to apply.
+fn download(
+    link: &Link,
+    dir: &Path,
+    after: u64,
+    wait_ms: u64,
+) -> Result<Option<(Option<u64>, File)>, NetError> {
+    let mut r = link
+        .agent
+        .get(&link.url("/v1/returns"))
+        .header("authorization", link.bearer())
+        .query("after", after.to_string())
+        .query("wait_ms", wait_ms.to_string())
+        .call()
+        .map_err(|e| NetError::Unreachable(e.to_string()))?;
+    match r.status().as_u16() {
+        204 => return Ok(None),
+        200 => {}
+        _ => return Err(error_of(r)),
+    }
+    let link_seq: u64 = r
+        .headers()
+        .get("outpost-link-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).map_err(local)?;
+    let path = inbox.join("return.partial");
+    {
+        let mut file = File::create(&path).map_err(local)?;
+        let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
+        std::io::copy(&mut reader, &mut file)
+            .map_err(|e| NetError::Unreachable(format!("the return was cut off: {e}")))?;
+        file.sync_all().map_err(local)?;
+    }
+    let file = File::open(&path).map_err(local)?;
+    // Open, it stays readable; where the system keeps it (Windows), the next download
+    // overwrites it.
+    let _ = std::fs::remove_file(&path);
+    Ok(Some(((link_seq > 0).then_some(link_seq), file)))
+}
+
+/// Tells central at once that returns were applied (J1: execution at the remote).
+fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
+    let acks = remote::unreported_acks(store).map_err(local)?;
+    if acks.is_empty() {
+        return Ok(());
+    }
+    let body = serde_json::to_vec(&acks).map_err(local)?;
+    let r = link
+        .agent
+        .post(&link.url("/v1/acks"))
+        .header("authorization", link.bearer())
+        .header("content-type", "application/json")
+        .send(&body[..])
+        .map_err(|e| NetError::Unreachable(e.to_string()))?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(error_of(r))
+    }
+}
+
+/// An emission written into the outbox, then everything waiting there sent.
+fn emit_and_send(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    mode: SyncMode,
+    summary: &mut Summary,
+) -> Result<FlowId, NetError> {
+    let outbox = outbox(dir).map_err(local)?;
+    let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
+    send_outbox(store, link, dir, Some(emitted.id), summary)?;
+    Ok(emitted.id)
+}
+
+/// The network between a remote and central: emissions through the outbox and resumable
+/// uploads, returns downloaded with a wait and reported at once. What it sent and what it
+/// noted go into `summary`.
+struct Net<'a> {
+    link: &'a Link,
+    dir: &'a Path,
+    summary: Summary,
+}
+
+impl RemoteTransport for Net<'_> {
+    type Error = NetError;
+
+    fn is_transient(error: &NetError) -> bool {
+        matches!(
+            error,
+            NetError::Unreachable(_) | NetError::Refused(409 | 429 | 500..=599, _)
+        )
+    }
+
+    fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<FlowId, NetError> {
+        emit_and_send(store, self.link, self.dir, mode, &mut self.summary)
+    }
+
+    fn fetch_return(
+        &mut self,
+        store: &Store,
+        after: u64,
+        wait_ms: u64,
+    ) -> Result<Option<Fetched<'_>>, NetError> {
+        send_outbox(store, self.link, self.dir, None, &mut self.summary)?;
+        Ok(
+            download(self.link, self.dir, after, wait_ms)?.map(|(answers, file)| Fetched {
+                answers,
+                reader: Box::new(std::io::BufReader::new(file)),
+            }),
+        )
+    }
+
+    fn returns_applied(&mut self, store: &Store) -> Result<(), NetError> {
+        report_acks(store, self.link)
+    }
+}
+
+/// Adds what an executor's run did to the summary: returns applied and their notes, changes
+/// refused by central (counted from `refused_before`), the executor's notes.
+fn account(
+    store: &Store,
+    run: &mut RemoteRun<NetError>,
+    refused_before: usize,
+    summary: &mut Summary,
+) -> Result<(), NetError> {
+    for applied in run.applied.drain(..) {
+        match applied {
+            remote::Applied::Applied {
+                id, report, note, ..
+            } => {
+                summary.received.push((id, report.outcomes.len() as u64));
+                summary.notes.extend(note);
+            }
+            remote::Applied::AlreadyApplied(_) => {}
+            remote::Applied::RefusedStale { id, newest } => summary.notes.push(format!(
+                "return {id} refused: return {newest} is newer and already applied"
+            )),
+        }
+    }
+    let now = remote::refused_by_central(store).map_err(local)?.len();
+    summary.rejected += now.saturating_sub(refused_before) as u64;
+    summary.notes.append(&mut run.notes);
+    Ok(())
+}
+
+/// What `outpost remote sync` is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRequest {
+    /// Emit only (M3).
+    pub no_return: bool,
+    /// How long to wait for the return; default: the site's configured immediate wait, or
+    /// [`DEFAULT_IMMEDIATE_WAIT_MS`].
+    pub wait: Option<Duration>,
+}
+
+/// `outpost remote sync`: an immediate sync (A3, M2/M4) through the site's executor: emit,
+/// then wait for the return — the site's configured wait, or the default one where the site
+/// has none (a fixed-time or no-return site asking for an immediate sync still gets its
+/// return). An emission central refuses fails the sync at once, with central's reason.
+pub fn sync_now(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    req: SyncRequest,
+) -> Result<Summary, NetError> {
+    let started = Instant::now();
+    let mut exec = RemoteExecutor::new(store).map_err(local)?;
+    let mut net = Net {
+        link,
+        dir,
+        summary: Summary::default(),
+    };
+    let ask = if req.no_return {
+        SyncAsk::NoReturn
+    } else {
+        if req.wait.is_none() && exec.scheduler().configured_wait_ms().is_none() {
+            net.summary.notes.push(format!(
+                "this site has no wait configured for immediate syncs: waited up to the \
+                 default {} s for the return",
+                DEFAULT_IMMEDIATE_WAIT_MS / 1000
+            ));
+        }
+        SyncAsk::Immediate {
+            wait_ms: req
+                .wait
+                .map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+        }
+    };
+    let wait_ms = match ask {
+        SyncAsk::NoReturn => 0,
+        SyncAsk::Immediate { wait_ms } => wait_ms
+            .or(exec.scheduler().configured_wait_ms())
+            .unwrap_or(DEFAULT_IMMEDIATE_WAIT_MS),
+    };
+    let refused_before = remote::refused_by_central(store).map_err(local)?.len();
+    let mut run = exec.request_sync(store, &mut net, ask).map_err(local)?;
+    // Central may end a long poll before the wait is over: poll again until it is.
+    while run.failed.is_empty()
+        && run.unreachable.is_none()
+        && exec.waiting_until().is_some_and(|u| store.now_ms() < u)
+    {
+        let polled = Instant::now();
+        let more = exec.wait_for_return(store, &mut net).map_err(local)?;
+        if more.applied.is_empty() && polled.elapsed() < Duration::from_millis(100) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        run.extend(more);
+    }
+    if let Some(failure) = run.failed.into_iter().next() {
+        return Err(match failure {
+            Failure::Transport(e) => e,
+            Failure::Return(e) => NetError::Local(format!("the return was not applied: {e}")),
+        });
+    }
+    run.failed = Vec::new();
+    if let Some(e) = run.unreachable.take() {
+        return Err(e);
+    }
+    let mut summary = std::mem::take(&mut net.summary);
+    account(store, &mut run, refused_before, &mut summary)?;
+    if exec.is_waiting() {
+        summary.notes.push(format!(
+            "no return within {} s: it will be fetched at the next connection",
+            wait_ms / 1000
+        ));
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// `outpost remote run`: the site's executor (M1), connecting only for each sync (S2) and
+/// retrying with backoff while central is unreachable. It follows the site's settings as they
+/// change (a return, a local admin's edit: C4, C6) without a restart. Runs until the process is
+/// stopped; a stop at any point loses nothing (the emission is in the outbox, the upload
+/// resumes).
+pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> Result<()> {
+    run_with(store, link, dir, once_by_ms, None)
+}
+
+/// [`run`], taking `one` around each sync when given: a site server's workstations can ask for
+/// syncs too, and two syncs of one site must not run at once.
+pub fn run_with(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    once_by_ms: Option<u64>,
+    one: Option<&std::sync::Mutex<()>>,
+) -> Result<()> {
+    let mut exec = RemoteExecutor::new(store).map_err(|e| e.to_string())?;
+    // Catch up first: an emission left in the outbox, a return waiting at central.
+    exec.catch_up();
+    let mut net = Net {
+        link,
+        dir,
+        summary: Summary::default(),
+    };
+    loop {
+        {
+            let _one_at_a_time =
+                one.map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let started = Instant::now();
+            let refused_before = remote::refused_by_central(store).map_or(0, |r| r.len());
+            match exec.on_time(store, &mut net) {
+                Ok(mut run) => {
+                    let mut summary = std::mem::take(&mut net.summary);
+                    if let Err(e) = account(store, &mut run, refused_before, &mut summary) {
+                        eprintln!("error: {e}");
+                    }
+                    summary.elapsed = started.elapsed();
+                    if !summary.sent.is_empty() || !summary.received.is_empty() {
+                        println!("{summary}");
+                    } else {
+                        for n in &summary.notes {
+                            println!("note: {n}");
+                        }
+                    }
+                    for f in &run.failed {
+                        eprintln!("error: {f}");
+                    }
+                    if let (Some(e), Some(at)) = (&run.unreachable, run.retry_at) {
+                        eprintln!(
+                            "{e}; retrying in {} s",
+                            at.saturating_sub(store.now_ms()).div_ceil(1000)
+                        );
+                    }
+                }
+                Err(e) => eprintln!("error: {e}"),
+            }
+        }
+        let now = SystemClock.now_ms();
+        if once_by_ms.is_some_and(|until| now >= until) {
+            return Ok(());
+        }
+        // At least once a minute: a changed setting is followed within a minute.
+        let next = exec.next_wakeup_ms(now).saturating_sub(now);
+        std::thread::sleep(Duration::from_millis(next.clamp(200, 60_000)));
+    }
+}

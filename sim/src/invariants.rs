@@ -1,0 +1,200 @@
+//! The end of a run: a quiet round, then the invariants — every site equals central, the rules
+//! hold in the data, every acknowledged write is at central or in a rejection log, the journal's
+//! links are consistent.
+
+use super::*;
+
+impl World {
+    /// The quiet round, then the invariants.
+    pub(super) fn finish(mut self) -> Result<Report, SimError> {
+        // Users release what they hold; every site syncs twice with no fault.
+        for i in 0..self.remotes.len() {
+            let holder = format!("till-{i}");
+            while let Some((t, k)) = self.remotes[i].reserved.pop() {
+                self.remotes[i].store.release(&t, &k, &holder)?;
+            }
+        }
+        self.cfg.faults = false;
+        let sweep = self.automaton.on_time(self.now + DAY);
+        let sweeps: Vec<Command> = sweep.into_iter().filter(|c| *c == Command::Sweep).collect();
+        self.run_central(sweeps)?;
+        // Two rounds after the last clock found wrong (its emission held) was set right.
+        for _ in 0..3 {
+            self.set_quarantined_clocks_right()?;
+            for i in 0..self.remotes.len() {
+                self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
+            }
+            for i in 0..self.remotes.len() {
+                let site = self.remotes[i].store.site().id;
+                central::prepare_return(&self.central, site)?;
+                self.execute(i, vec![RemoteCommand::FetchReturn])?;
+            }
+        }
+        self.check()?;
+        let mut report = self.report;
+        for (i, samples) in &mut self.staleness {
+            samples.sort_unstable();
+            let at = |q: usize| {
+                samples
+                    .get((samples.len().saturating_sub(1)) * q / 100)
+                    .copied()
+                    .unwrap_or(0)
+            };
+            if let Some(r) = self.remotes.get(*i) {
+                report.staleness_minutes.insert(
+                    r.code.clone(),
+                    Staleness {
+                        p50: at(50),
+                        p99: at(99),
+                    },
+                );
+            }
+        }
+        Ok(report)
+    }
+
+    pub(super) fn check(&mut self) -> Result<(), SimError> {
+        let central_content = self.central.snapshot()?.replicated_content()?;
+        let mut converged = true;
+        for r in &self.remotes {
+            let content = r.store.snapshot()?.replicated_content()?;
+            if content != central_content {
+                converged = false;
+                // The first record that differs, in key order: missing here, extra here, or
+                // another value.
+                let here: BTreeMap<&[u8], &[u8]> = content
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                let there: BTreeMap<&[u8], &[u8]> = central_content
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                    .collect();
+                let first = here
+                    .keys()
+                    .chain(there.keys())
+                    .filter(|k| here.get(*k) != there.get(*k))
+                    .min()
+                    .map(|k| {
+                        let what = match (here.get(k), there.get(k)) {
+                            (Some(_), None) => "held here, not at central",
+                            (None, Some(_)) => "held at central, not here",
+                            _ => "held both, differently",
+                        };
+                        format!(
+                            "; first difference: record {} {what}",
+                            String::from_utf8_lossy(k).replace('\0', "/")
+                        )
+                    })
+                    .unwrap_or_default();
+                self.report.violations.push(format!(
+                    "{} differs from central after the quiet round ({} vs {} records){first}",
+                    r.code,
+                    content.len(),
+                    central_content.len()
+                ));
+            }
+        }
+        self.report.converged = converged;
+        // No register breaks a rule, in central's store (the others equal it).
+        let snap = self.central.snapshot()?;
+        let central_id = self.central.site().id;
+        let schema = retail::schema();
+        for def in schema.tables() {
+            for rec in snap.scan_raw(def.name(), None, None)? {
+                let creator = rec.creator();
+                let mut registers: Vec<(&str, &outpost_engine::Register)> =
+                    rec.fields.iter().map(|(f, r)| (f.as_str(), r)).collect();
+                if let Some(t) = &rec.tombstone {
+                    registers.push(("<deleted>", t));
+                }
+                for (field, reg) in registers {
+                    let writer = reg.dot.site;
+                    let broken = match def.policy() {
+                        Policy::CentralOnly => (writer != central_id).then_some("R3"),
+                        Policy::Document { .. } => {
+                            (writer != creator && writer != central_id).then_some("R5")
+                        }
+                        Policy::Shared => None,
+                    }
+                    .or((def.is_owner_exclusive(field) && writer != creator).then_some("R8"));
+                    if let Some(rule) = broken {
+                        self.report.violations.push(format!(
+                            "{rule} broken in the data: {}/{}.{field} written by site {writer}",
+                            def.name(),
+                            rec.key
+                        ));
+                    }
+                }
+            }
+        }
+        // No write lost.
+        let mut rejected: BTreeSet<(Dot, String, String)> = self
+            .central
+            .rejections()?
+            .into_iter()
+            .map(|r| (r.change.dot, r.change.table, r.change.key))
+            .collect();
+        self.report.rejections = rejected.len() as u64;
+        // A shop's creation of a document number another shop's took first, replaced at the
+        // shop before it left: refused there (R5), in its own rejection log.
+        for r in &self.remotes {
+            for rej in r.store.rejections()? {
+                rejected.insert((rej.change.dot, rej.change.table, rej.change.key));
+            }
+        }
+        let mut writers: BTreeMap<(String, String, Slot), BTreeSet<SiteId>> = BTreeMap::new();
+        let mut lost = 0u64;
+        for w in &self.accepted {
+            writers
+                .entry((w.table.clone(), w.key.clone(), w.slot.clone()))
+                .or_default()
+                .insert(w.marker.site);
+            if !w.kept_in(&snap)? && !rejected.contains(&(w.dot, w.table.clone(), w.key.clone())) {
+                lost += 1;
+                if lost <= 5 {
+                    self.report.violations.push(format!(
+                        "write lost: {}/{}.{} by {} at stamp {}",
+                        w.table, w.key, w.slot, w.dot, w.marker.stamp
+                    ));
+                }
+            }
+        }
+        self.report.conflicts = writers.values().filter(|s| s.len() > 1).count() as u64;
+        // The journal.
+        let rows = journal::rows(&self.central, None, None, None)?;
+        self.draw(&rows);
+        let by_id: BTreeMap<_, _> = rows.iter().map(|r| (r.id, r)).collect();
+        for r in &rows {
+            match r.kind {
+                FlowKind::Emission => {
+                    self.report.emissions += 1;
+                    self.report.changes += r.n_changes;
+                    // Held for clock skew, then superseded by a later emission of its site
+                    // that carried its changes again: never applied, and rightly so.
+                    let superseded = r.hold == Hold::Superseded;
+                    if r.exec_end_ms.is_none() && !superseded {
+                        self.report
+                            .violations
+                            .push(format!("emission {} never processed", r.id));
+                    }
+                    if let Some(ret) = r.link
+                        && by_id.get(&ret).and_then(|x| x.link) != Some(r.id)
+                    {
+                        self.report.violations.push(format!(
+                            "emission {} and return {ret} do not link each other",
+                            r.id
+                        ));
+                    }
+                }
+                FlowKind::Return => self.report.returns += 1,
+                FlowKind::Bootstrap => {}
+            }
+            self.report.bytes += r.bytes;
+            if r.executions > 1 {
+                self.report.executions_over_1 += 1;
+            }
+        }
+        Ok(())
+    }
+}

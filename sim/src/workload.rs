@@ -1,0 +1,236 @@
+//! The workload: what the shops and central write each day, reservations, writes the rules
+//! forbid, and how stale each remote's view of central is.
+
+use super::*;
+
+impl World {
+    pub(super) fn workload(&mut self, i: usize) -> Result<(), SimError> {
+        let roll = self.rng.below(100);
+        if roll < 10 {
+            return self.forbidden(i);
+        }
+        self.remotes[i].key_seq += 1;
+        let stock_allowed = self.remotes[i].stock_allowed;
+        let key = format!("{}-{:06}", self.remotes[i].code, self.remotes[i].key_seq);
+        let store = &self.remotes[i].store;
+        let city = ["Lyon", "Lille", "Nantes", "Osaka", "Quito", "Perth"];
+        let city = self.rng.pick(&city).copied().unwrap_or("Lyon");
+        let result = match roll {
+            10..=29 => store.write_commit(|tx| {
+                tx.set("customers", &key, "name", format!("customer {key}"))?;
+                tx.set("customers", &key, "city", city)
+            }),
+            30..=44 => {
+                // Edit a customer this site knows — others' included (R2 conflicts).
+                let customers = store.snapshot()?.scan("customers", None, Some(200))?;
+                match self.rng.pick(&customers).map(|c| c.key.clone()) {
+                    Some(k) => store.write_commit(|tx| tx.set("customers", &k, "city", city)),
+                    None => return Ok(()),
+                }
+            }
+            45..=49 => store.write_commit(|tx| tx.set("prospects", &key, "name", "prospect")),
+            50..=54 => {
+                // Shops pick the same document number (R1/R5): the first creation central
+                // receives is the document's; the others' writes are refused and returned.
+                let key = format!("DOC-{}-{}", self.now / DAY, self.rng.below(3));
+                if store.record("sales_documents", &key)?.is_some() {
+                    return Ok(());
+                }
+                let total = price(&mut self.rng);
+                store.write_commit(|tx| {
+                    tx.set("sales_documents", &key, "status", "confirmed")?;
+                    tx.set("sales_documents", &key, "total", total)
+                })
+            }
+            55..=64 => {
+                let total = price(&mut self.rng);
+                let res = store.write_commit(|tx| {
+                    tx.set("sales_documents", &key, "status", "confirmed")?;
+                    tx.set("sales_documents", &key, "total", total)
+                });
+                if res.is_ok() {
+                    self.remotes[i]
+                        .own_docs
+                        .push(("sales_documents".into(), key.clone()));
+                }
+                res
+            }
+            65..=74 => {
+                let total = price(&mut self.rng);
+                store.write_commit(|tx| {
+                    tx.set("pos_receipts", &key, "total", total)?;
+                    tx.set("pos_receipts", &key, "paid_with", "card")
+                })
+            }
+            75..=79 if stock_allowed => store.write_commit(|tx| {
+                tx.set("stock_documents", &key, "quantity", 5)?;
+                tx.set("stock_documents", &key, "kind", "receipt")
+            }),
+            80..=84 => {
+                let res =
+                    store.write_commit(|tx| tx.set("cash_registers", &key, "opened_at", "09:00"));
+                if res.is_ok() {
+                    self.remotes[i].registers.push(key.clone());
+                }
+                res
+            }
+            85..=89 => match self.remotes[i].registers.pop() {
+                Some(reg) => self.remotes[i]
+                    .store
+                    .write_commit(|tx| tx.set("cash_registers", &reg, "closed_at", "19:00")),
+                None => return Ok(()),
+            },
+            90..=94 => return self.reserve_or_release(i),
+            _ => {
+                // Edit one of its documents not yet synced (an unfrozen, unreserved one).
+                let snap = self.remotes[i].store.snapshot()?;
+                let candidates: Vec<(String, String)> = self.remotes[i]
+                    .own_docs
+                    .iter()
+                    .filter(|(t, k)| {
+                        !snap.is_frozen(t, k).unwrap_or(true)
+                            && snap.reserved_by(t, k).ok().flatten().is_none()
+                    })
+                    .cloned()
+                    .collect();
+                match self.rng.pick(&candidates).cloned() {
+                    Some((t, k)) => self.remotes[i]
+                        .store
+                        .write_commit(|tx| tx.set(&t, &k, "status", "amended")),
+                    None => return Ok(()),
+                }
+            }
+        };
+        match result {
+            Ok(((), commit)) => self.record(&commit.changes),
+            Err(e) => {
+                let code = self.remotes[i].code.clone();
+                self.violation(format!("a legitimate write at {code} was refused: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn reserve_or_release(&mut self, i: usize) -> Result<(), SimError> {
+        let holder = format!("till-{i}");
+        if let Some((t, k)) = self.remotes[i].reserved.pop() {
+            self.remotes[i].store.release(&t, &k, &holder)?;
+            return Ok(());
+        }
+        let snap = self.remotes[i].store.snapshot()?;
+        let candidates: Vec<(String, String)> = self.remotes[i]
+            .own_docs
+            .iter()
+            .filter(|(t, k)| !snap.is_frozen(t, k).unwrap_or(true))
+            .cloned()
+            .collect();
+        if let Some((t, k)) = self.rng.pick(&candidates).cloned() {
+            self.remotes[i].store.reserve(&t, &k, &holder)?;
+            // The holder finishes the document while it is reserved.
+            let ((), commit) = self.remotes[i]
+                .store
+                .write_commit_as(&holder, |tx| tx.set(&t, &k, "status", "being edited"))?;
+            self.record(&commit.changes);
+            self.remotes[i].reserved.push((t, k));
+        }
+        Ok(())
+    }
+
+    /// A forbidden attempt, which must be refused with its rule.
+    pub(super) fn forbidden(&mut self, i: usize) -> Result<(), SimError> {
+        let code = self.remotes[i].code.clone();
+        let store = &self.remotes[i].store;
+        let snap = store.snapshot()?;
+        let pick = self.rng.below(4);
+        let attempt: Option<(&str, Vec<Rule>, outpost_engine::Result<()>)> = match pick {
+            0 => {
+                let articles = snap.scan("articles", None, Some(50))?;
+                self.rng.pick(&articles).map(|a| {
+                    let k = a.key.clone();
+                    (
+                        "R3 article edit",
+                        vec![Rule::R3],
+                        store.write(|tx| tx.set("articles", &k, "price", price(&mut Rng::new(0)))),
+                    )
+                })
+            }
+            1 if !self.remotes[i].stock_allowed => Some((
+                "R4 stock document",
+                vec![Rule::R4],
+                store.write(|tx| tx.set("stock_documents", &format!("{code}-X"), "quantity", 1)),
+            )),
+            2 => {
+                let docs = snap.scan_raw("sales_documents", None, Some(200))?;
+                let others: Vec<String> = docs
+                    .iter()
+                    .filter(|d| d.creator() != store.site().id)
+                    .map(|d| d.key.clone())
+                    .collect();
+                self.rng.pick(&others).map(|k| {
+                    let k = k.clone();
+                    (
+                        "R5 another site's document",
+                        vec![Rule::R5],
+                        store.write(|tx| tx.set("sales_documents", &k, "status", "hijacked")),
+                    )
+                })
+            }
+            _ => {
+                let frozen: Vec<(String, String)> = self.remotes[i]
+                    .own_docs
+                    .iter()
+                    .filter(|(t, k)| snap.is_frozen(t, k).unwrap_or(false))
+                    .cloned()
+                    .collect();
+                self.rng.pick(&frozen).cloned().map(|(t, k)| {
+                    (
+                        "R6 synced document",
+                        vec![Rule::R6],
+                        store.write(|tx| tx.set(&t, &k, "status", "changed after sync")),
+                    )
+                })
+            }
+        };
+        if let Some((what, rules, result)) = attempt {
+            match result {
+                Err(e) if e.refusal().is_some_and(|r| rules.contains(&r.rule)) => {
+                    self.report.forbidden_refused += 1;
+                }
+                Err(e) => self.violation(format!("{what} at {code} failed otherwise: {e}")),
+                Ok(()) => self.violation(format!("{what} at {code} was accepted")),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn sample_staleness(&mut self, i: usize) {
+        let knowledge: Knowledge = self.remotes[i].store.knowledge();
+        let me = self.remotes[i].store.site().id;
+        for other in &self.remotes {
+            let o = other.store.site().id;
+            if o == me {
+                continue;
+            }
+            let newest_known = knowledge.max_seq(o);
+            let newest_made = self.newest_own.get(&o).copied().unwrap_or(0);
+            let age = if newest_known >= newest_made {
+                0
+            } else {
+                // The oldest information it lacks: the commit after the newest it has.
+                let lacking = Dot {
+                    site: o,
+                    seq: newest_known + 1,
+                };
+                self.commit_time
+                    .get(&lacking)
+                    .map_or(0, |t| self.now.saturating_sub(*t))
+            };
+            self.staleness.entry(i).or_default().push(age / MINUTE);
+        }
+    }
+}
+
+pub(super) fn price(rng: &mut Rng) -> Value {
+    let cents = i128::from(100 + rng.below(99_900));
+    outpost_engine::Decimal::new(cents, 2).map_or(Value::Null, Value::Decimal)
+}

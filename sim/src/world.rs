@@ -1,0 +1,650 @@
+//! The world: central and the remotes in in-memory stores, the event queue and its clock, the
+//! schedules, and the faults the simulator injects (reinstalls, restores, schedule changes).
+
+use super::*;
+
+impl World {
+    pub(super) fn new(cfg: &SimConfig) -> Result<Self, SimError> {
+        let mut rng = Rng::new(cfg.seed);
+        let central_clock = ManualClock::new(START_MS);
+        let mut central_config = StoreConfig::new(
+            Site::central(1, "ASOC").map_err(outpost_engine::Error::from)?,
+            retail::schema(),
+            central_clock.clone(),
+        );
+        central_config.broken_rules = cfg.broken_rules.clone();
+        let central = Store::in_memory(central_config)?;
+        let mut config = outpost_replicator::config::seed_example();
+        config.remotes.clear();
+        let paris: Zone = "Europe/Paris".parse().map_err(|_| bad("zone"))?;
+        let day0 = paris.date_at(START_MS);
+        let mut kinds = Vec::new();
+        for i in 0..cfg.sites {
+            let id = u16::try_from(i + 2).map_err(|_| bad("too many sites"))?;
+            let zone_name = rng.pick(&ZONES).copied().unwrap_or("UTC");
+            let zone: Zone = zone_name.parse().map_err(|_| bad("zone"))?;
+            let kind = match rng.below(4) {
+                0 => Kind::Fixed,
+                1 => Kind::Immediate,
+                2 => Kind::NoReturn,
+                _ => Kind::Manual,
+            };
+            let code = format!("S{id:03}");
+            let emission = at_of(
+                zone,
+                paris.instant(day0, hhmm(19 + rng.below(3), rng.below(60))),
+            );
+            let fetch = at_of(zone, paris.instant(day0, hhmm(0, 30 + rng.below(30))) + DAY);
+            // Or the far-away shop's way (M1 across zones): emit in the small hours and fetch
+            // the next morning, local time — after central's return of the evening before.
+            let (emission, fetch) = if rng.chance(400) {
+                (
+                    hhmm(1 + rng.below(3), rng.below(60)),
+                    hhmm(6 + rng.below(3), rng.below(60)),
+                )
+            } else {
+                (emission, fetch)
+            };
+            let mut settings = RemoteSettings {
+                id: SiteId(id),
+                code: code.clone(),
+                time_zone: zone_name.to_owned(),
+                sync_types: match kind {
+                    Kind::Fixed => vec![
+                        SyncType::Fixed { emission, fetch },
+                        SyncType::Immediate { wait_ms: MINUTE },
+                    ],
+                    Kind::Immediate | Kind::Manual => vec![SyncType::Immediate { wait_ms: MINUTE }],
+                    Kind::NoReturn => vec![SyncType::NoReturn],
+                },
+                denied_tables: BTreeSet::new(),
+            };
+            if rng.chance(300) {
+                settings.denied_tables.insert("stock_documents".to_owned());
+            }
+            config.remotes.push(settings);
+            // A fixed time that cannot see the common return in this zone: sync immediately.
+            let kind = if kind == Kind::Fixed && config.validate().is_err() {
+                if let Some(last) = config.remotes.last_mut() {
+                    last.sync_types = vec![SyncType::Immediate { wait_ms: MINUTE }];
+                }
+                Kind::Immediate
+            } else {
+                kind
+            };
+            kinds.push((zone, kind));
+        }
+        config.validate().map_err(|e| bad(&e.to_string()))?;
+        central::set_config(&central, &config)?;
+        for _ in 0..3 {
+            let key = format!("ART-{:04}", rng.below(10_000));
+            central.write(|tx| {
+                tx.set("articles", &key, "name", format!("article {key}"))?;
+                tx.set("articles", &key, "price", price(&mut rng))
+            })?;
+        }
+        let mut remotes = Vec::new();
+        let mut report = Report {
+            seed: cfg.seed,
+            sites: cfg.sites,
+            days: cfg.days,
+            faults: cfg.faults,
+            ..Report::default()
+        };
+        for (settings, (zone, kind)) in config.remotes.iter().zip(kinds) {
+            let skew_ms = skew_of(&mut rng, cfg.faults);
+            let clock = ManualClock::new(START_MS.saturating_add_signed(skew_ms));
+            let (bytes, _) = central::write_bootstrap(&central, settings.id, Vec::new(), false)?;
+            let broken = cfg.broken_rules.clone();
+            let store = remote::bootstrap(bytes.as_slice(), |site| {
+                let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
+                c.broken_rules = broken;
+                Store::in_memory(c)
+            })?;
+            let executor = RemoteExecutor::new(&store)?;
+            // M4: an immediate sync can be asked whatever the sync type (fixed-time sites too).
+            let host_sync = (kind != Kind::Fixed || rng.chance(300))
+                .then(|| Daily::new(hhmm(17 + rng.below(3), rng.below(60))));
+            report.remotes.push(RemoteSummary {
+                code: settings.code.clone(),
+                time_zone: settings.time_zone.clone(),
+                sync: format!("{kind:?}").to_lowercase(),
+                skew_minutes: skew_ms / MINUTE as i64,
+            });
+            remotes.push(Remote {
+                store,
+                clock,
+                skew_ms,
+                zone,
+                code: settings.code.clone(),
+                kind,
+                executor,
+                host_sync,
+                next_wake: u64::MAX,
+                stock_allowed: !settings.denied_tables.contains("stock_documents"),
+                own_docs: Vec::new(),
+                registers: Vec::new(),
+                reserved: Vec::new(),
+                key_seq: 0,
+                bootstrap: bytes,
+                backup: None,
+            });
+        }
+        let mut automaton =
+            CentralAutomaton::new(&config, START_MS).map_err(|e| bad(&e.to_string()))?;
+        // Events reach the automaton reliably here; the sweep is only a net for crashes.
+        automaton.set_sweep_ms(HOUR);
+        let mut world = World {
+            cfg: cfg.clone(),
+            rng,
+            now: START_MS,
+            central,
+            central_clock,
+            automaton,
+            remotes,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            accepted: Vec::new(),
+            commit_time: HashMap::new(),
+            newest_own: HashMap::new(),
+            staleness: BTreeMap::new(),
+            report,
+            central_wake: u64::MAX,
+        };
+        world.plan_days();
+        for i in 0..world.remotes.len() {
+            world.reschedule_remote(i);
+        }
+        world.reschedule_central();
+        Ok(world)
+    }
+
+    pub(super) fn push(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, event)));
+    }
+
+    /// Each remote's workload, its host syncs and a staleness sample, day by day; central's
+    /// price edits.
+    pub(super) fn plan_days(&mut self) {
+        let end = START_MS + u64::from(self.cfg.days) * DAY;
+        for i in 0..self.remotes.len() {
+            let zone = self.remotes[i].zone;
+            let mut day = zone.date_at(START_MS);
+            loop {
+                let noon = zone.instant(day, hhmm(12, 0));
+                if noon >= end {
+                    break;
+                }
+                let n_ops = 3 + self.rng.below(6);
+                for _ in 0..n_ops {
+                    let t = zone.instant(day, hhmm(9 + self.rng.below(10), self.rng.below(60)));
+                    if t >= START_MS && t < end {
+                        self.push(t, Event::Workload(i));
+                    }
+                }
+                if noon >= START_MS {
+                    self.push(noon, Event::Noon(i));
+                }
+                day = match day.succ_opt() {
+                    Some(d) => d,
+                    None => break,
+                };
+            }
+        }
+        let mut t = START_MS + 9 * HOUR;
+        while t < end {
+            self.push(t, Event::CentralPrices);
+            t += DAY;
+        }
+        let span = end - START_MS;
+        for i in 0..self.remotes.len() {
+            if self.remotes[i].kind == Kind::Fixed && self.rng.chance(400) {
+                let t = START_MS + self.rng.below(span);
+                self.push(t, Event::ScheduleChange(i));
+            }
+            if self.cfg.faults && self.rng.chance(60) {
+                let t = START_MS + self.rng.below(span);
+                self.push(t, Event::Reinstall(i));
+            }
+            if self.cfg.faults && self.rng.chance(60) {
+                let backup = START_MS + self.rng.below(span);
+                let restore = backup + self.rng.below(START_MS + span - backup);
+                self.push(backup, Event::Backup(i));
+                self.push(restore, Event::Restore(i));
+            }
+        }
+    }
+
+    pub(super) fn set_time(&mut self, t: u64) {
+        self.now = t;
+        self.central_clock.set(t);
+        for r in &self.remotes {
+            r.clock.set(t.saturating_add_signed(r.skew_ms));
+        }
+    }
+
+    pub(super) fn reschedule_remote(&mut self, i: usize) {
+        let r = &self.remotes[i];
+        let local_now = self.now.saturating_add_signed(r.skew_ms);
+        let mut next_local = r.executor.next_wakeup_ms(local_now);
+        if let Some(job) = &r.host_sync {
+            next_local = next_local.min(job.next_due(r.zone, local_now));
+        }
+        let next = next_local
+            .saturating_add_signed(-r.skew_ms)
+            .max(self.now + 1);
+        if next != self.remotes[i].next_wake {
+            self.remotes[i].next_wake = next;
+            self.push(next, Event::RemoteWake(i));
+        }
+    }
+
+    pub(super) fn reschedule_central(&mut self) {
+        let next = self.automaton.next_wakeup_ms(self.now).max(self.now + 1);
+        if next != self.central_wake {
+            self.central_wake = next;
+            self.push(next, Event::CentralWake);
+        }
+    }
+
+    pub(super) fn run(&mut self, progress: &mut dyn FnMut(u32)) -> Result<(), SimError> {
+        let end = START_MS + u64::from(self.cfg.days) * DAY;
+        let mut days_done = 0u32;
+        while let Some(Reverse((t, _, event))) = self.queue.pop() {
+            if t >= end {
+                break;
+            }
+            let day = u32::try_from((t - START_MS) / DAY).unwrap_or(u32::MAX);
+            if day > days_done {
+                days_done = day;
+                progress(day);
+            }
+            self.set_time(t);
+            match event {
+                Event::Workload(i) => self.workload(i)?,
+                Event::RemoteWake(i) => {
+                    if self.remotes[i].next_wake != t {
+                        continue;
+                    }
+                    self.remotes[i].next_wake = u64::MAX;
+                    self.wake_remote(i)?;
+                    self.reschedule_remote(i);
+                }
+                Event::CentralWake => {
+                    if self.central_wake != t {
+                        continue;
+                    }
+                    self.central_wake = u64::MAX;
+                    let cmds = self.automaton.on_time(t);
+                    self.run_central(cmds)?;
+                }
+                Event::Noon(i) => self.sample_staleness(i),
+                Event::CentralPrices => self.central_prices()?,
+                Event::ScheduleChange(i) => self.schedule_change(i)?,
+                Event::Reinstall(i) => self.reinstall(i)?,
+                Event::Backup(i) => {
+                    let config = self.remote_config(i);
+                    let copy = self.remotes[i].store.copy_in_memory(config)?;
+                    self.remotes[i].backup = Some(copy);
+                }
+                Event::Restore(i) => self.restore(i)?,
+            }
+            self.reschedule_central();
+        }
+        self.set_time(end);
+        Ok(())
+    }
+
+    pub(super) fn wake_remote(&mut self, i: usize) -> Result<(), SimError> {
+        let local_now = self.remotes[i].clock.now_ms();
+        let zone = self.remotes[i].zone;
+        let host_due = self.remotes[i]
+            .host_sync
+            .as_mut()
+            .is_some_and(|j| j.take_due(zone, local_now));
+        let (r, mut net) = self.net(i);
+        let mut run = r.executor.on_time(&r.store, &mut net)?;
+        if host_due {
+            // A no-return site sometimes asks for an immediate sync too (M4): it gets a return.
+            let ask = if r.kind == Kind::NoReturn && r.key_seq % 2 == 0 {
+                SyncAsk::NoReturn
+            } else {
+                SyncAsk::Immediate { wait_ms: None }
+            };
+            run.extend(r.executor.request_sync(&r.store, &mut net, ask)?);
+        }
+        if carried(run)? {
+            self.reprovision_refused(i)?;
+        }
+        Ok(())
+    }
+
+    /// Remote `i` and the in-memory network to central.
+    pub(super) fn net(&mut self, i: usize) -> (&mut Remote, SimNet<'_>) {
+        let World {
+            remotes,
+            central,
+            automaton,
+            rng,
+            report,
+            cfg,
+            ..
+        } = self;
+        let r = &mut remotes[i];
+        let net = SimNet {
+            central,
+            automaton,
+            rng,
+            report,
+            faults: cfg.faults,
+            manual: r.kind == Kind::Manual,
+            code: r.code.clone(),
+        };
+        (r, net)
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        i: usize,
+        commands: Vec<RemoteCommand>,
+    ) -> Result<(), SimError> {
+        let (r, mut net) = self.net(i);
+        let run = r.executor.carry_out(&r.store, &mut net, commands)?;
+        if carried(run)? {
+            self.reprovision_refused(i)?;
+        }
+        Ok(())
+    }
+
+    /// Central refused remote `i`'s store (restored from a backup whose first emission since was
+    /// the same as one central had): the person responsible reprovisions the site and sets it up
+    /// again from the new bootstrap (docs/OPERATIONS.md). What the refused store made and central
+    /// does not hold is in the refused store only (listed refused at central, with why).
+    pub(super) fn reprovision_refused(&mut self, i: usize) -> Result<(), SimError> {
+        let site = self.remotes[i].store.site().id;
+        if !central::refused_flows(&self.central)?
+            .iter()
+            .any(|f| f.sender == Some(site))
+        {
+            self.violation(format!(
+                "{}'s store was refused with no refused flow listed",
+                self.remotes[i].code
+            ));
+        }
+        self.forget_what_central_lacks(site)?;
+        let store = self.reprovisioned(i)?;
+        self.put_in_place(i, store)?;
+        *self
+            .report
+            .faults_injected
+            .entry("reprovisioned_after_refusal".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    pub(super) fn run_central(&mut self, commands: Vec<Command>) -> Result<(), SimError> {
+        if !commands.is_empty() {
+            run_central(&self.central, &mut self.automaton, commands)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn violation(&mut self, what: String) {
+        self.report.violations.push(what);
+    }
+
+    pub(super) fn record(&mut self, changes: &[outpost_engine::Change]) {
+        for c in changes {
+            self.commit_time.entry(c.dot).or_insert(self.now);
+            let newest = self.newest_own.entry(c.dot.site).or_insert(0);
+            *newest = (*newest).max(c.dot.seq);
+            self.accepted.push(Accepted {
+                table: c.table.clone(),
+                key: c.key.clone(),
+                slot: c.slot.clone(),
+                marker: c.marker(),
+                dot: c.dot,
+            });
+        }
+        self.report.writes += 1;
+    }
+
+    /// The person responsible reads the journal: a remote whose emissions central holds for
+    /// clock skew ("quarantined") has its clock set right, and its unacknowledged writes are
+    /// stamped again (`outpost remote restamp`).
+    pub(super) fn set_quarantined_clocks_right(&mut self) -> Result<(), SimError> {
+        let held: BTreeSet<SiteId> =
+            outpost_replicator::journal::rows(&self.central, None, None, None)?
+                .into_iter()
+                .filter(|r| matches!(r.hold, Hold::Quarantined { .. }))
+                .map(|r| r.site)
+                .collect();
+        for i in 0..self.remotes.len() {
+            if !held.contains(&self.remotes[i].store.site().id) || self.remotes[i].skew_ms == 0 {
+                continue;
+            }
+            self.remotes[i].skew_ms = 0;
+            self.remotes[i].clock.set(self.now);
+            outpost_replicator::remote::restamp(&self.remotes[i].store)?;
+            // The writes stamped again are checked against their new stamps.
+            let store = &self.remotes[i].store;
+            let site = store.site().id;
+            for w in self.accepted.iter_mut().filter(|w| w.dot.site == site) {
+                let Some(raw) = store.snapshot()?.raw_record(&w.table, &w.key)? else {
+                    continue;
+                };
+                let now = match &w.slot {
+                    Slot::Created => Some((
+                        Marker {
+                            stamp: raw.created.stamp,
+                            site: raw.created.site(),
+                        },
+                        raw.created.dot,
+                    )),
+                    Slot::Tombstone => raw.tombstone.map(|r| (r.marker(), r.dot)),
+                    Slot::Field(f) => raw.fields.get(f).map(|r| (r.marker(), r.dot)),
+                };
+                // Its new dot too: a change central refuses is logged under the dot it came with.
+                if let Some((m, dot)) = now
+                    && m.site == site
+                    && m.stamp < w.marker.stamp
+                {
+                    w.marker = m;
+                    w.dot = dot;
+                }
+            }
+            *self
+                .report
+                .faults_injected
+                .entry("clock_set_right_after_quarantine".to_owned())
+                .or_insert(0) += 1;
+            self.reschedule_remote(i);
+        }
+        Ok(())
+    }
+
+    /// An admin moves a fixed-time remote's emission and fetch (C4/C6) while its executor runs:
+    /// at central (the next return carries it) or locally at the remote (until the next
+    /// return puts central's back). The executor must follow without a restart, and never emit
+    /// twice at a fixed time on one day (M1) — the fixed-time check at the end counts.
+    pub(super) fn schedule_change(&mut self, i: usize) -> Result<(), SimError> {
+        let paris: Zone = "Europe/Paris".parse().map_err(|_| bad("zone"))?;
+        let zone = self.remotes[i].zone;
+        let day = paris.date_at(self.now);
+        let emission = at_of(
+            zone,
+            paris.instant(day, hhmm(18 + self.rng.below(4), self.rng.below(60))),
+        );
+        let fetch = at_of(
+            zone,
+            paris.instant(day, hhmm(0, 30 + self.rng.below(30))) + DAY,
+        );
+        let types = vec![
+            SyncType::Fixed { emission, fetch },
+            SyncType::Immediate { wait_ms: MINUTE },
+        ];
+        let Some(mut config) = central::config(&self.central)? else {
+            return Ok(());
+        };
+        let site = self.remotes[i].store.site().id;
+        let Some(pos) = config.remotes.iter().position(|r| r.id == site) else {
+            return Ok(());
+        };
+        if let Some(r) = config.remotes.get_mut(pos) {
+            r.sync_types = types.clone();
+        }
+        if config.validate().is_err() {
+            return Ok(());
+        }
+        if self.rng.chance(500) {
+            central::set_config(&self.central, &config)?;
+        } else {
+            // C6: a local admin's edit, overwritten by the next return.
+            let text = types
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(";");
+            remote::set_setting(&self.remotes[i].store, "sync_types", &text)?;
+        }
+        *self
+            .report
+            .faults_injected
+            .entry("schedule_changed".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// A shop's disk dies and its PC is set up again from the bootstrap file it was first set
+    /// up from (R1; see [`World::replace_store`]).
+    pub(super) fn reinstall(&mut self, i: usize) -> Result<(), SimError> {
+        let open = self.remote_config(i);
+        let id = self.rng.next_u64();
+        let store = remote::bootstrap_as(
+            self.remotes[i].bootstrap.as_slice(),
+            |_| Store::in_memory(open),
+            Some(id),
+        )?;
+        self.replace_store(i, store, "reinstalled_from_old_bootstrap")
+    }
+
+    /// A shop's disk dies and it puts back the last backup of its store (R1): the same store
+    /// identity, numbering its emissions and changes again from the backup's point.
+    pub(super) fn restore(&mut self, i: usize) -> Result<(), SimError> {
+        let Some(backup) = self.remotes[i].backup.take() else {
+            return Ok(());
+        };
+        self.replace_store(i, backup, "restored_from_old_backup")
+    }
+
+    /// The configuration of remote `i`'s store (a new one: set up again, or restored).
+    pub(super) fn remote_config(&self, i: usize) -> StoreConfig {
+        let r = &self.remotes[i];
+        let mut c = StoreConfig::new(r.store.site().clone(), retail::schema(), r.clock.clone());
+        c.broken_rules = self.cfg.broken_rules.clone();
+        c
+    }
+
+    /// Remote `i`'s store is replaced by `store`, which does not hold what the lost one made
+    /// since (its disk died). The writes the lost store had not sent are lost with the disk. The
+    /// new store emits at once; if central refuses it (it is not the store central takes the
+    /// site's changes from, or it numbers again what central holds), the person responsible
+    /// reprovisions the site (`central reprovision`) and sets it up once more from the new
+    /// bootstrap (docs/OPERATIONS.md). Refused later instead, the same happens then
+    /// ([`World::reprovision_refused`]); never refused while a write of it is taken for one
+    /// central holds, the end-of-run check finds that write lost.
+    pub(super) fn replace_store(
+        &mut self,
+        i: usize,
+        store: Store,
+        what: &str,
+    ) -> Result<(), SimError> {
+        let site = self.remotes[i].store.site().id;
+        self.forget_what_central_lacks(site)?;
+        let (bytes, _) = remote::emit(&store, Vec::new(), SyncMode::NoReturn, false)?;
+        let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
+            // The operator's procedure (docs/OPERATIONS.md).
+            Err(outpost_replicator::Error::WrongStore(_)) => self.reprovisioned(i)?,
+            Err(e) => return Err(e.into()),
+            // Taken: the same as an emission central had (a backup holding no change since), or
+            // nothing central holds under its numbers. Its later emissions are judged as they
+            // come; a write of it taken for one central holds would show as lost at the end.
+            Ok(received) => {
+                if let Received::Ready { id, .. } = received {
+                    let cmds = self.automaton.on_flow_ready(id);
+                    self.run_central(cmds)?;
+                }
+                store
+            }
+        };
+        self.put_in_place(i, store)?;
+        *self
+            .report
+            .faults_injected
+            .entry(what.to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// What a lost (or refused) store of `site` made and central does not hold — nor a later
+    /// write of it to the same place — is in that store only: no longer checked (an emission
+    /// central has not processed yet may still bring it).
+    pub(super) fn forget_what_central_lacks(&mut self, site: SiteId) -> Result<(), SimError> {
+        let snap = self.central.snapshot()?;
+        let mut keep = Vec::with_capacity(self.accepted.len());
+        for w in std::mem::take(&mut self.accepted) {
+            if w.dot.site != site || w.kept_in(&snap)? {
+                keep.push(w);
+            }
+        }
+        self.accepted = keep;
+        Ok(())
+    }
+
+    /// `central reprovision` for remote `i`'s site, and a store set up from the new bootstrap.
+    pub(super) fn reprovisioned(&mut self, i: usize) -> Result<Store, SimError> {
+        let site = self.remotes[i].store.site().id;
+        central::reprovision(&self.central, site)?;
+        let (boot, _) = central::write_bootstrap(&self.central, site, Vec::new(), false)?;
+        let id = self.rng.next_u64();
+        let config = self.remote_config(i);
+        Ok(remote::bootstrap_as(
+            boot.as_slice(),
+            |_| Store::in_memory(config),
+            Some(id),
+        )?)
+    }
+
+    /// `store` takes the place of remote `i`'s, with a new executor (a new process).
+    pub(super) fn put_in_place(&mut self, i: usize, store: Store) -> Result<(), SimError> {
+        // A restored backup holds the reservations of its day: their tills release them.
+        let reserved = store
+            .snapshot()?
+            .reservations()?
+            .into_iter()
+            .map(|(t, k, _)| (t, k))
+            .collect();
+        let r = &mut self.remotes[i];
+        r.executor = RemoteExecutor::new(&store)?;
+        r.store = store;
+        r.own_docs.clear();
+        r.registers.clear();
+        r.reserved = reserved;
+        Ok(())
+    }
+
+    pub(super) fn central_prices(&mut self) -> Result<(), SimError> {
+        self.set_quarantined_clocks_right()?;
+        let articles = self.central.scan("articles")?;
+        let Some(a) = self.rng.pick(&articles).map(|r| r.key.clone()) else {
+            return Ok(());
+        };
+        let p = price(&mut self.rng);
+        let (_, commit) = self
+            .central
+            .write_commit(|tx| tx.set("articles", &a, "price", p))?;
+        self.record(&commit.changes);
+        Ok(())
+    }
+}
