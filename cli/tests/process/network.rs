@@ -265,6 +265,12 @@ fn s2_remote_run_retries_while_central_is_unreachable_then_catches_up() {
     wait_for(30, "the outbox emptied", || {
         !dir.join("bsoc/outbox").read_dir().unwrap().any(|_| true)
     });
+    // Central processes what it received on its own thread, after the upload's answer.
+    wait_for(30, "the emission processed at central", || {
+        journal_of(dir, &central, 2)
+            .first()
+            .is_some_and(|r| r["exec_end_ms"].is_u64())
+    });
     drop(run);
     assert_eq!(journal_of(dir, &central, 2)[0]["n_changes"], 2);
 }
