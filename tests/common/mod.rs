@@ -142,3 +142,11 @@ pub fn dec(s: &str) -> outpost::Value {
 pub fn content(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
     s.snapshot().unwrap().replicated_content().unwrap()
 }
+
+/// A customer's name in `store`.
+pub fn name(store: &Store, key: &str) -> Option<outpost::Value> {
+    store
+        .record("customers", key)
+        .unwrap()
+        .and_then(|r| r.get("name").cloned())
+}
