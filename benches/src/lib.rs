@@ -57,7 +57,7 @@ pub fn open(site: &Site, dir: Option<&std::path::Path>, clock: &ManualClock) -> 
     let mut config = StoreConfig::new(site.clone(), schema(), clock.clone());
     let cache = CACHE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
     if cache > 0 {
-        config.cache_bytes = Some(cache);
+        config.cache = outpost_engine::CacheSize::Bytes(cache);
     }
     let store = match dir {
         Some(d) => Store::open(d, config),

@@ -55,7 +55,8 @@ pub use rejection::Rejection;
 pub use schema::{FieldKind, NAME_LEN_MAX, Policy, Schema, SchemaError, TableDef};
 pub use site::{EstablishmentCode, Role, Site, SiteDirectory, SiteError, SiteId};
 pub use store::{
-    AheadReport, CACHE_BYTES_MAX, CACHE_BYTES_MIN, ChangesLacking, Commit, MergeReport, Outcome,
-    SKEW_MS_MAX_DEFAULT, STORE_FILE_NAME, Snapshot, Store, StoreConfig, WriteTx, cache_bytes_for,
+    AheadReport, CACHE_BYTES_DEFAULT, CACHE_BYTES_MAX, CacheSize, ChangesLacking, Commit,
+    MergeReport, Outcome, SKEW_MS_MAX_DEFAULT, STORE_FILE_NAME, Snapshot, Store, StoreConfig,
+    WriteTx, cache_bytes_for,
 };
 pub use value::{DECIMAL_SCALE_MAX, Decimal, DecimalParseError, Value};

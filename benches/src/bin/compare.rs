@@ -75,7 +75,7 @@ fn args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "compare [--changes N] [--json FILE] [--quick] [--one-thread] [--cache-mib N]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does).\n--cache-mib N: outpost's store files get an N MiB page cache instead of one sized from the file (the memory trade-off)."
+                    "compare [--changes N] [--json FILE] [--quick] [--one-thread] [--cache-mib N]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does).\n--cache-mib N: outpost's store files get an N MiB page cache instead of the default 32 MiB (the memory trade-off; the benchmark's store file is 68 MiB)."
                 );
                 std::process::exit(0);
             }
@@ -132,11 +132,11 @@ fn run() -> Res<()> {
         std::fs::copy(entry.path(), child_dir.join(entry.file_name()))?;
     }
     clock.set(T0_MS + 2 * HOUR_MS);
-    // The page cache the store gets when it opens (sized from its file), the floor's too.
+    // The page cache the store gets, the floor's too.
     let store_bytes = std::fs::metadata(store_dir.join(outpost_engine::STORE_FILE_NAME))?.len();
     let cache_bytes = args
         .cache_mib
-        .map_or_else(|| outpost_engine::cache_bytes_for(store_bytes), |m| m << 20);
+        .map_or(outpost_engine::CACHE_BYTES_DEFAULT, |m| m << 20);
     println!(
         "store file {:.1} MiB, page cache {} MiB",
         store_bytes as f64 / f64::from(1 << 20),

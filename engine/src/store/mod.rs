@@ -59,25 +59,35 @@ pub struct StoreConfig {
     /// enforce. Empty in every real use.
     pub broken_rules: Vec<Rule>,
     /// The most memory the store file's page cache may take (reads cached and pages written by
-    /// the open transaction together); `None` (the default) sizes it from the file when the
-    /// store opens ([`cache_bytes_for`]). Applying a large flow stays within it: pages beyond it
-    /// are written out before the commit (and made durable by it). Ignored by in-memory stores.
-    pub cache_bytes: Option<usize>,
+    /// the open transaction together): [`CACHE_BYTES_DEFAULT`] unless set. Applying a large flow
+    /// stays within it: pages beyond it are written out before the commit (and made durable by
+    /// it). Ignored by in-memory stores.
+    pub cache: CacheSize,
 }
 
-/// The smallest page cache a store file gets by default: 32 MiB, also the bound for a new store.
-pub const CACHE_BYTES_MIN: usize = 32 << 20;
-/// The largest page cache a store file gets by default: 256 MiB.
+/// The size of a store file's page cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheSize {
+    /// This many bytes.
+    Bytes(usize),
+    /// Sized from the file when the store opens ([`cache_bytes_for`]).
+    FromFile,
+}
+
+/// The default bound of a store file's page cache: 32 MiB. A 1M-change flow (30 MB) merges as
+/// fast with it as with a cache holding the whole 68 MB store, in less memory
+/// (docs/BENCHMARKS.md); reads beyond it come from the operating system's file cache.
+pub const CACHE_BYTES_DEFAULT: usize = 32 << 20;
+/// The largest page cache [`CacheSize::FromFile`] gives: 256 MiB.
 pub const CACHE_BYTES_MAX: usize = 256 << 20;
 
-/// The default page cache of a store file of `file_bytes`: the file's size, within
-/// [`CACHE_BYTES_MIN`] and [`CACHE_BYTES_MAX`]. A store that fits is merged into with its
-/// pages read from disk once; a larger one keeps 256 MiB of them. The peak memory of a merge
-/// follows (docs/BENCHMARKS.md states both).
+/// The page cache [`CacheSize::FromFile`] gives a store file of `file_bytes`: the file's size,
+/// within [`CACHE_BYTES_DEFAULT`] and [`CACHE_BYTES_MAX`] — every page of a store that fits
+/// read from disk once, at the price of that much memory while it is in use.
 pub fn cache_bytes_for(file_bytes: u64) -> usize {
     usize::try_from(file_bytes)
         .unwrap_or(usize::MAX)
-        .clamp(CACHE_BYTES_MIN, CACHE_BYTES_MAX)
+        .clamp(CACHE_BYTES_DEFAULT, CACHE_BYTES_MAX)
 }
 
 impl StoreConfig {
@@ -89,7 +99,7 @@ impl StoreConfig {
             clock: Arc::new(clock),
             skew_ms_max: SKEW_MS_MAX_DEFAULT,
             broken_rules: Vec::new(),
-            cache_bytes: None,
+            cache: CacheSize::Bytes(CACHE_BYTES_DEFAULT),
         }
     }
 }
@@ -242,9 +252,9 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
         std::fs::create_dir_all(dir.as_ref())?;
         let path = dir.as_ref().join(STORE_FILE_NAME);
-        let cache = match config.cache_bytes {
-            Some(bytes) => bytes,
-            None => cache_bytes_for(std::fs::metadata(&path).map_or(0, |m| m.len())),
+        let cache = match config.cache {
+            CacheSize::Bytes(bytes) => bytes,
+            CacheSize::FromFile => cache_bytes_for(std::fs::metadata(&path).map_or(0, |m| m.len())),
         };
         let db = Db::open_file(&path, cache)?;
         Self::init(db, config)
@@ -263,7 +273,7 @@ impl Store {
                 format!("no outpost store in {}", dir.as_ref().display()).into(),
             ));
         }
-        let db = Db::open_file(&path, cache_bytes_for(std::fs::metadata(&path)?.len()))?;
+        let db = Db::open_file(&path, CACHE_BYTES_DEFAULT)?;
         let bytes = db
             .read()?
             .meta(META_SITE)?
