@@ -241,7 +241,11 @@ fn split_out(out: &Path) -> CliResult<(PathBuf, Option<String>)> {
         _ => PathBuf::from("."),
     };
     if !parent.is_dir() {
-        return Err(format!("{} does not exist", parent.display()));
+        return Err(format!(
+            "{} does not exist: create the folder first (mkdir -p {}) or name another",
+            parent.display(),
+            parent.display()
+        ));
     }
     let name = out
         .file_name()
@@ -644,9 +648,9 @@ pub fn get(dir: &Path, table: &str, key: &str) -> CliResult<()> {
 
 /// `outpost put`: writes fields given as a JSON object, under every guard (R3–R8).
 pub fn put(dir: &Path, table: &str, key: &str, fields: &str, user: &str) -> CliResult<()> {
+    let parsed = crate::fields::parse(fields)?;
+    let key = crate::fields::key(key)?;
     let store = open(dir)?;
-    let parsed: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(fields).map_err(|e| format!("--fields is not a JSON object: {e}"))?;
     let def = store
         .schema()
         .table(table)

@@ -113,12 +113,16 @@ pub(crate) enum ClientCommand {
     },
     /// Print records in key order as JSON lines.
     Scan {
+        /// The table to list.
         #[arg(long)]
         table: String,
+        /// The first key to list (included).
         #[arg(long)]
         from: Option<String>,
+        /// The key to stop before (excluded).
         #[arg(long)]
         to: Option<String>,
+        /// At most this many records.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
@@ -155,8 +159,10 @@ pub(crate) enum ClientCommand {
     Settings,
     /// Change a setting (an admin user).
     SetSetting {
+        /// The setting's name (`sync_types`, `time_zone`…).
         #[arg(long)]
         name: String,
+        /// Its new value (`sync_types` and `time_zone` are checked as central checks them).
         #[arg(long)]
         value: String,
     },
@@ -186,12 +192,16 @@ pub(crate) enum ClientCommand {
     /// Write `--n` records, one request each (a busy till): `{prefix}{i}` with the fields
     /// given, `{i}` in values replaced by the number.
     Load {
+        /// The table to write to.
         #[arg(long)]
         table: String,
+        /// The keys' start: `{prefix}000000`, `{prefix}000001`…
         #[arg(long)]
         prefix: String,
+        /// How many records.
         #[arg(long)]
         n: usize,
+        /// The fields, as a JSON object; `{i}` in it is replaced by the record's number.
         #[arg(long)]
         fields: String,
         /// Write every time to this one key instead.

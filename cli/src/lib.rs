@@ -4,5 +4,6 @@
 
 pub mod admin;
 pub mod demo;
+pub mod fields;
 #[doc(hidden)]
 pub mod fuzzing;

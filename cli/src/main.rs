@@ -2,6 +2,7 @@
 //! central's daemon (`outpost central serve`), a remote's network syncs, sync files, the journal,
 //! and record access for operators.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -148,13 +149,7 @@ fn client(
     }
     let e = |e: outpost::Error| e.to_string();
     let object = |text: &str| -> Result<serde_json::Value, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("--fields is not JSON: {e}"))?;
-        if v.is_object() {
-            Ok(v)
-        } else {
-            Err("--fields must be a JSON object".into())
-        }
+        outpost_cli::fields::parse(text).map(serde_json::Value::Object)
     };
     match command {
         ClientCommand::Get { table, key } => {
@@ -165,7 +160,9 @@ fn client(
             );
         }
         ClientCommand::Put { table, key, fields } => {
-            c.put(&table, &key, &object(&fields)?).map_err(e)?;
+            let fields = object(&fields)?;
+            c.put(&table, outpost_cli::fields::key(&key)?, &fields)
+                .map_err(e)?;
         }
         ClientCommand::Create { table, fields } => {
             println!("{}", c.create(&table, &object(&fields)?).map_err(e)?);
@@ -177,11 +174,18 @@ fn client(
             to,
             limit,
         } => {
+            let mut out = std::io::stdout().lock();
             for (key, fields) in c
                 .scan(&table, from.as_deref(), to.as_deref(), limit)
                 .map_err(e)?
             {
-                println!("{}", serde_json::json!({ "key": key, "fields": fields }));
+                let line = serde_json::json!({ "key": key, "fields": fields });
+                // A reader that stops early (`| head -1`) is not an error: stop writing.
+                match writeln!(out, "{line}") {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(err) => return Err(format!("cannot write the records: {err}")),
+                }
             }
         }
         ClientCommand::Hold {

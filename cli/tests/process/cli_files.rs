@@ -242,3 +242,44 @@ fn s4_central_and_two_remotes_sync_by_files_through_the_command_line() {
     );
     fails(d, "journal --data bsoc", "not central's");
 }
+
+/// `outpost put` takes one JSON object naming each field once and at least one, under a key
+/// that is not empty; anything else is refused with what to do, and nothing is written.
+#[test]
+fn s3_put_refuses_empty_fields_a_field_given_twice_and_an_empty_key_writing_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, "central init --data asoc");
+    let put = |key: &'static str, fields: &'static str| -> Vec<&'static str> {
+        vec![
+            "put",
+            "--data",
+            "asoc",
+            "--table",
+            "customers",
+            "--key",
+            key,
+            "--fields",
+            fields,
+        ]
+    };
+    fails(d, &put("K1", "{}"), "names no field");
+    fails(
+        d,
+        &put("K1", r#"{"city": "Lyon", "city": "Paris"}"#),
+        "\"city\" is given twice",
+    );
+    fails(d, &put("", r#"{"city": "Lyon"}"#), "--key is empty");
+    let get = [
+        "get",
+        "--data",
+        "asoc",
+        "--table",
+        "customers",
+        "--key",
+        "K1",
+    ];
+    assert_eq!(ok(d, &get[..]).trim(), "null", "nothing was written");
+    ok(d, &put("K1", r#"{"city": "Lyon"}"#));
+    assert!(ok(d, &get[..]).contains("Lyon"));
+}

@@ -828,3 +828,50 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ANNE is not a workstation user"));
 }
+
+/// `outpost client scan | head -1`: the reader stops after one line; the client stops writing
+/// and exits 0 rather than panic on the closed pipe (exit 101).
+#[test]
+fn s3_a_client_scan_read_by_a_reader_that_stops_early_ends_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    let carl = add_user(dir, "CARL", true);
+    let server = SiteServer::start(dir, &["--data", "bsoc", "--listen", "127.0.0.1:0"]);
+    // More than a pipe holds (64 KiB): the writer meets the closed pipe.
+    succeeded(&run(client_cmd(
+        dir,
+        &server,
+        &carl,
+        &[
+            "load",
+            "--table",
+            "customers",
+            "--prefix",
+            "K",
+            "--n",
+            "1500",
+            "--fields",
+            r#"{"name": "a customer with a name long enough to fill lines {i}", "city": "Lyon"}"#,
+        ],
+    )));
+    let mut scan = client_cmd(dir, &server, &carl, &["scan", "--table", "customers"]);
+    let mut child = scan
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"key\""), "{first}");
+    // The reader is gone (its end of the pipe closed with it).
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
