@@ -216,7 +216,7 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
         (
             "a return sent to central",
             rewrite(&good, |h| h.kind = FlowKind::Return),
-            "not an emission",
+            "is a return, not an emission",
         ),
         (
             "another deployment",

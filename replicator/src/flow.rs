@@ -93,6 +93,17 @@ pub enum FlowKind {
     Bootstrap,
 }
 
+impl fmt::Display for FlowKind {
+    /// The kind in words, with its article: "an emission", "a return", "a bootstrap".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FlowKind::Emission => "an emission",
+            FlowKind::Return => "a return",
+            FlowKind::Bootstrap => "a bootstrap",
+        })
+    }
+}
+
 /// The sync type of an emission (SPEC M1–M3), or of the return that answers it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum SyncMode {

@@ -152,7 +152,7 @@ pub fn bootstrap_as(
     let header = reader.header().clone();
     if header.kind != FlowKind::Bootstrap {
         return Err(Error::Refused(format!(
-            "flow {} is a {:?}, not a bootstrap",
+            "flow {} is {}, not a bootstrap",
             header.id, header.kind
         )));
     }
@@ -495,7 +495,7 @@ fn check_return(store: &Store, header: &FlowHeader) -> Result<RemoteState> {
     let own = store.site().id;
     if header.kind != FlowKind::Return {
         return Err(Error::Refused(format!(
-            "flow {} is a {:?}, not a return",
+            "flow {} is {}, not a return",
             header.id, header.kind
         )));
     }

@@ -134,6 +134,29 @@ impl std::fmt::Display for NetError {
     }
 }
 
+/// Central could not be talked to, with what to do when the failure says it (by its kind, not
+/// its words): plain HTTP to a TLS port, a certificate this site does not trust.
+fn unreachable(e: ureq::Error) -> NetError {
+    // rustls's error comes as itself or inside the I/O error of the handshake.
+    let tls = match &e {
+        ureq::Error::Rustls(t) => Some(t),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    let hint = match (&e, tls) {
+        (ureq::Error::Protocol(_), _) => {
+            " — central did not answer in HTTP: if it serves HTTPS, the URL must start with https://"
+        }
+        (_, Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))) => {
+            " — central's certificate is not signed by an authority this site trusts: give the certificate of the authority that signed it with --ca (ca_cert in the remote's configuration)"
+        }
+        _ => "",
+    };
+    NetError::Unreachable(format!("{e}{hint}"))
+}
+
 fn local(e: impl std::fmt::Display) -> NetError {
     NetError::Local(e.to_string())
 }
@@ -283,7 +306,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             .header("authorization", link.bearer())
             .header("upload-stamp", &stamp)
             .call()
-            .map_err(|e| NetError::Unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
         if !r.status().is_success() {
             return Err(error_of(r));
         }
@@ -320,7 +343,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             Err(e) if attempts < 3 => {
                 tracing::info!("upload of {id} cut ({e}); resuming");
             }
-            Err(e) => return Err(NetError::Unreachable(e.to_string())),
+            Err(e) => return Err(unreachable(e)),
         }
     }
 }
@@ -391,7 +414,7 @@ fn download(
         .query("after", after.to_string())
         .query("wait_ms", wait_ms.to_string())
         .call()
-        .map_err(|e| NetError::Unreachable(e.to_string()))?;
+        .map_err(unreachable)?;
     match r.status().as_u16() {
         204 => return Ok(None),
         200 => {}
@@ -433,7 +456,7 @@ fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
         .header("authorization", link.bearer())
         .header("content-type", "application/json")
         .send(&body[..])
-        .map_err(|e| NetError::Unreachable(e.to_string()))?;
+        .map_err(unreachable)?;
     if r.status().is_success() {
         Ok(())
     } else {

@@ -580,9 +580,17 @@ fn t2_tls_with_a_certificate_made_at_test_time_and_plain_http_only_on_loopback()
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unreachable"), "{err}");
-    // Plain HTTP to the TLS port gets nowhere.
+    assert!(err.contains("--ca"), "the error names the way out: {err}");
+    // Plain HTTP to the TLS port gets nowhere, and the remote says why.
     let plain = url.replace("https://", "http://");
     assert!(agent().get(format!("{plain}/v1/health")).call().is_err());
+    let out = outpost(
+        dir,
+        &["remote", "sync", "--data", "bsoc", "--central", &plain],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must start with https://"), "{err}");
     drop(central);
 
     // Plain HTTP beyond loopback is refused unless forced.

@@ -210,7 +210,7 @@ pub(super) fn check_emission_header(
 ) -> Result<()> {
     if h.kind != FlowKind::Emission {
         return Err(Error::Refused(format!(
-            "flow {} is a {:?}, not an emission",
+            "flow {} is {}, not an emission",
             h.id, h.kind
         )));
     }
