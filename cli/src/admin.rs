@@ -231,10 +231,16 @@ pub fn reprovision(
 }
 
 /// `--out` or `--bootstrap`: an existing directory (the file gets its canonical name there) or
-/// a file path.
+/// a file path, which must not exist yet (a file already there is not overwritten).
 fn split_out(out: &Path) -> CliResult<(PathBuf, Option<String>)> {
     if out.is_dir() {
         return Ok((out.to_path_buf(), None));
+    }
+    if out.exists() {
+        return Err(format!(
+            "{} already exists; it is left as it is: remove it first or name another file",
+            out.display()
+        ));
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

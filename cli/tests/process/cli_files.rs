@@ -121,6 +121,14 @@ fn s4_central_and_two_remotes_sync_by_files_through_the_command_line() {
         "central add-remote --data asoc --id 4 --code BSOC --bootstrap usb/x.outpost",
         "already exists",
     );
+    // A file already there is not overwritten (here BSOC's bootstrap, not handed over yet).
+    let before = std::fs::read(d.join("usb/bsoc.outpost")).unwrap();
+    fails(
+        d,
+        "central add-remote --data asoc --id 5 --code DSOC --bootstrap usb/bsoc.outpost",
+        "usb/bsoc.outpost already exists; it is left as it is",
+    );
+    assert_eq!(std::fs::read(d.join("usb/bsoc.outpost")).unwrap(), before);
     ok(d, "remote init --data bsoc --bootstrap usb/bsoc.outpost");
     ok(d, "remote init --data csoc --bootstrap usb/csoc.outpost");
 
