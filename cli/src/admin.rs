@@ -652,15 +652,132 @@ pub fn get(dir: &Path, table: &str, key: &str) -> CliResult<()> {
     Ok(())
 }
 
+/// A table of the store's schema, or an error listing the tables there are.
+fn table_of<'s>(store: &'s Store, table: &str) -> CliResult<&'s outpost_engine::TableDef> {
+    store.schema().table(table).ok_or_else(|| {
+        let names: Vec<&str> = store.schema().tables().map(|t| t.name()).collect();
+        format!("no table {table}; the tables are: {}", names.join(", "))
+    })
+}
+
+/// Writes lines to standard output; a reader that stops early (`| head`) ends the listing
+/// quietly (`Ok(false)`: stop).
+fn emit(out: &mut impl std::io::Write, line: &str) -> CliResult<bool> {
+    match writeln!(out, "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(format!("cannot write the records: {e}")),
+    }
+}
+
+fn record_json(r: &outpost_engine::Record) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = r
+        .fields
+        .iter()
+        .map(|(f, v)| (f.clone(), to_json(v)))
+        .collect();
+    serde_json::json!({ "key": r.key, "fields": fields })
+}
+
+/// `outpost scan`: a table's records in key order, one JSON object per line.
+pub fn scan(dir: &Path, table: &str, from: Option<&str>, limit: Option<usize>) -> CliResult<()> {
+    let store = open(dir)?;
+    table_of(&store, table)?;
+    let records = store
+        .snapshot()
+        .and_then(|s| s.scan(table, from, limit))
+        .map_err(msg)?;
+    let mut out = std::io::stdout().lock();
+    for r in &records {
+        if !emit(&mut out, &record_json(r).to_string())? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One CSV cell: quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `outpost export`: a whole table as JSON lines or CSV.
+pub fn export(dir: &Path, table: &str, format: &str) -> CliResult<()> {
+    if !matches!(format, "jsonl" | "csv") {
+        return Err(format!("--format {format:?}: jsonl or csv"));
+    }
+    let store = open(dir)?;
+    let def = table_of(&store, table)?;
+    let records = store.scan(table).map_err(msg)?;
+    let mut out = std::io::stdout().lock();
+    if format == "jsonl" {
+        for r in &records {
+            if !emit(&mut out, &record_json(r).to_string())? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    let fields: Vec<&str> = def.fields().map(|(name, _)| name).collect();
+    let header: Vec<String> = std::iter::once("key")
+        .chain(fields.iter().copied())
+        .map(csv_cell)
+        .collect();
+    if !emit(&mut out, &header.join(","))? {
+        return Ok(());
+    }
+    for r in &records {
+        let mut row = vec![csv_cell(&r.key)];
+        for f in &fields {
+            // A value as JSON (a text in quotes, a number bare); an absent field empty.
+            let cell = r
+                .fields
+                .get(*f)
+                .map(|v| to_json(v).to_string())
+                .unwrap_or_default();
+            row.push(csv_cell(&cell));
+        }
+        if !emit(&mut out, &row.join(","))? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `outpost schema`: each table, its policy, its fields and their types.
+pub fn schema(dir: &Path) -> CliResult<()> {
+    let store = open(dir)?;
+    for def in store.schema().tables() {
+        let policy = match def.policy() {
+            outpost_engine::Policy::Shared => "shared: any site writes (R2)".to_owned(),
+            outpost_engine::Policy::CentralOnly => "central only (R3)".to_owned(),
+            outpost_engine::Policy::Document { frozen_once_synced } => format!(
+                "document: its creating site or central (R5){}",
+                if frozen_once_synced {
+                    ", frozen for its creator once synced (R6)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        println!("{} — {policy}", def.name());
+        for (name, kind) in def.fields() {
+            println!("  {name}: {kind:?}");
+        }
+    }
+    Ok(())
+}
+
 /// `outpost put`: writes fields given as a JSON object, under every guard (R3–R8).
 pub fn put(dir: &Path, table: &str, key: &str, fields: &str, user: &str) -> CliResult<()> {
     let parsed = crate::fields::parse(fields)?;
     let key = crate::fields::key(key)?;
     let store = open(dir)?;
-    let def = store
-        .schema()
-        .table(table)
-        .ok_or_else(|| format!("no table {table} in the schema"))?;
+    let def = table_of(&store, table)?;
     let values = parsed
         .iter()
         .map(|(f, v)| Ok((f.clone(), from_json(def.field_kind(f), v).map_err(msg)?)))

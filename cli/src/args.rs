@@ -301,6 +301,40 @@ pub(crate) enum Command {
     },
     /// Print a record's fields as JSON (`null` when there is none).
     Get(RecordArgs),
+    /// List a table's records in key order, one JSON object per line: `{"key", "fields"}`.
+    Scan {
+        /// The store's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// The first key to list (included).
+        #[arg(long)]
+        from: Option<String>,
+        /// At most this many records (all when not given).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Write a whole table out: JSON lines (as `scan`) or CSV (a `key` column, then one column
+    /// per field of the schema, values as JSON).
+    Export {
+        /// The store's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
+    /// List the schema: each table with its policy (the ownership rule), each field with its type.
+    Schema {
+        /// The store's data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Write fields (a JSON object) to a record, under every ownership rule (R3–R8).
     Put {
         #[command(flatten)]

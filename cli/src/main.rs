@@ -401,6 +401,18 @@ fn main() -> ExitCode {
             ..
         } => done(admin::journal(&data, site.as_deref(), json, refused)),
         Command::Get(r) => done(admin::get(&r.data, &r.table, &r.key)),
+        Command::Scan {
+            data,
+            table,
+            from,
+            limit,
+        } => done(admin::scan(&data, &table, from.as_deref(), limit)),
+        Command::Export {
+            data,
+            table,
+            format,
+        } => done(admin::export(&data, &table, &format)),
+        Command::Schema { data } => done(admin::schema(&data)),
         Command::Put {
             record,
             fields,

@@ -71,6 +71,21 @@ fn fails(dir: &Path, args: impl Args, wanted: &str) {
     );
 }
 
+/// `outpost put` of a customer's fields.
+fn put_customer<'a>(data: &'a str, key: &'a str, fields: &'a str) -> Vec<&'a str> {
+    vec![
+        "put",
+        "--data",
+        data,
+        "--table",
+        "customers",
+        "--key",
+        key,
+        "--fields",
+        fields,
+    ]
+}
+
 fn journal(dir: &Path, extra: &str) -> Vec<serde_json::Value> {
     let mut args = vec!["journal", "--data", "asoc", "--json"];
     args.extend(extra.split_whitespace());
@@ -258,19 +273,7 @@ fn s3_put_refuses_empty_fields_a_field_given_twice_and_an_empty_key_writing_noth
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     ok(d, "central init --data asoc");
-    let put = |key: &'static str, fields: &'static str| -> Vec<&'static str> {
-        vec![
-            "put",
-            "--data",
-            "asoc",
-            "--table",
-            "customers",
-            "--key",
-            key,
-            "--fields",
-            fields,
-        ]
-    };
+    let put = |key, fields| put_customer("asoc", key, fields);
     fails(d, &put("K1", "{}"), "names no field");
     fails(
         d,
@@ -290,4 +293,57 @@ fn s3_put_refuses_empty_fields_a_field_given_twice_and_an_empty_key_writing_noth
     assert_eq!(ok(d, &get[..]).trim(), "null", "nothing was written");
     ok(d, &put("K1", r#"{"city": "Lyon"}"#));
     assert!(ok(d, &get[..]).contains("Lyon"));
+}
+
+/// Listing and comparing without a server: `outpost scan` (JSON lines, from a key, a limit),
+/// `outpost export` (JSON lines or CSV with the schema's columns) and `outpost schema`; an
+/// unknown table's error lists the tables.
+#[test]
+fn s4_scan_export_and_schema_list_a_store_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, "central init --data asoc");
+    for (key, fields) in [
+        ("K1", r#"{"name": "Dupont", "city": "Lyon"}"#),
+        ("K2", r#"{"name": "Martin, fils", "city": "Lille"}"#),
+        ("K3", r#"{"name": "Durand"}"#),
+    ] {
+        ok(d, &put_customer("asoc", key, fields));
+    }
+    let lines: Vec<serde_json::Value> = ok(d, "scan --data asoc --table customers --from K2")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["key"], "K2");
+    assert_eq!(lines[0]["fields"]["name"], "Martin, fils");
+    assert_eq!(
+        ok(d, "scan --data asoc --table customers --limit 1")
+            .lines()
+            .count(),
+        1
+    );
+    let jsonl = ok(d, "export --data asoc --table customers");
+    assert_eq!(jsonl.lines().count(), 3);
+    let csv = ok(d, "export --data asoc --table customers --format csv");
+    let rows: Vec<&str> = csv.lines().collect();
+    // The schema's fields by name; values as JSON, quoted as CSV quotes them.
+    assert_eq!(rows[0], "key,address,city,email,name,phone", "{csv}");
+    assert_eq!(rows[1], r#"K1,,"""Lyon""",,"""Dupont""","#, "{csv}");
+    assert_eq!(rows[2], r#"K2,,"""Lille""",,"""Martin, fils""","#, "{csv}");
+    assert_eq!(rows.len(), 4);
+    let schema = ok(d, "schema --data asoc");
+    assert!(schema.contains("customers — shared"), "{schema}");
+    assert!(schema.contains("articles — central only (R3)"), "{schema}");
+    assert!(schema.contains("  price: Decimal"), "{schema}");
+    fails(
+        d,
+        "scan --data asoc --table clients",
+        "no table clients; the tables are: ",
+    );
+    fails(
+        d,
+        "export --data asoc --table customers --format xml",
+        "jsonl or csv",
+    );
 }
