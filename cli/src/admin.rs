@@ -178,6 +178,55 @@ pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResul
     Ok(path)
 }
 
+/// What `outpost central set-remote` changes; `None` or empty: unchanged.
+#[derive(Debug)]
+pub struct RemoteChange<'a> {
+    /// IANA time zone.
+    pub tz: Option<&'a str>,
+    /// All its sync types (empty: unchanged).
+    pub sync: &'a [String],
+    /// All the tables it may not write (`Some(&[])`: none).
+    pub deny: Option<&'a [String]>,
+}
+
+/// `outpost central set-remote`: a remote's settings changed at central, checked as the whole
+/// configuration is (C4, M1); they reach the remote with its next return (C6).
+pub fn set_remote(dir: &Path, code: &str, change: &RemoteChange<'_>) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let mut config = central::config(&store)
+        .map_err(msg)?
+        .ok_or("central has no configuration: run `outpost central init` first")?;
+    let known: Vec<String> = config.remotes.iter().map(|r| r.code.clone()).collect();
+    let r = config
+        .remotes
+        .iter_mut()
+        .find(|r| r.code == code)
+        .ok_or_else(|| format!("no remote {code}; the remotes are: {}", known.join(", ")))?;
+    if let Some(tz) = change.tz {
+        tz.parse::<Zone>().map_err(msg)?;
+        r.time_zone = tz.to_owned();
+    }
+    if !change.sync.is_empty() {
+        r.sync_types = change
+            .sync
+            .iter()
+            .map(|s| s.parse::<SyncType>().map_err(msg))
+            .collect::<CliResult<Vec<_>>>()?;
+    }
+    if let Some(deny) = change.deny {
+        r.denied_tables = deny.iter().cloned().collect();
+    }
+    let (id, tz) = (r.id, r.time_zone.clone());
+    central::set_config(&store, &config).map_err(msg)?;
+    if let Ok(zone) = tz.parse::<Zone>()
+        && let Ok(Some(cycle)) = config.describe_cycle(id, zone.date_at(SystemClock.now_ms()))
+    {
+        println!("{code}: {cycle}");
+    }
+    println!("remote {code} changed; it gets the change with its next return (C6)");
+    Ok(())
+}
+
 /// A remote's bootstrap file with a new network credential in it (the old one no longer
 /// works).
 fn site_bootstrap(

@@ -435,6 +435,30 @@ pub(crate) enum CentralCommand {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Change a remote's schedule, time zone or permissions, checked as `add-remote` checks
+    /// them (C4, M1); the remote gets them with its next return (C6).
+    SetRemote {
+        /// Central's data directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// The remote's establishment code.
+        #[arg(long)]
+        site: String,
+        /// Its IANA time zone (unchanged when not given).
+        #[arg(long)]
+        tz: Option<String>,
+        /// Its sync types, all of them: `fixed 21:00 23:20`, `immediate 60`, `no-return`
+        /// (repeatable; unchanged when not given).
+        #[arg(long = "sync")]
+        sync: Vec<String>,
+        /// The tables it may not write (R4/R9), all of them (repeatable; unchanged when not
+        /// given, none with --allow-all).
+        #[arg(long, conflicts_with = "allow_all")]
+        deny: Vec<String>,
+        /// It may write every table its rules allow (R4/R9: no table denied).
+        #[arg(long)]
+        allow_all: bool,
+    },
     /// A remote's store was lost, or set up twice from one bootstrap: refuse every store of
     /// the site set up before, and write a new bootstrap (with a new credential) for the one
     /// that speaks for it from now on (docs/OPERATIONS.md).

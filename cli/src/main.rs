@@ -346,6 +346,22 @@ fn main() -> ExitCode {
                 &bootstrap,
             )
             .map(drop),
+            CentralCommand::SetRemote {
+                data,
+                site,
+                tz,
+                sync,
+                deny,
+                allow_all,
+            } => admin::set_remote(
+                &data,
+                &site,
+                &admin::RemoteChange {
+                    tz: tz.as_deref(),
+                    sync: &sync,
+                    deny: (allow_all || !deny.is_empty()).then_some(deny.as_slice()),
+                },
+            ),
             CentralCommand::Reprovision {
                 data,
                 site,

@@ -347,3 +347,83 @@ fn s4_scan_export_and_schema_list_a_store_from_the_command_line() {
         "jsonl or csv",
     );
 }
+
+/// `outpost central set-remote`: a remote's schedule changed at central, checked as the whole
+/// configuration is (a second fixed time is refused, M1, and nothing changes), reaches the
+/// remote with its next return (C6).
+#[test]
+fn m1_c6_set_remote_changes_a_schedule_checked_and_the_remote_gets_it_with_its_next_return() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("usb")).unwrap();
+    ok(d, "central init --data asoc");
+    ok(
+        d,
+        &[
+            "central",
+            "add-remote",
+            "--data",
+            "asoc",
+            "--id",
+            "2",
+            "--code",
+            "BSOC",
+            "--sync",
+            "fixed 21:00 23:20",
+            "--bootstrap",
+            "usb/bsoc.outpost",
+        ],
+    );
+    ok(d, "remote init --data bsoc --bootstrap usb/bsoc.outpost");
+    let said = ok(
+        d,
+        &[
+            "central",
+            "set-remote",
+            "--data",
+            "asoc",
+            "--site",
+            "BSOC",
+            "--sync",
+            "fixed 20:00 22:30",
+        ],
+    );
+    assert!(
+        said.contains("BSOC: emits at 20:00") && said.contains("fetched at 22:30"),
+        "{said}"
+    );
+    fails(
+        d,
+        &[
+            "central",
+            "set-remote",
+            "--data",
+            "asoc",
+            "--site",
+            "BSOC",
+            "--sync",
+            "fixed 19:00 22:00",
+            "--sync",
+            "fixed 20:00 22:30",
+        ][..],
+        "M1",
+    );
+    fails(
+        d,
+        "central set-remote --data asoc --site ZSOC --tz Europe/Paris",
+        "no remote ZSOC; the remotes are: BSOC",
+    );
+    // The next return carries it (C6).
+    ok(
+        d,
+        "central export-return --data asoc --site BSOC --out usb/r-bsoc.outpost",
+    );
+    ok(d, "remote import --data bsoc usb/r-bsoc.outpost");
+    let store = outpost_cli::admin::open(&d.join("bsoc")).unwrap();
+    let settings = outpost_replicator::remote::settings(&store).unwrap();
+    assert_eq!(
+        settings.get("sync_types").map(String::as_str),
+        Some("fixed 20:00 22:30"),
+        "{settings:?}"
+    );
+}
