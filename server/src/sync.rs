@@ -464,7 +464,9 @@ fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
     }
 }
 
-/// An emission written into the outbox, then everything waiting there sent.
+/// What waits in the outbox sent first, then an emission written into it and sent. A sync
+/// that cannot send (central unreachable, a credential refused) stops before writing another:
+/// the outbox holds one emission to resume, not one more per attempt.
 fn emit_and_send(
     store: &Store,
     link: &Link,
@@ -473,6 +475,24 @@ fn emit_and_send(
     summary: &mut Summary,
 ) -> Result<FlowId, NetError> {
     let outbox = outbox(dir).map_err(local)?;
+    // The newest emission waiting, if any: once sent, it may already carry everything.
+    let newest = match waiting_emissions(&outbox)?.last() {
+        Some((_, path)) => {
+            let file = File::open(path).map_err(local)?;
+            let reader = FlowReader::open(std::io::BufReader::new(file)).map_err(local)?;
+            Some(reader.header().clone())
+        }
+        None => None,
+    };
+    send_outbox(store, link, dir, None, summary)?;
+    if let Some(h) = newest {
+        let own = store.site().id;
+        let unsent = store.knowledge().only(own).difference(&h.covered);
+        if h.mode == mode && unsent.is_empty() {
+            // Nothing written since: the emission just sent is this sync's.
+            return Ok(h.id);
+        }
+    }
     let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
     send_outbox(store, link, dir, Some(emitted.id), summary)?;
     Ok(emitted.id)

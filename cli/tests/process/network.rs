@@ -799,3 +799,56 @@ fn a3_a_refused_emission_fails_the_sync_at_once_with_the_reason() {
     );
     assert!(journal_of(dir, &central, 2).is_empty());
 }
+
+/// Syncs that fail (central unreachable) leave one emission waiting to be resumed, not one more
+/// per attempt; once central answers, what waited goes through and central has every change once.
+#[test]
+fn t3_failed_syncs_leave_one_emission_waiting_not_one_per_attempt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..3 {
+        let out = outpost(
+            dir,
+            &["remote", "sync", "--data", "bsoc", "--central", &url],
+        );
+        assert!(!out.status.success());
+    }
+    let waiting = || {
+        std::fs::read_dir(dir.join("bsoc/outbox"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count()
+    };
+    assert_eq!(waiting(), 1, "one emission waits, whatever the attempts");
+    let listen = format!("127.0.0.1:{port}");
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", &listen]);
+    let summary = ok(
+        dir,
+        &[
+            "remote",
+            "sync",
+            "--data",
+            "bsoc",
+            "--central",
+            &central.url,
+        ],
+    );
+    assert!(summary.contains("2 changes"), "{summary}");
+    assert_eq!(waiting(), 0);
+    // Central processed BSOC's changes once.
+    wait_for(30, "the emissions processed at central", || {
+        let rows = journal_of(dir, &central, 2);
+        !rows.is_empty() && rows.iter().all(|r| r["exec_end_ms"].is_u64())
+    });
+    let rows = journal_of(dir, &central, 2);
+    let changes: u64 = rows.iter().map(|r| r["n_changes"].as_u64().unwrap()).sum();
+    assert_eq!(changes, 2, "{rows:?}");
+}
