@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use outpost_engine::{Clock, Site, SiteId, Store, StoreConfig};
 use outpost_replicator::config::{RemoteSettings, SyncType};
@@ -23,7 +24,7 @@ fn msg(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn open_central(dir: &Path) -> CliResult<Store> {
+fn open_central(dir: &Path) -> CliResult<Arc<Store>> {
     let store = open(dir)?;
     if !store.site().is_central() {
         return Err(format!(
@@ -35,7 +36,7 @@ fn open_central(dir: &Path) -> CliResult<Store> {
     Ok(store)
 }
 
-fn open_remote(dir: &Path) -> CliResult<Store> {
+fn open_remote(dir: &Path) -> CliResult<Arc<Store>> {
     let store = open(dir)?;
     if store.site().is_central() {
         return Err(format!(
@@ -69,8 +70,8 @@ pub fn central_init(dir: &Path, code: &str, id: u16, tz: &str, return_at: &str) 
     central::set_credential_digest(&store, store.site().id, &digest).map_err(msg)?;
     let path = dir.join(ADMIN_CREDENTIAL_FILE);
     write_private(&path, &credential)?;
-    println!("central {} created in {}", store.site(), dir.display());
-    println!(
+    crate::say!("central {} created in {}", store.site(), dir.display());
+    crate::say!(
         "the administrator's credential (journal and status over the network) is in {}",
         path.display()
     );
@@ -99,10 +100,10 @@ pub fn new_credential(dir: &Path, code: &str) -> CliResult<()> {
     if site.is_central() {
         let path = dir.join(ADMIN_CREDENTIAL_FILE);
         write_private(&path, &credential)?;
-        println!("new administrator's credential in {}", path.display());
+        crate::say!("new administrator's credential in {}", path.display());
     } else {
-        println!("{credential}");
-        eprintln!(
+        crate::say!("{credential}");
+        crate::say_err!(
             "the previous credential of {code} no longer works; put this one in credential = \"…\" of its remote.toml"
         );
     }
@@ -167,9 +168,9 @@ pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResul
     if let Ok(zone) = new.tz.parse::<Zone>()
         && let Ok(Some(cycle)) = config.describe_cycle(site.id, zone.date_at(SystemClock.now_ms()))
     {
-        println!("{}: {cycle}", new.code);
+        crate::say!("{}: {cycle}", new.code);
     }
-    println!(
+    crate::say!(
         "remote {} (id {}) created; its bootstrap file (it holds the site's credential: hand it over as a secret, delete it once the remote is initialised): {}",
         new.code,
         new.id,
@@ -221,9 +222,9 @@ pub fn set_remote(dir: &Path, code: &str, change: &RemoteChange<'_>) -> CliResul
     if let Ok(zone) = tz.parse::<Zone>()
         && let Ok(Some(cycle)) = config.describe_cycle(id, zone.date_at(SystemClock.now_ms()))
     {
-        println!("{code}: {cycle}");
+        crate::say!("{code}: {cycle}");
     }
-    println!("remote {code} changed; it gets the change with its next return (C6)");
+    crate::say!("remote {code} changed; it gets the change with its next return (C6)");
     Ok(())
 }
 
@@ -272,7 +273,7 @@ pub fn reprovision(
     let (dir_out, name) = split_out(bootstrap)?;
     let provisioning = central::reprovision(&store, site.id).map_err(msg)?;
     let path = site_bootstrap(&store, &site, url, &dir_out, name)?;
-    println!(
+    crate::say!(
         "remote {code} reprovisioned (provisioning {provisioning}): central refuses every store of {code} set up before, and takes {code}'s changes from the first store set up from {} (it holds the site's new credential: hand it over as a secret, delete it once the remote is initialised)",
         path.display()
     );
@@ -347,9 +348,9 @@ pub fn remote_init(dir: &Path, bootstrap: &Path) -> CliResult<()> {
         ca_cert: None,
     };
     net.save(dir)?;
-    println!("remote {} created in {}", store.site(), dir.display());
+    crate::say!("remote {} created in {}", store.site(), dir.display());
     if net.central_url.is_none() {
-        println!(
+        crate::say!(
             "to sync over the network, set central_url in {}",
             dir.join(outpost_server::sync::REMOTE_NET_FILE).display()
         );
@@ -364,7 +365,7 @@ pub fn remote_export(dir: &Path, out: &Path) -> CliResult<PathBuf> {
     let (written, emitted) =
         files::emit_to(&store, &dir_out, outpost_replicator::SyncMode::Deferred).map_err(msg)?;
     let path = place(&written, &dir_out, name)?;
-    println!(
+    crate::say!(
         "emission {} of {}: {} changes → {}",
         emitted.id,
         store.site(),
@@ -381,18 +382,18 @@ pub fn central_import(dir: &Path, file: &Path) -> CliResult<()> {
         .map_err(|e| format!("{}: refused, nothing kept: {e}", file.display()))?;
     match received {
         central::Received::Duplicate(id) => {
-            println!(
+            crate::say!(
                 "{}: emission {id} was already received; nothing to do",
                 file.display()
             );
         }
         central::Received::Ready { id, note, .. } => {
-            println!("emission {id} received whole: file ready in the sync table");
+            crate::say!("emission {id} received whole: file ready in the sync table");
             if let Some(n) = note {
-                println!("note: {n}");
+                crate::say!("note: {n}");
             }
             for p in central::process_ready(&store).map_err(msg)? {
-                println!(
+                crate::say!(
                     "emission {} processed: {} changes ({} new, {} superseded, {} already held, {} refused)",
                     p.id,
                     p.report.outcomes.len(),
@@ -426,7 +427,7 @@ pub fn central_export_return(dir: &Path, code: &str, out: &Path) -> CliResult<Pa
     let (dir_out, name) = split_out(out)?;
     let (written, built) = files::return_to(&store, site, &dir_out).map_err(msg)?;
     let path = place(&written, &dir_out, name)?;
-    println!(
+    crate::say!(
         "return {} for {code}: {} changes, {} refusals sent back → {}",
         built.id,
         built.n_changes,
@@ -446,8 +447,8 @@ const BACKED_UP: [&str; 3] = [
 ];
 
 /// `outpost central backup`: copies central's store (and its credential and settings) into
-/// `to`. The store is opened first, so the copy is refused while the daemon owns it and
-/// nothing writes to it during the copy; every commit is on disk already (redb commits are
+/// `to`, holding the store's write lock so that nothing writes to it during the copy (run by
+/// the daemon when it holds the store); every commit is on disk already (redb commits are
 /// durable when they return).
 pub fn central_backup(dir: &Path, to: &Path) -> CliResult<()> {
     let store = open_central(dir)?;
@@ -455,16 +456,28 @@ pub fn central_backup(dir: &Path, to: &Path) -> CliResult<()> {
         return Err(format!("{} already holds a store", to.display()));
     }
     std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    let mut bytes = 0;
-    for name in BACKED_UP {
-        let from = dir.join(name);
-        if from.is_file() {
-            bytes += std::fs::copy(&from, to.join(name))
-                .map_err(|e| format!("{} → {}: {e}", from.display(), to.display()))?;
-        }
-    }
+    // Copied inside a write transaction: while central's daemon runs (the command forwarded
+    // to it), nothing else writes during the copy.
+    let copied = store
+        .write(|_| {
+            let mut bytes = 0;
+            for name in BACKED_UP {
+                let from = dir.join(name);
+                if from.is_file() {
+                    match std::fs::copy(&from, to.join(name)) {
+                        Ok(n) => bytes += n,
+                        Err(e) => {
+                            return Ok(Err(format!("{} → {}: {e}", from.display(), to.display())));
+                        }
+                    }
+                }
+            }
+            Ok(Ok(bytes))
+        })
+        .map_err(msg)?;
+    let bytes = copied?;
     let journal_rows = journal::rows(&store, None, None, None).map_err(msg)?.len();
-    println!(
+    crate::say!(
         "backup of central {} in {}: {bytes} bytes, {journal_rows} journal rows",
         store.site(),
         to.display()
@@ -497,7 +510,7 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
     }
     let store = open_central(dir)?;
     let next = central::after_restore(&store).map_err(msg)?;
-    println!(
+    crate::say!(
         "central {} restored from {} into {}; returns continue at number {next}, and the \
          remotes send again what was lost with their next two syncs",
         store.site(),
@@ -505,7 +518,7 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
         dir.display()
     );
     if let Some(to) = aside {
-        println!("what was in {} is now in {}", dir.display(), to.display());
+        crate::say!("what was in {} is now in {}", dir.display(), to.display());
     }
     Ok(())
 }
@@ -515,12 +528,12 @@ pub fn remote_restamp(dir: &Path) -> CliResult<()> {
     let store = open_remote(dir)?;
     let n = remote::restamp(&store).map_err(msg)?;
     if n == 0 {
-        println!(
+        crate::say!(
             "nothing to restamp: no write of {} is stamped ahead of this machine's clock",
             store.site()
         );
     } else {
-        println!(
+        crate::say!(
             "{n} value(s) of {} stamped again from this machine's clock; the next sync carries them",
             store.site()
         );
@@ -539,7 +552,7 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
             reverted,
             note,
         } => {
-            println!(
+            crate::say!(
                 "return {id} applied: {} changes ({} new, {} superseded, {} already held), {reverted} of this site's refused changes put back to central's values",
                 report.outcomes.len(),
                 report.count(outpost_engine::Outcome::Applied),
@@ -547,14 +560,14 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
                 report.count(outpost_engine::Outcome::AlreadyHad),
             );
             if let Some(n) = note {
-                println!("note: {n}");
+                crate::say!("note: {n}");
             }
         }
         remote::Applied::AlreadyApplied(id) => {
-            println!("return {id} was already applied; nothing to do");
+            crate::say!("return {id} was already applied; nothing to do");
         }
         remote::Applied::RefusedStale { id, newest } => {
-            println!(
+            crate::say!(
                 "return {id} refused: return {newest} is newer and already applied (central will see it as refused by remote)"
             );
         }
@@ -568,11 +581,11 @@ pub fn alerts(dir: &Path, json: bool) -> CliResult<()> {
     let store = open_central(dir)?;
     let alerts = outpost_server::serve::monitor::alert_views(&store, 200)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&alerts).map_err(msg)?);
+        crate::say!("{}", serde_json::to_string_pretty(&alerts).map_err(msg)?);
         return Ok(());
     }
     if alerts.is_empty() {
-        println!("no alert");
+        crate::say!("no alert");
     }
     for a in alerts {
         let state = if a.open {
@@ -583,7 +596,7 @@ pub fn alerts(dir: &Path, json: bool) -> CliResult<()> {
         let mailed = a
             .mailed
             .map_or_else(|| "not e-mailed".to_owned(), |m| format!("e-mailed {m}"));
-        println!("{} {state} #{}  ({mailed})\n    {}", a.raised, a.id, a.text);
+        crate::say!("{} {state} #{}  ({mailed})\n    {}", a.raised, a.id, a.text);
     }
     Ok(())
 }
@@ -593,7 +606,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
     if refused {
         let flows = central::refused_flows(&store).map_err(msg)?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&flows).map_err(msg)?);
+            crate::say!("{}", serde_json::to_string_pretty(&flows).map_err(msg)?);
             return Ok(());
         }
         let sites = store.sites();
@@ -607,7 +620,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
                         .map_or_else(|| s.to_string(), |s| s.code.to_string())
                 },
             );
-            println!(
+            crate::say!(
                 "{} {}  from {from}  {} bytes  {}",
                 zone.date_at(f.at_ms),
                 zone.hhmm_at(f.at_ms),
@@ -629,7 +642,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
     };
     let rows = journal::rows(&store, filter, None, None).map_err(msg)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).map_err(msg)?);
+        crate::say!("{}", serde_json::to_string_pretty(&rows).map_err(msg)?);
         return Ok(());
     }
     let zone = journal_zone(&store)?;
@@ -639,7 +652,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
             |m| format!("{} {}", zone.date_at(m), zone.hhmm_at(m)),
         )
     };
-    println!(
+    crate::say!(
         "{:<10} {:<5} {:<9} {:<12} {:<10} {:<16} {:<16} {:<16} {:>5} {:>7} {:>8} {:>5} {:>10}",
         "SynID",
         "site",
@@ -664,7 +677,7 @@ pub fn journal(dir: &Path, site: Option<&str>, json: bool, refused: bool) -> Cli
             FlowKind::Return => "return",
             FlowKind::Bootstrap => "bootstrap",
         };
-        println!(
+        crate::say!(
             "{:<10} {:<5} {:<9} {:<12} {:<10} {:<16} {:<16} {:<16} {:>5} {:>7} {:>8} {:>5} {:>10}",
             r.id.to_string(),
             code,
@@ -697,7 +710,7 @@ pub fn get(dir: &Path, table: &str, key: &str) -> CliResult<()> {
             .collect::<serde_json::Map<_, _>>()
             .into(),
     };
-    println!("{out}");
+    crate::say!("{out}");
     Ok(())
 }
 
@@ -736,7 +749,7 @@ pub fn scan(dir: &Path, table: &str, from: Option<&str>, limit: Option<usize>) -
         .snapshot()
         .and_then(|s| s.scan(table, from, limit))
         .map_err(msg)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::Stdout;
     for r in &records {
         if !emit(&mut out, &record_json(r).to_string())? {
             break;
@@ -762,7 +775,7 @@ pub fn export(dir: &Path, table: &str, format: &str) -> CliResult<()> {
     let store = open(dir)?;
     let def = table_of(&store, table)?;
     let records = store.scan(table).map_err(msg)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::out::Stdout;
     if format == "jsonl" {
         for r in &records {
             if !emit(&mut out, &record_json(r).to_string())? {
@@ -813,9 +826,9 @@ pub fn schema(dir: &Path) -> CliResult<()> {
                 }
             ),
         };
-        println!("{} — {policy}", def.name());
+        crate::say!("{} — {policy}", def.name());
         for (name, kind) in def.fields() {
-            println!("  {name}: {kind:?}");
+            crate::say!("  {name}: {kind:?}");
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ pub(crate) enum SiteCommand {
     /// Serve the site's store to its workstations over HTTP, and run its sync scheduler.
     Serve {
         /// The site's data directory (a remote's).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// Address and port to listen on (the shop's network: e.g. 0.0.0.0:2639).
         #[arg(long, default_value = "127.0.0.1:2639")]
@@ -40,10 +40,10 @@ pub(crate) enum SiteCommand {
         #[arg(long)]
         allow_plain_http: bool,
         /// PEM certificate chain: with --tls-key, HTTPS only.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         tls_cert: Option<PathBuf>,
         /// PEM private key.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         tls_key: Option<PathBuf>,
         /// Remove workstation log entries older than this many days (0 keeps them all).
         #[arg(long, default_value_t = outpost_server::site::LOG_KEEP_DAYS_DEFAULT)]
@@ -52,7 +52,7 @@ pub(crate) enum SiteCommand {
     /// Add a workstation user (or give it a new credential); prints its credential once.
     AddUser {
         /// The site's data directory (the server stopped).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The user's code (letters, digits, '_' or '-').
         #[arg(long)]
@@ -64,14 +64,14 @@ pub(crate) enum SiteCommand {
     /// List the workstation users (while the server runs: `outpost client users`).
     Users {
         /// The site's data directory (the server stopped).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
     },
     /// Remove a workstation user: its credential stops working (while the server runs:
     /// `outpost client remove-user`).
     RemoveUser {
         /// The site's data directory (the server stopped).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The user's code.
         #[arg(long)]
@@ -230,20 +230,20 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 1)]
         seeds: u64,
         /// Write the report (the last seed's) as JSON to this file.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         json: Option<PathBuf>,
         /// Run a scripted scenario (a TOML file, see docs/scenarios.md) instead of a random run.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         scenario: Option<PathBuf>,
         /// Draw the sync schedule across time zones (the last seed's) as SVG to this file.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         svg: Option<PathBuf>,
     },
     /// Play the SPEC's example plan (C5): central ASOC, remotes BSOC and CSOC, one day.
     Demo {
         /// Directory for the three stores (default: a new directory under the system's
         /// temporary directory).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: Option<PathBuf>,
     },
     /// Administer central's store: create it, add remotes, exchange sync files (S4).
@@ -269,7 +269,7 @@ pub(crate) enum Command {
         workstation: Option<String>,
         /// Trust the site server's certificate from this PEM file (HTTPS with a private CA or a
         /// self-signed certificate).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         ca: Option<PathBuf>,
         #[command(subcommand)]
         command: ClientCommand,
@@ -282,7 +282,7 @@ pub(crate) enum Command {
     /// Central's list of flows (J1): SynID, link, file ready, executions, refusals…
     Journal {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// Only this remote's flows (its establishment code).
         #[arg(long)]
@@ -304,7 +304,7 @@ pub(crate) enum Command {
     /// List a table's records in key order, one JSON object per line: `{"key", "fields"}`.
     Scan {
         /// The store's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The table.
         #[arg(long)]
@@ -320,7 +320,7 @@ pub(crate) enum Command {
     /// per field of the schema, values as JSON).
     Export {
         /// The store's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The table.
         #[arg(long)]
@@ -332,7 +332,7 @@ pub(crate) enum Command {
     /// List the schema: each table with its policy (the ownership rule), each field with its type.
     Schema {
         /// The store's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
     },
     /// Write fields (a JSON object) to a record, under every ownership rule (R3–R8).
@@ -376,7 +376,7 @@ pub(crate) enum Command {
 #[derive(clap::Args, Debug)]
 pub(crate) struct RecordArgs {
     /// The store's data directory.
-    #[arg(long)]
+    #[arg(long, value_parser = outpost_cli::out::path)]
     pub(crate) data: PathBuf,
     /// The table.
     #[arg(long)]
@@ -391,7 +391,7 @@ pub(crate) enum CentralCommand {
     /// Create central's store (the seed's settings, no remote yet).
     Init {
         /// The data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// Central's establishment code.
         #[arg(long, default_value = "ASOC")]
@@ -409,7 +409,7 @@ pub(crate) enum CentralCommand {
     /// Create a remote establishment and write its bootstrap file.
     AddRemote {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The remote's site id (shown as Dnn).
         #[arg(long)]
@@ -428,7 +428,7 @@ pub(crate) enum CentralCommand {
         deny: Vec<String>,
         /// Where to write the bootstrap file (a file name, or a directory). It carries the
         /// remote's network credential: hand it over as a secret.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         bootstrap: PathBuf,
         /// Central's address as the remote will reach it, e.g. https://central.example:2638
         /// (written into the bootstrap file; the remote can also give it with --central).
@@ -439,7 +439,7 @@ pub(crate) enum CentralCommand {
     /// them (C4, M1); the remote gets them with its next return (C6).
     SetRemote {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The remote's establishment code.
         #[arg(long)]
@@ -464,13 +464,13 @@ pub(crate) enum CentralCommand {
     /// that speaks for it from now on (docs/OPERATIONS.md).
     Reprovision {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The remote's establishment code.
         #[arg(long)]
         site: String,
         /// Where to write the new bootstrap file (a file name, or a directory).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         bootstrap: PathBuf,
         /// Central's address as the remote will reach it (written into the bootstrap file).
         #[arg(long)]
@@ -479,10 +479,10 @@ pub(crate) enum CentralCommand {
     /// Run central's daemon: the automaton and the HTTP(S) server remotes sync with (T2).
     Serve {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The daemon's settings (TOML; default: outpost.toml in the data directory, if any).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         config: Option<PathBuf>,
         /// Listen on this address instead of the configured one (e.g. 127.0.0.1:0).
         #[arg(long)]
@@ -492,26 +492,26 @@ pub(crate) enum CentralCommand {
     /// stopped: it owns the store while it runs).
     Backup {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// Where to put the copy (a new directory).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         to: PathBuf,
     },
     /// Put a backup in place of central's data directory (what was there is moved aside) and
     /// make it safe to run again; the remotes send again what was lost.
     Restore {
         /// The backup directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         backup: PathBuf,
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
     },
     /// Give a site a new network credential (the old one stops working).
     NewCredential {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The site's establishment code (central's own: the administrator's credential).
         #[arg(long)]
@@ -520,21 +520,22 @@ pub(crate) enum CentralCommand {
     /// Receive an emission file into the sync table and process it.
     Import {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The emission file.
+        #[arg(value_parser = outpost_cli::out::path)]
         file: PathBuf,
     },
     /// Write the return for one remote as a file.
     ExportReturn {
         /// Central's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The remote's establishment code.
         #[arg(long)]
         site: String,
         /// Where to write it (a file name, or a directory).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         out: PathBuf,
     },
 }
@@ -544,27 +545,28 @@ pub(crate) enum RemoteCommand {
     /// Create a remote's store from the bootstrap file central wrote for it.
     Init {
         /// The data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The bootstrap file.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         bootstrap: PathBuf,
     },
     /// Write an emission (everything central has not acknowledged) as a file.
     Export {
         /// The remote's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// Where to write it (a file name, or a directory).
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         out: PathBuf,
     },
     /// Apply a return file from central.
     Import {
         /// The remote's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
         /// The return file.
+        #[arg(value_parser = outpost_cli::out::path)]
         file: PathBuf,
     },
     /// After this site's clock was found ahead and set right (central holds its emissions,
@@ -572,7 +574,7 @@ pub(crate) enum RemoteCommand {
     /// central has not taken, so that the next sync carries them.
     Restamp {
         /// The remote's data directory.
-        #[arg(long)]
+        #[arg(long, value_parser = outpost_cli::out::path)]
         data: PathBuf,
     },
     /// Sync now over the network (A3): send an emission, then wait for its return.
@@ -598,14 +600,14 @@ pub(crate) enum RemoteCommand {
 #[derive(clap::Args, Debug)]
 pub(crate) struct NetArgs {
     /// The remote's data directory.
-    #[arg(long)]
+    #[arg(long, value_parser = outpost_cli::out::path)]
     pub(crate) data: PathBuf,
     /// Central's address (default: central_url in the data directory's remote.toml).
     #[arg(long)]
     pub(crate) central: Option<String>,
     /// A PEM certificate to trust for central (default: ca_cert in remote.toml, else the
     /// usual public roots).
-    #[arg(long)]
+    #[arg(long, value_parser = outpost_cli::out::path)]
     pub(crate) ca: Option<PathBuf>,
 }
 

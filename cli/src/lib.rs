@@ -7,3 +7,4 @@ pub mod demo;
 pub mod fields;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod out;

@@ -39,7 +39,9 @@ fn serve(
     outpost_server::serve::serve(data, cfg).map_err(String::from)
 }
 
-fn remote_net(net: &NetArgs) -> Result<(outpost::Store, outpost_server::sync::Link), String> {
+fn remote_net(
+    net: &NetArgs,
+) -> Result<(std::sync::Arc<outpost::Store>, outpost_server::sync::Link), String> {
     let link =
         outpost_server::sync::Link::new(&net.data, net.central.as_deref(), net.ca.as_deref())?;
     let store = admin::open(&net.data)?;
@@ -57,10 +59,99 @@ fn done(result: Result<impl Sized, String>) -> ExitCode {
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            outpost_cli::say_err!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How a command on a data directory runs when a daemon holds that directory's store.
+enum InDaemon {
+    /// Alongside the daemon's work (reads, an operator's writes, users).
+    Alongside,
+    /// Between two of the daemon's syncs or automaton runs, never during one.
+    Between,
+    /// Not at all, for this reason.
+    Refused(&'static str),
+}
+
+/// The data directory a command works on, and how it runs in a daemon holding it.
+fn data_dir_of(command: &Command) -> Option<(&std::path::Path, InDaemon)> {
+    use InDaemon::{Alongside, Between, Refused};
+    const RUNNING: &str = "a daemon already runs on this data directory";
+    const REPLACES: &str = "a restore replaces the store: stop the daemon that holds it first";
+    const EXISTS: &str = "this data directory already holds a store, in use by a daemon";
+    let (dir, how): (&PathBuf, InDaemon) = match command {
+        Command::Site { command } => match command {
+            SiteCommand::Serve { data, .. } => (data, Refused(RUNNING)),
+            SiteCommand::AddUser { data, .. }
+            | SiteCommand::Users { data }
+            | SiteCommand::RemoveUser { data, .. } => (data, Alongside),
+        },
+        Command::Central { command } => match command {
+            CentralCommand::Init { data, .. } => (data, Refused(EXISTS)),
+            CentralCommand::Serve { data, .. } => (data, Refused(RUNNING)),
+            CentralCommand::Restore { data, .. } => (data, Refused(REPLACES)),
+            CentralCommand::AddRemote { data, .. }
+            | CentralCommand::SetRemote { data, .. }
+            | CentralCommand::Reprovision { data, .. }
+            | CentralCommand::NewCredential { data, .. }
+            | CentralCommand::Backup { data, .. }
+            | CentralCommand::Import { data, .. }
+            | CentralCommand::ExportReturn { data, .. } => (data, Between),
+        },
+        Command::Remote { command } => match command {
+            RemoteCommand::Init { data, .. } => (data, Refused(EXISTS)),
+            RemoteCommand::Run { net } => (&net.data, Refused(RUNNING)),
+            RemoteCommand::Sync { net, .. } => (&net.data, Between),
+            RemoteCommand::Export { data, .. }
+            | RemoteCommand::Import { data, .. }
+            | RemoteCommand::Restamp { data } => (data, Between),
+        },
+        Command::Journal { data, .. }
+        | Command::Scan { data, .. }
+        | Command::Export { data, .. }
+        | Command::Schema { data } => (data, Alongside),
+        Command::Get(r) => (&r.data, Alongside),
+        Command::Put { record, .. }
+        | Command::Delete { record, .. }
+        | Command::Reserve { record, .. }
+        | Command::Release { record, .. } => (&record.data, Alongside),
+        Command::Sim { .. } | Command::Demo { .. } | Command::Client { .. } => return None,
+    };
+    Some((dir.as_path(), how))
+}
+
+/// A command forwarded through the control socket of the daemon that holds its data
+/// directory (`outpost_server::control`), run here on the store the daemon holds.
+fn in_daemon(call: outpost_server::control::Call<'_>) -> u8 {
+    let outpost_server::control::Call {
+        daemon,
+        request,
+        out,
+        err,
+    } = call;
+    let _redirected = outpost_cli::out::redirect(out, err, request.cwd.clone());
+    let cli = match Cli::try_parse_from(&request.argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            outpost_cli::say_err!("{}", e.to_string().trim_end());
+            return 2;
+        }
+    };
+    let code = match data_dir_of(&cli.command) {
+        None => {
+            outpost_cli::say_err!("error: this command does not run in a daemon");
+            ExitCode::FAILURE
+        }
+        Some((_, InDaemon::Refused(why))) => {
+            outpost_cli::say_err!("error: {why} ({} runs on it)", daemon.name);
+            ExitCode::FAILURE
+        }
+        Some((_, InDaemon::Alongside)) => dispatch(cli.command),
+        Some((_, InDaemon::Between)) => daemon.exclusive(|| dispatch(cli.command)),
+    };
+    u8::from(code != ExitCode::SUCCESS)
 }
 
 fn site(command: SiteCommand) -> Result<(), String> {
@@ -95,8 +186,8 @@ fn site(command: SiteCommand) -> Result<(), String> {
         }
         SiteCommand::AddUser { data, user, admin } => {
             let credential = outpost_server::site::add_user(&data, &user, admin)?;
-            println!("{credential}");
-            eprintln!(
+            outpost_cli::say!("{credential}");
+            outpost_cli::say_err!(
                 "this is {user}'s credential, shown once: give it to the workstation \
                  (--credential or OUTPOST_CREDENTIAL)"
             );
@@ -104,13 +195,13 @@ fn site(command: SiteCommand) -> Result<(), String> {
         }
         SiteCommand::Users { data } => {
             for u in outpost_server::site::list_users(&data)? {
-                println!("{}{}", u.user, if u.admin { " (admin)" } else { "" });
+                outpost_cli::say!("{}{}", u.user, if u.admin { " (admin)" } else { "" });
             }
             Ok(())
         }
         SiteCommand::RemoveUser { data, user } => {
             outpost_server::site::remove_user(&data, &user)?;
-            println!("removed {user}: its credential no longer works");
+            outpost_cli::say!("removed {user}: its credential no longer works");
             Ok(())
         }
     }
@@ -154,7 +245,7 @@ fn client(
     match command {
         ClientCommand::Get { table, key } => {
             let r = c.record(&table, &key).map_err(e)?;
-            println!(
+            outpost_cli::say!(
                 "{}",
                 r.map_or(serde_json::Value::Null, serde_json::Value::Object)
             );
@@ -165,7 +256,7 @@ fn client(
                 .map_err(e)?;
         }
         ClientCommand::Create { table, fields } => {
-            println!("{}", c.create(&table, &object(&fields)?).map_err(e)?);
+            outpost_cli::say!("{}", c.create(&table, &object(&fields)?).map_err(e)?);
         }
         ClientCommand::Delete { table, key } => c.delete(&table, &key).map_err(e)?,
         ClientCommand::Scan {
@@ -174,7 +265,7 @@ fn client(
             to,
             limit,
         } => {
-            let mut out = std::io::stdout().lock();
+            let mut out = outpost_cli::out::Stdout;
             for (key, fields) in c
                 .scan(&table, from.as_deref(), to.as_deref(), limit)
                 .map_err(e)?
@@ -196,7 +287,7 @@ fn client(
             let hold = c
                 .hold(&table, &key, std::time::Duration::from_secs(lease_s))
                 .map_err(e)?;
-            println!("holding {table}/{key} (Ctrl-C or SIGTERM releases it)");
+            outpost_cli::say!("holding {table}/{key} (Ctrl-C or SIGTERM releases it)");
             let stop = stop_requested()?;
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
@@ -205,16 +296,16 @@ fn client(
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     drop(hold);
-                    println!("released {table}/{key}");
+                    outpost_cli::say!("released {table}/{key}");
                     return Ok(());
                 }
             }
         }
         ClientCommand::Release { table, key } => c.release(&table, &key).map_err(e)?,
-        ClientCommand::Sync => println!("{}", c.sync().map_err(e)?),
+        ClientCommand::Sync => outpost_cli::say!("{}", c.sync().map_err(e)?),
         ClientCommand::Settings => {
             let settings = c.settings().map_err(e)?;
-            println!(
+            outpost_cli::say!(
                 "{}",
                 serde_json::to_string_pretty(&settings).map_err(|e| e.to_string())?
             );
@@ -222,23 +313,23 @@ fn client(
         ClientCommand::SetSetting { name, value } => c.set_setting(&name, &value).map_err(e)?,
         ClientCommand::Users => {
             for u in c.users().map_err(e)? {
-                println!("{}{}", u.user, if u.admin { " (admin)" } else { "" });
+                outpost_cli::say!("{}{}", u.user, if u.admin { " (admin)" } else { "" });
             }
         }
         ClientCommand::AddUser { user, admin } => {
-            println!("{}", c.add_user(&user, admin).map_err(e)?);
-            eprintln!(
+            outpost_cli::say!("{}", c.add_user(&user, admin).map_err(e)?);
+            outpost_cli::say_err!(
                 "this is {user}'s credential, shown once: give it to the workstation \
                  (--credential or OUTPOST_CREDENTIAL)"
             );
         }
         ClientCommand::RemoveUser { user } => {
             c.remove_user(&user).map_err(e)?;
-            println!("removed {user}: its credential no longer works");
+            outpost_cli::say!("removed {user}: its credential no longer works");
         }
         ClientCommand::Log { after } => {
             for entry in c.log(after).map_err(e)? {
-                println!("{entry}");
+                outpost_cli::say!("{entry}");
             }
         }
         ClientCommand::Watch { mut after, count } => {
@@ -249,10 +340,10 @@ fn client(
                     .changes(after, std::time::Duration::from_secs(30))
                     .map_err(e)?;
                 if got.gap {
-                    println!("{}", serde_json::json!({ "gap": true }));
+                    outpost_cli::say!("{}", serde_json::json!({ "gap": true }));
                 }
                 for ch in got.changes {
-                    println!("{}", serde_json::to_string(&ch).map_err(|e| e.to_string())?);
+                    outpost_cli::say!("{}", serde_json::to_string(&ch).map_err(|e| e.to_string())?);
                     printed += 1;
                 }
                 after = got.seq;
@@ -270,7 +361,7 @@ fn client(
                 let k = key.clone().unwrap_or_else(|| format!("{prefix}{i:06}"));
                 c.put(&table, &k, &v).map_err(e)?;
             }
-            println!("{n} records written");
+            outpost_cli::say!("{n} records written");
         }
     }
     Ok(())
@@ -283,12 +374,32 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A daemon holding the command's data directory runs the command on the store it holds.
+    let argv: Option<Vec<String>> = std::env::args_os().map(|a| a.into_string().ok()).collect();
+    if let Some((dir, _)) = data_dir_of(&cli.command)
+        && let Some(argv) = argv
+        && let Some(forwarded) = outpost_server::control::forward(dir, argv)
+    {
+        return match forwarded {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    outpost_server::control::set_handler(in_daemon);
     // Central decodes a received flow on a second thread while it merges (the core never
     // starts threads of its own; this program lends it one).
     outpost_replicator::frames::decode_beside(|job| {
         std::thread::spawn(job);
     });
-    match cli.command {
+    dispatch(cli.command)
+}
+
+/// Runs a command, here or in the daemon it was forwarded to.
+fn dispatch(command: Command) -> ExitCode {
+    match command {
         Command::Site { command } => done(site(command)),
         Command::Client {
             server,
@@ -395,14 +506,14 @@ fn main() -> ExitCode {
                 remote_net(&net).and_then(|(store, link)| {
                     let req = outpost_server::sync::SyncRequest { no_return, wait };
                     outpost_server::sync::sync_now(&store, &link, &net.data, req)
-                        .map(|summary| println!("{summary}"))
+                        .map(|summary| outpost_cli::say!("{summary}"))
                         .map_err(|e| e.to_string())
                 })
             }
             RemoteCommand::Run { net } => {
                 init_logs("info");
                 remote_net(&net).and_then(|(store, link)| {
-                    outpost_server::sync::run(&store, &link, &net.data, None).map_err(String::from)
+                    outpost_server::sync::run_daemon(store, &link, &net.data).map_err(String::from)
                 })
             }
         }),
@@ -465,7 +576,7 @@ fn main() -> ExitCode {
                 std::env::temp_dir().join(format!("outpost-demo-{}", std::process::id()))
             });
             if dir.join("ASOC").exists() {
-                eprintln!(
+                outpost_cli::say_err!(
                     "error: {} already holds a demo; choose an empty directory with --data",
                     dir.display()
                 );
@@ -481,7 +592,7 @@ fn main() -> ExitCode {
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    outpost_cli::say_err!("error: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -532,13 +643,13 @@ fn sim(
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("error: {e}\nreproduce: {}", cfg.reproduce());
+                outpost_cli::say_err!("error: {e}\nreproduce: {}", cfg.reproduce());
                 return ExitCode::FAILURE;
             }
         };
         let secs = started.elapsed().as_secs_f64();
         let site_days = (sites as f64 + 1.0) * f64::from(days);
-        println!(
+        outpost_cli::say!(
             "seed {s}: {} sites × {} days in {secs:.2} s ({:.0} site-days/s) — {} writes, {} emissions, {} returns, {} bytes, {} conflicts, {} forbidden attempts refused, {} rejections, {} re-executions, faults {:?}, converged {}",
             sites,
             days,
@@ -557,22 +668,22 @@ fn sim(
         if !report.violations.is_empty() {
             failed = true;
             for v in &report.violations {
-                println!("  VIOLATION: {v}");
+                outpost_cli::say!("  VIOLATION: {v}");
             }
-            println!("  reproduce: {}", cfg.reproduce());
+            outpost_cli::say!("  reproduce: {}", cfg.reproduce());
         }
         last = Some(report);
     }
     if let (Some(path), Some(report)) = (svg, last.as_ref())
         && let Err(e) = std::fs::write(&path, outpost_sim::svg(report))
     {
-        eprintln!("error: cannot write {}: {e}", path.display());
+        outpost_cli::say_err!("error: cannot write {}: {e}", path.display());
         return ExitCode::FAILURE;
     }
     if let (Some(path), Some(report)) = (json, last)
         && let Err(e) = write_json(&path, &report)
     {
-        eprintln!("error: {e}");
+        outpost_cli::say_err!("error: {e}");
         return ExitCode::FAILURE;
     }
     if failed {
@@ -586,7 +697,7 @@ fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
     let scenario = match outpost_sim::scenario::load(path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            outpost_cli::say_err!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -594,13 +705,13 @@ fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
     let report = match outpost_sim::scenario::run(&scenario, &dir) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            outpost_cli::say_err!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     let _ = std::fs::remove_dir_all(&dir);
     for (step, outcome) in scenario.step.iter().zip(&report.steps) {
-        println!(
+        outpost_cli::say!(
             "{} {:<6} {} → {}",
             step.at,
             step.site,
@@ -612,18 +723,18 @@ fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
             }
         );
     }
-    println!(
+    outpost_cli::say!(
         "converged: {}; violations: {}",
         report.converged,
         report.violations.len()
     );
     for v in &report.violations {
-        println!("  VIOLATION: {v}");
+        outpost_cli::say!("  VIOLATION: {v}");
     }
     if let Some(path) = json
         && let Err(e) = write_json(&path, &report)
     {
-        eprintln!("error: {e}");
+        outpost_cli::say_err!("error: {e}");
         return ExitCode::FAILURE;
     }
     if report.violations.is_empty() && report.converged {

@@ -75,24 +75,25 @@ impl CentralAutomaton {
     /// An automaton for a validated configuration, starting at `now_ms`.
     pub fn new(config: &SyncConfig, now_ms: u64) -> Result<Self, ConfigError> {
         config.validate()?;
-        let deferred = config
-            .remotes
-            .iter()
-            .filter(|r| {
-                r.sync_types
-                    .iter()
-                    .any(|t| matches!(t, SyncType::Fixed { .. }))
-            })
-            .map(|r| r.id)
-            .collect();
         Ok(CentralAutomaton {
             zone: config.central.time_zone.parse()?,
             return_job: Daily::new(config.central.return_time),
-            deferred,
+            deferred: deferred_of(config),
             sweep_ms: SWEEP_MS_DEFAULT,
             next_sweep_ms: now_ms + SWEEP_MS_DEFAULT,
             activity: Activity::Waiting,
         })
+    }
+
+    /// Follows a changed configuration (a remote added, a schedule or central's return time
+    /// changed) without losing what it has done: a common return already prepared today is
+    /// not prepared again.
+    pub fn reconfigure(&mut self, config: &SyncConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.zone = config.central.time_zone.parse()?;
+        self.return_job.retime(config.central.return_time);
+        self.deferred = deferred_of(config);
+        Ok(())
     }
 
     /// Changes the safety-net sweep's period.
@@ -142,6 +143,20 @@ impl CentralAutomaton {
     pub fn set_activity(&mut self, activity: Activity) {
         self.activity = activity;
     }
+}
+
+/// The remotes that sync at fixed times: they get the common return (M1).
+fn deferred_of(config: &SyncConfig) -> BTreeSet<SiteId> {
+    config
+        .remotes
+        .iter()
+        .filter(|r| {
+            r.sync_types
+                .iter()
+                .any(|t| matches!(t, SyncType::Fixed { .. }))
+        })
+        .map(|r| r.id)
+        .collect()
 }
 
 /// What one run of central's commands did.
@@ -432,6 +447,42 @@ mod tests {
                 ]
             );
         }
+    }
+
+    /// M1: a fixed-time remote added while central runs gets the next common return; the
+    /// common return already prepared today is not prepared again for the others.
+    #[test]
+    fn m1_a_remote_added_while_central_runs_gets_the_next_common_return() {
+        let mut config = crate::config::seed_example();
+        let added = config.remotes.pop().unwrap();
+        let zone: Zone = config.central.time_zone.parse().unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2027, 3, 10).unwrap();
+        let at = |d: chrono::NaiveDate, h, m| zone.instant(d, HhMm::new(h, m).unwrap());
+        let mut a = CentralAutomaton::new(&config, at(day, 12, 0)).unwrap();
+        let returns = |cmds: Vec<Command>| -> BTreeSet<SiteId> {
+            cmds.into_iter()
+                .filter_map(|c| match c {
+                    Command::PrepareReturn(s) => Some(s),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = returns(a.on_time(at(day, 23, 0)));
+        assert!(!first.is_empty() && !first.contains(&added.id), "{first:?}");
+        config.remotes.push(added.clone());
+        a.reconfigure(&config).unwrap();
+        assert!(
+            returns(a.on_time(at(day, 23, 30))).is_empty(),
+            "today's common return is done"
+        );
+        let next = returns(a.on_time(at(day.succ_opt().unwrap(), 23, 0)));
+        assert!(next.contains(&added.id), "{next:?}");
+        assert!(first.is_subset(&next));
+        // A configuration that does not validate is refused and changes nothing.
+        let mut bad = config.clone();
+        bad.central.time_zone = "Mars/Olympus".into();
+        assert!(a.reconfigure(&bad).is_err());
+        assert_eq!(a.zone, zone);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! shown in. Central's daemon, a site server, a remote's network sync and the command line's
 //! administration all open a directory through here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use outpost::SystemClock;
 use outpost_engine::Store;
@@ -12,8 +13,51 @@ use outpost_replicator::schedule::Zone;
 
 use crate::{Error, Result};
 
-/// Opens the store in `dir`, whichever site it belongs to.
-pub fn open(dir: &Path) -> Result<Store> {
+/// The stores the daemons of this process hold, by canonical data directory.
+static HELD: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
+
+fn held_list() -> std::sync::MutexGuard<'static, Vec<(PathBuf, Weak<Store>)>> {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A store registered as held by a daemon of this process, until dropped.
+#[derive(Debug)]
+pub struct Held {
+    dir: PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        held_list().retain(|(dir, _)| *dir != self.dir);
+    }
+}
+
+/// Registers `store` as the one this process holds for `dir`: [`open`] returns it.
+pub fn hold(dir: &Path, store: &Arc<Store>) -> Held {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mut list = held_list();
+    list.retain(|(d, _)| *d != dir);
+    list.push((dir.clone(), Arc::downgrade(store)));
+    Held { dir }
+}
+
+/// The store in `dir`, whichever site it belongs to: the one a daemon of this process holds
+/// (a command forwarded through its control socket), else opened.
+pub fn open(dir: &Path) -> Result<Arc<Store>> {
+    if let Ok(canonical) = dir.canonicalize()
+        && let Some(store) = held_list()
+            .iter()
+            .find(|(d, _)| *d == canonical)
+            .and_then(|(_, s)| s.upgrade())
+    {
+        return Ok(store);
+    }
+    open_owned(dir).map(Arc::new)
+}
+
+/// Opens the store in `dir` for this caller alone (a daemon about to hold it).
+pub fn open_owned(dir: &Path) -> Result<Store> {
     Store::open_existing(dir, outpost::retail::schema(), SystemClock).map_err(|e| match e {
         outpost_engine::Error::Locked => Error::Locked(dir.to_owned()),
         source => Error::Open {

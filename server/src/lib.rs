@@ -7,11 +7,14 @@
 //!   workstations, which use `outpost-client`;
 //! - [`sync`]: a remote's side of a network sync (`outpost remote sync | run`);
 //! - [`auth`]: credentials and their digests;
+//! - [`control`]: a daemon's control socket, through which the command line's commands on
+//!   its data directory run while it holds the store;
 //! - [`data_dir`]: opening a site's data directory, its private files.
 //!
 //! The answers' shapes are in `outpost-api`, shared with the client library.
 
 pub mod auth;
+pub mod control;
 pub mod data_dir;
 mod http;
 pub mod serve;
@@ -27,10 +30,10 @@ use std::path::PathBuf;
 pub enum Error {
     /// The store of a data directory is open in another process.
     #[error(
-        "{}: the store is in use by another process (central's daemon, a site server or a \
-         remote's sync): stop it first. While it runs, central's journal and alerts are on its \
-         monitor page (/monitor), and a site's records and syncs go through its site server \
-         (outpost client … get | put | sync)",
+        "{}: the store is in use by another process that takes no commands (a program \
+         embedding outpost, or a daemon whose control socket is missing): stop it first. \
+         The daemons `central serve`, `site serve` and `remote run` run the commands on their \
+         data directory themselves",
         .0.display()
     )]
     Locked(PathBuf),

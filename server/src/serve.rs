@@ -155,6 +155,9 @@ impl ServeConfig {
 enum Event {
     /// An emission became file ready.
     FlowReady(FlowId),
+    /// The configuration may have changed (a command run through the control socket): read
+    /// it again.
+    Reload,
     /// Finish the current work and stop.
     Stop,
 }
@@ -171,10 +174,10 @@ struct StatusView {
 #[derive(Debug)]
 struct AppState {
     store: Arc<Store>,
-    /// The sites, read once at start: the store's own copy is behind the write lock, which a
-    /// long apply holds for seconds. Sites are added with the daemon stopped (one process owns
-    /// the store).
-    sites: SiteDirectory,
+    /// The sites, read at start and again after each command run through the control socket
+    /// (a remote added): the store's own copy is behind the write lock, which a long apply
+    /// holds for seconds.
+    sites: std::sync::RwLock<Arc<SiteDirectory>>,
     uploads: PathBuf,
     config: ServeConfig,
     events: Mutex<mpsc::Sender<Event>>,
@@ -191,6 +194,18 @@ struct AppState {
 }
 
 type Shared = Arc<AppState>;
+
+impl AppState {
+    /// The sites as last read.
+    fn sites(&self) -> Arc<SiteDirectory> {
+        Arc::clone(
+            &self
+                .sites
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
 
 /// An error answer: a status and a message the client shows its user, as the one error body
 /// (`{"error", "kind"}`, the kind of that status).
@@ -210,7 +225,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     let addr = config.checked_addr()?;
     let store = Arc::new(
-        crate::data_dir::open(data)?.with_skew_ms_max(config.clock_skew_max_s.saturating_mul(1000)),
+        crate::data_dir::open_owned(data)?
+            .with_skew_ms_max(config.clock_skew_max_s.saturating_mul(1000)),
     );
     if !store.site().is_central() {
         return Err(format!(
@@ -247,7 +263,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     let state: Shared = Arc::new(AppState {
         sessions: monitor::Sessions::default(),
         mail_status: Arc::clone(&mail_status),
-        sites: store.sites(),
+        sites: std::sync::RwLock::new(Arc::new(store.sites())),
         store: Arc::clone(&store),
         uploads,
         permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests)),
@@ -258,11 +274,40 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
         uploading: Mutex::new(HashSet::new()),
     });
 
+    let work = Arc::new(Mutex::new(()));
+    let changed = {
+        let state = Arc::clone(&state);
+        let own = store.site().id;
+        let digest = Mutex::new(central::credential_digest(&store, own).ok().flatten());
+        move || {
+            // Central's own credential replaced (`central new-credential --site ASOC`): the
+            // monitor's sessions signed in with the old one end.
+            let now = central::credential_digest(&state.store, own).ok().flatten();
+            if *lock(&digest) != now {
+                state.sessions.clear();
+                tracing::info!("central's credential was replaced: the monitor's sessions end");
+                *lock(&digest) = now;
+            }
+            let sites = Arc::new(state.store.sites());
+            *state
+                .sites
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = sites;
+            let _ = lock(&state.events).send(Event::Reload);
+        }
+    };
+    let control = crate::control::start(crate::control::Daemon {
+        name: "central serve",
+        dir: data.to_path_buf(),
+        store: Arc::clone(&store),
+        work: Arc::clone(&work),
+        changed: Some(Box::new(changed)),
+    })?;
     let worker = {
         let store = Arc::clone(&store);
         std::thread::Builder::new()
             .name("automaton".into())
-            .spawn(move || run_automaton(&store, automaton, &inbox, &returns, &status))
+            .spawn(move || run_automaton(&store, automaton, &inbox, &returns, &status, &work))
             .map_err(|e| format!("cannot start the automaton: {e}"))?
     };
     let (stop_alerts, alerts_thread) = alerts::spawn(
@@ -278,6 +323,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
         .build()
         .map_err(|e| format!("cannot start the network runtime: {e}"))?;
     let served = runtime.block_on(serve_http(addr, state));
+    drop(control);
     // The automaton finishes the command it is on (each is one atomic commit) and stops.
     let _ = events.send(Event::Stop);
     let _ = stop_alerts.send(());
@@ -335,20 +381,40 @@ async fn limit(State(state): State<Shared>, request: Request, next: Next) -> Res
     }
 }
 
-/// The automaton's thread: events and time in, commands run on the store.
+/// The automaton follows central's configuration as it is now in the store.
+fn reload(store: &Store, automaton: &mut CentralAutomaton) {
+    match central::config(store) {
+        Ok(Some(config)) => {
+            if let Err(e) = automaton.reconfigure(&config) {
+                tracing::error!("the changed sync configuration is not followed: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("reading the sync configuration: {e}"),
+    }
+}
+
+/// The automaton's thread: events and time in, commands run on the store (under `work`,
+/// which commands run through the control socket take too).
 fn run_automaton(
     store: &Store,
     mut automaton: CentralAutomaton,
     inbox: &mpsc::Receiver<Event>,
     returns: &tokio::sync::watch::Sender<u64>,
     status: &Mutex<StatusView>,
+    work: &Mutex<()>,
 ) {
     // Emissions left file ready or cut off mid-processing by a stop are taken up at once.
     let mut commands = vec![Command::Sweep];
     loop {
         if !commands.is_empty() {
             lock(status).activity = first_activity(store, &commands);
-            match automaton::run_central(store, &mut automaton, commands) {
+            let ran = {
+                // A command run through the control socket (an import, a remote added) waits.
+                let _work = lock(work);
+                automaton::run_central(store, &mut automaton, commands)
+            };
+            match ran {
                 Ok(run) => {
                     for id in &run.processed {
                         tracing::info!(flow = %id, "emission processed");
@@ -377,6 +443,10 @@ fn run_automaton(
         let wait = automaton.next_wakeup_ms(now).saturating_sub(now).max(1);
         commands = match inbox.recv_timeout(Duration::from_millis(wait)) {
             Ok(Event::FlowReady(id)) => automaton.on_flow_ready(id),
+            Ok(Event::Reload) => {
+                reload(store, &mut automaton);
+                Vec::new()
+            }
             Ok(Event::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
             Err(mpsc::RecvTimeoutError::Timeout) => automaton.on_time(SystemClock.now_ms()),
         };
@@ -404,7 +474,7 @@ fn authenticated(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    auth::authenticate(&state.store, &state.sites, presented).map_err(|denied| {
+    auth::authenticate(&state.store, &state.sites(), presented).map_err(|denied| {
         tracing::warn!(%peer, "refused: {denied}");
         let mut r = fail(
             StatusCode::UNAUTHORIZED,
@@ -1025,7 +1095,7 @@ async fn journal_rows(
 ) -> Response {
     let filter = match q.site {
         None => None,
-        Some(code) => match state.sites.by_code(&code) {
+        Some(code) => match state.sites().by_code(&code) {
             Some(s) => Some(s.id),
             None => return fail(StatusCode::NOT_FOUND, format!("no site {code}")),
         },

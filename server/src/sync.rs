@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outpost_api::{ErrorBody, UploadOffset};
@@ -661,6 +662,21 @@ pub fn sync_now(
 /// resumes).
 pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> Result<()> {
     run_with(store, link, dir, once_by_ms, None)
+}
+
+/// [`run`] as `outpost remote run` runs it: the store held, commands on its data directory
+/// run inside this process through its control socket ([`crate::control`]), a forwarded sync
+/// or import never at the same time as a scheduled one.
+pub fn run_daemon(store: Arc<Store>, link: &Link, dir: &Path) -> Result<()> {
+    let one = Arc::new(std::sync::Mutex::new(()));
+    let _control = crate::control::start(crate::control::Daemon {
+        name: "remote run",
+        dir: dir.to_path_buf(),
+        store: Arc::clone(&store),
+        work: Arc::clone(&one),
+        changed: None,
+    })?;
+    run_with(&store, link, dir, None, Some(&one))
 }
 
 /// [`run`], taking `one` around each sync when given: a site server's workstations can ask for

@@ -239,3 +239,35 @@ pub fn bulk(dir: &Path, data: &str, prefix: &str, n: usize) {
         })
         .unwrap();
 }
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `outpost remote run`, its output in a file.
+pub fn remote_run(dir: &Path, data: &str, url: &str) -> (Running, PathBuf) {
+    let log = dir.join(format!("{data}-run.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .current_dir(dir)
+        .args(["remote", "run", "--data", data, "--central", url])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join(format!("{data}-run.err"))).unwrap())
+        .spawn()
+        .unwrap();
+    (Running(child), log)
+}
+
+/// Waits for `what` (up to `secs`), polling.
+pub fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

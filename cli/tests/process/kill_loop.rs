@@ -59,7 +59,7 @@ fn sync_until_done(dir: &Path, data: &str, url: &str) {
 }
 
 /// Opens a store the test owns for a moment (no process holds it) and checks its invariants.
-fn sound(dir: &Path, data: &str) -> outpost::Store {
+fn sound(dir: &Path, data: &str) -> std::sync::Arc<outpost::Store> {
     let store = outpost_server::data_dir::open(&dir.join(data)).unwrap();
     store
         .check_invariants()

@@ -8,6 +8,7 @@
 mod common;
 
 mod cli_files;
+mod control;
 mod demo;
 mod divergence;
 mod fuzz_corpus;

@@ -10,8 +10,7 @@
 )]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::net::*;
@@ -97,38 +96,6 @@ fn t2_m2_two_remotes_sync_immediately_over_http_and_converge() {
         let journal = ok(dir, &["journal", "--data", "asoc", "--json"]);
         let rows: Vec<serde_json::Value> = serde_json::from_str(&journal).unwrap();
         assert_eq!(rows.iter().filter(|r| r["kind"] == "Emission").count(), 6);
-    }
-}
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `outpost remote run`, its output in a file.
-fn remote_run(dir: &Path, data: &str, url: &str) -> (Running, PathBuf) {
-    let log = dir.join(format!("{data}-run.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .current_dir(dir)
-        .args(["remote", "run", "--data", data, "--central", url])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.join(format!("{data}-run.err"))).unwrap())
-        .spawn()
-        .unwrap();
-    (Running(child), log)
-}
-
-/// Waits for `what` (up to `secs`), polling.
-fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "waited {secs} s for {what}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -805,6 +805,27 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
         ]
     );
 
+    // While it runs, from the site's data directory too: the command runs in the server
+    // (issue 21 item 1), and the credential it prints works at once.
+    let dana = ok(
+        dir,
+        &["site", "add-user", "--data", "bsoc", "--user", "DANA"],
+    )
+    .trim()
+    .to_owned();
+    write(&dana, "K-DANA").unwrap();
+    assert_eq!(
+        ok(dir, &["site", "users", "--data", "bsoc"])
+            .lines()
+            .collect::<Vec<_>>(),
+        ["ANNE", "BOSS (admin)", "DANA"]
+    );
+    ok(
+        dir,
+        &["site", "remove-user", "--data", "bsoc", "--user", "DANA"],
+    );
+    assert!(denied(write(&dana, "K-DANA2")));
+
     // With the server stopped, the same from the site's data directory.
     drop(server);
     assert_eq!(

@@ -60,6 +60,11 @@ impl Sessions {
         lock(&self.0).remove(token);
     }
 
+    /// Signs everyone out (central's credential was replaced).
+    pub(super) fn clear(&self) {
+        lock(&self.0).clear();
+    }
+
     /// The request carries a live session cookie.
     pub(super) fn valid(&self, headers: &HeaderMap, now_ms: u64) -> bool {
         self.check(headers, now_ms) == Session::Valid
@@ -172,7 +177,7 @@ struct LoginForm {
 
 async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Response {
     let presented = format!("Bearer {}", form.credential.trim());
-    let site = crate::auth::authenticate(&state.store, &state.sites, Some(&presented));
+    let site = crate::auth::authenticate(&state.store, &state.sites(), Some(&presented));
     let refused = |why: &str| {
         let code = state.store.site().code.to_string();
         hardened(
@@ -320,7 +325,7 @@ fn mode_name(m: SyncMode) -> &'static str {
 
 fn code_of(state: &AppState, site: SiteId) -> String {
     state
-        .sites
+        .sites()
         .get(site)
         .map_or_else(|| site.to_string(), |s| s.code.to_string())
 }
@@ -491,7 +496,7 @@ async fn journal_page(
     };
     let site = match nonempty(q.site.as_ref()) {
         None => None,
-        Some(code) => match state.sites.by_code(code) {
+        Some(code) => match state.sites().by_code(code) {
             Some(s) => Some(s.id),
             None => return fail(StatusCode::NOT_FOUND, format!("no site {code}")),
         },

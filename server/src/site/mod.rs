@@ -252,7 +252,7 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> Result<()> {
         }
         tracing::warn!(%addr, "serving workstations over plain HTTP on the local network");
     }
-    let store = Arc::new(crate::data_dir::open(dir)?);
+    let store = Arc::new(crate::data_dir::open_owned(dir)?);
     if store.site().is_central() {
         return Err(format!(
             "{} holds central's store: central's own workstations use central's daemon, which \
@@ -289,6 +289,13 @@ pub fn serve(dir: &Path, config: SiteServeConfig) -> Result<()> {
             })
             .map_err(|e| format!("cannot start the sync scheduler: {e}"))?;
     }
+    let _control = crate::control::start(crate::control::Daemon {
+        name: "site serve",
+        dir: dir.to_path_buf(),
+        store: Arc::clone(&store),
+        work: Arc::clone(&state.syncing),
+        changed: None,
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
