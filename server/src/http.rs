@@ -19,6 +19,54 @@ pub(crate) fn error_answer(body: ErrorBody) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Makes every error answer the one JSON error body, whoever wrote it: a route's own answers
+/// already are; axum's rejections (a path or query that does not parse, an unknown route, a
+/// wrong method, a body of the wrong type) are plain text or empty, and become
+/// `{"error", "kind"}` with their status and headers kept. HTML pages (the monitor's) stay HTML.
+pub(crate) async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let typed = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if typed {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let error = match (status, text.is_empty()) {
+        (StatusCode::NOT_FOUND, true) => format!("no route {path}: see docs/network.md"),
+        (StatusCode::METHOD_NOT_ALLOWED, true) => format!("{method} is not allowed on {path}"),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        (_, false) => text,
+    };
+    let kind = match outpost_api::ErrorKind::of_status(status.as_u16()) {
+        outpost_api::ErrorKind::Store if status.is_client_error() => {
+            outpost_api::ErrorKind::BadRequest
+        }
+        kind => kind,
+    };
+    let answer = error_answer(ErrorBody::new(kind, error));
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    let (answer_parts, answer_body) = answer.into_parts();
+    parts.headers.extend(answer_parts.headers);
+    Response::from_parts(parts, answer_body)
+}
+
 /// How a server listens, besides its address and its routes.
 #[derive(Debug, Clone)]
 pub(crate) struct Listen {

@@ -121,7 +121,19 @@ impl ServeConfig {
             return Ok(ServeConfig::default());
         };
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()).into())
+        let mut config: ServeConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // Relative files are read from the settings file's folder, wherever the daemon starts.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for file in [&mut config.tls_cert, &mut config.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
     }
 
     fn checked_addr(&self) -> crate::Result<SocketAddr> {
@@ -345,6 +357,7 @@ async fn serve_http(addr: SocketAddr, state: Shared) -> crate::Result<()> {
         .route("/v1/status", get(status))
         .merge(monitor::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(&state), limit))
+        .layer(middleware::from_fn(crate::http::json_errors))
         .layer(axum::extract::DefaultBodyLimit::disable())
         // Central's own workstations: their long polls must not take the remotes' request
         // slots, so outside the limit.

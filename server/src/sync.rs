@@ -84,7 +84,10 @@ impl Link {
                 dir.join(REMOTE_NET_FILE).display()
             )
         })?;
-        let ca = ca.map(Path::to_path_buf).or(net.ca_cert);
+        // `ca_cert` in remote.toml is read from the data directory when relative.
+        let ca = ca
+            .map(Path::to_path_buf)
+            .or(net.ca_cert.map(|p| dir.join(p)));
         let tls = tls_trusting(ca.as_deref()).map_err(|e| e.to_string())?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -509,14 +509,18 @@ fn t2_tls_with_a_certificate_made_at_test_time_and_plain_http_only_on_loopback()
     let dir = tmp.path();
     deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    // The settings file names its certificate relative to its own folder (issue 21 item 5),
+    // and the daemon starts elsewhere.
+    std::fs::create_dir(dir.join("conf")).unwrap();
+    std::fs::write(dir.join("conf/cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("conf/key.pem"), cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(
-        dir.join("outpost.toml"),
+        dir.join("conf/outpost.toml"),
         "listen = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nlog = \"info\"\n",
     )
     .unwrap();
-    let central = Daemon::start(dir, &["--data", "asoc", "--config", "outpost.toml"]);
+    let central = Daemon::start(dir, &["--data", "asoc", "--config", "conf/outpost.toml"]);
     assert!(central.url.starts_with("https://"), "{}", central.url);
     let url = central.url.replace("127.0.0.1", "localhost");
 
@@ -548,6 +552,17 @@ fn t2_tls_with_a_certificate_made_at_test_time_and_plain_http_only_on_loopback()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unreachable"), "{err}");
     assert!(err.contains("--ca"), "the error names the way out: {err}");
+    // `ca_cert` in remote.toml, relative: read from the data directory, not from where the
+    // command runs.
+    std::fs::write(dir.join("bsoc/ca.pem"), cert.cert.pem()).unwrap();
+    let mut net = std::fs::read_to_string(dir.join("bsoc/remote.toml")).unwrap();
+    net.push_str("\nca_cert = \"ca.pem\"\n");
+    std::fs::write(dir.join("bsoc/remote.toml"), net).unwrap();
+    let summary = ok(
+        dir,
+        &["remote", "sync", "--data", "bsoc", "--central", &url],
+    );
+    assert!(summary.contains("sent 1 emission(s)"), "{summary}");
     // Plain HTTP to the TLS port gets nowhere, and the remote says why.
     let plain = url.replace("https://", "http://");
     assert!(agent().get(format!("{plain}/v1/health")).call().is_err());
@@ -575,6 +590,44 @@ fn t2_tls_with_a_certificate_made_at_test_time_and_plain_http_only_on_loopback()
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a loopback address"), "{err}");
+}
+
+/// T2: whatever is wrong with a request — a path or query that does not parse, an unknown
+/// route, a wrong method — the answer is the one JSON error body, as docs/network.md says.
+#[test]
+fn t2_bad_urls_get_the_json_error_body_with_their_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let cred = credential(&dir.join("bsoc/remote.toml"));
+    let cases = [
+        ("GET", "/v1/emissions/not-a-number", 400, "bad_request"),
+        ("GET", "/v1/returns?wait_ms=soon", 400, "bad_request"),
+        ("GET", "/v1/no-such-route", 404, "missing"),
+        ("POST", "/v1/health", 405, "bad_request"),
+        ("GET", "/ws/v1/no-such-route", 404, "missing"),
+    ];
+    for (method, route, status, kind) in cases {
+        let url = format!("{}{route}", central.url);
+        let request = match method {
+            "GET" => agent()
+                .get(&url)
+                .header("authorization", format!("Bearer {cred}"))
+                .call(),
+            _ => agent()
+                .post(&url)
+                .header("authorization", format!("Bearer {cred}"))
+                .send_empty(),
+        };
+        let mut r = request.unwrap();
+        assert_eq!(r.status(), status, "{method} {route}");
+        let text = r.body_mut().read_to_string().unwrap();
+        let body: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {route}: not JSON ({e}): {text}"));
+        assert_eq!(body["kind"], kind, "{method} {route}: {body}");
+        assert!(!body["error"].as_str().unwrap().is_empty(), "{body}");
+    }
 }
 
 /// Limits: a flow above the configured size is refused before a byte is stored; an upload that

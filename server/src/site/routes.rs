@@ -639,5 +639,6 @@ pub(super) fn router(state: Shared) -> axum::Router {
             post(add_user_route).delete(remove_user_route),
         )
         .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
+        .layer(axum::middleware::from_fn(crate::http::json_errors))
         .with_state(state)
 }
