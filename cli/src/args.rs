@@ -159,10 +159,12 @@ pub(crate) enum ClientCommand {
     Settings,
     /// Change a setting (an admin user).
     SetSetting {
-        /// The setting's name (`sync_types`, `time_zone`…).
+        /// The setting's name: `sync_types`, `time_zone`, `central_time_zone`, `return_time`,
+        /// `central_host`, `central_port`.
         #[arg(long)]
         name: String,
-        /// Its new value (`sync_types` and `time_zone` are checked as central checks them).
+        /// Its new value, checked as central checks its configuration (a known setting, well
+        /// formed, a schedule possible against central's common return: C4, M1).
         #[arg(long)]
         value: String,
     },

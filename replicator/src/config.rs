@@ -204,35 +204,7 @@ impl SyncConfig {
                 return Err(ConfigError::DuplicateRemote(r.code.clone()));
             }
             let zone: Zone = r.time_zone.parse()?;
-            let fixed: Vec<(HhMm, HhMm)> = r
-                .sync_types
-                .iter()
-                .filter_map(|t| match t {
-                    SyncType::Fixed { emission, fetch } => Some((*emission, *fetch)),
-                    _ => None,
-                })
-                .collect();
-            if fixed.len() > 1 {
-                return Err(ConfigError::TwoFixedSyncs(r.code.clone(), fixed.len()));
-            }
-            if let Some((emission, fetch)) = fixed.first() {
-                let plan = FixedPlan {
-                    zone,
-                    emission: *emission,
-                    fetch: *fetch,
-                    central_zone,
-                    ret: c.return_time,
-                };
-                let (from, days) = checked_days();
-                let missed = plan.missed_returns(from, days);
-                if !missed.is_empty() {
-                    return Err(ConfigError::FetchMissesReturn {
-                        code: r.code.clone(),
-                        plan,
-                        missed,
-                    });
-                }
-            }
+            check_schedule(&r.code, zone, &r.sync_types, central_zone, c.return_time)?;
         }
         Ok(())
     }
@@ -406,6 +378,111 @@ fn missed_text(code: &str, plan: &FixedPlan, missed: &[MissedReturn]) -> String 
         }
     }
     out
+}
+
+/// M1 for one remote: at most one fixed-time sync, whose fetch gets central's common return
+/// every day of the year ([`SyncConfig::validate`] explains the margin).
+pub fn check_schedule(
+    code: &str,
+    zone: Zone,
+    sync_types: &[SyncType],
+    central_zone: Zone,
+    return_time: HhMm,
+) -> Result<(), ConfigError> {
+    let fixed: Vec<(HhMm, HhMm)> = sync_types
+        .iter()
+        .filter_map(|t| match t {
+            SyncType::Fixed { emission, fetch } => Some((*emission, *fetch)),
+            _ => None,
+        })
+        .collect();
+    if fixed.len() > 1 {
+        return Err(ConfigError::TwoFixedSyncs(code.to_owned(), fixed.len()));
+    }
+    if let Some((emission, fetch)) = fixed.first() {
+        let plan = FixedPlan {
+            zone,
+            emission: *emission,
+            fetch: *fetch,
+            central_zone,
+            ret: return_time,
+        };
+        let (from, days) = checked_days();
+        let missed = plan.missed_returns(from, days);
+        if !missed.is_empty() {
+            return Err(ConfigError::FetchMissesReturn {
+                code: code.to_owned(),
+                plan,
+                missed,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The settings a remote knows (C6): those central sends in its configuration snapshot
+/// ([`SyncConfig::remote_settings`]), which a local administrator may also set.
+pub const REMOTE_SETTINGS: [&str; 6] = [
+    "time_zone",
+    "sync_types",
+    "central_time_zone",
+    "return_time",
+    "central_host",
+    "central_port",
+];
+
+/// Checks a setting a remote's administrator sets, among the remote's settings, as central
+/// checks its configuration (C4, M1): a known setting, well formed, and the schedule possible
+/// against central's common return. `code` names the remote in the messages.
+pub fn check_remote_setting(
+    code: &str,
+    settings: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<(), String> {
+    if let Some(value) = settings.get(name) {
+        let bad = |why: String| format!("setting {name} = {value:?} refused: {why}");
+        match name {
+            "time_zone" | "central_time_zone" => {
+                value.parse::<Zone>().map_err(|e| bad(e.to_string()))?;
+            }
+            "sync_types" => {
+                RemoteSchedule::from_settings(settings).map_err(|e| bad(e.to_string()))?;
+            }
+            "return_time" => {
+                value.parse::<HhMm>().map_err(|e| bad(e.to_string()))?;
+            }
+            "central_host" => {
+                if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '/') {
+                    return Err(bad("a host name or address, like central.example".into()));
+                }
+            }
+            "central_port" => {
+                if !value.parse::<u16>().is_ok_and(|p| p > 0) {
+                    return Err(bad("a port number from 1 to 65535".into()));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "{name:?} is not a setting; the settings are: {}",
+                    REMOTE_SETTINGS.join(", ")
+                ));
+            }
+        }
+    }
+    let schedule = RemoteSchedule::from_settings(settings).map_err(|e| e.to_string())?;
+    let central_zone: Zone = settings
+        .get("central_time_zone")
+        .map_or("UTC", String::as_str)
+        .parse()
+        .map_err(|e: crate::schedule::UnknownZone| e.to_string())?;
+    if let Some(ret) = settings.get("return_time") {
+        let ret: HhMm = ret
+            .parse()
+            .map_err(|e: crate::schedule::BadTime| e.to_string())?;
+        check_schedule(code, schedule.zone, &schedule.sync_types, central_zone, ret)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// A remote's schedule, read back from its settings map.

@@ -595,17 +595,16 @@ pub fn record_acknowledgement(store: &Store, ack: &Knowledge) -> Result<()> {
 /// A local admin's edit of a setting (C6): in force until the next return, which overwrites it
 /// with central's value — make the change on central too.
 ///
-/// The schedule is checked as central checks it: a `sync_types` or `time_zone` this site could
-/// not run is refused (a remote whose schedule cannot be read could not sync to get central's
-/// back, C6).
+/// Checked as central checks its configuration ([`crate::config::check_remote_setting`]): an
+/// unknown setting, a malformed value or a schedule this site could not run is refused (a
+/// remote whose schedule cannot be read could not sync to get central's back, C6).
 pub fn set_setting(store: &Store, name: &str, value: &str) -> Result<()> {
+    let code = store.site().code.to_string();
     local::write(store, |tx| {
         let mut st = state(tx)?;
         st.settings.insert(name.to_owned(), value.to_owned());
-        if matches!(name, "sync_types" | "time_zone") {
-            crate::config::RemoteSchedule::from_settings(&st.settings)
-                .map_err(|e| Error::Refused(format!("setting {name} = {value:?} refused: {e}")))?;
-        }
+        // Checked as central checks them (C4, M1): a refused value changes nothing.
+        crate::config::check_remote_setting(&code, &st.settings, name).map_err(Error::Refused)?;
         local::put(tx, local::REMOTE_STATE, &st)
     })
 }

@@ -805,6 +805,46 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
         ]
     );
 
+    // C4, M1: a setting is checked as central checks its configuration; a refused one
+    // changes nothing and says why (issue 21 item 8).
+    let set = |name: &str, value: &str| {
+        run(client_cmd(
+            dir,
+            &server,
+            &boss,
+            &["set-setting", "--name", name, "--value", value],
+        ))
+    };
+    let before = succeeded(&run(client_cmd(dir, &server, &boss, &["settings"])));
+    for (name, value, why) in [
+        ("sync_types", "garbage schedule", "is not a sync type"),
+        (
+            "sync_types",
+            "fixed 21:00 23:20;fixed 08:00 09:00",
+            "only one fixed-time sync",
+        ),
+        ("time_zone", "Europe/Atlantis", "Atlantis"),
+        ("return_time", "25:00", "25:00"),
+        ("central_port", "0", "port number"),
+        ("central_host", "a host", "host name"),
+        (
+            "emission_time",
+            "20:00",
+            "not a setting; the settings are: time_zone",
+        ),
+    ] {
+        let out = set(name, value);
+        assert!(!out.status.success(), "{name} = {value} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{name} = {value}: {err}");
+    }
+    assert_eq!(
+        succeeded(&run(client_cmd(dir, &server, &boss, &["settings"]))),
+        before,
+        "refused settings changed nothing"
+    );
+    assert!(set("sync_types", "immediate 30").status.success());
+
     // While it runs, from the site's data directory too: the command runs in the server
     // (issue 21 item 1), and the credential it prints works at once.
     let dana = ok(

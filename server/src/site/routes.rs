@@ -443,7 +443,10 @@ pub(super) async fn set_setting(
             let done = outpost_replicator::remote::set_setting(&shared.store, &name, &value);
             log.refused = done.as_ref().err().map(ToString::to_string);
             log_write(&shared.store, log);
-            done.map_err(|e| fail(ErrorKind::Store, e.to_string()))?;
+            done.map_err(|e| match e {
+                outpost_replicator::Error::Refused(why) => fail(ErrorKind::BadRequest, why),
+                e => fail(ErrorKind::Store, e.to_string()),
+            })?;
             Ok(serde_json::json!({ name: value }))
         })
         .await,
