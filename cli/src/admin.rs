@@ -326,8 +326,8 @@ pub fn remote_init(dir: &Path, bootstrap: &Path) -> CliResult<()> {
     if dir.join(outpost_engine::STORE_FILE_NAME).exists() {
         return Err(format!("{} already holds a store", dir.display()));
     }
-    let file =
-        std::fs::File::open(bootstrap).map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    let file = crate::progress::open(bootstrap, "bootstrap")
+        .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
     // Its own random identity: central tells it from another store set up from this file.
     let store_id = outpost_server::auth::random_id()?;
     let store = remote::bootstrap_as(
@@ -543,7 +543,9 @@ pub fn remote_restamp(dir: &Path) -> CliResult<()> {
 
 pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
     let store = open_remote(dir)?;
-    let applied = files::apply_return_from(&store, file)
+    let applied = crate::progress::open(file, "return")
+        .map_err(outpost_replicator::Error::from)
+        .and_then(|r| remote::apply_return(&store, std::io::BufReader::new(r)))
         .map_err(|e| format!("{}: refused, nothing applied: {e}", file.display()))?;
     match applied {
         remote::Applied::Applied {

@@ -237,7 +237,8 @@ pub(crate) enum Command {
         /// Run a scripted scenario (a TOML file, see docs/scenarios.md) instead of a random run.
         #[arg(long, value_parser = outpost_cli::out::path)]
         scenario: Option<PathBuf>,
-        /// Draw the sync schedule across time zones (the last seed's) as SVG to this file.
+        /// Draw the sync schedule of every site across time zones and each remote's staleness
+        /// over the run (the last seed's, or the scenario's) as SVG to this file, for a browser.
         #[arg(long, value_parser = outpost_cli::out::path)]
         svg: Option<PathBuf>,
     },

@@ -424,7 +424,7 @@ fn dispatch(command: Command) -> ExitCode {
             scenario,
             svg,
         } => match scenario {
-            Some(path) => run_scenario(&path, json),
+            Some(path) => run_scenario(&path, json, svg),
             None => sim(sites, days, seed, faults, seeds, json, svg),
         },
         Command::Central { command } => done(match command {
@@ -609,10 +609,13 @@ fn sim(
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
 ) -> ExitCode {
-    use std::io::{IsTerminal, Write};
     let mut failed = false;
     let mut last = None;
-    for s in seed..seed.saturating_add(seeds.max(1)) {
+    let runs = seeds.max(1);
+    // Hidden unless standard error is a terminal (outpost_cli::progress).
+    let bar = outpost_cli::progress::days(runs.saturating_mul(u64::from(days)));
+    for (n, s) in (seed..seed.saturating_add(runs)).enumerate() {
+        let before = (n as u64).saturating_mul(u64::from(days));
         let cfg = outpost_sim::SimConfig {
             sites,
             days,
@@ -621,35 +624,21 @@ fn sim(
             broken_rules: Vec::new(),
         };
         let started = std::time::Instant::now();
-        let show = std::io::stderr().is_terminal() && days >= 30;
-        let mut progress = |done: u32| {
-            if show {
-                let width = 40;
-                let filled = (done as usize * width) / days.max(1) as usize;
-                let mut err = std::io::stderr();
-                let _ = write!(
-                    err,
-                    "\r[{}{}] day {done}/{days}",
-                    "=".repeat(filled),
-                    " ".repeat(width - filled.min(width))
-                );
-                let _ = err.flush();
-            }
-        };
+        bar.set_message(format!("seed {s}"));
+        let mut progress = |done: u32| bar.set_position(before + u64::from(done));
         let result = outpost_sim::run_with_progress(&cfg, &mut progress);
-        if show {
-            eprintln!();
-        }
+        bar.set_position(before + u64::from(days));
         let report = match result {
             Ok(r) => r,
             Err(e) => {
-                outpost_cli::say_err!("error: {e}\nreproduce: {}", cfg.reproduce());
+                bar.finish_and_clear();
+                eprintln!("error: {e}\nreproduce: {}", cfg.reproduce());
                 return ExitCode::FAILURE;
             }
         };
         let secs = started.elapsed().as_secs_f64();
         let site_days = (sites as f64 + 1.0) * f64::from(days);
-        outpost_cli::say!(
+        bar.suspend(|| println!(
             "seed {s}: {} sites × {} days in {secs:.2} s ({:.0} site-days/s) — {} writes, {} emissions, {} returns, {} bytes, {} conflicts, {} forbidden attempts refused, {} rejections, {} re-executions, faults {:?}, converged {}",
             sites,
             days,
@@ -664,16 +653,19 @@ fn sim(
             report.executions_over_1,
             report.faults_injected,
             report.converged
-        );
+        ));
         if !report.violations.is_empty() {
             failed = true;
-            for v in &report.violations {
-                outpost_cli::say!("  VIOLATION: {v}");
-            }
-            outpost_cli::say!("  reproduce: {}", cfg.reproduce());
+            bar.suspend(|| {
+                for v in &report.violations {
+                    println!("  VIOLATION: {v}");
+                }
+                println!("  reproduce: {}", cfg.reproduce());
+            });
         }
         last = Some(report);
     }
+    bar.finish_and_clear();
     if let (Some(path), Some(report)) = (svg, last.as_ref())
         && let Err(e) = std::fs::write(&path, outpost_sim::svg(report))
     {
@@ -693,7 +685,7 @@ fn sim(
     }
 }
 
-fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
+fn run_scenario(path: &std::path::Path, json: Option<PathBuf>, svg: Option<PathBuf>) -> ExitCode {
     let scenario = match outpost_sim::scenario::load(path) {
         Ok(s) => s,
         Err(e) => {
@@ -730,6 +722,18 @@ fn run_scenario(path: &std::path::Path, json: Option<PathBuf>) -> ExitCode {
     );
     for v in &report.violations {
         outpost_cli::say!("  VIOLATION: {v}");
+    }
+    if let Some(out) = svg {
+        let mut timeline = report.timeline.clone();
+        timeline.title = format!(
+            "outpost sim --scenario {} — {}",
+            path.display(),
+            report.timeline.title
+        );
+        if let Err(e) = std::fs::write(&out, outpost_sim::timeline_svg(&timeline)) {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            return ExitCode::FAILURE;
+        }
     }
     if let Some(path) = json
         && let Err(e) = write_json(&path, &report)

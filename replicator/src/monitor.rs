@@ -11,6 +11,9 @@
 //! - notable events as they happen (`ev/`): an execution started again, a return refused by
 //!   its remote, refused changes, an emission held for clock skew.
 //!
+//! [`staleness_history`] draws each remote's staleness over time from the journal's returns
+//! (the page's sparklines, and the simulator's picture through [`staleness_series`]).
+//!
 //! [`evaluate`] turns events and standing conditions (a remote silent past its schedule, an
 //! emission waiting too long, the disk nearly full) into [`Alert`]s, kept in the store. It
 //! takes the time as an argument: the daemon calls it on a timer and e-mails what is new.
@@ -30,6 +33,11 @@ use crate::monitor_records::{
 pub use crate::monitor_records::{
     Event, EventKind, LoggedRejection, SiteSeen, ensure_indexed, sites_seen,
 };
+pub use staleness::{
+    STALENESS_LOOKBACK_MS, StalenessHistory, StalenessPoint, staleness_history, staleness_series,
+};
+
+mod staleness;
 
 /// Alerts kept for the next e-mail, at most.
 const UNMAILED_MAX: usize = 500;

@@ -44,7 +44,7 @@ use outpost_replicator::{FlowKind, SyncMode, journal};
 use serde::Serialize;
 
 pub use rng::Rng;
-pub use svg::svg;
+pub use svg::{svg, timeline_svg};
 use workload::price;
 
 /// What to simulate.
@@ -116,14 +116,18 @@ pub struct Report {
     pub converged: bool,
     /// Invariants violated (empty in a good run).
     pub violations: Vec<String>,
-    /// The sync schedule as it happened, for drawing (`--svg`); not in the JSON report.
+    /// The sync schedule as it happened and each remote's staleness, for drawing (`--svg`);
+    /// not in the JSON report.
     #[serde(skip)]
     pub timeline: Timeline,
 }
 
-/// The sync schedule of a run, in virtual UTC milliseconds.
+/// The sync schedule of a run and each remote's staleness, in virtual UTC milliseconds: what
+/// [`svg`] draws.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timeline {
+    /// What the drawing is of (the seed, or the scenario).
+    pub title: String,
     /// Start and end of the run.
     pub span_ms: (u64, u64),
     /// Central's common return time, each day.
@@ -132,6 +136,10 @@ pub struct Timeline {
     pub lanes: Vec<(String, String)>,
     /// Flows: lane index, kind (`emission`, `return`, `applied`), time.
     pub marks: Vec<(usize, &'static str, u64)>,
+    /// Each lane's staleness over the run, as the monitor computes it
+    /// (`outpost_replicator::monitor::staleness_series`): `(time, staleness)` points, both in
+    /// ms. Central's lane (the first) is empty: it is where the information comes from.
+    pub staleness_ms: Vec<Vec<(u64, u64)>>,
 }
 
 /// One remote of a run.

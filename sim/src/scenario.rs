@@ -380,6 +380,10 @@ pub struct ScenarioReport {
     pub converged: bool,
     /// Failed expectations and broken invariants.
     pub violations: Vec<String>,
+    /// The schedule as it happened and each remote's staleness, for drawing
+    /// ([`crate::timeline_svg`], `outpost sim --scenario FILE --svg OUT`); not in the JSON report.
+    #[serde(skip)]
+    pub timeline: crate::Timeline,
 }
 
 /// A scenario that cannot be run as written.
@@ -782,7 +786,7 @@ pub fn run(s: &Scenario, dir: &Path) -> Result<ScenarioReport, ScenarioError> {
             })
         })
         .collect();
-    runner.finish(steps)
+    runner.finish(steps, (start, end), config.central.return_time)
 }
 
 /// A step's operation that failed: its words, and the rule when a guard refused it.
@@ -1279,7 +1283,12 @@ impl Runner {
         }
     }
 
-    fn finish(mut self, steps: Vec<StepOutcome>) -> Result<ScenarioReport, ScenarioError> {
+    fn finish(
+        mut self,
+        steps: Vec<StepOutcome>,
+        span_ms: (u64, u64),
+        return_at: HhMm,
+    ) -> Result<ScenarioReport, ScenarioError> {
         // Quiet round: every site up and connected, twice emit and fetch.
         for r in &mut self.remotes {
             r.up = true;
@@ -1338,8 +1347,26 @@ impl Runner {
             .iter()
             .map(|s| (s.id, s.code.to_string()))
             .collect();
-        let journal = journal::rows(&self.central, None, None, None)
-            .map_err(SimError::from)?
+        let rows = journal::rows(&self.central, None, None, None).map_err(SimError::from)?;
+        let remotes: Vec<_> = self
+            .remotes
+            .iter()
+            .map(|r| (r.site.id, r.code.clone(), r.zone))
+            .collect();
+        let timeline = crate::Timeline::from_journal(
+            format!(
+                "{} remotes, {} days from {} {} central time",
+                remotes.len(),
+                span_ms.1.saturating_sub(span_ms.0) / 86_400_000,
+                tz.date_at(span_ms.0),
+                tz.hhmm_at(span_ms.0)
+            ),
+            span_ms,
+            (self.central_site.code.as_str(), tz, return_at),
+            &remotes,
+            &rows,
+        );
+        let journal = rows
             .into_iter()
             .map(|r| JournalEntry {
                 syn_id: r.id.to_string(),
@@ -1375,6 +1402,7 @@ impl Runner {
             steps,
             converged,
             violations: self.violations,
+            timeline,
         })
     }
 }

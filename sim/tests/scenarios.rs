@@ -261,3 +261,29 @@ delete = { table = "articles", key = "A1" }
     let plan = scenario::parse(&one, "one-op").unwrap();
     assert!(matches!(plan.step[0].op, Some(scenario::Op::Put(_))));
 }
+
+#[test]
+fn c5_j4_the_picture_shows_each_remote_s_staleness_drop_when_it_fetches_its_return() {
+    // C5: central makes the returns at 23:00; BSOC applies its own at 23:20, CSOC at 23:40.
+    const MINUTE: u64 = 60_000;
+    let r = run("c5-example-plan.toml");
+    let t = &r.timeline;
+    assert_eq!(
+        t.lanes.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(),
+        ["ASOC", "BSOC", "CSOC"]
+    );
+    for (lane, after) in [(1, 20 * MINUTE), (2, 40 * MINUTE)] {
+        let points = &t.staleness_ms[lane];
+        assert!(
+            points
+                .windows(2)
+                .any(|w| w[0].0 == w[1].0 && w[1].1 == after && w[0].1 > after),
+            "{}: {points:?}",
+            t.lanes[lane].0
+        );
+    }
+    let svg = outpost_sim::timeline_svg(t);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), 2);
+    assert!(svg.contains("BSOC Europe/Paris"));
+}

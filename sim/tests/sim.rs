@@ -80,3 +80,60 @@ fn the_schedule_is_drawn_with_one_lane_per_site() {
     }
     assert!(svg.matches("<circle").count() as u64 >= report.emissions);
 }
+
+#[test]
+fn j4_the_picture_has_a_staleness_panel_with_one_series_per_remote() {
+    let report = run(&config(7, true)).unwrap();
+    let t = &report.timeline;
+    assert_eq!(
+        t.staleness_ms.len(),
+        report.remotes.len() + 1,
+        "one per lane"
+    );
+    assert!(t.staleness_ms[0].is_empty(), "central is the source");
+    let (start, end) = t.span_ms;
+    for (code, points) in report
+        .remotes
+        .iter()
+        .map(|r| &r.code)
+        .zip(&t.staleness_ms[1..])
+    {
+        // Every remote was set up from a bootstrap: it has information from central all along.
+        assert_eq!(points.first().map(|p| p.0), Some(start), "{code}");
+        assert_eq!(points.last().map(|p| p.0), Some(end - 1), "{code}");
+        assert!(
+            points.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{code}: in time order"
+        );
+        // Between two points, staleness rises as time passes, or drops at a return applied.
+        for w in points.windows(2) {
+            let ((t0, s0), (t1, s1)) = (w[0], w[1]);
+            assert!(
+                s1 == s0 + (t1 - t0) || (t0 == t1 && s1 < s0),
+                "{code}: {w:?}"
+            );
+        }
+    }
+    let svg = outpost_sim::svg(&report);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("Staleness: how old the newest information from central"));
+    assert_eq!(svg.matches("<polyline").count(), report.remotes.len());
+    for r in &report.remotes {
+        assert!(
+            svg.contains(&format!(
+                "<polyline class=\"site-staleness\" data-site=\"{}\"",
+                r.code
+            )),
+            "{}",
+            r.code
+        );
+    }
+    // Every element opened is closed (or closes itself).
+    let opened = svg.matches('<').count();
+    let closing = svg.matches("</").count() + svg.matches("/>").count();
+    assert_eq!(
+        opened,
+        2 * closing - svg.matches("/>").count(),
+        "balanced tags"
+    );
+}

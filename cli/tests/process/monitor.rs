@@ -275,6 +275,40 @@ fn c3_a_return_refused_by_its_remote_raises_an_alert_and_its_site_shows_the_appl
 }
 
 #[test]
+fn j4_staleness_history_rises_with_time_and_drops_when_a_return_is_applied() {
+    let d = Deployment::new(); // 08:00: the bootstraps are made
+    d.at(9, 0);
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.return_and_apply(&d.bsoc); // made and applied at 09:00
+    // Over files, BSOC's report of the return applied comes with its next emission.
+    d.at(12, 0);
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    let h = monitor::staleness_history(&d.asoc, hhmm(8, 0), hhmm(14, 0), 100).unwrap();
+    assert!(h.complete);
+    let hour = 3_600_000;
+    assert_eq!(
+        h.sites[&BSOC],
+        vec![
+            (hhmm(8, 0), 0),
+            (hhmm(9, 0), hour),
+            (hhmm(9, 0), 0),
+            (hhmm(14, 0), 5 * hour)
+        ]
+    );
+    // CSOC has applied nothing since its bootstrap.
+    assert_eq!(
+        h.sites[&CSOC],
+        vec![(hhmm(8, 0), 0), (hhmm(14, 0), 6 * hour)]
+    );
+    // From 10:00 on: what BSOC had then (the 09:00 return), with no return in the window.
+    let later = monitor::staleness_history(&d.asoc, hhmm(10, 0), hhmm(14, 0), 100).unwrap();
+    assert_eq!(
+        later.sites[&BSOC],
+        vec![(hhmm(10, 0), hour), (hhmm(14, 0), 5 * hour)]
+    );
+}
+
+#[test]
 fn j1_journal_pages_newest_first_cover_every_row_once() {
     let d = Deployment::new();
     for i in 0..7u64 {
@@ -623,6 +657,12 @@ fn j1_monitor_page_in_headless_chromium_shows_the_journal_follows_a_link_and_fil
         "return [...document.querySelectorAll('#sites tbody tr')].map(tr => tr.dataset.site)",
     );
     assert_eq!(sites, serde_json::json!(["BSOC", "CSOC"]));
+    // Each site's staleness over the last days, drawn as a line in its row (J4).
+    let lines = browser.wait_for(
+        "the staleness lines",
+        "const n = [...document.querySelectorAll('#sites tbody tr')].map(tr => tr.querySelector('svg.sparkline polyline')?.getAttribute('points').split(' ').length || 0); return n.length === 2 && n.every(k => k >= 4) ? n : null",
+    );
+    assert_eq!(lines.as_array().unwrap().len(), 2, "{lines}");
     let activity = browser.wait_for(
         "the automaton's activity",
         "const a = document.querySelector('#activity').innerText; return a === '…' ? null : a",
@@ -1001,4 +1041,42 @@ fn j1_monitor_routes_take_central_s_credential_or_a_session_and_refuse_bad_queri
         "from the minute, inclusive"
     );
     assert_eq!(count(format!("from={next_day}")), 0);
+    // Each remote's staleness over the last days (the page's sparklines): after a sync, BSOC's
+    // rises from its bootstrap, drops when it applies the return, and rises again until now.
+    sync(dir, "bsoc", &central, &[]);
+    let history = admin_get(dir, &central, "/v1/monitor/staleness");
+    let (from, to) = (
+        history["from_ms"].as_u64().unwrap(),
+        history["to_ms"].as_u64().unwrap(),
+    );
+    assert_eq!(to - from, 7 * 24 * 3_600_000, "7 days by default");
+    assert_eq!(history["sites"][0]["code"], "BSOC");
+    let points: Vec<(u64, u64)> =
+        serde_json::from_value(history["sites"][0]["points"].clone()).unwrap();
+    assert_eq!(points.len(), 4, "{points:?}");
+    assert!(points.windows(2).all(|w| w[0].0 <= w[1].0), "{points:?}");
+    assert!(
+        points.iter().all(|p| (from..=to).contains(&p.0)),
+        "{points:?}"
+    );
+    assert_eq!(points[0].1, 0, "from its bootstrap: {points:?}");
+    assert!(
+        points[1].0 == points[2].0 && points[2].1 < points[1].1,
+        "a drop at the return applied: {points:?}"
+    );
+    assert_eq!(points[3].0, to);
+    for (query, says) in [
+        ("days=0", "from 1 to 31"),
+        ("days=32", "from 1 to 31"),
+        ("days=x", "days"),
+    ] {
+        let (status, body) = get(
+            &format!("/v1/monitor/staleness?{query}"),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
+    assert_eq!(get("/v1/monitor/staleness", Some(&bsoc), None).0, 403);
 }

@@ -9,6 +9,7 @@
 //! | `GET /monitor/app.js`, `/monitor/app.css` | the page's script and style, in the binary |
 //! | `GET /v1/monitor/journal` | a page of the journal, newest first (filters below) |
 //! | `GET /v1/monitor/sites` | per remote: last emission, last applied return, staleness, clock |
+//! | `GET /v1/monitor/staleness?days=` | per remote: its staleness over the last days (7 by default, at most 31), as points |
 //! | `GET /v1/monitor/rejections?q=` | refused changes, newest first, searched |
 //! | `GET /v1/alerts` | open alerts, then the recent closed ones |
 //!
@@ -159,6 +160,7 @@ pub(super) fn routes() -> axum::Router<Shared> {
         )
         .route("/v1/monitor/journal", get(journal_page))
         .route("/v1/monitor/sites", get(sites))
+        .route("/v1/monitor/staleness", get(staleness))
         .route("/v1/monitor/rejections", get(rejections))
         .route("/v1/alerts", get(alerts))
 }
@@ -655,6 +657,81 @@ fn site_views(state: &AppState) -> outpost_replicator::Result<Vec<SiteView>> {
         });
     }
     Ok(out)
+}
+
+/// The days of staleness history the page asks for by default, and at most.
+const STALENESS_DAYS_DEFAULT: u64 = 7;
+const STALENESS_DAYS_MAX: u64 = 31;
+/// Returns and bootstraps read for one history, at most.
+const STALENESS_ROWS_MAX: usize = 5_000;
+
+#[derive(Deserialize, Debug)]
+struct StalenessQuery {
+    days: Option<u64>,
+}
+
+/// Each remote's staleness over the last days: what the page draws as sparklines.
+#[derive(Serialize, Debug)]
+struct StalenessView {
+    from_ms: u64,
+    to_ms: u64,
+    /// `false`: the journal held more returns than were read; the oldest part of a history may
+    /// be missing.
+    complete: bool,
+    sites: Vec<SiteStaleness>,
+}
+
+/// One remote's staleness: `[time, staleness]` pairs in ms, in time order (a sawtooth: it rises
+/// with time and drops when a return is applied).
+#[derive(Serialize, Debug)]
+struct SiteStaleness {
+    code: String,
+    points: Vec<monitor::StalenessPoint>,
+}
+
+async fn staleness(
+    State(state): State<Shared>,
+    _admin: Admin,
+    q: Result<Query<StalenessQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let days = match q {
+        Ok(Query(StalenessQuery { days: None })) => STALENESS_DAYS_DEFAULT,
+        Ok(Query(StalenessQuery {
+            days: Some(d @ 1..=STALENESS_DAYS_MAX),
+        })) => d,
+        Ok(Query(StalenessQuery { days: Some(d) })) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("days={d}: from 1 to {STALENESS_DAYS_MAX}"),
+            );
+        }
+        Err(e) => return bad_query(&e),
+    };
+    let shared = Arc::clone(&state);
+    let done = blocking(move || {
+        let store = &shared.store;
+        let to_ms = SystemClock.now_ms();
+        let from_ms = to_ms.saturating_sub(days * 24 * 3600 * 1000);
+        let mut history = monitor::staleness_history(store, from_ms, to_ms, STALENESS_ROWS_MAX)
+            .map_err(|e| e.to_string())?;
+        let config = central::config(store).map_err(|e| e.to_string())?;
+        let sites = config
+            .iter()
+            .flat_map(|c| c.remotes.iter())
+            .map(|r| SiteStaleness {
+                code: r.code.clone(),
+                points: history.sites.remove(&r.id).unwrap_or_default(),
+            })
+            .collect();
+        Ok(StalenessView {
+            from_ms,
+            to_ms,
+            complete: history.complete,
+            sites,
+        })
+    })
+    .await;
+    answer(done)
 }
 
 #[derive(Deserialize, Debug)]

@@ -3,6 +3,10 @@
 "use strict";
 
 const POLL_MS = 2000;
+// The staleness history is read from the journal: less often than the rest.
+const STALENESS_EVERY_MS = 30000;
+const STALENESS_DAYS = 7;
+const SVG_NS = "http://www.w3.org/2000/svg";
 const view = {
   filter: {},        // site, kind, state, from, to
   cursor: null,      // null: the newest page
@@ -11,6 +15,8 @@ const view = {
   follow: null,      // a SynID shown alone (after following a link)
   rq: "",
   rcursor: null,
+  staleness: null,   // the last /v1/monitor/staleness answer
+  stalenessAt: 0,
 };
 
 function el(tag, attrs, ...children) {
@@ -28,6 +34,38 @@ function el(tag, attrs, ...children) {
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return e;
+}
+
+function svgEl(tag, attrs) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  return e;
+}
+
+// A site's staleness over the last days as a small line, on its own vertical scale and the
+// time axis all sites share: it rises with time and drops when the site applies a return (the
+// same points as the simulator's picture).
+function sparkline(points, from, to) {
+  if (!points || points.length < 2) return null;
+  const w = 120, h = 24;
+  const max = points.reduce((m, p) => Math.max(m, p[1]), 1);
+  const x = (t) => (Math.min(Math.max(t - from, 0), to - from) / Math.max(to - from, 1)) * w;
+  const y = (s) => h - 1 - (s / max) * (h - 2);
+  const svg = svgEl("svg", { class: "sparkline", width: w, height: h, viewBox: `0 0 ${w} ${h}`, role: "img" });
+  const title = svgEl("title");
+  title.textContent = `staleness over the last ${human(to - from)}: up to ${human(max)}`;
+  svg.setAttribute("aria-label", title.textContent);
+  svg.append(title,
+    svgEl("line", { class: "base", x1: 0, x2: w, y1: h - 1, y2: h - 1 }),
+    svgEl("polyline", { points: points.map(([t, s]) => `${x(t).toFixed(1)},${y(s).toFixed(1)}`).join(" ") }));
+  return svg;
+}
+
+async function loadStaleness() {
+  if (view.staleness && Date.now() - view.stalenessAt < STALENESS_EVERY_MS) return view.staleness;
+  view.staleness = await getJson(`/v1/monitor/staleness?days=${STALENESS_DAYS}`);
+  view.stalenessAt = Date.now();
+  return view.staleness;
 }
 
 // An answer central gave (a refused filter…), unlike a network failure.
@@ -133,7 +171,11 @@ async function loadJournal() {
 }
 
 async function loadSites() {
-  const sites = await getJson("/v1/monitor/sites");
+  const [sites, history] = await Promise.all([getJson("/v1/monitor/sites"), loadStaleness()]);
+  const lines = new Map(history.sites.map((h) => [h.code, h.points]));
+  // The time axis: the last days, or since the oldest point when the history is younger.
+  const first = history.sites.reduce((m, h) => (h.points.length ? Math.min(m, h.points[0][0]) : m), history.to_ms);
+  const from = first < history.to_ms ? Math.max(history.from_ms, first) : history.from_ms;
   const body = document.querySelector("#sites tbody");
   body.replaceChildren(...sites.map((s) => el("tr", { "data-site": s.code },
     el("td", {}, el("strong", {}, s.code), el("small", {}, s.time_zone)),
@@ -143,7 +185,8 @@ async function loadSites() {
     el("td", { class: "mono" }, s.last_applied_return ? flowLink(s.last_applied_return) : "none",
       s.last_applied_return_at ? el("small", {}, `applied ${s.last_applied_return_at.site} (site)`) : null),
     el("td", { class: "staleness" }, human(s.staleness_ms),
-      s.staleness_since ? el("small", {}, `since ${s.staleness_since.central}`) : null),
+      s.staleness_since ? el("small", {}, `since ${s.staleness_since.central}`) : null,
+      sparkline(lines.get(s.code), from, history.to_ms)),
     el("td", { class: s.clock_offset_ms !== null && Math.abs(s.clock_offset_ms) > 300000 ? "hot" : "" },
       s.clock_offset_ms === null ? "—" : (s.clock_offset_ms >= 1000 ? "+" : "") + human(s.clock_offset_ms)),
     el("td", {}, s.pending.length ? s.pending.join(", ") : "—"),

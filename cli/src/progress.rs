@@ -1,0 +1,46 @@
+//! Progress bars for the long commands — `outpost sim` (days simulated), `remote init` from a
+//! big bootstrap file and `remote import` of a big return (bytes read) — on standard error,
+//! and only when it is a terminal: indicatif's stderr target
+//! (`ProgressDrawTarget::stderr`) is hidden when standard error is not a terminal or `TERM` is
+//! unset or `dumb`, so a pipe, a log file or a test gets no escape codes and no bar.
+//!
+//! The core crates know nothing of them: the simulator reports the days done through a
+//! callback (`outpost_sim::run_with_progress`) that reads no clock; a file is counted as the
+//! replicator reads it.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
+
+/// Files smaller than this are read without a bar: it would only flicker.
+pub const BAR_BYTES_MIN: u64 = 4 << 20;
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A bar of `len` simulated days (over all the seeds of a run), cleared when done.
+pub fn days(len: u64) -> ProgressBar {
+    ProgressBar::new(len)
+        .with_style(style("{msg} [{bar:30}] day {pos}/{len}, about {eta} left"))
+        .with_finish(ProgressFinish::AndClear)
+}
+
+/// `path` opened for reading, counted on a bar named `what` (`bootstrap`, `return`) when it is
+/// big enough to take a while; the bar clears when the reader is dropped.
+pub fn open(path: &Path, what: &str) -> std::io::Result<Box<dyn Read>> {
+    let file = File::open(path)?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < BAR_BYTES_MIN {
+        return Ok(Box::new(file));
+    }
+    let bar = ProgressBar::new(len)
+        .with_style(style(
+            "{msg} [{bar:30}] {bytes}/{total_bytes}, about {eta} left",
+        ))
+        .with_message(format!("reading the {what}"))
+        .with_finish(ProgressFinish::AndClear);
+    Ok(Box::new(bar.wrap_read(file)))
+}
