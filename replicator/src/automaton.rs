@@ -256,6 +256,17 @@ impl RemoteScheduler {
         s
     }
 
+    /// When the next fixed-time emission and fetch are due (UTC ms), if fixed times are
+    /// configured (M1): what `outpost remote run` tells its operator.
+    pub fn next_fixed(&self, now_ms: u64) -> Option<(u64, u64)> {
+        if !self.fixed {
+            return None;
+        }
+        let emit = self.emit_job.as_ref()?.next_due(self.zone, now_ms);
+        let fetch = self.fetch_job.as_ref()?.next_due(self.zone, now_ms);
+        Some((emit, fetch))
+    }
+
     /// Follows a new schedule (C4, C6: a return or a local admin changed it) without starting
     /// over: the daily jobs are re-timed and keep the local date they last ran, so a day's
     /// fixed-time emission is not made again under the new time (M1); an immediate sync's wait

@@ -175,10 +175,13 @@ fn error_of(mut r: ureq::http::Response<ureq::Body>) -> NetError {
 /// What a sync did, for its summary.
 #[derive(Debug, Default)]
 pub struct Summary {
-    /// Emissions sent: id, changes, bytes.
+    /// Emissions sent: id, changes, bytes that travelled (a resumed upload counts what it
+    /// sent, not the whole file).
     pub sent: Vec<(FlowId, u64, u64)>,
     /// Returns applied: id and changes.
     pub received: Vec<(FlowId, u64)>,
+    /// Bytes of returns downloaded.
+    pub received_bytes: u64,
     /// This site's changes central refused, brought back by the returns applied.
     pub rejected: u64,
     /// What is worth telling (a wait that expired…).
@@ -194,9 +197,10 @@ impl std::fmt::Display for Summary {
         let received: u64 = self.received.iter().map(|r| r.1).sum();
         write!(
             f,
-            "sent {} emission(s), {sent} changes, {bytes} bytes; received {} return(s), {received} changes; {} change(s) refused by central; {:.2} s",
+            "sent {} emission(s), {sent} changes, {bytes} bytes; received {} return(s), {received} changes, {} bytes; {} change(s) refused by central; {:.2} s",
             self.sent.len(),
             self.received.len(),
+            self.received_bytes,
             self.rejected,
             self.elapsed.as_secs_f64()
         )?;
@@ -290,8 +294,9 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 /// Uploads one emission file, resuming where central's copy ends. Returns once central holds
-/// it whole (file ready, or already received).
-pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
+/// it whole (file ready, or already received), with the bytes that travelled (what central
+/// already had is not sent again).
+pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<u64, NetError> {
     let total = std::fs::metadata(path).map_err(local)?.len();
     let url = link.url(&format!("/v1/emissions/{}", id.seq));
     // Which emission this is: central holding another store's under the same number does not
@@ -302,6 +307,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             .header(),
     );
     let mut attempts = 0u64;
+    let mut travelled = 0;
     loop {
         attempts += 1;
         let mut r = link
@@ -317,7 +323,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
         let at: UploadOffset =
             serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)?;
         if at.received {
-            return Ok(());
+            return Ok(travelled);
         }
         let mut file = File::open(path).map_err(local)?;
         let from = at.offset.min(total);
@@ -336,8 +342,9 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<(), NetError> {
             .header("upload-stamp", &stamp)
             .header("content-type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(&mut body));
+        travelled += progress.done - from;
         match sent {
-            Ok(r) if r.status().as_u16() == 200 => return Ok(()),
+            Ok(r) if r.status().as_u16() == 200 => return Ok(travelled),
             // 202: part of it stored (the connection broke); 409: the offset moved, or central
             // still counts a broken try as under way — give it a moment.
             Ok(r) if matches!(r.status().as_u16(), 202 | 409) && attempts < 5 => {
@@ -365,8 +372,8 @@ fn send_outbox(
 ) -> Result<(), NetError> {
     let outbox = outbox(dir).map_err(local)?;
     for (id, path) in waiting_emissions(&outbox)? {
-        match upload(link, id, &path) {
-            Ok(()) => {}
+        let travelled = match upload(link, id, &path) {
+            Ok(n) => n,
             Err(NetError::Refused(code @ (403 | 413 | 422), why)) => {
                 let aside = outbox.join("refused");
                 std::fs::create_dir_all(&aside).map_err(local)?;
@@ -391,13 +398,13 @@ fn send_outbox(
                 continue;
             }
             Err(e) => return Err(e),
-        }
-        let (n, bytes) = remote::log_rows(store)
+        };
+        let n = remote::log_rows(store)
             .map_err(local)?
             .into_iter()
             .find(|r| r.id == id)
-            .map_or((0, 0), |r| (r.n_changes, r.bytes));
-        summary.sent.push((id, n, bytes));
+            .map_or(0, |r| r.n_changes);
+        summary.sent.push((id, n, travelled));
         std::fs::remove_file(&path).map_err(local)?;
     }
     Ok(())
@@ -410,7 +417,7 @@ fn download(
     dir: &Path,
     after: u64,
     wait_ms: u64,
-) -> Result<Option<(Option<u64>, File)>, NetError> {
+) -> Result<Option<(Option<u64>, File, u64)>, NetError> {
     let mut r = link
         .agent
         .get(&link.url("/v1/returns"))
@@ -433,18 +440,19 @@ fn download(
     let inbox = dir.join("inbox");
     std::fs::create_dir_all(&inbox).map_err(local)?;
     let path = inbox.join("return.partial");
-    {
+    let bytes = {
         let mut file = File::create(&path).map_err(local)?;
         let mut reader = r.body_mut().with_config().limit(u64::MAX).reader();
-        std::io::copy(&mut reader, &mut file)
+        let n = std::io::copy(&mut reader, &mut file)
             .map_err(|e| NetError::Unreachable(format!("the return was cut off: {e}")))?;
         file.sync_all().map_err(local)?;
-    }
+        n
+    };
     let file = File::open(&path).map_err(local)?;
     // Open, it stays readable; where the system keeps it (Windows), the next download
     // overwrites it.
     let _ = std::fs::remove_file(&path);
-    Ok(Some(((link_seq > 0).then_some(link_seq), file)))
+    Ok(Some(((link_seq > 0).then_some(link_seq), file, bytes)))
 }
 
 /// Tells central at once that returns were applied (J1: execution at the remote).
@@ -533,9 +541,12 @@ impl RemoteTransport for Net<'_> {
     ) -> Result<Option<Fetched<'_>>, NetError> {
         send_outbox(store, self.link, self.dir, None, &mut self.summary)?;
         Ok(
-            download(self.link, self.dir, after, wait_ms)?.map(|(answers, file)| Fetched {
-                answers,
-                reader: Box::new(std::io::BufReader::new(file)),
+            download(self.link, self.dir, after, wait_ms)?.map(|(answers, file, bytes)| {
+                self.summary.received_bytes += bytes;
+                Fetched {
+                    answers,
+                    reader: Box::new(std::io::BufReader::new(file)),
+                }
             }),
         )
     }
@@ -667,6 +678,60 @@ pub fn run(store: &Store, link: &Link, dir: &Path, once_by_ms: Option<u64>) -> R
     run_with(store, link, dir, once_by_ms, None)
 }
 
+/// An instant as `remote run` prints it: the site's local date and time.
+fn stamp(exec: &RemoteExecutor, ms: u64) -> String {
+    exec.schedule().zone.datetime_at(ms)
+}
+
+/// What `remote run` will do next, in the site's time and central's: the next fixed-time
+/// emission and fetch (M1), and whether immediate syncs are configured.
+fn plan_line(store: &Store, exec: &RemoteExecutor, now_ms: u64) -> String {
+    let central = remote::settings(store)
+        .ok()
+        .and_then(|s| s.get("central_time_zone").and_then(|z| z.parse().ok()));
+    plan_text(
+        &store.site().to_string(),
+        exec.schedule().zone,
+        central,
+        exec.scheduler().next_fixed(now_ms),
+        exec.scheduler().configured_wait_ms(),
+    )
+}
+
+fn plan_text(
+    site: &str,
+    zone: outpost_replicator::schedule::Zone,
+    central: Option<outpost_replicator::schedule::Zone>,
+    next_fixed: Option<(u64, u64)>,
+    wait_ms: Option<u64>,
+) -> String {
+    let both = |ms: u64| match central {
+        Some(c) if c != zone => format!(
+            "{} {} ({} {} central time)",
+            zone.date_at(ms),
+            zone.hhmm_at(ms),
+            c.date_at(ms),
+            c.hhmm_at(ms)
+        ),
+        _ => format!("{} {}", zone.date_at(ms), zone.hhmm_at(ms)),
+    };
+    let mut parts = vec![format!("site {site} ({zone})")];
+    match next_fixed {
+        Some((emit, fetch)) => {
+            parts.push(format!("next emission {}", both(emit)));
+            parts.push(format!("next fetch {}", both(fetch)));
+        }
+        None => parts.push("no fixed-time sync".to_owned()),
+    }
+    if let Some(wait) = wait_ms {
+        parts.push(format!(
+            "immediate syncs on request (return awaited {} s)",
+            wait / 1000
+        ));
+    }
+    parts.join("; ")
+}
+
 /// [`run`] as `outpost remote run` runs it: the store held, commands on its data directory
 /// run inside this process through its control socket ([`crate::control`]), a forwarded sync
 /// or import never at the same time as a scheduled one.
@@ -692,6 +757,7 @@ pub fn run_with(
     one: Option<&std::sync::Mutex<()>>,
 ) -> Result<()> {
     let mut exec = RemoteExecutor::new(store).map_err(|e| e.to_string())?;
+    println!("{}", plan_line(store, &exec, SystemClock.now_ms()));
     // Catch up first: an emission left in the outbox, a return waiting at central.
     exec.catch_up();
     let mut net = Net {
@@ -712,24 +778,28 @@ pub fn run_with(
                         eprintln!("error: {e}");
                     }
                     summary.elapsed = started.elapsed();
+                    let at = stamp(&exec, SystemClock.now_ms());
                     if !summary.sent.is_empty() || !summary.received.is_empty() {
-                        println!("{summary}");
+                        for line in summary.to_string().lines() {
+                            println!("{at} {line}");
+                        }
+                        println!("{at} {}", plan_line(store, &exec, SystemClock.now_ms()));
                     } else {
                         for n in &summary.notes {
-                            println!("note: {n}");
+                            println!("{at} note: {n}");
                         }
                     }
                     for f in &run.failed {
-                        eprintln!("error: {f}");
+                        eprintln!("{at} error: {f}");
                     }
-                    if let (Some(e), Some(at)) = (&run.unreachable, run.retry_at) {
+                    if let (Some(e), Some(retry)) = (&run.unreachable, run.retry_at) {
                         eprintln!(
-                            "{e}; retrying in {} s",
-                            at.saturating_sub(store.now_ms()).div_ceil(1000)
+                            "{at} {e}; retrying in {} s",
+                            retry.saturating_sub(store.now_ms()).div_ceil(1000)
                         );
                     }
                 }
-                Err(e) => eprintln!("error: {e}"),
+                Err(e) => eprintln!("{} error: {e}", stamp(&exec, SystemClock.now_ms())),
             }
         }
         let now = SystemClock.now_ms();
@@ -739,5 +809,43 @@ pub fn run_with(
         // At least once a minute: a changed setting is followed within a minute.
         let next = exec.next_wakeup_ms(now).saturating_sub(now);
         std::thread::sleep(Duration::from_millis(next.clamp(200, 60_000)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use outpost_replicator::schedule::Zone;
+
+    /// M1, T1: `remote run` says when it will next emit and fetch, in the site's time and in
+    /// central's when they differ.
+    #[test]
+    fn m1_remote_run_tells_the_next_emission_and_fetch_in_both_times() {
+        let ny: Zone = "America/New_York".parse().unwrap();
+        let paris: Zone = "Europe/Paris".parse().unwrap();
+        // 2027-01-15 21:00 and 23:20 in New York (UTC-5).
+        let emit = 1_800_000_000_000 - 1_800_000_000_000 % 86_400_000 + 2 * 3_600_000;
+        let fetch = emit + 140 * 60_000;
+        let text = plan_text("BSOC", ny, Some(paris), Some((emit, fetch)), Some(60_000));
+        assert!(text.starts_with("site BSOC (America/New_York)"), "{text}");
+        let local = format!("next emission {} {}", ny.date_at(emit), ny.hhmm_at(emit));
+        let central = format!(
+            "{} {} central time",
+            paris.date_at(emit),
+            paris.hhmm_at(emit)
+        );
+        assert!(text.contains(&local) && text.contains(&central), "{text}");
+        assert_ne!(ny.hhmm_at(emit), paris.hhmm_at(emit));
+        assert!(text.contains(&format!(
+            "next fetch {} {}",
+            ny.date_at(fetch),
+            ny.hhmm_at(fetch)
+        )));
+        assert!(text.contains("return awaited 60 s"), "{text}");
+        // Same zone: one time; no fixed time: said so.
+        let same = plan_text("CSOC", paris, Some(paris), None, None);
+        assert_eq!(same, "site CSOC (Europe/Paris); no fixed-time sync");
     }
 }

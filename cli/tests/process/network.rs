@@ -186,6 +186,51 @@ fn m1_the_seed_plan_in_real_time_fixed_emission_common_return_then_fetch() {
         printed.contains("received 1 return(s), 2 changes"),
         "{printed}"
     );
+    // At start it said when it would emit and fetch; each summary line has its time, and the
+    // bytes are those that travelled (issue 21 item 6).
+    let first = printed.lines().next().unwrap();
+    assert!(first.starts_with("site BSOC ("), "{first}");
+    let part = |name: &str| {
+        first
+            .split("; ")
+            .find_map(|p| p.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name}: {first}"))
+            .to_owned()
+    };
+    assert!(part("next emission ").ends_with(&local(e)), "{first}");
+    assert!(part("next fetch ").ends_with(&local(e + 120)), "{first}");
+    let timed = |what: &str| {
+        printed
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what}: {printed}"))
+            .to_owned()
+    };
+    let sent = timed("sent 1 emission(s)");
+    let (day, rest) = sent.split_once(' ').unwrap();
+    assert!(day.len() == 10 && day.as_bytes()[4] == b'-', "{sent}");
+    assert!(
+        rest.as_bytes()[2] == b':' && rest.as_bytes()[5] == b':',
+        "{sent}"
+    );
+    let bytes_of = |line: &str, after: &str| -> u64 {
+        let tail = &line[line.find(after).unwrap() + after.len()..];
+        let field = tail.split(';').next().unwrap();
+        field
+            .trim()
+            .trim_end_matches(" bytes")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(bytes_of(&sent, "2 changes,") > 0, "{sent}");
+    let received = timed("received 1 return(s)");
+    assert!(
+        bytes_of(&received, "received 1 return(s), 2 changes,") > 0,
+        "{received}"
+    );
     // CSOC's next sync brings BSOC's customer: everyone converged.
     sync(dir, "csoc", &central, &[]);
     assert_eq!(get(dir, "csoc", "K-B")["name"], "Bertrand");
