@@ -260,6 +260,11 @@ pub enum EventKind {
     /// a second store set up from one bootstrap, a superseded one, or one restored from a
     /// backup (R1; `crate::incarnation`).
     WrongStore,
+    /// An upload refused: the credential of one site sent a flow naming another (S2).
+    Impersonation,
+    /// Several uploads from one peer refused in a short time (a misconfigured or hostile
+    /// sender).
+    RepeatedRefusals,
 }
 
 /// One event, written in the transaction of what it reports.

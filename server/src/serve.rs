@@ -201,6 +201,8 @@ struct AppState {
     permits: Arc<tokio::sync::Semaphore>,
     /// The monitor's signed-in browsers.
     sessions: monitor::Sessions,
+    /// Uploads refused per peer address, recently: repeated refusals raise an alert.
+    refusals: Mutex<std::collections::HashMap<std::net::IpAddr, PeerRefusals>>,
     /// How the alert e-mails went.
     mail_status: Arc<Mutex<alerts::MailStatus>>,
 }
@@ -274,6 +276,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     }));
     let state: Shared = Arc::new(AppState {
         sessions: monitor::Sessions::default(),
+        refusals: Mutex::new(std::collections::HashMap::new()),
         mail_status: Arc::clone(&mail_status),
         sites: std::sync::RwLock::new(Arc::new(store.sites())),
         store: Arc::clone(&store),
@@ -700,14 +703,20 @@ async fn upload(
         (Err(r), _) | (_, Err(r)) => return r,
     };
     if total > state.config.max_flow_bytes {
-        tracing::warn!(%peer, site = %site.code, flow = %id, total, "refused: flow too large");
-        return fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a flow of {total} bytes is above this central's limit of {} bytes",
-                state.config.max_flow_bytes
-            ),
+        let why = format!(
+            "a flow of {total} bytes is above this central's limit of {} bytes",
+            state.config.max_flow_bytes
         );
+        return refused_upload(
+            &state,
+            peer,
+            site.id,
+            id,
+            total,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            why,
+        )
+        .await;
     }
     let store = Arc::clone(&state.store);
     let stamp = upload_stamp(&headers);
@@ -769,11 +778,16 @@ async fn upload(
         Ok(appended) => appended,
         Err(Appending::TooLong) => {
             let _ = tokio::fs::remove_file(&path).await;
-            tracing::warn!(%peer, flow = %id, "refused: more bytes than Upload-Length");
-            return fail(
+            return refused_upload(
+                &state,
+                peer,
+                site.id,
+                id,
+                total,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "more bytes than Upload-Length: the upload is dropped, start again",
-            );
+                "more bytes than Upload-Length: the upload is dropped, start again".into(),
+            )
+            .await;
         }
         Err(Appending::Disk(e)) => return fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -792,6 +806,98 @@ async fn upload(
     }
     // Whole: into the sync table, checked (T3).
     into_sync_table(&state, peer, &site, id, path).await
+}
+
+/// How long refusals from one peer are counted together, and how many raise an alert.
+const REFUSALS_WINDOW_MS: u64 = 10 * 60_000;
+const REFUSALS_ALERT: u32 = 3;
+
+/// A peer's recent refused uploads.
+#[derive(Debug, Clone, Copy)]
+struct PeerRefusals {
+    since_ms: u64,
+    count: u32,
+    alerted: bool,
+}
+
+/// An upload refused before its flow reached the sync table (too large, no flow at all, another
+/// site's flow): kept in the refused-flow log with the peer's address (`journal --refused`, the
+/// monitor), an alert raised for an impersonation and for repeated refusals from one peer.
+/// Blocking: called from a blocking task.
+fn note_refused(
+    state: &AppState,
+    peer: SocketAddr,
+    sender: SiteId,
+    id: FlowId,
+    bytes: u64,
+    why: &str,
+    impersonation: bool,
+) {
+    tracing::warn!(%peer, site = %sender, flow = %id, "upload refused: {why}");
+    let now = SystemClock.now_ms();
+    let repeated = {
+        let mut map = lock(&state.refusals);
+        map.retain(|_, r| now.saturating_sub(r.since_ms) < REFUSALS_WINDOW_MS);
+        let r = map.entry(peer.ip()).or_insert(PeerRefusals {
+            since_ms: now,
+            count: 0,
+            alerted: false,
+        });
+        r.count += 1;
+        let raise = r.count >= REFUSALS_ALERT && !r.alerted;
+        r.alerted |= raise;
+        raise.then_some(r.count)
+    };
+    let refused = central::RefusedFlow {
+        at_ms: now,
+        sender: Some(sender),
+        bytes,
+        reason: format!("upload of {id} from {peer}: {why}"),
+    };
+    let alert = if impersonation {
+        Some((central::RefusalAlert::Impersonation, id))
+    } else {
+        None
+    };
+    if let Err(e) = central::record_refused(&state.store, &refused, alert) {
+        tracing::error!("the refused upload could not be logged: {e}");
+    }
+    if let Some(count) = repeated {
+        let repeated = central::RefusedFlow {
+            reason: format!(
+                "{count} uploads from {peer} refused within {} minutes; the last: {why}",
+                REFUSALS_WINDOW_MS / 60_000
+            ),
+            ..refused
+        };
+        let event = central::record_refused(
+            &state.store,
+            &repeated,
+            Some((central::RefusalAlert::Repeated, id)),
+        );
+        if let Err(e) = event {
+            tracing::error!("the repeated refusals could not be logged: {e}");
+        }
+    }
+}
+
+/// [`note_refused`] from the request's task, then the answer.
+async fn refused_upload(
+    state: &Shared,
+    peer: SocketAddr,
+    sender: SiteId,
+    id: FlowId,
+    bytes: u64,
+    status: StatusCode,
+    why: String,
+) -> Response {
+    let shared = Arc::clone(state);
+    let logged = why.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        note_refused(&shared, peer, sender, id, bytes, &logged, false);
+    })
+    .await;
+    fail(status, why)
 }
 
 /// Why appending a request's body to a part file stopped short of an answer.
@@ -859,7 +965,7 @@ async fn into_sync_table(
     // not at the next sweep. A duplicate not yet processed (its first upload's client went
     // away before the automaton was told) wakes it too.
     let received = tokio::task::spawn_blocking(move || {
-        let received = receive_part(&store, &part, sender);
+        let received = receive_part(&waker, peer, &part, sender, id);
         let _ = std::fs::remove_file(&part);
         let wake = match &received {
             Ok(central::Received::Ready { id, .. }) => Some(*id),
@@ -893,26 +999,39 @@ async fn into_sync_table(
     }
 }
 
-/// A whole part file into the sync table. A flow whose header names another site than the
-/// authenticated one is refused as forbidden before anything is stored.
+/// A whole part file into the sync table. A body that is no flow, and a flow whose header
+/// names another site than the authenticated one (forbidden), are refused before anything is
+/// stored, and listed with the refused flows.
 fn receive_part(
-    store: &Store,
+    state: &AppState,
+    peer: SocketAddr,
     part: &Path,
     sender: SiteId,
+    id: FlowId,
 ) -> Result<central::Received, (StatusCode, String)> {
+    let store = &state.store;
+    let bytes = std::fs::metadata(part).map_or(0, |m| m.len());
     let open = || File::open(part).map(BufReader::new);
     let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let header = FlowReader::open(file)
-        .map(|r| r.header().clone())
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let header = match FlowReader::open(file) {
+        Ok(r) => r.header().clone(),
+        Err(e) => {
+            let why = if bytes == 0 {
+                "an empty body: no flow".to_owned()
+            } else {
+                format!("not a flow: {e}")
+            };
+            note_refused(state, peer, sender, id, bytes, &why, false);
+            return Err((StatusCode::UNPROCESSABLE_ENTITY, why));
+        }
+    };
     if header.source != sender || header.id.site != sender {
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!(
-                "flow {} claims to come from site {} but the credential is site {sender}'s",
-                header.id, header.source
-            ),
-        ));
+        let why = format!(
+            "flow {} claims to come from site {} but the credential is site {sender}'s",
+            header.id, header.source
+        );
+        note_refused(state, peer, sender, id, bytes, &why, true);
+        return Err((StatusCode::FORBIDDEN, why));
     }
     let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     central::receive(store, file, Some(sender)).map_err(|e| {

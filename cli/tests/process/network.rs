@@ -442,7 +442,13 @@ fn s2_a_site_acts_only_for_itself_wrong_or_missing_credentials_get_401_and_nothi
             ("CSOC", "csoc", &["immediate 60"]),
         ],
     );
-    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    // Alerts evaluated every second; flows above 100 kB refused.
+    std::fs::write(
+        dir.join("s2.toml"),
+        "listen = \"127.0.0.1:0\"\nmax_flow_bytes = 100000\n[alerts]\ncheck_s = 1\n",
+    )
+    .unwrap();
+    let central = Daemon::start(dir, &["--data", "asoc", "--config", "s2.toml"]);
     put(dir, "csoc", "K-C", r#"{"name": "Camille"}"#);
     let out = ok(dir, &["remote", "export", "--data", "csoc", "--out", "."]);
     assert!(out.contains("emission"), "{out}");
@@ -497,6 +503,37 @@ fn s2_a_site_acts_only_for_itself_wrong_or_missing_credentials_get_401_and_nothi
         .call()
         .unwrap();
     assert_eq!(r.status(), 403);
+
+    // Every refused upload leaves a lasting trace with the peer's address (issue 21 item 7):
+    // the impersonation, a body that is no flow, an empty one, one above the size limit.
+    let raw = |seq: u64, length: u64, body: &[u8]| {
+        let mut r = agent()
+            .put(format!("{}/v1/emissions/{seq}", central.url))
+            .header("authorization", format!("Bearer {bsoc}"))
+            .header("upload-offset", "0")
+            .header("upload-length", length.to_string())
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(raw(7, 11, b"not a flow!").0, 422);
+    assert_eq!(raw(8, 0, b"").0, 422);
+    assert_eq!(raw(9, 200_000, b"").0, 413);
+    let refused = ok(dir, &["journal", "--data", "asoc", "--refused"]);
+    for why in [
+        "claims to come from site 03",
+        "not a flow",
+        "an empty body",
+        "above this central's limit",
+    ] {
+        assert!(refused.contains(why), "{why}: {refused}");
+    }
+    assert!(refused.contains("from 127.0.0.1:"), "{refused}");
+    // The impersonation and the repeated refusals from one peer are alerts.
+    wait_for(30, "the alerts of the refused uploads", || {
+        let alerts = ok(dir, &["journal", "--data", "asoc", "--alerts"]);
+        alerts.contains("claims to come from site 03") && alerts.contains("uploads from 127.0.0.1")
+    });
     // Nothing of CSOC reached central.
     assert!(journal_of(dir, &central, 3).is_empty());
     assert!(journal_of(dir, &central, 2).is_empty());

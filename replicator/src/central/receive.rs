@@ -174,6 +174,52 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
     Ok(outcome)
 }
 
+/// The alert a refused upload raises.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RefusalAlert {
+    /// The credential of one site sent a flow naming another (S2).
+    Impersonation,
+    /// Several uploads from one peer refused in a short time.
+    Repeated,
+}
+
+/// Lists a flow refused before it reached [`receive`] — by the transport: too large, a body
+/// that is no flow (bad magic, bad header checksum, empty), a credential sending another site's
+/// flow — in the log of refused flows (`outpost journal --refused`, the monitor), with `alert`
+/// raised as an event when given (impersonation, repeated refusals). Nothing of the flow is
+/// kept.
+pub fn record_refused(
+    store: &Store,
+    refused: &RefusedFlow,
+    alert: Option<(RefusalAlert, FlowId)>,
+) -> Result<()> {
+    check_central(store)?;
+    let receipt = new_receipt(store)?;
+    local::write(store, |tx| {
+        put_refused(tx, receipt, refused)?;
+        if let (Some((alert, flow)), Some(site)) = (alert, refused.sender) {
+            crate::monitor_records::record_event(
+                tx,
+                &crate::monitor_records::Event {
+                    kind: match alert {
+                        RefusalAlert::Impersonation => {
+                            crate::monitor_records::EventKind::Impersonation
+                        }
+                        RefusalAlert::Repeated => {
+                            crate::monitor_records::EventKind::RepeatedRefusals
+                        }
+                    },
+                    at_ms: refused.at_ms,
+                    site,
+                    flow,
+                    text: refused.reason.clone(),
+                },
+            )?;
+        }
+        Ok(())
+    })
+}
+
 /// Lists a flow refused at receipt (`rf/` + receipt number), outside the journal.
 pub(super) fn put_refused(
     tx: &mut outpost_engine::WriteTx<'_, '_>,

@@ -177,7 +177,11 @@ struct LoginForm {
     credential: String,
 }
 
-async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<Shared>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let presented = format!("Bearer {}", form.credential.trim());
     let site = crate::auth::authenticate(&state.store, &state.sites(), Some(&presented));
     let refused = |why: &str| {
@@ -196,11 +200,11 @@ async fn login(State(state): State<Shared>, Form(form): Form<LoginForm>) -> Resp
     match site {
         Ok(s) if s.is_central() => {}
         Ok(s) => {
-            tracing::warn!(site = %s.code, "monitor sign-in refused: a remote's credential");
+            tracing::warn!(%peer, site = %s.code, "monitor sign-in refused: a remote's credential");
             return refused("This is a remote's credential: the monitor needs central's.");
         }
         Err(denied) => {
-            tracing::warn!("monitor sign-in refused: {denied}");
+            tracing::warn!(%peer, "monitor sign-in refused: {denied}");
             return refused("That credential is not central's administrator credential.");
         }
     }
