@@ -975,6 +975,13 @@ fn j1_monitor_routes_take_central_s_credential_or_a_session_and_refuse_bad_queri
     let r = login(&bsoc);
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("set-cookie").is_none());
+    // The refusal is logged with who asked (issue 21 item 7).
+    let log = central.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("monitor sign-in refused"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
     let r = login(&admin);
     assert_eq!(r.status(), 303);
     let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
