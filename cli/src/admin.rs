@@ -228,6 +228,21 @@ pub fn set_remote(dir: &Path, code: &str, change: &RemoteChange<'_>) -> CliResul
     Ok(())
 }
 
+/// `outpost central remove-remote`: see [`central::remove_remote`].
+pub fn remove_remote(dir: &Path, code: &str) -> CliResult<()> {
+    let store = open_central(dir)?;
+    let id = central::remove_remote(&store, code, SystemClock.now_ms()).map_err(msg)?;
+    let rows = journal::rows(&store, Some(id), None, None)
+        .map_err(msg)?
+        .len();
+    crate::say!(
+        "remote {code} (id {id}) removed: its credential no longer works and its flows are \
+         refused from now on; what it wrote and its {rows} journal row(s) stay at central; \
+         id {id} and code {code} are not given again"
+    );
+    Ok(())
+}
+
 /// A remote's bootstrap file with a new network credential in it (the old one no longer
 /// works).
 fn site_bootstrap(

@@ -462,6 +462,17 @@ pub(crate) enum CentralCommand {
         #[arg(long)]
         allow_all: bool,
     },
+    /// Retire a remote (a shop closed): it leaves the schedule and the common return, its
+    /// credential stops working, its flows are refused from now on; what it wrote and its
+    /// journal rows stay at central (docs/OPERATIONS.md).
+    RemoveRemote {
+        /// Central's data directory.
+        #[arg(long, value_parser = outpost_cli::out::path)]
+        data: PathBuf,
+        /// The remote's establishment code.
+        #[arg(long)]
+        site: String,
+    },
     /// A remote's store was lost, or set up twice from one bootstrap: refuse every store of
     /// the site set up before, and write a new bootstrap (with a new credential) for the one
     /// that speaks for it from now on (docs/OPERATIONS.md).

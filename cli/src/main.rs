@@ -94,6 +94,7 @@ fn data_dir_of(command: &Command) -> Option<(&std::path::Path, InDaemon)> {
             CentralCommand::Restore { data, .. } => (data, Refused(REPLACES)),
             CentralCommand::AddRemote { data, .. }
             | CentralCommand::SetRemote { data, .. }
+            | CentralCommand::RemoveRemote { data, .. }
             | CentralCommand::Reprovision { data, .. }
             | CentralCommand::NewCredential { data, .. }
             | CentralCommand::Backup { data, .. }
@@ -473,6 +474,7 @@ fn dispatch(command: Command) -> ExitCode {
                     deny: (allow_all || !deny.is_empty()).then_some(deny.as_slice()),
                 },
             ),
+            CentralCommand::RemoveRemote { data, site } => admin::remove_remote(&data, &site),
             CentralCommand::Reprovision {
                 data,
                 site,

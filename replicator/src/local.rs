@@ -73,6 +73,8 @@ pub(crate) const EVENT_SEQ: &[u8] = b"cs/event";
 pub(crate) const FAILED: &[u8] = b"fp/";
 /// The monitor: alerts: `al/` + number (u64 BE).
 pub(crate) const ALERTS: &[u8] = b"al/";
+/// Central: remotes removed from the deployment (`rt/` + site id → when, UTC ms).
+pub(crate) const RETIRED: &[u8] = b"rt/";
 /// The monitor: the alerts' bookkeeping.
 pub(crate) const ALERT_STATE: &[u8] = b"cs/alerts";
 /// The site server (`outpost-server`): its workstation users: `wu/` + user code.
@@ -113,6 +115,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("FAILED", FAILED),
     ("ALERTS", ALERTS),
     ("ALERT_STATE", ALERT_STATE),
+    ("RETIRED", RETIRED),
     ("SITE_USERS", SITE_USERS),
     ("SITE_LOG", SITE_LOG),
     ("SITE_LOG_SEQ", SITE_LOG_SEQ),

@@ -225,3 +225,109 @@ fn s4_m1_a_shops_commands_run_in_remote_run_without_stopping_it() {
         "{err}"
     );
 }
+
+/// C4, C6, J1: a remote removed while central runs (a shop closed) can no longer sync — its
+/// credential is refused, a file of it is refused and listed — while what it wrote and its
+/// journal rows stay at central, and the other remotes go on (issue 21 item 2).
+#[test]
+fn c4_j1_a_removed_remote_is_refused_from_then_on_and_its_data_and_journal_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &[],
+        &[
+            ("BSOC", "bsoc", &["immediate 60"]),
+            ("CSOC", "csoc", &["immediate 60"]),
+        ],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
+    sync(dir, "bsoc", &central, &[]);
+
+    let removed = ok(
+        dir,
+        &[
+            "central",
+            "remove-remote",
+            "--data",
+            "asoc",
+            "--site",
+            "BSOC",
+        ],
+    );
+    assert!(removed.contains("remote BSOC (id 02) removed"), "{removed}");
+
+    // Its credential no longer works.
+    put(dir, "bsoc", "K-B2", r#"{"name": "Blaise"}"#);
+    let (good, _, err) = run(
+        dir,
+        &[
+            "remote",
+            "sync",
+            "--data",
+            "bsoc",
+            "--central",
+            &central.url,
+        ],
+    );
+    assert!(!good, "a removed remote synced");
+    assert!(err.contains("401") || err.contains("credential"), "{err}");
+    // A file of it is refused at central and listed with the reason.
+    let file = ok(dir, &["remote", "export", "--data", "bsoc", "--out", "."]);
+    let file = file
+        .split_whitespace()
+        .find(|w| w.contains("emission-"))
+        .unwrap_or_else(|| panic!("{file}"))
+        .trim_end_matches(['.', ','])
+        .to_owned();
+    let (good, _, err) = run(dir, &["central", "import", "--data", "asoc", &file]);
+    assert!(!good, "a removed remote's file was taken");
+    assert!(err.contains("was removed"), "{err}");
+    let refused = ok(dir, &["journal", "--data", "asoc", "--refused"]);
+    assert!(refused.contains("was removed"), "{refused}");
+    assert!(get(dir, "asoc", "K-B2").is_null());
+
+    // What it wrote and its journal rows stay; the others go on and still receive its data.
+    assert_eq!(get(dir, "asoc", "K-B")["name"], "Bertrand");
+    let rows = ok(
+        dir,
+        &["journal", "--data", "asoc", "--site", "BSOC", "--json"],
+    );
+    let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
+    assert!(!rows.as_array().unwrap().is_empty());
+    sync(dir, "csoc", &central, &[]);
+    assert_eq!(get(dir, "csoc", "K-B")["name"], "Bertrand");
+
+    // Its id and code are not given again; removing it twice says there is no such remote.
+    let (good, _, err) = run(
+        dir,
+        &[
+            "central",
+            "remove-remote",
+            "--data",
+            "asoc",
+            "--site",
+            "BSOC",
+        ],
+    );
+    assert!(!good && err.contains("no remote BSOC"), "{err}");
+    let (good, _, err) = run(
+        dir,
+        &[
+            "central",
+            "add-remote",
+            "--data",
+            "asoc",
+            "--id",
+            "2",
+            "--code",
+            "XSOC",
+            "--sync",
+            "immediate 60",
+            "--bootstrap",
+            "xsoc.boot",
+        ],
+    );
+    assert!(!good, "id 2 given again: {err}");
+}

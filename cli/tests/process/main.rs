@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod kill_loop;
 mod monitor;
 mod network;
+mod readme;
 mod reliability;
 mod sim;
 mod site_server;

@@ -205,6 +205,66 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
     local::write(store, |tx| local::put(tx, local::CONFIG, config))
 }
 
+/// Removes a remote from the deployment (`outpost central remove-remote`): it leaves the sync
+/// configuration (no schedule, no common return, no silence alert), its credential stops
+/// working, and any flow of it that still comes — uploaded or imported from a file — is refused
+/// and listed with the refused flows. What it wrote stays in central's data, which the other
+/// remotes keep receiving, and its journal rows stay (J1's history). Its id and code stay taken:
+/// a new establishment gets new ones. Refused while emissions of it wait to be processed.
+pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
+    check_central(store)?;
+    let mut config = config(store)?.ok_or_else(|| {
+        Error::Refused("central has no configuration: run `outpost central init` first".into())
+    })?;
+    let Some(pos) = config.remotes.iter().position(|r| r.code == code) else {
+        let known: Vec<&str> = config.remotes.iter().map(|r| r.code.as_str()).collect();
+        return Err(Error::Refused(format!(
+            "no remote {code}; the remotes are: {}",
+            known.join(", ")
+        )));
+    };
+    let id = config.remotes.remove(pos).id;
+    let pending = pending_emissions(store)?
+        .into_iter()
+        .filter(|f| f.site == id)
+        .count();
+    if pending > 0 {
+        return Err(Error::Refused(format!(
+            "{pending} emission(s) of {code} wait to be processed: let central process them \
+             first (its daemon does at once; a stopped daemon at its next start), then remove it"
+        )));
+    }
+    config
+        .validate()
+        .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
+    local::write(store, |tx| {
+        local::put(tx, local::CONFIG, &config)?;
+        let mut credential = local::CREDENTIALS.to_vec();
+        credential.extend_from_slice(&id.0.to_be_bytes());
+        tx.local_remove(&credential)?;
+        local::put(tx, &retired_key(id), &now_ms)
+    })?;
+    Ok(id)
+}
+
+fn retired_key(site: SiteId) -> Vec<u8> {
+    let mut key = local::RETIRED.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    key
+}
+
+/// When a remote was removed from the deployment, if it was ([`remove_remote`]).
+pub fn retired(store: &Store, site: SiteId) -> Result<Option<u64>> {
+    local::snap_get(&store.snapshot()?, &retired_key(site))
+}
+
+pub(crate) fn retired_in(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    site: SiteId,
+) -> Result<Option<u64>> {
+    local::get(tx, &retired_key(site))
+}
+
 /// The sync configuration last set, if any.
 pub fn config(store: &Store) -> Result<Option<crate::config::SyncConfig>> {
     local::snap_get(&store.snapshot()?, local::CONFIG)

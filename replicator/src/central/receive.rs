@@ -108,7 +108,17 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         .get(header.source)
         .map_or_else(|| header.source.to_string(), |s| s.code.to_string());
     let outcome = local::write(store, |tx| {
-        if let Err(reason) = crate::incarnation::check_emission(tx, &header, &code)? {
+        let retired = retired_in(tx, header.source)?.map(|_| {
+            format!(
+                "remote {code} was removed from this deployment (outpost central \
+                 remove-remote): its flows are refused"
+            )
+        });
+        let checked = match retired {
+            Some(reason) => Err(reason),
+            None => crate::incarnation::check_emission(tx, &header, &code)?,
+        };
+        if let Err(reason) = checked {
             let refused = RefusedFlow {
                 at_ms: now,
                 sender,
