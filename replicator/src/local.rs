@@ -75,6 +75,9 @@ pub(crate) const FAILED: &[u8] = b"fp/";
 pub(crate) const ALERTS: &[u8] = b"al/";
 /// Central: remotes removed from the deployment (`rt/` + site id → when, UTC ms).
 pub(crate) const RETIRED: &[u8] = b"rt/";
+/// Central: documents each remote holds reserved (R7), as its newest emission reported them
+/// (`rv/` + site id → [`crate::monitor_records::Reserved`]).
+pub(crate) const RESERVED_REPORTED: &[u8] = b"rv/";
 /// The monitor: the alerts' bookkeeping.
 pub(crate) const ALERT_STATE: &[u8] = b"cs/alerts";
 /// The site server (`outpost-server`): its workstation users: `wu/` + user code.
@@ -116,6 +119,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("ALERTS", ALERTS),
     ("ALERT_STATE", ALERT_STATE),
     ("RETIRED", RETIRED),
+    ("RESERVED_REPORTED", RESERVED_REPORTED),
     ("SITE_USERS", SITE_USERS),
     ("SITE_LOG", SITE_LOG),
     ("SITE_LOG_SEQ", SITE_LOG_SEQ),

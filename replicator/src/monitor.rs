@@ -31,7 +31,8 @@ use crate::monitor_records::{
     EVENTS, FAILED, JOURNAL_BY_TIME, REJECTIONS, be_key, flow_bytes, flow_from, index_row,
 };
 pub use crate::monitor_records::{
-    Event, EventKind, LoggedRejection, SiteSeen, ensure_indexed, sites_seen,
+    Event, EventKind, LoggedRejection, RESERVED_SETTING, Reserved, SiteSeen, ensure_indexed,
+    reserved, sites_seen,
 };
 pub use staleness::{
     STALENESS_LOOKBACK_MS, StalenessHistory, StalenessPoint, staleness_history, staleness_series,

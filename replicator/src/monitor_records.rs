@@ -158,6 +158,55 @@ pub(crate) fn saw_emission(
     })
 }
 
+/// The setting of an emission's header that says how many documents its remote holds
+/// reserved (R7: held out of syncs until released), for central's monitor.
+pub const RESERVED_SETTING: &str = "reserved";
+
+/// The documents a remote holds reserved, as its newest emission reported them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reserved {
+    /// How many.
+    pub count: u64,
+    /// The emission that said so.
+    pub flow: FlowId,
+    /// When it became file ready (central's clock, UTC ms).
+    pub at_ms: u64,
+}
+
+fn reserved_key(site: SiteId) -> Vec<u8> {
+    be_key(local::RESERVED_REPORTED, &[&site.0.to_be_bytes()])
+}
+
+/// An emission reported `count` documents reserved at its remote (kept from the newest
+/// emission only).
+pub(crate) fn saw_reserved(
+    tx: &mut WriteTx<'_, '_>,
+    id: FlowId,
+    at_ms: u64,
+    count: u64,
+) -> Result<()> {
+    let key = reserved_key(id.site);
+    let kept: Option<Reserved> = local::get(tx, &key)?;
+    if kept.is_none_or(|k| k.flow.seq <= id.seq) {
+        local::put(
+            tx,
+            &key,
+            &Reserved {
+                count,
+                flow: id,
+                at_ms,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// The documents `site` holds reserved, as its newest emission reported them (`None` before an
+/// emission that reports them).
+pub fn reserved(snap: &outpost_engine::Snapshot, site: SiteId) -> Result<Option<Reserved>> {
+    local::snap_get(snap, &reserved_key(site))
+}
+
 /// A bootstrap or a return was made for `site`.
 pub(crate) fn saw_made(
     tx: &mut WriteTx<'_, '_>,

@@ -296,6 +296,11 @@ pub fn emit<W: Write>(
     if let Some(d) = st.settings.get(crate::central::DEPLOYMENT_SETTING) {
         settings.insert(crate::central::DEPLOYMENT_SETTING.to_owned(), d.clone());
     }
+    // The documents held reserved here (R7), for central's monitor (issue 21).
+    settings.insert(
+        crate::monitor_records::RESERVED_SETTING.to_owned(),
+        snap.reservations()?.len().to_string(),
+    );
     let header = FlowHeader {
         id,
         kind: FlowKind::Emission,

@@ -1087,3 +1087,102 @@ fn j1_monitor_routes_take_central_s_credential_or_a_session_and_refuse_bad_queri
     }
     assert_eq!(get("/v1/monitor/staleness", Some(&bsoc), None).0, 403);
 }
+
+/// R7, J1: the monitor's sites show how many documents each remote holds reserved (out of
+/// syncs until released), as its newest emission reported them (issue 21 item 10).
+#[test]
+fn r7_the_monitor_shows_the_documents_each_remote_holds_reserved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &[],
+        &[
+            ("BSOC", "bsoc", &["immediate 60"]),
+            ("CSOC", "csoc", &["immediate 60"]),
+        ],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let doc = |key: &str| {
+        ok(
+            dir,
+            &[
+                "put",
+                "--data",
+                "bsoc",
+                "--table",
+                "sales_documents",
+                "--key",
+                key,
+                "--fields",
+                r#"{"status": "draft"}"#,
+            ],
+        );
+    };
+    let reserved = || -> Vec<(String, serde_json::Value)> {
+        admin_get(dir, &central, "/v1/monitor/sites")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["code"].as_str().unwrap().to_owned(),
+                    s["reserved"].clone(),
+                )
+            })
+            .collect()
+    };
+    // Before any emission: not known.
+    assert!(
+        reserved().iter().all(|(_, r)| r.is_null()),
+        "{:?}",
+        reserved()
+    );
+    for key in ["BSOC-D1", "BSOC-D2", "BSOC-D3"] {
+        doc(key);
+    }
+    for key in ["BSOC-D1", "BSOC-D2"] {
+        ok(
+            dir,
+            &[
+                "reserve",
+                "--data",
+                "bsoc",
+                "--table",
+                "sales_documents",
+                "--key",
+                key,
+                "--user",
+                "PAUL",
+            ],
+        );
+    }
+    sync(dir, "bsoc", &central, &[]);
+    sync(dir, "csoc", &central, &[]);
+    let got = reserved();
+    assert!(
+        got.contains(&("BSOC".into(), serde_json::json!(2))),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("CSOC".into(), serde_json::json!(0))),
+        "{got:?}"
+    );
+    // Released: the next emission says so.
+    ok(
+        dir,
+        &[
+            "release",
+            "--data",
+            "bsoc",
+            "--table",
+            "sales_documents",
+            "--key",
+            "BSOC-D1",
+            "--user",
+            "PAUL",
+        ],
+    );
+    sync(dir, "bsoc", &central, &[]);
+    assert!(reserved().contains(&("BSOC".into(), serde_json::json!(1))));
+}

@@ -168,6 +168,14 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         crate::journal::put(tx, &row)?;
         crate::monitor_records::index_row(tx, now, id)?;
         crate::monitor_records::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
+        if let Some(count) = header
+            .config
+            .as_ref()
+            .and_then(|c| c.settings.get(crate::monitor_records::RESERVED_SETTING))
+            .and_then(|n| n.parse().ok())
+        {
+            crate::monitor_records::saw_reserved(tx, id, now, count)?;
+        }
         local::put(tx, &pending_key(receipt), &id)?;
         Ok(Ok(Received::Ready { id, bytes, note }))
     })?;

@@ -598,6 +598,9 @@ struct SiteView {
     staleness_since: Option<Times>,
     pending: Vec<String>,
     quarantined: Vec<String>,
+    /// Documents the remote holds reserved (R7: out of syncs until released), as its newest
+    /// emission reported them; `None` before one did.
+    reserved: Option<u64>,
     open_alerts: usize,
 }
 
@@ -625,9 +628,11 @@ fn site_views(state: &AppState) -> outpost_replicator::Result<Vec<SiteView>> {
             entry.0.push(id.to_string());
         }
     }
+    let snap = store.snapshot()?;
     let mut out = Vec::new();
     for remote in config.iter().flat_map(|c| c.remotes.iter()) {
         let s = seen.get(&remote.id).cloned().unwrap_or_default();
+        let reserved = monitor::reserved(&snap, remote.id)?.map(|r| r.count);
         let info_since = s
             .last_applied_return
             .map(|(_, made, _)| made)
@@ -654,6 +659,7 @@ fn site_views(state: &AppState) -> outpost_replicator::Result<Vec<SiteView>> {
             staleness_since: zones.at(remote.id, info_since),
             pending,
             quarantined,
+            reserved,
             open_alerts: open
                 .iter()
                 .filter(|a| a.is_open() && a.site == Some(remote.id))

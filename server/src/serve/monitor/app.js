@@ -191,6 +191,7 @@ async function loadSites() {
       s.clock_offset_ms === null ? "—" : (s.clock_offset_ms >= 1000 ? "+" : "") + human(s.clock_offset_ms)),
     el("td", {}, s.pending.length ? s.pending.join(", ") : "—"),
     el("td", { class: s.quarantined.length ? "hot" : "" }, s.quarantined.length ? s.quarantined.join(", ") : "—"),
+    el("td", { class: "num reserved" }, s.reserved === null ? "—" : s.reserved),
     el("td", { class: s.open_alerts ? "hot" : "" }, s.open_alerts))));
   const select = document.getElementById("f-site");
   const have = new Set([...select.options].map((o) => o.value));
