@@ -432,13 +432,19 @@ pub const REMOTE_SETTINGS: [&str; 6] = [
 ];
 
 /// Checks a setting a remote's administrator sets, among the remote's settings, as central
-/// checks its configuration (C4, M1): a known setting, well formed, and the schedule possible
-/// against central's common return. `code` names the remote in the messages.
+/// checks its configuration (C4, M1): one of outpost's settings, well formed, the schedule
+/// possible against central's common return — or a setting of the host application that
+/// central sent the remote (`sent`: outpost cannot tell its format). `code` names the remote
+/// in the messages.
 pub fn check_remote_setting(
     code: &str,
     settings: &BTreeMap<String, String>,
     name: &str,
+    sent: bool,
 ) -> Result<(), String> {
+    if sent && !REMOTE_SETTINGS.contains(&name) {
+        return Ok(());
+    }
     if let Some(value) = settings.get(name) {
         let bad = |why: String| format!("setting {name} = {value:?} refused: {why}");
         match name {
@@ -463,7 +469,8 @@ pub fn check_remote_setting(
             }
             _ => {
                 return Err(format!(
-                    "{name:?} is not a setting; the settings are: {}",
+                    "{name:?} is not a setting of this site; the settings are: {} (and those \
+                     central sent it)",
                     REMOTE_SETTINGS.join(", ")
                 ));
             }

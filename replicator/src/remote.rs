@@ -607,9 +607,11 @@ pub fn set_setting(store: &Store, name: &str, value: &str) -> Result<()> {
     let code = store.site().code.to_string();
     local::write(store, |tx| {
         let mut st = state(tx)?;
+        let sent = st.settings.contains_key(name);
         st.settings.insert(name.to_owned(), value.to_owned());
         // Checked as central checks them (C4, M1): a refused value changes nothing.
-        crate::config::check_remote_setting(&code, &st.settings, name).map_err(Error::Refused)?;
+        crate::config::check_remote_setting(&code, &st.settings, name, sent)
+            .map_err(Error::Refused)?;
         local::put(tx, local::REMOTE_STATE, &st)
     })
 }

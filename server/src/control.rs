@@ -340,29 +340,57 @@ impl Drop for FrameWriter {
 /// when no daemon answers (no socket, or one left by a daemon that stopped): the caller runs
 /// the command itself.
 pub fn forward(dir: &Path, argv: Vec<String>) -> Option<Result<u8, String>> {
-    forward_with(dir, argv)
+    forward_to(
+        dir,
+        argv,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// [`forward`], what the command prints written to `out` and `err`.
+pub fn forward_to(
+    dir: &Path,
+    argv: Vec<String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Option<Result<u8, String>> {
+    forward_with(dir, argv, out, err)
 }
 
 #[cfg(unix)]
-fn forward_with(dir: &Path, argv: Vec<String>) -> Option<Result<u8, String>> {
+fn forward_with(
+    dir: &Path,
+    argv: Vec<String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Option<Result<u8, String>> {
     let conn = std::os::unix::net::UnixStream::connect(dir.join(SOCKET_FILE)).ok()?;
-    Some(forward_on(conn, argv))
+    Some(forward_on(conn, argv, out, err))
 }
 
 #[cfg(not(unix))]
-fn forward_with(_dir: &Path, _argv: Vec<String>) -> Option<Result<u8, String>> {
+fn forward_with(
+    _dir: &Path,
+    _argv: Vec<String>,
+    _out: &mut dyn Write,
+    _err: &mut dyn Write,
+) -> Option<Result<u8, String>> {
     None
 }
 
 #[cfg(unix)]
-fn forward_on(mut conn: std::os::unix::net::UnixStream, argv: Vec<String>) -> Result<u8, String> {
+fn forward_on(
+    mut conn: std::os::unix::net::UnixStream,
+    argv: Vec<String>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("the working directory: {e}"))?;
     let mut line = serde_json::to_vec(&Request { argv, cwd }).map_err(|e| e.to_string())?;
     line.push(b'\n');
     conn.write_all(&line)
         .map_err(|e| format!("sending the command to the daemon: {e}"))?;
-    let mut out = std::io::stdout().lock();
-    let mut err = std::io::stderr().lock();
     let mut out_closed = false;
     for line in BufReader::new(conn).lines() {
         let line = line.map_err(|e| format!("reading the daemon's answer: {e}"))?;

@@ -669,6 +669,36 @@ pub fn sync_now(
     Ok(summary)
 }
 
+/// Carries out the schedule's `commands` now, as `remote run` does when their time comes — the
+/// fixed-time emission (`Emit(Deferred)`) or fetch (`FetchReturn`) — through the same executor,
+/// once; a driver that keeps its own clock (the fleet harness) calls it at its times.
+pub fn scheduled(
+    store: &Store,
+    link: &Link,
+    dir: &Path,
+    commands: Vec<outpost_replicator::automaton::RemoteCommand>,
+) -> Result<Summary, NetError> {
+    let started = Instant::now();
+    let mut exec = RemoteExecutor::new(store).map_err(local)?;
+    let mut net = Net {
+        link,
+        dir,
+        summary: Summary::default(),
+    };
+    let refused_before = remote::refused_by_central(store).map_err(local)?.len();
+    let mut run = exec.carry_out(store, &mut net, commands).map_err(local)?;
+    if let Some(e) = run.unreachable.take() {
+        return Err(e);
+    }
+    if let Some(f) = run.failed.first() {
+        return Err(NetError::Local(f.to_string()));
+    }
+    let mut summary = std::mem::take(&mut net.summary);
+    account(store, &mut run, refused_before, &mut summary)?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
 /// `outpost remote run`: the site's executor (M1), connecting only for each sync (S2) and
 /// retrying with backoff while central is unreachable. It follows the site's settings as they
 /// change (a return, a local admin's edit: C4, C6) without a restart. Runs until the process is

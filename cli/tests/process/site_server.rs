@@ -830,7 +830,7 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
         (
             "emission_time",
             "20:00",
-            "not a setting; the settings are: time_zone",
+            "not a setting of this site; the settings are: time_zone",
         ),
     ] {
         let out = set(name, value);
