@@ -197,12 +197,23 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
     config
         .validate()
         .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
-    for r in &config.remotes {
-        let site = Site::remote(r.id.0, &r.code).map_err(outpost_engine::Error::from)?;
-        let settings = config.remote_settings(r.id).unwrap_or_default();
-        create_remote(store, site, r.denied_tables.clone(), settings)?;
-    }
-    local::write(store, |tx| local::put(tx, local::CONFIG, config))
+    // One transaction, whatever the number of remotes (a thousand remotes added one by one
+    // must not cost a commit per remote each time).
+    local::write(store, |tx| {
+        for r in &config.remotes {
+            let site = Site::remote(r.id.0, &r.code).map_err(outpost_engine::Error::from)?;
+            tx.add_site(site)?;
+            tx.set_denied_tables(r.id, r.denied_tables.clone())?;
+            let settings = config.remote_settings(r.id).unwrap_or_default();
+            let key = remote_key(r.id);
+            let mut rec: RemoteRecord = local::get(tx, &key)?.unwrap_or_default();
+            if rec.settings != settings {
+                rec.settings = settings;
+                local::put(tx, &key, &rec)?;
+            }
+        }
+        local::put(tx, local::CONFIG, config)
+    })
 }
 
 /// Removes a remote from the deployment (`outpost central remove-remote`): it leaves the sync
