@@ -8,7 +8,8 @@ use common::*;
 use outpost::replicator::central::{self, Received};
 use outpost::replicator::remote::{self, Applied};
 use outpost::replicator::{Error, FlowKind, SyncMode, files, journal};
-use outpost::{Outcome, Rule, Store, Value};
+use outpost::{Outcome, Rule, Site, SiteId, Store, StoreConfig, Value};
+use std::collections::BTreeSet;
 
 #[test]
 fn j3_a_deferred_cycle_leaves_the_journal_rows_and_links_the_seed_describes() {
@@ -1012,4 +1013,68 @@ fn r1_an_old_file_arriving_after_its_successor_from_a_clock_set_back_is_no_fork(
     for k in ["D-1", "D-2", "D-3", "D-4"] {
         assert!(d.asoc.record("customers", k).unwrap().is_some(), "{k}");
     }
+}
+
+/// M1, issue 22: at the common return time, returns for many remotes are prepared together —
+/// the changes above what all of them know encoded once and copied into each — and every
+/// remote applying its return holds exactly central's content (its own changes in the shared
+/// part counted as already had).
+#[test]
+fn m1_common_returns_share_their_common_part_and_every_remote_converges() {
+    let d = Deployment::new();
+    let n = central::SHARED_RETURNS_MIN + 2;
+    let mut remotes = vec![(BSOC, &d.bsoc), (CSOC, &d.csoc)];
+    let mut extra = Vec::new();
+    for i in 0..n - 2 {
+        let id = SiteId(u16::try_from(10 + i).unwrap());
+        let site = Site::remote(id.0, &format!("X{i:02}")).unwrap();
+        central::create_remote(&d.asoc, site, BTreeSet::new(), settings("21:00")).unwrap();
+        let (file, _) = files::bootstrap_to(&d.asoc, id, &d.usb()).unwrap();
+        let store = remote::bootstrap(
+            std::io::BufReader::new(std::fs::File::open(&file).unwrap()),
+            |site: &Site| {
+                Store::open(
+                    d.root.path().join(site.code.as_str()),
+                    StoreConfig::new(site.clone(), outpost::retail::schema(), d.clock.clone()),
+                )
+            },
+        )
+        .unwrap();
+        extra.push((id, store));
+    }
+    remotes.extend(extra.iter().map(|(id, s)| (*id, s)));
+    for (id, store) in &remotes {
+        store
+            .write(|tx| {
+                tx.set("customers", &format!("K-{id}"), "name", "Dupont")?;
+                tx.set("customers", "K-SHARED", "city", format!("city of {id}"))
+            })
+            .unwrap();
+        d.emit_and_process(store, SyncMode::Deferred);
+    }
+    let ids: Vec<SiteId> = remotes.iter().map(|(id, _)| *id).collect();
+    let built = central::prepare_returns(&d.asoc, &ids).unwrap();
+    assert_eq!(built.len(), n);
+    // One common part: every return holds the same changes, the whole fleet's day.
+    assert!(built.iter().all(|b| b.n_changes == built[0].n_changes));
+    assert!(built[0].n_changes >= 2 * n as u64, "{built:?}");
+    for (id, store) in &remotes {
+        let (_, reader) = central::fetch_return(&d.asoc, *id, 0).unwrap().unwrap();
+        let applied = remote::apply_return(store, reader).unwrap();
+        assert!(
+            matches!(applied, remote::Applied::Applied { .. }),
+            "{id}: {applied:?}"
+        );
+        assert_eq!(content(store), content(&d.asoc), "{id}");
+    }
+    // Fewer remotes than the threshold: each return holds what its remote lacks, as central
+    // knows it (BSOC, which just emitted, lacks nothing; CSOC's knowledge is as of its last
+    // emission).
+    d.bsoc
+        .write(|tx| tx.set("customers", "K-LATE", "name", "Late"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    let few = central::prepare_returns(&d.asoc, &[BSOC, CSOC]).unwrap();
+    assert_eq!(few[0].n_changes, 0, "BSOC lacks nothing: {few:?}");
+    assert!(few[1].n_changes >= 1, "CSOC lacks K-LATE: {few:?}");
 }

@@ -200,9 +200,18 @@ pub fn run_central(
                 }
             }
             Command::PrepareReturn(site) => {
+                // The common return time asks for many at once: prepared together, their
+                // common part encoded once.
+                let mut sites = vec![site];
+                while let Some(Command::PrepareReturn(next)) = queue.front().copied() {
+                    queue.pop_front();
+                    sites.push(next);
+                }
                 automaton.set_activity(Activity::Returning(site));
-                let built = central::prepare_return(store, site)?;
-                run.returns.push((site, built.id));
+                let built = central::prepare_returns(store, &sites)?;
+                for (site, b) in sites.iter().zip(built) {
+                    run.returns.push((*site, b.id));
+                }
             }
             Command::Sweep => {
                 let pending = central::pending_emissions(store)?;

@@ -328,6 +328,92 @@ impl<W: Write> Write for Sink<W> {
     }
 }
 
+/// Writes a flow's preamble and header; gives the sink back with the bytes written.
+fn preamble<W: Write>(mut out: W, header: &FlowHeader, compress: bool) -> io::Result<(W, u64)> {
+    let header_bytes = encode("header", header)?;
+    let header_len = u32::try_from(header_bytes.len())
+        .ok()
+        .filter(|l| *l <= HEADER_BYTES_MAX)
+        .ok_or_else(|| io::Error::other("the flow header is too large"))?;
+    out.write_all(&MAGIC)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    let flags = if compress { FLAG_ZSTD } else { 0 };
+    out.write_all(&flags.to_le_bytes())?;
+    out.write_all(&header_len.to_le_bytes())?;
+    out.write_all(&header_bytes)?;
+    out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
+    Ok((out, 8 + 2 + 2 + 4 + u64::from(header_len) + 4))
+}
+
+fn zstd_encoder<W: Write>(out: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
+    enc.include_checksum(true)?;
+    Ok(enc)
+}
+
+/// Change frames encoded once and copied into several flows ([`FlowWriter::with_shared`]): the
+/// common part of the returns central makes for its deferred remotes at the common return
+/// time (M1), instead of encoding the same changes once per remote.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedChanges {
+    /// One complete zstd frame holding the change frames.
+    zstd: Vec<u8>,
+    n_changes: u64,
+    n_frames: u64,
+    /// The frames' size, uncompressed.
+    bytes: u64,
+}
+
+impl fmt::Debug for SharedChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedChanges")
+            .field("n_changes", &self.n_changes)
+            .field("compressed", &self.zstd.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl SharedChanges {
+    /// Encodes `changes` into change frames, compressed, once.
+    pub fn encode<E: From<io::Error>>(
+        changes: impl Iterator<Item = Result<Change, E>>,
+    ) -> Result<Self, E> {
+        let mut w = FlowWriter {
+            sink: Sink::Zstd(zstd_encoder(Vec::new())?),
+            pending: Vec::with_capacity(CHANGES_PER_FRAME),
+            n_changes: 0,
+            n_rejections: 0,
+            n_frames: 0,
+            bytes: 0,
+        };
+        for change in changes {
+            w.push_change(change?)?;
+        }
+        w.flush_changes()?;
+        let zstd = match w.sink {
+            Sink::Zstd(enc) => enc.finish()?,
+            Sink::Plain(v) => v,
+        };
+        Ok(SharedChanges {
+            zstd,
+            n_changes: w.n_changes,
+            n_frames: w.n_frames,
+            bytes: w.bytes,
+        })
+    }
+
+    /// The changes it holds.
+    pub fn n_changes(&self) -> u64 {
+        self.n_changes
+    }
+
+    /// Its size, compressed (what each flow copies).
+    pub fn compressed_len(&self) -> usize {
+        self.zstd.len()
+    }
+}
+
 /// Writes one flow, a frame at a time.
 pub struct FlowWriter<W: Write> {
     sink: Sink<W>,
@@ -353,24 +439,10 @@ fn encode<T: Serialize>(what: &'static str, value: &T) -> io::Result<Vec<u8>> {
 
 impl<W: Write> FlowWriter<W> {
     /// Writes the preamble and header; with `compress`, the body is one zstd stream.
-    pub fn new(mut out: W, header: &FlowHeader, compress: bool) -> io::Result<Self> {
-        let header_bytes = encode("header", header)?;
-        let header_len = u32::try_from(header_bytes.len())
-            .ok()
-            .filter(|l| *l <= HEADER_BYTES_MAX)
-            .ok_or_else(|| io::Error::other("the flow header is too large"))?;
-        out.write_all(&MAGIC)?;
-        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
-        let flags = if compress { FLAG_ZSTD } else { 0 };
-        out.write_all(&flags.to_le_bytes())?;
-        out.write_all(&header_len.to_le_bytes())?;
-        out.write_all(&header_bytes)?;
-        out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
-        let bytes = 8 + 2 + 2 + 4 + u64::from(header_len) + 4;
+    pub fn new(out: W, header: &FlowHeader, compress: bool) -> io::Result<Self> {
+        let (out, bytes) = preamble(out, header, compress)?;
         let sink = if compress {
-            let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
-            enc.include_checksum(true)?;
-            Sink::Zstd(enc)
+            Sink::Zstd(zstd_encoder(out)?)
         } else {
             Sink::Plain(out)
         };
@@ -381,6 +453,23 @@ impl<W: Write> FlowWriter<W> {
             n_rejections: 0,
             n_frames: 0,
             bytes,
+        })
+    }
+
+    /// Writes the preamble and header of a compressed flow whose change frames are `shared`,
+    /// encoded once for several flows (a common return, M1): their zstd frame is copied as it
+    /// is, and what follows (refused changes, the end frame) goes into a zstd frame of its own
+    /// — a zstd stream may be several frames one after the other.
+    pub fn with_shared(out: W, header: &FlowHeader, shared: &SharedChanges) -> io::Result<Self> {
+        let (mut out, bytes) = preamble(out, header, true)?;
+        out.write_all(&shared.zstd)?;
+        Ok(FlowWriter {
+            sink: Sink::Zstd(zstd_encoder(out)?),
+            pending: Vec::with_capacity(CHANGES_PER_FRAME),
+            n_changes: shared.n_changes,
+            n_rejections: 0,
+            n_frames: shared.n_frames,
+            bytes: bytes + shared.bytes,
         })
     }
 

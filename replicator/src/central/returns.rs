@@ -30,6 +30,121 @@ pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
     }
 }
 
+/// From how many returns at once [`prepare_returns`] encodes their common part once: below, each
+/// return is written whole for its remote (exactly what it lacks).
+pub const SHARED_RETURNS_MIN: usize = 8;
+
+/// Prepares the returns of several remotes at once — the common return time (M1), when every
+/// deferred remote gets one. From [`SHARED_RETURNS_MIN`] remotes, the changes above what all of
+/// them know are encoded once ([`crate::flow::SharedChanges`]) and copied into each return with
+/// its own header and refused changes: every remote then also receives the changes of this
+/// part it already has (its own day, mostly), which it counts as already had, instead of
+/// central reading and encoding the fleet's day once per remote. Fewer remotes: one
+/// [`prepare_return`] each.
+pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> {
+    if remotes.len() < SHARED_RETURNS_MIN {
+        return remotes.iter().map(|r| prepare_return(store, *r)).collect();
+    }
+    check_central(store)?;
+    let snap = store.snapshot()?;
+    let mut floor: Option<Knowledge> = None;
+    for r in remotes {
+        let rec: RemoteRecord = local::snap_get(&snap, &remote_key(*r))?
+            .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(*r)))?;
+        floor = Some(match floor {
+            None => rec.knowledge,
+            Some(f) => f.difference(&f.difference(&rec.knowledge)),
+        });
+    }
+    let floor = floor.unwrap_or_default();
+    let mut lacking = store.changes_lacking(&floor, true)?;
+    let knowledge = lacking.knowledge().clone();
+    let covered = lacking.covered_up_front()?;
+    let shared = crate::flow::SharedChanges::encode(lacking.by_ref())?;
+    let mut built = Vec::with_capacity(remotes.len());
+    for remote in remotes {
+        let receipt = new_receipt(store)?;
+        let out = ChunkWriter {
+            store,
+            receipt,
+            chunk: 0,
+            buf: Vec::with_capacity(CHUNK_BYTES),
+        };
+        let shared_part = SharedPart {
+            shared: &shared,
+            knowledge: &knowledge,
+            covered: &covered,
+        };
+        match write_return_shared(store, *remote, out, receipt, &shared_part) {
+            Ok(b) => built.push(b),
+            Err(e) => {
+                discard(store, receipt)?;
+                return Err(e);
+            }
+        }
+    }
+    Ok(built)
+}
+
+/// The common part of several returns and what their headers say of it.
+struct SharedPart<'a> {
+    shared: &'a crate::flow::SharedChanges,
+    knowledge: &'a Knowledge,
+    covered: &'a Knowledge,
+}
+
+/// One return of [`prepare_returns`]: its own header and refused changes around the shared
+/// changes.
+fn write_return_shared<W: Write>(
+    store: &Store,
+    remote: SiteId,
+    out: W,
+    receipt: u64,
+    part: &SharedPart<'_>,
+) -> Result<Built> {
+    let snap = store.snapshot()?;
+    let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
+        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
+    let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
+    let id = FlowId {
+        site: store.site().id,
+        seq,
+    };
+    let link = rec.unanswered.iter().max().copied();
+    let mode = match link {
+        Some(e) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
+        None => SyncMode::Deferred,
+    };
+    let header = FlowHeader {
+        id,
+        kind: FlowKind::Return,
+        source: store.site().id,
+        target: remote,
+        mode,
+        link,
+        knowledge: part.knowledge.clone(),
+        covered: part.covered.clone(),
+        schema_fingerprint: store.schema().fingerprint(),
+        created_stamp: store.clock_high_water(),
+        created_wall_ms: store.now_ms(),
+        acks: Vec::new(),
+        config: Some(config_for(store, &rec)?),
+    };
+    let mut writer = FlowWriter::with_shared(out, &header, part.shared)?;
+    let returned = returned_rejections(&snap, &rec)?;
+    writer.push_rejections(&returned)?;
+    let (_, n_changes, bytes) = writer.finish()?;
+    let built = Built {
+        id,
+        link,
+        n_changes,
+        n_rejections: returned.len() as u64,
+        bytes,
+    };
+    record_made(store, remote, FlowKind::Return, mode, Some(receipt), &built)?;
+    Ok(built)
+}
+
 /// The newest return prepared for `remote` with a sequence number above `after_seq`, as a byte
 /// stream (what a remote downloads when it connects).
 pub fn fetch_return(
