@@ -13,15 +13,12 @@ pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
         chunk: 0,
         buf: Vec::with_capacity(CHUNK_BYTES),
     };
-    match write_for_remote(
-        store,
-        remote,
-        FlowKind::Return,
-        out,
-        true,
-        Some(receipt),
-        None,
-    ) {
+    let how = Writing {
+        compress: true,
+        receipt: Some(receipt),
+        ..Writing::default()
+    };
+    match write_for_remote(store, remote, FlowKind::Return, out, how) {
         Ok((_, built)) => Ok(built),
         Err(e) => {
             discard(store, receipt)?;
@@ -75,8 +72,20 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
             knowledge: &knowledge,
             covered: &covered,
         };
-        match write_return_shared(store, *remote, out, receipt, &shared_part) {
-            Ok(b) => built.push(b),
+        let written = write_for_remote(
+            store,
+            *remote,
+            FlowKind::Return,
+            out,
+            Writing {
+                compress: true,
+                receipt: Some(receipt),
+                shared: Some(&shared_part),
+                ..Writing::default()
+            },
+        );
+        match written {
+            Ok((_, b)) => built.push(b),
             Err(e) => {
                 discard(store, receipt)?;
                 return Err(e);
@@ -87,62 +96,10 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
 }
 
 /// The common part of several returns and what their headers say of it.
-struct SharedPart<'a> {
+pub(super) struct SharedPart<'a> {
     shared: &'a crate::flow::SharedChanges,
     knowledge: &'a Knowledge,
     covered: &'a Knowledge,
-}
-
-/// One return of [`prepare_returns`]: its own header and refused changes around the shared
-/// changes.
-fn write_return_shared<W: Write>(
-    store: &Store,
-    remote: SiteId,
-    out: W,
-    receipt: u64,
-    part: &SharedPart<'_>,
-) -> Result<Built> {
-    let snap = store.snapshot()?;
-    let rec: RemoteRecord = local::snap_get(&snap, &remote_key(remote))?
-        .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
-    let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
-    let id = FlowId {
-        site: store.site().id,
-        seq,
-    };
-    let link = rec.unanswered.iter().max().copied();
-    let mode = match link {
-        Some(e) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
-        None => SyncMode::Deferred,
-    };
-    let header = FlowHeader {
-        id,
-        kind: FlowKind::Return,
-        source: store.site().id,
-        target: remote,
-        mode,
-        link,
-        knowledge: part.knowledge.clone(),
-        covered: part.covered.clone(),
-        schema_fingerprint: store.schema().fingerprint(),
-        created_stamp: store.clock_high_water(),
-        created_wall_ms: store.now_ms(),
-        acks: Vec::new(),
-        config: Some(config_for(store, &rec)?),
-    };
-    let mut writer = FlowWriter::with_shared(out, &header, part.shared)?;
-    let returned = returned_rejections(&snap, &rec)?;
-    writer.push_rejections(&returned)?;
-    let (_, n_changes, bytes) = writer.finish()?;
-    let built = Built {
-        id,
-        link,
-        n_changes,
-        n_rejections: returned.len() as u64,
-        bytes,
-    };
-    record_made(store, remote, FlowKind::Return, mode, Some(receipt), &built)?;
-    Ok(built)
 }
 
 /// The newest return prepared for `remote` with a sequence number above `after_seq`, as a byte
@@ -192,7 +149,11 @@ pub fn build_return<W: Write>(
     out: W,
     compress: bool,
 ) -> Result<(W, Built)> {
-    write_for_remote(store, remote, FlowKind::Return, out, compress, None, None)
+    let how = Writing {
+        compress,
+        ..Writing::default()
+    };
+    write_for_remote(store, remote, FlowKind::Return, out, how)
 }
 
 /// Writes the bootstrap file of a remote created with [`create_remote`]: the full copy it needs
@@ -256,23 +217,42 @@ pub fn write_bootstrap_with<W: Write>(
         remote,
         FlowKind::Bootstrap,
         out,
-        compress,
-        None,
-        Some(rec),
+        Writing {
+            compress,
+            record: Some(rec),
+            ..Writing::default()
+        },
     )
 }
 
 /// A return or a bootstrap: everything the remote lacks (for a bootstrap: everything), with its
 /// configuration, then the journal row.
+/// How [`write_for_remote`] writes a flow.
+#[derive(Default)]
+pub(super) struct Writing<'a> {
+    /// Compress the body (zstd).
+    pub compress: bool,
+    /// The sync table's receipt it is written under (a return kept for download).
+    pub receipt: Option<u64>,
+    /// The remote's record as it will be, when it is not yet stored (a bootstrap).
+    pub record: Option<RemoteRecord>,
+    /// The common part of several returns, copied in instead of what the remote lacks.
+    pub shared: Option<&'a SharedPart<'a>>,
+}
+
 pub(super) fn write_for_remote<W: Write>(
     store: &Store,
     remote: SiteId,
     kind: FlowKind,
     out: W,
-    compress: bool,
-    receipt: Option<u64>,
-    record: Option<RemoteRecord>,
+    how: Writing<'_>,
 ) -> Result<(W, Built)> {
+    let Writing {
+        compress,
+        receipt,
+        record,
+        shared,
+    } = how;
     check_central(store)?;
     let is_return = kind == FlowKind::Return;
     let snap = store.snapshot()?;
@@ -296,12 +276,20 @@ pub(super) fn write_for_remote<W: Write>(
         (true, Some(e)) => crate::journal::row(store, e)?.map_or(SyncMode::Deferred, |r| r.mode),
         (true, None) => SyncMode::Deferred,
     };
-    let peer = if is_return {
-        rec.knowledge.clone()
-    } else {
-        Knowledge::new()
+    // What it holds: the common part of several returns, or what this remote lacks.
+    let (knowledge, covered, mut lacking) = match shared {
+        Some(part) => (part.knowledge.clone(), part.covered.clone(), None),
+        None => {
+            let peer = if is_return {
+                rec.knowledge.clone()
+            } else {
+                Knowledge::new()
+            };
+            let lacking = store.changes_lacking(&peer, true)?;
+            let knowledge = lacking.knowledge().clone();
+            (knowledge, lacking.covered_up_front()?, Some(lacking))
+        }
     };
-    let mut lacking = store.changes_lacking(&peer, true)?;
     let header = FlowHeader {
         id,
         kind,
@@ -309,17 +297,22 @@ pub(super) fn write_for_remote<W: Write>(
         target: remote,
         mode,
         link,
-        knowledge: lacking.knowledge().clone(),
-        covered: lacking.covered_up_front()?,
+        knowledge,
+        covered,
         schema_fingerprint: store.schema().fingerprint(),
         created_stamp: store.clock_high_water(),
         created_wall_ms: store.now_ms(),
         acks: Vec::new(),
         config: Some(config_for(store, &rec)?),
     };
-    let mut writer = FlowWriter::new(out, &header, compress)?;
-    for change in lacking.by_ref() {
-        writer.push_change(change?)?;
+    let mut writer = match shared {
+        Some(part) => FlowWriter::with_shared(out, &header, part.shared)?,
+        None => FlowWriter::new(out, &header, compress)?,
+    };
+    if let Some(lacking) = lacking.as_mut() {
+        for change in lacking.by_ref() {
+            writer.push_change(change?)?;
+        }
     }
     let returned = if is_return {
         returned_rejections(&snap, &rec)?
