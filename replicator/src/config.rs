@@ -431,6 +431,17 @@ pub const REMOTE_SETTINGS: [&str; 6] = [
     "central_port",
 ];
 
+/// The settings outpost keeps for itself in a remote's settings map: the deployment's identity,
+/// the store's provisioning and numbering, what an emission reports.
+pub const INTERNAL_SETTINGS: [&str; 6] = [
+    "deployment",
+    "provisioning",
+    "first_emission",
+    "store",
+    "prev",
+    "reserved",
+];
+
 /// Checks a setting a remote's administrator sets, among the remote's settings, as central
 /// checks its configuration (C4, M1): one of outpost's settings, well formed, the schedule
 /// possible against central's common return — or a setting of the host application that
@@ -442,6 +453,14 @@ pub fn check_remote_setting(
     name: &str,
     sent: bool,
 ) -> Result<(), String> {
+    // outpost's own bookkeeping travels in the settings map too: never a local edit (a wrong
+    // deployment would make the site refuse every return, the one way back, C6).
+    if INTERNAL_SETTINGS.contains(&name) {
+        return Err(format!(
+            "{name:?} is kept by outpost itself (the deployment and the store's provisioning): \
+             it is not changed by hand"
+        ));
+    }
     if sent && !REMOTE_SETTINGS.contains(&name) {
         return Ok(());
     }

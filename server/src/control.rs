@@ -142,7 +142,16 @@ pub fn start(daemon: Daemon) -> crate::Result<Option<Control>> {
     let Some(&handler) = HANDLER.get() else {
         return Ok(None);
     };
-    start_with(daemon, handler)
+    let dir = daemon.dir.clone();
+    match start_with(daemon, handler) {
+        Ok(control) => Ok(control),
+        // The daemon runs without it (a path too long for a socket, a filesystem that holds
+        // none): the commands on its directory then say the store is in use, as before.
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "no control socket: {e}");
+            Ok(None)
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -237,6 +246,9 @@ fn answer(
     handler: Handler,
 ) -> Result<(), String> {
     use std::io::Read;
+    // A caller that connects and says nothing does not keep a thread for ever.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(|e| format!("the control connection: {e}"))?;
     let mut line = String::new();
     BufReader::new((&conn).take(REQUEST_BYTES_MAX))
         .read_line(&mut line)
@@ -313,9 +325,8 @@ impl FrameWriter {
 impl Write for FrameWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.pending.extend_from_slice(buf);
-        if self.pending.len() >= 64 * 1024
-            && let Some(end) = self.pending.iter().rposition(|b| *b == b'\n')
-        {
+        // Whole lines go at once: a long command's progress shows as it happens.
+        if let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') {
             let rest = self.pending.split_off(end + 1);
             self.send_pending()?;
             self.pending = rest;

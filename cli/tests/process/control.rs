@@ -330,4 +330,37 @@ fn c4_j1_a_removed_remote_is_refused_from_then_on_and_its_data_and_journal_stay(
         ],
     );
     assert!(!good, "id 2 given again: {err}");
+    // Not even to the same establishment: its old stores' flows stay refused, so a new
+    // credential or a new set-up would be a remote that can never sync.
+    let (good, _, err) = run(
+        dir,
+        &[
+            "central",
+            "add-remote",
+            "--data",
+            "asoc",
+            "--id",
+            "2",
+            "--code",
+            "BSOC",
+            "--sync",
+            "immediate 60",
+            "--bootstrap",
+            "bsoc-again.boot",
+        ],
+    );
+    assert!(!good && err.contains("was removed"), "{err}");
+    assert!(!dir.join("bsoc-again.boot").exists());
+    let (good, _, err) = run(
+        dir,
+        &[
+            "central",
+            "new-credential",
+            "--data",
+            "asoc",
+            "--site",
+            "BSOC",
+        ],
+    );
+    assert!(!good && err.contains("was removed"), "{err}");
 }

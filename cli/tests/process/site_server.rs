@@ -832,6 +832,7 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
             "20:00",
             "not a setting of this site; the settings are: time_zone",
         ),
+        ("deployment", "0000000000000001", "kept by outpost itself"),
     ] {
         let out = set(name, value);
         assert!(!out.status.success(), "{name} = {value} was taken");

@@ -201,6 +201,13 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
     // must not cost a commit per remote each time).
     local::write(store, |tx| {
         for r in &config.remotes {
+            if retired_in(tx, r.id)?.is_some() {
+                return Err(Error::Refused(format!(
+                    "site {} ({}) was removed from this deployment: its id and code are not \
+                     given again (give the new establishment new ones)",
+                    r.id, r.code
+                )));
+            }
             let site = Site::remote(r.id.0, &r.code).map_err(outpost_engine::Error::from)?;
             tx.add_site(site)?;
             tx.set_denied_tables(r.id, r.denied_tables.clone())?;
@@ -235,20 +242,23 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
         )));
     };
     let id = config.remotes.remove(pos).id;
-    let pending = pending_emissions(store)?
-        .into_iter()
-        .filter(|f| f.site == id)
-        .count();
-    if pending > 0 {
-        return Err(Error::Refused(format!(
-            "{pending} emission(s) of {code} wait to be processed: let central process them \
-             first (its daemon does at once; a stopped daemon at its next start), then remove it"
-        )));
-    }
     config
         .validate()
         .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
     local::write(store, |tx| {
+        // Checked in the transaction that retires it: an emission received meanwhile counts.
+        let mut pending = 0;
+        for (_, v) in tx.local_range(local::PENDING, &local::prefix_end(local::PENDING), None)? {
+            let flow: FlowId = local::snap_decode(&v)?;
+            pending += usize::from(flow.site == id);
+        }
+        if pending > 0 {
+            return Err(Error::Refused(format!(
+                "{pending} emission(s) of {code} wait to be processed: let central process \
+                 them first (its daemon does at once; a stopped daemon at its next start), \
+                 then remove it"
+            )));
+        }
         local::put(tx, local::CONFIG, &config)?;
         let mut credential = local::CREDENTIALS.to_vec();
         credential.extend_from_slice(&id.0.to_be_bytes());
@@ -351,6 +361,11 @@ pub fn set_credential_digest(store: &Store, site: SiteId, digest: &[u8]) -> Resu
     check_central(store)?;
     if store.sites().get(site).is_none() {
         return Err(Error::Engine(outpost_engine::Error::UnknownSite(site)));
+    }
+    if retired(store, site)?.is_some() {
+        return Err(Error::Refused(format!(
+            "site {site} was removed from this deployment: it gets no credential again"
+        )));
     }
     let mut key = local::CREDENTIALS.to_vec();
     key.extend_from_slice(&site.0.to_be_bytes());

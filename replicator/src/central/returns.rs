@@ -31,6 +31,9 @@ pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
 /// return is written whole for its remote (exactly what it lacks).
 pub const SHARED_RETURNS_MIN: usize = 8;
 
+/// How many changes beyond twice the median a remote may lack and still share the common part.
+const SHARED_GAP_SLACK: u64 = 10_000;
+
 /// Prepares the returns of several remotes at once — the common return time (M1), when every
 /// deferred remote gets one. From [`SHARED_RETURNS_MIN`] remotes, the changes above what all of
 /// them know are encoded once ([`crate::flow::SharedChanges`]) and copied into each return with
@@ -44,13 +47,30 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
     }
     check_central(store)?;
     let snap = store.snapshot()?;
-    let mut floor: Option<Knowledge> = None;
+    // A remote far behind the others (just added, offline for weeks) would pull the common
+    // part down to what it lacks, and every return would carry that: it gets a return of its
+    // own. The others share one: at most twice the median gap, plus some slack.
+    let central_knows = store.knowledge();
+    let mut known = Vec::with_capacity(remotes.len());
     for r in remotes {
         let rec: RemoteRecord = local::snap_get(&snap, &remote_key(*r))?
             .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(*r)))?;
+        let gap = central_knows.difference(&rec.knowledge).count();
+        known.push((*r, gap, rec.knowledge));
+    }
+    let mut gaps: Vec<u64> = known.iter().map(|k| k.1).collect();
+    gaps.sort_unstable();
+    let median = gaps.get(gaps.len() / 2).copied().unwrap_or(0);
+    let limit = median.saturating_mul(2).saturating_add(SHARED_GAP_SLACK);
+    let (group, alone): (Vec<_>, Vec<_>) = known.into_iter().partition(|k| k.1 <= limit);
+    if group.len() < SHARED_RETURNS_MIN {
+        return remotes.iter().map(|r| prepare_return(store, *r)).collect();
+    }
+    let mut floor: Option<Knowledge> = None;
+    for (_, _, k) in &group {
         floor = Some(match floor {
-            None => rec.knowledge,
-            Some(f) => f.difference(&f.difference(&rec.knowledge)),
+            None => k.clone(),
+            Some(f) => f.difference(&f.difference(k)),
         });
     }
     let floor = floor.unwrap_or_default();
@@ -58,8 +78,11 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
     let knowledge = lacking.knowledge().clone();
     let covered = lacking.covered_up_front()?;
     let shared = crate::flow::SharedChanges::encode(lacking.by_ref())?;
-    let mut built = Vec::with_capacity(remotes.len());
-    for remote in remotes {
+    let mut built = BTreeMap::new();
+    for (remote, _, _) in &alone {
+        built.insert(*remote, prepare_return(store, *remote)?);
+    }
+    for (remote, _, _) in &group {
         let receipt = new_receipt(store)?;
         let out = ChunkWriter {
             store,
@@ -85,14 +108,24 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
             },
         );
         match written {
-            Ok((_, b)) => built.push(b),
+            Ok((_, b)) => {
+                built.insert(*remote, b);
+            }
             Err(e) => {
                 discard(store, receipt)?;
                 return Err(e);
             }
         }
     }
-    Ok(built)
+    remotes
+        .iter()
+        .map(|r| {
+            built
+                .get(r)
+                .copied()
+                .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(*r)))
+        })
+        .collect()
 }
 
 /// The common part of several returns and what their headers say of it.
@@ -174,6 +207,11 @@ pub fn write_bootstrap<W: Write>(
 /// provisioning's number.
 pub fn reprovision(store: &Store, remote: SiteId) -> Result<u32> {
     check_central(store)?;
+    if retired(store, remote)?.is_some() {
+        return Err(Error::Refused(format!(
+            "site {remote} was removed from this deployment: it is not set up again"
+        )));
+    }
     match store.sites().get(remote) {
         Some(s) if !s.is_central() => {}
         _ => return Err(Error::Engine(outpost_engine::Error::UnknownSite(remote))),
