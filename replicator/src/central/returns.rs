@@ -28,7 +28,8 @@ pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
 }
 
 /// From how many returns at once [`prepare_returns`] encodes their common part once: below, each
-/// return is written whole for its remote (exactly what it lacks).
+/// return is written whole for its remote (exactly what it lacks). It also shares only when the
+/// common part is at most 1.25 times what the remotes lack on average.
 pub const SHARED_RETURNS_MIN: usize = 8;
 
 /// How many changes beyond twice the median a remote may lack and still share the common part.
@@ -74,6 +75,14 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
         });
     }
     let floor = floor.unwrap_or_default();
+    // Shared only when the common part is about what each of them lacks anyway (a fleet after
+    // a normal day: each lacks the others' day). Remotes in different states lack different
+    // things, and the part above what all of them know would make every return bigger.
+    let floor_gap = u128::from(central_knows.difference(&floor).count());
+    let gaps_sum: u128 = group.iter().map(|k| u128::from(k.1)).sum();
+    if floor_gap * 4 * group.len() as u128 > gaps_sum * 5 {
+        return remotes.iter().map(|r| prepare_return(store, *r)).collect();
+    }
     let mut lacking = store.changes_lacking(&floor, true)?;
     let knowledge = lacking.knowledge().clone();
     let covered = lacking.covered_up_front()?;
