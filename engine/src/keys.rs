@@ -107,6 +107,17 @@ pub(crate) struct CellKey {
     pub prefix_len: usize,
 }
 
+/// Decodes a slot's bytes (what follows the record prefix in a cell key); `None` when they are
+/// not a slot (a corrupt store).
+pub(crate) fn decode_slot(bytes: &[u8]) -> Option<Slot> {
+    match (*bytes.first()?, bytes.get(1..)?) {
+        (SLOT_CREATED, []) => Some(Slot::Created),
+        (SLOT_TOMBSTONE, []) => Some(Slot::Tombstone),
+        (SLOT_FIELD, name) => Some(Slot::Field(std::str::from_utf8(name).ok()?.to_owned())),
+        _ => None,
+    }
+}
+
 /// Decodes a cell key; `None` when the bytes are not one (a corrupt store).
 pub(crate) fn decode_cell_key(bytes: &[u8]) -> Option<CellKey> {
     let table_end = bytes.iter().position(|b| *b == 0x00)?;
@@ -133,12 +144,7 @@ pub(crate) fn decode_cell_key(bytes: &[u8]) -> Option<CellKey> {
         }
     }
     let prefix_len = i;
-    let slot = match *bytes.get(i)? {
-        SLOT_CREATED if bytes.len() == i + 1 => Slot::Created,
-        SLOT_TOMBSTONE if bytes.len() == i + 1 => Slot::Tombstone,
-        SLOT_FIELD => Slot::Field(std::str::from_utf8(bytes.get(i + 1..)?).ok()?.to_owned()),
-        _ => return None,
-    };
+    let slot = decode_slot(bytes.get(i..)?)?;
     Some(CellKey {
         table,
         key: String::from_utf8(key).ok()?,

@@ -772,7 +772,9 @@ impl<R: Read> FlowReader<R> {
                 Ok(Some(Frame::Changes(out)))
             }
             TAG_CHANGES_PACKED if self.version >= 2 => {
-                let mut out = Vec::new();
+                // Sized once (a change takes a few bytes at least): grown change by change, a
+                // frame's vector was copied and faulted in again at each doubling.
+                let mut out = Vec::with_capacity((payload.len() / 4).min(CHANGES_PER_FRAME));
                 let mut n = 0u64;
                 packed::decode_each(&payload, known, |i| {
                     n += 1;

@@ -36,8 +36,16 @@ enum Sent {
     End(u64),
 }
 
+/// Moves the rest of a flow's decoding to a thread of the driver's.
+type Handoff<R> = fn(Box<FlowReader<R>>, Knowledge, Spawn) -> Source<R>;
+
+/// Frames a flow's first items are decoded in turn: a flow that ends within them (a day's
+/// emission or return) costs no thread.
+pub const ITEMS_HERE: u32 = 2;
+
 enum Source<R: Read> {
-    Here(Box<FlowReader<R>>, Knowledge),
+    /// Decoded here; after [`ITEMS_HERE`] items, handed off beside when the driver allows it.
+    Here(Box<FlowReader<R>>, Knowledge, Option<(Handoff<R>, Spawn)>),
     /// The decoded frames, and the way back for merged ones, freed where they were made.
     Beside(
         Receiver<Result<Sent, DecodeError>>,
@@ -52,6 +60,7 @@ enum Source<R: Read> {
 pub struct Frames<R: Read> {
     header: FlowHeader,
     n_changes: u64,
+    items_here: u32,
     source: Source<R>,
 }
 
@@ -70,7 +79,8 @@ impl<R: Read> Frames<R> {
         Frames {
             header: reader.header().clone(),
             n_changes: 0,
-            source: Source::Here(Box::new(reader), known),
+            items_here: 0,
+            source: Source::Here(Box::new(reader), known, None),
         }
     }
 
@@ -87,11 +97,20 @@ impl<R: Read> Frames<R> {
     /// The next frame; `None` after the end frame.
     pub fn next_frame(&mut self) -> Result<Option<IncomingItem>, DecodeError> {
         match &mut self.source {
-            Source::Here(reader, known) => {
+            Source::Here(reader, known, handoff) => {
                 let item = reader.next_item_lacking(known)?;
                 if item.is_none() {
                     self.n_changes = reader.n_changes();
                     self.source = Source::Done;
+                    return Ok(item);
+                }
+                self.items_here += 1;
+                if self.items_here >= ITEMS_HERE
+                    && let Some((hand, spawn)) = handoff.take()
+                    && let Source::Here(reader, known, _) =
+                        std::mem::replace(&mut self.source, Source::Done)
+                {
+                    self.source = hand(reader, known, spawn);
                 }
                 Ok(item)
             }
@@ -128,38 +147,44 @@ impl<R: Read> Frames<R> {
 }
 
 impl<R: Read + Send + 'static> Frames<R> {
-    /// Frames decoded beside when the driver allows it ([`decode_beside`]), else in turn.
+    /// Frames decoded beside when the driver allows it ([`decode_beside`]) and the flow is
+    /// longer than [`ITEMS_HERE`] items, else in turn.
     pub fn new(reader: FlowReader<R>, known: Knowledge) -> Frames<R> {
-        let Some(spawn) = SPAWN.get() else {
-            return Frames::here(reader, known);
-        };
-        let header = reader.header().clone();
-        let (tx, rx) = sync_channel(FRAMES_IN_FLIGHT);
-        let (back, merged) = sync_channel::<Vec<Incoming>>(FRAMES_IN_FLIGHT);
-        spawn(Box::new(move || {
-            let mut reader = reader;
-            loop {
-                while let Ok(done) = merged.try_recv() {
-                    drop(done);
-                }
-                let sent = match reader.next_item_lacking(&known) {
-                    Ok(Some(item)) => Ok(Sent::Frame(item)),
-                    Ok(None) => Ok(Sent::End(reader.n_changes())),
-                    Err(e) => Err(e),
-                };
-                let last = !matches!(sent, Ok(Sent::Frame(_)));
-                // The merge stopped (an error, a refusal): so does the decoding.
-                if tx.send(sent).is_err() || last {
-                    return;
-                }
-            }
-        }));
-        Frames {
-            header,
-            n_changes: 0,
-            source: Source::Beside(rx, back),
+        let mut frames = Frames::here(reader, known);
+        if let (Some(spawn), Source::Here(_, _, handoff)) = (SPAWN.get(), &mut frames.source) {
+            *handoff = Some((beside::<R> as Handoff<R>, *spawn));
         }
+        frames
     }
+}
+
+/// Decodes the rest of `reader` on a thread of the driver's.
+fn beside<R: Read + Send + 'static>(
+    reader: Box<FlowReader<R>>,
+    known: Knowledge,
+    spawn: Spawn,
+) -> Source<R> {
+    let (tx, rx) = sync_channel(FRAMES_IN_FLIGHT);
+    let (back, merged) = sync_channel::<Vec<Incoming>>(FRAMES_IN_FLIGHT);
+    spawn(Box::new(move || {
+        let mut reader = reader;
+        loop {
+            while let Ok(done) = merged.try_recv() {
+                drop(done);
+            }
+            let sent = match reader.next_item_lacking(&known) {
+                Ok(Some(item)) => Ok(Sent::Frame(item)),
+                Ok(None) => Ok(Sent::End(reader.n_changes())),
+                Err(e) => Err(e),
+            };
+            let last = !matches!(sent, Ok(Sent::Frame(_)));
+            // The merge stopped (an error, a refusal): so does the decoding.
+            if tx.send(sent).is_err() || last {
+                return;
+            }
+        }
+    }));
+    Source::Beside(rx, back)
 }
 
 #[cfg(test)]

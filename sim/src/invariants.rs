@@ -20,7 +20,7 @@ impl World {
         self.run_central(sweeps)?;
         // Two rounds after the last clock found wrong (its emission held) was set right.
         for _ in 0..3 {
-            self.set_quarantined_clocks_right()?;
+            self.set_quarantined_clocks_right(false)?;
             for i in 0..self.remotes.len() {
                 self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
             }

@@ -178,6 +178,8 @@ pub enum SimError {
 const MINUTE: u64 = 60_000;
 const HOUR: u64 = 60 * MINUTE;
 const DAY: u64 = 24 * HOUR;
+/// How far back the person responsible reads the journal each day for held emissions.
+const JOURNAL_LOOK_BACK: u64 = 7 * DAY;
 /// 2026-03-02 00:00 UTC: daylight saving starts inside runs of a few weeks (US 03-08, EU 03-29).
 const START_MS: u64 = 1_772_409_600_000;
 

@@ -413,13 +413,38 @@ impl World {
     /// The person responsible reads the journal: a remote whose emissions central holds for
     /// clock skew ("quarantined") has its clock set right, and its unacknowledged writes are
     /// stamped again (`outpost remote restamp`).
-    pub(super) fn set_quarantined_clocks_right(&mut self) -> Result<(), SimError> {
-        let held: BTreeSet<SiteId> =
-            outpost_replicator::journal::rows(&self.central, None, None, None)?
+    /// `recent`: the person responsible reads the last [`JOURNAL_LOOK_BACK`] of the journal (a
+    /// remote whose clock is wrong has each of its emissions held, a new one every day), on the
+    /// monitor's time index; otherwise the whole journal (the quiet round at the end).
+    pub(super) fn set_quarantined_clocks_right(&mut self, recent: bool) -> Result<(), SimError> {
+        let quarantined = |r: &journal::JournalRow| matches!(r.hold, Hold::Quarantined { .. });
+        let held: BTreeSet<SiteId> = if recent {
+            let from = self.now.saturating_sub(JOURNAL_LOOK_BACK);
+            let mut held = BTreeSet::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = outpost_replicator::monitor::journal_page(
+                    &self.central,
+                    Some(from),
+                    None,
+                    cursor.as_deref(),
+                    500,
+                    quarantined,
+                )?;
+                held.extend(page.items.iter().map(|r| r.site));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            held
+        } else {
+            journal::rows(&self.central, None, None, None)?
                 .into_iter()
-                .filter(|r| matches!(r.hold, Hold::Quarantined { .. }))
+                .filter(quarantined)
                 .map(|r| r.site)
-                .collect();
+                .collect()
+        };
         for i in 0..self.remotes.len() {
             if !held.contains(&self.remotes[i].store.site().id) || self.remotes[i].skew_ms == 0 {
                 continue;
@@ -635,7 +660,7 @@ impl World {
     }
 
     pub(super) fn central_prices(&mut self) -> Result<(), SimError> {
-        self.set_quarantined_clocks_right()?;
+        self.set_quarantined_clocks_right(true)?;
         let articles = self.central.scan("articles")?;
         let Some(a) = self.rng.pick(&articles).map(|r| r.key.clone()) else {
             return Ok(());

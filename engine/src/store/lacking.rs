@@ -96,9 +96,7 @@ impl ChangesLacking {
             if reg.dot != dot {
                 continue;
             }
-            let mut cell = prefix.to_vec();
-            cell.extend_from_slice(&slot);
-            let slot = keys::decode_cell_key(&cell).ok_or_else(corrupt)?.slot;
+            let slot = keys::decode_slot(&slot).ok_or_else(corrupt)?;
             self.pending.push_back(Change {
                 table: ck.table.clone(),
                 key: ck.key.clone(),

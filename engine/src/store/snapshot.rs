@@ -4,11 +4,24 @@ use super::*;
 
 /// Builds a record from its registers (all of one record, `Created` first); `None` if empty.
 pub(super) fn assemble(table: &str, key: &str, cells: Vec<Cell>) -> Result<Option<RawRecord>> {
-    let mut raw: Option<RawRecord> = None;
+    let mut slots = Vec::with_capacity(cells.len());
     for (cell, reg) in cells {
         let ck = keys::decode_cell_key(&cell)
             .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
-        match (ck.slot, raw.as_mut()) {
+        slots.push((ck.slot, reg));
+    }
+    assemble_slots(table, key, slots)
+}
+
+/// Builds a record from its registers by slot (`Created` first); `None` if empty.
+fn assemble_slots(
+    table: &str,
+    key: &str,
+    slots: impl IntoIterator<Item = (Slot, Register)>,
+) -> Result<Option<RawRecord>> {
+    let mut raw: Option<RawRecord> = None;
+    for (slot, reg) in slots {
+        match (slot, raw.as_mut()) {
             (Slot::Created, None) => {
                 raw = Some(RawRecord {
                     table: table.to_owned(),
@@ -84,44 +97,19 @@ impl Snapshot {
     ) -> Result<Vec<RawRecord>> {
         table_def(&self.schema, table)?;
         let (table_start, end) = keys::table_bounds(table);
-        let mut start = match start_key {
+        let start = match start_key {
             Some(k) => keys::record_prefix(table, k),
             None => table_start,
         };
         let mut out: Vec<RawRecord> = Vec::new();
-        // The registers of the record being gathered: its key and cells.
-        let mut current: Option<(String, Vec<Cell>)> = None;
-        // Read in chunks of registers, grouping them by record.
-        const CHUNK: usize = 1024;
-        loop {
-            let cells = self.tables.cells_between(&start, &end, Some(CHUNK))?;
-            let Some((last, _)) = cells.last() else { break };
-            let mut next_start = last.clone();
-            next_start.push(0);
-            let n = cells.len();
-            for (cell, reg) in cells {
-                let ck = keys::decode_cell_key(&cell)
-                    .ok_or_else(|| Error::Corrupt(format!("undecodable cell key {cell:?}")))?;
-                if current.as_ref().is_some_and(|(k, _)| *k != ck.key) {
-                    if let Some((k, cs)) = current.take() {
-                        out.extend(assemble(table, &k, cs)?);
-                    }
-                    if limit.is_some_and(|l| out.len() >= l) {
-                        return Ok(out);
-                    }
-                }
-                current
-                    .get_or_insert_with(|| (ck.key.clone(), Vec::new()))
-                    .1
-                    .push((cell, reg));
+        for (prefix, regs) in self.tables.records_between(&start, &end, limit)? {
+            let corrupt = || Error::Corrupt(format!("undecodable record key {prefix:?}"));
+            let ck = keys::decode_cell_key(&keys::created_key(&prefix)).ok_or_else(corrupt)?;
+            let mut slots = Vec::with_capacity(regs.len());
+            for (slot, reg) in regs {
+                slots.push((keys::decode_slot(&slot).ok_or_else(corrupt)?, reg));
             }
-            if n < CHUNK {
-                break;
-            }
-            start = next_start;
-        }
-        if let Some((k, cs)) = current.take() {
-            out.extend(assemble(table, &k, cs)?);
+            out.extend(assemble_slots(table, &ck.key, slots)?);
         }
         Ok(out)
     }

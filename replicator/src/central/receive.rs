@@ -51,27 +51,21 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
     let receipt = new_receipt(store)?;
     let mut bytes = 0u64;
     let mut chunk_no = 0u32;
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    // Grown as the bytes come (a day's emission is a few kilobytes: a chunk-sized buffer
+    // zeroed for each would cost more than the flow).
+    let mut buf = Vec::new();
     loop {
-        let mut filled = 0;
-        while filled < CHUNK_BYTES {
-            let n = match input.read(buf.get_mut(filled..).unwrap_or_default()) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    discard(store, receipt)?;
-                    return Err(Error::Io(e));
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            filled += n;
+        buf.clear();
+        // `read_to_end` retries an interrupted read itself.
+        if let Err(e) = (&mut input).take(CHUNK_BYTES as u64).read_to_end(&mut buf) {
+            discard(store, receipt)?;
+            return Err(Error::Io(e));
         }
+        let filled = buf.len();
         if filled == 0 {
             break;
         }
-        let chunk = buf.get(..filled).unwrap_or_default();
+        let chunk = buf.as_slice();
         local::write(store, |tx| {
             Ok(tx.local_put(&chunk_key(receipt, chunk_no), chunk)?)
         })?;
