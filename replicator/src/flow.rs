@@ -40,6 +40,9 @@ pub const FRAME_BYTES_MAX: u32 = 16 << 20;
 pub const FLOW_BYTES_MAX_DEFAULT: u64 = 4 << 30;
 /// Changes per frame when writing.
 pub const CHANGES_PER_FRAME: usize = 1024;
+
+/// The buffer a compressed flow is read through.
+const ZSTD_READ_BUFFER: usize = 16 << 10;
 /// The largest zstd window accepted (2^27 = 128 MiB), against decompression bombs.
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
@@ -381,7 +384,7 @@ impl SharedChanges {
     ) -> Result<Self, E> {
         let mut w = FlowWriter {
             sink: Sink::Zstd(zstd_encoder(Vec::new())?),
-            pending: Vec::with_capacity(CHANGES_PER_FRAME),
+            pending: Vec::new(),
             n_changes: 0,
             n_rejections: 0,
             n_frames: 0,
@@ -448,7 +451,7 @@ impl<W: Write> FlowWriter<W> {
         };
         Ok(FlowWriter {
             sink,
-            pending: Vec::with_capacity(CHANGES_PER_FRAME),
+            pending: Vec::new(),
             n_changes: 0,
             n_rejections: 0,
             n_frames: 0,
@@ -465,7 +468,7 @@ impl<W: Write> FlowWriter<W> {
         out.write_all(&shared.zstd)?;
         Ok(FlowWriter {
             sink: Sink::Zstd(zstd_encoder(out)?),
-            pending: Vec::with_capacity(CHANGES_PER_FRAME),
+            pending: Vec::new(),
             n_changes: shared.n_changes,
             n_rejections: 0,
             n_frames: shared.n_frames,
@@ -659,7 +662,10 @@ impl<R: Read> FlowReader<R> {
         }
         let compressed = flags & FLAG_ZSTD != 0;
         let source = if compressed {
-            let mut decoder = zstd::stream::read::Decoder::new(input)
+            // A small read buffer: zstd's own default (128 KiB) was a fresh allocation for every
+            // flow, most of them a few kilobytes.
+            let buffered = io::BufReader::with_capacity(ZSTD_READ_BUFFER, input);
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(buffered)
                 .map_err(|e| DecodeError::Decompress(e.to_string()))?;
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)

@@ -13,6 +13,8 @@ pub struct ChangesLacking {
     pub(super) left_out: Knowledge,
     /// The changes of the dot-index entry being read, not handed out yet.
     pub(super) pending: VecDeque<Change>,
+    /// The reserved records' prefixes, read once at the first document met (R7).
+    pub(super) reserved: Option<BTreeSet<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for ChangesLacking {
@@ -66,6 +68,14 @@ impl ChangesLacking {
         Ok(self.knowledge.difference(&self.held_back()?))
     }
 
+    fn reserved_prefixes(&mut self) -> Result<&BTreeSet<Vec<u8>>> {
+        if self.reserved.is_none() {
+            let all = self.tables.reservations()?.into_iter().map(|(p, _)| p);
+            self.reserved = Some(all.collect());
+        }
+        Ok(self.reserved.get_or_insert_default())
+    }
+
     /// The changes of one dot-index entry: every register of the record that the dot holds,
     /// in slot order (none when the record is reserved and left out, R7).
     fn changes_at(&mut self, dot_key: &[u8]) -> Result<()> {
@@ -86,7 +96,7 @@ impl ChangesLacking {
                 .schema
                 .table(&ck.table)
                 .is_some_and(TableDef::is_document)
-            && self.tables.reservation(prefix)?.is_some();
+            && self.reserved_prefixes()?.contains(prefix);
         if reserved {
             self.left_out.insert(dot);
             return Ok(());

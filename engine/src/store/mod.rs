@@ -620,6 +620,7 @@ impl Store {
             knowledge,
             left_out: Knowledge::new(),
             pending: VecDeque::new(),
+            reserved: None,
         })
     }
 

@@ -423,6 +423,10 @@ impl WriteTx<'_, '_> {
 
     /// See [`Store::add_site`].
     pub fn add_site(&mut self, site: Site) -> Result<()> {
+        // Every return names every site: one known as it is costs no write.
+        if self.state.sites.get(site.id) == Some(&site) {
+            return Ok(());
+        }
         self.state.sites.add(site.clone())?;
         self.tables.put_site(&site)
     }
@@ -434,6 +438,13 @@ impl WriteTx<'_, '_> {
         }
         if let Some(bad) = tables.iter().find(|t| self.store.schema.table(t).is_none()) {
             return Err(Error::Schema(format!("unknown table {bad}")));
+        }
+        let unchanged = match self.state.denied.get(&site) {
+            Some(now) => *now == tables,
+            None => tables.is_empty(),
+        };
+        if unchanged {
+            return Ok(());
         }
         self.tables.put_denied(site, &tables)?;
         if tables.is_empty() {

@@ -384,6 +384,8 @@ struct ChunkWriter<'s> {
     store: &'s Store,
     receipt: u64,
     chunk: u32,
+    /// Grown as bytes come, up to a chunk: a return is a few kilobytes most days, and a
+    /// chunk-sized buffer made for each came as fresh pages from the system every time.
     buf: Vec<u8>,
 }
 

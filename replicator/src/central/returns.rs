@@ -11,7 +11,7 @@ pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
         store,
         receipt,
         chunk: 0,
-        buf: Vec::with_capacity(CHUNK_BYTES),
+        buf: Vec::new(),
     };
     let how = Writing {
         compress: true,
@@ -97,7 +97,7 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
             store,
             receipt,
             chunk: 0,
-            buf: Vec::with_capacity(CHUNK_BYTES),
+            buf: Vec::new(),
         };
         let shared_part = SharedPart {
             shared: &shared,
