@@ -75,7 +75,7 @@ fn args() -> Res<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "compare [--changes N] [--json FILE] [--quick] [--one-thread] [--cache-mib N]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does).\n--cache-mib N: outpost's store files get an N MiB page cache instead of the default 32 MiB (the memory trade-off; the benchmark's store file is 68 MiB)."
+                    "compare [--changes N] [--json FILE] [--quick] [--one-thread] [--cache-mib N]\n\nRuns outpost's merge, SQLite's LWW upsert and raw redb/sled inserts side by side (see the file's header).\n--quick: outpost's merge and re-merge only, in memory, three times — to compare two versions of the code without the disk's noise.\n--one-thread: outpost decodes the flow in turn with the merge instead of on a second thread (as the outpost binary does).\n--cache-mib N: outpost's store files get an N MiB page cache instead of the default 24 MiB (the memory trade-off; the benchmark's store file is 68 MiB)."
                 );
                 std::process::exit(0);
             }

@@ -74,10 +74,11 @@ pub enum CacheSize {
     FromFile,
 }
 
-/// The default bound of a store file's page cache: 32 MiB. A 1M-change flow (30 MB) merges as
-/// fast with it as with a cache holding the whole 68 MB store, in less memory
-/// (docs/BENCHMARKS.md); reads beyond it come from the operating system's file cache.
-pub const CACHE_BYTES_DEFAULT: usize = 32 << 20;
+/// The default bound of a store file's page cache: 24 MiB. A 1M-change flow (30 MB) merges as
+/// fast with it as with 32 MiB or a cache holding the whole 68 MB store, and its peak memory
+/// stays under twice the flow's size (docs/BENCHMARKS.md); reads beyond it come from the
+/// operating system's file cache.
+pub const CACHE_BYTES_DEFAULT: usize = 24 << 20;
 /// The largest page cache [`CacheSize::FromFile`] gives: 256 MiB.
 pub const CACHE_BYTES_MAX: usize = 256 << 20;
 
