@@ -1078,3 +1078,85 @@ fn m1_common_returns_share_their_common_part_and_every_remote_converges() {
     assert_eq!(few[0].n_changes, 0, "BSOC lacks nothing: {few:?}");
     assert!(few[1].n_changes >= 1, "CSOC lacks K-LATE: {few:?}");
 }
+
+/// Text zstd cannot shrink much: `n` bytes of hexadecimal from a fixed sequence.
+fn noise(seed: u64, n: usize) -> String {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        out.push_str(&format!("{:016x}", x));
+    }
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn t1_t3_flows_longer_than_a_chunk_are_stored_checked_and_served_whole() {
+    let d = Deployment::new();
+    // About 3 MB of text that compresses to well over one 1 MiB chunk.
+    d.bsoc
+        .write(|tx| {
+            for i in 0..3_000u64 {
+                tx.set(
+                    "customers",
+                    &format!("BSOC-{i:05}"),
+                    "name",
+                    noise(i, 1_000),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Deferred).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes.len() > 1 << 20,
+        "{} bytes: not over a chunk",
+        bytes.len()
+    );
+    // Cut short past its first chunk: refused, listed, nothing else kept.
+    let rows_before = journal::rows(&d.asoc, None, None, None).unwrap();
+    let refused_before = central::refused_flows(&d.asoc).unwrap().len();
+    let cut = d.usb().join("cut.outpost");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let err = files::receive_from(&d.asoc, &cut, Some(BSOC)).unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err}");
+    assert_eq!(
+        journal::rows(&d.asoc, None, None, None).unwrap(),
+        rows_before
+    );
+    assert_eq!(
+        central::refused_flows(&d.asoc).unwrap().len(),
+        refused_before + 1
+    );
+    // Whole: file ready, processed; CSOC's return, kept in the sync table, carries it all.
+    assert!(matches!(
+        files::receive_from(&d.asoc, &path, Some(BSOC)).unwrap(),
+        Received::Ready { .. }
+    ));
+    assert_eq!(central::process_ready(&d.asoc).unwrap().len(), 1);
+    let built = central::prepare_return(&d.asoc, CSOC).unwrap();
+    assert!(built.bytes > 1 << 20, "a return of {} bytes", built.bytes);
+    let (id, reader) = central::fetch_return(&d.asoc, CSOC, 0).unwrap().unwrap();
+    assert_eq!(id, built.id);
+    remote::apply_return(&d.csoc, reader).unwrap();
+    let customers = |s: &Store| s.snapshot().unwrap().scan("customers", None, None).unwrap();
+    let at_csoc = customers(&d.csoc);
+    assert_eq!(at_csoc.len(), 3_000);
+    assert_eq!(at_csoc, customers(&d.bsoc));
+    // A small return after it is kept too, and supersedes it.
+    d.asoc
+        .write(|tx| tx.set("articles", "ART-CHAIR", "price", dec("51.00")))
+        .unwrap();
+    let small = central::prepare_return(&d.asoc, CSOC).unwrap();
+    let (id, reader) = central::fetch_return(&d.asoc, CSOC, built.id.seq)
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, small.id);
+    remote::apply_return(&d.csoc, reader).unwrap();
+    assert_eq!(name(&d.csoc, "BSOC-00001"), name(&d.bsoc, "BSOC-00001"));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}

@@ -379,42 +379,65 @@ pub fn credential_digest(store: &Store, site: SiteId) -> Result<Option<Vec<u8>>>
     local::snap_get(&store.snapshot()?, &key)
 }
 
-/// Writes a flow's bytes into the sync table, a chunk per transaction.
-struct ChunkWriter<'s> {
-    store: &'s Store,
-    receipt: u64,
+/// Where a flow kept in the sync table stands while it is written: its receipt, once it has
+/// one, and the bytes of its last chunk, not stored yet.
+#[derive(Default)]
+struct Keeping {
+    receipt: Option<u64>,
     chunk: u32,
     /// Grown as bytes come, up to a chunk: a return is a few kilobytes most days, and a
     /// chunk-sized buffer made for each came as fresh pages from the system every time.
     buf: Vec<u8>,
 }
 
-impl ChunkWriter<'_> {
-    fn put_chunk(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+impl Keeping {
+    /// The receipt, allocated in `tx` if the flow has none yet.
+    fn receipt(&mut self, tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<u64> {
+        match self.receipt {
+            Some(r) => Ok(r),
+            None => {
+                let r = receive::allocate_receipt(tx)?;
+                self.receipt = Some(r);
+                Ok(r)
+            }
         }
-        let key = chunk_key(self.receipt, self.chunk);
-        let bytes = std::mem::take(&mut self.buf);
-        local::write(self.store, |tx| Ok(tx.local_put(&key, &bytes)?)).map_err(io::Error::other)?;
-        self.chunk += 1;
-        Ok(())
     }
+
+    /// Stores the bytes held, in `tx`.
+    fn store_held(&mut self, tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<u64> {
+        let receipt = self.receipt(tx)?;
+        if !self.buf.is_empty() {
+            tx.local_put(&chunk_key(receipt, self.chunk), &self.buf)?;
+            self.chunk += 1;
+            self.buf.clear();
+        }
+        Ok(receipt)
+    }
+}
+
+/// Writes a flow's bytes into the sync table: each full chunk in a transaction of its own, the
+/// last one (all of a flow under a chunk) in the transaction that records the flow
+/// ([`Keeping::store_held`]) — one commit for a day's return instead of three.
+struct ChunkWriter<'s> {
+    store: &'s Store,
+    keeping: &'s std::cell::RefCell<Keeping>,
 }
 
 impl Write for ChunkWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK_BYTES - self.buf.len();
+        let mut k = self.keeping.borrow_mut();
+        let room = CHUNK_BYTES - k.buf.len();
         let n = room.min(data.len());
-        self.buf
-            .extend_from_slice(data.get(..n).unwrap_or_default());
-        if self.buf.len() >= CHUNK_BYTES {
-            self.put_chunk()?;
+        k.buf.extend_from_slice(data.get(..n).unwrap_or_default());
+        if k.buf.len() >= CHUNK_BYTES {
+            local::write(self.store, |tx| k.store_held(tx).map(|_| ()))
+                .map_err(io::Error::other)?;
         }
         Ok(n)
     }
 
+    /// The bytes held stay for the transaction that records the flow.
     fn flush(&mut self) -> io::Result<()> {
-        self.put_chunk()
+        Ok(())
     }
 }

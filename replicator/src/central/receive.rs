@@ -47,40 +47,43 @@ pub enum Received {
 /// it is "file ready"; a damaged or truncated flow is refused and nothing is kept.
 pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> Result<Received> {
     check_central(store)?;
-    // 1. Store the bytes, chunk by chunk.
-    let receipt = new_receipt(store)?;
+    // 1. The bytes: a flow of one chunk (a day's emission) is held here and stored in the
+    // transaction that makes it file ready; a longer one is stored chunk by chunk, its receipt
+    // taken with its first chunk.
+    let mut keeping = Keeping::default();
     let mut bytes = 0u64;
-    let mut chunk_no = 0u32;
-    // Grown as the bytes come (a day's emission is a few kilobytes: a chunk-sized buffer
-    // zeroed for each would cost more than the flow).
-    let mut buf = Vec::new();
     loop {
-        buf.clear();
         // `read_to_end` retries an interrupted read itself.
-        if let Err(e) = (&mut input).take(CHUNK_BYTES as u64).read_to_end(&mut buf) {
-            discard(store, receipt)?;
+        let read = (&mut input)
+            .take(CHUNK_BYTES as u64)
+            .read_to_end(&mut keeping.buf);
+        if let Err(e) = read {
+            if let Some(receipt) = keeping.receipt {
+                discard(store, receipt)?;
+            }
             return Err(Error::Io(e));
         }
-        let filled = buf.len();
-        if filled == 0 {
-            break;
-        }
-        let chunk = buf.as_slice();
-        local::write(store, |tx| {
-            Ok(tx.local_put(&chunk_key(receipt, chunk_no), chunk)?)
-        })?;
+        let filled = keeping.buf.len();
         bytes += filled as u64;
-        chunk_no += 1;
         if filled < CHUNK_BYTES {
             break;
         }
+        local::write(store, |tx| keeping.store_held(tx).map(|_| ()))?;
     }
-    // 2. Check it whole, from what was stored.
-    let checked = check_stored(store, receipt, sender);
+    // 2. Check it whole: from what was stored, or from the bytes held when that is all of it.
+    let checked = match keeping.receipt {
+        None => check_flow(store, io::Cursor::new(keeping.buf.as_slice()), sender),
+        Some(receipt) => {
+            local::write(store, |tx| keeping.store_held(tx).map(|_| ()))?;
+            check_stored(store, receipt, sender)
+        }
+    };
     let header = match checked {
         Ok(h) => h,
         Err(e) => {
-            discard(store, receipt)?;
+            if let Some(receipt) = keeping.receipt {
+                discard(store, receipt)?;
+            }
             if e.is_the_flows() {
                 let refused = RefusedFlow {
                     at_ms: store.now_ms(),
@@ -88,7 +91,10 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                     bytes,
                     reason: e.to_string(),
                 };
-                local::write(store, |tx| put_refused(tx, receipt, &refused))?;
+                local::write(store, |tx| {
+                    let receipt = keeping.receipt(tx)?;
+                    put_refused(tx, receipt, &refused)
+                })?;
             }
             return Err(e);
         }
@@ -102,6 +108,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         .get(header.source)
         .map_or_else(|| header.source.to_string(), |s| s.code.to_string());
     let outcome = local::write(store, |tx| {
+        let receipt = keeping.store_held(tx)?;
         let retired = retired_in(tx, header.source)?.map(|_| {
             format!(
                 "remote {code} was removed from this deployment (outpost central \
@@ -173,6 +180,8 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         local::put(tx, &pending_key(receipt), &id)?;
         Ok(Ok(Received::Ready { id, bytes, note }))
     })?;
+    // Taken in the transaction above at the latest.
+    let receipt = keeping.receipt.unwrap_or_default();
     let outcome = match outcome {
         Ok(o) => o,
         Err(reason) => {
@@ -244,11 +253,14 @@ pub(super) fn put_refused(
 }
 
 pub(super) fn new_receipt(store: &Store) -> Result<u64> {
-    local::write(store, |tx| {
-        let n: u64 = local::get(tx, local::RECEIPT_SEQ)?.unwrap_or(0) + 1;
-        local::put(tx, local::RECEIPT_SEQ, &n)?;
-        Ok(n)
-    })
+    local::write(store, allocate_receipt)
+}
+
+/// The next receipt number, taken in `tx`.
+pub(super) fn allocate_receipt(tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<u64> {
+    let n: u64 = local::get(tx, local::RECEIPT_SEQ)?.unwrap_or(0) + 1;
+    local::put(tx, local::RECEIPT_SEQ, &n)?;
+    Ok(n)
 }
 
 pub(super) fn check_stored(
@@ -256,7 +268,16 @@ pub(super) fn check_stored(
     receipt: u64,
     sender: Option<SiteId>,
 ) -> Result<FlowHeader> {
-    let reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
+    check_flow(store, StoredFlow::open(store, receipt)?, sender)
+}
+
+/// Reads an emission through to its end frame, every check made; gives its header.
+pub(super) fn check_flow(
+    store: &Store,
+    input: impl Read,
+    sender: Option<SiteId>,
+) -> Result<FlowHeader> {
+    let reader = FlowReader::open(input)?;
     check_emission_header(store, reader.header(), sender)?;
     Ok(reader.verify()?)
 }

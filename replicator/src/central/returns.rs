@@ -6,22 +6,32 @@ use super::*;
 /// Prepares the return of `remote` into central's sync table, where the remote fetches it when
 /// it connects ([`fetch_return`]). See [`build_return`].
 pub fn prepare_return(store: &Store, remote: SiteId) -> Result<Built> {
-    let receipt = new_receipt(store)?;
+    let keeping = std::cell::RefCell::new(Keeping::default());
     let out = ChunkWriter {
         store,
-        receipt,
-        chunk: 0,
-        buf: Vec::new(),
+        keeping: &keeping,
     };
     let how = Writing {
         compress: true,
-        receipt: Some(receipt),
+        keep: Some(&keeping),
         ..Writing::default()
     };
-    match write_for_remote(store, remote, FlowKind::Return, out, how) {
+    let written = write_for_remote(store, remote, FlowKind::Return, out, how);
+    kept_or_discarded(store, &keeping, written)
+}
+
+/// What was written, or, after an error, the chunks already stored dropped.
+fn kept_or_discarded<W>(
+    store: &Store,
+    keeping: &std::cell::RefCell<Keeping>,
+    written: Result<(W, Built)>,
+) -> Result<Built> {
+    match written {
         Ok((_, built)) => Ok(built),
         Err(e) => {
-            discard(store, receipt)?;
+            if let Some(receipt) = keeping.borrow().receipt {
+                discard(store, receipt)?;
+            }
             Err(e)
         }
     }
@@ -92,12 +102,10 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
         built.insert(*remote, prepare_return(store, *remote)?);
     }
     for (remote, _, _) in &group {
-        let receipt = new_receipt(store)?;
+        let keeping = std::cell::RefCell::new(Keeping::default());
         let out = ChunkWriter {
             store,
-            receipt,
-            chunk: 0,
-            buf: Vec::new(),
+            keeping: &keeping,
         };
         let shared_part = SharedPart {
             shared: &shared,
@@ -111,20 +119,12 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
             out,
             Writing {
                 compress: true,
-                receipt: Some(receipt),
+                keep: Some(&keeping),
                 shared: Some(&shared_part),
                 ..Writing::default()
             },
         );
-        match written {
-            Ok((_, b)) => {
-                built.insert(*remote, b);
-            }
-            Err(e) => {
-                discard(store, receipt)?;
-                return Err(e);
-            }
-        }
+        built.insert(*remote, kept_or_discarded(store, &keeping, written)?);
     }
     remotes
         .iter()
@@ -279,8 +279,9 @@ pub fn write_bootstrap_with<W: Write>(
 pub(super) struct Writing<'a> {
     /// Compress the body (zstd).
     pub compress: bool,
-    /// The sync table's receipt it is written under (a return kept for download).
-    pub receipt: Option<u64>,
+    /// A return kept for download in the sync table: its last bytes are stored, and its receipt
+    /// taken if it has none yet, in the transaction that records it.
+    pub keep: Option<&'a std::cell::RefCell<Keeping>>,
     /// The remote's record as it will be, when it is not yet stored (a bootstrap).
     pub record: Option<RemoteRecord>,
     /// The common part of several returns, copied in instead of what the remote lacks.
@@ -296,7 +297,7 @@ pub(super) fn write_for_remote<W: Write>(
 ) -> Result<(W, Built)> {
     let Writing {
         compress,
-        receipt,
+        keep,
         record,
         shared,
     } = how;
@@ -375,7 +376,7 @@ pub(super) fn write_for_remote<W: Write>(
         n_rejections: returned.len() as u64,
         bytes,
     };
-    record_made(store, remote, kind, mode, receipt, &built)?;
+    record_made(store, remote, kind, mode, keep, &built)?;
     Ok((out, built))
 }
 
@@ -401,7 +402,7 @@ fn record_made(
     remote: SiteId,
     kind: FlowKind,
     mode: SyncMode,
-    receipt: Option<u64>,
+    keep: Option<&std::cell::RefCell<Keeping>>,
     built: &Built,
 ) -> Result<()> {
     let Built {
@@ -415,6 +416,10 @@ fn record_made(
     let is_return = kind == FlowKind::Return;
     let now = store.now_ms();
     local::write(store, |tx| {
+        let receipt = match keep {
+            Some(k) => Some(k.borrow_mut().store_held(tx)?),
+            None => None,
+        };
         local::put(tx, local::RETURN_SEQ, &seq)?;
         if is_return {
             let rkey = remote_key(remote);
