@@ -39,8 +39,8 @@ enum Sent {
 /// Moves the rest of a flow's decoding to a thread of the driver's.
 type Handoff<R> = fn(Box<FlowReader<R>>, Knowledge, Spawn) -> Source<R>;
 
-/// Frames a flow's first items are decoded in turn: a flow that ends within them (a day's
-/// emission or return) costs no thread.
+/// How many of a flow's first items are decoded in turn before the rest is handed to a thread:
+/// a flow that ends within them (a day's emission or return) costs no thread.
 pub const ITEMS_HERE: u32 = 2;
 
 enum Source<R: Read> {
