@@ -39,9 +39,10 @@ enum Sent {
 /// Moves the rest of a flow's decoding to a thread of the driver's.
 type Handoff<R> = fn(Box<FlowReader<R>>, Knowledge, Spawn) -> Source<R>;
 
-/// How many of a flow's first items are decoded in turn before the rest is handed to a thread:
-/// a flow that ends within them (a day's emission or return) costs no thread.
-pub const ITEMS_HERE: u32 = 2;
+/// How many of a flow's first items (frames of up to 1,024 changes, refused changes) are
+/// decoded in turn before the rest is handed to a thread: a flow that ends within them (a day's
+/// emission or return) costs no thread.
+pub const ITEMS_HERE: u32 = 4;
 
 enum Source<R: Read> {
     /// Decoded here; after [`ITEMS_HERE`] items, handed off beside when the driver allows it.
@@ -98,7 +99,13 @@ impl<R: Read> Frames<R> {
     pub fn next_frame(&mut self) -> Result<Option<IncomingItem>, DecodeError> {
         match &mut self.source {
             Source::Here(reader, known, handoff) => {
-                let item = reader.next_item_lacking(known)?;
+                let item = match reader.next_item_lacking(known) {
+                    Ok(item) => item,
+                    Err(e) => {
+                        self.source = Source::Done;
+                        return Err(e);
+                    }
+                };
                 if item.is_none() {
                     self.n_changes = reader.n_changes();
                     self.source = Source::Done;
@@ -225,7 +232,8 @@ mod tests {
         decode_beside(|job| {
             std::thread::spawn(job);
         });
-        let bytes = flow(3_000);
+        // More frames than are decoded in turn: the rest goes beside.
+        let bytes = flow(10_000);
         let mut known = Knowledge::new();
         known.insert(Dot {
             site: SiteId(2),
@@ -233,10 +241,25 @@ mod tests {
         });
         let open = |b: &[u8]| FlowReader::open(io::Cursor::new(b.to_vec())).unwrap();
         let here = all(Frames::here(open(&bytes), known.clone()));
+        let mut frames = Frames::new(open(&bytes), known.clone());
+        for _ in 0..ITEMS_HERE {
+            assert!(matches!(frames.source, Source::Here(..)));
+            frames.next_frame().unwrap();
+        }
+        assert!(matches!(frames.source, Source::Beside(..)), "handed off");
         let beside = all(Frames::new(open(&bytes), known.clone()));
-        assert_eq!(here.1, 3_000);
-        assert!(here.0.len() > 1, "several frames");
+        assert_eq!(here.1, 10_000);
+        assert!(
+            here.0.len() > ITEMS_HERE as usize,
+            "more frames than decoded in turn"
+        );
         assert_eq!(here, beside);
+        // A flow of fewer items never starts a thread.
+        let small = flow(500);
+        let mut frames = Frames::new(open(&small), known.clone());
+        while frames.next_frame().unwrap().is_some() {
+            assert!(!matches!(frames.source, Source::Beside(..)));
+        }
         // Cut short: the same error either way, after the same frames.
         let cut = &bytes[..bytes.len() - 10];
         let run = |mut f: Frames<io::Cursor<Vec<u8>>>| {

@@ -383,7 +383,11 @@ pub fn credential_digest(store: &Store, site: SiteId) -> Result<Option<Vec<u8>>>
 /// one, and the bytes of its last chunk, not stored yet.
 #[derive(Default)]
 struct Keeping {
+    /// Taken in a transaction that may still roll back.
     receipt: Option<u64>,
+    /// The receipt some chunks were committed under: the only one an error may discard (a
+    /// number taken in a transaction that rolled back may be another flow's by then).
+    stored: Option<u64>,
     chunk: u32,
     /// Grown as bytes come, up to a chunk: a return is a few kilobytes most days, and a
     /// chunk-sized buffer made for each came as fresh pages from the system every time.
@@ -430,8 +434,9 @@ impl Write for ChunkWriter<'_> {
         let n = room.min(data.len());
         k.buf.extend_from_slice(data.get(..n).unwrap_or_default());
         if k.buf.len() >= CHUNK_BYTES {
-            local::write(self.store, |tx| k.store_held(tx).map(|_| ()))
-                .map_err(io::Error::other)?;
+            let receipt =
+                local::write(self.store, |tx| k.store_held(tx)).map_err(io::Error::other)?;
+            k.stored = Some(receipt);
         }
         Ok(n)
     }

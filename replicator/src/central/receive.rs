@@ -58,7 +58,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
             .take(CHUNK_BYTES as u64)
             .read_to_end(&mut keeping.buf);
         if let Err(e) = read {
-            if let Some(receipt) = keeping.receipt {
+            if let Some(receipt) = keeping.stored {
                 discard(store, receipt)?;
             }
             return Err(Error::Io(e));
@@ -68,20 +68,20 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         if filled < CHUNK_BYTES {
             break;
         }
-        local::write(store, |tx| keeping.store_held(tx).map(|_| ()))?;
+        keeping.stored = Some(local::write(store, |tx| keeping.store_held(tx))?);
     }
     // 2. Check it whole: from what was stored, or from the bytes held when that is all of it.
     let checked = match keeping.receipt {
         None => check_flow(store, io::Cursor::new(keeping.buf.as_slice()), sender),
         Some(receipt) => {
-            local::write(store, |tx| keeping.store_held(tx).map(|_| ()))?;
+            keeping.stored = Some(local::write(store, |tx| keeping.store_held(tx))?);
             check_stored(store, receipt, sender)
         }
     };
     let header = match checked {
         Ok(h) => h,
         Err(e) => {
-            if let Some(receipt) = keeping.receipt {
+            if let Some(receipt) = keeping.stored {
                 discard(store, receipt)?;
             }
             if e.is_the_flows() {

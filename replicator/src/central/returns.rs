@@ -29,7 +29,7 @@ fn kept_or_discarded<W>(
     match written {
         Ok((_, built)) => Ok(built),
         Err(e) => {
-            if let Some(receipt) = keeping.borrow().receipt {
+            if let Some(receipt) = keeping.borrow().stored {
                 discard(store, receipt)?;
             }
             Err(e)
