@@ -254,3 +254,39 @@ fn a_store_open_elsewhere_is_locked() {
     let store = Store::open(dir.path(), StoreConfig::new(site(BSOC), schema(), clock)).unwrap();
     drop(store);
 }
+
+/// S3: workstations of a site server write at once. Every commit stays consistent with the
+/// clock it persisted, and a check running beside another thread's commits (the
+/// `slow-assertions` walk after each write, enabled in tests) sees the store and the clock
+/// of one same moment — never a stamp committed after the clock it read.
+#[test]
+fn s3_writes_from_several_threads_at_once_each_see_the_store_and_its_clock_of_one_moment() {
+    let clock = ManualClock::new(T0_MS);
+    let store = Arc::new(store(BSOC, &clock));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    store
+                        .write(|tx| tx.set("customers", &format!("T{t}-{i:04}"), "name", "n"))
+                        .unwrap();
+                    store.check_invariants().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    store.check_invariants().unwrap();
+    assert_eq!(
+        store
+            .snapshot()
+            .unwrap()
+            .scan("customers", None, None)
+            .unwrap()
+            .len(),
+        450
+    );
+}

@@ -739,8 +739,12 @@ impl Store {
     /// every index entry points at its register; every register's record exists; the clock's
     /// high-water mark is at least every stored stamp. O(n): for tests and `slow-assertions`.
     pub fn check_invariants(&self) -> Result<()> {
-        let state = lock(&self.state).clone();
-        let snap = self.db.read()?;
+        // The state and the snapshot of one same moment: a commit holds the state's lock from
+        // its transaction to the state's swap, so the snapshot is taken under it.
+        let (state, snap) = {
+            let state = lock(&self.state);
+            (state.clone(), self.db.read()?)
+        };
         let cells = snap.cells_between(&[], &[0xFF; 1], None)?;
         let dot_keys = snap.all_dot_keys()?;
         let created: BTreeSet<Vec<u8>> = cells
