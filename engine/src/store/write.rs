@@ -427,7 +427,7 @@ impl WriteTx<'_, '_> {
         if self.state.sites.get(site.id) == Some(&site) {
             return Ok(());
         }
-        self.state.sites.add(site.clone())?;
+        Arc::make_mut(&mut self.state.sites).add(site.clone())?;
         self.tables.put_site(&site)
     }
 
@@ -448,9 +448,9 @@ impl WriteTx<'_, '_> {
         }
         self.tables.put_denied(site, &tables)?;
         if tables.is_empty() {
-            self.state.denied.remove(&site);
+            Arc::make_mut(&mut self.state.denied).remove(&site);
         } else {
-            self.state.denied.insert(site, tables);
+            Arc::make_mut(&mut self.state.denied).insert(site, tables);
         }
         Ok(())
     }
