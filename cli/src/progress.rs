@@ -28,12 +28,19 @@ pub fn days(len: u64) -> ProgressBar {
         .with_finish(ProgressFinish::AndClear)
 }
 
+/// Whether reading `len` bytes gets a bar: a big file, read by a command of this process's own
+/// command line. A command forwarded to the daemon ([`crate::out::redirect`]) gets none: its
+/// bar would draw on the daemon's terminal, not on the command line that asked.
+fn wants_bar(len: u64) -> bool {
+    len >= BAR_BYTES_MIN && !crate::out::redirected()
+}
+
 /// `path` opened for reading, counted on a bar named `what` (`bootstrap`, `return`) when it is
 /// big enough to take a while; the bar clears when the reader is dropped.
 pub fn open(path: &Path, what: &str) -> std::io::Result<Box<dyn Read>> {
     let file = File::open(path)?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len < BAR_BYTES_MIN {
+    if !wants_bar(len) {
         return Ok(Box::new(file));
     }
     let bar = ProgressBar::new(len)
@@ -43,4 +50,26 @@ pub fn open(path: &Path, what: &str) -> std::io::Result<Box<dyn Read>> {
         .with_message(format!("reading the {what}"))
         .with_finish(ProgressFinish::AndClear);
     Ok(Box::new(bar.wrap_read(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_command_draws_no_bar_on_the_daemon_s_terminal() {
+        assert!(!wants_bar(BAR_BYTES_MIN - 1), "a small file: no bar");
+        assert!(
+            wants_bar(BAR_BYTES_MIN),
+            "a big file on this command line: a bar"
+        );
+        let guard = crate::out::redirect(
+            Box::new(std::io::sink()),
+            Box::new(std::io::sink()),
+            std::env::temp_dir(),
+        );
+        assert!(!wants_bar(BAR_BYTES_MIN), "forwarded: no bar");
+        drop(guard);
+        assert!(wants_bar(BAR_BYTES_MIN));
+    }
 }
