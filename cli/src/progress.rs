@@ -2,7 +2,9 @@
 //! big bootstrap file and `remote import` of a big return (bytes read) — on standard error,
 //! and only when it is a terminal: indicatif's stderr target
 //! (`ProgressDrawTarget::stderr`) is hidden when standard error is not a terminal or `TERM` is
-//! unset or `dumb`, so a pipe, a log file or a test gets no escape codes and no bar.
+//! unset or `dumb`, so a pipe, a log file or a test gets no escape codes and no bar. A command
+//! forwarded to the daemon that holds its data directory draws none either: the daemon's
+//! standard error is not the asking command line's.
 //!
 //! The core crates know nothing of them: the simulator reports the days done through a
 //! callback (`outpost_sim::run_with_progress`) that reads no clock; a file is counted as the
