@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -165,7 +166,10 @@ impl RangeSet {
 /// What a site has, per origin site.
 #[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Knowledge {
-    origins: BTreeMap<SiteId, RangeSet>,
+    // Each origin's ranges shared between copies (a transaction's staged state, a flow's
+    // header, a peer's record): a copy costs a pointer per site, and a change copies only the
+    // origin it touches. The same bytes as an unshared map when encoded.
+    origins: BTreeMap<SiteId, Arc<RangeSet>>,
 }
 
 impl Knowledge {
@@ -183,24 +187,28 @@ impl Knowledge {
 
     /// Records one dot as known.
     pub fn insert(&mut self, dot: Dot) {
-        self.origins.entry(dot.site).or_default().insert(dot.seq);
+        Arc::make_mut(self.origins.entry(dot.site).or_default()).insert(dot.seq);
     }
 
     /// Records `first..=last` of `site` as known.
     pub fn insert_range(&mut self, site: SiteId, first: u64, last: u64) {
         if first <= last {
-            self.origins
-                .entry(site)
-                .or_default()
-                .insert_range(first, last);
+            Arc::make_mut(self.origins.entry(site).or_default()).insert_range(first, last);
         }
     }
 
     /// Adds everything `other` knows.
     pub fn union_with(&mut self, other: &Knowledge) {
         for (site, ranges) in &other.origins {
-            if !ranges.is_empty() {
-                self.origins.entry(*site).or_default().union_with(ranges);
+            if ranges.is_empty() {
+                continue;
+            }
+            match self.origins.get_mut(site) {
+                Some(mine) if !Arc::ptr_eq(mine, ranges) => Arc::make_mut(mine).union_with(ranges),
+                Some(_) => {}
+                None => {
+                    self.origins.insert(*site, Arc::clone(ranges));
+                }
             }
         }
     }
@@ -210,8 +218,9 @@ impl Knowledge {
         let mut out = Knowledge::new();
         for (site, ranges) in &self.origins {
             let rest = match other.origins.get(site) {
-                Some(theirs) => ranges.difference(theirs),
-                None => ranges.clone(),
+                Some(theirs) if Arc::ptr_eq(ranges, theirs) => continue,
+                Some(theirs) => Arc::new(ranges.difference(theirs)),
+                None => Arc::clone(ranges),
             };
             if !rest.is_empty() {
                 out.origins.insert(*site, rest);
@@ -224,42 +233,42 @@ impl Knowledge {
     pub fn only(&self, site: SiteId) -> Knowledge {
         let mut out = Knowledge::new();
         if let Some(r) = self.origins.get(&site) {
-            out.origins.insert(site, r.clone());
+            out.origins.insert(site, Arc::clone(r));
         }
         out
     }
 
     /// The ranges known of one origin.
     pub fn of(&self, site: SiteId) -> Option<&RangeSet> {
-        self.origins.get(&site)
+        self.origins.get(&site).map(Arc::as_ref)
     }
 
     /// Every origin and its ranges.
     pub fn iter(&self) -> impl Iterator<Item = (SiteId, &RangeSet)> {
-        self.origins.iter().map(|(s, r)| (*s, r))
+        self.origins.iter().map(|(s, r)| (*s, r.as_ref()))
     }
 
     /// The highest sequence number known of `site` (0 if none).
     pub fn max_seq(&self, site: SiteId) -> u64 {
-        self.origins.get(&site).and_then(RangeSet::max).unwrap_or(0)
+        self.origins.get(&site).and_then(|r| r.max()).unwrap_or(0)
     }
 
     /// True when nothing is known.
     pub fn is_empty(&self) -> bool {
-        self.origins.values().all(RangeSet::is_empty)
+        self.origins.values().all(|r| r.is_empty())
     }
 
     /// How many dots are known in all.
     pub fn count(&self) -> u64 {
         self.origins
             .values()
-            .map(RangeSet::count)
+            .map(|r| r.count())
             .fold(0, u64::saturating_add)
     }
 
     /// Whether every range set is well formed (used after decoding untrusted bytes).
     pub fn is_well_formed(&self) -> bool {
-        self.origins.values().all(RangeSet::is_well_formed)
+        self.origins.values().all(|r| r.is_well_formed())
     }
 }
 
@@ -308,6 +317,33 @@ mod tests {
             prop_assert_eq!(model(&u), ma.union(&mb).copied().collect::<BTreeSet<_>>());
             prop_assert_eq!(a.count(), ma.len() as u64);
         }
+    }
+
+    #[test]
+    fn knowledge_is_encoded_as_a_plain_map_of_ranges_and_copies_share_them() {
+        let (b, c) = (SiteId(2), SiteId(3));
+        let mut k = Knowledge::new();
+        k.insert_range(b, 1, 10);
+        k.insert_range(c, 4, 6);
+        let mut plain: BTreeMap<SiteId, RangeSet> = BTreeMap::new();
+        plain.entry(b).or_default().insert_range(1, 10);
+        plain.entry(c).or_default().insert_range(4, 6);
+        let bytes = postcard::to_stdvec(&k).unwrap();
+        assert_eq!(
+            bytes,
+            postcard::to_stdvec(&plain).unwrap(),
+            "the stored format"
+        );
+        assert_eq!(postcard::from_bytes::<Knowledge>(&bytes).unwrap(), k);
+        // A copy changed on one origin leaves the original as it was.
+        let mut copy = k.clone();
+        copy.insert(Dot { site: b, seq: 11 });
+        copy.union_with(&k);
+        assert_eq!(k.max_seq(b), 10);
+        assert_eq!(copy.max_seq(b), 11);
+        assert_eq!(copy.of(c), k.of(c));
+        assert_eq!(copy.difference(&k).count(), 1);
+        assert!(k.difference(&copy).is_empty());
     }
 
     #[test]
