@@ -2,7 +2,8 @@
 //!
 //! redb's own memory backend is one `Vec<u8>`: each growth may copy the whole database and the
 //! vector's spare capacity can reach its length. Chunks grow without copying and waste at most
-//! one chunk. Used by [`crate::Store::in_memory`] (the simulator runs a hundred such stores).
+//! one chunk; a chunk is allocated when first written, so the room redb reserves as a store grows
+//! costs neither memory nor the clearing of it until it is used (reads of it see zeros). Used by [`crate::Store::in_memory`] (the simulator runs a hundred such stores).
 
 use std::io;
 use std::sync::RwLock;
@@ -10,7 +11,8 @@ use std::sync::RwLock;
 /// Bytes per chunk.
 const CHUNK: usize = 64 << 10;
 
-/// The database bytes, chunk by chunk; the last chunk may be partly beyond `len`.
+/// The database bytes, chunk by chunk; the last chunk may be partly beyond `len`; a chunk never
+/// written is `None` and reads as zeros.
 #[derive(Default)]
 pub(crate) struct ChunkedMemory {
     inner: RwLock<Inner>,
@@ -19,7 +21,7 @@ pub(crate) struct ChunkedMemory {
 #[derive(Default)]
 struct Inner {
     len: u64,
-    chunks: Vec<Box<[u8]>>,
+    chunks: Vec<Option<Box<[u8]>>>,
 }
 
 impl std::fmt::Debug for ChunkedMemory {
@@ -67,14 +69,13 @@ impl redb::StorageBackend for ChunkedMemory {
         }
         let mut done = 0;
         for (chunk, within, take) in pieces(offset, out.len()) {
-            let src = inner
-                .chunks
-                .get(chunk)
-                .and_then(|c| c.get(within..within + take))
-                .ok_or_else(out_of_range)?;
-            out.get_mut(done..done + take)
-                .ok_or_else(out_of_range)?
-                .copy_from_slice(src);
+            let dst = out.get_mut(done..done + take).ok_or_else(out_of_range)?;
+            match inner.chunks.get(chunk).ok_or_else(out_of_range)? {
+                Some(c) => {
+                    dst.copy_from_slice(c.get(within..within + take).ok_or_else(out_of_range)?)
+                }
+                None => dst.fill(0),
+            }
             done += take;
         }
         Ok(())
@@ -88,15 +89,13 @@ impl redb::StorageBackend for ChunkedMemory {
             // Bytes past the new end read as zero if the store grows again.
             let tail = (len % CHUNK as u64) as usize;
             if tail > 0
-                && let Some(last) = inner.chunks.last_mut()
+                && let Some(Some(last)) = inner.chunks.last_mut()
                 && let Some(rest) = last.get_mut(tail..)
             {
                 rest.fill(0);
             }
         }
-        while inner.chunks.len() < chunks {
-            inner.chunks.push(vec![0u8; CHUNK].into_boxed_slice());
-        }
+        inner.chunks.resize_with(chunks, || None);
         inner.len = len;
         Ok(())
     }
@@ -115,7 +114,9 @@ impl redb::StorageBackend for ChunkedMemory {
             let dst = inner
                 .chunks
                 .get_mut(chunk)
-                .and_then(|c| c.get_mut(within..within + take))
+                .ok_or_else(out_of_range)?
+                .get_or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice())
+                .get_mut(within..within + take)
                 .ok_or_else(out_of_range)?;
             dst.copy_from_slice(data.get(done..done + take).ok_or_else(out_of_range)?);
             done += take;
@@ -151,5 +152,30 @@ mod tests {
         assert!(after[10..].iter().all(|b| *b == 0));
         assert!(m.read(2 * CHUNK as u64 - 1, &mut [0u8; 2]).is_err());
         assert!(m.write(2 * CHUNK as u64, &[1]).is_err());
+    }
+
+    #[test]
+    fn room_grown_and_not_written_holds_no_memory_and_reads_as_zeros() {
+        let m = ChunkedMemory::default();
+        m.set_len(100 * CHUNK as u64).unwrap();
+        let held = |m: &ChunkedMemory| {
+            let inner = m.inner.read().unwrap();
+            inner.chunks.iter().filter(|c| c.is_some()).count()
+        };
+        assert_eq!(held(&m), 0);
+        let mut back = vec![1u8; 3 * CHUNK];
+        m.read(10 * CHUNK as u64 + 7, &mut back).unwrap();
+        assert!(back.iter().all(|b| *b == 0));
+        m.write(50 * CHUNK as u64 - 2, &[9, 9, 9, 9]).unwrap();
+        assert_eq!(held(&m), 2, "the two chunks the write spans");
+        let mut four = [0u8; 6];
+        m.read(50 * CHUNK as u64 - 3, &mut four).unwrap();
+        assert_eq!(four, [0, 9, 9, 9, 9, 0]);
+        // Cut inside the written chunk and grow again: the cut-off bytes read as zero.
+        m.set_len(50 * CHUNK as u64 + 1).unwrap();
+        m.set_len(60 * CHUNK as u64).unwrap();
+        m.read(50 * CHUNK as u64 - 3, &mut four).unwrap();
+        assert_eq!(four, [0, 9, 9, 9, 0, 0]);
+        assert_eq!(m.len().unwrap(), 60 * CHUNK as u64);
     }
 }
