@@ -397,11 +397,16 @@ impl RemoteExecutor {
         self.backoff_ms = RETRY_FIRST_MS;
     }
 
+    /// Central could not be reached: try again after the pause, which doubles once per failed
+    /// attempt — a run that both emits and fetches fails twice and waits as one attempt does.
     fn unreachable<E>(&mut self, store: &Store, e: E, run: &mut RemoteRun<E>) {
+        run.unreachable = Some(e);
+        if run.retry_at.is_some() {
+            return;
+        }
         let at = store.now_ms().saturating_add(self.backoff_ms);
         self.retry_at = Some(at);
         self.backoff_ms = self.backoff_ms.saturating_mul(2).min(RETRY_MAX_MS);
-        run.unreachable = Some(e);
         run.retry_at = Some(at);
     }
 

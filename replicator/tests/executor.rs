@@ -232,3 +232,59 @@ fn m1_a_manual_export_in_the_morning_does_not_stand_for_the_evening_s_fixed_emis
     d.run_until(&mut restarted, paris(25, 21, 30));
     assert_eq!(d.fixed_emissions(), vec!["2026-11-25 21:00:00"]);
 }
+
+/// Central out of reach: every call fails and may succeed later.
+struct Down {
+    calls: u32,
+}
+
+impl RemoteTransport for Down {
+    type Error = &'static str;
+
+    fn is_transient(_: &&'static str) -> bool {
+        true
+    }
+
+    fn emit(&mut self, _: &Store, _: SyncMode) -> Result<FlowId, &'static str> {
+        self.calls += 1;
+        Err("central is unreachable")
+    }
+
+    fn fetch_return(
+        &mut self,
+        _: &Store,
+        _: u64,
+        _: u64,
+    ) -> Result<Option<Fetched<'_>>, &'static str> {
+        self.calls += 1;
+        Err("central is unreachable")
+    }
+}
+
+/// S2: a remote started while central is down, after its fixed emission time (the day's
+/// emission and the catch-up fetch both due at once): one failed attempt waits the first pause,
+/// however many calls it made, and each attempt after it doubles the pause.
+#[test]
+fn s2_the_pause_after_an_unreachable_central_doubles_once_per_attempt() {
+    let d = Deployment::new(paris(25, 21, 13));
+    let mut exec = RemoteExecutor::new(&d.bsoc).unwrap();
+    exec.catch_up();
+    let mut down = Down { calls: 0 };
+    let mut pauses = Vec::new();
+    for _ in 0..3 {
+        let run = exec.on_time(&d.bsoc, &mut down).unwrap();
+        assert!(run.unreachable.is_some());
+        let at = run.retry_at.unwrap();
+        pauses.push(at - d.clock.now_ms());
+        d.clock.set(at);
+    }
+    assert!(down.calls > 3, "the first attempt emits and fetches");
+    assert_eq!(
+        pauses,
+        vec![
+            outpost_replicator::executor::RETRY_FIRST_MS,
+            2 * outpost_replicator::executor::RETRY_FIRST_MS,
+            4 * outpost_replicator::executor::RETRY_FIRST_MS
+        ]
+    );
+}
