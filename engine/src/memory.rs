@@ -3,7 +3,8 @@
 //! redb's own memory backend is one `Vec<u8>`: each growth may copy the whole database and the
 //! vector's spare capacity can reach its length. Chunks grow without copying and waste at most
 //! one chunk; a chunk is allocated when first written, so the room redb reserves as a store grows
-//! costs neither memory nor the clearing of it until it is used (reads of it see zeros). Used by [`crate::Store::in_memory`] (the simulator runs a hundred such stores).
+//! costs neither memory nor the clearing of it until it is used (reads of it see zeros). Used by
+//! [`crate::Store::in_memory`] (the simulator runs a hundred such stores).
 
 use std::io;
 use std::sync::RwLock;
