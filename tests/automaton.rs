@@ -272,6 +272,26 @@ fn c5_j3_the_seeds_plan_driven_by_the_automatons() {
 }
 
 #[test]
+fn c4_a_removed_remote_s_newest_return_is_dropped_from_the_sync_table() {
+    let w = c5_plan("23:40");
+    let csoc = SiteId(3);
+    let (id, _) = central::fetch_return(&w.asoc, csoc, 0).unwrap().unwrap();
+    let before = central::stored_flow_bytes(&w.asoc).unwrap();
+    central::remove_remote(&w.asoc, "CSOC", w.now()).unwrap();
+    let after = central::stored_flow_bytes(&w.asoc).unwrap();
+    assert!(after < before, "{before} bytes before, {after} after");
+    assert!(central::fetch_return(&w.asoc, csoc, 0).unwrap().is_none());
+    let row = journal::row(&w.asoc, id).unwrap().unwrap();
+    assert_eq!(row.receipt, None, "its row stays, without bytes: {row:?}");
+    // BSOC's return is still there.
+    assert!(
+        central::fetch_return(&w.asoc, SiteId(2), 0)
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
 fn j3_a_return_fetched_at_23_01_is_applied_at_23_01() {
     let w = c5_plan("23:01");
     let rows = journal::rows(

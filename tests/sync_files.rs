@@ -1019,29 +1019,35 @@ fn r1_an_old_file_arriving_after_its_successor_from_a_clock_set_back_is_no_fork(
 /// the changes above what all of them know encoded once and copied into each — and every
 /// remote applying its return holds exactly central's content (its own changes in the shared
 /// part counted as already had).
+/// `n` remotes besides BSOC and CSOC, each created at central and set up from its bootstrap.
+fn more_remotes(d: &Deployment, n: usize) -> Vec<(SiteId, Store)> {
+    (0..n)
+        .map(|i| {
+            let id = SiteId(u16::try_from(10 + i).unwrap());
+            let site = Site::remote(id.0, &format!("X{i:02}")).unwrap();
+            central::create_remote(&d.asoc, site, BTreeSet::new(), settings("21:00")).unwrap();
+            let (file, _) = files::bootstrap_to(&d.asoc, id, &d.usb()).unwrap();
+            let store = remote::bootstrap(
+                std::io::BufReader::new(std::fs::File::open(&file).unwrap()),
+                |site: &Site| {
+                    Store::open(
+                        d.root.path().join(site.code.as_str()),
+                        StoreConfig::new(site.clone(), outpost::retail::schema(), d.clock.clone()),
+                    )
+                },
+            )
+            .unwrap();
+            (id, store)
+        })
+        .collect()
+}
+
 #[test]
 fn m1_common_returns_share_their_common_part_and_every_remote_converges() {
     let d = Deployment::new();
     let n = central::SHARED_RETURNS_MIN + 2;
     let mut remotes = vec![(BSOC, &d.bsoc), (CSOC, &d.csoc)];
-    let mut extra = Vec::new();
-    for i in 0..n - 2 {
-        let id = SiteId(u16::try_from(10 + i).unwrap());
-        let site = Site::remote(id.0, &format!("X{i:02}")).unwrap();
-        central::create_remote(&d.asoc, site, BTreeSet::new(), settings("21:00")).unwrap();
-        let (file, _) = files::bootstrap_to(&d.asoc, id, &d.usb()).unwrap();
-        let store = remote::bootstrap(
-            std::io::BufReader::new(std::fs::File::open(&file).unwrap()),
-            |site: &Site| {
-                Store::open(
-                    d.root.path().join(site.code.as_str()),
-                    StoreConfig::new(site.clone(), outpost::retail::schema(), d.clock.clone()),
-                )
-            },
-        )
-        .unwrap();
-        extra.push((id, store));
-    }
+    let extra = more_remotes(&d, n - 2);
     remotes.extend(extra.iter().map(|(id, s)| (*id, s)));
     for (id, store) in &remotes {
         store
@@ -1077,6 +1083,63 @@ fn m1_common_returns_share_their_common_part_and_every_remote_converges() {
     let few = central::prepare_returns(&d.asoc, &[BSOC, CSOC]).unwrap();
     assert_eq!(few[0].n_changes, 0, "BSOC lacks nothing: {few:?}");
     assert!(few[1].n_changes >= 1, "CSOC lacks K-LATE: {few:?}");
+}
+
+#[test]
+fn m1_the_common_part_of_the_returns_is_stored_once_and_dropped_with_the_returns_that_read_it() {
+    let d = Deployment::new();
+    let n = central::SHARED_RETURNS_MIN + 2;
+    let mut remotes = vec![(BSOC, &d.bsoc), (CSOC, &d.csoc)];
+    let extra = more_remotes(&d, n - 2);
+    remotes.extend(extra.iter().map(|(id, s)| (*id, s)));
+    let ids: Vec<SiteId> = remotes.iter().map(|(id, _)| *id).collect();
+    // Two days: each remote writes 20 kB that zstd cannot shrink much, emits; central makes
+    // the common returns and every remote applies its own.
+    let mut grown = Vec::new();
+    let mut return_len = 0;
+    for day in 0..2u64 {
+        for (id, store) in &remotes {
+            let value = noise(day * 1_000 + u64::from(id.0), 20_000);
+            store
+                .write(|tx| tx.set("customers", &format!("K-{id}-{day}"), "name", value))
+                .unwrap();
+            d.emit_and_process(store, SyncMode::Deferred);
+        }
+        let before = central::stored_flow_bytes(&d.asoc).unwrap();
+        let built = central::prepare_returns(&d.asoc, &ids).unwrap();
+        assert!(built.iter().all(|b| b.n_changes >= n as u64), "{built:?}");
+        let after = central::stored_flow_bytes(&d.asoc).unwrap();
+        grown.push(i128::from(after) - i128::from(before));
+        for (id, store) in &remotes {
+            let (_, mut reader) = central::fetch_return(&d.asoc, *id, 0).unwrap().unwrap();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+            return_len = bytes.len();
+            let applied = remote::apply_return(store, bytes.as_slice()).unwrap();
+            assert!(
+                matches!(applied, Applied::Applied { .. }),
+                "{id}: {applied:?}"
+            );
+            assert_eq!(content(store), content(&d.asoc), "{id}");
+        }
+    }
+    let one = i128::try_from(return_len).unwrap();
+    assert!(
+        one > 80_000,
+        "each return holds the fleet's day: {one} bytes"
+    );
+    // The first day: one copy of the common part, not one per remote (n × {one}).
+    assert!(
+        grown[0] < 2 * one,
+        "the sync table grew by {} bytes for {n} returns of {one} bytes",
+        grown[0]
+    );
+    // The second day's returns supersede the first's: the first common part goes with them.
+    assert!(
+        grown[1].abs() < one / 2,
+        "the sync table grew by {} bytes on the second day",
+        grown[1]
+    );
 }
 
 /// Text zstd cannot shrink much: `n` bytes of hexadecimal from a fixed sequence.

@@ -415,6 +415,11 @@ impl SharedChanges {
     pub fn compressed_len(&self) -> usize {
         self.zstd.len()
     }
+
+    /// Its bytes: one complete zstd frame.
+    pub fn compressed(&self) -> &[u8] {
+        &self.zstd
+    }
 }
 
 /// Writes one flow, a frame at a time.
@@ -464,8 +469,19 @@ impl<W: Write> FlowWriter<W> {
     /// is, and what follows (refused changes, the end frame) goes into a zstd frame of its own
     /// — a zstd stream may be several frames one after the other.
     pub fn with_shared(out: W, header: &FlowHeader, shared: &SharedChanges) -> io::Result<Self> {
+        Self::with_shared_by(out, header, shared, |out, zstd| out.write_all(zstd))
+    }
+
+    /// [`FlowWriter::with_shared`], where `put` puts the shared zstd frame in place: central's
+    /// sync table refers to the one copy it stores, instead of copying it into every return.
+    pub fn with_shared_by(
+        out: W,
+        header: &FlowHeader,
+        shared: &SharedChanges,
+        put: impl FnOnce(&mut W, &[u8]) -> io::Result<()>,
+    ) -> io::Result<Self> {
         let (mut out, bytes) = preamble(out, header, true)?;
-        out.write_all(&shared.zstd)?;
+        put(&mut out, &shared.zstd)?;
         Ok(FlowWriter {
             sink: Sink::Zstd(zstd_encoder(out)?),
             pending: Vec::new(),

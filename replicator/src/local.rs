@@ -16,6 +16,11 @@ use crate::{Error, Result};
 pub(crate) const JOURNAL: &[u8] = b"j/";
 /// Stored flow bytes: `c/` + receipt number (u64 BE) + chunk number (u32 BE).
 pub(crate) const CHUNKS: &[u8] = b"c/";
+/// Central: where a stored flow reads another stored flow whole (the common part of the
+/// returns, stored once): `sp/` + receipt (u64 BE) + chunk number (u32 BE) → that flow's receipt.
+pub(crate) const SPLICES: &[u8] = b"sp/";
+/// Central: how many stored flows read a common part: `sn/` + its receipt (u64 BE) → count.
+pub(crate) const SHARED_REFS: &[u8] = b"sn/";
 /// Central: emissions file ready and not yet processed: `pe/` + receipt number (u64 BE).
 pub(crate) const PENDING: &[u8] = b"pe/";
 /// Central: the next receipt number.
@@ -91,6 +96,8 @@ pub const SITE_LOG_SEQ: &[u8] = b"ws/log";
 pub const REGISTRY: &[(&str, &[u8])] = &[
     ("JOURNAL", JOURNAL),
     ("CHUNKS", CHUNKS),
+    ("SPLICES", SPLICES),
+    ("SHARED_REFS", SHARED_REFS),
     ("PENDING", PENDING),
     ("RECEIPT_SEQ", RECEIPT_SEQ),
     ("DEPLOYMENT", DEPLOYMENT),

@@ -228,7 +228,8 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
 /// working, and any flow of it that still comes — uploaded or imported from a file — is refused
 /// and listed with the refused flows. What it wrote stays in central's data, which the other
 /// remotes keep receiving, and its journal rows stay (J1's history). Its id and code stay taken:
-/// a new establishment gets new ones. Refused while emissions of it wait to be processed.
+/// a new establishment gets new ones; the bytes of its newest return are dropped. Refused while
+/// emissions of it wait to be processed.
 pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
     check_central(store)?;
     let mut config = config(store)?.ok_or_else(|| {
@@ -260,6 +261,15 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
             )));
         }
         local::put(tx, local::CONFIG, &config)?;
+        // Its newest return will not be downloaded: its bytes go (and with the last such
+        // return, the common part it read).
+        let rkey = remote_key(id);
+        if let Some(mut rec) = local::get::<RemoteRecord>(tx, &rkey)?
+            && let Some((rid, receipt)) = rec.latest_return.take()
+        {
+            drop_return_bytes(tx, rid, receipt)?;
+            local::put(tx, &rkey, &rec)?;
+        }
         let mut credential = local::CREDENTIALS.to_vec();
         credential.extend_from_slice(&id.0.to_be_bytes());
         tx.local_remove(&credential)?;
@@ -291,24 +301,87 @@ pub fn config(store: &Store) -> Result<Option<crate::config::SyncConfig>> {
     local::snap_get(&store.snapshot()?, local::CONFIG)
 }
 
+/// The bytes of the flows central keeps in its sync table: the emissions it received, and each
+/// remote's newest return, whose common part (the same for every return of one common return
+/// time, M1) is kept once.
+pub fn stored_flow_bytes(store: &Store) -> Result<u64> {
+    let snap = store.snapshot()?;
+    let end = local::prefix_end(local::CHUNKS);
+    let mut start = local::CHUNKS.to_vec();
+    let mut total = 0u64;
+    loop {
+        // A few chunks at a time: a chunk is up to a mebibyte.
+        let batch = snap.local_range(&start, &end, Some(8))?;
+        let Some((last, _)) = batch.last() else {
+            return Ok(total);
+        };
+        start.clone_from(last);
+        start.push(0);
+        total += batch.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+    }
+}
+
 fn discard(store: &Store, receipt: u64) -> Result<()> {
     local::write(store, |tx| remove_chunks(tx, receipt))
 }
 
+/// Drops a stored flow's bytes; a common part it read is dropped with the last flow reading it.
 fn remove_chunks(tx: &mut outpost_engine::WriteTx<'_, '_>, receipt: u64) -> Result<()> {
     let start = chunk_key(receipt, 0);
     let end = chunk_key(receipt + 1, 0);
     for (k, _) in tx.local_range(&start, &end, None)? {
         tx.local_remove(&k)?;
     }
+    let start = splice_key(receipt, 0);
+    let end = splice_key(receipt + 1, 0);
+    for (k, v) in tx.local_range(&start, &end, None)? {
+        tx.local_remove(&k)?;
+        let shared: u64 = local::snap_decode(&v)?;
+        let refs = shared_refs_key(shared);
+        match local::get::<u64>(tx, &refs)? {
+            Some(n) if n > 1 => local::put(tx, &refs, &(n - 1))?,
+            _ => {
+                tx.local_remove(&refs)?;
+                remove_chunks(tx, shared)?;
+            }
+        }
+    }
     Ok(())
 }
 
-/// Reads a stored flow's bytes back, chunk by chunk, from one snapshot.
+/// Drops a stored common part no flow reads (all the returns meant to read it failed).
+fn remove_if_unread(store: &Store, shared: u64) -> Result<()> {
+    local::write(store, |tx| {
+        if local::get::<u64>(tx, &shared_refs_key(shared))?.is_none() {
+            remove_chunks(tx, shared)?;
+        }
+        Ok(())
+    })
+}
+
+/// Where stored flow `receipt` reads, at its chunk number `chunk`, another stored flow whole.
+fn splice_key(receipt: u64, chunk: u32) -> Vec<u8> {
+    let mut k = local::SPLICES.to_vec();
+    k.extend_from_slice(&receipt.to_be_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+/// How many stored flows read the common part stored under `receipt`.
+fn shared_refs_key(receipt: u64) -> Vec<u8> {
+    let mut k = local::SHARED_REFS.to_vec();
+    k.extend_from_slice(&receipt.to_be_bytes());
+    k
+}
+
+/// Reads a stored flow's bytes back, chunk by chunk, from one snapshot; where it reads a common
+/// part stored once, that part's chunks.
 struct StoredFlow {
     snap: Snapshot,
     receipt: u64,
     chunk: u32,
+    /// The common part being read, and its next chunk.
+    spliced: Option<(u64, u32)>,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -323,8 +396,31 @@ impl StoredFlow {
             snap,
             receipt,
             chunk: 0,
+            spliced: None,
             buf: Vec::new(),
             pos: 0,
+        }
+    }
+
+    /// The next chunk of bytes, if any is left.
+    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some((shared, n)) = self.spliced {
+                if let Some(b) = self.snap.local_get(&chunk_key(shared, n))? {
+                    self.spliced = Some((shared, n + 1));
+                    return Ok(Some(b));
+                }
+                self.spliced = None;
+                self.chunk += 1;
+            }
+            if let Some(b) = self.snap.local_get(&chunk_key(self.receipt, self.chunk))? {
+                self.chunk += 1;
+                return Ok(Some(b));
+            }
+            match self.snap.local_get(&splice_key(self.receipt, self.chunk))? {
+                Some(v) => self.spliced = Some((local::snap_decode(&v)?, 0)),
+                None => return Ok(None),
+            }
         }
     }
 }
@@ -332,15 +428,10 @@ impl StoredFlow {
 impl Read for StoredFlow {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos >= self.buf.len() {
-            match self
-                .snap
-                .local_get(&chunk_key(self.receipt, self.chunk))
-                .map_err(io::Error::other)?
-            {
+            match self.next_chunk().map_err(io::Error::other)? {
                 Some(b) => {
                     self.buf = b;
                     self.pos = 0;
-                    self.chunk += 1;
                 }
                 None => return Ok(0),
             }
@@ -392,6 +483,10 @@ struct Keeping {
     /// Grown as bytes come, up to a chunk: a return is a few kilobytes most days, and a
     /// chunk-sized buffer made for each came as fresh pages from the system every time.
     buf: Vec<u8>,
+    /// Chunks complete before a common part, with their numbers, not stored yet.
+    held: Vec<(u32, Vec<u8>)>,
+    /// Common parts read at these chunk numbers, not recorded yet.
+    splices: Vec<(u32, u64)>,
 }
 
 impl Keeping {
@@ -407,9 +502,28 @@ impl Keeping {
         }
     }
 
+    /// The flow reads, here, the common part stored under `shared` ([`store_common_part`]).
+    fn splice(&mut self, shared: u64) {
+        if !self.buf.is_empty() {
+            self.held.push((self.chunk, std::mem::take(&mut self.buf)));
+            self.chunk += 1;
+        }
+        self.splices.push((self.chunk, shared));
+        self.chunk += 1;
+    }
+
     /// Stores the bytes held, in `tx`.
     fn store_held(&mut self, tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<u64> {
         let receipt = self.receipt(tx)?;
+        for (n, bytes) in std::mem::take(&mut self.held) {
+            tx.local_put(&chunk_key(receipt, n), &bytes)?;
+        }
+        for (n, shared) in std::mem::take(&mut self.splices) {
+            local::put(tx, &splice_key(receipt, n), &shared)?;
+            let refs = shared_refs_key(shared);
+            let count = local::get::<u64>(tx, &refs)?.unwrap_or(0);
+            local::put(tx, &refs, &(count + 1))?;
+        }
         if !self.buf.is_empty() {
             tx.local_put(&chunk_key(receipt, self.chunk), &self.buf)?;
             self.chunk += 1;
@@ -417,6 +531,25 @@ impl Keeping {
         }
         Ok(receipt)
     }
+}
+
+/// Stores the common part of several returns once, under a receipt of its own, for the returns
+/// to read ([`Keeping::splice`]).
+fn store_common_part(store: &Store, bytes: &[u8]) -> Result<u64> {
+    let keeping = std::cell::RefCell::new(Keeping::default());
+    let mut out = ChunkWriter {
+        store,
+        keeping: &keeping,
+    };
+    let stored = io::Write::write_all(&mut out, bytes)
+        .map_err(Error::Io)
+        .and_then(|()| local::write(store, |tx| keeping.borrow_mut().store_held(tx)));
+    if stored.is_err()
+        && let Some(receipt) = keeping.borrow().stored
+    {
+        discard(store, receipt)?;
+    }
+    stored
 }
 
 /// Writes a flow's bytes into the sync table: each full chunk in a transaction of its own, the

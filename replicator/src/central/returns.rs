@@ -97,35 +97,18 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
     let knowledge = lacking.knowledge().clone();
     let covered = lacking.covered_up_front()?;
     let shared = crate::flow::SharedChanges::encode(lacking.by_ref())?;
-    let mut built = BTreeMap::new();
-    for (remote, _, _) in &alone {
-        built.insert(*remote, prepare_return(store, *remote)?);
-    }
-    for (remote, _, _) in &group {
-        let keeping = std::cell::RefCell::new(Keeping::default());
-        let out = ChunkWriter {
-            store,
-            keeping: &keeping,
-        };
-        let shared_part = SharedPart {
-            shared: &shared,
-            knowledge: &knowledge,
-            covered: &covered,
-        };
-        let written = write_for_remote(
-            store,
-            *remote,
-            FlowKind::Return,
-            out,
-            Writing {
-                compress: true,
-                keep: Some(&keeping),
-                shared: Some(&shared_part),
-                ..Writing::default()
-            },
-        );
-        built.insert(*remote, kept_or_discarded(store, &keeping, written)?);
-    }
+    // Stored once: each return reads it from there (a thousand remotes, a thousand copies
+    // otherwise).
+    let stored_at = store_common_part(store, shared.compressed())?;
+    let shared_part = SharedPart {
+        shared: &shared,
+        knowledge: &knowledge,
+        covered: &covered,
+        stored_at: Some(stored_at),
+    };
+    let built = returns_sharing(store, &alone, &group, &shared_part);
+    remove_if_unread(store, stored_at)?;
+    let built = built?;
     remotes
         .iter()
         .map(|r| {
@@ -137,11 +120,47 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
         .collect()
 }
 
+/// The returns of `alone`, each for its remote, and of `group`, reading `shared_part`.
+fn returns_sharing(
+    store: &Store,
+    alone: &[(SiteId, u64, Knowledge)],
+    group: &[(SiteId, u64, Knowledge)],
+    shared_part: &SharedPart<'_>,
+) -> Result<BTreeMap<SiteId, Built>> {
+    let mut built = BTreeMap::new();
+    for (remote, _, _) in alone {
+        built.insert(*remote, prepare_return(store, *remote)?);
+    }
+    for (remote, _, _) in group {
+        let keeping = std::cell::RefCell::new(Keeping::default());
+        let out = ChunkWriter {
+            store,
+            keeping: &keeping,
+        };
+        let written = write_for_remote(
+            store,
+            *remote,
+            FlowKind::Return,
+            out,
+            Writing {
+                compress: true,
+                keep: Some(&keeping),
+                shared: Some(shared_part),
+                ..Writing::default()
+            },
+        );
+        built.insert(*remote, kept_or_discarded(store, &keeping, written)?);
+    }
+    Ok(built)
+}
+
 /// The common part of several returns and what their headers say of it.
 pub(super) struct SharedPart<'a> {
     shared: &'a crate::flow::SharedChanges,
     knowledge: &'a Knowledge,
     covered: &'a Knowledge,
+    /// The receipt it is stored under in the sync table, for the returns kept there to read.
+    stored_at: Option<u64>,
 }
 
 /// The newest return prepared for `remote` with a sequence number above `after_seq`, as a byte
@@ -354,7 +373,17 @@ pub(super) fn write_for_remote<W: Write>(
         config: Some(config_for(store, &rec)?),
     };
     let mut writer = match shared {
-        Some(part) => FlowWriter::with_shared(out, &header, part.shared)?,
+        Some(part) => match (keep, part.stored_at) {
+            // The sync table's writer adds to `keep` as bytes come: the return reads the
+            // stored common part at this point.
+            (Some(keeping), Some(stored_at)) => {
+                FlowWriter::with_shared_by(out, &header, part.shared, |_, _| {
+                    keeping.borrow_mut().splice(stored_at);
+                    Ok(())
+                })?
+            }
+            _ => FlowWriter::with_shared(out, &header, part.shared)?,
+        },
         None => FlowWriter::new(out, &header, compress)?,
     };
     if let Some(lacking) = lacking.as_mut() {
@@ -433,11 +462,7 @@ fn record_made(
             {
                 // A remote downloads only its newest return, which carries everything the
                 // superseded one did: drop the superseded one's bytes.
-                remove_chunks(tx, old_receipt)?;
-                if let Some(mut orow) = crate::journal::get(tx, old_id)? {
-                    orow.receipt = None;
-                    crate::journal::put(tx, &orow)?;
-                }
+                drop_return_bytes(tx, old_id, old_receipt)?;
             }
             local::put(tx, &rkey, &rec)?;
         }
@@ -458,6 +483,20 @@ fn record_made(
         crate::monitor_records::saw_made(tx, remote, id, kind, now)?;
         crate::journal::put(tx, &row)
     })
+}
+
+/// Drops the bytes of return `id`, stored under `receipt`; its journal row stays.
+pub(super) fn drop_return_bytes(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    id: FlowId,
+    receipt: u64,
+) -> Result<()> {
+    remove_chunks(tx, receipt)?;
+    if let Some(mut row) = crate::journal::get(tx, id)? {
+        row.receipt = None;
+        crate::journal::put(tx, &row)?;
+    }
+    Ok(())
 }
 
 /// Central's register for the place a refused change targeted (none if central has none).
