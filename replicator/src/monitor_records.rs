@@ -314,6 +314,9 @@ pub enum EventKind {
     /// Several uploads from one peer refused in a short time (a misconfigured or hostile
     /// sender).
     RepeatedRefusals,
+    /// A remote removed from the deployment still syncs with its own credential: what its store
+    /// takes reaches no other site.
+    RemovedSiteSyncs,
 }
 
 /// One event, written in the transaction of what it reports.

@@ -3,7 +3,7 @@
 //! keeps only the SHA-256 digest of the secret, so a copy of central's store does not let anyone
 //! act as a site.
 
-use outpost_engine::{Site, SiteDirectory, Store};
+use outpost_engine::{Site, SiteDirectory, SiteId, Store};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -56,7 +56,8 @@ fn digest_of(secret: &str) -> Vec<u8> {
         .to_vec()
 }
 
-/// Why a credential was not accepted (told to the log, never to the client).
+/// Why a credential was not accepted (told to the log; to the client only when it is a removed
+/// site's own credential, [`Denied::Removed`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Denied {
     /// No credential was presented.
@@ -69,6 +70,17 @@ pub enum Denied {
     NoCredential(String),
     /// The secret is wrong.
     WrongSecret(String),
+    /// The site's own credential, but the site was removed from the deployment at `at_ms`
+    /// (`central remove-remote`): the one refusal the client is told the reason of, since the
+    /// credential proves it is that shop.
+    Removed {
+        /// Its code.
+        code: String,
+        /// Its id.
+        site: SiteId,
+        /// When it was removed (UTC ms).
+        at_ms: u64,
+    },
 }
 
 impl std::fmt::Display for Denied {
@@ -79,6 +91,9 @@ impl std::fmt::Display for Denied {
             Denied::UnknownSite(c) => write!(f, "a credential for unknown site {c}"),
             Denied::NoCredential(c) => write!(f, "site {c} has no credential"),
             Denied::WrongSecret(c) => write!(f, "a wrong secret for site {c}"),
+            Denied::Removed { code, .. } => {
+                write!(f, "site {code} was removed from this deployment")
+            }
         }
     }
 }
@@ -105,10 +120,17 @@ pub fn authenticate(
         .ok()
         .flatten()
         .ok_or_else(|| Denied::NoCredential(code.to_owned()))?;
-    if equal_in_constant_time(&kept, &digest_of(secret)) {
-        Ok(site)
-    } else {
-        Err(Denied::WrongSecret(code.to_owned()))
+    if !equal_in_constant_time(&kept, &digest_of(secret)) {
+        return Err(Denied::WrongSecret(code.to_owned()));
+    }
+    match outpost_replicator::central::retired(store, site.id) {
+        Ok(None) => Ok(site),
+        Ok(Some(at_ms)) => Err(Denied::Removed {
+            code: code.to_owned(),
+            site: site.id,
+            at_ms,
+        }),
+        Err(_) => Err(Denied::NoCredential(code.to_owned())),
     }
 }
 

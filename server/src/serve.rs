@@ -203,6 +203,8 @@ struct AppState {
     sessions: monitor::Sessions,
     /// Uploads refused per peer address, recently: repeated refusals raise an alert.
     refusals: Mutex<std::collections::HashMap<std::net::IpAddr, PeerRefusals>>,
+    /// When each removed site last raised its event for still syncing.
+    removed_calls: Mutex<std::collections::HashMap<SiteId, u64>>,
     /// How the alert e-mails went.
     mail_status: Arc<Mutex<alerts::MailStatus>>,
 }
@@ -277,6 +279,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     let state: Shared = Arc::new(AppState {
         sessions: monitor::Sessions::default(),
         refusals: Mutex::new(std::collections::HashMap::new()),
+        removed_calls: Mutex::new(std::collections::HashMap::new()),
         mail_status: Arc::clone(&mail_status),
         sites: std::sync::RwLock::new(Arc::new(store.sites())),
         store: Arc::clone(&store),
@@ -492,16 +495,60 @@ fn authenticated(
         .and_then(|v| v.to_str().ok());
     auth::authenticate(&state.store, &state.sites(), presented).map_err(|denied| {
         tracing::warn!(%peer, "refused: {denied}");
-        let mut r = fail(
-            StatusCode::UNAUTHORIZED,
-            "a valid site credential is required (Authorization: Bearer CODE.secret)",
-        );
+        let message = match &denied {
+            auth::Denied::Removed { code, site, at_ms } => {
+                let removed = outpost_replicator::schedule::Zone::UTC.datetime_at(*at_ms);
+                note_removed_site_call(state, peer, *site, code, &removed);
+                format!(
+                    "site {code} was removed from this deployment on {removed} UTC: central \
+                     takes nothing more from this store, and what is written here reaches no \
+                     other site; stop syncing it and ask the person responsible for syncs"
+                )
+            }
+            _ => {
+                "a valid site credential is required (Authorization: Bearer CODE.secret)".to_owned()
+            }
+        };
+        let mut r = fail(StatusCode::UNAUTHORIZED, message);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
         r
     })
+}
+
+/// How often a removed site still syncing raises its event: once a day per site.
+const REMOVED_SITE_EVENT_MS: u64 = 24 * 3_600_000;
+
+/// A removed site's store still syncing with its own credential: an event for the person
+/// responsible, once a day per site (recorded on a blocking thread).
+fn note_removed_site_call(
+    state: &AppState,
+    peer: SocketAddr,
+    site: SiteId,
+    code: &str,
+    removed: &str,
+) {
+    let now = SystemClock.now_ms();
+    {
+        let mut last = lock(&state.removed_calls);
+        match last.get(&site) {
+            Some(t) if now.saturating_sub(*t) < REMOVED_SITE_EVENT_MS => return,
+            _ => last.insert(site, now),
+        };
+    }
+    let store = Arc::clone(&state.store);
+    let text = format!(
+        "{code}, removed from this deployment on {removed} UTC, still syncs (from {peer}): what \
+         its store takes reaches no other site; stop its sync program there, or add the shop \
+         again as a new remote"
+    );
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = central::record_removed_site_call(&store, site, now, text) {
+            tracing::error!("a removed site's sync could not be recorded: {e}");
+        }
+    });
 }
 
 fn peer_of(parts: &Parts) -> SocketAddr {

@@ -241,6 +241,7 @@ fn c4_j1_a_removed_remote_is_refused_from_then_on_and_its_data_and_journal_stay(
             ("CSOC", "csoc", &["immediate 60"]),
         ],
     );
+    std::fs::write(dir.join("asoc/outpost.toml"), "[alerts]\ncheck_s = 1\n").unwrap();
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
     put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
     sync(dir, "bsoc", &central, &[]);
@@ -272,7 +273,46 @@ fn c4_j1_a_removed_remote_is_refused_from_then_on_and_its_data_and_journal_stay(
         ],
     );
     assert!(!good, "a removed remote synced");
-    assert!(err.contains("401") || err.contains("credential"), "{err}");
+    // Its own credential: the shop is told why, and the person responsible that it still
+    // syncs (what it writes reaches no one), once a day however often it tries.
+    assert!(
+        err.contains("site BSOC was removed from this deployment") && err.contains("reaches no"),
+        "{err}"
+    );
+    let (good, _, _) = run(
+        dir,
+        &[
+            "remote",
+            "sync",
+            "--data",
+            "bsoc",
+            "--central",
+            &central.url,
+        ],
+    );
+    assert!(!good, "a removed remote synced");
+    let still_syncs = || {
+        admin_get(dir, &central, "/v1/alerts")["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a.to_string().contains("BSOC, removed from this deployment"))
+            .count()
+    };
+    wait_for(30, "the alert that a removed remote still syncs", || {
+        still_syncs() > 0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert_eq!(still_syncs(), 1, "one alert for two attempts");
+    // Another credential naming it (a wrong secret) is told nothing.
+    let mut r = agent()
+        .get(format!("{}/v1/returns", central.url))
+        .header("authorization", format!("Bearer BSOC.{}", "0".repeat(64)))
+        .call()
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status(), 401, "{body}");
+    assert!(!body.contains("removed"), "{body}");
     // A file of it is refused at central and listed with the reason.
     let file = ok(dir, &["remote", "export", "--data", "bsoc", "--out", "."]);
     let file = file

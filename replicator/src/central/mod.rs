@@ -270,9 +270,9 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
             drop_return_bytes(tx, rid, receipt)?;
             local::put(tx, &rkey, &rec)?;
         }
-        let mut credential = local::CREDENTIALS.to_vec();
-        credential.extend_from_slice(&id.0.to_be_bytes());
-        tx.local_remove(&credential)?;
+        // Its credential's digest stays: the daemon refuses a removed site's credential, and
+        // knowing it lets the daemon tell that shop why (and the person responsible that it
+        // still syncs) where a mere wrong credential is told nothing.
         local::put(tx, &retired_key(id), &now_ms)
     })?;
     Ok(id)
@@ -287,6 +287,30 @@ fn retired_key(site: SiteId) -> Vec<u8> {
 /// When a remote was removed from the deployment, if it was ([`remove_remote`]).
 pub fn retired(store: &Store, site: SiteId) -> Result<Option<u64>> {
     local::snap_get(&store.snapshot()?, &retired_key(site))
+}
+
+/// A removed remote's store still syncing, with its own credential (`text` says from where):
+/// what is written there reaches no other site. An event for the person responsible (the
+/// monitor's alerts, the e-mail digest).
+pub fn record_removed_site_call(
+    store: &Store,
+    site: SiteId,
+    at_ms: u64,
+    text: String,
+) -> Result<()> {
+    check_central(store)?;
+    local::write(store, |tx| {
+        crate::monitor_records::record_event(
+            tx,
+            &crate::monitor_records::Event {
+                kind: crate::monitor_records::EventKind::RemovedSiteSyncs,
+                at_ms,
+                site,
+                flow: FlowId { site, seq: 0 },
+                text,
+            },
+        )
+    })
 }
 
 pub(crate) fn retired_in(
