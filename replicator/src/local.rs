@@ -21,6 +21,10 @@ pub(crate) const CHUNKS: &[u8] = b"c/";
 pub(crate) const SPLICES: &[u8] = b"sp/";
 /// Central: how many stored flows read a common part: `sn/` + its receipt (u64 BE) → count.
 pub(crate) const SHARED_REFS: &[u8] = b"sn/";
+/// Central: the receipt of the common part being stored and shared right now, pinned (one
+/// count in `sn/`) until every return of its batch is written: a crash meanwhile leaves it here,
+/// and the next batch unpins it.
+pub(crate) const SHARING: &[u8] = b"cs/sharing";
 /// Central: emissions file ready and not yet processed: `pe/` + receipt number (u64 BE).
 pub(crate) const PENDING: &[u8] = b"pe/";
 /// Central: the next receipt number.
@@ -98,6 +102,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("CHUNKS", CHUNKS),
     ("SPLICES", SPLICES),
     ("SHARED_REFS", SHARED_REFS),
+    ("SHARING", SHARING),
     ("PENDING", PENDING),
     ("RECEIPT_SEQ", RECEIPT_SEQ),
     ("DEPLOYMENT", DEPLOYMENT),

@@ -204,7 +204,7 @@ struct AppState {
     /// Uploads refused per peer address, recently: repeated refusals raise an alert.
     refusals: Mutex<std::collections::HashMap<std::net::IpAddr, PeerRefusals>>,
     /// When each removed site last raised its event for still syncing.
-    removed_calls: Mutex<std::collections::HashMap<SiteId, u64>>,
+    removed_calls: Arc<Mutex<std::collections::HashMap<SiteId, u64>>>,
     /// How the alert e-mails went.
     mail_status: Arc<Mutex<alerts::MailStatus>>,
 }
@@ -279,7 +279,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     let state: Shared = Arc::new(AppState {
         sessions: monitor::Sessions::default(),
         refusals: Mutex::new(std::collections::HashMap::new()),
-        removed_calls: Mutex::new(std::collections::HashMap::new()),
+        removed_calls: Arc::new(Mutex::new(std::collections::HashMap::new())),
         mail_status: Arc::clone(&mail_status),
         sites: std::sync::RwLock::new(Arc::new(store.sites())),
         store: Arc::clone(&store),
@@ -530,7 +530,7 @@ fn note_removed_site_call(
     code: &str,
     removed: &str,
 ) {
-    let now = SystemClock.now_ms();
+    let now = state.store.now_ms();
     {
         let mut last = lock(&state.removed_calls);
         match last.get(&site) {
@@ -539,6 +539,7 @@ fn note_removed_site_call(
         };
     }
     let store = Arc::clone(&state.store);
+    let calls = Arc::clone(&state.removed_calls);
     let text = format!(
         "{code}, removed from this deployment on {removed} UTC, still syncs (from {peer}): what \
          its store takes reaches no other site; stop its sync program there, or add the shop \
@@ -547,6 +548,8 @@ fn note_removed_site_call(
     tokio::task::spawn_blocking(move || {
         if let Err(e) = central::record_removed_site_call(&store, site, now, text) {
             tracing::error!("a removed site's sync could not be recorded: {e}");
+            // Its next attempt tries again.
+            lock(&calls).remove(&site);
         }
     });
 }

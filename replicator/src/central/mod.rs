@@ -360,27 +360,31 @@ fn remove_chunks(tx: &mut outpost_engine::WriteTx<'_, '_>, receipt: u64) -> Resu
     let end = splice_key(receipt + 1, 0);
     for (k, v) in tx.local_range(&start, &end, None)? {
         tx.local_remove(&k)?;
-        let shared: u64 = local::snap_decode(&v)?;
-        let refs = shared_refs_key(shared);
-        match local::get::<u64>(tx, &refs)? {
-            Some(n) if n > 1 => local::put(tx, &refs, &(n - 1))?,
-            _ => {
-                tx.local_remove(&refs)?;
-                remove_chunks(tx, shared)?;
-            }
-        }
+        release_common_part(tx, local::snap_decode(&v)?)?;
     }
     Ok(())
 }
 
-/// Drops a stored common part no flow reads (all the returns meant to read it failed).
-fn remove_if_unread(store: &Store, shared: u64) -> Result<()> {
-    local::write(store, |tx| {
-        if local::get::<u64>(tx, &shared_refs_key(shared))?.is_none() {
-            remove_chunks(tx, shared)?;
+/// One reader fewer for the common part stored under `shared`: dropped with the last.
+fn release_common_part(tx: &mut outpost_engine::WriteTx<'_, '_>, shared: u64) -> Result<()> {
+    let refs = shared_refs_key(shared);
+    match local::get::<u64>(tx, &refs)? {
+        Some(n) if n > 1 => local::put(tx, &refs, &(n - 1)),
+        _ => {
+            tx.local_remove(&refs)?;
+            remove_chunks(tx, shared)
         }
-        Ok(())
-    })
+    }
+}
+
+/// Unpins the common part of a batch of returns ([`store_common_part`]): what no return reads
+/// goes. Also run before a batch for the pin a crash left.
+fn unpin_common_part(tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<()> {
+    if let Some(shared) = local::get::<u64>(tx, local::SHARING)? {
+        tx.local_remove(local::SHARING)?;
+        release_common_part(tx, shared)?;
+    }
+    Ok(())
 }
 
 /// Where stored flow `receipt` reads, at its chunk number `chunk`, another stored flow whole.
@@ -442,7 +446,17 @@ impl StoredFlow {
                 return Ok(Some(b));
             }
             match self.snap.local_get(&splice_key(self.receipt, self.chunk))? {
-                Some(v) => self.spliced = Some((local::snap_decode(&v)?, 0)),
+                Some(v) => {
+                    let shared: u64 = local::snap_decode(&v)?;
+                    // Never empty: a missing part would make a short flow, not an error.
+                    if self.snap.local_get(&chunk_key(shared, 0))?.is_none() {
+                        return Err(Error::Engine(outpost_engine::Error::Corrupt(format!(
+                            "stored flow {} reads common part {shared}, which is not stored",
+                            self.receipt
+                        ))));
+                    }
+                    self.spliced = Some((shared, 0));
+                }
                 None => return Ok(None),
             }
         }
@@ -558,9 +572,21 @@ impl Keeping {
 }
 
 /// Stores the common part of several returns once, under a receipt of its own, for the returns
-/// to read ([`Keeping::splice`]).
+/// to read ([`Keeping::splice`]); pinned (`SHARING`) until [`unpin_common_part`], so that a
+/// crash before its returns are written leaves nothing no one drops. A pin a crash left is
+/// dropped first.
 fn store_common_part(store: &Store, bytes: &[u8]) -> Result<u64> {
-    let keeping = std::cell::RefCell::new(Keeping::default());
+    let receipt = local::write(store, |tx| {
+        unpin_common_part(tx)?;
+        let receipt = receive::allocate_receipt(tx)?;
+        local::put(tx, local::SHARING, &receipt)?;
+        local::put(tx, &shared_refs_key(receipt), &1u64)?;
+        Ok(receipt)
+    })?;
+    let keeping = std::cell::RefCell::new(Keeping {
+        receipt: Some(receipt),
+        ..Keeping::default()
+    });
     let mut out = ChunkWriter {
         store,
         keeping: &keeping,
@@ -568,10 +594,8 @@ fn store_common_part(store: &Store, bytes: &[u8]) -> Result<u64> {
     let stored = io::Write::write_all(&mut out, bytes)
         .map_err(Error::Io)
         .and_then(|()| local::write(store, |tx| keeping.borrow_mut().store_held(tx)));
-    if stored.is_err()
-        && let Some(receipt) = keeping.borrow().stored
-    {
-        discard(store, receipt)?;
+    if stored.is_err() {
+        local::write(store, unpin_common_part)?;
     }
     stored
 }
@@ -600,6 +624,64 @@ impl Write for ChunkWriter<'_> {
 
     /// The bytes held stay for the transaction that records the flow.
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use outpost_engine::{FieldKind, ManualClock, Schema, Site, StoreConfig, TableDef};
+
+    use super::*;
+
+    fn central() -> Result<Store> {
+        let schema = Schema::new([TableDef::shared("customers").field("name", FieldKind::Text)])
+            .map_err(|e| Error::Refused(e.to_string()))?;
+        let site = Site::central(1, "ASOC").map_err(|e| Error::Refused(e.to_string()))?;
+        Ok(Store::in_memory(StoreConfig::new(
+            site,
+            schema,
+            ManualClock::new(0),
+        ))?)
+    }
+
+    #[test]
+    fn m1_a_common_part_left_pinned_by_a_crash_is_dropped_by_the_next_batch() -> Result<()> {
+        let store = central()?;
+        // A batch stored its common part and stopped there (the daemon was killed).
+        let first = store_common_part(&store, &[1; 3 * CHUNK_BYTES / 2])?;
+        assert_eq!(stored_flow_bytes(&store)?, 3 * CHUNK_BYTES as u64 / 2);
+        // The next batch's part replaces it; once unpinned, no return reading it, it goes.
+        let second = store_common_part(&store, &[2; 1000])?;
+        assert_ne!(first, second);
+        assert_eq!(stored_flow_bytes(&store)?, 1000);
+        local::write(&store, unpin_common_part)?;
+        assert_eq!(stored_flow_bytes(&store)?, 0);
+        let snap = store.snapshot()?;
+        assert!(snap.local_get(&shared_refs_key(second))?.is_none());
+        assert!(snap.local_get(local::SHARING)?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn m1_a_return_whose_common_part_is_missing_reads_as_an_error_not_a_short_flow() -> Result<()> {
+        let store = central()?;
+        local::write(&store, |tx| {
+            tx.local_put(&chunk_key(7, 0), b"head")?;
+            local::put(tx, &splice_key(7, 1), &9u64)?;
+            Ok(tx.local_put(&chunk_key(7, 2), b"tail")?)
+        })?;
+        let mut bytes = Vec::new();
+        let read = StoredFlow::open(&store, 7)?.read_to_end(&mut bytes);
+        assert!(read.is_err(), "{bytes:?}");
+        // With the part stored, the three pieces in order.
+        local::write(
+            &store,
+            |tx| Ok(tx.local_put(&chunk_key(9, 0), b"-common-")?),
+        )?;
+        let mut bytes = Vec::new();
+        StoredFlow::open(&store, 7)?.read_to_end(&mut bytes)?;
+        assert_eq!(bytes, b"head-common-tail");
         Ok(())
     }
 }

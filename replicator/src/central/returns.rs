@@ -107,8 +107,9 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
         stored_at: Some(stored_at),
     };
     let built = returns_sharing(store, &alone, &group, &shared_part);
-    remove_if_unread(store, stored_at)?;
+    let unpinned = local::write(store, unpin_common_part);
     let built = built?;
+    unpinned?;
     remotes
         .iter()
         .map(|r| {
