@@ -1110,6 +1110,10 @@ fn m1_the_common_part_of_the_returns_is_stored_once_and_dropped_with_the_returns
         assert!(built.iter().all(|b| b.n_changes >= n as u64), "{built:?}");
         let after = central::stored_flow_bytes(&d.asoc).unwrap();
         grown.push(i128::from(after) - i128::from(before));
+        assert_eq!(
+            central::sync_table_problems(&d.asoc).unwrap(),
+            Vec::<String>::new()
+        );
         for (id, store) in &remotes {
             let (_, mut reader) = central::fetch_return(&d.asoc, *id, 0).unwrap().unwrap();
             let mut bytes = Vec::new();

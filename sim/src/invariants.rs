@@ -1,6 +1,7 @@
 //! The end of a run: a quiet round, then the invariants — every site equals central, the rules
 //! hold in the data, every acknowledged write is at central or in a rejection log, the journal's
-//! links are consistent.
+//! links are consistent, central's sync table counts the readers of each common part of the
+//! returns.
 
 use super::*;
 
@@ -54,6 +55,11 @@ impl World {
     }
 
     pub(super) fn check(&mut self) -> Result<(), SimError> {
+        for problem in central::sync_table_problems(&self.central)? {
+            self.report
+                .violations
+                .push(format!("central's sync table: {problem}"));
+        }
         let central_content = self.central.snapshot()?.replicated_content()?;
         let mut converged = true;
         for r in &self.remotes {

@@ -345,6 +345,54 @@ pub fn stored_flow_bytes(store: &Store) -> Result<u64> {
     }
 }
 
+/// What is wrong with the sync table's common parts, in words (none when all is well): each
+/// common part's count is the number of returns reading it (plus one while its batch is written),
+/// and each counted part is stored. The simulator checks it at the end of every run.
+pub fn sync_table_problems(store: &Store) -> Result<Vec<String>> {
+    let snap = store.snapshot()?;
+    let mut readers: BTreeMap<u64, u64> = BTreeMap::new();
+    for (_, v) in snap.local_range(local::SPLICES, &local::prefix_end(local::SPLICES), None)? {
+        *readers.entry(local::snap_decode(&v)?).or_default() += 1;
+    }
+    if let Some(pinned) = local::snap_get::<u64>(&snap, local::SHARING)? {
+        *readers.entry(pinned).or_default() += 1;
+    }
+    let mut counted: BTreeMap<u64, u64> = BTreeMap::new();
+    let refs = local::SHARED_REFS;
+    for (k, v) in snap.local_range(refs, &local::prefix_end(refs), None)? {
+        let receipt = k
+            .get(refs.len()..)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| {
+                Error::Engine(outpost_engine::Error::Corrupt(format!(
+                    "sync table: a count under key {k:?}"
+                )))
+            })?;
+        counted.insert(receipt, local::snap_decode(&v)?);
+    }
+    let mut problems = Vec::new();
+    for part in readers
+        .keys()
+        .chain(counted.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        let (n_read, n_counted) = (
+            readers.get(part).copied().unwrap_or(0),
+            counted.get(part).copied().unwrap_or(0),
+        );
+        if n_read != n_counted {
+            problems.push(format!(
+                "common part {part}: read by {n_read} return(s) and its batch, counted {n_counted}"
+            ));
+        }
+        if snap.local_get(&chunk_key(*part, 0))?.is_none() {
+            problems.push(format!("common part {part}: read or counted, not stored"));
+        }
+    }
+    Ok(problems)
+}
+
 fn discard(store: &Store, receipt: u64) -> Result<()> {
     local::write(store, |tx| remove_chunks(tx, receipt))
 }
@@ -651,15 +699,24 @@ mod tests {
         // A batch stored its common part and stopped there (the daemon was killed).
         let first = store_common_part(&store, &[1; 3 * CHUNK_BYTES / 2])?;
         assert_eq!(stored_flow_bytes(&store)?, 3 * CHUNK_BYTES as u64 / 2);
+        assert_eq!(sync_table_problems(&store)?, Vec::<String>::new());
         // The next batch's part replaces it; once unpinned, no return reading it, it goes.
         let second = store_common_part(&store, &[2; 1000])?;
         assert_ne!(first, second);
         assert_eq!(stored_flow_bytes(&store)?, 1000);
         local::write(&store, unpin_common_part)?;
         assert_eq!(stored_flow_bytes(&store)?, 0);
+        assert_eq!(sync_table_problems(&store)?, Vec::<String>::new());
         let snap = store.snapshot()?;
         assert!(snap.local_get(&shared_refs_key(second))?.is_none());
         assert!(snap.local_get(local::SHARING)?.is_none());
+        // A count no reader accounts for is found.
+        local::write(&store, |tx| local::put(tx, &shared_refs_key(second), &1u64))?;
+        assert_eq!(
+            sync_table_problems(&store)?.len(),
+            2,
+            "counted, not read nor stored"
+        );
         Ok(())
     }
 
