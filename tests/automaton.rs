@@ -277,7 +277,7 @@ fn c4_a_removed_remote_s_newest_return_is_dropped_from_the_sync_table() {
     let csoc = SiteId(3);
     let (id, _) = central::fetch_return(&w.asoc, csoc, 0).unwrap().unwrap();
     let before = central::stored_flow_bytes(&w.asoc).unwrap();
-    central::remove_remote(&w.asoc, "CSOC", w.now()).unwrap();
+    central::remove_remote(&w.asoc, "CSOC", w.now(), false).unwrap();
     let after = central::stored_flow_bytes(&w.asoc).unwrap();
     assert!(after < before, "{before} bytes before, {after} after");
     assert!(central::fetch_return(&w.asoc, csoc, 0).unwrap().is_none());
@@ -289,6 +289,31 @@ fn c4_a_removed_remote_s_newest_return_is_dropped_from_the_sync_table() {
             .unwrap()
             .is_some()
     );
+}
+
+#[test]
+fn r7_c4_a_remote_holding_reserved_documents_is_removed_only_when_asked_to_drop_them() {
+    let cfg = config(vec![
+        (2, "BSOC", "Europe/Paris", "fixed 21:00 23:20"),
+        (3, "CSOC", "Europe/Paris", "fixed 22:00 23:40"),
+    ]);
+    let mut w = World::new(&cfg, paris(25, 20, 0));
+    let bsoc = w.remote("BSOC");
+    bsoc.write(|tx| tx.set("sales_documents", "D-1", "status", "open"))
+        .unwrap();
+    bsoc.reserve("sales_documents", "D-1", "till-1").unwrap();
+    bsoc.write_commit_as("till-1", |tx| {
+        tx.set("sales_documents", "D-1", "status", "being edited")
+    })
+    .unwrap();
+    // 21:00 BSOC emits, reporting the document it holds reserved (held out of syncs, R7).
+    w.run_until(paris(25, 21, 30));
+    let err = central::remove_remote(&w.asoc, "BSOC", w.now(), false).unwrap_err();
+    assert!(err.to_string().contains("1 document(s) reserved"), "{err}");
+    assert!(central::retired(&w.asoc, SiteId(2)).unwrap().is_none());
+    // Asked to drop them (the shop is gone): removed.
+    central::remove_remote(&w.asoc, "BSOC", w.now(), true).unwrap();
+    assert!(central::retired(&w.asoc, SiteId(2)).unwrap().is_some());
 }
 
 #[test]

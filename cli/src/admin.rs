@@ -229,9 +229,10 @@ pub fn set_remote(dir: &Path, code: &str, change: &RemoteChange<'_>) -> CliResul
 }
 
 /// `outpost central remove-remote`: see [`central::remove_remote`].
-pub fn remove_remote(dir: &Path, code: &str) -> CliResult<()> {
+pub fn remove_remote(dir: &Path, code: &str, drop_reserved: bool) -> CliResult<()> {
     let store = open_central(dir)?;
-    let id = central::remove_remote(&store, code, SystemClock.now_ms()).map_err(msg)?;
+    let id =
+        central::remove_remote(&store, code, SystemClock.now_ms(), drop_reserved).map_err(msg)?;
     let rows = journal::rows(&store, Some(id), None, None)
         .map_err(msg)?
         .len();

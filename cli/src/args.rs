@@ -472,6 +472,10 @@ pub(crate) enum CentralCommand {
         /// The remote's establishment code.
         #[arg(long)]
         site: String,
+        /// Remove it even though its last sync reported documents reserved: what its tills
+        /// wrote to them was never sent and is lost (the shop's store is gone).
+        #[arg(long)]
+        drop_reserved: bool,
     },
     /// A remote's store was lost, or set up twice from one bootstrap: refuse every store of
     /// the site set up before, and write a new bootstrap (with a new credential) for the one

@@ -474,7 +474,11 @@ fn dispatch(command: Command) -> ExitCode {
                     deny: (allow_all || !deny.is_empty()).then_some(deny.as_slice()),
                 },
             ),
-            CentralCommand::RemoveRemote { data, site } => admin::remove_remote(&data, &site),
+            CentralCommand::RemoveRemote {
+                data,
+                site,
+                drop_reserved,
+            } => admin::remove_remote(&data, &site, drop_reserved),
             CentralCommand::Reprovision {
                 data,
                 site,

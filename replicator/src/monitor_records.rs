@@ -207,6 +207,11 @@ pub fn reserved(snap: &outpost_engine::Snapshot, site: SiteId) -> Result<Option<
     local::snap_get(snap, &reserved_key(site))
 }
 
+/// [`reserved`], in a write transaction.
+pub(crate) fn reserved_in(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<Option<Reserved>> {
+    local::get(tx, &reserved_key(site))
+}
+
 /// A bootstrap or a return was made for `site`.
 pub(crate) fn saw_made(
     tx: &mut WriteTx<'_, '_>,

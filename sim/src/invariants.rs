@@ -22,10 +22,13 @@ impl World {
         // Two rounds after the last clock found wrong (its emission held) was set right.
         for _ in 0..3 {
             self.set_quarantined_clocks_right(false)?;
-            for i in 0..self.remotes.len() {
+            let open: Vec<usize> = (0..self.remotes.len())
+                .filter(|i| !self.remotes[*i].closed)
+                .collect();
+            for &i in &open {
                 self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
             }
-            for i in 0..self.remotes.len() {
+            for &i in &open {
                 let site = self.remotes[i].store.site().id;
                 central::prepare_return(&self.central, site)?;
                 self.execute(i, vec![RemoteCommand::FetchReturn])?;
@@ -62,7 +65,8 @@ impl World {
         }
         let central_content = self.central.snapshot()?.replicated_content()?;
         let mut converged = true;
-        for r in &self.remotes {
+        // A closed shop's store stopped at its last sync.
+        for r in self.remotes.iter().filter(|r| !r.closed) {
             let content = r.store.snapshot()?.replicated_content()?;
             if content != central_content {
                 converged = false;

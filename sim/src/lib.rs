@@ -228,6 +228,8 @@ struct Remote {
     bootstrap: Vec<u8>,
     /// Its last backup (R1: a restore).
     backup: Option<Store>,
+    /// The shop closed and was removed from the deployment (C4): nothing happens to it any more.
+    closed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -246,6 +248,25 @@ enum Event {
     Backup(usize),
     /// A shop's disk is lost and its last backup put back in place (R1).
     Restore(usize),
+    /// A shop closes: it syncs a last time and is removed from the deployment (C4).
+    Close(usize),
+}
+
+impl Event {
+    /// The remote it happens to, if one.
+    fn remote(self) -> Option<usize> {
+        match self {
+            Event::Workload(i)
+            | Event::RemoteWake(i)
+            | Event::Noon(i)
+            | Event::ScheduleChange(i)
+            | Event::Reinstall(i)
+            | Event::Backup(i)
+            | Event::Restore(i)
+            | Event::Close(i) => Some(i),
+            Event::CentralWake | Event::CentralPrices => None,
+        }
+    }
 }
 
 impl Accepted {

@@ -128,6 +128,7 @@ impl World {
                 key_seq: 0,
                 bootstrap: bytes,
                 backup: None,
+                closed: false,
             });
         }
         let mut automaton =
@@ -213,6 +214,10 @@ impl World {
                 self.push(backup, Event::Backup(i));
                 self.push(restore, Event::Restore(i));
             }
+            if self.cfg.faults && self.rng.chance(80) {
+                let t = START_MS + self.rng.below(span);
+                self.push(t, Event::Close(i));
+            }
         }
     }
 
@@ -261,6 +266,9 @@ impl World {
                 progress(day);
             }
             self.set_time(t);
+            if event.remote().is_some_and(|i| self.remotes[i].closed) {
+                continue;
+            }
             match event {
                 Event::Workload(i) => self.workload(i)?,
                 Event::RemoteWake(i) => {
@@ -289,6 +297,7 @@ impl World {
                     self.remotes[i].backup = Some(copy);
                 }
                 Event::Restore(i) => self.restore(i)?,
+                Event::Close(i) => self.close(i)?,
             }
             self.reschedule_central();
         }
@@ -446,7 +455,10 @@ impl World {
                 .collect()
         };
         for i in 0..self.remotes.len() {
-            if !held.contains(&self.remotes[i].store.site().id) || self.remotes[i].skew_ms == 0 {
+            if !held.contains(&self.remotes[i].store.site().id)
+                || self.remotes[i].skew_ms == 0
+                || self.remotes[i].closed
+            {
                 continue;
             }
             self.remotes[i].skew_ms = 0;
@@ -552,6 +564,43 @@ impl World {
             Some(id),
         )?;
         self.replace_store(i, store, "reinstalled_from_old_bootstrap")
+    }
+
+    /// A shop closes (C4): it syncs a last time, then the person responsible removes it at
+    /// central (`outpost central remove-remote`, docs/OPERATIONS.md); its store is not used
+    /// again, and its newest return's bytes go from central's sync table. Refused while an
+    /// emission of it waits (held for clock skew): tried again the next day.
+    pub(super) fn close(&mut self, i: usize) -> Result<(), SimError> {
+        // Its tills finish what they hold reserved (R7: not sent until released).
+        let holder = format!("till-{i}");
+        while let Some((t, k)) = self.remotes[i].reserved.pop() {
+            self.remotes[i].store.release(&t, &k, &holder)?;
+        }
+        let faults = std::mem::replace(&mut self.cfg.faults, false);
+        let last = self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)]);
+        self.cfg.faults = faults;
+        last?;
+        let code = self.remotes[i].code.clone();
+        match central::remove_remote(&self.central, &code, self.now, false) {
+            Ok(_) => {}
+            Err(outpost_replicator::Error::Refused(_)) => {
+                self.push(self.now + DAY, Event::Close(i));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let config =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        self.automaton
+            .reconfigure(&config)
+            .map_err(|e| bad(&e.to_string()))?;
+        self.remotes[i].closed = true;
+        *self
+            .report
+            .faults_injected
+            .entry("shop_closed_and_removed".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
     }
 
     /// A shop's disk dies and it puts back the last backup of its store (R1): the same store

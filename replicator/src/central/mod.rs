@@ -229,8 +229,14 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
 /// and listed with the refused flows. What it wrote stays in central's data, which the other
 /// remotes keep receiving, and its journal rows stay (J1's history). Its id and code stay taken:
 /// a new establishment gets new ones; the bytes of its newest return are dropped. Refused while
-/// emissions of it wait to be processed.
-pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
+/// emissions of it wait to be processed, and, unless `drop_reserved`, while its last emission
+/// reported documents reserved (R7: what was written to them has not been sent).
+pub fn remove_remote(
+    store: &Store,
+    code: &str,
+    now_ms: u64,
+    drop_reserved: bool,
+) -> Result<SiteId> {
     check_central(store)?;
     let mut config = config(store)?.ok_or_else(|| {
         Error::Refused("central has no configuration: run `outpost central init` first".into())
@@ -258,6 +264,21 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64) -> Result<SiteId> {
                 "{pending} emission(s) of {code} wait to be processed: let central process \
                  them first (its daemon does at once; a stopped daemon at its next start), \
                  then remove it"
+            )));
+        }
+        // What its tills wrote to documents they hold reserved has not been sent (R7): it
+        // would be lost with the shop, unheard of.
+        if let Some(r) = crate::monitor_records::reserved_in(tx, id)?
+            && r.count > 0
+            && !drop_reserved
+        {
+            return Err(Error::Refused(format!(
+                "{code} held {} document(s) reserved at its last sync (emission {}): a \
+                 reserved document is not sent until it is released (R7), so what was \
+                 written to them would be lost; release them at the shop (`outpost release`) \
+                 and sync, then remove it — or, if the shop's store is gone, remove it with \
+                 --drop-reserved",
+                r.count, r.flow
             )));
         }
         local::put(tx, local::CONFIG, &config)?;
