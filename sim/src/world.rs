@@ -583,8 +583,20 @@ impl World {
         let code = self.remotes[i].code.clone();
         match central::remove_remote(&self.central, &code, self.now, false) {
             Ok(_) => {}
-            Err(outpost_replicator::Error::Refused(_)) => {
-                self.push(self.now + DAY, Event::Close(i));
+            Err(outpost_replicator::Error::Refused(why)) => {
+                // Its tills released everything: a refusal for reservations means central
+                // and the shop disagree on what it holds back.
+                let site = self.remotes[i].store.site().id;
+                let snap = self.central.snapshot()?;
+                if outpost_replicator::monitor::reserved(&snap, site)?.is_some_and(|r| r.count > 0)
+                {
+                    self.violation(format!(
+                        "{code} released its reservations and synced, yet its removal was refused: {why}"
+                    ));
+                } else {
+                    // An emission of it held for clock skew: the next day.
+                    self.push(self.now + DAY, Event::Close(i));
+                }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),

@@ -273,9 +273,9 @@ pub fn remove_remote(
             && !drop_reserved
         {
             return Err(Error::Refused(format!(
-                "{code} held {} document(s) reserved at its last sync (emission {}): a \
-                 reserved document is not sent until it is released (R7), so what was \
-                 written to them would be lost; release them at the shop (`outpost release`) \
+                "{code} held {} document(s) reserved at its last sync (emission {}): what is \
+                 written to a reserved document is not sent until it is released (R7), and \
+                 would be lost with the shop; release them at the shop (`outpost release`) \
                  and sync, then remove it — or, if the shop's store is gone, remove it with \
                  --drop-reserved",
                 r.count, r.flow
