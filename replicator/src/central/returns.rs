@@ -104,7 +104,7 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
         shared: &shared,
         knowledge: &knowledge,
         covered: &covered,
-        stored_at: Some(stored_at),
+        stored_at,
     };
     let built = returns_sharing(store, &alone, &group, &shared_part);
     let unpinned = local::write(store, unpin_common_part);
@@ -161,7 +161,7 @@ pub(super) struct SharedPart<'a> {
     knowledge: &'a Knowledge,
     covered: &'a Knowledge,
     /// The receipt it is stored under in the sync table, for the returns kept there to read.
-    stored_at: Option<u64>,
+    stored_at: u64,
 }
 
 /// The newest return prepared for `remote` with a sequence number above `after_seq`, as a byte
@@ -374,16 +374,14 @@ pub(super) fn write_for_remote<W: Write>(
         config: Some(config_for(store, &rec)?),
     };
     let mut writer = match shared {
-        Some(part) => match (keep, part.stored_at) {
+        Some(part) => match keep {
             // The sync table's writer adds to `keep` as bytes come: the return reads the
             // stored common part at this point.
-            (Some(keeping), Some(stored_at)) => {
-                FlowWriter::with_shared_by(out, &header, part.shared, |_, _| {
-                    keeping.borrow_mut().splice(stored_at);
-                    Ok(())
-                })?
-            }
-            _ => FlowWriter::with_shared(out, &header, part.shared)?,
+            Some(keeping) => FlowWriter::with_shared_by(out, &header, part.shared, |_, _| {
+                keeping.borrow_mut().splice(part.stored_at);
+                Ok(())
+            })?,
+            None => FlowWriter::with_shared(out, &header, part.shared)?,
         },
         None => FlowWriter::new(out, &header, compress)?,
     };
