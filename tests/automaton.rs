@@ -277,7 +277,7 @@ fn c4_a_removed_remote_s_newest_return_is_dropped_from_the_sync_table() {
     let csoc = SiteId(3);
     let (id, _) = central::fetch_return(&w.asoc, csoc, 0).unwrap().unwrap();
     let before = central::stored_flow_bytes(&w.asoc).unwrap();
-    central::remove_remote(&w.asoc, "CSOC", w.now(), false).unwrap();
+    central::remove_remote(&w.asoc, "CSOC", w.now(), central::Removal::default()).unwrap();
     let after = central::stored_flow_bytes(&w.asoc).unwrap();
     assert!(after < before, "{before} bytes before, {after} after");
     assert!(central::fetch_return(&w.asoc, csoc, 0).unwrap().is_none());
@@ -308,11 +308,21 @@ fn r7_c4_a_remote_holding_reserved_documents_is_removed_only_when_asked_to_drop_
     .unwrap();
     // 21:00 BSOC emits, reporting the document it holds reserved (held out of syncs, R7).
     w.run_until(paris(25, 21, 30));
-    let err = central::remove_remote(&w.asoc, "BSOC", w.now(), false).unwrap_err();
+    let err =
+        central::remove_remote(&w.asoc, "BSOC", w.now(), central::Removal::default()).unwrap_err();
     assert!(err.to_string().contains("1 document(s) reserved"), "{err}");
     assert!(central::retired(&w.asoc, SiteId(2)).unwrap().is_none());
     // Asked to drop them (the shop is gone): removed.
-    central::remove_remote(&w.asoc, "BSOC", w.now(), true).unwrap();
+    central::remove_remote(
+        &w.asoc,
+        "BSOC",
+        w.now(),
+        central::Removal {
+            drop_reserved: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(central::retired(&w.asoc, SiteId(2)).unwrap().is_some());
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use common::{Deployment, content, hhmm, name};
 use outpost::replicator::{SyncMode, central, journal, remote};
-use outpost::{ManualClock, Value};
+use outpost::{Clock, ManualClock, Value};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -278,4 +278,288 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
     ));
     assert_eq!(central::process_ready(&d.asoc).unwrap().len(), 1);
     assert_eq!(name(&d.asoc, "BSOC-2"), Some(Value::from("y")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Central restored from a backup (OPERATIONS.md "Restore"), at the library's level: the
+// simulator's `central_restored_from_old_backup` found both of these.
+
+/// Central's store configuration in the deployment.
+fn central_config(d: &Deployment) -> outpost::StoreConfig {
+    outpost::StoreConfig::new(
+        outpost::Site::central(1, "ASOC").unwrap(),
+        outpost::retail::schema(),
+        d.clock.clone(),
+    )
+}
+
+/// Central adds remote `code` (id `id`) and it is set up from its bootstrap (a store in memory).
+fn add_remote(d: &Deployment, id: u16, code: &str) -> outpost::Store {
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(id, code).unwrap(),
+        std::collections::BTreeSet::new(),
+        common::settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) =
+        central::write_bootstrap(&d.asoc, outpost::SiteId(id), Vec::new(), false).unwrap();
+    let clock = d.clock.clone();
+    remote::bootstrap(boot.as_slice(), |site| {
+        outpost::Store::in_memory(outpost::StoreConfig::new(
+            site.clone(),
+            outpost::retail::schema(),
+            clock,
+        ))
+    })
+    .unwrap()
+}
+
+/// The deployment's sync configuration (BSOC, CSOC and DSOC), which `remove-remote` edits.
+fn set_deployment_config(d: &Deployment) {
+    let mut config = outpost::replicator::config::seed_example();
+    let mut dsoc_settings = config.remotes[0].clone();
+    dsoc_settings.id = outpost::SiteId(4);
+    dsoc_settings.code = "DSOC".into();
+    config.remotes.push(dsoc_settings);
+    central::set_config(&d.asoc, &config).unwrap();
+}
+
+/// Central's disk is lost and `backup` put in its place (`outpost central restore`).
+fn restore_central(d: &mut Deployment, backup: outpost::Store) {
+    d.asoc = backup;
+    central::after_restore(&d.asoc).unwrap();
+}
+
+/// Every remote of `remotes` syncs (emits, then applies its return), `rounds` times.
+fn sync_all(d: &Deployment, remotes: &[&outpost::Store], rounds: usize) {
+    for _ in 0..rounds {
+        for r in remotes {
+            d.emit_and_process(r, SyncMode::Immediate);
+            d.return_and_apply(r);
+        }
+    }
+}
+
+#[test]
+fn r1_r5_after_central_is_restored_a_document_numbered_twice_converges_on_central_s_new_verdict() {
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    // BSOC and CSOC both number a document D1; CSOC's is written later.
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K-B")?;
+            tx.set("sales_documents", "D1", "status", "open")
+        })
+        .unwrap();
+    d.at(9, 5);
+    d.csoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K-C")?;
+            tx.set("sales_documents", "D1", "status", "confirmed")
+        })
+        .unwrap();
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    // Central takes CSOC's first, and DSOC receives it as the document.
+    d.at(10, 0);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&dsoc);
+    let at_dsoc = dsoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(at_dsoc.creator, common::CSOC);
+    // Central's disk dies; restored, it takes BSOC's first this time: its judgement now.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
+    let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(a.creator, common::BSOC);
+    assert_eq!(a.get("customer"), Some(&Value::from("K-B")));
+    for s in [&d.bsoc, &d.csoc, &dsoc] {
+        assert_eq!(
+            s.record("sales_documents", "D1").unwrap().as_ref(),
+            Some(&a),
+            "{} holds central's document",
+            s.site().code
+        );
+        assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
+    }
+    // DSOC made neither document: nothing of this is in its rejection log.
+    assert!(
+        dsoc.rejections().unwrap().is_empty(),
+        "{:?}",
+        dsoc.rejections().unwrap()
+    );
+}
+
+#[test]
+fn r1_after_central_is_restored_what_a_removed_shop_sent_since_the_backup_comes_back_from_the_others()
+ {
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    // After the backup DSOC's last day reaches central and BSOC; then DSOC closes.
+    d.at(10, 0);
+    dsoc.write(|tx| tx.set("customers", "DSOC-LAST", "name", "DSOC's last customer"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(
+        name(&d.bsoc, "DSOC-LAST"),
+        Some(Value::from("DSOC's last customer"))
+    );
+    central::remove_remote(
+        &d.asoc,
+        "DSOC",
+        d.clock.now_ms(),
+        central::Removal::default(),
+    )
+    .unwrap();
+    // Central's disk dies; the backup predates the closing, so DSOC is removed again — its store
+    // is gone, so what central lost of it can come only from the others.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let gone = central::Removal {
+        drop_unsent: true,
+        ..Default::default()
+    };
+    central::remove_remote(&d.asoc, "DSOC", d.clock.now_ms(), gone).unwrap();
+    assert!(central::restore_under_way(&d.asoc).unwrap());
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    // BSOC sent DSOC's last day back: central and CSOC hold it, nothing was refused.
+    assert_eq!(
+        name(&d.asoc, "DSOC-LAST"),
+        Some(Value::from("DSOC's last customer"))
+    );
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    assert!(
+        d.asoc.rejections().unwrap().is_empty(),
+        "{:?}",
+        d.asoc.rejections().unwrap()
+    );
+    // Every remote still in the deployment sent back what it had: the restore is over, even
+    // though the removed DSOC never will; from now on a remote relaying another's change is
+    // refused (R1) again.
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+}
+
+/// The person responsible reprovisions `site` (`outpost central reprovision`) and its machine is
+/// set up again from the new bootstrap (a store in memory).
+fn set_up_again(d: &Deployment, site: outpost::SiteId) -> outpost::Store {
+    central::reprovision(&d.asoc, site).unwrap();
+    let (boot, _) = central::write_bootstrap(&d.asoc, site, Vec::new(), false).unwrap();
+    let clock = d.clock.clone();
+    remote::bootstrap(boot.as_slice(), |s| {
+        outpost::Store::in_memory(outpost::StoreConfig::new(
+            s.clone(),
+            outpost::retail::schema(),
+            clock,
+        ))
+    })
+    .unwrap()
+}
+
+#[test]
+fn r1_a_shop_set_up_again_after_central_s_backup_and_again_after_its_restore_numbers_no_change_twice()
+ {
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    // After the backup BSOC's disk dies; its second store's first write reaches CSOC.
+    d.at(10, 0);
+    let bsoc2 = set_up_again(&d, common::BSOC);
+    bsoc2
+        .write(|tx| tx.set("customers", "B2-1", "name", "by the second store"))
+        .unwrap();
+    d.emit_and_process(&bsoc2, SyncMode::Immediate);
+    d.return_and_apply(&bsoc2);
+    d.return_and_apply(&d.csoc);
+    assert_eq!(
+        name(&d.csoc, "B2-1"),
+        Some(Value::from("by the second store"))
+    );
+    // Central's disk dies. The restored central never issued the second store's bootstrap: it
+    // refuses it, and BSOC is set up once more.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let (path, _) =
+        outpost::replicator::files::emit_to(&bsoc2, &d.usb(), SyncMode::Immediate).unwrap();
+    let err =
+        outpost::replicator::files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap_err();
+    assert!(
+        matches!(err, outpost::replicator::Error::WrongStore(_)),
+        "{err}"
+    );
+    let bsoc3 = set_up_again(&d, common::BSOC);
+    bsoc3
+        .write(|tx| tx.set("customers", "B3-1", "name", "by the third store"))
+        .unwrap();
+    // CSOC sends the second store's change back once it has applied a return of the restored
+    // central (its second sync); BSOC receives it at its third.
+    sync_all(&d, &[&bsoc3, &d.csoc], 3);
+    // The third store numbered its changes past the second's: both are everywhere.
+    for s in [&d.asoc, &d.csoc, &bsoc3] {
+        assert_eq!(
+            name(s, "B2-1"),
+            Some(Value::from("by the second store")),
+            "{}",
+            s.site().code
+        );
+        assert_eq!(
+            name(s, "B3-1"),
+            Some(Value::from("by the third store")),
+            "{}",
+            s.site().code
+        );
+    }
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    assert_eq!(content(&bsoc3), content(&d.asoc));
+}
+
+#[test]
+fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_central_lost() {
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(10, 0);
+    dsoc.write(|tx| tx.set("customers", "DSOC-LAST", "name", "DSOC's last customer"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    // Central's disk dies; DSOC closes the same day. Its last emission is computed from what
+    // the lost central acknowledged: it does not carry what the restore lost.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&dsoc, SyncMode::NoReturn);
+    let err = central::remove_remote(
+        &d.asoc,
+        "DSOC",
+        d.clock.now_ms(),
+        central::Removal::default(),
+    )
+    .unwrap_err();
+    let why = err.to_string();
+    assert!(why.contains("restored") && why.contains("sync it"), "{why}");
+    assert_eq!(name(&d.asoc, "DSOC-LAST"), None);
+    // A return of the restored central, then an emission: what central lost comes back, and
+    // the shop may go.
+    sync_all(&d, &[&dsoc], 2);
+    central::remove_remote(
+        &d.asoc,
+        "DSOC",
+        d.clock.now_ms(),
+        central::Removal::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        name(&d.asoc, "DSOC-LAST"),
+        Some(Value::from("DSOC's last customer"))
+    );
 }

@@ -229,10 +229,9 @@ pub fn set_remote(dir: &Path, code: &str, change: &RemoteChange<'_>) -> CliResul
 }
 
 /// `outpost central remove-remote`: see [`central::remove_remote`].
-pub fn remove_remote(dir: &Path, code: &str, drop_reserved: bool) -> CliResult<()> {
+pub fn remove_remote(dir: &Path, code: &str, removal: central::Removal) -> CliResult<()> {
     let store = open_central(dir)?;
-    let id =
-        central::remove_remote(&store, code, SystemClock.now_ms(), drop_reserved).map_err(msg)?;
+    let id = central::remove_remote(&store, code, SystemClock.now_ms(), removal).map_err(msg)?;
     let rows = journal::rows(&store, Some(id), None, None)
         .map_err(msg)?
         .len();

@@ -476,6 +476,10 @@ pub(crate) enum CentralCommand {
         /// wrote to them was never sent and is lost (the shop's store is gone).
         #[arg(long)]
         drop_reserved: bool,
+        /// Remove it even though central is being restored from a backup and the remote has
+        /// not yet sent back what central lost of it: that is lost (the shop's store is gone).
+        #[arg(long)]
+        drop_unsent: bool,
     },
     /// A remote's store was lost, or set up twice from one bootstrap: refuse every store of
     /// the site set up before, and write a new bootstrap (with a new credential) for the one

@@ -478,7 +478,15 @@ fn dispatch(command: Command) -> ExitCode {
                 data,
                 site,
                 drop_reserved,
-            } => admin::remove_remote(&data, &site, drop_reserved),
+                drop_unsent,
+            } => admin::remove_remote(
+                &data,
+                &site,
+                outpost_replicator::central::Removal {
+                    drop_reserved,
+                    drop_unsent,
+                },
+            ),
             CentralCommand::Reprovision {
                 data,
                 site,

@@ -276,6 +276,20 @@ impl StoredRecord {
         dots
     }
 
+    /// Drops every register but `except` whose writer `drop` names; whether one was.
+    pub fn drop_written_by(&mut self, except: &[u8], drop: impl Fn(SiteId) -> bool) -> bool {
+        let before = self.regs.len();
+        let bytes = &self.bytes;
+        self.regs.retain(|p| {
+            let (slot, dot) = match p {
+                Piece::Stored(r) => (at(bytes, &r.slot), r.dot),
+                Piece::New { slot, dot, .. } => (slot.as_slice(), *dot),
+            };
+            slot == except || !drop(dot.site)
+        });
+        self.regs.len() != before
+    }
+
     pub fn is_empty(&self) -> bool {
         self.regs.is_empty()
     }

@@ -433,10 +433,11 @@ pub const REMOTE_SETTINGS: [&str; 6] = [
 
 /// The settings outpost keeps for itself in a remote's settings map: the deployment's identity,
 /// the store's provisioning and numbering, what an emission reports.
-pub const INTERNAL_SETTINGS: [&str; 6] = [
+pub const INTERNAL_SETTINGS: [&str; 7] = [
     "deployment",
     "provisioning",
     "first_emission",
+    "first_commit",
     "store",
     "prev",
     "reserved",

@@ -61,6 +61,16 @@ fn parse_prev(s: &str) -> Option<(u64, Stamp)> {
 /// the commits of an emission of the old store received but not yet processed.
 pub const REPROVISION_SEQ_JUMP: u64 = 1 << 32;
 
+/// How far a site's provisioning number jumps when it is reprovisioned while central is being
+/// restored from a backup: past every provisioning issued since the backup, which the restored
+/// central does not know of.
+pub const PROVISIONING_RESTORE_JUMP: u32 = 1 << 16;
+
+/// The setting a bootstrap carries: the number its store's commits start from at least (the
+/// floor central set when it reprovisioned the site; absent or 0: past what the bootstrap
+/// carries of the site, [`REPROVISION_SEQ_JUMP`] further once reprovisioned).
+pub const FIRST_COMMIT_SETTING: &str = "first_commit";
+
 /// The store an emission comes from.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct StoreIdentity {
@@ -141,11 +151,11 @@ fn stamp_key(header: &FlowHeader) -> Vec<u8> {
     local::flow_key(local::EMISSION_STAMPS, header.id)
 }
 
-/// The current provisioning of a remote (0 until it is reprovisioned).
-pub(crate) fn provisioning(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<u32> {
-    Ok(local::get::<SiteIncarnation>(tx, &incarnation_key(site))?
-        .unwrap_or_default()
-        .provisioning)
+/// The current provisioning of a remote (0 until it is reprovisioned), and the number its
+/// store's commits start from (0: past what central knows of the site, see [`FIRST_COMMIT_SETTING`]).
+pub(crate) fn provisioning(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<(u32, u64)> {
+    let inc = local::get::<SiteIncarnation>(tx, &incarnation_key(site))?.unwrap_or_default();
+    Ok((inc.provisioning, inc.floor))
 }
 
 /// Starts a new provisioning of `site`: the store bound to it, and every store set up from an
@@ -153,9 +163,19 @@ pub(crate) fn provisioning(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<u32> {
 pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Result<u32> {
     let key = incarnation_key(site);
     let old: SiteIncarnation = local::get(tx, &key)?.unwrap_or_default();
+    // While central is being restored from a backup, the stores it provisioned since the backup
+    // are unknown to it: past their provisioning numbers, and past the commits they may have
+    // numbered (from what central knew then, one jump further), which the other remotes may
+    // hold and send back.
+    let restoring = local::get::<u64>(tx, local::RESTORED)?.is_some();
+    let (step, jumps) = if restoring {
+        (PROVISIONING_RESTORE_JUMP, 2)
+    } else {
+        (1, 1)
+    };
     let provisioning = old
         .provisioning
-        .checked_add(1)
+        .checked_add(step)
         .ok_or_else(|| Error::Refused(format!("site {site} was reprovisioned too often")))?;
     local::put(
         tx,
@@ -169,7 +189,7 @@ pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Resu
                 .knowledge()
                 .max_seq(site)
                 .saturating_add(1)
-                .saturating_add(REPROVISION_SEQ_JUMP),
+                .saturating_add(REPROVISION_SEQ_JUMP.saturating_mul(jumps)),
         },
     )?;
     Ok(provisioning)
@@ -185,7 +205,7 @@ pub(crate) fn is_superseded(tx: &WriteTx<'_, '_>, header: &FlowHeader) -> Result
         .and_then(|c| c.settings.get(STORE_SETTING))
         .and_then(|t| StoreIdentity::parse(t));
     Ok(match carried {
-        Some(ident) => ident.provisioning < provisioning(tx, header.source)?,
+        Some(ident) => ident.provisioning < provisioning(tx, header.source)?.0,
         None => false,
     })
 }

@@ -12,8 +12,8 @@ use crate::flow::{
     Item, ReturnAck, ReturnedRejection, SyncMode,
 };
 use crate::incarnation::{
-    self, FIRST_EMISSION_SETTING, PREV_SETTING, PROVISIONING_SETTING, REPROVISION_SEQ_JUMP,
-    STORE_SETTING, StoreIdentity, prev_setting,
+    self, FIRST_COMMIT_SETTING, FIRST_EMISSION_SETTING, PREV_SETTING, PROVISIONING_SETTING,
+    REPROVISION_SEQ_JUMP, STORE_SETTING, StoreIdentity, prev_setting,
 };
 use crate::local;
 use crate::{Error, Result};
@@ -206,13 +206,26 @@ pub fn bootstrap_as(
                 ))
             })?,
         };
+        let first_commit = match config.settings.get(FIRST_COMMIT_SETTING) {
+            None => 0,
+            Some(n) => n.parse::<u64>().map_err(|_| {
+                Error::Refused(format!(
+                    "the bootstrap's first commit number {n:?} is not a number"
+                ))
+            })?,
+        };
         let own_known = tx.knowledge().max_seq(site.id);
         let jump = if provisioning > 0 {
             REPROVISION_SEQ_JUMP
         } else {
             0
         };
-        tx.number_from(own_known.saturating_add(1).saturating_add(jump))?;
+        tx.number_from(
+            own_known
+                .saturating_add(1)
+                .saturating_add(jump)
+                .max(first_commit),
+        )?;
         // No fixed-time emission made yet (M1; a store from before this key reads its log).
         local::put(tx, local::REMOTE_FIXED_EMISSION, &0u64)?;
         incarnation::set_own(

@@ -250,6 +250,11 @@ enum Event {
     Restore(usize),
     /// A shop closes: it syncs a last time and is removed from the deployment (C4).
     Close(usize),
+    /// Central's store is backed up (`outpost central backup`).
+    CentralBackup,
+    /// Central's disk is lost and its last backup put back in place (`outpost central
+    /// restore`), its daemon started again.
+    CentralRestore,
 }
 
 impl Event {
@@ -264,7 +269,10 @@ impl Event {
             | Event::Backup(i)
             | Event::Restore(i)
             | Event::Close(i) => Some(i),
-            Event::CentralWake | Event::CentralPrices => None,
+            Event::CentralWake
+            | Event::CentralPrices
+            | Event::CentralBackup
+            | Event::CentralRestore => None,
         }
     }
 }
@@ -323,6 +331,8 @@ struct World {
     staleness: BTreeMap<usize, Vec<u64>>,
     report: Report,
     central_wake: u64,
+    /// Central's last backup, if one was taken.
+    central_backup: Option<Store>,
 }
 
 /// What went wrong between a remote and central in the simulator.

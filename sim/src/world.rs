@@ -151,6 +151,7 @@ impl World {
             staleness: BTreeMap::new(),
             report,
             central_wake: u64::MAX,
+            central_backup: None,
         };
         world.plan_days();
         for i in 0..world.remotes.len() {
@@ -218,6 +219,13 @@ impl World {
                 let t = START_MS + self.rng.below(span);
                 self.push(t, Event::Close(i));
             }
+        }
+        // Central's disk dies once in a while; the backup put back is up to three days old.
+        if self.cfg.faults && self.rng.chance(250) {
+            let backup = START_MS + self.rng.below(span);
+            let restore = backup + self.rng.below((START_MS + span - backup).min(3 * DAY));
+            self.push(backup, Event::CentralBackup);
+            self.push(restore, Event::CentralRestore);
         }
     }
 
@@ -298,6 +306,11 @@ impl World {
                 }
                 Event::Restore(i) => self.restore(i)?,
                 Event::Close(i) => self.close(i)?,
+                Event::CentralBackup => {
+                    let copy = self.central.copy_in_memory(self.central_config())?;
+                    self.central_backup = Some(copy);
+                }
+                Event::CentralRestore => self.restore_central()?,
             }
             self.reschedule_central();
         }
@@ -569,7 +582,8 @@ impl World {
     /// A shop closes (C4): it syncs a last time, then the person responsible removes it at
     /// central (`outpost central remove-remote`, docs/OPERATIONS.md); its store is not used
     /// again, and its newest return's bytes go from central's sync table. Refused while an
-    /// emission of it waits (held for clock skew): tried again the next day.
+    /// emission of it waits (held for clock skew), or while central is being restored from a
+    /// backup and the shop has not yet sent back what central lost: tried again the next day.
     pub(super) fn close(&mut self, i: usize) -> Result<(), SimError> {
         // Its tills finish what they hold reserved (R7: not sent until released).
         let holder = format!("till-{i}");
@@ -581,7 +595,7 @@ impl World {
         self.cfg.faults = faults;
         last?;
         let code = self.remotes[i].code.clone();
-        match central::remove_remote(&self.central, &code, self.now, false) {
+        match central::remove_remote(&self.central, &code, self.now, central::Removal::default()) {
             Ok(_) => {}
             Err(outpost_replicator::Error::Refused(why)) => {
                 // Its tills released everything: a refusal for reservations means central
@@ -594,7 +608,8 @@ impl World {
                         "{code} released its reservations and synced, yet its removal was refused: {why}"
                     ));
                 } else {
-                    // An emission of it held for clock skew: the next day.
+                    // An emission of it held for clock skew, or what a restore of central
+                    // lost not yet sent back: the next day.
                     self.push(self.now + DAY, Event::Close(i));
                 }
                 return Ok(());
@@ -622,6 +637,87 @@ impl World {
             return Ok(());
         };
         self.replace_store(i, backup, "restored_from_old_backup")
+    }
+
+    /// Central's disk dies and its last backup is put back in place (`outpost central
+    /// restore`, docs/OPERATIONS.md), and its daemon started again: a new automaton. What
+    /// central received and made since the backup is gone from it; the remotes send back what
+    /// they hold of it with their next syncs. Central's own writes since the backup that no
+    /// remote received are lost with the disk: no longer checked.
+    pub(super) fn restore_central(&mut self) -> Result<(), SimError> {
+        let Some(backup) = self.central_backup.take() else {
+            return Ok(());
+        };
+        let central_site = self.central.site().id;
+        let snap = backup.snapshot()?;
+        let mut held = vec![snap];
+        for r in self.remotes.iter().filter(|r| !r.closed) {
+            held.push(r.store.snapshot()?);
+        }
+        let mut keep = Vec::with_capacity(self.accepted.len());
+        for w in std::mem::take(&mut self.accepted) {
+            let mut kept = w.dot.site != central_site;
+            for snap in &held {
+                kept = kept || w.kept_in(snap)?;
+            }
+            if kept {
+                keep.push(w);
+            }
+        }
+        self.accepted = keep;
+        self.central = backup;
+        central::after_restore(&self.central)?;
+        let config =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        let mut automaton =
+            CentralAutomaton::new(&config, self.now).map_err(|e| bad(&e.to_string()))?;
+        automaton.set_sweep_ms(HOUR);
+        self.automaton = automaton;
+        self.central_wake = u64::MAX;
+        // The backup may predate a shop's closing: the person responsible has its store (kept
+        // until then) sync once more — a return of the restored central, then an emission of
+        // what central lost of it — and removes it again (docs/OPERATIONS.md).
+        for i in 0..self.remotes.len() {
+            let code = self.remotes[i].code.clone();
+            if !self.remotes[i].closed || !config.remotes.iter().any(|r| r.code == code) {
+                continue;
+            }
+            let faults = std::mem::replace(&mut self.cfg.faults, false);
+            let synced = self
+                .execute(
+                    i,
+                    vec![
+                        RemoteCommand::Emit(SyncMode::Immediate),
+                        RemoteCommand::FetchReturn,
+                    ],
+                )
+                .and_then(|()| self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)]));
+            self.cfg.faults = faults;
+            synced?;
+            central::remove_remote(&self.central, &code, self.now, central::Removal::default())?;
+        }
+        let config =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        self.automaton
+            .reconfigure(&config)
+            .map_err(|e| bad(&e.to_string()))?;
+        *self
+            .report
+            .faults_injected
+            .entry("central_restored_from_old_backup".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Central's store configuration.
+    pub(super) fn central_config(&self) -> StoreConfig {
+        let mut c = StoreConfig::new(
+            self.central.site().clone(),
+            retail::schema(),
+            self.central_clock.clone(),
+        );
+        c.broken_rules = self.cfg.broken_rules.clone();
+        c
     }
 
     /// The configuration of remote `i`'s store (a new one: set up again, or restored).
@@ -676,11 +772,30 @@ impl World {
     /// What a lost (or refused) store of `site` made and central does not hold — nor a later
     /// write of it to the same place — is in that store only: no longer checked (an emission
     /// central has not processed yet may still bring it).
+    ///
+    /// While central is being restored from a backup, the lost store may also have been the
+    /// last to hold other sites' writes central lost (they come back only from the remotes):
+    /// those no other open remote holds are lost with it too.
     pub(super) fn forget_what_central_lacks(&mut self, site: SiteId) -> Result<(), SimError> {
         let snap = self.central.snapshot()?;
+        let mut others = Vec::new();
+        if central::restore_under_way(&self.central)? {
+            for r in self.remotes.iter().filter(|r| !r.closed) {
+                if r.store.site().id != site {
+                    others.push(r.store.snapshot()?);
+                }
+            }
+        }
         let mut keep = Vec::with_capacity(self.accepted.len());
         for w in std::mem::take(&mut self.accepted) {
-            if w.dot.site != site || w.kept_in(&snap)? {
+            let mut kept = w.kept_in(&snap)?;
+            if !kept && w.dot.site != site {
+                kept = others.is_empty();
+                for other in &others {
+                    kept = kept || w.kept_in(other)?;
+                }
+            }
+            if kept {
                 keep.push(w);
             }
         }

@@ -91,7 +91,20 @@ impl Merge<'_, '_> {
                 let creation_outcome = match created {
                     None => {
                         if adopt && let Some((stamp, dot)) = rec.get(&keys::CREATED_SLOT) {
-                            self.log_replaced_creation(change, Creation { stamp, dot })?;
+                            let (own, central) = (self.own, self.source);
+                            if dot.site == own {
+                                self.log_replaced_creation(change, Creation { stamp, dot })?;
+                            }
+                            // What the other creator's site wrote to its document is not in
+                            // central's (R5), so not here either: a store that took the other
+                            // creation from central, before central was restored from a backup
+                            // and judged again, would otherwise keep it for ever. This site's own
+                            // writes stay until central's refusal of them comes back (reverted,
+                            // into the rejection log, not lost from view).
+                            let creator = change.created.site();
+                            rec.drop_written_by(&keys::CREATED_SLOT, |s| {
+                                s != own && s != central && s != creator
+                            });
                         }
                         let c = change.created;
                         rec.put(&keys::CREATED_SLOT, c.stamp, c.dot, &Value::Null)?;
@@ -173,6 +186,13 @@ impl Merge<'_, '_> {
                 .is_some_and(|(from, to)| (from..to).contains(&change.dot.seq))
     }
 
+    /// A change a remote relays that central takes while a restore from a backup is under
+    /// way: its own commits lost with the restore, and the other sites' changes it lacks —
+    /// a site removed or reinstalled since the backup can no longer send them itself.
+    fn is_relayed(&self, change: &Change) -> bool {
+        self.is_lost_own(change) || (self.state.lost_own.is_some() && change.dot.site != self.own)
+    }
+
     /// Runs the guards on an incoming change to `record`.
     fn judge(&self, change: &Change, record: &mut MergedRecord) -> Result<Result<Judged, Refusal>> {
         let refuse = |rule: Rule, writer: SiteId, reason: String| Refusal {
@@ -194,7 +214,7 @@ impl Merge<'_, '_> {
                 format!("the change claims origin site {origin}, which is unknown here"),
             )));
         };
-        if self.source_role == Role::Remote && origin != self.source && !self.is_lost_own(change) {
+        if self.source_role == Role::Remote && origin != self.source && !self.is_relayed(change) {
             let code = self
                 .state
                 .sites

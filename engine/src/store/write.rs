@@ -226,6 +226,31 @@ impl WriteTx<'_, '_> {
         Ok(())
     }
 
+    /// Records as known the dots of the other sites' changes a remote relayed in a flow just
+    /// merged (each a whole commit as that remote holds it), while a restore from a backup is
+    /// under way — the only time they are taken ([`Store::skip_sequence`]); outside one, nothing.
+    /// Only what was carried: a remote may know a dot and no longer hold anything of it (its
+    /// registers superseded, or a document's other creator's writes dropped), and central must
+    /// still judge that change when its own site sends it again.
+    pub fn add_relayed(&mut self, source: SiteId, carried: &Knowledge) -> Result<()> {
+        if self.state.lost_own.is_none() {
+            return Ok(());
+        }
+        if !carried.is_well_formed() {
+            return Err(Error::Schema("malformed knowledge ranges".into()));
+        }
+        let own = self.store.site.id;
+        for (site, set) in carried.iter() {
+            if site != own && site != source {
+                for (a, b) in set.ranges() {
+                    self.state.knowledge.insert_range(site, *a, *b);
+                }
+            }
+        }
+        self.state_moved = true;
+        Ok(())
+    }
+
     /// Puts a register back to `to` (or removes it when `None`) — but only if it still holds
     /// the write `expected`. No guard and no last-writer-wins: this undoes a local write that
     /// central refused, so that the remote's copy is central's again (the replicator applies it

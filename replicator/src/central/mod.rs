@@ -229,14 +229,11 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
 /// and listed with the refused flows. What it wrote stays in central's data, which the other
 /// remotes keep receiving, and its journal rows stay (J1's history). Its id and code stay taken:
 /// a new establishment gets new ones; the bytes of its newest return are dropped. Refused while
-/// emissions of it wait to be processed, and, unless `drop_reserved`, while its last emission
-/// reported documents reserved (R7: what was written to them has not been sent).
-pub fn remove_remote(
-    store: &Store,
-    code: &str,
-    now_ms: u64,
-    drop_reserved: bool,
-) -> Result<SiteId> {
+/// emissions of it wait to be processed; unless `removal.drop_reserved`, while its last
+/// emission reported documents reserved (R7: what was written to them has not been sent); and,
+/// unless `removal.drop_unsent`, while central is being restored from a backup and the remote
+/// has not yet sent back what central lost of it ([`restore_under_way`]).
+pub fn remove_remote(store: &Store, code: &str, now_ms: u64, removal: Removal) -> Result<SiteId> {
     check_central(store)?;
     let mut config = config(store)?.ok_or_else(|| {
         Error::Refused("central has no configuration: run `outpost central init` first".into())
@@ -270,7 +267,7 @@ pub fn remove_remote(
         // would be lost with the shop, unheard of.
         if let Some(r) = crate::monitor_records::reserved_in(tx, id)?
             && r.count > 0
-            && !drop_reserved
+            && !removal.drop_reserved
         {
             return Err(Error::Refused(format!(
                 "{code} held {} document(s) reserved at its last sync (emission {}): what is \
@@ -279,6 +276,16 @@ pub fn remove_remote(
                  and sync, then remove it — or, if the shop's store is gone, remove it with \
                  --drop-reserved",
                 r.count, r.flow
+            )));
+        }
+        // What the restore lost of it is held by its store only (and by the remotes that
+        // received it before the loss): it sends it back with its next two syncs.
+        if !removal.drop_unsent && !restore::relayed_since_restore(tx, id)? {
+            return Err(Error::Refused(format!(
+                "central is being restored from a backup and {code} has not yet sent back what \
+                 central lost of it: sync it twice (a return of the restored central, then an \
+                 emission), then remove it — or, if the shop's store is gone, remove it with \
+                 --drop-unsent (what only that store held is lost)"
             )));
         }
         local::put(tx, local::CONFIG, &config)?;
@@ -297,6 +304,16 @@ pub fn remove_remote(
         local::put(tx, &retired_key(id), &now_ms)
     })?;
     Ok(id)
+}
+
+/// What [`remove_remote`] may leave behind, when the shop's store is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// What its tills wrote to documents reserved at its last sync (never sent, R7).
+    pub drop_reserved: bool,
+    /// What central lost of it in a restore from a backup, while the remote has not yet sent it
+    /// back.
+    pub drop_unsent: bool,
 }
 
 fn retired_key(site: SiteId) -> Vec<u8> {

@@ -213,6 +213,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut to_freeze: BTreeSet<(String, String)> = BTreeSet::new();
         let trusted = trusts_coverage(tx, sender, &header.acks, Some(id.seq))?;
         let mut carried = Knowledge::new();
+        // Other sites' changes it relays, taken while a restore is under way.
+        let mut relayed = Knowledge::new();
         // Decoded beside the merge when the driver allows it; the knowledge does not move
         // until every frame is merged.
         let mut frames = Frames::new(reader, tx.knowledge().clone());
@@ -229,6 +231,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                 };
                 if !trusted {
                     carried.insert(change.dot);
+                }
+                if change.dot.site != sender {
+                    relayed.insert(change.dot);
                 }
                 if let Some(reason) = quarantine_reason(store, tx, &code, change) {
                     return Err(Error::Quarantined(reason));
@@ -257,6 +262,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             tx.freeze(table, key)?;
         }
         tx.add_knowledge(sender, if trusted { &header.covered } else { &carried })?;
+        tx.add_relayed(sender, &relayed)?;
         if trusted {
             restore_relayed(tx, sender, &remotes)?;
         }

@@ -84,7 +84,10 @@ pub(super) fn restore_relayed(
     };
     local::put(tx, &key(local::RESTORE_RELAYED, remote), &())?;
     for site in remotes {
-        if tx.local_get(&key(local::RESTORE_RELAYED, *site))?.is_none() {
+        // A remote removed from the deployment never will.
+        if tx.local_get(&key(local::RESTORE_RELAYED, *site))?.is_none()
+            && retired_in(tx, *site)?.is_none()
+        {
             return Ok(());
         }
     }
@@ -92,4 +95,25 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORED)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
     local::remove_all(tx, local::RESTORE_RELAYED)
+}
+
+/// Whether `remote` has nothing more to send back of what a restore lost: no restore is under
+/// way, or it has sent a trusted emission since (see [`restore_relayed`]).
+pub(super) fn relayed_since_restore(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+) -> Result<bool> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(true);
+    }
+    let mut key = local::RESTORE_RELAYED.to_vec();
+    key.extend_from_slice(&remote.0.to_be_bytes());
+    Ok(tx.local_get(&key)?.is_some())
+}
+
+/// Whether a restore from a backup is under way: central still takes its own lost commits from
+/// its remotes (and what they relay of other sites'), until every remote in the deployment has
+/// sent back what it had ([`after_restore`]).
+pub fn restore_under_way(store: &Store) -> Result<bool> {
+    Ok(local::snap_get::<u64>(&store.snapshot()?, local::RESTORED)?.is_some())
 }

@@ -269,10 +269,15 @@ pub fn write_bootstrap_with<W: Write>(
         .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?;
     rec.settings
         .extend(first_start.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let provisioning = local::write(store, |tx| crate::incarnation::provisioning(tx, remote))?;
+    let (provisioning, first_commit) =
+        local::write(store, |tx| crate::incarnation::provisioning(tx, remote))?;
     rec.settings.insert(
         crate::incarnation::PROVISIONING_SETTING.to_owned(),
         provisioning.to_string(),
+    );
+    rec.settings.insert(
+        crate::incarnation::FIRST_COMMIT_SETTING.to_owned(),
+        first_commit.to_string(),
     );
     // A store set up again numbers its emissions past those of the stores before it.
     rec.settings.insert(
