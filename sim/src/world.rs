@@ -682,6 +682,7 @@ impl World {
             if !self.remotes[i].closed || !config.remotes.iter().any(|r| r.code == code) {
                 continue;
             }
+            let reprovisioned = self.reprovisioned_count();
             let faults = std::mem::replace(&mut self.cfg.faults, false);
             let synced = self
                 .execute(
@@ -694,7 +695,13 @@ impl World {
                 .and_then(|()| self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)]));
             self.cfg.faults = faults;
             synced?;
-            central::remove_remote(&self.central, &code, self.now, central::Removal::default())?;
+            // A store the restored central does not know (set up again since the backup) is
+            // refused: what only it held is lost, the rest comes back from the others.
+            let removal = central::Removal {
+                drop_unsent: self.reprovisioned_count() > reprovisioned,
+                ..central::Removal::default()
+            };
+            central::remove_remote(&self.central, &code, self.now, removal)?;
         }
         let config =
             central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
@@ -707,6 +714,15 @@ impl World {
             .entry("central_restored_from_old_backup".to_owned())
             .or_insert(0) += 1;
         Ok(())
+    }
+
+    /// How many stores were refused and set up again so far.
+    fn reprovisioned_count(&self) -> u64 {
+        self.report
+            .faults_injected
+            .get("reprovisioned_after_refusal")
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Central's store configuration.
