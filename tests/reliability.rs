@@ -563,3 +563,49 @@ fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_
         Some(Value::from("DSOC's last customer"))
     );
 }
+
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_central_s_new_verdict()
+ {
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    // BSOC and CSOC both number a document D1.
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| tx.set("sales_documents", "D1", "customer", "K-B"))
+        .unwrap();
+    d.at(9, 5);
+    d.csoc
+        .write(|tx| tx.set("sales_documents", "D1", "customer", "K-C"))
+        .unwrap();
+    // Central takes BSOC's first and refuses CSOC's (R5): DSOC receives BSOC's document and
+    // knows CSOC's change as one central has (refused).
+    d.at(10, 0);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    assert_eq!(
+        dsoc.record("sales_documents", "D1")
+            .unwrap()
+            .unwrap()
+            .creator,
+        common::BSOC
+    );
+    // Central's disk dies; restored, it receives CSOC's first this time.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    sync_all(&d, &[&d.csoc, &d.bsoc, &dsoc], 3);
+    let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(a.creator, common::CSOC);
+    for s in [&d.bsoc, &d.csoc, &dsoc] {
+        assert_eq!(
+            s.record("sales_documents", "D1").unwrap().as_ref(),
+            Some(&a),
+            "{} holds central's document",
+            s.site().code
+        );
+        assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
+    }
+}

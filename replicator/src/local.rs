@@ -38,6 +38,9 @@ pub(crate) const REFUSED_FLOWS: &[u8] = b"rf/";
 pub(crate) const RETURN_SEQ: &[u8] = b"cs/return";
 /// Central: restored from a backup; the number of its first return after the restore.
 pub(crate) const RESTORED: &[u8] = b"cs/restored";
+/// Central, while a restore is under way: what it knew when it was restored (the backup's
+/// knowledge), below which its returns send everything again (see `central::after_restore`).
+pub(crate) const RESTORED_KNOWLEDGE: &[u8] = b"cs/knowledge-at-restore";
 /// Central, after a restore: the remotes known to have applied a return made since, whose
 /// emissions' coverage claims central trusts again: `cc/` + site id (u16 BE).
 pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
@@ -109,6 +112,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("REFUSED_FLOWS", REFUSED_FLOWS),
     ("RETURN_SEQ", RETURN_SEQ),
     ("RESTORED", RESTORED),
+    ("RESTORED_KNOWLEDGE", RESTORED_KNOWLEDGE),
     ("RESTORE_CONFIRMED", RESTORE_CONFIRMED),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("CONFIG", CONFIG),

@@ -445,7 +445,19 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         if let Some(config) = &header.config {
             add_sites(tx, config)?;
         }
-        while let Some(item) = reader.next_item_lacking(tx.knowledge())? {
+        // Central restored from a backup may have judged anew what this store knows: merged
+        // again, everything (what it had comes out already had).
+        let rejudged = header
+            .config
+            .as_ref()
+            .is_some_and(|c| c.settings.contains_key(crate::central::REJUDGED_SETTING));
+        let nothing = Knowledge::new();
+        if rejudged {
+            tx.merge_known_dots();
+        }
+        while let Some(item) =
+            reader.next_item_lacking(if rejudged { &nothing } else { tx.knowledge() })?
+        {
             match item {
                 IncomingItem::Changes(changes) => tx.apply_batch(central, &changes, &mut report)?,
                 IncomingItem::Rejections(rejections) => {

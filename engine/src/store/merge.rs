@@ -19,6 +19,8 @@ pub(super) struct Merge<'a, 't> {
     /// Stamps ahead of the clock, with the index of their change (put in input order at the
     /// end of the batch).
     pub(super) ahead: Vec<(usize, AheadReport)>,
+    /// Judge changes whose dots the store knows too ([`super::WriteTx::merge_known_dots`]).
+    pub(super) merge_known: bool,
 }
 
 /// The record a merge is working on: taken from the store once for all its changes of a batch.
@@ -50,7 +52,7 @@ impl Merge<'_, '_> {
         index: usize,
         change: &Change,
     ) -> Result<Outcome> {
-        if self.state.knowledge.contains(change.dot) {
+        if !self.merge_known && self.state.knowledge.contains(change.dot) {
             return Ok(Outcome::AlreadyHad);
         }
         match self.judge(change, record)? {

@@ -516,6 +516,7 @@ impl Store {
                 changes: Vec::new(),
                 change_index: HashMap::new(),
                 state_moved: false,
+                merge_known: false,
             };
             let r = f(&mut tx)?;
             let commit = tx.finish()?;

@@ -15,6 +15,8 @@ pub struct WriteTx<'a, 't> {
     pub(super) change_index: HashMap<Vec<u8>, usize>,
     /// Whether the clock or knowledge moved without a local dot (a merge).
     pub(super) state_moved: bool,
+    /// Whether [`WriteTx::apply_batch`] judges changes whose dots this store knows too.
+    pub(super) merge_known: bool,
 }
 
 impl std::fmt::Debug for WriteTx<'_, '_> {
@@ -134,6 +136,7 @@ impl WriteTx<'_, '_> {
             skew_ms_max: store.skew_ms_max,
             report,
             ahead: Vec::new(),
+            merge_known: self.merge_known,
         };
         let mut items = items.into_iter().peekable();
         while let Some((p, index, change)) = items.next() {
@@ -158,6 +161,14 @@ impl WriteTx<'_, '_> {
             new.sort_by_key(|(i, _)| *i);
         }
         Ok(())
+    }
+
+    /// From now on in this transaction, [`WriteTx::apply_batch`] judges and merges the changes
+    /// whose dots this store knows as any other (what it holds comes out already had, by the
+    /// registers): for a return of central restored from a backup, which may have judged a
+    /// change differently from the central that was lost.
+    pub fn merge_known_dots(&mut self) {
+        self.merge_known = true;
     }
 
     /// Records, in its place in `report`, a change from `source` whose dot this transaction's

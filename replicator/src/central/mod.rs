@@ -183,6 +183,9 @@ fn config_for(store: &Store, rec: &RemoteRecord) -> Result<ConfigSnapshot> {
         DEPLOYMENT_SETTING.to_owned(),
         format!("{:016x}", deployment_id(store)?),
     );
+    if restore_under_way(store)? {
+        settings.insert(REJUDGED_SETTING.to_owned(), "1".to_owned());
+    }
     Ok(ConfigSnapshot {
         sites,
         denied,

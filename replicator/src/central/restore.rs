@@ -29,6 +29,8 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         let next = seq.saturating_add(RESTORE_SEQ_JUMP).max(floor);
         local::put(tx, local::RETURN_SEQ, &next)?;
         local::put(tx, local::RESTORED, &(next + 1))?;
+        let known = tx.knowledge().clone();
+        local::put(tx, local::RESTORED_KNOWLEDGE, &known)?;
         local::remove_all(tx, local::RESTORE_CONFIRMED)?;
         local::remove_all(tx, local::RESTORE_RELAYED)?;
         Ok(next + 1)
@@ -93,6 +95,7 @@ pub(super) fn restore_relayed(
     }
     tx.forget_lost_own()?;
     tx.local_remove(local::RESTORED)?;
+    tx.local_remove(local::RESTORED_KNOWLEDGE)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
     local::remove_all(tx, local::RESTORE_RELAYED)
 }
@@ -116,4 +119,22 @@ pub(super) fn relayed_since_restore(
 /// sent back what it had ([`after_restore`]).
 pub fn restore_under_way(store: &Store) -> Result<bool> {
     Ok(local::snap_get::<u64>(&store.snapshot()?, local::RESTORED)?.is_some())
+}
+
+/// The setting a return carries while central is being restored from a backup: the remote
+/// merges every change in it, those whose dots it knows included. Central may now judge a
+/// change differently from the central that was lost — a document numbered at two shops goes
+/// to the other creator — and a remote that knew the change as refused must take it.
+pub const REJUDGED_SETTING: &str = "rejudged";
+
+/// What central takes `remote_knows` to be when it writes a return: while a restore is under
+/// way, no more than what central knew when it was restored — every return then carries again
+/// everything central took since, and says so ([`REJUDGED_SETTING`]).
+pub(super) fn return_peer(snap: &Snapshot, remote_knows: &Knowledge) -> Result<Knowledge> {
+    Ok(
+        match local::snap_get::<Knowledge>(snap, local::RESTORED_KNOWLEDGE)? {
+            Some(at_restore) => remote_knows.difference(&remote_knows.difference(&at_restore)),
+            None => remote_knows.clone(),
+        },
+    )
 }

@@ -66,8 +66,9 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
     for r in remotes {
         let rec: RemoteRecord = local::snap_get(&snap, &remote_key(*r))?
             .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(*r)))?;
-        let gap = central_knows.difference(&rec.knowledge).count();
-        known.push((*r, gap, rec.knowledge));
+        let peer = return_peer(&snap, &rec.knowledge)?;
+        let gap = central_knows.difference(&peer).count();
+        known.push((*r, gap, peer));
     }
     let mut gaps: Vec<u64> = known.iter().map(|k| k.1).collect();
     gaps.sort_unstable();
@@ -354,7 +355,7 @@ pub(super) fn write_for_remote<W: Write>(
         Some(part) => (part.knowledge.clone(), part.covered.clone(), None),
         None => {
             let peer = if is_return {
-                rec.knowledge.clone()
+                return_peer(&snap, &rec.knowledge)?
             } else {
                 Knowledge::new()
             };
