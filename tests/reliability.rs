@@ -609,3 +609,35 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
         assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
     }
 }
+
+#[test]
+fn c4_j1_a_removed_shop_still_syncing_is_reported_once_a_day_across_daemon_restarts() {
+    let d = Deployment::new();
+    let _dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    central::remove_remote(
+        &d.asoc,
+        "DSOC",
+        d.clock.now_ms(),
+        central::Removal::default(),
+    )
+    .unwrap();
+    let at = d.clock.now_ms();
+    let report = |ms: u64| {
+        central::record_removed_site_call(
+            &d.asoc,
+            outpost::SiteId(4),
+            ms,
+            "DSOC still syncs".into(),
+        )
+        .unwrap()
+    };
+    // Each call is what a daemon started afresh does on DSOC's first attempt: the store, not
+    // the daemon's memory, says whether today's event was raised.
+    assert!(report(at), "the first attempt raises the event");
+    assert!(
+        !report(at + 3_600_000),
+        "an hour later, after a restart: not again"
+    );
+    assert!(report(at + 25 * 3_600_000), "the next day: again");
+}

@@ -87,6 +87,8 @@ pub(crate) const FAILED: &[u8] = b"fp/";
 pub(crate) const ALERTS: &[u8] = b"al/";
 /// Central: remotes removed from the deployment (`rt/` + site id → when, UTC ms).
 pub(crate) const RETIRED: &[u8] = b"rt/";
+/// Central: when a removed remote still syncing last raised its event: `rc/` + site id (u16 BE).
+pub(crate) const REMOVED_CALLS: &[u8] = b"rc/";
 /// Central: documents each remote holds reserved (R7), as its newest emission reported them
 /// (`rv/` + site id → [`crate::monitor_records::Reserved`]).
 pub(crate) const RESERVED_REPORTED: &[u8] = b"rv/";
@@ -135,6 +137,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("ALERTS", ALERTS),
     ("ALERT_STATE", ALERT_STATE),
     ("RETIRED", RETIRED),
+    ("REMOVED_CALLS", REMOVED_CALLS),
     ("RESERVED_REPORTED", RESERVED_REPORTED),
     ("SITE_USERS", SITE_USERS),
     ("SITE_LOG", SITE_LOG),

@@ -518,11 +518,9 @@ fn authenticated(
     })
 }
 
-/// How often a removed site still syncing raises its event: once a day per site.
-const REMOVED_SITE_EVENT_MS: u64 = 24 * 3_600_000;
-
 /// A removed site's store still syncing with its own credential: an event for the person
-/// responsible, once a day per site (recorded on a blocking thread).
+/// responsible, once a day per site (recorded on a blocking thread; the store keeps when it
+/// was last raised, this daemon's memory spares it the write).
 fn note_removed_site_call(
     state: &AppState,
     peer: SocketAddr,
@@ -534,7 +532,7 @@ fn note_removed_site_call(
     {
         let mut last = lock(&state.removed_calls);
         match last.get(&site) {
-            Some(t) if now.saturating_sub(*t) < REMOVED_SITE_EVENT_MS => return,
+            Some(t) if now.saturating_sub(*t) < central::REMOVED_SITE_EVENT_MS => return,
             _ => last.insert(site, now),
         };
     }

@@ -330,17 +330,30 @@ pub fn retired(store: &Store, site: SiteId) -> Result<Option<u64>> {
     local::snap_get(&store.snapshot()?, &retired_key(site))
 }
 
+/// How often a removed site still syncing raises its event: once a day per site.
+pub const REMOVED_SITE_EVENT_MS: u64 = 24 * 3_600_000;
+
 /// A removed remote's store still syncing, with its own credential (`text` says from where):
 /// what is written there reaches no other site. An event for the person responsible (the
-/// monitor's alerts, the e-mail digest).
+/// monitor's alerts, the e-mail digest), at most once per [`REMOVED_SITE_EVENT_MS`] per site —
+/// kept in the store, so a restarted daemon does not raise it again. Returns whether it was
+/// raised.
 pub fn record_removed_site_call(
     store: &Store,
     site: SiteId,
     at_ms: u64,
     text: String,
-) -> Result<()> {
+) -> Result<bool> {
     check_central(store)?;
+    let mut key = local::REMOVED_CALLS.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
     local::write(store, |tx| {
+        if let Some(last) = local::get::<u64>(tx, &key)?
+            && at_ms.saturating_sub(last) < REMOVED_SITE_EVENT_MS
+        {
+            return Ok(false);
+        }
+        local::put(tx, &key, &at_ms)?;
         crate::monitor_records::record_event(
             tx,
             &crate::monitor_records::Event {
@@ -350,7 +363,8 @@ pub fn record_removed_site_call(
                 flow: FlowId { site, seq: 0 },
                 text,
             },
-        )
+        )?;
+        Ok(true)
     })
 }
 
