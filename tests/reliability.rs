@@ -641,3 +641,37 @@ fn c4_j1_a_removed_shop_still_syncing_is_reported_once_a_day_across_daemon_resta
     );
     assert!(report(at + 25 * 3_600_000), "the next day: again");
 }
+
+#[test]
+fn r1_after_central_is_restored_a_relayed_change_it_refuses_is_still_taken_from_its_own_site() {
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    // DSOC is added after the backup; its first customer reaches BSOC.
+    d.at(10, 0);
+    let dsoc = add_remote(&d, 4, "DSOC");
+    dsoc.write(|tx| tx.set("customers", "DSOC-1", "name", "DSOC's first customer"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    d.return_and_apply(&d.bsoc);
+    // Central's disk dies: the restored central does not know DSOC, and refuses it from BSOC.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    sync_all(&d, &[&d.bsoc], 2);
+    assert_eq!(name(&d.asoc, "DSOC-1"), None);
+    // The person responsible adds DSOC again (the same id and code); DSOC syncs twice.
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        common::settings("21:30"),
+    )
+    .unwrap();
+    sync_all(&d, &[&dsoc, &d.bsoc, &d.csoc], 2);
+    assert_eq!(
+        name(&d.asoc, "DSOC-1"),
+        Some(Value::from("DSOC's first customer"))
+    );
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}

@@ -183,6 +183,8 @@ fn config_for(store: &Store, rec: &RemoteRecord) -> Result<ConfigSnapshot> {
         DEPLOYMENT_SETTING.to_owned(),
         format!("{:016x}", deployment_id(store)?),
     );
+    // Central's to set, never a setting a remote was given by name.
+    settings.remove(REJUDGED_SETTING);
     if restore_under_way(store)? {
         settings.insert(REJUDGED_SETTING.to_owned(), "1".to_owned());
     }

@@ -225,6 +225,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             // Already merged changes (an emission carrying again what the remote sent before
             // its last return arrived) are only counted.
             let mut docs = Vec::new();
+            let mut relays = Vec::new();
             for (i, incoming) in changes.iter().enumerate() {
                 let Incoming::New(change) = incoming else {
                     continue;
@@ -233,19 +234,30 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     carried.insert(change.dot);
                 }
                 if change.dot.site != sender {
-                    relayed.insert(change.dot);
+                    relays.push((i, change.dot));
                 }
                 if let Some(reason) = quarantine_reason(store, tx, &code, change) {
                     return Err(Error::Quarantined(reason));
                 }
+                // A document its creator sends — or, while a restore is under way, that another
+                // remote sends back of it: it had reached central before the loss.
                 let is_doc = schema.table(&change.table).is_some_and(|t| t.is_document());
-                if is_doc && change.created.site() == sender {
+                if is_doc
+                    && (change.created.site() == sender || change.created.site() == change.dot.site)
+                {
                     docs.push((i, change.table.clone(), change.key.clone()));
                 }
             }
             let base = report.outcomes.len();
             tx.apply_batch(sender, &changes, &mut report)?;
             frames.recycle(changes);
+            // What it relayed is received only if taken: a change refused here (a site this
+            // central does not know, a rule) must still be judged when its own site sends it.
+            for (i, dot) in relays {
+                if !matches!(report.outcomes.get(base + i), Some(Outcome::Refused(_))) {
+                    relayed.insert(dot);
+                }
+            }
             // Frozen when it first came, if it was accepted (a refused creation may be known
             // and have no document to freeze).
             for (i, table, key) in docs {
