@@ -331,6 +331,22 @@ fn restore_central(d: &mut Deployment, backup: outpost::Store) {
     central::after_restore(&d.asoc).unwrap();
 }
 
+/// A deployment with DSOC, central's backup, then DSOC's last customer, written at 10:00, synced
+/// (central holds it, the backup does not).
+fn dsoc_s_day_after_a_backup() -> (Deployment, outpost::Store, outpost::Store) {
+    let d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(10, 0);
+    dsoc.write(|tx| tx.set("customers", "DSOC-LAST", "name", "DSOC's last customer"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    (d, dsoc, backup)
+}
+
 /// Every remote of `remotes` syncs (emits, then applies its return), `rounds` times.
 fn sync_all(d: &Deployment, remotes: &[&outpost::Store], rounds: usize) {
     for _ in 0..rounds {
@@ -396,17 +412,8 @@ fn r1_r5_after_central_is_restored_a_document_numbered_twice_converges_on_centra
 #[test]
 fn r1_after_central_is_restored_what_a_removed_shop_sent_since_the_backup_comes_back_from_the_others()
  {
-    let mut d = Deployment::new();
-    let dsoc = add_remote(&d, 4, "DSOC");
-    set_deployment_config(&d);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     // After the backup DSOC's last day reaches central and BSOC; then DSOC closes.
-    d.at(10, 0);
-    dsoc.write(|tx| tx.set("customers", "DSOC-LAST", "name", "DSOC's last customer"))
-        .unwrap();
-    d.emit_and_process(&dsoc, SyncMode::Immediate);
-    d.return_and_apply(&dsoc);
+    let (mut d, _dsoc, backup) = dsoc_s_day_after_a_backup();
     d.return_and_apply(&d.bsoc);
     assert_eq!(
         name(&d.bsoc, "DSOC-LAST"),
@@ -523,16 +530,7 @@ fn r1_a_shop_set_up_again_after_central_s_backup_and_again_after_its_restore_num
 
 #[test]
 fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_central_lost() {
-    let mut d = Deployment::new();
-    let dsoc = add_remote(&d, 4, "DSOC");
-    set_deployment_config(&d);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    d.at(10, 0);
-    dsoc.write(|tx| tx.set("customers", "DSOC-LAST", "name", "DSOC's last customer"))
-        .unwrap();
-    d.emit_and_process(&dsoc, SyncMode::Immediate);
-    d.return_and_apply(&dsoc);
+    let (mut d, dsoc, backup) = dsoc_s_day_after_a_backup();
     // Central's disk dies; DSOC closes the same day. Its last emission is computed from what
     // the lost central acknowledged: it does not carry what the restore lost.
     d.at(11, 0);
