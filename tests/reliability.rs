@@ -302,12 +302,16 @@ fn add_remote(d: &Deployment, id: u16, code: &str) -> outpost::Store {
         common::settings("21:30"),
     )
     .unwrap();
-    let (boot, _) =
-        central::write_bootstrap(&d.asoc, outpost::SiteId(id), Vec::new(), false).unwrap();
+    set_up_from_bootstrap(d, outpost::SiteId(id))
+}
+
+/// A store in memory set up from the bootstrap central writes now for `site`.
+fn set_up_from_bootstrap(d: &Deployment, site: outpost::SiteId) -> outpost::Store {
+    let (boot, _) = central::write_bootstrap(&d.asoc, site, Vec::new(), false).unwrap();
     let clock = d.clock.clone();
-    remote::bootstrap(boot.as_slice(), |site| {
+    remote::bootstrap(boot.as_slice(), |s| {
         outpost::Store::in_memory(outpost::StoreConfig::new(
-            site.clone(),
+            s.clone(),
             outpost::retail::schema(),
             clock,
         ))
@@ -459,16 +463,7 @@ fn r1_after_central_is_restored_what_a_removed_shop_sent_since_the_backup_comes_
 /// set up again from the new bootstrap (a store in memory).
 fn set_up_again(d: &Deployment, site: outpost::SiteId) -> outpost::Store {
     central::reprovision(&d.asoc, site).unwrap();
-    let (boot, _) = central::write_bootstrap(&d.asoc, site, Vec::new(), false).unwrap();
-    let clock = d.clock.clone();
-    remote::bootstrap(boot.as_slice(), |s| {
-        outpost::Store::in_memory(outpost::StoreConfig::new(
-            s.clone(),
-            outpost::retail::schema(),
-            clock,
-        ))
-    })
-    .unwrap()
+    set_up_from_bootstrap(d, site)
 }
 
 #[test]

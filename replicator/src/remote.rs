@@ -190,30 +190,12 @@ pub fn bootstrap_as(
         tx.add_knowledge(header.source, &header.covered)?;
         // No dot twice: number past every commit of this site central knew of when it wrote
         // the bootstrap — after a reprovisioning, further past what may still be on its way.
-        let provisioning = match config.settings.get(PROVISIONING_SETTING) {
-            None => 0,
-            Some(p) => p.parse::<u32>().map_err(|_| {
-                Error::Refused(format!(
-                    "the bootstrap's provisioning number {p:?} is not a number"
-                ))
-            })?,
-        };
-        let first_emission = match config.settings.get(FIRST_EMISSION_SETTING) {
-            None => 1,
-            Some(n) => n.parse::<u64>().map_err(|_| {
-                Error::Refused(format!(
-                    "the bootstrap's first emission number {n:?} is not a number"
-                ))
-            })?,
-        };
-        let first_commit = match config.settings.get(FIRST_COMMIT_SETTING) {
-            None => 0,
-            Some(n) => n.parse::<u64>().map_err(|_| {
-                Error::Refused(format!(
-                    "the bootstrap's first commit number {n:?} is not a number"
-                ))
-            })?,
-        };
+        let provisioning: u32 =
+            bootstrap_number(&config, PROVISIONING_SETTING, "provisioning number", 0)?;
+        let first_emission: u64 =
+            bootstrap_number(&config, FIRST_EMISSION_SETTING, "first emission number", 1)?;
+        let first_commit: u64 =
+            bootstrap_number(&config, FIRST_COMMIT_SETTING, "first commit number", 0)?;
         let own_known = tx.knowledge().max_seq(site.id);
         let jump = if provisioning > 0 {
             REPROVISION_SEQ_JUMP
@@ -386,6 +368,22 @@ pub fn emit<W: Write>(
             held_back: held_back.count(),
         },
     ))
+}
+
+/// A number a bootstrap's settings carry under `key` (`default` when absent); a malformed one
+/// is refused, naming `what`.
+fn bootstrap_number<T: std::str::FromStr>(
+    config: &ConfigSnapshot,
+    key: &str,
+    what: &str,
+    default: T,
+) -> Result<T> {
+    match config.settings.get(key) {
+        None => Ok(default),
+        Some(n) => n
+            .parse::<T>()
+            .map_err(|_| Error::Refused(format!("the bootstrap's {what} {n:?} is not a number"))),
+    }
 }
 
 /// What applying a return did.
