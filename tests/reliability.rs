@@ -668,3 +668,76 @@ fn r1_after_central_is_restored_a_relayed_change_it_refuses_is_still_taken_from_
     );
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
+
+/// A store in memory set up from `boot` (a bootstrap central wrote), with store identity `id`.
+fn set_up_from(d: &Deployment, boot: &[u8], id: u64) -> outpost::Store {
+    let clock = d.clock.clone();
+    remote::bootstrap_as(
+        boot,
+        |s| {
+            outpost::Store::in_memory(outpost::StoreConfig::new(
+                s.clone(),
+                outpost::retail::schema(),
+                clock,
+            ))
+        },
+        Some(id),
+    )
+    .unwrap()
+}
+
+#[test]
+fn r1_a_shop_set_up_again_from_its_old_bootstrap_during_central_s_restore_loses_no_change() {
+    // DSOC is added before central's backup, but its first sync comes after it: the backup
+    // does not know DSOC's store.
+    let mut d = Deployment::new();
+    central::create_remote(
+        &d.asoc,
+        outpost::Site::remote(4, "DSOC").unwrap(),
+        std::collections::BTreeSet::new(),
+        common::settings("21:30"),
+    )
+    .unwrap();
+    let (boot, _) =
+        central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(10, 0);
+    let first = set_up_from(&d, &boot, 0x1111_2222_3333_4444);
+    first
+        .write(|tx| tx.set("customers", "DSOC-1", "name", "by the first store"))
+        .unwrap();
+    d.emit_and_process(&first, SyncMode::Immediate);
+    d.return_and_apply(&first);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(
+        name(&d.bsoc, "DSOC-1"),
+        Some(Value::from("by the first store"))
+    );
+    // Central's disk dies and so does DSOC's; DSOC's PC is set up again from the same (old)
+    // bootstrap file, and writes another customer: its first commit, as the lost store's was.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let second = set_up_from(&d, &boot, 0x5555_6666_7777_8888);
+    second
+        .write(|tx| tx.set("customers", "DSOC-2", "name", "by the second store"))
+        .unwrap();
+    sync_all(&d, &[&second, &d.bsoc, &d.csoc], 3);
+    // Both customers are everywhere: the second store numbered nothing as the first did.
+    for s in [&d.asoc, &d.bsoc, &d.csoc, &second] {
+        assert_eq!(
+            name(s, "DSOC-1"),
+            Some(Value::from("by the first store")),
+            "{}",
+            s.site().code
+        );
+        assert_eq!(
+            name(s, "DSOC-2"),
+            Some(Value::from("by the second store")),
+            "{}",
+            s.site().code
+        );
+    }
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&second), content(&d.asoc));
+}

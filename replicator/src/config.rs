@@ -433,12 +433,13 @@ pub const REMOTE_SETTINGS: [&str; 6] = [
 
 /// The settings outpost keeps for itself in a remote's settings map: the deployment's identity,
 /// the store's provisioning and numbering, what an emission reports.
-pub const INTERNAL_SETTINGS: [&str; 8] = [
+pub const INTERNAL_SETTINGS: [&str; 9] = [
     "deployment",
     "rejudged",
     "provisioning",
     "first_emission",
     "first_commit",
+    "numbered_from",
     "store",
     "prev",
     "reserved",

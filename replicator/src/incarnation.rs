@@ -17,8 +17,12 @@
 //!   below one received but made after it, comes from a store restored from a backup and is
 //!   refused the same way;
 //! - a store set up from a bootstrap numbers its commits past every one of its site's that
-//!   central knew when it wrote the bootstrap (after a reprovisioning, [`REPROVISION_SEQ_JUMP`]
-//!   further, past what an emission still on its way may carry).
+//!   central knew when it wrote the bootstrap (after a reprovisioning, further, past what every
+//!   store of the earlier provisioning may have numbered), in a block of its own drawn from its
+//!   identity ([`numbering_offset`]): two stores set up from one bootstrap number nothing alike
+//!   even where central cannot tell them apart (one of them unknown to a central restored from
+//!   a backup); an emission carries where its store's numbering starts
+//!   ([`NUMBERED_FROM_SETTING`]).
 //!
 //! The operator's way out is always the same: `outpost central reprovision --site CODE`, and
 //! the machine set up again from the new bootstrap (docs/OPERATIONS.md).
@@ -57,9 +61,30 @@ fn parse_prev(s: &str) -> Option<(u64, Stamp)> {
     ))
 }
 
+/// The size of a store's numbering block: more commits than a store ever makes. A store set up
+/// from a bootstrap numbers its commits in the block [`numbering_offset`] draws for it.
+pub const NUMBERING_BLOCK: u64 = 1 << 32;
+
+/// How many blocks a store's numbering may start at, past the bootstrap's first number: two
+/// stores set up from one bootstrap draw the same with a chance of one in this.
+pub const NUMBERING_BLOCKS: u64 = 1 << 16;
+
 /// How far past central's knowledge of the site a reprovisioned store starts numbering: past
-/// the commits of an emission of the old store received but not yet processed.
-pub const REPROVISION_SEQ_JUMP: u64 = 1 << 32;
+/// every block a store of the earlier provisioning may number in, including the commits of an
+/// emission of it received but not yet processed.
+pub const REPROVISION_SEQ_JUMP: u64 = NUMBERING_BLOCK * (NUMBERING_BLOCKS + 1);
+
+/// Where a store with identity `id` numbers its commits, past the first number its bootstrap
+/// allows: a block drawn from its identity (random), so that two stores set up from one
+/// bootstrap — a shop PC set up again from its old file — number different changes differently.
+pub fn numbering_offset(id: u64) -> u64 {
+    (id % NUMBERING_BLOCKS) * NUMBERING_BLOCK
+}
+
+/// The setting an emission carries: the number its store's commits start from (decimal). Central
+/// checks that a store holds its own changes (a store restored from a backup does not) within
+/// its block only: the site's other changes may be a lost store's, relayed by other remotes.
+pub const NUMBERED_FROM_SETTING: &str = "numbered_from";
 
 /// How far a site's provisioning number jumps when it is reprovisioned while central is being
 /// restored from a backup: past every provisioning issued since the backup, which the restored
@@ -336,16 +361,32 @@ pub(crate) fn check_emission(
             false,
         ));
     } else if newly_bound || inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
-        // The store must know every change of its own that central holds — but those of the
-        // stores before a reprovisioning, which the new one got with its bootstrap.
-        let mut older = outpost_engine::Knowledge::new();
-        if inc.floor > 1 {
-            older.insert_range(site, 1, inc.floor - 1);
-        }
-        let lacking = tx
-            .knowledge()
-            .only(site)
-            .difference(&older)
+        // The store must know every change of its own that central holds: those numbered in
+        // its block — or, from a store that does not say where its block starts (a version
+        // before numbering blocks), all but those of the stores before a reprovisioning, which
+        // the new one got with its bootstrap.
+        let numbered_from = header
+            .config
+            .as_ref()
+            .and_then(|c| c.settings.get(NUMBERED_FROM_SETTING))
+            .and_then(|n| n.parse::<u64>().ok());
+        let own = match numbered_from {
+            Some(from) if from > 0 => {
+                let mut block = outpost_engine::Knowledge::new();
+                block.insert_range(site, from, from.saturating_add(NUMBERING_BLOCK - 1));
+                block
+            }
+            _ => {
+                let mut older = outpost_engine::Knowledge::new();
+                if inc.floor > 1 {
+                    older.insert_range(site, 1, inc.floor - 1);
+                }
+                tx.knowledge().only(site).difference(&older)
+            }
+        };
+        let held = tx.knowledge().only(site);
+        let lacking = held
+            .difference(&held.difference(&own))
             .difference(&header.knowledge.only(site));
         if !lacking.is_empty() {
             fork = Some((

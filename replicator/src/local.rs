@@ -64,6 +64,9 @@ pub(crate) const REMOTE_IDENTITY: &[u8] = b"ri";
 pub(crate) const REMOTE_FIXED_EMISSION: &[u8] = b"rx";
 /// Remote: its latest emission's number and creation stamp, which the next one carries.
 pub(crate) const REMOTE_PREV_EMISSION: &[u8] = b"rp";
+/// Remote: the number its store's commits start from (`incarnation::numbering_offset`); absent
+/// in a store set up by a version before numbering blocks.
+pub(crate) const REMOTE_NUMBERED_FROM: &[u8] = b"rn";
 /// Remote: its sync state.
 pub(crate) const REMOTE_STATE: &[u8] = b"rs";
 /// Remote: its log of flows sent and received: `rl/` + flow id.
@@ -125,6 +128,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("REMOTE_IDENTITY", REMOTE_IDENTITY),
     ("REMOTE_FIXED_EMISSION", REMOTE_FIXED_EMISSION),
     ("REMOTE_PREV_EMISSION", REMOTE_PREV_EMISSION),
+    ("REMOTE_NUMBERED_FROM", REMOTE_NUMBERED_FROM),
     ("REMOTE_STATE", REMOTE_STATE),
     ("REMOTE_LOG", REMOTE_LOG),
     ("REMOTE_REJECTIONS", REMOTE_REJECTIONS),

@@ -12,8 +12,8 @@ use crate::flow::{
     Item, ReturnAck, ReturnedRejection, SyncMode,
 };
 use crate::incarnation::{
-    self, FIRST_COMMIT_SETTING, FIRST_EMISSION_SETTING, PREV_SETTING, PROVISIONING_SETTING,
-    REPROVISION_SEQ_JUMP, STORE_SETTING, StoreIdentity, prev_setting,
+    self, FIRST_COMMIT_SETTING, FIRST_EMISSION_SETTING, NUMBERED_FROM_SETTING, PREV_SETTING,
+    PROVISIONING_SETTING, REPROVISION_SEQ_JUMP, STORE_SETTING, StoreIdentity, prev_setting,
 };
 use crate::local;
 use crate::{Error, Result};
@@ -202,22 +202,18 @@ pub fn bootstrap_as(
         } else {
             0
         };
-        tx.number_from(
-            own_known
-                .saturating_add(1)
-                .saturating_add(jump)
-                .max(first_commit),
-        )?;
+        let id = store_id.unwrap_or_else(|| incarnation::derived_id(site.id, header.id.seq, now));
+        // In a block of its own: a second store set up from this bootstrap numbers apart.
+        let numbered_from = own_known
+            .saturating_add(1)
+            .saturating_add(jump)
+            .max(first_commit)
+            .saturating_add(incarnation::numbering_offset(id));
+        tx.number_from(numbered_from)?;
+        local::put(tx, local::REMOTE_NUMBERED_FROM, &numbered_from)?;
         // No fixed-time emission made yet (M1; a store from before this key reads its log).
         local::put(tx, local::REMOTE_FIXED_EMISSION, &0u64)?;
-        incarnation::set_own(
-            tx,
-            &StoreIdentity {
-                provisioning,
-                id: store_id
-                    .unwrap_or_else(|| incarnation::derived_id(site.id, header.id.seq, now)),
-            },
-        )?;
+        incarnation::set_own(tx, &StoreIdentity { provisioning, id })?;
         local::put(
             tx,
             local::REMOTE_STATE,
@@ -286,6 +282,10 @@ pub fn emit<W: Write>(
     let prev: Option<(u64, Stamp)> = local::snap_get(&snap, local::REMOTE_PREV_EMISSION)?;
     if let Some((seq, stamp)) = prev {
         settings.insert(PREV_SETTING.to_owned(), prev_setting(seq, stamp));
+    }
+    let numbered_from: Option<u64> = local::snap_get(&snap, local::REMOTE_NUMBERED_FROM)?;
+    if let Some(from) = numbered_from {
+        settings.insert(NUMBERED_FROM_SETTING.to_owned(), from.to_string());
     }
     let created_stamp = store.clock_high_water();
     if let Some(d) = st.settings.get(crate::central::DEPLOYMENT_SETTING) {
