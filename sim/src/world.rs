@@ -642,21 +642,22 @@ impl World {
     /// Central's disk dies and its last backup is put back in place (`outpost central
     /// restore`, docs/OPERATIONS.md), and its daemon started again: a new automaton. What
     /// central received and made since the backup is gone from it; the remotes send back what
-    /// they hold of it with their next syncs. Central's own writes since the backup that no
-    /// remote received are lost with the disk: no longer checked.
+    /// they hold of it with their next syncs. A write no store holds any more is lost with the
+    /// disk — central's own since the backup that no remote received, or a remote's that only
+    /// central held (its store was itself replaced by a backup since): no longer checked.
     pub(super) fn restore_central(&mut self) -> Result<(), SimError> {
         let Some(backup) = self.central_backup.take() else {
             return Ok(());
         };
-        let central_site = self.central.site().id;
         let snap = backup.snapshot()?;
+        // A closed shop's store is kept until the restore (it may sync again, below).
         let mut held = vec![snap];
-        for r in self.remotes.iter().filter(|r| !r.closed) {
+        for r in &self.remotes {
             held.push(r.store.snapshot()?);
         }
         let mut keep = Vec::with_capacity(self.accepted.len());
         for w in std::mem::take(&mut self.accepted) {
-            let mut kept = w.dot.site != central_site;
+            let mut kept = false;
             for snap in &held {
                 kept = kept || w.kept_in(snap)?;
             }
