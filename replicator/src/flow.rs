@@ -6,7 +6,8 @@
 //! header    postcard FlowHeader · crc32 u32 LE of the header bytes
 //! body      (zstd stream of, when flags bit 0 is set) frames:
 //!           tag u8 · length u32 LE · payload · crc32 u32 LE of tag, length and payload
-//!           tag 3 changes (packed, version 2; tag 1 in version 1: postcard `Vec<Change>`),
+//!           tag 4 changes (packed by site, version 3; tag 3 packed in version 2, tag 1
+//!           postcard `Vec<Change>` in version 1),
 //!           tag 2 rejections, tag 0 end (payload: changes u64 LE, rejections u64 LE, data
 //!           frames u64 LE) — nothing may follow the end frame
 //! ```
@@ -28,8 +29,10 @@ mod packed;
 /// The first eight bytes of every flow file.
 pub const MAGIC: [u8; 8] = *b"OUTPOST\x1a";
 /// The format version this code writes (and the newest it reads). Version 2 writes changes in
-/// packed frames (tag 3); version 1 files (plain changes frames, tag 1) are still read.
-pub const FORMAT_VERSION: u16 = 2;
+/// packed frames (tag 3); version 3 writes a sequence number in them as a difference from its
+/// own site's previous one (stores number in blocks far apart). Files of versions 1 (plain
+/// changes frames, tag 1) and 2 are still read.
+pub const FORMAT_VERSION: u16 = 3;
 /// Flags bit 0: the body is one zstd stream.
 pub const FLAG_ZSTD: u16 = 1;
 /// The largest header accepted.
@@ -50,6 +53,10 @@ const TAG_END: u8 = 0;
 const TAG_CHANGES: u8 = 1;
 const TAG_REJECTIONS: u8 = 2;
 const TAG_CHANGES_PACKED: u8 = 3;
+/// Version 3's packed changes: sequence numbers from their own site's previous one. A tag of its
+/// own, so that a version number damaged in the preamble (which no CRC covers) cannot make a
+/// version 3 file read as version 2 with other numbers: an unknown frame instead.
+const TAG_CHANGES_PACKED_BY_SITE: u8 = 4;
 
 /// A flow's id, the SynID of the journal (J1): the sending site and its flow sequence number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -515,7 +522,7 @@ impl<W: Write> FlowWriter<W> {
         }
         let payload = packed::encode(&self.pending)
             .map_err(|e| io::Error::other(format!("cannot encode changes: {e}")))?;
-        self.frame(TAG_CHANGES_PACKED, &payload)?;
+        self.frame(TAG_CHANGES_PACKED_BY_SITE, &payload)?;
         self.n_frames += 1;
         self.pending.clear();
         Ok(())
@@ -793,12 +800,16 @@ impl<R: Read> FlowReader<R> {
                     .collect();
                 Ok(Some(Frame::Changes(out)))
             }
-            TAG_CHANGES_PACKED if self.version >= 2 => {
+            t @ (TAG_CHANGES_PACKED | TAG_CHANGES_PACKED_BY_SITE)
+                if (t == TAG_CHANGES_PACKED_BY_SITE) == (self.version >= 3)
+                    && self.version >= 2 =>
+            {
+                let by_site = t == TAG_CHANGES_PACKED_BY_SITE;
                 // Sized once (a change takes a few bytes at least): grown change by change, a
                 // frame's vector was copied and faulted in again at each doubling.
                 let mut out = Vec::with_capacity((payload.len() / 4).min(CHANGES_PER_FRAME));
                 let mut n = 0u64;
-                packed::decode_each(&payload, known, |i| {
+                packed::decode_each(&payload, by_site, known, |i| {
                     n += 1;
                     if let Some(t) = wrap(i) {
                         out.push(t);

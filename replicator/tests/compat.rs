@@ -1,8 +1,9 @@
 //! The compatibility promise: flow files written by an earlier format version stay readable. The
-//! files in `tests/data/` were written by versions 1 and 2 and are committed; every later
+//! files in `tests/data/` were written by versions 1, 2 and 3 and are committed; every later
 //! version must decode them to exactly the content below. Never regenerate them to make this
-//! test pass — that would break the promise. (`OUTPOST_WRITE_COMPAT_FLOWS=1` wrote the version 2
-//! files once, with version 2; the version 1 files were written the same way by version 1.)
+//! test pass — that would break the promise. (`OUTPOST_WRITE_COMPAT_FLOWS=1` wrote the version 3
+//! files once, with version 3; the version 1 and 2 files were written the same way by versions 1
+//! and 2.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -204,7 +205,17 @@ fn flow_files_of_format_version_1_still_decode() {
 
 #[test]
 fn flow_files_of_format_version_2_still_decode() {
-    for (name, compress) in [("flow-v2.outpost", false), ("flow-v2-zstd.outpost", true)] {
+    decode("flow-v2.outpost");
+    decode("flow-v2-zstd.outpost");
+    assert_eq!(
+        std::fs::read(data("flow-v2.outpost")).unwrap().get(8..10),
+        Some(&2u16.to_le_bytes()[..])
+    );
+}
+
+#[test]
+fn flow_files_of_format_version_3_still_decode() {
+    for (name, compress) in [("flow-v3.outpost", false), ("flow-v3-zstd.outpost", true)] {
         if std::env::var_os("OUTPOST_WRITE_COMPAT_FLOWS").is_some() {
             std::fs::write(data(name), write(compress)).unwrap();
         }
@@ -212,7 +223,7 @@ fn flow_files_of_format_version_2_still_decode() {
     }
     // The uncompressed encoding is also byte-for-byte what this version writes.
     assert_eq!(
-        std::fs::read(data("flow-v2.outpost")).unwrap(),
+        std::fs::read(data("flow-v3.outpost")).unwrap(),
         write(false)
     );
 }
@@ -221,7 +232,15 @@ fn flow_files_of_format_version_2_still_decode() {
 fn each_version_reads_only_its_own_changes_frames() {
     // A version 2 file relabelled version 1 holds a packed frame (tag 3) version 1 never had,
     // and a version 1 file relabelled version 2 a plain frame (tag 1) version 2 never writes.
-    for (name, relabel, tag) in [("flow-v2.outpost", 1u16, 3u8), ("flow-v1.outpost", 2, 1)] {
+    // Versions 2 and 3 lay sequence numbers out differently: a file relabelled the other is
+    // refused, never read with other numbers.
+    for (name, relabel, tag) in [
+        ("flow-v2.outpost", 1u16, 3u8),
+        ("flow-v1.outpost", 2, 1),
+        ("flow-v3.outpost", 2, 4),
+        ("flow-v2.outpost", 3, 3),
+        ("flow-v3.outpost", 1, 4),
+    ] {
         let mut bytes = std::fs::read(data(name)).unwrap();
         bytes[8..10].copy_from_slice(&relabel.to_le_bytes());
         let mut reader = FlowReader::open(bytes.as_slice()).unwrap();

@@ -1,6 +1,8 @@
-//! The packed changes frame (format version 2, tag 3): a frame's changes grouped by record, table
-//! and field names once per frame, stamps and sequence numbers as differences from the previous
-//! one. Byte layout in docs/flow-format.md ("Packed changes"). About 9 bytes per change beyond its
+//! The packed changes frame (tag 4 in format version 3, tag 3 in version 2): a frame's changes grouped by
+//! record, table and field names once per frame, stamps as differences from the previous one,
+//! sequence numbers as differences from the previous one of the same site (version 3; from the
+//! previous one of any site in version 2 — a store numbers its commits in a block of its own,
+//! far from its neighbours', so that cost a full number per change in a flow mixing sites). Byte layout in docs/flow-format.md ("Packed changes"). About 9 bytes per change beyond its
 //! value and its record's key (counted once per record), where postcard's plain `Vec<Change>`
 //! (tag 1) takes about 39 beyond its value and a key per change.
 
@@ -21,7 +23,8 @@ fn copy_budget(frame_len: usize) -> usize {
         .saturating_add(CHANGES_MAX * 2 * NAME_LEN_MAX)
 }
 
-/// Encodes changes (in their order: consecutive changes of one record share its heading).
+/// Encodes changes (in their order: consecutive changes of one record share its heading), as
+/// format version 3 lays them out.
 pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
     let mut tables: Vec<&str> = Vec::new();
     let mut fields: Vec<&str> = Vec::new();
@@ -60,7 +63,7 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
         rest = tail;
     }
     put_varint(&mut out, runs.len() as u64);
-    let mut p = Predictors::default();
+    let mut p = Predictors::new(true);
     for run in runs {
         let Some(first) = run.first() else { continue };
         let table = tables.iter().position(|t| *t == first.table).unwrap_or(0);
@@ -86,7 +89,7 @@ pub(crate) fn encode(changes: &[Change]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
-    decode_each(bytes, None, |i| {
+    decode_each(bytes, true, None, |i| {
         if let Incoming::New(c) = i {
             out.push(c);
         }
@@ -98,9 +101,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Change>, String> {
 /// inconsistency is an error, never a panic. A change whose dot `known` holds is handed over as
 /// [`Incoming::Known`]: it is read and checked like the others (the same errors, the same bound
 /// on what the frame may expand to) but its strings are not copied. A flow applied a second
-/// time costs little more than reading it.
+/// time costs little more than reading it. `per_site`: sequence numbers as format version 3
+/// writes them (from the same site's previous one), else as version 2.
 pub(crate) fn decode_each(
     bytes: &[u8],
+    per_site: bool,
     known: Option<&Knowledge>,
     mut each: impl FnMut(Incoming),
 ) -> Result<(), String> {
@@ -117,7 +122,7 @@ pub(crate) fn decode_each(
     }
     let n_records = r.count()?;
     let mut n_changes = 0usize;
-    let mut p = Predictors::default();
+    let mut p = Predictors::new(per_site);
     // A record's key and names are copied into each of its changes: a hostile frame could ask
     // for a huge key repeated a million times. What the writer makes always fits the budget.
     let mut budget = copy_budget(bytes.len());
@@ -183,32 +188,41 @@ pub(crate) fn decode_each(
     Ok(())
 }
 
-/// The previous stamps and sequence numbers: each is written as a difference from its own.
-#[derive(Default)]
+/// The previous stamps and sequence numbers: each is written as a difference from its own —
+/// a sequence number from the previous one of its site ([`SeqPredictor`]).
 struct Predictors {
     created_stamp: u64,
-    created_seq: u64,
+    created_seq: SeqPredictor,
     stamp: u64,
-    seq: u64,
+    seq: SeqPredictor,
 }
 
 impl Predictors {
+    fn new(per_site: bool) -> Self {
+        Predictors {
+            created_stamp: 0,
+            created_seq: SeqPredictor::new(per_site),
+            stamp: 0,
+            seq: SeqPredictor::new(per_site),
+        }
+    }
+
     fn put_created(&mut self, out: &mut Vec<u8>, c: Creation) {
         put_delta(out, &mut self.created_stamp, c.stamp.as_u64());
         put_varint(out, u64::from(c.dot.site.0));
-        put_delta(out, &mut self.created_seq, c.dot.seq);
+        put_delta(out, self.created_seq.of(c.dot.site), c.dot.seq);
     }
 
     fn put_change(&mut self, out: &mut Vec<u8>, stamp: Stamp, dot: Dot) {
         put_delta(out, &mut self.stamp, stamp.as_u64());
         put_varint(out, u64::from(dot.site.0));
-        put_delta(out, &mut self.seq, dot.seq);
+        put_delta(out, self.seq.of(dot.site), dot.seq);
     }
 
     fn get_created(&mut self, r: &mut Reader<'_>) -> Result<Creation, String> {
         let stamp = Stamp::from_u64(r.delta(&mut self.created_stamp)?);
         let site = r.site()?;
-        let seq = r.delta(&mut self.created_seq)?;
+        let seq = r.delta(self.created_seq.of(site))?;
         Ok(Creation {
             stamp,
             dot: Dot { site, seq },
@@ -218,8 +232,38 @@ impl Predictors {
     fn get_change(&mut self, r: &mut Reader<'_>) -> Result<(Stamp, Dot), String> {
         let stamp = Stamp::from_u64(r.delta(&mut self.stamp)?);
         let site = r.site()?;
-        let seq = r.delta(&mut self.seq)?;
+        let seq = r.delta(self.seq.of(site))?;
         Ok((stamp, Dot { site, seq }))
+    }
+}
+
+/// The previous sequence number a new one is written against: the previous one of the same
+/// site (0 for a site's first in the frame), or — format version 2 — of any site.
+struct SeqPredictor {
+    per_site: bool,
+    /// The site of the last number, and the number (the common case: a run of one site's).
+    last: (SiteId, u64),
+    /// Every other site's last number in this frame.
+    others: std::collections::HashMap<SiteId, u64>,
+}
+
+impl SeqPredictor {
+    fn new(per_site: bool) -> Self {
+        SeqPredictor {
+            per_site,
+            last: (SiteId(0), 0),
+            others: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The predictor for a number of `site`'s, which the delta then moves.
+    fn of(&mut self, site: SiteId) -> &mut u64 {
+        if self.per_site && site != self.last.0 {
+            let prev = self.others.remove(&site).unwrap_or(0);
+            let (old_site, old) = std::mem::replace(&mut self.last, (site, prev));
+            self.others.insert(old_site, old);
+        }
+        &mut self.last.1
     }
 }
 
@@ -321,6 +365,45 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_flow_mixing_sites_numbered_far_apart_costs_a_number_per_site_not_per_change() {
+        let far = 77 << 32;
+        let changes = |offset: u64| -> Vec<Change> {
+            (0..100u64)
+                .map(|i| {
+                    let (site, seq) = if i % 2 == 0 {
+                        (SiteId(2), offset + i)
+                    } else {
+                        (SiteId(3), i)
+                    };
+                    let dot = Dot { site, seq };
+                    Change {
+                        table: "customers".into(),
+                        key: format!("K{i}"),
+                        slot: Slot::Field("name".into()),
+                        value: Value::Int(1),
+                        stamp: Stamp::new(1_795_647_600_000 + i, 0),
+                        dot,
+                        created: Creation {
+                            stamp: Stamp::new(1_795_647_600_000 + i, 0),
+                            dot,
+                        },
+                    }
+                })
+                .collect()
+        };
+        let near = encode(&changes(0)).unwrap();
+        let apart = encode(&changes(far)).unwrap();
+        assert_eq!(decode(&apart).unwrap(), changes(far));
+        // One longer difference per site's first number (the creation's and the change's).
+        assert!(
+            apart.len() <= near.len() + 16,
+            "{} bytes apart, {} near",
+            apart.len(),
+            near.len()
+        );
+    }
+
     fn change() -> impl Strategy<Value = Change> {
         (
             prop::sample::select(vec!["customers", "sales_documents", "t\u{e9}"]),
@@ -396,7 +479,7 @@ mod tests {
                 known.insert(c.dot);
             }
             let mut got = Vec::new();
-            decode_each(&bytes, Some(&known), |i| got.push(i)).unwrap();
+            decode_each(&bytes, true, Some(&known), |i| got.push(i)).unwrap();
             // In the frame's order: each change either whole or, when known, its dot alone.
             let expected: Vec<Incoming> = cs
                 .iter()
@@ -416,11 +499,11 @@ mod tests {
                 for c in &cs {
                     all.insert(c.dot);
                 }
-                prop_assert!(decode_each(&bytes[..n], Some(&all), drop).is_err() || n == bytes.len());
+                prop_assert!(decode_each(&bytes[..n], true, Some(&all), drop).is_err() || n == bytes.len());
                 let mut flipped = bytes.clone();
                 flipped[flip.index(bytes.len())] ^= 0x5A;
                 let _ = decode(&flipped);
-                let _ = decode_each(&flipped, Some(&all), drop);
+                let _ = decode_each(&flipped, true, Some(&all), drop);
             }
         }
     }
@@ -453,7 +536,7 @@ mod tests {
             site: SiteId(1),
             seq: 0,
         });
-        let err = decode_each(&one_record(1 << 20, 4_000), Some(&all), drop).unwrap_err();
+        let err = decode_each(&one_record(1 << 20, 4_000), true, Some(&all), drop).unwrap_err();
         assert!(err.contains("expand"), "{err}");
         // And a frame may not hold more changes than a writer ever puts in one.
         let err = decode(&one_record(1, 5_000)).unwrap_err();
