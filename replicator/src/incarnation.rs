@@ -198,10 +198,15 @@ pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Resu
     } else {
         (1, 1)
     };
-    let provisioning = old
-        .provisioning
-        .checked_add(step)
-        .ok_or_else(|| Error::Refused(format!("site {site} was reprovisioned too often")))?;
+    let too_often = || Error::Refused(format!("site {site} was reprovisioned too often"));
+    let provisioning = old.provisioning.checked_add(step).ok_or_else(too_often)?;
+    // Room left for the new store's block, wherever its identity puts it.
+    let floor = tx
+        .knowledge()
+        .max_seq(site)
+        .checked_add(1 + REPROVISION_SEQ_JUMP * jumps)
+        .filter(|f| f.checked_add(REPROVISION_SEQ_JUMP).is_some())
+        .ok_or_else(too_often)?;
     local::put(
         tx,
         &key,
@@ -210,11 +215,7 @@ pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Resu
             store: None,
             newest: old.newest,
             forked: false,
-            floor: tx
-                .knowledge()
-                .max_seq(site)
-                .saturating_add(1)
-                .saturating_add(REPROVISION_SEQ_JUMP.saturating_mul(jumps)),
+            floor,
         },
     )?;
     Ok(provisioning)

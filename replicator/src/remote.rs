@@ -205,10 +205,16 @@ pub fn bootstrap_as(
         let id = store_id.unwrap_or_else(|| incarnation::derived_id(site.id, header.id.seq, now));
         // In a block of its own: a second store set up from this bootstrap numbers apart.
         let numbered_from = own_known
-            .saturating_add(1)
-            .saturating_add(jump)
-            .max(first_commit)
-            .saturating_add(incarnation::numbering_offset(id));
+            .checked_add(1 + jump)
+            .map(|n| n.max(first_commit))
+            .and_then(|n| n.checked_add(incarnation::numbering_offset(id)))
+            .filter(|n| n.checked_add(incarnation::NUMBERING_BLOCK).is_some())
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "site {} has no commit numbers left (it was reprovisioned too often)",
+                    site.code
+                ))
+            })?;
         tx.number_from(numbered_from)?;
         local::put(tx, local::REMOTE_NUMBERED_FROM, &numbered_from)?;
         // No fixed-time emission made yet (M1; a store from before this key reads its log).
