@@ -295,6 +295,12 @@ fn central_config(d: &Deployment) -> outpost::StoreConfig {
 
 /// Central adds remote `code` (id `id`) and it is set up from its bootstrap (a store in memory).
 fn add_remote(d: &Deployment, id: u16, code: &str) -> outpost::Store {
+    create_remote(d, id, code);
+    set_up_from_bootstrap(d, outpost::SiteId(id))
+}
+
+/// Central adds remote `code` (id `id`): `outpost central add-remote`.
+fn create_remote(d: &Deployment, id: u16, code: &str) {
     central::create_remote(
         &d.asoc,
         outpost::Site::remote(id, code).unwrap(),
@@ -302,21 +308,48 @@ fn add_remote(d: &Deployment, id: u16, code: &str) -> outpost::Store {
         common::settings("21:30"),
     )
     .unwrap();
-    set_up_from_bootstrap(d, outpost::SiteId(id))
 }
 
 /// A store in memory set up from the bootstrap central writes now for `site`.
 fn set_up_from_bootstrap(d: &Deployment, site: outpost::SiteId) -> outpost::Store {
     let (boot, _) = central::write_bootstrap(&d.asoc, site, Vec::new(), false).unwrap();
+    set_up_from(d, &boot, None)
+}
+
+/// A store in memory set up from `boot` (a bootstrap central wrote), with store identity `id`
+/// (none: drawn from the bootstrap and the time).
+fn set_up_from(d: &Deployment, boot: &[u8], id: Option<u64>) -> outpost::Store {
     let clock = d.clock.clone();
-    remote::bootstrap(boot.as_slice(), |s| {
-        outpost::Store::in_memory(outpost::StoreConfig::new(
-            s.clone(),
-            outpost::retail::schema(),
-            clock,
-        ))
-    })
+    remote::bootstrap_as(
+        boot,
+        |s| {
+            outpost::Store::in_memory(outpost::StoreConfig::new(
+                s.clone(),
+                outpost::retail::schema(),
+                clock,
+            ))
+        },
+        id,
+    )
     .unwrap()
+}
+
+/// `store` writes customer `key` named `who` and syncs; `relay` then applies a return, and holds
+/// it.
+fn customer_reaches(
+    d: &Deployment,
+    store: &outpost::Store,
+    key: &str,
+    who: &str,
+    relay: &outpost::Store,
+) {
+    store
+        .write(|tx| tx.set("customers", key, "name", who))
+        .unwrap();
+    d.emit_and_process(store, SyncMode::Immediate);
+    d.return_and_apply(store);
+    d.return_and_apply(relay);
+    assert_eq!(name(relay, key), Some(Value::from(who)));
 }
 
 /// The deployment's sync configuration (BSOC, CSOC and DSOC), which `remove-remote` edits.
@@ -466,6 +499,22 @@ fn set_up_again(d: &Deployment, site: outpost::SiteId) -> outpost::Store {
     set_up_from_bootstrap(d, site)
 }
 
+/// Central and every one of `remotes` hold each customer of `customers` (key, name), and the
+/// remotes hold what central holds.
+fn all_hold(d: &Deployment, remotes: &[&outpost::Store], customers: &[(&str, &str)]) {
+    for s in std::iter::once(&d.asoc).chain(remotes.iter().copied()) {
+        for (key, who) in customers {
+            assert_eq!(
+                name(s, key),
+                Some(Value::from(*who)),
+                "{} {key}",
+                s.site().code
+            );
+        }
+        assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
+    }
+}
+
 #[test]
 fn r1_a_shop_set_up_again_after_central_s_backup_and_again_after_its_restore_numbers_no_change_twice()
  {
@@ -475,16 +524,7 @@ fn r1_a_shop_set_up_again_after_central_s_backup_and_again_after_its_restore_num
     // After the backup BSOC's disk dies; its second store's first write reaches CSOC.
     d.at(10, 0);
     let bsoc2 = set_up_again(&d, common::BSOC);
-    bsoc2
-        .write(|tx| tx.set("customers", "B2-1", "name", "by the second store"))
-        .unwrap();
-    d.emit_and_process(&bsoc2, SyncMode::Immediate);
-    d.return_and_apply(&bsoc2);
-    d.return_and_apply(&d.csoc);
-    assert_eq!(
-        name(&d.csoc, "B2-1"),
-        Some(Value::from("by the second store"))
-    );
+    customer_reaches(&d, &bsoc2, "B2-1", "by the second store", &d.csoc);
     // Central's disk dies. The restored central never issued the second store's bootstrap: it
     // refuses it, and BSOC is set up once more.
     d.at(11, 0);
@@ -505,22 +545,14 @@ fn r1_a_shop_set_up_again_after_central_s_backup_and_again_after_its_restore_num
     // central (its second sync); BSOC receives it at its third.
     sync_all(&d, &[&bsoc3, &d.csoc], 3);
     // The third store numbered its changes past the second's: both are everywhere.
-    for s in [&d.asoc, &d.csoc, &bsoc3] {
-        assert_eq!(
-            name(s, "B2-1"),
-            Some(Value::from("by the second store")),
-            "{}",
-            s.site().code
-        );
-        assert_eq!(
-            name(s, "B3-1"),
-            Some(Value::from("by the third store")),
-            "{}",
-            s.site().code
-        );
-    }
-    assert_eq!(content(&d.csoc), content(&d.asoc));
-    assert_eq!(content(&bsoc3), content(&d.asoc));
+    all_hold(
+        &d,
+        &[&d.csoc, &bsoc3],
+        &[
+            ("B2-1", "by the second store"),
+            ("B3-1", "by the third store"),
+        ],
+    );
 }
 
 #[test]
@@ -643,24 +675,14 @@ fn r1_after_central_is_restored_a_relayed_change_it_refuses_is_still_taken_from_
     // DSOC is added after the backup; its first customer reaches BSOC.
     d.at(10, 0);
     let dsoc = add_remote(&d, 4, "DSOC");
-    dsoc.write(|tx| tx.set("customers", "DSOC-1", "name", "DSOC's first customer"))
-        .unwrap();
-    d.emit_and_process(&dsoc, SyncMode::Immediate);
-    d.return_and_apply(&dsoc);
-    d.return_and_apply(&d.bsoc);
+    customer_reaches(&d, &dsoc, "DSOC-1", "DSOC's first customer", &d.bsoc);
     // Central's disk dies: the restored central does not know DSOC, and refuses it from BSOC.
     d.at(11, 0);
     restore_central(&mut d, backup);
     sync_all(&d, &[&d.bsoc], 2);
     assert_eq!(name(&d.asoc, "DSOC-1"), None);
     // The person responsible adds DSOC again (the same id and code); DSOC syncs twice.
-    central::create_remote(
-        &d.asoc,
-        outpost::Site::remote(4, "DSOC").unwrap(),
-        std::collections::BTreeSet::new(),
-        common::settings("21:30"),
-    )
-    .unwrap();
+    create_remote(&d, 4, "DSOC");
     sync_all(&d, &[&dsoc, &d.bsoc, &d.csoc], 2);
     assert_eq!(
         name(&d.asoc, "DSOC-1"),
@@ -669,75 +691,35 @@ fn r1_after_central_is_restored_a_relayed_change_it_refuses_is_still_taken_from_
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
 
-/// A store in memory set up from `boot` (a bootstrap central wrote), with store identity `id`.
-fn set_up_from(d: &Deployment, boot: &[u8], id: u64) -> outpost::Store {
-    let clock = d.clock.clone();
-    remote::bootstrap_as(
-        boot,
-        |s| {
-            outpost::Store::in_memory(outpost::StoreConfig::new(
-                s.clone(),
-                outpost::retail::schema(),
-                clock,
-            ))
-        },
-        Some(id),
-    )
-    .unwrap()
-}
-
 #[test]
 fn r1_a_shop_set_up_again_from_its_old_bootstrap_during_central_s_restore_loses_no_change() {
     // DSOC is added before central's backup, but its first sync comes after it: the backup
     // does not know DSOC's store.
     let mut d = Deployment::new();
-    central::create_remote(
-        &d.asoc,
-        outpost::Site::remote(4, "DSOC").unwrap(),
-        std::collections::BTreeSet::new(),
-        common::settings("21:30"),
-    )
-    .unwrap();
+    create_remote(&d, 4, "DSOC");
     let (boot, _) =
         central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     d.at(10, 0);
-    let first = set_up_from(&d, &boot, 0x1111_2222_3333_4444);
-    first
-        .write(|tx| tx.set("customers", "DSOC-1", "name", "by the first store"))
-        .unwrap();
-    d.emit_and_process(&first, SyncMode::Immediate);
-    d.return_and_apply(&first);
-    d.return_and_apply(&d.bsoc);
-    assert_eq!(
-        name(&d.bsoc, "DSOC-1"),
-        Some(Value::from("by the first store"))
-    );
+    let first = set_up_from(&d, &boot, Some(0x1111_2222_3333_4444));
+    customer_reaches(&d, &first, "DSOC-1", "by the first store", &d.bsoc);
     // Central's disk dies and so does DSOC's; DSOC's PC is set up again from the same (old)
     // bootstrap file, and writes another customer: its first commit, as the lost store's was.
     d.at(11, 0);
     restore_central(&mut d, backup);
-    let second = set_up_from(&d, &boot, 0x5555_6666_7777_8888);
+    let second = set_up_from(&d, &boot, Some(0x5555_6666_7777_8888));
     second
         .write(|tx| tx.set("customers", "DSOC-2", "name", "by the second store"))
         .unwrap();
     sync_all(&d, &[&second, &d.bsoc, &d.csoc], 3);
     // Both customers are everywhere: the second store numbered nothing as the first did.
-    for s in [&d.asoc, &d.bsoc, &d.csoc, &second] {
-        assert_eq!(
-            name(s, "DSOC-1"),
-            Some(Value::from("by the first store")),
-            "{}",
-            s.site().code
-        );
-        assert_eq!(
-            name(s, "DSOC-2"),
-            Some(Value::from("by the second store")),
-            "{}",
-            s.site().code
-        );
-    }
-    assert_eq!(content(&d.bsoc), content(&d.asoc));
-    assert_eq!(content(&second), content(&d.asoc));
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc, &second],
+        &[
+            ("DSOC-1", "by the first store"),
+            ("DSOC-2", "by the second store"),
+        ],
+    );
 }
