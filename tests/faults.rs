@@ -104,6 +104,11 @@ fn state_of(store: &Store) -> String {
     if store.site().is_central() {
         out += &format!("{:?}\n", journal::rows(store, None, None, None).unwrap());
         out += &format!("{:?}\n", central::pending_emissions(store).unwrap());
+        out += &format!(
+            "restore {:?} {:?}\n",
+            store.lost_own(),
+            central::restore_under_way(store).unwrap()
+        );
     } else {
         out += &format!("{:?}\n", remote::log_rows(store).unwrap());
         out += &format!("{:?}\n", remote::unreported_acks(store).unwrap());
@@ -360,6 +365,16 @@ fn faults_every_cut_along_every_commit_path_leaves_all_or_nothing_and_reopens_cl
         &w.clock,
         true,
         &|st| central::record_acks(st, BSOC, std::slice::from_ref(&ack)).map_err(s),
+    );
+    // Central put back from a backup and marked restored (`outpost central restore`): its
+    // numbers jump and the restore window opens together, or not at all.
+    total += every_cut(
+        "after restore",
+        &w.asoc_disk,
+        &w.asoc_site,
+        &w.clock,
+        true,
+        &|st| central::after_restore(st).map_err(s),
     );
     eprintln!("{total} cut points in all");
 }

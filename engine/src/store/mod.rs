@@ -36,7 +36,7 @@ const META_HLC: &str = "hlc_high_water";
 const META_NEXT_SEQ: &str = "next_seq";
 const META_KNOWLEDGE: &str = "knowledge";
 /// After a restore: the first own sequence number the backup lacks, and the first after the
-/// jump (see [`Store::skip_sequence`]), as two big-endian u64.
+/// jump (see [`WriteTx::skip_sequence`]), as two big-endian u64.
 const META_LOST_OWN: &str = "lost_own_seqs";
 const META_KEY_SEQ_PREFIX: &str = "key_seq:";
 /// Changes [`Store::apply_stream`] merges together ([`WriteTx::apply_batch`]); a flow's frame
@@ -113,7 +113,7 @@ struct State {
     // Invariant: greater than every sequence number this site has committed.
     next_seq: u64,
     /// Own commits lost in a restore from a backup, `[from, to)`: other sites may send them
-    /// back (see [`Store::skip_sequence`]).
+    /// back (see [`WriteTx::skip_sequence`]).
     lost_own: Option<(u64, u64)>,
     knowledge: Knowledge,
     // Shared with the copies each transaction stages: they change seldom, and a copy of a
@@ -397,6 +397,12 @@ impl Store {
         lock(&self.state).knowledge.clone()
     }
 
+    /// This site's own commits lost in a restore from a backup, `[from, to)`, while other sites
+    /// may still send them back (see [`WriteTx::skip_sequence`]); `None` outside a restore.
+    pub fn lost_own(&self) -> Option<(u64, u64)> {
+        lock(&self.state).lost_own
+    }
+
     /// The highest stamp issued or observed (persisted: never goes back across a reopen).
     pub fn clock_high_water(&self) -> Stamp {
         lock(&self.state).hlc.last()
@@ -653,29 +659,6 @@ impl Store {
     /// Sets the tables a site may not write (R4/R9).
     pub fn set_denied_tables(&self, site: SiteId, tables: BTreeSet<String>) -> Result<()> {
         self.write(|tx| tx.set_denied_tables(site, tables))
-    }
-
-    /// For a store restored from a backup: the commits this site made after the backup are
-    /// lost here, but other sites received them. Its sequence of commits moves `by` ahead, so
-    /// that no new commit reuses the dot of a lost one, and the lost ones — own dots between
-    /// the old and the new next number that this store does not know — are taken back from the
-    /// other sites that send them, although a remote otherwise sends only its own changes (R1).
-    /// The next number is at least `at_least` too: restoring the same backup twice must not
-    /// land on the same numbers (the caller passes something that grows, like the time).
-    pub fn skip_sequence(&self, by: u64, at_least: u64) -> Result<()> {
-        self.with_write(|t, state| {
-            let from = state.next_seq;
-            state.next_seq = state.next_seq.saturating_add(by).max(at_least);
-            let lost = (
-                state.lost_own.map_or(from, |(a, _)| a.min(from)),
-                state.next_seq,
-            );
-            state.lost_own = Some(lost);
-            let mut bytes = lost.0.to_be_bytes().to_vec();
-            bytes.extend_from_slice(&lost.1.to_be_bytes());
-            t.put_meta(META_LOST_OWN, &bytes)?;
-            put_u64(t, META_NEXT_SEQ, state.next_seq)
-        })
     }
 
     /// Repairs a site whose clock ran ahead, once it has been set right: its own writes that

@@ -182,8 +182,29 @@ impl WriteTx<'_, '_> {
         Ok(())
     }
 
+    /// For a store restored from a backup: the commits this site made after the backup are
+    /// lost here, but other sites received them. Its sequence of commits moves `by` ahead, so
+    /// that no new commit reuses the dot of a lost one, and the lost ones — own dots between
+    /// the old and the new next number that this store does not know — are taken back from the
+    /// other sites that send them, although a remote otherwise sends only its own changes (R1).
+    /// The next number is at least `at_least` too: restoring the same backup twice must not
+    /// land on the same numbers (the caller passes something that grows, like the time).
+    pub fn skip_sequence(&mut self, by: u64, at_least: u64) -> Result<()> {
+        let from = self.state.next_seq;
+        self.state.next_seq = from.saturating_add(by).max(at_least);
+        let lost = (
+            self.state.lost_own.map_or(from, |(a, _)| a.min(from)),
+            self.state.next_seq,
+        );
+        self.state.lost_own = Some(lost);
+        let mut bytes = lost.0.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&lost.1.to_be_bytes());
+        self.tables.put_meta(META_LOST_OWN, &bytes)?;
+        put_u64(self.tables, META_NEXT_SEQ, self.state.next_seq)
+    }
+
     /// Ends the taking back of this site's commits lost in a restore (see
-    /// [`Store::skip_sequence`]): from now on a remote sending one is refused (R1) like any
+    /// [`WriteTx::skip_sequence`]): from now on a remote sending one is refused (R1) like any
     /// change it did not make. Called once every remote has sent back what it had.
     pub fn forget_lost_own(&mut self) -> Result<()> {
         if self.state.lost_own.take().is_some() {
@@ -239,7 +260,7 @@ impl WriteTx<'_, '_> {
 
     /// Records as known the dots of the other sites' changes a remote relayed in a flow just
     /// merged (each a whole commit as that remote holds it), while a restore from a backup is
-    /// under way — the only time they are taken ([`Store::skip_sequence`]); outside one, nothing.
+    /// under way — the only time they are taken ([`WriteTx::skip_sequence`]); outside one, nothing.
     /// Only what was carried: a remote may know a dot and no longer hold anything of it (its
     /// registers superseded, or a document's other creator's writes dropped), and central must
     /// still judge that change when its own site sends it again.

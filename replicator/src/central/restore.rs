@@ -23,8 +23,9 @@ pub fn after_restore(store: &Store) -> Result<u64> {
     // Past anything issued since the backup, and past an earlier restore of the same backup:
     // the numbers never go below the time in milliseconds.
     let floor = store.now_ms();
-    store.skip_sequence(RESTORE_SEQ_JUMP, floor)?;
+    // One transaction: a crash leaves central as restored or as it was, never half-marked.
     local::write(store, |tx| {
+        tx.skip_sequence(RESTORE_SEQ_JUMP, floor)?;
         let seq: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
         let next = seq.saturating_add(RESTORE_SEQ_JUMP).max(floor);
         local::put(tx, local::RETURN_SEQ, &next)?;
