@@ -499,6 +499,13 @@ fn set_up_again(d: &Deployment, site: outpost::SiteId) -> outpost::Store {
     set_up_from_bootstrap(d, site)
 }
 
+/// [`set_up_again`], the new store's identity `id` (which chooses its numbering block).
+fn set_up_again_as(d: &Deployment, site: outpost::SiteId, id: u64) -> outpost::Store {
+    central::reprovision(&d.asoc, site).unwrap();
+    let (boot, _) = central::write_bootstrap(&d.asoc, site, Vec::new(), false).unwrap();
+    set_up_from(d, &boot, Some(id))
+}
+
 /// Central and every one of `remotes` hold each customer of `customers` (key, name), and the
 /// remotes hold what central holds.
 fn all_hold(d: &Deployment, remotes: &[&outpost::Store], customers: &[(&str, &str)]) {
@@ -722,4 +729,58 @@ fn r1_a_shop_set_up_again_from_its_old_bootstrap_during_central_s_restore_loses_
             ("DSOC-2", "by the second store"),
         ],
     );
+}
+
+#[test]
+fn r1_a_shop_reprovisioned_during_central_s_restore_numbers_past_a_store_reprovisioned_since_the_backup()
+ {
+    // DSOC's first store numbers in the last block of all (identity ≡ 65535 mod 2^16) and
+    // makes ten commits after central's backup; DSOC is then reprovisioned, its second store
+    // numbering in a low block (2) past them, and its customer reaches BSOC.
+    let mut d = Deployment::new();
+    create_remote(&d, 4, "DSOC");
+    let (boot, _) =
+        central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(10, 0);
+    let first = set_up_from(&d, &boot, Some(0xffff));
+    for i in 0..10 {
+        first
+            .write(|tx| {
+                tx.set(
+                    "customers",
+                    &format!("D1-{i}"),
+                    "name",
+                    "by the first store",
+                )
+            })
+            .unwrap();
+    }
+    d.emit_and_process(&first, SyncMode::Immediate);
+    let second = set_up_again_as(&d, outpost::SiteId(4), 2);
+    customer_reaches(&d, &second, "D2-0", "by the second store", &d.bsoc);
+    // Central's disk dies; restored, it refuses the second store (a provisioning it never
+    // issued), and DSOC is reprovisioned again: the third store numbers in block 0, from what
+    // the backup knew of DSOC (nothing). Its commits must not land on the second store's.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let third = set_up_again_as(&d, outpost::SiteId(4), 0);
+    for i in 0..12 {
+        third
+            .write(|tx| {
+                tx.set(
+                    "customers",
+                    &format!("D3-{i}"),
+                    "name",
+                    "by the third store",
+                )
+            })
+            .unwrap();
+    }
+    sync_all(&d, &[&third, &d.bsoc, &d.csoc], 3);
+    let mut customers = vec![("D2-0", "by the second store")];
+    let keys: Vec<String> = (0..12).map(|i| format!("D3-{i}")).collect();
+    customers.extend(keys.iter().map(|k| (k.as_str(), "by the third store")));
+    all_hold(&d, &[&d.bsoc, &d.csoc, &third], &customers);
 }

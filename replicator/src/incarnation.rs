@@ -91,6 +91,10 @@ pub const NUMBERED_FROM_SETTING: &str = "numbered_from";
 /// central does not know of.
 pub const PROVISIONING_RESTORE_JUMP: u32 = 1 << 16;
 
+/// How many reprovisionings of one site between central's backup and its loss a reprovisioning
+/// during the restore numbers past (`start_provisioning`).
+pub const REPROVISIONINGS_SINCE_BACKUP_COVERED: u64 = 2;
+
 /// The setting a bootstrap carries: the number its store's commits start from at least (the
 /// floor central set when it reprovisioned the site; absent or 0: past what the bootstrap
 /// carries of the site, [`REPROVISION_SEQ_JUMP`] further once reprovisioned).
@@ -190,11 +194,16 @@ pub(crate) fn start_provisioning(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Resu
     let old: SiteIncarnation = local::get(tx, &key)?.unwrap_or_default();
     // While central is being restored from a backup, the stores it provisioned since the backup
     // are unknown to it: past their provisioning numbers, and past the commits they may have
-    // numbered (from what central knew then, one jump further), which the other remotes may
-    // hold and send back.
+    // numbered, which the other remotes may hold and send back. Each store numbers in a block
+    // up to one jump past its floor, and each reprovisioning puts the floor one jump past the
+    // last store's commits: after `n` reprovisionings since the backup, a store's commits lie
+    // below `2n + 1` jumps past what the backup knew.
     let restoring = local::get::<u64>(tx, local::RESTORED)?.is_some();
     let (step, jumps) = if restoring {
-        (PROVISIONING_RESTORE_JUMP, 2)
+        (
+            PROVISIONING_RESTORE_JUMP,
+            2 * REPROVISIONINGS_SINCE_BACKUP_COVERED + 1,
+        )
     } else {
         (1, 1)
     };
