@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! preamble  magic "OUTPOST\x1a" (8) · version u16 LE · flags u16 LE · header length u32 LE
-//! header    postcard FlowHeader · crc32 u32 LE of the header bytes
+//! header    postcard FlowHeader (version 3: `WireHeader`) · crc32 u32 LE of the version
+//!           (from version 3) and the header bytes
 //! body      (zstd stream of, when flags bit 0 is set) frames:
 //!           tag u8 · length u32 LE · payload · crc32 u32 LE of tag, length and payload
 //!           tag 4 changes (packed by site, version 3; tag 3 packed in version 2, tag 1
@@ -462,8 +463,20 @@ fn preamble<W: Write>(mut out: W, header: &FlowHeader, compress: bool) -> io::Re
     out.write_all(&flags.to_le_bytes())?;
     out.write_all(&header_len.to_le_bytes())?;
     out.write_all(&header_bytes)?;
-    out.write_all(&crc32fast::hash(&header_bytes).to_le_bytes())?;
+    out.write_all(&header_crc(FORMAT_VERSION, &header_bytes).to_le_bytes())?;
     Ok((out, 8 + 2 + 2 + 4 + u64::from(header_len) + 4))
+}
+
+/// The header's CRC: of its bytes, and from version 3 on of the format version first — the
+/// version says how the header and the changes are laid out, and a damaged one must be refused,
+/// never read as another layout.
+fn header_crc(version: u16, header_bytes: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    if version >= 3 {
+        crc.update(&version.to_le_bytes());
+    }
+    crc.update(header_bytes);
+    crc.finalize()
 }
 
 fn zstd_encoder<W: Write>(out: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
@@ -786,7 +799,7 @@ impl<R: Read> FlowReader<R> {
         let mut header_bytes = vec![0u8; header_len as usize];
         input.read_exact(&mut header_bytes).map_err(io)?;
         let crc = u32::from_le_bytes(read_array(&mut input).map_err(io)?);
-        if crc != crc32fast::hash(&header_bytes) {
+        if crc != header_crc(version, &header_bytes) {
             return Err(DecodeError::Checksum("the header".into()));
         }
         let header: FlowHeader = if version >= 3 {
