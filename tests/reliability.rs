@@ -784,3 +784,52 @@ fn r1_a_shop_reprovisioned_during_central_s_restore_numbers_past_a_store_reprovi
     customers.extend(keys.iter().map(|k| (k.as_str(), "by the third store")));
     all_hold(&d, &[&d.bsoc, &d.csoc, &third], &customers);
 }
+
+#[test]
+fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_its_own_site() {
+    // BSOC's document D1 (customer and status in one commit) reaches central after its backup.
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K-B")?;
+            tx.set("sales_documents", "D1", "status", "open")
+        })
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    // CSOC numbers a D1 too, later, then takes BSOC's from central before sending its own: it
+    // keeps BSOC's creation and its own newer fields.
+    d.at(9, 5);
+    d.csoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K-C")?;
+            tx.set("sales_documents", "D1", "status", "confirmed")
+        })
+        .unwrap();
+    d.return_and_apply(&d.csoc);
+    assert_eq!(
+        d.csoc
+            .record("sales_documents", "D1")
+            .unwrap()
+            .unwrap()
+            .creator,
+        common::BSOC
+    );
+    // Central's disk dies. CSOC's fields on BSOC's document are refused (R5) and put back to
+    // central's registers: none, the restored central never had D1. CSOC then sends back BSOC's
+    // creation alone — all it holds of that commit.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    sync_all(&d, &[&d.csoc], 2);
+    // BSOC's own fields must still reach central: from BSOC, which holds the whole commit.
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(a.creator, common::BSOC);
+    assert_eq!(a.get("status"), Some(&Value::from("open")));
+    assert_eq!(a.get("customer"), Some(&Value::from("K-B")));
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}

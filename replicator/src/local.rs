@@ -44,6 +44,9 @@ pub(crate) const RESTORED_KNOWLEDGE: &[u8] = b"cs/knowledge-at-restore";
 /// Central, after a restore: the remotes known to have applied a return made since, whose
 /// emissions' coverage claims central trusts again: `cc/` + site id (u16 BE).
 pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
+/// Central, while a restore is under way: the dots it took from a remote relaying them and not
+/// (yet) from their own site (`Knowledge`); a commit may have come in part.
+pub(crate) const RESTORE_RELAYED_DOTS: &[u8] = b"cs/relayed-dots";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).
 pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
@@ -119,6 +122,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORED", RESTORED),
     ("RESTORED_KNOWLEDGE", RESTORED_KNOWLEDGE),
     ("RESTORE_CONFIRMED", RESTORE_CONFIRMED),
+    ("RESTORE_RELAYED_DOTS", RESTORE_RELAYED_DOTS),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),

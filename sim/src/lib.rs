@@ -457,7 +457,7 @@ impl RemoteTransport for SimNet<'_> {
         // Over the network the upload's reply carries central's acknowledgement; files on
         // physical media do not.
         if !self.manual && !self.fault("ack_lost", 30) {
-            let ack = central::acknowledgement(self.central, site);
+            let ack = central::acknowledgement(self.central, site)?;
             remote::record_acknowledgement(store, &ack)?;
         }
         Ok(emitted.id)

@@ -627,7 +627,7 @@ impl RemoteTransport for ScenarioNet<'_> {
                 cmds,
             )?;
         }
-        let ack = central::acknowledgement(self.central, site);
+        let ack = central::acknowledgement(self.central, site)?;
         remote::record_acknowledgement(store, &ack)?;
         Ok(emitted.id)
     }

@@ -21,6 +21,9 @@ pub(super) struct Merge<'a, 't> {
     pub(super) ahead: Vec<(usize, AheadReport)>,
     /// Judge changes whose dots the store knows too ([`super::WriteTx::merge_known_dots`]).
     pub(super) merge_known: bool,
+    /// Judge changes whose dots are in this set, though the store knows them
+    /// ([`super::WriteTx::merge_again`]).
+    pub(super) merge_again: Option<&'a Knowledge>,
 }
 
 /// The record a merge is working on: taken from the store once for all its changes of a batch.
@@ -52,7 +55,10 @@ impl Merge<'_, '_> {
         index: usize,
         change: &Change,
     ) -> Result<Outcome> {
-        if !self.merge_known && self.state.knowledge.contains(change.dot) {
+        if !self.merge_known
+            && self.state.knowledge.contains(change.dot)
+            && !self.merge_again.is_some_and(|k| k.contains(change.dot))
+        {
             return Ok(Outcome::AlreadyHad);
         }
         match self.judge(change, record)? {
@@ -286,8 +292,11 @@ impl Merge<'_, '_> {
             writer,
             creator: created.map_or(change.created.site(), |m| m.site()),
             // R6 binds a remote's own writes, judged locally; central already judged its own.
+            // The document's creating commit is never a write after its sync (central merges
+            // it again when it took it in part from a relay after a restore).
             frozen: self.source_role != Role::Central
                 && def.freezes()
+                && created.is_none_or(|m| m.dot != change.dot)
                 && match record.frozen {
                     Some(f) => f,
                     None => *record.frozen.insert(self.t.is_frozen(&record.prefix)?),

@@ -523,6 +523,7 @@ impl Store {
                 change_index: HashMap::new(),
                 state_moved: false,
                 merge_known: false,
+                merge_again: None,
             };
             let r = f(&mut tx)?;
             let commit = tx.finish()?;

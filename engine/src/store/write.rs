@@ -17,6 +17,8 @@ pub struct WriteTx<'a, 't> {
     pub(super) state_moved: bool,
     /// Whether [`WriteTx::apply_batch`] judges changes whose dots this store knows too.
     pub(super) merge_known: bool,
+    /// Dots whose changes [`WriteTx::apply_batch`] judges though this store knows them.
+    pub(super) merge_again: Option<Knowledge>,
 }
 
 impl std::fmt::Debug for WriteTx<'_, '_> {
@@ -137,6 +139,7 @@ impl WriteTx<'_, '_> {
             report,
             ahead: Vec::new(),
             merge_known: self.merge_known,
+            merge_again: self.merge_again.as_ref(),
         };
         let mut items = items.into_iter().peekable();
         while let Some((p, index, change)) = items.next() {
@@ -169,6 +172,14 @@ impl WriteTx<'_, '_> {
     /// change differently from the central that was lost.
     pub fn merge_known_dots(&mut self) {
         self.merge_known = true;
+    }
+
+    /// From now on in this transaction, [`WriteTx::apply_batch`] judges the changes whose dots
+    /// `dots` holds as any other, though this store knows those dots: central restored from a
+    /// backup knows a commit some of whose changes it took from a remote relaying them, perhaps
+    /// not all, and merges it again when its own site sends it whole.
+    pub fn merge_again(&mut self, dots: Knowledge) {
+        self.merge_again = Some(dots);
     }
 
     /// Records, in its place in `report`, a change from `source` whose dot this transaction's

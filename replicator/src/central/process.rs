@@ -18,8 +18,11 @@ pub struct Processed {
 /// What central holds of `remote`'s own changes: the acknowledgement a transport with a reply
 /// channel (the network) sends back after an upload, so that a remote that gets no return (M3)
 /// stops re-sending what central has.
-pub fn acknowledgement(store: &Store, remote: SiteId) -> Knowledge {
-    store.knowledge().only(remote)
+pub fn acknowledgement(store: &Store, remote: SiteId) -> Result<Knowledge> {
+    // While a restore is under way, not its commits central took only from other remotes
+    // relaying them: it sends them whole (`record_relayed_dots`).
+    let own_relayed = own_relayed_dots(&store.snapshot()?, remote)?;
+    Ok(store.knowledge().only(remote).difference(&own_relayed))
 }
 
 /// Marks the start of an emission's processing: execution start and count (J1). A processing
@@ -217,7 +220,20 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut relayed = Knowledge::new();
         // Decoded beside the merge when the driver allows it; the knowledge does not move
         // until every frame is merged.
-        let mut frames = Frames::new(reader, tx.knowledge().clone());
+        // While a restore is under way, the sender's own commits central took only in part
+        // from other remotes are merged again (`record_relayed_dots`).
+        let own_relayed = local::get::<Knowledge>(tx, local::RESTORE_RELAYED_DOTS)?
+            .map(|k| k.only(sender))
+            .unwrap_or_default();
+        let skip = if own_relayed.is_empty() {
+            tx.knowledge().clone()
+        } else {
+            let skip = tx.knowledge().difference(&own_relayed);
+            tx.merge_again(own_relayed.clone());
+            skip
+        };
+        let mut frames = Frames::new(reader, skip);
+        let mut completed_relayed = false;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
@@ -250,6 +266,13 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             }
             let base = report.outcomes.len();
             tx.apply_batch(sender, &changes, &mut report)?;
+            // Merged again, whole from its own site: did it bring what the relay lacked?
+            if !own_relayed.is_empty() {
+                completed_relayed |= changes.iter().enumerate().any(|(i, c)| {
+                    matches!(c, Incoming::New(c) if own_relayed.contains(c.dot))
+                        && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
+                });
+            }
             frames.recycle(changes);
             // What it relayed is received only if taken: a change refused here (a site this
             // central does not know, a rule) must still be judged when its own site sends it.
@@ -273,8 +296,13 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         for (table, key) in &to_freeze {
             tx.freeze(table, key)?;
         }
-        tx.add_knowledge(sender, if trusted { &header.covered } else { &carried })?;
+        let own = if trusted { &header.covered } else { &carried };
+        tx.add_knowledge(sender, own)?;
         tx.add_relayed(sender, &relayed)?;
+        record_relayed_dots(tx, sender, &relayed, own)?;
+        if completed_relayed {
+            restart_confirmations(tx)?;
+        }
         if trusted {
             restore_relayed(tx, sender, &remotes)?;
         }

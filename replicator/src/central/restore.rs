@@ -34,6 +34,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::put(tx, local::RESTORED_KNOWLEDGE, &known)?;
         local::remove_all(tx, local::RESTORE_CONFIRMED)?;
         local::remove_all(tx, local::RESTORE_RELAYED)?;
+        tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
         Ok(next + 1)
     })
 }
@@ -97,6 +98,7 @@ pub(super) fn restore_relayed(
     tx.forget_lost_own()?;
     tx.local_remove(local::RESTORED)?;
     tx.local_remove(local::RESTORED_KNOWLEDGE)?;
+    tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
     local::remove_all(tx, local::RESTORE_RELAYED)
 }
@@ -138,4 +140,54 @@ pub(super) fn return_peer(snap: &Snapshot, remote_knows: &Knowledge) -> Result<K
             None => remote_knows.clone(),
         },
     )
+}
+
+/// While a restore is under way: records the dots `sender`'s emission relayed (other sites'
+/// changes central took from it) and those of its own it sent (`own`, now whole at central).
+///
+/// A commit's changes share one dot, and a remote relays only what it still holds of another
+/// site's commit: a register it overwrote, or put back to the lost central's after a refusal,
+/// is not in it. Central knows the dot from then on, so until the commit's own site sends it
+/// whole, that site is told central lacks it ([`own_relayed_dots`]) and central merges it again
+/// when it comes.
+pub(super) fn record_relayed_dots(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    sender: SiteId,
+    relayed: &Knowledge,
+    own: &Knowledge,
+) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let mut dots: Knowledge = local::get(tx, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default();
+    let before = dots.clone();
+    dots.union_with(&relayed.difference(&relayed.only(tx.site().id)));
+    let dots = dots.difference(&own.only(sender));
+    if dots != before {
+        local::put(tx, local::RESTORE_RELAYED_DOTS, &dots)?;
+    }
+    Ok(())
+}
+
+/// `site`'s own dots central took only from other remotes relaying them since a restore: what
+/// central tells `site` it lacks, and merges again when `site` sends it.
+pub(super) fn own_relayed_dots(snap: &Snapshot, site: SiteId) -> Result<Knowledge> {
+    Ok(
+        local::snap_get::<Knowledge>(snap, local::RESTORE_RELAYED_DOTS)?
+            .map(|k| k.only(site))
+            .unwrap_or_default(),
+    )
+}
+
+/// A commit central had taken in part from a relay came whole from its own site: the other
+/// remotes may hold it in part too, knowing its dot. The restore goes on until each has taken
+/// a return made from now on (carrying it again, rejudged) and sent a trusted emission after.
+pub(super) fn restart_confirmations(tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let next_return = local::get::<u64>(tx, local::RETURN_SEQ)?.unwrap_or(0) + 1;
+    local::put(tx, local::RESTORED, &next_return)?;
+    local::remove_all(tx, local::RESTORE_CONFIRMED)?;
+    local::remove_all(tx, local::RESTORE_RELAYED)
 }

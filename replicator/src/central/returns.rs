@@ -364,6 +364,18 @@ pub(super) fn write_for_remote<W: Write>(
             (knowledge, lacking.covered_up_front()?, Some(lacking))
         }
     };
+    // While a restore is under way: the remote's own commits central took only from others
+    // relaying them, perhaps in part, it is told central lacks (it sends them whole).
+    let knowledge = if is_return {
+        let own_relayed = own_relayed_dots(&snap, remote)?;
+        if own_relayed.is_empty() {
+            knowledge
+        } else {
+            knowledge.difference(&own_relayed)
+        }
+    } else {
+        knowledge
+    };
     let header = FlowHeader {
         id,
         kind,
