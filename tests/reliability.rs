@@ -833,3 +833,47 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_its
     assert_eq!(content(&d.bsoc), content(&d.asoc));
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
+
+#[test]
+fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_another_remote_when_its_site_is_gone()
+ {
+    // As above, but DSOC holds BSOC's document whole, and BSOC's store is gone with central's
+    // disk: BSOC is removed, and only DSOC can send the document's fields back.
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K-B")?;
+            tx.set("sales_documents", "D1", "status", "open")
+        })
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    d.at(9, 5);
+    d.csoc
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", "K-C")?;
+            tx.set("sales_documents", "D1", "status", "confirmed")
+        })
+        .unwrap();
+    d.return_and_apply(&d.csoc);
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let gone = central::Removal {
+        drop_unsent: true,
+        ..Default::default()
+    };
+    central::remove_remote(&d.asoc, "BSOC", d.clock.now_ms(), gone).unwrap();
+    // CSOC relays BSOC's creation alone first; DSOC, which holds the whole commit, after.
+    sync_all(&d, &[&d.csoc], 2);
+    sync_all(&d, &[&dsoc, &d.csoc], 3);
+    let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(a.creator, common::BSOC);
+    assert_eq!(a.get("status"), Some(&Value::from("open")));
+    assert_eq!(content(&dsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}

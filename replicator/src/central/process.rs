@@ -21,8 +21,9 @@ pub struct Processed {
 pub fn acknowledgement(store: &Store, remote: SiteId) -> Result<Knowledge> {
     // While a restore is under way, not its commits central took only from other remotes
     // relaying them: it sends them whole (`record_relayed_dots`).
-    let own_relayed = own_relayed_dots(&store.snapshot()?, remote)?;
-    Ok(store.knowledge().only(remote).difference(&own_relayed))
+    // The knowledge first: a dot relayed meanwhile is in the set read after it.
+    let known = store.knowledge().only(remote);
+    Ok(known.difference(&relayed_dots(&store.snapshot()?)?))
 }
 
 /// Marks the start of an emission's processing: execution start and count (J1). A processing
@@ -220,16 +221,14 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut relayed = Knowledge::new();
         // Decoded beside the merge when the driver allows it; the knowledge does not move
         // until every frame is merged.
-        // While a restore is under way, the sender's own commits central took only in part
-        // from other remotes are merged again (`record_relayed_dots`).
-        let own_relayed = local::get::<Knowledge>(tx, local::RESTORE_RELAYED_DOTS)?
-            .map(|k| k.only(sender))
-            .unwrap_or_default();
-        let skip = if own_relayed.is_empty() {
+        // While a restore is under way, the commits central took only from relays, perhaps in
+        // part, are merged again (`record_relayed_dots`).
+        let again = local::get::<Knowledge>(tx, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default();
+        let skip = if again.is_empty() {
             tx.knowledge().clone()
         } else {
-            let skip = tx.knowledge().difference(&own_relayed);
-            tx.merge_again(own_relayed.clone());
+            let skip = tx.knowledge().difference(&again);
+            tx.merge_again(again.clone());
             skip
         };
         let mut frames = Frames::new(reader, skip);
@@ -267,9 +266,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             let base = report.outcomes.len();
             tx.apply_batch(sender, &changes, &mut report)?;
             // Merged again, whole from its own site: did it bring what the relay lacked?
-            if !own_relayed.is_empty() {
+            if !again.is_empty() {
                 completed_relayed |= changes.iter().enumerate().any(|(i, c)| {
-                    matches!(c, Incoming::New(c) if own_relayed.contains(c.dot))
+                    matches!(c, Incoming::New(c) if again.contains(c.dot))
                         && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
                 });
             }

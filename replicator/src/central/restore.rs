@@ -148,8 +148,9 @@ pub(super) fn return_peer(snap: &Snapshot, remote_knows: &Knowledge) -> Result<K
 /// A commit's changes share one dot, and a remote relays only what it still holds of another
 /// site's commit: a register it overwrote, or put back to the lost central's after a refusal,
 /// is not in it. Central knows the dot from then on, so until the commit's own site sends it
-/// whole, that site is told central lacks it ([`own_relayed_dots`]) and central merges it again
-/// when it comes.
+/// whole, every remote is told central lacks it ([`relayed_dots`]) and central merges it again
+/// from whoever sends it: its own site, or — when that site is gone (removed, or set up again
+/// without it) — a remote that holds it whole.
 pub(super) fn record_relayed_dots(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
     sender: SiteId,
@@ -169,19 +170,18 @@ pub(super) fn record_relayed_dots(
     Ok(())
 }
 
-/// `site`'s own dots central took only from other remotes relaying them since a restore: what
-/// central tells `site` it lacks, and merges again when `site` sends it.
-pub(super) fn own_relayed_dots(snap: &Snapshot, site: SiteId) -> Result<Knowledge> {
-    Ok(
-        local::snap_get::<Knowledge>(snap, local::RESTORE_RELAYED_DOTS)?
-            .map(|k| k.only(site))
-            .unwrap_or_default(),
-    )
+/// The dots central took only from remotes relaying them since a restore, their own sites not
+/// having sent them yet (see [`record_relayed_dots`]): what central tells every remote it lacks,
+/// and merges again when one sends them. Empty outside a restore.
+pub(super) fn relayed_dots(snap: &Snapshot) -> Result<Knowledge> {
+    Ok(local::snap_get::<Knowledge>(snap, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default())
 }
 
-/// A commit central had taken in part from a relay came whole from its own site: the other
-/// remotes may hold it in part too, knowing its dot. The restore goes on until each has taken
-/// a return made from now on (carrying it again, rejudged) and sent a trusted emission after.
+/// A commit central had taken in part from a relay came whole: the other remotes may hold it
+/// in part too, knowing its dot. The restore goes on until each has taken a return made from
+/// now on (carrying it again, rejudged) and sent a trusted emission after it. Each restart
+/// needs central to take a register newer than the one it held, so the window does close;
+/// commits completed on different days each restart it.
 pub(super) fn restart_confirmations(tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<()> {
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());

@@ -364,14 +364,15 @@ pub(super) fn write_for_remote<W: Write>(
             (knowledge, lacking.covered_up_front()?, Some(lacking))
         }
     };
-    // While a restore is under way: the remote's own commits central took only from others
-    // relaying them, perhaps in part, it is told central lacks (it sends them whole).
+    // While a restore is under way: the commits central took only from relays, perhaps in
+    // part, each remote is told central lacks (one that holds them sends them). Read after the
+    // knowledge: a dot relayed meanwhile is in the set.
     let knowledge = if is_return {
-        let own_relayed = own_relayed_dots(&snap, remote)?;
-        if own_relayed.is_empty() {
+        let again = relayed_dots(&store.snapshot()?)?;
+        if again.is_empty() {
             knowledge
         } else {
-            knowledge.difference(&own_relayed)
+            knowledge.difference(&again)
         }
     } else {
         knowledge
