@@ -394,6 +394,25 @@ fn sync_all(d: &Deployment, remotes: &[&outpost::Store], rounds: usize) {
     }
 }
 
+/// The site that created D1, as `store` holds it.
+fn creator_of_d1(store: &outpost::Store) -> outpost::SiteId {
+    store
+        .record("sales_documents", "D1")
+        .unwrap()
+        .unwrap()
+        .creator
+}
+
+/// `store` numbers a sales document D1 (customer and status in one commit).
+fn number_d1(store: &outpost::Store, customer: &str, status: &str) {
+    store
+        .write(|tx| {
+            tx.set("sales_documents", "D1", "customer", customer)?;
+            tx.set("sales_documents", "D1", "status", status)
+        })
+        .unwrap();
+}
+
 #[test]
 fn r1_r5_after_central_is_restored_a_document_numbered_twice_converges_on_central_s_new_verdict() {
     let mut d = Deployment::new();
@@ -401,19 +420,9 @@ fn r1_r5_after_central_is_restored_a_document_numbered_twice_converges_on_centra
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
     // BSOC and CSOC both number a document D1; CSOC's is written later.
     d.at(9, 0);
-    d.bsoc
-        .write(|tx| {
-            tx.set("sales_documents", "D1", "customer", "K-B")?;
-            tx.set("sales_documents", "D1", "status", "open")
-        })
-        .unwrap();
+    number_d1(&d.bsoc, "K-B", "open");
     d.at(9, 5);
-    d.csoc
-        .write(|tx| {
-            tx.set("sales_documents", "D1", "customer", "K-C")?;
-            tx.set("sales_documents", "D1", "status", "confirmed")
-        })
-        .unwrap();
+    number_d1(&d.csoc, "K-C", "confirmed");
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     // Central takes CSOC's first, and DSOC receives it as the document.
     d.at(10, 0);
@@ -618,13 +627,7 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     d.return_and_apply(&dsoc);
-    assert_eq!(
-        dsoc.record("sales_documents", "D1")
-            .unwrap()
-            .unwrap()
-            .creator,
-        common::BSOC
-    );
+    assert_eq!(creator_of_d1(&dsoc), common::BSOC);
     // Central's disk dies; restored, it receives CSOC's first this time.
     d.at(11, 0);
     restore_central(&mut d, backup);
@@ -698,17 +701,24 @@ fn r1_after_central_is_restored_a_relayed_change_it_refuses_is_still_taken_from_
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
 
-#[test]
-fn r1_a_shop_set_up_again_from_its_old_bootstrap_during_central_s_restore_loses_no_change() {
-    // DSOC is added before central's backup, but its first sync comes after it: the backup
-    // does not know DSOC's store.
-    let mut d = Deployment::new();
+/// Central adds DSOC and writes its bootstrap; BSOC and CSOC sync; central's backup is taken;
+/// then it is 10:00. DSOC's machine is not set up yet: the backup knows no store of it.
+fn dsoc_bootstrap_then_backup() -> (Deployment, Vec<u8>, outpost::Store) {
+    let d = Deployment::new();
     create_remote(&d, 4, "DSOC");
     let (boot, _) =
         central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     d.at(10, 0);
+    (d, boot, backup)
+}
+
+#[test]
+fn r1_a_shop_set_up_again_from_its_old_bootstrap_during_central_s_restore_loses_no_change() {
+    // DSOC is added before central's backup, but its first sync comes after it: the backup
+    // does not know DSOC's store.
+    let (mut d, boot, backup) = dsoc_bootstrap_then_backup();
     let first = set_up_from(&d, &boot, Some(0x1111_2222_3333_4444));
     customer_reaches(&d, &first, "DSOC-1", "by the first store", &d.bsoc);
     // Central's disk dies and so does DSOC's; DSOC's PC is set up again from the same (old)
@@ -737,13 +747,7 @@ fn r1_a_shop_reprovisioned_during_central_s_restore_numbers_past_a_store_reprovi
     // DSOC's first store numbers in the last block of all (identity ≡ 65535 mod 2^16) and
     // makes ten commits after central's backup; DSOC is then reprovisioned, its second store
     // numbering in a low block (2) past them, and its customer reaches BSOC.
-    let mut d = Deployment::new();
-    create_remote(&d, 4, "DSOC");
-    let (boot, _) =
-        central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    d.at(10, 0);
+    let (mut d, boot, backup) = dsoc_bootstrap_then_backup();
     let first = set_up_from(&d, &boot, Some(0xffff));
     for i in 0..10 {
         first
@@ -792,32 +796,15 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_its
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     d.at(9, 0);
-    d.bsoc
-        .write(|tx| {
-            tx.set("sales_documents", "D1", "customer", "K-B")?;
-            tx.set("sales_documents", "D1", "status", "open")
-        })
-        .unwrap();
+    number_d1(&d.bsoc, "K-B", "open");
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     d.return_and_apply(&d.bsoc);
     // CSOC numbers a D1 too, later, then takes BSOC's from central before sending its own: it
     // keeps BSOC's creation and its own newer fields.
     d.at(9, 5);
-    d.csoc
-        .write(|tx| {
-            tx.set("sales_documents", "D1", "customer", "K-C")?;
-            tx.set("sales_documents", "D1", "status", "confirmed")
-        })
-        .unwrap();
+    number_d1(&d.csoc, "K-C", "confirmed");
     d.return_and_apply(&d.csoc);
-    assert_eq!(
-        d.csoc
-            .record("sales_documents", "D1")
-            .unwrap()
-            .unwrap()
-            .creator,
-        common::BSOC
-    );
+    assert_eq!(creator_of_d1(&d.csoc), common::BSOC);
     // Central's disk dies. CSOC's fields on BSOC's document are refused (R5) and put back to
     // central's registers: none, the restored central never had D1. CSOC then sends back BSOC's
     // creation alone — all it holds of that commit.
@@ -845,21 +832,11 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_ano
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     d.at(9, 0);
-    d.bsoc
-        .write(|tx| {
-            tx.set("sales_documents", "D1", "customer", "K-B")?;
-            tx.set("sales_documents", "D1", "status", "open")
-        })
-        .unwrap();
+    number_d1(&d.bsoc, "K-B", "open");
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     d.return_and_apply(&dsoc);
     d.at(9, 5);
-    d.csoc
-        .write(|tx| {
-            tx.set("sales_documents", "D1", "customer", "K-C")?;
-            tx.set("sales_documents", "D1", "status", "confirmed")
-        })
-        .unwrap();
+    number_d1(&d.csoc, "K-C", "confirmed");
     d.return_and_apply(&d.csoc);
     d.at(11, 0);
     restore_central(&mut d, backup);
