@@ -368,6 +368,11 @@ fn restore_central(d: &mut Deployment, backup: outpost::Store) {
     central::after_restore(&d.asoc).unwrap();
 }
 
+/// The person responsible removes remote `code` at central (`outpost central remove-remote`).
+fn remove(d: &Deployment, code: &str, removal: central::Removal) {
+    central::remove_remote(&d.asoc, code, d.clock.now_ms(), removal).unwrap();
+}
+
 /// A deployment with DSOC, central's backup, then DSOC's last customer, written at 10:00, synced
 /// (central holds it, the backup does not).
 fn dsoc_s_day_after_a_backup() -> (Deployment, outpost::Store, outpost::Store) {
@@ -465,13 +470,7 @@ fn r1_after_central_is_restored_what_a_removed_shop_sent_since_the_backup_comes_
         name(&d.bsoc, "DSOC-LAST"),
         Some(Value::from("DSOC's last customer"))
     );
-    central::remove_remote(
-        &d.asoc,
-        "DSOC",
-        d.clock.now_ms(),
-        central::Removal::default(),
-    )
-    .unwrap();
+    remove(&d, "DSOC", central::Removal::default());
     // Central's disk dies; the backup predates the closing, so DSOC is removed again — its store
     // is gone, so what central lost of it can come only from the others.
     d.at(11, 0);
@@ -480,7 +479,7 @@ fn r1_after_central_is_restored_what_a_removed_shop_sent_since_the_backup_comes_
         drop_unsent: true,
         ..Default::default()
     };
-    central::remove_remote(&d.asoc, "DSOC", d.clock.now_ms(), gone).unwrap();
+    remove(&d, "DSOC", gone);
     assert!(central::restore_under_way(&d.asoc).unwrap());
     sync_all(&d, &[&d.bsoc, &d.csoc], 2);
     // BSOC sent DSOC's last day back: central and CSOC hold it, nothing was refused.
@@ -592,13 +591,7 @@ fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_
     // A return of the restored central, then an emission: what central lost comes back, and
     // the shop may go.
     sync_all(&d, &[&dsoc], 2);
-    central::remove_remote(
-        &d.asoc,
-        "DSOC",
-        d.clock.now_ms(),
-        central::Removal::default(),
-    )
-    .unwrap();
+    remove(&d, "DSOC", central::Removal::default());
     assert_eq!(
         name(&d.asoc, "DSOC-LAST"),
         Some(Value::from("DSOC's last customer"))
@@ -650,13 +643,7 @@ fn c4_j1_a_removed_shop_still_syncing_is_reported_once_a_day_across_daemon_resta
     let d = Deployment::new();
     let _dsoc = add_remote(&d, 4, "DSOC");
     set_deployment_config(&d);
-    central::remove_remote(
-        &d.asoc,
-        "DSOC",
-        d.clock.now_ms(),
-        central::Removal::default(),
-    )
-    .unwrap();
+    remove(&d, "DSOC", central::Removal::default());
     let at = d.clock.now_ms();
     let report = |ms: u64| {
         central::record_removed_site_call(
@@ -844,7 +831,7 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_ano
         drop_unsent: true,
         ..Default::default()
     };
-    central::remove_remote(&d.asoc, "BSOC", d.clock.now_ms(), gone).unwrap();
+    remove(&d, "BSOC", gone);
     // CSOC relays BSOC's creation alone first; DSOC, which holds the whole commit, after.
     sync_all(&d, &[&d.csoc], 2);
     sync_all(&d, &[&dsoc, &d.csoc], 3);
