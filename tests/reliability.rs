@@ -841,3 +841,69 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_ano
     assert_eq!(content(&dsoc), content(&d.asoc));
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
+
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_before_its_new_changes_are_taken()
+ {
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let dsoc_config = outpost::StoreConfig::new(
+        dsoc.site().clone(),
+        outpost::retail::schema(),
+        d.clock.clone(),
+    );
+    let dsoc_backup = dsoc.copy_in_memory(dsoc_config).unwrap();
+    // After both backups DSOC writes three customers, which reach central and then BSOC.
+    d.at(10, 0);
+    for i in 1..=3 {
+        dsoc.write(|tx| {
+            tx.set(
+                "customers",
+                &format!("DSOC-LOST-{i}"),
+                "name",
+                "by the lost store",
+            )
+        })
+        .unwrap();
+    }
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(
+        name(&d.bsoc, "DSOC-LOST-1"),
+        Some(Value::from("by the lost store"))
+    );
+    // Central's disk dies, and so does DSOC's: each is put back from its backup. BSOC syncs
+    // first (it has not applied a return of the restored central yet).
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let dsoc = dsoc_backup;
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    // The restored DSOC numbers a new customer as the lost store numbered its first lost one.
+    dsoc.write(|tx| tx.set("customers", "DSOC-NEW", "name", "by the restored store"))
+        .unwrap();
+    let (path, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    // BSOC told central it holds two of the lost changes this store lacks (the third is numbered
+    // as its new one): refused, nothing of it taken.
+    let err =
+        outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why) if why.contains("lacks 2 of its own changes")),
+        "{err}"
+    );
+    central::process_ready(&d.asoc).unwrap();
+    assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
+    // BSOC sends back what central lost: DSOC's lost customers, as the lost store wrote them.
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    for i in 1..=3 {
+        assert_eq!(
+            name(&d.asoc, &format!("DSOC-LOST-{i}")),
+            Some(Value::from("by the lost store")),
+            "DSOC-LOST-{i}"
+        );
+    }
+}

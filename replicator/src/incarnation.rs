@@ -247,11 +247,14 @@ pub(crate) fn is_superseded(tx: &WriteTx<'_, '_>, header: &FlowHeader) -> Result
 
 /// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(reason))` when it
 /// comes from a store that does not (or no longer) speak for the site. `Ok(Ok(()))` binds the
-/// site to its store if none was, and records its number and stamp.
+/// site to its store if none was, and records its number and stamp. `elsewhere` is what other
+/// remotes reported holding of the site's own changes that central may not hold (while it is
+/// being restored from a backup: what it lost).
 pub(crate) fn check_emission(
     tx: &mut WriteTx<'_, '_>,
     header: &FlowHeader,
     code: &str,
+    elsewhere: &outpost_engine::Knowledge,
 ) -> Result<std::result::Result<(), String>> {
     let site = header.source;
     let key = incarnation_key(site);
@@ -394,14 +397,23 @@ pub(crate) fn check_emission(
                 tx.knowledge().only(site).difference(&older)
             }
         };
-        let held = tx.knowledge().only(site);
+        // After central's restore, the other remotes may hold changes of it that the restored
+        // central lost: a store put back from a backup numbers its new changes as those.
+        let mut held = tx.knowledge().only(site);
+        let at_central = held.count();
+        held.union_with(&elsewhere.only(site));
         let lacking = held
             .difference(&held.difference(&own))
             .difference(&header.knowledge.only(site));
         if !lacking.is_empty() {
+            let whose = if held.count() > at_central {
+                "central holds or another remote reported holding"
+            } else {
+                "central holds"
+            };
             fork = Some((
                 format!(
-                    "emission {} of {code} comes from a store that lacks {} of its own changes central holds",
+                    "emission {} of {code} comes from a store that lacks {} of its own changes {whose}",
                     header.id,
                     lacking.count()
                 ),

@@ -117,7 +117,10 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         });
         let checked = match retired {
             Some(reason) => Err(reason),
-            None => crate::incarnation::check_emission(tx, &header, &code)?,
+            None => {
+                let elsewhere = held_by_others(tx, header.source)?;
+                crate::incarnation::check_emission(tx, &header, &code, &elsewhere)?
+            }
         };
         if let Err(reason) = checked {
             let refused = RefusedFlow {

@@ -117,6 +117,29 @@ pub(super) fn relayed_since_restore(
     Ok(tx.local_get(&key)?.is_some())
 }
 
+/// While a restore is under way: what the remotes other than `site` reported holding of its
+/// changes, their knowledge as their latest emission processed by central said (the backup's,
+/// until they send one). A store of `site` put back from its own backup around central's restore
+/// numbers its new changes as the lost store numbered changes that central lost and the others
+/// hold; lacking them, it is refused before central takes any of its changes for theirs. Empty
+/// outside a restore (the remotes hold nothing of it central does not).
+pub(super) fn held_by_others(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    site: SiteId,
+) -> Result<Knowledge> {
+    let mut held = Knowledge::new();
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(held);
+    }
+    let own = remote_key(site);
+    for (key, rec) in local::tx_all::<RemoteRecord>(tx, local::CENTRAL_REMOTE)? {
+        if key != own {
+            held.union_with(&rec.knowledge.only(site));
+        }
+    }
+    Ok(held)
+}
+
 /// Whether a restore from a backup is under way: central still takes its own lost commits from
 /// its remotes (and what they relay of other sites'), until every remote in the deployment has
 /// sent back what it had ([`after_restore`]).
