@@ -290,13 +290,16 @@ impl Accepted {
                 Slot::Tombstone => raw.tombstone.map(|r| r.marker()),
                 Slot::Field(f) => raw.fields.get(f).map(|r| r.marker()),
             });
-        let is_document = retail::schema()
-            .table(&self.table)
-            .is_some_and(outpost_engine::TableDef::is_document);
+        // The schema is built only for a creation (the checks ask for many fields).
+        let is_document = || {
+            retail::schema()
+                .table(&self.table)
+                .is_some_and(outpost_engine::TableDef::is_document)
+        };
         Ok(match (&self.slot, held) {
             // A document's creation is the first central received (R1/R5): another one is
             // kept only if it is that one (else it is refused, in a rejection log).
-            (Slot::Created, Some(m)) if is_document => m == self.marker,
+            (Slot::Created, Some(m)) if is_document() => m == self.marker,
             // A shared record's creation is kept when the earliest is at least as early.
             (Slot::Created, Some(m)) => m <= self.marker,
             (_, Some(m)) => m >= self.marker,
