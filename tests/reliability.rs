@@ -886,15 +886,19 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
         .unwrap();
     let (path, _) =
         outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    // BSOC told central it holds two of the lost changes this store lacks (the third is numbered
-    // as its new one): refused, nothing of it taken.
+    // BSOC reported holding two of the lost changes this store lacks (the third is numbered as
+    // its new one): refused, nothing of it taken, listed with why. On BSOC's word only, the
+    // store is not condemned yet.
     let err =
         outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
     assert!(
-        matches!(&err, outpost::replicator::Error::WrongStore(why) if why.contains("lacks 2 of its own changes")),
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("lacks 2 of its own changes another remote reported holding")),
         "{err}"
     );
-    central::process_ready(&d.asoc).unwrap();
+    let refused = central::refused_flows(&d.asoc).unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].sender, Some(dsoc.site().id));
     assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
     // BSOC sends back what central lost: DSOC's lost customers, as the lost store wrote them.
     d.return_and_apply(&d.bsoc);
@@ -906,4 +910,16 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
             "DSOC-LOST-{i}"
         );
     }
+    // Central now holds them itself: the restored store's next emission is refused on that (had
+    // the first refusal condemned the store, this one would say so instead of what it lacks).
+    let (again, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let err = outpost::replicator::files::receive_from(&d.asoc, &again, Some(dsoc.site().id))
+        .unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("lacks 2 of its own changes central holds")),
+        "{err}"
+    );
+    assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
 }

@@ -399,17 +399,21 @@ pub(crate) fn check_emission(
         };
         // After central's restore, the other remotes may hold changes of it that the restored
         // central lost: a store put back from a backup numbers its new changes as those.
-        let mut held = tx.knowledge().only(site);
-        let at_central = held.count();
+        let at_central = tx.knowledge().only(site);
+        let mut held = at_central.clone();
         held.union_with(&elsewhere.only(site));
         let lacking = held
             .difference(&held.difference(&own))
             .difference(&header.knowledge.only(site));
         if !lacking.is_empty() {
-            let whose = if held.count() > at_central {
-                "central holds or another remote reported holding"
-            } else {
+            // Certain only on central's own evidence: what another remote reported holding is
+            // its claim, and refuses this emission without condemning the store (once that
+            // remote has sent the changes back, central holds them).
+            let certain = lacking.difference(&at_central) != lacking;
+            let whose = if certain {
                 "central holds"
+            } else {
+                "another remote reported holding (central lost them with its restore)"
             };
             fork = Some((
                 format!(
@@ -417,7 +421,7 @@ pub(crate) fn check_emission(
                     header.id,
                     lacking.count()
                 ),
-                true,
+                certain,
             ));
         }
     }

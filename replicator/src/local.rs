@@ -47,6 +47,9 @@ pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
 /// Central, while a restore is under way: the dots it took from a remote relaying them and not
 /// (yet) from their own site (`Knowledge`); a commit may have come in part.
 pub(crate) const RESTORE_RELAYED_DOTS: &[u8] = b"cs/relayed-dots";
+/// Central, while a restore is under way: what the remotes' emissions processed since reported
+/// holding (the union of their headers' knowledge; see `central::held_by_remotes`).
+pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).
 pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
@@ -124,6 +127,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_CONFIRMED", RESTORE_CONFIRMED),
     ("RESTORE_RELAYED_DOTS", RESTORE_RELAYED_DOTS),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
+    ("RESTORE_HELD", RESTORE_HELD),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),
     ("CREDENTIALS", CREDENTIALS),

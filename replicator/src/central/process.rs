@@ -313,6 +313,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         if !crate::incarnation::is_superseded(tx, &header)? {
             rec.knowledge = header.knowledge.clone();
         }
+        record_held(tx, &header.knowledge)?;
         rec.unanswered.push(id);
         rec.rejections
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));

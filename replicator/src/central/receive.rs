@@ -118,7 +118,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         let checked = match retired {
             Some(reason) => Err(reason),
             None => {
-                let elsewhere = held_by_others(tx, header.source)?;
+                let elsewhere = held_by_remotes(tx, header.source)?;
                 crate::incarnation::check_emission(tx, &header, &code, &elsewhere)?
             }
         };

@@ -35,6 +35,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_CONFIRMED)?;
         local::remove_all(tx, local::RESTORE_RELAYED)?;
         tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
+        tx.local_remove(local::RESTORE_HELD)?;
         Ok(next + 1)
     })
 }
@@ -99,6 +100,7 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORED)?;
     tx.local_remove(local::RESTORED_KNOWLEDGE)?;
     tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
+    tx.local_remove(local::RESTORE_HELD)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
     local::remove_all(tx, local::RESTORE_RELAYED)
 }
@@ -117,27 +119,36 @@ pub(super) fn relayed_since_restore(
     Ok(tx.local_get(&key)?.is_some())
 }
 
-/// While a restore is under way: what the remotes other than `site` reported holding of its
-/// changes, their knowledge as their latest emission processed by central said (the backup's,
-/// until they send one). A store of `site` put back from its own backup around central's restore
-/// numbers its new changes as the lost store numbered changes that central lost and the others
-/// hold; lacking them, it is refused before central takes any of its changes for theirs. Empty
-/// outside a restore (the remotes hold nothing of it central does not).
-pub(super) fn held_by_others(
+/// While a restore is under way: what the remotes' emissions processed since the restore
+/// reported holding of `site`'s changes (their headers' knowledge). A store of `site` put back
+/// from its own backup around central's restore numbers its new changes as the lost store
+/// numbered changes that central lost and other remotes hold; lacking them, it is refused before
+/// central takes any of its changes for theirs (`incarnation::check_emission`). What the remotes
+/// had reported before the backup, central holds. Empty outside a restore.
+pub(super) fn held_by_remotes(
     tx: &outpost_engine::WriteTx<'_, '_>,
     site: SiteId,
 ) -> Result<Knowledge> {
-    let mut held = Knowledge::new();
+    Ok(local::get::<Knowledge>(tx, local::RESTORE_HELD)?
+        .map(|k| k.only(site))
+        .unwrap_or_default())
+}
+
+/// While a restore is under way: adds what a processed emission's header says its store holds
+/// to [`held_by_remotes`].
+pub(super) fn record_held(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    knowledge: &Knowledge,
+) -> Result<()> {
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
-        return Ok(held);
+        return Ok(());
     }
-    let own = remote_key(site);
-    for (key, rec) in local::tx_all::<RemoteRecord>(tx, local::CENTRAL_REMOTE)? {
-        if key != own {
-            held.union_with(&rec.knowledge.only(site));
-        }
+    let mut held: Knowledge = local::get(tx, local::RESTORE_HELD)?.unwrap_or_default();
+    if knowledge.difference(&held).is_empty() {
+        return Ok(());
     }
-    Ok(held)
+    held.union_with(knowledge);
+    local::put(tx, local::RESTORE_HELD, &held)
 }
 
 /// Whether a restore from a backup is under way: central still takes its own lost commits from
