@@ -481,7 +481,9 @@ fn r1_after_central_is_restored_what_a_removed_shop_sent_since_the_backup_comes_
     };
     remove(&d, "DSOC", gone);
     assert!(central::restore_under_way(&d.asoc).unwrap());
-    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    // Three rounds: BSOC sends DSOC's last day back in the second, and every remote then takes
+    // a return made since and answers it (a remote may hold a commit in part).
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
     // BSOC sent DSOC's last day back: central and CSOC hold it, nothing was refused.
     assert_eq!(
         name(&d.asoc, "DSOC-LAST"),
@@ -840,6 +842,49 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_ano
     assert_eq!(a.get("status"), Some(&Value::from("open")));
     assert_eq!(content(&dsoc), content(&d.asoc));
     assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_holding_a_commit_in_part_takes_it_whole_once_another_remote_sent_it()
+ {
+    // BSOC's document D1 reaches central after its backup, then DSOC whole. CSOC numbers a D1
+    // too, later, and takes BSOC's from central before sending its own: it keeps BSOC's
+    // creation and its own newer fields.
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(9, 0);
+    number_d1(&d.bsoc, "K-B", "open");
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    d.at(9, 5);
+    number_d1(&d.csoc, "K-C", "confirmed");
+    d.return_and_apply(&d.csoc);
+    assert_eq!(creator_of_d1(&d.csoc), common::BSOC);
+    // Central's disk dies. CSOC syncs first: its fields on BSOC's document are refused (R5)
+    // and put back to the restored central's registers, none.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.return_and_apply(&d.csoc);
+    // DSOC sends BSOC's commit back whole; CSOC then sends what it holds of it (the creation,
+    // which central now has) and BSOC its own: every remote has sent back what it had.
+    d.return_and_apply(&dsoc);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    // CSOC must still get BSOC's fields, though it knows the commit.
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
+    let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
+    assert_eq!(a.creator, common::BSOC);
+    assert_eq!(a.get("status"), Some(&Value::from("open")));
+    for s in [&d.bsoc, &d.csoc, &dsoc] {
+        assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
+    }
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
 }
 
 #[test]

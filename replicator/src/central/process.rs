@@ -233,6 +233,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         };
         let mut frames = Frames::new(reader, skip);
         let mut completed_relayed = false;
+        let mut took_relayed = false;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
@@ -276,8 +277,14 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             // What it relayed is received only if taken: a change refused here (a site this
             // central does not know, a rule) must still be judged when its own site sends it.
             for (i, dot) in relays {
-                if !matches!(report.outcomes.get(base + i), Some(Outcome::Refused(_))) {
-                    relayed.insert(dot);
+                match report.outcomes.get(base + i) {
+                    Some(Outcome::Refused(_)) => {}
+                    outcome => {
+                        // Taken from a relay: a remote that knows the commit may hold it in
+                        // part (a register put back after a refusal) and must take it again.
+                        took_relayed |= matches!(outcome, Some(Outcome::Applied));
+                        relayed.insert(dot);
+                    }
                 }
             }
             // Frozen when it first came, if it was accepted (a refused creation may be known
@@ -299,7 +306,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         tx.add_knowledge(sender, own)?;
         tx.add_relayed(sender, &relayed)?;
         record_relayed_dots(tx, sender, &relayed, own)?;
-        if completed_relayed {
+        if completed_relayed || took_relayed {
             restart_confirmations(tx)?;
         }
         if trusted {

@@ -211,11 +211,12 @@ pub(super) fn relayed_dots(snap: &Snapshot) -> Result<Knowledge> {
     Ok(local::snap_get::<Knowledge>(snap, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default())
 }
 
-/// A commit central had taken in part from a relay came whole: the other remotes may hold it
-/// in part too, knowing its dot. The restore goes on until each has taken a return made from
-/// now on (carrying it again, rejudged) and sent a trusted emission after it. Each restart
-/// needs central to take a register newer than the one it held, so the window does close;
-/// commits completed on different days each restart it.
+/// Central took a relayed change, or a commit it had taken in part from a relay came whole:
+/// the other remotes may hold that commit in part, knowing its dot (a field put back after a
+/// refusal). The restore goes on until each has taken a return made from now on (carrying it
+/// again, rejudged) and sent a trusted emission after it. Each restart needs central to take a
+/// register newer than the one it held, so the window does close; what comes back on different
+/// days restarts it each time.
 pub(super) fn restart_confirmations(tx: &mut outpost_engine::WriteTx<'_, '_>) -> Result<()> {
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
