@@ -810,12 +810,12 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_its
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
 
-#[test]
-fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_another_remote_when_its_site_is_gone()
- {
-    // As above, but DSOC holds BSOC's document whole, and BSOC's store is gone with central's
-    // disk: BSOC is removed, and only DSOC can send the document's fields back.
-    let mut d = Deployment::new();
+/// After central's backup, BSOC's document D1 (customer and status in one commit) reaches
+/// central and DSOC whole; CSOC numbers a D1 too, later, and takes BSOC's from central before
+/// sending its own: it keeps BSOC's creation and its own newer fields. Returns the deployment
+/// (with DSOC, in its configuration), DSOC and the backup.
+fn d1_at_dsoc_whole_and_at_csoc_in_part() -> (Deployment, outpost::Store, outpost::Store) {
+    let d = Deployment::new();
     let dsoc = add_remote(&d, 4, "DSOC");
     set_deployment_config(&d);
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
@@ -827,6 +827,15 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_ano
     d.at(9, 5);
     number_d1(&d.csoc, "K-C", "confirmed");
     d.return_and_apply(&d.csoc);
+    (d, dsoc, backup)
+}
+
+#[test]
+fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_another_remote_when_its_site_is_gone()
+ {
+    // As above, but DSOC holds BSOC's document whole, and BSOC's store is gone with central's
+    // disk: BSOC is removed, and only DSOC can send the document's fields back.
+    let (mut d, dsoc, backup) = d1_at_dsoc_whole_and_at_csoc_in_part();
     d.at(11, 0);
     restore_central(&mut d, backup);
     let gone = central::Removal {
@@ -847,21 +856,7 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_ano
 #[test]
 fn r1_r5_after_central_is_restored_a_shop_holding_a_commit_in_part_takes_it_whole_once_another_remote_sent_it()
  {
-    // BSOC's document D1 reaches central after its backup, then DSOC whole. CSOC numbers a D1
-    // too, later, and takes BSOC's from central before sending its own: it keeps BSOC's
-    // creation and its own newer fields.
-    let mut d = Deployment::new();
-    let dsoc = add_remote(&d, 4, "DSOC");
-    set_deployment_config(&d);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    d.at(9, 0);
-    number_d1(&d.bsoc, "K-B", "open");
-    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
-    d.return_and_apply(&dsoc);
-    d.at(9, 5);
-    number_d1(&d.csoc, "K-C", "confirmed");
-    d.return_and_apply(&d.csoc);
+    let (mut d, dsoc, backup) = d1_at_dsoc_whole_and_at_csoc_in_part();
     assert_eq!(creator_of_d1(&d.csoc), common::BSOC);
     // Central's disk dies. CSOC syncs first: its fields on BSOC's document are refused (R5)
     // and put back to the restored central's registers, none.
