@@ -247,9 +247,9 @@ pub(crate) fn is_superseded(tx: &WriteTx<'_, '_>, header: &FlowHeader) -> Result
 
 /// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(reason))` when it
 /// comes from a store that does not (or no longer) speak for the site. `Ok(Ok(()))` binds the
-/// site to its store if none was, and records its number and stamp. `elsewhere` is what other
-/// remotes reported holding of the site's own changes that central may not hold (while it is
-/// being restored from a backup: what it lost).
+/// site to its store if none was, and records its number and stamp. `elsewhere` is what the
+/// remotes reported holding of the site's changes since central was restored from a backup
+/// (changes it may have lost; empty outside a restore).
 pub(crate) fn check_emission(
     tx: &mut WriteTx<'_, '_>,
     header: &FlowHeader,
