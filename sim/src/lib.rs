@@ -315,6 +315,10 @@ struct Accepted {
     slot: Slot,
     marker: Marker,
     dot: Dot,
+    /// Known kept at central (this write or a later one to the same place) since central's
+    /// last restore: that stays true until central's store is replaced or the write is stamped
+    /// again, so the checks after a lost store need not look it up again.
+    at_central: bool,
 }
 
 struct World {

@@ -427,6 +427,7 @@ impl World {
                 slot: c.slot.clone(),
                 marker: c.marker(),
                 dot: c.dot,
+                at_central: false,
             });
         }
         self.report.writes += 1;
@@ -502,6 +503,7 @@ impl World {
                 {
                     w.marker = m;
                     w.dot = dot;
+                    w.at_central = false;
                 }
             }
             *self
@@ -656,7 +658,9 @@ impl World {
             held.push(r.store.snapshot()?);
         }
         let mut keep = Vec::with_capacity(self.accepted.len());
-        for w in std::mem::take(&mut self.accepted) {
+        for mut w in std::mem::take(&mut self.accepted) {
+            // Central's store is replaced: what it held is checked again.
+            w.at_central = false;
             let mut kept = false;
             for snap in &held {
                 kept = kept || w.kept_in(snap)?;
@@ -804,8 +808,9 @@ impl World {
             }
         }
         let mut keep = Vec::with_capacity(self.accepted.len());
-        for w in std::mem::take(&mut self.accepted) {
-            let mut kept = w.kept_in(&snap)?;
+        for mut w in std::mem::take(&mut self.accepted) {
+            w.at_central = w.at_central || w.kept_in(&snap)?;
+            let mut kept = w.at_central;
             if !kept && w.dot.site != site {
                 kept = others.is_empty();
                 for other in &others {
