@@ -590,8 +590,10 @@ fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_
     let why = err.to_string();
     assert!(why.contains("restored") && why.contains("sync it"), "{why}");
     assert_eq!(name(&d.asoc, "DSOC-LAST"), None);
-    // A return of the restored central, then an emission: what central lost comes back, and
-    // the shop may go.
+    // The other shops sync (central takes DSOC's new changes once every remote has reported
+    // what it holds); then a return of the restored central, and an emission: what central
+    // lost of DSOC comes back, and the shop may go.
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     sync_all(&d, &[&dsoc], 2);
     remove(&d, "DSOC", central::Removal::default());
     assert_eq!(
@@ -623,10 +625,11 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     d.return_and_apply(&dsoc);
     assert_eq!(creator_of_d1(&dsoc), common::BSOC);
-    // Central's disk dies; restored, it receives CSOC's first this time.
+    // Central's disk dies; restored, it receives CSOC's first this time (at the second round:
+    // at the first, CSOC's and BSOC's documents wait until every remote has reported).
     d.at(11, 0);
     restore_central(&mut d, backup);
-    sync_all(&d, &[&d.csoc, &d.bsoc, &dsoc], 3);
+    sync_all(&d, &[&d.csoc, &d.bsoc, &dsoc], 4);
     let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
     assert_eq!(a.creator, common::CSOC);
     for s in [&d.bsoc, &d.csoc, &dsoc] {
@@ -882,9 +885,10 @@ fn r1_r5_after_central_is_restored_a_shop_holding_a_commit_in_part_takes_it_whol
     assert!(!central::restore_under_way(&d.asoc).unwrap());
 }
 
-#[test]
-fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_before_its_new_changes_are_taken()
- {
+/// DSOC's three customers written after both central's backup and DSOC's own reach central and
+/// then BSOC; then central's disk dies, and so does DSOC's: each is put back from its backup
+/// (at 11:00). Gives the deployment and DSOC's restored store.
+fn dsoc_lost_three_customers_then_both_restored() -> (Deployment, outpost::Store) {
     let mut d = Deployment::new();
     let dsoc = add_remote(&d, 4, "DSOC");
     set_deployment_config(&d);
@@ -896,7 +900,6 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
         d.clock.clone(),
     );
     let dsoc_backup = dsoc.copy_in_memory(dsoc_config).unwrap();
-    // After both backups DSOC writes three customers, which reach central and then BSOC.
     d.at(10, 0);
     for i in 1..=3 {
         dsoc.write(|tx| {
@@ -915,11 +918,119 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
         name(&d.bsoc, "DSOC-LOST-1"),
         Some(Value::from("by the lost store"))
     );
-    // Central's disk dies, and so does DSOC's: each is put back from its backup. BSOC syncs
-    // first (it has not applied a return of the restored central yet).
     d.at(11, 0);
     restore_central(&mut d, backup);
-    let dsoc = dsoc_backup;
+    (d, dsoc_backup)
+}
+
+/// BSOC applies a return and syncs: it sends back what central lost, DSOC's lost customers as
+/// the lost store wrote them.
+fn bsoc_sends_back_dsoc_s_lost_customers(d: &Deployment) {
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    for i in 1..=3 {
+        assert_eq!(
+            name(&d.asoc, &format!("DSOC-LOST-{i}")),
+            Some(Value::from("by the lost store")),
+            "DSOC-LOST-{i}"
+        );
+    }
+}
+
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_that_syncs_first_after_central_s_restore_waits_until_every_remote_reported()
+ {
+    let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
+    // This time the restored DSOC syncs first, before BSOC has said what it holds.
+    dsoc.write(|tx| tx.set("customers", "DSOC-NEW", "name", "by the restored store"))
+        .unwrap();
+    let (path, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    // Central cannot tell yet whether another remote holds changes numbered as these: nothing
+    // of it is taken for now, and the sender is told whom central waits for.
+    let err =
+        outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::Deferred(why)
+            if why.contains("BSOC") && why.contains("CSOC") && !why.contains("DSOC,")),
+        "{err}"
+    );
+    assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
+    assert_eq!(
+        central::restore_waiting_for(&d.asoc).unwrap(),
+        vec!["BSOC".to_owned(), "CSOC".to_owned()]
+    );
+    // BSOC and CSOC sync (neither wrote since the backup: nothing of theirs waits).
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert!(central::restore_waiting_for(&d.asoc).unwrap().is_empty());
+    // Every remote has reported: the restored store lacks two changes of its own BSOC holds.
+    let (again, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let err = outpost::replicator::files::receive_from(&d.asoc, &again, Some(dsoc.site().id))
+        .unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("lacks 2 of its own changes another remote reported holding")),
+        "{err}"
+    );
+    assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
+}
+
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_that_numbers_past_its_lost_changes_while_central_waits_is_refused()
+ {
+    let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
+    // The restored DSOC writes one customer and syncs first: central waits for the others' reports.
+    d.at(11, 10);
+    let new_customer = |i: usize| {
+        dsoc.write(|tx| {
+            tx.set(
+                "customers",
+                &format!("DSOC-NEW-{i}"),
+                "name",
+                "by the restored store",
+            )
+        })
+        .unwrap();
+    };
+    new_customer(1);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    assert_eq!(name(&d.asoc, "DSOC-NEW-1"), None);
+    // Meanwhile it numbers past the lost changes: its knowledge now covers every number BSOC
+    // holds of it.
+    for i in 2..=4 {
+        new_customer(i);
+    }
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert!(central::restore_waiting_for(&d.asoc).unwrap().is_empty());
+    // Its emission made since central's restore lacked two of BSOC's: refused, nothing taken.
+    let (path, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let err =
+        outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("lacked, in an emission made since central's restore, 2 of its own changes another remote reported holding")),
+        "{err}"
+    );
+    for i in 1..=4 {
+        assert_eq!(
+            name(&d.asoc, &format!("DSOC-NEW-{i}")),
+            None,
+            "DSOC-NEW-{i}"
+        );
+    }
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
+}
+
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_before_its_new_changes_are_taken()
+ {
+    let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
+    // BSOC syncs first (it has not applied a return of the restored central yet).
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     // The restored DSOC numbers a new customer as the lost store numbered its first lost one.
     dsoc.write(|tx| tx.set("customers", "DSOC-NEW", "name", "by the restored store"))
@@ -940,16 +1051,7 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].sender, Some(dsoc.site().id));
     assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
-    // BSOC sends back what central lost: DSOC's lost customers, as the lost store wrote them.
-    d.return_and_apply(&d.bsoc);
-    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
-    for i in 1..=3 {
-        assert_eq!(
-            name(&d.asoc, &format!("DSOC-LOST-{i}")),
-            Some(Value::from("by the lost store")),
-            "DSOC-LOST-{i}"
-        );
-    }
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
     // Central now holds them itself: the restored store's next emission is refused on that (had
     // the first refusal condemned the store, this one would say so instead of what it lacks).
     let (again, _) =

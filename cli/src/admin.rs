@@ -527,7 +527,9 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
     let next = central::after_restore(&store).map_err(msg)?;
     crate::say!(
         "central {} restored from {} into {}; returns continue at number {next}, and the \
-         remotes send again what was lost with their next two syncs",
+         remotes send again what was lost with their next syncs (sync each at least three \
+         times); central takes a remote's new changes once every remote has synced once \
+         (docs/OPERATIONS.md)",
         store.site(),
         backup.display(),
         dir.display()

@@ -245,17 +245,48 @@ pub(crate) fn is_superseded(tx: &WriteTx<'_, '_>, header: &FlowHeader) -> Result
     })
 }
 
-/// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(reason))` when it
-/// comes from a store that does not (or no longer) speak for the site. `Ok(Ok(()))` binds the
-/// site to its store if none was, and records its number and stamp. `elsewhere` is what the
-/// remotes reported holding of the site's changes since central was restored from a backup
-/// (changes it may have lost; empty outside a restore).
+/// Why central does not take an emission at receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NotTaken {
+    /// It comes from a store that does not (or no longer) speak for its site.
+    WrongStore(String),
+    /// Not yet: central, restored from a backup, waits for every remote's report of what it
+    /// holds before it takes a remote's new changes.
+    Wait(String),
+}
+
+/// What central has heard from its remotes since it was restored from a backup (all empty
+/// outside a restore), for [`check_emission`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reports<'a> {
+    /// What the other remotes reported holding of the site's changes (changes central may have
+    /// lost).
+    pub elsewhere: &'a outpost_engine::Knowledge,
+    /// What the site's store said it holds of its own changes in its emissions made after
+    /// applying a return of the restored central, this one's included (their common part).
+    pub own_claim: Option<&'a outpost_engine::Knowledge>,
+    /// The remotes central has not heard from yet.
+    pub waiting: &'a [String],
+}
+
+/// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(why))` when it is
+/// not taken. `Ok(Ok(()))` binds the site to its store if none was, and records its number and
+/// stamp. While central's restore is under way, a store lacking changes of its own that other
+/// remotes reported holding (`reports.elsewhere`), now or in an emission it made since the
+/// restore (`reports.own_claim`), is refused; and while some remotes have not reported yet
+/// (`reports.waiting`), an emission carrying changes of its site central does not hold waits
+/// (its store may number them as changes the restore lost and one of those remotes holds).
 pub(crate) fn check_emission(
     tx: &mut WriteTx<'_, '_>,
     header: &FlowHeader,
     code: &str,
-    elsewhere: &outpost_engine::Knowledge,
-) -> Result<std::result::Result<(), String>> {
+    reports: Reports<'_>,
+) -> Result<std::result::Result<(), NotTaken>> {
+    let Reports {
+        elsewhere,
+        own_claim,
+        waiting,
+    } = reports;
     let site = header.source;
     let key = incarnation_key(site);
     let mut inc: SiteIncarnation = local::get(tx, &key)?.unwrap_or_default();
@@ -271,29 +302,29 @@ pub(crate) fn check_emission(
     // checked.
     if let Some(text) = carried {
         let Some(ident) = StoreIdentity::parse(text) else {
-            return Ok(Err(format!(
+            return Ok(Err(NotTaken::WrongStore(format!(
                 "emission {} names its store as {text:?}, which is not a store identity",
                 header.id
-            )));
+            ))));
         };
         if ident.provisioning < inc.provisioning {
-            return Ok(Err(format!(
+            return Ok(Err(NotTaken::WrongStore(format!(
                 "emission {} comes from a store of {code} set up from a bootstrap that a reprovisioning replaced (provisioning {}; the current one is {}): nothing of it is taken. Set this machine up again from {code}'s newest bootstrap, or {fix}",
                 header.id, ident.provisioning, inc.provisioning
-            )));
+            ))));
         }
         if ident.provisioning > inc.provisioning {
-            return Ok(Err(format!(
+            return Ok(Err(NotTaken::WrongStore(format!(
                 "emission {} comes from a store of {code} set up from a bootstrap this central never issued (provisioning {}; the current one is {}): nothing of it is taken; {fix}",
                 header.id, ident.provisioning, inc.provisioning
-            )));
+            ))));
         }
         match inc.store {
             Some(bound) if bound != ident.id => {
-                return Ok(Err(format!(
+                return Ok(Err(NotTaken::WrongStore(format!(
                     "emission {} comes from a second store set up from {code}'s bootstrap ({ident}; central takes {code}'s changes from store {bound:016x}): both would number their changes alike, and one's would be lost. Nothing of it is taken; if this machine replaces the other, {fix}",
                     header.id
-                )));
+                ))));
             }
             Some(_) => {}
             None => {
@@ -320,10 +351,10 @@ pub(crate) fn check_emission(
     }
     let again = "its store numbers its emissions and changes again from an earlier point — restored from a backup, or set up again from an old bootstrap — and its new changes would be taken for ones central holds. Nothing of it is taken";
     if inc.forked {
-        return Ok(Err(format!(
+        return Ok(Err(NotTaken::WrongStore(format!(
             "emission {} of {code}: {again}, as with its emissions since central first saw it; {fix}",
             header.id
-        )));
+        ))));
     }
     let prev = header
         .config
@@ -402,9 +433,22 @@ pub(crate) fn check_emission(
         let at_central = tx.knowledge().only(site);
         let mut held = at_central.clone();
         held.union_with(&elsewhere.only(site));
-        let lacking = held
+        let mut lacking = held
             .difference(&held.difference(&own))
             .difference(&header.knowledge.only(site));
+        // What the others hold of its own changes beyond the backup, they got from the lost
+        // central: made before the restore, and known to any emission made since by a store
+        // that was not put back from a backup — even one that numbered past them since.
+        let mut lacked_since = false;
+        if lacking.is_empty()
+            && let Some(claim) = own_claim
+        {
+            let others = elsewhere.only(site);
+            lacking = others
+                .difference(&others.difference(&own))
+                .difference(claim);
+            lacked_since = !lacking.is_empty();
+        }
         if !lacking.is_empty() {
             // Certain only on central's own evidence: what another remote reported holding is
             // its claim, and refuses this emission without condemning the store (once that
@@ -415,9 +459,14 @@ pub(crate) fn check_emission(
             } else {
                 "another remote reported holding (central lost them with its restore)"
             };
+            let lacks = if lacked_since {
+                "lacked, in an emission made since central's restore,"
+            } else {
+                "lacks"
+            };
             fork = Some((
                 format!(
-                    "emission {} of {code} comes from a store that lacks {} of its own changes {whose}",
+                    "emission {} of {code} comes from a store that {lacks} {} of its own changes {whose}",
                     header.id,
                     lacking.count()
                 ),
@@ -430,7 +479,26 @@ pub(crate) fn check_emission(
             inc.forked = true;
             local::put(tx, &key, &inc)?;
         }
-        return Ok(Err(format!("{what}: {again}; {fix}")));
+        return Ok(Err(NotTaken::WrongStore(format!("{what}: {again}; {fix}"))));
+    }
+    // After central's restore, until every remote has reported what it holds: a store put back
+    // from its own backup would number its new changes as lost ones a silent remote holds.
+    // Nothing is recorded of an emission that waits: it is judged whole when it comes again.
+    if !waiting.is_empty()
+        && !header
+            .knowledge
+            .only(site)
+            .difference(&tx.knowledge().only(site))
+            .is_empty()
+    {
+        return Ok(Err(NotTaken::Wait(format!(
+            "emission {} of {code}: central was restored from a backup and takes a remote's new \
+             changes only once every remote has reported what it holds, so that no change is \
+             taken for another numbered alike (a store put back from a backup); waiting for {}. \
+             Nothing of it was kept: the next sync sends its changes again",
+            header.id,
+            waiting.join(", ")
+        ))));
     }
     if inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
         inc.newest = Some((header.id.seq, header.created_wall_ms));

@@ -67,6 +67,12 @@ pub enum Error {
     /// is taken; the reason names the fix (`outpost central reprovision`).
     #[error("flow refused: {0}")]
     WrongStore(String),
+    /// An emission central does not take yet, through no fault of it or its store: while
+    /// central is being restored from a backup, a remote's new changes wait until every remote
+    /// has said what it holds (`central::restore_waiting_for`). Nothing of it is kept; the
+    /// next sync sends its changes again.
+    #[error("not taken yet: {0}")]
+    Deferred(String),
 }
 
 impl Error {

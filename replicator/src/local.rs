@@ -47,12 +47,32 @@ pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
 /// Central, while a restore is under way: the dots it took from a remote relaying them and not
 /// (yet) from their own site (`Knowledge`); a commit may have come in part.
 pub(crate) const RESTORE_RELAYED_DOTS: &[u8] = b"cs/relayed-dots";
-/// Central, while a restore is under way: what the remotes' emissions processed since reported
+/// Central, while a restore is under way: what the remotes' emissions received since reported
 /// holding (the union of their headers' knowledge; see `central::held_by_remotes`).
 pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).
 pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
+/// Central, while a restore is under way: the remotes it has received an emission of since
+/// (each has reported what it holds): `cy/` + site id (u16 BE).
+pub(crate) const RESTORE_REPORTED: &[u8] = b"cy/";
+/// Central, while a restore is under way: the remotes that have sent a trusted emission since
+/// (what central lost of their own came back with it): `cz/` + site id (u16 BE). Unlike
+/// [`RESTORE_RELAYED`], kept when the confirmations restart.
+pub(crate) const RESTORE_SENT_BACK: &[u8] = b"cz/";
+/// Central, while a restore is under way: the number of the restored central's first return
+/// (unlike [`RESTORED`], kept when the confirmations restart).
+pub(crate) const RESTORE_FIRST_RETURN: &[u8] = b"cs/restore-first-return";
+/// Central, while a restore is under way: its clock (UTC ms) when it was restored.
+pub(crate) const RESTORED_AT: &[u8] = b"cs/restore-time";
+/// Central, while a restore is under way: what a remote's emissions made after applying a
+/// return of the restored central said its store holds of its own changes (their common part):
+/// `cf/` + site id (u16 BE) → knowledge.
+pub(crate) const RESTORE_OWN_CLAIMS: &[u8] = b"cf/";
+/// Central, while a restore is under way: the remotes it has taken new changes of their own
+/// from since (what the others report of them from then on is not counted): `cg/` + site id
+/// (u16 BE).
+pub(crate) const RESTORE_TAKEN_FROM: &[u8] = b"cg/";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
@@ -128,6 +148,12 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_RELAYED_DOTS", RESTORE_RELAYED_DOTS),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("RESTORE_HELD", RESTORE_HELD),
+    ("RESTORE_REPORTED", RESTORE_REPORTED),
+    ("RESTORE_SENT_BACK", RESTORE_SENT_BACK),
+    ("RESTORE_FIRST_RETURN", RESTORE_FIRST_RETURN),
+    ("RESTORED_AT", RESTORED_AT),
+    ("RESTORE_OWN_CLAIMS", RESTORE_OWN_CLAIMS),
+    ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),
     ("CREDENTIALS", CREDENTIALS),

@@ -1083,7 +1083,10 @@ fn receive_part(
     }
     let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     central::receive(store, file, Some(sender)).map_err(|e| {
-        let status = if e.is_the_flows() {
+        // Not yet (central's restore waits for every remote's report): the remote retries.
+        let status = if matches!(e, outpost_replicator::Error::Deferred(_)) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if e.is_the_flows() {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -28,6 +28,13 @@ impl World {
             for &i in &open {
                 self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
             }
+            // A shop closed since central's backup still waits to be removed again, once
+            // central has heard from every remote (its restore).
+            for i in 0..self.remotes.len() {
+                if self.remotes[i].closed {
+                    self.remove_again(i)?;
+                }
+            }
             for &i in &open {
                 let site = self.remotes[i].store.site().id;
                 central::prepare_return(&self.central, site)?;

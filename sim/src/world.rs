@@ -311,6 +311,7 @@ impl World {
                     self.central_backup = Some(copy);
                 }
                 Event::CentralRestore => self.restore_central()?,
+                Event::RemoveAgain(i) => self.remove_again(i)?,
             }
             self.reschedule_central();
         }
@@ -604,14 +605,21 @@ impl World {
                 // and the shop disagree on what it holds back.
                 let site = self.remotes[i].store.site().id;
                 let snap = self.central.snapshot()?;
-                if outpost_replicator::monitor::reserved(&snap, site)?.is_some_and(|r| r.count > 0)
+                // While central waits for every remote's report after its restore, the shop's
+                // last emission is not taken yet.
+                let waits = central::restore_waiting_for(&self.central)?
+                    .iter()
+                    .any(|c| *c != code);
+                if !waits
+                    && outpost_replicator::monitor::reserved(&snap, site)?
+                        .is_some_and(|r| r.count > 0)
                 {
                     self.violation(format!(
                         "{code} released its reservations and synced, yet its removal was refused: {why}"
                     ));
                 } else {
-                    // An emission of it held for clock skew, or what a restore of central
-                    // lost not yet sent back: the next day.
+                    // An emission of it held for clock skew or not taken yet, or what a
+                    // restore of central lost not yet sent back: the next day.
                     self.push(self.now + DAY, Event::Close(i));
                 }
                 return Ok(());
@@ -680,45 +688,69 @@ impl World {
         self.automaton = automaton;
         self.central_wake = u64::MAX;
         // The backup may predate a shop's closing: the person responsible has its store (kept
-        // until then) sync once more — a return of the restored central, then an emission of
-        // what central lost of it — and removes it again (docs/OPERATIONS.md).
+        // until then) sync once more and removes it again ([`World::remove_again`]).
         for i in 0..self.remotes.len() {
             let code = self.remotes[i].code.clone();
-            if !self.remotes[i].closed || !config.remotes.iter().any(|r| r.code == code) {
-                continue;
+            if self.remotes[i].closed && config.remotes.iter().any(|r| r.code == code) {
+                self.push(self.now, Event::RemoveAgain(i));
             }
-            let reprovisioned = self.reprovisioned_count();
-            let faults = std::mem::replace(&mut self.cfg.faults, false);
-            let synced = self
-                .execute(
-                    i,
-                    vec![
-                        RemoteCommand::Emit(SyncMode::Immediate),
-                        RemoteCommand::FetchReturn,
-                    ],
-                )
-                .and_then(|()| self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)]));
-            self.cfg.faults = faults;
-            synced?;
-            // A store the restored central does not know (set up again since the backup) is
-            // refused: what only it held is lost, the rest comes back from the others.
-            let removal = central::Removal {
-                drop_unsent: self.reprovisioned_count() > reprovisioned,
-                ..central::Removal::default()
-            };
-            central::remove_remote(&self.central, &code, self.now, removal)?;
         }
-        let config =
-            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
-        self.automaton
-            .reconfigure(&config)
-            .map_err(|e| bad(&e.to_string()))?;
         *self
             .report
             .faults_injected
             .entry("central_restored_from_old_backup".to_owned())
             .or_insert(0) += 1;
         Ok(())
+    }
+
+    /// After central's restore, shop `i`, closed since the backup, is back in the restored
+    /// configuration: its store (kept until then) syncs once more — a return of the restored
+    /// central, then an emission of what central lost of it — and the person responsible removes
+    /// it again (docs/OPERATIONS.md). Central takes no remote's new changes before every remote
+    /// has reported what it holds: until then the shop only reports (an emission, not taken),
+    /// and the person responsible tries again an hour later.
+    pub(super) fn remove_again(&mut self, i: usize) -> Result<(), SimError> {
+        let code = self.remotes[i].code.clone();
+        let config =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        if !self.remotes[i].closed || !config.remotes.iter().any(|r| r.code == code) {
+            return Ok(());
+        }
+        let others_silent = central::restore_waiting_for(&self.central)?
+            .iter()
+            .any(|c| *c != code);
+        let reprovisioned = self.reprovisioned_count();
+        let faults = std::mem::replace(&mut self.cfg.faults, false);
+        let synced = if others_silent {
+            self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])
+        } else {
+            self.execute(
+                i,
+                vec![
+                    RemoteCommand::Emit(SyncMode::Immediate),
+                    RemoteCommand::FetchReturn,
+                ],
+            )
+            .and_then(|()| self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)]))
+        };
+        self.cfg.faults = faults;
+        synced?;
+        if others_silent {
+            self.push(self.now + HOUR, Event::RemoveAgain(i));
+            return Ok(());
+        }
+        // A store the restored central does not know (set up again since the backup) is
+        // refused: what only it held is lost, the rest comes back from the others.
+        let removal = central::Removal {
+            drop_unsent: self.reprovisioned_count() > reprovisioned,
+            ..central::Removal::default()
+        };
+        central::remove_remote(&self.central, &code, self.now, removal)?;
+        let config =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        self.automaton
+            .reconfigure(&config)
+            .map_err(|e| bad(&e.to_string()))
     }
 
     /// How many stores were refused and set up again so far.
@@ -769,6 +801,9 @@ impl World {
         let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
             // The operator's procedure (docs/OPERATIONS.md).
             Err(outpost_replicator::Error::WrongStore(_)) => self.reprovisioned(i)?,
+            // Not judged yet (central's restore waits for every remote's report): its next
+            // emissions are, as below.
+            Err(outpost_replicator::Error::Deferred(_)) => store,
             Err(e) => return Err(e.into()),
             // Taken: the same as an emission central had (a backup holding no change since), or
             // nothing central holds under its numbers. Its later emissions are judged as they

@@ -115,14 +115,22 @@ impl Deployment {
         self.clock.set(hhmm(h, m));
     }
 
-    /// A remote emits a file; central receives it (as from that remote) and processes it.
+    /// A remote emits a file; central receives it (as from that remote) and processes it —
+    /// unless central does not take it yet (after its restore, until every remote has reported
+    /// what it holds), as a remote's sync would find it.
     pub fn emit_and_process(
         &self,
         from: &Store,
         mode: outpost::replicator::SyncMode,
     ) -> (PathBuf, outpost::replicator::FlowId) {
         let (path, emitted) = files::emit_to(from, &self.usb(), mode).unwrap();
-        files::receive_from(&self.asoc, &path, Some(from.site().id)).unwrap();
+        match files::receive_from(&self.asoc, &path, Some(from.site().id)) {
+            // Central's restore waits for every remote's report: the next sync sends it again.
+            Err(outpost::replicator::Error::Deferred(_)) => {}
+            received => {
+                received.unwrap();
+            }
+        }
         central::process_ready(&self.asoc).unwrap();
         (path, emitted.id)
     }

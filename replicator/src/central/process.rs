@@ -234,6 +234,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut frames = Frames::new(reader, skip);
         let mut completed_relayed = false;
         let mut took_relayed = false;
+        // Its own changes taken (only looked at while a restore is under way).
+        let restoring = local::get::<u64>(tx, local::RESTORED)?.is_some();
+        let mut took_own = false;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
@@ -273,6 +276,12 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                         && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
                 });
             }
+            if restoring && !took_own {
+                took_own = changes.iter().enumerate().any(|(i, c)| {
+                    matches!(c, Incoming::New(c) if c.dot.site == sender)
+                        && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
+                });
+            }
             frames.recycle(changes);
             // What it relayed is received only if taken: a change refused here (a site this
             // central does not know, a rule) must still be judged when its own site sends it.
@@ -306,7 +315,10 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         tx.add_knowledge(sender, own)?;
         tx.add_relayed(sender, &relayed)?;
         record_relayed_dots(tx, sender, &relayed, own)?;
-        if completed_relayed || took_relayed {
+        // The first trusted emission of a remote since the restore carries again what central
+        // lost of its own changes.
+        let sent_back = trusted && took_own && first_sent_back(tx, sender)?;
+        if completed_relayed || took_relayed || sent_back {
             restart_confirmations(tx)?;
         }
         if trusted {
@@ -320,7 +332,6 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         if !crate::incarnation::is_superseded(tx, &header)? {
             rec.knowledge = header.knowledge.clone();
         }
-        record_held(tx, &header.knowledge)?;
         rec.unanswered.push(id);
         rec.rejections
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));

@@ -4,6 +4,7 @@
 //! (`crate::incarnation`).
 
 use super::*;
+use crate::incarnation::NotTaken;
 
 /// A flow central refused at receipt: damaged, truncated, too large, of another deployment,
 /// claiming another site… Nothing of it is kept but this entry (the journal has rows only for
@@ -103,10 +104,14 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
     // duplicate.
     let now = store.now_ms();
     let id = header.id;
-    let code = store
-        .sites()
+    let sites = store.sites();
+    let code = sites
         .get(header.source)
         .map_or_else(|| header.source.to_string(), |s| s.code.to_string());
+    let made_when = MadeWhen {
+        now_ms: now,
+        skew_ms: store.skew_ms_max(),
+    };
     let outcome = local::write(store, |tx| {
         let receipt = keeping.store_held(tx)?;
         let retired = retired_in(tx, header.source)?.map(|_| {
@@ -116,13 +121,33 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
             )
         });
         let checked = match retired {
-            Some(reason) => Err(reason),
+            Some(reason) => Err(NotTaken::WrongStore(reason)),
             None => {
                 let elsewhere = held_by_remotes(tx, header.source)?;
-                crate::incarnation::check_emission(tx, &header, &code, &elsewhere)?
+                let waiting = waiting_for(tx, &sites, header.source)?;
+                let claim = own_claim(tx, &header, made_when)?;
+                crate::incarnation::check_emission(
+                    tx,
+                    &header,
+                    &code,
+                    crate::incarnation::Reports {
+                        elsewhere: &elsewhere,
+                        own_claim: claim.as_ref(),
+                        waiting: &waiting,
+                    },
+                )?
             }
         };
-        if let Err(reason) = checked {
+        let reason = match checked {
+            Ok(()) => None,
+            Err(NotTaken::WrongStore(reason)) => Some(reason),
+            Err(NotTaken::Wait(reason)) => {
+                // It waits, but its store has reported what it holds.
+                record_report(tx, &header, made_when)?;
+                return Ok(Err(NotTaken::Wait(reason)));
+            }
+        };
+        if let Some(reason) = reason {
             let refused = RefusedFlow {
                 at_ms: now,
                 sender,
@@ -140,7 +165,16 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                     text: reason.clone(),
                 },
             )?;
-            return Ok(Err(reason));
+            return Ok(Err(NotTaken::WrongStore(reason)));
+        }
+        record_report(tx, &header, made_when)?;
+        if !header
+            .knowledge
+            .only(header.source)
+            .difference(&tx.knowledge().only(header.source))
+            .is_empty()
+        {
+            taken_from(tx, header.source)?;
         }
         if crate::journal::get(tx, id)?.is_some() {
             return Ok(Ok(Received::Duplicate(id)));
@@ -187,9 +221,12 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
     let receipt = keeping.receipt.unwrap_or_default();
     let outcome = match outcome {
         Ok(o) => o,
-        Err(reason) => {
+        Err(not_taken) => {
             discard(store, receipt)?;
-            return Err(Error::WrongStore(reason));
+            return Err(match not_taken {
+                NotTaken::WrongStore(reason) => Error::WrongStore(reason),
+                NotTaken::Wait(reason) => Error::Deferred(reason),
+            });
         }
     };
     if matches!(outcome, Received::Duplicate(_)) {

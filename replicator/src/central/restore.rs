@@ -30,12 +30,18 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         let next = seq.saturating_add(RESTORE_SEQ_JUMP).max(floor);
         local::put(tx, local::RETURN_SEQ, &next)?;
         local::put(tx, local::RESTORED, &(next + 1))?;
+        local::put(tx, local::RESTORE_FIRST_RETURN, &(next + 1))?;
+        local::put(tx, local::RESTORED_AT, &floor)?;
         let known = tx.knowledge().clone();
         local::put(tx, local::RESTORED_KNOWLEDGE, &known)?;
         local::remove_all(tx, local::RESTORE_CONFIRMED)?;
         local::remove_all(tx, local::RESTORE_RELAYED)?;
         tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
         tx.local_remove(local::RESTORE_HELD)?;
+        local::remove_all(tx, local::RESTORE_REPORTED)?;
+        local::remove_all(tx, local::RESTORE_SENT_BACK)?;
+        local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
+        local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
         Ok(next + 1)
     })
 }
@@ -101,8 +107,35 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORED_KNOWLEDGE)?;
     tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
     tx.local_remove(local::RESTORE_HELD)?;
+    local::remove_all(tx, local::RESTORE_REPORTED)?;
+    local::remove_all(tx, local::RESTORE_SENT_BACK)?;
+    local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
+    local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
+    tx.local_remove(local::RESTORE_FIRST_RETURN)?;
+    tx.local_remove(local::RESTORED_AT)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
     local::remove_all(tx, local::RESTORE_RELAYED)
+}
+
+/// While a restore is under way: `remote` sent a trusted emission, made after applying a return
+/// of the restored central, which carries again what central lost of its own changes. True the
+/// first time since the restore only: what it takes of them, other remotes may know from the
+/// lost central under another verdict (a document numbered twice), and must take again
+/// ([`restart_confirmations`]). Once per remote, so the window still closes.
+pub(super) fn first_sent_back(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+) -> Result<bool> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(false);
+    }
+    let mut key = local::RESTORE_SENT_BACK.to_vec();
+    key.extend_from_slice(&remote.0.to_be_bytes());
+    if tx.local_get(&key)?.is_some() {
+        return Ok(false);
+    }
+    local::put(tx, &key, &())?;
+    Ok(true)
 }
 
 /// Whether `remote` has nothing more to send back of what a restore lost: no restore is under
@@ -134,12 +167,152 @@ pub(super) fn held_by_remotes(
         .unwrap_or_default())
 }
 
-/// While a restore is under way: adds what a processed emission's header says its store holds
-/// to [`held_by_remotes`].
-pub(super) fn record_held(
+/// While a restore is under way: `sender` has reported what its store holds (an emission of it
+/// received, whether taken now or not): [`held_by_remotes`] gains it, and central waits no
+/// more for `sender` ([`waiting_for`]).
+///
+/// What it says of its own site's changes goes to [`own_claim`] when it was made after
+/// applying a return of the restored central; what it says of the other sites' is counted for
+/// each site central has not yet taken new changes of its own from ([`taken_from`]): until
+/// then, every change of that site another remote holds beyond the backup came from the lost
+/// central, so its store made it before the restore.
+pub(super) fn record_report(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
-    knowledge: &Knowledge,
+    header: &FlowHeader,
+    clock: MadeWhen,
 ) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let sender = header.source;
+    local::put(tx, &reported_key(sender), &())?;
+    if let Some(claim) = own_claim(tx, header, clock)? {
+        local::put(tx, &site_key(local::RESTORE_OWN_CLAIMS, sender), &claim)?;
+    }
+    let mut others = header.knowledge.difference(&header.knowledge.only(sender));
+    let sites: Vec<SiteId> = others.iter().map(|(s, _)| s).collect();
+    for site in sites {
+        if tx
+            .local_get(&site_key(local::RESTORE_TAKEN_FROM, site))?
+            .is_some()
+        {
+            others = others.difference(&others.only(site));
+        }
+    }
+    record_held(tx, &others)
+}
+
+fn site_key(prefix: &[u8], site: SiteId) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    key
+}
+
+/// While a restore is under way: central takes new changes of `site`'s own from its emission
+/// (see [`record_report`]).
+pub(super) fn taken_from(tx: &mut outpost_engine::WriteTx<'_, '_>, site: SiteId) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    local::put(tx, &site_key(local::RESTORE_TAKEN_FROM, site), &())
+}
+
+/// Central's clock when it receives an emission, and the clock-skew bound, for telling an
+/// emission made after central's restore.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct MadeWhen {
+    /// Central's clock (UTC ms).
+    pub now_ms: u64,
+    /// How far ahead of central's a remote's clock may be (`clock_skew_max_s`).
+    pub skew_ms: u64,
+}
+
+/// While a restore is under way: what the store of `header`'s site said it holds of its own
+/// changes in every emission received since the restore that it made after the restore,
+/// `header`'s included (their common part; `None` if there was none). Such an emission knows
+/// every change of its own the lost central had received — unless its store was put back from
+/// a backup since. Made after the restore: after applying a return of the restored central,
+/// or stamped by its site's clock later than the restore by more than the clock-skew bound and
+/// not ahead of central's clock by more (an emission of a clock set far ahead is not counted).
+pub(super) fn own_claim(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    header: &FlowHeader,
+    clock: MadeWhen,
+) -> Result<Option<Knowledge>> {
+    let Some(first) = local::get::<u64>(tx, local::RESTORE_FIRST_RETURN)? else {
+        return Ok(None);
+    };
+    let at: u64 = local::get(tx, local::RESTORED_AT)?.unwrap_or(u64::MAX);
+    let site = header.source;
+    let before: Option<Knowledge> = local::get(tx, &site_key(local::RESTORE_OWN_CLAIMS, site))?;
+    let made = header.created_wall_ms;
+    let after_a_return = header.acks.iter().any(|a| !a.refused && a.id.seq >= first);
+    let later = made >= at.saturating_add(clock.skew_ms)
+        && made <= clock.now_ms.saturating_add(clock.skew_ms);
+    if !after_a_return && !later {
+        return Ok(before);
+    }
+    let claim = header.knowledge.only(site);
+    Ok(Some(match before {
+        Some(b) => b.difference(&b.difference(&claim)),
+        None => claim,
+    }))
+}
+
+/// While a restore is under way: the remotes of the deployment, other than `except`, that
+/// central has not heard from since (no emission of theirs received), by code in site order;
+/// empty outside a restore. A removed remote is not waited for.
+///
+/// Until they have reported what they hold, central cannot tell whether a remote's new
+/// changes are numbered as changes the restore lost and another remote holds (a shop put back
+/// from its own backup numbers its new changes as its lost store numbered the lost ones):
+/// those wait (`incarnation::check_emission`, [`Error::Deferred`]).
+pub(super) fn waiting_for(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    sites: &outpost_engine::SiteDirectory,
+    except: SiteId,
+) -> Result<Vec<String>> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut waiting = Vec::new();
+    for site in sites.iter().filter(|s| !s.is_central() && s.id != except) {
+        if tx.local_get(&reported_key(site.id))?.is_none() && retired_in(tx, site.id)?.is_none() {
+            waiting.push(site.code.to_string());
+        }
+    }
+    Ok(waiting)
+}
+
+fn reported_key(site: SiteId) -> Vec<u8> {
+    let mut key = local::RESTORE_REPORTED.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    key
+}
+
+/// While central's restore from a backup is under way: the remotes it has not received an
+/// emission of since, whose report of what they hold every remote's new changes wait for
+/// (docs/OPERATIONS.md). Empty once every remote has reported, and outside a restore.
+pub fn restore_waiting_for(store: &Store) -> Result<Vec<String>> {
+    check_central(store)?;
+    let snap = store.snapshot()?;
+    if local::snap_get::<u64>(&snap, local::RESTORED)?.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut waiting = Vec::new();
+    for site in store.sites().iter().filter(|s| !s.is_central()) {
+        if snap.local_get(&reported_key(site.id))?.is_none()
+            && local::snap_get::<u64>(&snap, &retired_key(site.id))?.is_none()
+        {
+            waiting.push(site.code.to_string());
+        }
+    }
+    Ok(waiting)
+}
+
+/// While a restore is under way: adds what an emission's header says its store holds to
+/// [`held_by_remotes`].
+fn record_held(tx: &mut outpost_engine::WriteTx<'_, '_>, knowledge: &Knowledge) -> Result<()> {
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
     }
@@ -211,9 +384,10 @@ pub(super) fn relayed_dots(snap: &Snapshot) -> Result<Knowledge> {
     Ok(local::snap_get::<Knowledge>(snap, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default())
 }
 
-/// Central took a relayed change, or a commit it had taken in part from a relay came whole:
-/// the other remotes may hold that commit in part, knowing its dot (a field put back after a
-/// refusal). The restore goes on until each has taken a return made from now on (carrying it
+/// Central took a relayed change, or a commit it had taken in part from a relay came whole, or a
+/// remote's own changes came back ([`first_sent_back`]): the other remotes may hold that commit
+/// in part, knowing its dot (a field put back after a refusal), or know it under the lost
+/// central's verdict. The restore goes on until each has taken a return made from now on (carrying it
 /// again, rejudged) and sent a trusted emission after it. Each restart needs central to take a
 /// register newer than the one it held, so the window does close; what comes back on different
 /// days restarts it each time.
