@@ -1050,6 +1050,12 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
     let refused = central::refused_flows(&d.asoc).unwrap();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].sender, Some(dsoc.site().id));
+    // Refused, DSOC is heard from all the same: central waits only for CSOC's report now (a
+    // refused store must not hold every remote's new changes back).
+    assert_eq!(
+        central::restore_waiting_for(&d.asoc).unwrap(),
+        vec!["CSOC".to_owned()]
+    );
     assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
     bsoc_sends_back_dsoc_s_lost_customers(&d);
     // Central now holds them itself: the restored store's next emission is refused on that (had

@@ -527,8 +527,8 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
     let next = central::after_restore(&store).map_err(msg)?;
     crate::say!(
         "central {} restored from {} into {}; returns continue at number {next}, and the \
-         remotes send again what was lost with their next syncs (sync each at least three \
-         times); central takes a remote's new changes once every remote has synced once \
+         remotes send again what was lost with their next syncs (sync each four times or \
+         more); central takes a remote's new changes once every remote has synced once \
          (docs/OPERATIONS.md)",
         store.site(),
         backup.display(),

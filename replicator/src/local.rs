@@ -65,8 +65,9 @@ pub(crate) const RESTORE_SENT_BACK: &[u8] = b"cz/";
 pub(crate) const RESTORE_FIRST_RETURN: &[u8] = b"cs/restore-first-return";
 /// Central, while a restore is under way: its clock (UTC ms) when it was restored.
 pub(crate) const RESTORED_AT: &[u8] = b"cs/restore-time";
-/// Central, while a restore is under way: what a remote's emissions made after applying a
-/// return of the restored central said its store holds of its own changes (their common part):
+/// Central, while a restore is under way: what a remote's emissions made after the restore
+/// (after applying a return of the restored central, or stamped past the restore and received
+/// at once) said its store holds of its own changes (their common part):
 /// `cf/` + site id (u16 BE) → knowledge.
 pub(crate) const RESTORE_OWN_CLAIMS: &[u8] = b"cf/";
 /// Central, while a restore is under way: the remotes it has taken new changes of their own

@@ -539,7 +539,17 @@ impl RemoteTransport for Net<'_> {
         after: u64,
         wait_ms: u64,
     ) -> Result<Option<Fetched<'_>>, NetError> {
-        send_outbox(store, self.link, self.dir, None, &mut self.summary)?;
+        match send_outbox(store, self.link, self.dir, None, &mut self.summary) {
+            Ok(()) => {}
+            // Central does not take this site's emissions yet (after its restore, until every
+            // remote has reported): its return is fetched all the same, and the emissions go
+            // with the next sync.
+            Err(NetError::Refused(503, why)) => self
+                .summary
+                .notes
+                .push(format!("emission not sent yet: {why}")),
+            Err(e) => return Err(e),
+        }
         Ok(
             download(self.link, self.dir, after, wait_ms)?.map(|(answers, file, bytes)| {
                 self.summary.received_bytes += bytes;

@@ -148,6 +148,9 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
             }
         };
         if let Some(reason) = reason {
+            // Refused, yet heard from: central does not wait for its report (its store's word
+            // on what it holds is not counted).
+            heard_from(tx, header.source)?;
             let refused = RefusedFlow {
                 at_ms: now,
                 sender,

@@ -152,7 +152,7 @@ pub(super) fn relayed_since_restore(
     Ok(tx.local_get(&key)?.is_some())
 }
 
-/// While a restore is under way: what the remotes' emissions processed since the restore
+/// While a restore is under way: what the remotes' emissions received since the restore
 /// reported holding of `site`'s changes (their headers' knowledge). A store of `site` put back
 /// from its own backup around central's restore numbers its new changes as the lost store
 /// numbered changes that central lost and other remotes hold; lacking them, it is refused before
@@ -185,7 +185,7 @@ pub(super) fn record_report(
         return Ok(());
     }
     let sender = header.source;
-    local::put(tx, &reported_key(sender), &())?;
+    heard_from(tx, sender)?;
     if let Some(claim) = own_claim(tx, header, clock)? {
         local::put(tx, &site_key(local::RESTORE_OWN_CLAIMS, sender), &claim)?;
     }
@@ -200,6 +200,15 @@ pub(super) fn record_report(
         }
     }
     record_held(tx, &others)
+}
+
+/// While a restore is under way: central has heard from `sender` (an emission of it received,
+/// even one refused): it waits no more for its report ([`waiting_for`]).
+pub(super) fn heard_from(tx: &mut outpost_engine::WriteTx<'_, '_>, sender: SiteId) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    local::put(tx, &reported_key(sender), &())
 }
 
 fn site_key(prefix: &[u8], site: SiteId) -> Vec<u8> {
@@ -233,7 +242,8 @@ pub(super) struct MadeWhen {
 /// every change of its own the lost central had received — unless its store was put back from
 /// a backup since. Made after the restore: after applying a return of the restored central,
 /// or stamped by its site's clock later than the restore by more than the clock-skew bound and
-/// not ahead of central's clock by more (an emission of a clock set far ahead is not counted).
+/// received within that bound of its stamp (as an upload is; not a file carried in later, even
+/// from a clock set ahead).
 pub(super) fn own_claim(
     tx: &outpost_engine::WriteTx<'_, '_>,
     header: &FlowHeader,
@@ -247,8 +257,11 @@ pub(super) fn own_claim(
     let before: Option<Knowledge> = local::get(tx, &site_key(local::RESTORE_OWN_CLAIMS, site))?;
     let made = header.created_wall_ms;
     let after_a_return = header.acks.iter().any(|a| !a.refused && a.id.seq >= first);
+    // Received as it was made (within the bound either way): a file made before the restore
+    // and carried in later is not counted, even from a clock set ahead.
     let later = made >= at.saturating_add(clock.skew_ms)
-        && made <= clock.now_ms.saturating_add(clock.skew_ms);
+        && made <= clock.now_ms.saturating_add(clock.skew_ms)
+        && made.saturating_add(clock.skew_ms) >= clock.now_ms;
     if !after_a_return && !later {
         return Ok(before);
     }
