@@ -234,8 +234,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut frames = Frames::new(reader, skip);
         let mut completed_relayed = false;
         let mut took_relayed = false;
-        // Its own changes taken (only looked at while a restore is under way).
-        let restoring = local::get::<u64>(tx, local::RESTORED)?.is_some();
+        // Its own changes taken that another remote reported holding (only looked at while a
+        // restore is under way): that remote may know them under the lost central's verdict.
+        let held_elsewhere = held_by_remotes(tx, sender)?;
         let mut took_own = false;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
@@ -276,9 +277,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                         && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
                 });
             }
-            if restoring && !took_own {
+            if !took_own && !held_elsewhere.is_empty() {
                 took_own = changes.iter().enumerate().any(|(i, c)| {
-                    matches!(c, Incoming::New(c) if c.dot.site == sender)
+                    matches!(c, Incoming::New(c) if c.dot.site == sender && held_elsewhere.contains(c.dot))
                         && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
                 });
             }
