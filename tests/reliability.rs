@@ -373,14 +373,21 @@ fn remove(d: &Deployment, code: &str, removal: central::Removal) {
     central::remove_remote(&d.asoc, code, d.clock.now_ms(), removal).unwrap();
 }
 
-/// A deployment with DSOC, central's backup, then DSOC's last customer, written at 10:00, synced
-/// (central holds it, the backup does not).
-fn dsoc_s_day_after_a_backup() -> (Deployment, outpost::Store, outpost::Store) {
+/// A deployment with DSOC (in its sync configuration), every remote synced once, then central's
+/// backup. Gives the deployment, DSOC and the backup.
+fn dsoc_synced_then_a_backup() -> (Deployment, outpost::Store, outpost::Store) {
     let d = Deployment::new();
     let dsoc = add_remote(&d, 4, "DSOC");
     set_deployment_config(&d);
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    (d, dsoc, backup)
+}
+
+/// A deployment with DSOC, central's backup, then DSOC's last customer, written at 10:00, synced
+/// (central holds it, the backup does not).
+fn dsoc_s_day_after_a_backup() -> (Deployment, outpost::Store, outpost::Store) {
+    let (d, dsoc, backup) = dsoc_synced_then_a_backup();
     d.at(10, 0);
     dsoc.write(|tx| tx.set("customers", "DSOC-LAST", "name", "DSOC's last customer"))
         .unwrap();
@@ -818,11 +825,7 @@ fn r1_r5_after_central_is_restored_a_commit_relayed_in_part_comes_whole_from_its
 /// sending its own: it keeps BSOC's creation and its own newer fields. Returns the deployment
 /// (with DSOC, in its configuration), DSOC and the backup.
 fn d1_at_dsoc_whole_and_at_csoc_in_part() -> (Deployment, outpost::Store, outpost::Store) {
-    let d = Deployment::new();
-    let dsoc = add_remote(&d, 4, "DSOC");
-    set_deployment_config(&d);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let (d, dsoc, backup) = dsoc_synced_then_a_backup();
     d.at(9, 0);
     number_d1(&d.bsoc, "K-B", "open");
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
@@ -889,11 +892,7 @@ fn r1_r5_after_central_is_restored_a_shop_holding_a_commit_in_part_takes_it_whol
 /// then BSOC; then central's disk dies, and so does DSOC's: each is put back from its backup
 /// (at 11:00). Gives the deployment and DSOC's restored store.
 fn dsoc_lost_three_customers_then_both_restored() -> (Deployment, outpost::Store) {
-    let mut d = Deployment::new();
-    let dsoc = add_remote(&d, 4, "DSOC");
-    set_deployment_config(&d);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
     let dsoc_config = outpost::StoreConfig::new(
         dsoc.site().clone(),
         outpost::retail::schema(),
@@ -1070,4 +1069,62 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
         "{err}"
     );
     assert_eq!(name(&d.asoc, "DSOC-NEW"), None);
+}
+
+#[test]
+fn r1_a_file_made_before_central_s_restore_by_a_clock_set_ahead_and_carried_in_later_refuses_nothing()
+ {
+    let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
+    // 10:00: DSOC writes a customer and makes a file that stays on the stick, stamped 11:30 as
+    // by a clock set an hour and a half ahead.
+    d.at(10, 0);
+    dsoc.write(|tx| tx.set("customers", "DSOC-A", "name", "on the stick"))
+        .unwrap();
+    let (on_stick, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let ahead = rewrite(&std::fs::read(&on_stick).unwrap(), |h| {
+        h.created_wall_ms = hhmm(11, 30);
+    });
+    std::fs::write(&on_stick, ahead).unwrap();
+    // 10:15: another customer, synced over the network; BSOC applies a return and holds both.
+    d.at(10, 15);
+    dsoc.write(|tx| tx.set("customers", "DSOC-B", "name", "synced"))
+        .unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(name(&d.bsoc, "DSOC-B"), Some(Value::from("synced")));
+    // 11:00: central's disk is lost and its backup put back.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    // 12:00: the old file is carried in. Stamped past the restore, but received long after
+    // its stamp: it does not count as made since the restore (it lacks DSOC-B, which its
+    // store, never put back, holds).
+    d.at(12, 0);
+    let err = outpost::replicator::files::receive_from(&d.asoc, &on_stick, Some(dsoc.site().id))
+        .unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::Deferred(_)),
+        "{err}"
+    );
+    d.at(12, 10);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert!(central::restore_waiting_for(&d.asoc).unwrap().is_empty());
+    // 12:20: DSOC writes again and syncs: its store is the one that was never lost, and
+    // everything of it is taken.
+    d.at(12, 20);
+    dsoc.write(|tx| tx.set("customers", "DSOC-C", "name", "after the restore"))
+        .unwrap();
+    let (path, _) =
+        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    assert!(central::refused_flows(&d.asoc).unwrap().is_empty());
+    for (key, who) in [
+        ("DSOC-A", "on the stick"),
+        ("DSOC-B", "synced"),
+        ("DSOC-C", "after the restore"),
+    ] {
+        assert_eq!(name(&d.asoc, key), Some(Value::from(who)), "{key}");
+    }
 }
