@@ -75,6 +75,10 @@ pub enum ErrorKind {
     Busy,
     /// The server cannot serve this now (shutting down).
     Unavailable,
+    /// An emission central does not take yet: after its restore from a backup, until every
+    /// remote has reported what it holds (docs/OPERATIONS.md). Nothing of it was kept; the
+    /// next sync sends it again.
+    NotYet,
     /// The store failed (disk, damaged file…).
     Store,
     /// A sync a workstation asked for failed: central's reason (an emission refused, central
@@ -106,7 +110,7 @@ impl ErrorKind {
             ErrorKind::FlowRefused => 422,
             ErrorKind::Timeout => 408,
             ErrorKind::Busy => 429,
-            ErrorKind::Unavailable => 503,
+            ErrorKind::Unavailable | ErrorKind::NotYet => 503,
             ErrorKind::Store | ErrorKind::Other => 500,
         }
     }

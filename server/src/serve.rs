@@ -1039,9 +1039,18 @@ async fn into_sync_table(
         Ok(Ok(central::Received::Duplicate(id))) => {
             Json(serde_json::json!({ "status": "duplicate", "id": id.to_string() })).into_response()
         }
-        Ok(Err((status, why))) => {
+        // Not yet (central's restore waits for every remote's report): the reason says that
+        // nothing was kept and the next sync sends it again.
+        Ok(Err((ErrorKind::NotYet, why))) => {
+            tracing::info!(%peer, site = %site.code, flow = %id, "{why}");
+            crate::http::error_answer(ErrorBody::new(ErrorKind::NotYet, why))
+        }
+        Ok(Err((kind, why))) => {
             tracing::warn!(%peer, site = %site.code, flow = %id, "refused, nothing kept: {why}");
-            fail(status, format!("refused, nothing kept: {why}"))
+            crate::http::error_answer(ErrorBody::new(
+                kind,
+                format!("refused, nothing kept: {why}"),
+            ))
         }
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -1056,11 +1065,11 @@ fn receive_part(
     part: &Path,
     sender: SiteId,
     id: FlowId,
-) -> Result<central::Received, (StatusCode, String)> {
+) -> Result<central::Received, (ErrorKind, String)> {
     let store = &state.store;
     let bytes = std::fs::metadata(part).map_or(0, |m| m.len());
     let open = || File::open(part).map(BufReader::new);
-    let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let file = open().map_err(|e| (ErrorKind::Store, e.to_string()))?;
     let header = match FlowReader::open(file) {
         Ok(r) => r.header().clone(),
         Err(e) => {
@@ -1070,7 +1079,7 @@ fn receive_part(
                 format!("not a flow: {e}")
             };
             note_refused(state, peer, sender, id, bytes, &why, false);
-            return Err((StatusCode::UNPROCESSABLE_ENTITY, why));
+            return Err((ErrorKind::FlowRefused, why));
         }
     };
     if header.source != sender || header.id.site != sender {
@@ -1079,19 +1088,19 @@ fn receive_part(
             header.id, header.source
         );
         note_refused(state, peer, sender, id, bytes, &why, true);
-        return Err((StatusCode::FORBIDDEN, why));
+        return Err((ErrorKind::Forbidden, why));
     }
-    let file = open().map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let file = open().map_err(|e| (ErrorKind::Store, e.to_string()))?;
     central::receive(store, file, Some(sender)).map_err(|e| {
         // Not yet (central's restore waits for every remote's report): the remote retries.
-        let status = if matches!(e, outpost_replicator::Error::Deferred(_)) {
-            StatusCode::SERVICE_UNAVAILABLE
+        let kind = if matches!(e, outpost_replicator::Error::Deferred(_)) {
+            ErrorKind::NotYet
         } else if e.is_the_flows() {
-            StatusCode::UNPROCESSABLE_ENTITY
+            ErrorKind::FlowRefused
         } else {
-            StatusCode::INTERNAL_SERVER_ERROR
+            ErrorKind::Store
         };
-        (status, e.to_string())
+        (kind, e.to_string())
     })
 }
 

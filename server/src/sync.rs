@@ -123,6 +123,9 @@ pub enum NetError {
     Refused(u16, String),
     /// Something local failed (the store, a file).
     Local(String),
+    /// Central does not take this site's emission yet (after its restore from a backup,
+    /// until every remote has reported): it stays in the outbox for the next sync.
+    NotYet(String),
 }
 
 impl std::error::Error for NetError {}
@@ -134,6 +137,7 @@ impl std::fmt::Display for NetError {
             NetError::Refused(401, e) => write!(f, "central refused this site's credential: {e}"),
             NetError::Refused(code, e) => write!(f, "central refused ({code}): {e}"),
             NetError::Local(e) => f.write_str(e),
+            NetError::NotYet(e) => write!(f, "emission not sent yet: {e}"),
         }
     }
 }
@@ -168,8 +172,11 @@ fn local(e: impl std::fmt::Display) -> NetError {
 fn error_of(mut r: ureq::http::Response<ureq::Body>) -> NetError {
     let status = r.status().as_u16();
     let text = r.body_mut().read_to_string().unwrap_or_default();
-    let message = serde_json::from_str::<ErrorBody>(&text).map_or(text, |b| b.error);
-    NetError::Refused(status, message)
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) if b.kind == outpost_api::ErrorKind::NotYet => NetError::NotYet(b.error),
+        Ok(b) => NetError::Refused(status, b.error),
+        Err(_) => NetError::Refused(status, text),
+    }
 }
 
 /// What a sync did, for its summary.
@@ -517,6 +524,29 @@ struct Net<'a> {
     link: &'a Link,
     dir: &'a Path,
     summary: Summary,
+    /// Central answered, during this sync, that it does not take this site's emission yet
+    /// ([`NetError::NotYet`]): no return will answer it.
+    not_yet: bool,
+}
+
+impl<'a> Net<'a> {
+    fn new(link: &'a Link, dir: &'a Path) -> Self {
+        Net {
+            link,
+            dir,
+            summary: Summary::default(),
+            not_yet: false,
+        }
+    }
+
+    /// Notes that central does not take this site's emission yet (once per sync).
+    fn not_yet(&mut self, e: &NetError) {
+        self.not_yet = true;
+        let note = e.to_string();
+        if !self.summary.notes.contains(&note) {
+            self.summary.notes.push(note);
+        }
+    }
 }
 
 impl RemoteTransport for Net<'_> {
@@ -525,12 +555,18 @@ impl RemoteTransport for Net<'_> {
     fn is_transient(error: &NetError) -> bool {
         matches!(
             error,
-            NetError::Unreachable(_) | NetError::Refused(409 | 429 | 500..=599, _)
+            NetError::Unreachable(_)
+                | NetError::NotYet(_)
+                | NetError::Refused(409 | 429 | 500..=599, _)
         )
     }
 
     fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<FlowId, NetError> {
-        emit_and_send(store, self.link, self.dir, mode, &mut self.summary)
+        let sent = emit_and_send(store, self.link, self.dir, mode, &mut self.summary);
+        if let Err(e @ NetError::NotYet(_)) = &sent {
+            self.not_yet(e);
+        }
+        sent
     }
 
     fn fetch_return(
@@ -539,17 +575,21 @@ impl RemoteTransport for Net<'_> {
         after: u64,
         wait_ms: u64,
     ) -> Result<Option<Fetched<'_>>, NetError> {
-        match send_outbox(store, self.link, self.dir, None, &mut self.summary) {
-            Ok(()) => {}
-            // Central does not take this site's emissions yet (after its restore, until every
-            // remote has reported): its return is fetched all the same, and the emissions go
-            // with the next sync.
-            Err(NetError::Refused(503, why)) => self
-                .summary
-                .notes
-                .push(format!("emission not sent yet: {why}")),
-            Err(e) => return Err(e),
-        }
+        // Once central has said it does not take this site's emission yet (its restore waits
+        // for other remotes' reports), no return answers it this sync: the outbox is not sent
+        // again, and only a return already prepared (a common one) is fetched, without waiting.
+        let wait_ms = if self.not_yet {
+            0
+        } else {
+            match send_outbox(store, self.link, self.dir, None, &mut self.summary) {
+                Ok(()) => wait_ms,
+                Err(e @ NetError::NotYet(_)) => {
+                    self.not_yet(&e);
+                    0
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(
             download(self.link, self.dir, after, wait_ms)?.map(|(answers, file, bytes)| {
                 self.summary.received_bytes += bytes;
@@ -616,11 +656,7 @@ pub fn sync_now(
 ) -> Result<Summary, NetError> {
     let started = Instant::now();
     let mut exec = RemoteExecutor::new(store).map_err(local)?;
-    let mut net = Net {
-        link,
-        dir,
-        summary: Summary::default(),
-    };
+    let mut net = Net::new(link, dir);
     let ask = if req.no_return {
         SyncAsk::NoReturn
     } else {
@@ -664,12 +700,16 @@ pub fn sync_now(
         });
     }
     run.failed = Vec::new();
-    if let Some(e) = run.unreachable.take() {
-        return Err(e);
+    match run.unreachable.take() {
+        // Central's restore waits for other remotes' reports: not a failure of this sync (a
+        // return already prepared was fetched all the same); the emission goes with the next.
+        Some(NetError::NotYet(_)) => {}
+        Some(e) => return Err(e),
+        None => {}
     }
     let mut summary = std::mem::take(&mut net.summary);
     account(store, &mut run, refused_before, &mut summary)?;
-    if exec.is_waiting() {
+    if exec.is_waiting() && !net.not_yet {
         summary.notes.push(format!(
             "no return within {} s: it will be fetched at the next connection",
             wait_ms / 1000
@@ -690,11 +730,7 @@ pub fn scheduled(
 ) -> Result<Summary, NetError> {
     let started = Instant::now();
     let mut exec = RemoteExecutor::new(store).map_err(local)?;
-    let mut net = Net {
-        link,
-        dir,
-        summary: Summary::default(),
-    };
+    let mut net = Net::new(link, dir);
     let refused_before = remote::refused_by_central(store).map_err(local)?.len();
     let mut run = exec.carry_out(store, &mut net, commands).map_err(local)?;
     if let Some(e) = run.unreachable.take() {
@@ -800,17 +836,14 @@ pub fn run_with(
     println!("{}", plan_line(store, &exec, SystemClock.now_ms()));
     // Catch up first: an emission left in the outbox, a return waiting at central.
     exec.catch_up();
-    let mut net = Net {
-        link,
-        dir,
-        summary: Summary::default(),
-    };
+    let mut net = Net::new(link, dir);
     loop {
         {
             let _one_at_a_time =
                 one.map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
             let started = Instant::now();
             let refused_before = remote::refused_by_central(store).map_or(0, |r| r.len());
+            net.not_yet = false;
             match exec.on_time(store, &mut net) {
                 Ok(mut run) => {
                     let mut summary = std::mem::take(&mut net.summary);

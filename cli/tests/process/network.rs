@@ -958,3 +958,65 @@ fn t3_failed_syncs_leave_one_emission_waiting_not_one_per_attempt() {
     let changes: u64 = rows.iter().map(|r| r["n_changes"].as_u64().unwrap()).sum();
     assert_eq!(changes, 2, "{rows:?}");
 }
+
+/// R1 after central's restore, over the network: while central waits for every remote's report,
+/// an emission carrying a remote's new changes is answered 503 `not_yet` and stays in its
+/// outbox; `outpost remote sync` is not a failure then: it says why and for whom central waits,
+/// and does not wait for a return that cannot come. Once the other remote has synced, the next
+/// sync sends what waited, and nothing is lost.
+#[test]
+fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &[],
+        &[
+            ("BSOC", "bsoc", &["immediate 30"]),
+            ("CSOC", "csoc", &["immediate 30"]),
+        ],
+    );
+    ok(
+        dir,
+        &["central", "backup", "--data", "asoc", "--to", "saved"],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    put(dir, "bsoc", "K-B1", r#"{"name": "before the loss"}"#);
+    sync(dir, "bsoc", &central, &[]);
+    sync(dir, "csoc", &central, &[]);
+    assert_eq!(get(dir, "csoc", "K-B1")["name"], "before the loss");
+    // Central's disk is lost; its backup (older than K-B1) is put back.
+    central.kill();
+    ok(
+        dir,
+        &["central", "restore", "--backup", "saved", "--data", "asoc"],
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    put(dir, "bsoc", "K-B2", r#"{"name": "after the restore"}"#);
+    let outbox = || {
+        std::fs::read_dir(dir.join("bsoc/outbox"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count()
+    };
+    let summary = sync(dir, "bsoc", &central, &[]);
+    assert!(
+        summary.contains("note: emission not sent yet:") && summary.contains("waiting for CSOC"),
+        "{summary}"
+    );
+    assert!(summary.contains("sent 0 emission(s)"), "{summary}");
+    assert!(
+        !summary.contains("no return within"),
+        "no return answers an emission central did not take: {summary}"
+    );
+    assert_eq!(outbox(), 1, "the emission waits in the outbox: {summary}");
+    // CSOC reports; BSOC's next sync sends what waited and gets its return.
+    sync(dir, "csoc", &central, &[]);
+    let summary = sync(dir, "bsoc", &central, &[]);
+    assert!(summary.contains("sent 1 emission(s)"), "{summary}");
+    assert!(summary.contains("received 1 return(s)"), "{summary}");
+    assert_eq!(outbox(), 0, "{summary}");
+    sync(dir, "csoc", &central, &[]);
+    assert_eq!(get(dir, "csoc", "K-B2")["name"], "after the restore");
+    assert_eq!(get(dir, "csoc", "K-B1")["name"], "before the loss");
+}
