@@ -922,6 +922,36 @@ fn dsoc_lost_three_customers_then_both_restored() -> (Deployment, outpost::Store
     (d, dsoc_backup)
 }
 
+/// The restored DSOC writes customers `DSOC-NEW-i`, one commit each.
+fn new_customers(dsoc: &outpost::Store, which: std::ops::RangeInclusive<usize>) {
+    for i in which {
+        dsoc.write(|tx| {
+            tx.set(
+                "customers",
+                &format!("DSOC-NEW-{i}"),
+                "name",
+                "by the restored store",
+            )
+        })
+        .unwrap();
+    }
+}
+
+/// Central holds none of the customers `DSOC-NEW-i`.
+fn none_at_central(d: &Deployment, which: std::ops::RangeInclusive<usize>) {
+    for i in which {
+        let key = format!("DSOC-NEW-{i}");
+        assert_eq!(name(&d.asoc, &key), None, "{key}");
+    }
+}
+
+/// `store` emits a file and central receives it: why central does not take it.
+fn refused_at_central(d: &Deployment, store: &outpost::Store) -> outpost::replicator::Error {
+    let (path, _) =
+        outpost::replicator::files::emit_to(store, &d.usb(), SyncMode::Immediate).unwrap();
+    outpost::replicator::files::receive_from(&d.asoc, &path, Some(store.site().id)).unwrap_err()
+}
+
 /// BSOC applies a return and syncs: it sends back what central lost, DSOC's lost customers as
 /// the lost store wrote them.
 fn bsoc_sends_back_dsoc_s_lost_customers(d: &Deployment) {
@@ -943,12 +973,9 @@ fn r1_a_shop_restored_from_its_own_backup_that_syncs_first_after_central_s_resto
     // This time the restored DSOC syncs first, before BSOC has said what it holds.
     dsoc.write(|tx| tx.set("customers", "DSOC-NEW", "name", "by the restored store"))
         .unwrap();
-    let (path, _) =
-        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
     // Central cannot tell yet whether another remote holds changes numbered as these: nothing
     // of it is taken for now, and the sender is told whom central waits for.
-    let err =
-        outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
+    let err = refused_at_central(&d, &dsoc);
     assert!(
         matches!(&err, outpost::replicator::Error::Deferred(why)
             if why.contains("BSOC") && why.contains("CSOC") && !why.contains("DSOC,")),
@@ -964,10 +991,7 @@ fn r1_a_shop_restored_from_its_own_backup_that_syncs_first_after_central_s_resto
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     assert!(central::restore_waiting_for(&d.asoc).unwrap().is_empty());
     // Every remote has reported: the restored store lacks two changes of its own BSOC holds.
-    let (again, _) =
-        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    let err = outpost::replicator::files::receive_from(&d.asoc, &again, Some(dsoc.site().id))
-        .unwrap_err();
+    let err = refused_at_central(&d, &dsoc);
     assert!(
         matches!(&err, outpost::replicator::Error::WrongStore(why)
             if why.contains("lacks 2 of its own changes another remote reported holding")),
@@ -983,45 +1007,36 @@ fn r1_a_shop_restored_from_its_own_backup_that_numbers_past_its_lost_changes_whi
     let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
     // The restored DSOC writes one customer and syncs first: central waits for the others' reports.
     d.at(11, 10);
-    let new_customer = |i: usize| {
-        dsoc.write(|tx| {
-            tx.set(
-                "customers",
-                &format!("DSOC-NEW-{i}"),
-                "name",
-                "by the restored store",
-            )
-        })
-        .unwrap();
-    };
-    new_customer(1);
+    new_customers(&dsoc, 1..=1);
     d.emit_and_process(&dsoc, SyncMode::Immediate);
     assert_eq!(name(&d.asoc, "DSOC-NEW-1"), None);
     // Meanwhile it numbers past the lost changes: its knowledge now covers every number BSOC
     // holds of it.
-    for i in 2..=4 {
-        new_customer(i);
-    }
-    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    new_customers(&dsoc, 2..=4);
+    // BSOC reports from a version before emissions said their stamps of the others' newest
+    // changes (`tips`): only what DSOC's store claimed since the restore tells.
+    let (bsoc_emission, _) =
+        outpost::replicator::files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let without_tips = rewrite(&std::fs::read(&bsoc_emission).unwrap(), |h| {
+        if let Some(c) = h.config.as_mut() {
+            c.settings
+                .remove(outpost::replicator::incarnation::TIPS_SETTING);
+        }
+    });
+    std::fs::write(&bsoc_emission, without_tips).unwrap();
+    outpost::replicator::files::receive_from(&d.asoc, &bsoc_emission, Some(d.bsoc.site().id))
+        .unwrap();
+    central::process_ready(&d.asoc).unwrap();
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     assert!(central::restore_waiting_for(&d.asoc).unwrap().is_empty());
     // Its emission made since central's restore lacked two of BSOC's: refused, nothing taken.
-    let (path, _) =
-        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    let err =
-        outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
+    let err = refused_at_central(&d, &dsoc);
     assert!(
         matches!(&err, outpost::replicator::Error::WrongStore(why)
             if why.contains("lacked, in an emission made since central's restore, 2 of its own changes another remote reported holding")),
         "{err}"
     );
-    for i in 1..=4 {
-        assert_eq!(
-            name(&d.asoc, &format!("DSOC-NEW-{i}")),
-            None,
-            "DSOC-NEW-{i}"
-        );
-    }
+    none_at_central(&d, 1..=4);
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }
 
@@ -1034,13 +1049,10 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
     // The restored DSOC numbers a new customer as the lost store numbered its first lost one.
     dsoc.write(|tx| tx.set("customers", "DSOC-NEW", "name", "by the restored store"))
         .unwrap();
-    let (path, _) =
-        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
     // BSOC reported holding two of the lost changes this store lacks (the third is numbered as
     // its new one): refused, nothing of it taken, listed with why. On BSOC's word only, the
     // store is not condemned yet.
-    let err =
-        outpost::replicator::files::receive_from(&d.asoc, &path, Some(dsoc.site().id)).unwrap_err();
+    let err = refused_at_central(&d, &dsoc);
     assert!(
         matches!(&err, outpost::replicator::Error::WrongStore(why)
             if why.contains("lacks 2 of its own changes another remote reported holding")),
@@ -1059,10 +1071,7 @@ fn r1_a_shop_restored_from_its_own_backup_during_central_s_restore_is_refused_be
     bsoc_sends_back_dsoc_s_lost_customers(&d);
     // Central now holds them itself: the restored store's next emission is refused on that (had
     // the first refusal condemned the store, this one would say so instead of what it lacks).
-    let (again, _) =
-        outpost::replicator::files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    let err = outpost::replicator::files::receive_from(&d.asoc, &again, Some(dsoc.site().id))
-        .unwrap_err();
+    let err = refused_at_central(&d, &dsoc);
     assert!(
         matches!(&err, outpost::replicator::Error::WrongStore(why)
             if why.contains("lacks 2 of its own changes central holds")),
@@ -1127,4 +1136,45 @@ fn r1_a_file_made_before_central_s_restore_by_a_clock_set_ahead_and_carried_in_l
     ] {
         assert_eq!(name(&d.asoc, key), Some(Value::from(who)), "{key}");
     }
+}
+
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_that_numbers_past_its_lost_changes_before_it_syncs_is_refused_by_their_stamps()
+ {
+    let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
+    // Before it makes any emission, the restored DSOC writes four customers: numbered as the
+    // three the lost store had sent (which BSOC holds), and one past them.
+    d.at(11, 10);
+    new_customers(&dsoc, 1..=4);
+    // BSOC and CSOC report what they hold; BSOC's newest change of DSOC is the lost store's
+    // third, with its stamp.
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    // DSOC's store knows every number BSOC holds of it, but carries its third change with
+    // another stamp: refused before anything of it is taken, and the store condemned.
+    let err = refused_at_central(&d, &dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("which another remote holds as stamped")),
+        "{err}"
+    );
+    none_at_central(&d, 1..=4);
+    // BSOC sends back what the lost store had written; the restored store stays refused.
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
+    let err = refused_at_central(&d, &dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("as with its emissions since central first saw it")),
+        "{err}"
+    );
+    // CSOC gets the lost store's customers too, and converges with central.
+    sync_all(&d, &[&d.bsoc, &d.csoc], 4);
+    for i in 1..=3 {
+        assert_eq!(
+            name(&d.csoc, &format!("DSOC-LOST-{i}")),
+            Some(Value::from("by the lost store"))
+        );
+    }
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
 }

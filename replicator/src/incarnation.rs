@@ -53,6 +53,64 @@ pub fn prev_setting(seq: u64, stamp: Stamp) -> String {
     format!("{seq}/{:016x}", stamp.as_u64())
 }
 
+/// The setting an emission carries: for each other remote site, the highest-numbered change of
+/// it its store received, and that change's stamp: `SITE:SEQ/STAMP` (hex stamp) joined by
+/// `,` ([`local::REMOTE_TIPS`]). After central's restore from a backup, a store put back from
+/// its own backup may number a new change as one the lost central had relayed to the others:
+/// the stamps tell them apart ([`Reports::renumbered`]).
+pub const TIPS_SETTING: &str = "tips";
+
+/// What a remote holds of each other remote site: its highest-numbered change and its stamp.
+pub type Tips = std::collections::BTreeMap<SiteId, (u64, Stamp)>;
+
+/// The setting [`TIPS_SETTING`] for `tips`.
+pub fn tips_setting(tips: &Tips) -> String {
+    let mut text = String::new();
+    for (site, (seq, stamp)) in tips {
+        if !text.is_empty() {
+            text.push(',');
+        }
+        text.push_str(&format!("{}:{}", site.0, prev_setting(*seq, *stamp)));
+    }
+    text
+}
+
+/// The tips [`TIPS_SETTING`] says; an entry that does not parse is skipped (it only weakens
+/// the check it serves).
+pub fn parse_tips(text: &str) -> Vec<(SiteId, u64, Stamp)> {
+    text.split(',')
+        .filter_map(|entry| {
+            let (site, rest) = entry.split_once(':')?;
+            let (seq, stamp) = parse_prev(rest)?;
+            Some((SiteId(site.parse().ok()?), seq, stamp))
+        })
+        .collect()
+}
+
+/// Adds to `tips` what a batch of changes received from central says: for each site other
+/// than `except` (this store's and central's), its highest-numbered change. True if it moved.
+pub(crate) fn note_tips(
+    tips: &mut Tips,
+    changes: &[outpost_engine::Incoming],
+    except: [SiteId; 2],
+) -> bool {
+    let mut moved = false;
+    for c in changes {
+        let outpost_engine::Incoming::New(c) = c else {
+            continue;
+        };
+        if except.contains(&c.dot.site) {
+            continue;
+        }
+        let tip = tips.entry(c.dot.site).or_insert((0, Stamp::default()));
+        if c.dot.seq > tip.0 {
+            *tip = (c.dot.seq, c.stamp);
+            moved = true;
+        }
+    }
+    moved
+}
+
 fn parse_prev(s: &str) -> Option<(u64, Stamp)> {
     let (seq, stamp) = s.split_once('/')?;
     Some((
@@ -267,6 +325,9 @@ pub(crate) struct Reports<'a> {
     pub own_claim: Option<&'a outpost_engine::Knowledge>,
     /// The remotes central has not heard from yet.
     pub waiting: &'a [String],
+    /// A change of the site this emission carries that another remote reported holding under
+    /// the same number with another stamp: its number, the stamp reported, the stamp carried.
+    pub renumbered: Option<(u64, Stamp, Stamp)>,
 }
 
 /// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(why))` when it is
@@ -286,6 +347,7 @@ pub(crate) fn check_emission(
         elsewhere,
         own_claim,
         waiting,
+        renumbered,
     } = reports;
     let site = header.source;
     let key = incarnation_key(site);
@@ -374,7 +436,17 @@ pub(crate) fn check_emission(
     // alone is not (a clock set back after a quarantine looks the same), so it refuses the
     // emission without condemning the store.
     let mut fork: Option<(String, bool)> = None;
-    if known.is_some() {
+    if let Some((seq, theirs, this)) = renumbered {
+        // The other remote got its copy from central before central's loss: this store
+        // numbered a new change as that one.
+        fork = Some((
+            format!(
+                "emission {} of {code} carries a change {seq} of its own stamped {this}, which another remote holds as stamped {theirs} (central lost it with its restore)",
+                header.id
+            ),
+            true,
+        ));
+    } else if known.is_some() {
         fork = Some((
             format!(
                 "emission {} of {code} was already received with other content",
@@ -588,6 +660,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn r1_tips_read_back_and_a_malformed_entry_is_skipped() {
+        let tips = Tips::from([
+            (SiteId(2), (7, Stamp::from_u64(0x1234))),
+            (SiteId(40), (1 << 40, Stamp::from_u64(u64::MAX))),
+        ]);
+        let text = tips_setting(&tips);
+        let back: Vec<_> = parse_tips(&text);
+        assert_eq!(
+            back,
+            vec![
+                (SiteId(2), 7, Stamp::from_u64(0x1234)),
+                (SiteId(40), 1 << 40, Stamp::from_u64(u64::MAX)),
+            ]
+        );
+        let damaged = format!("x:1/00,{text},3:2,4:5/zz");
+        assert_eq!(parse_tips(&damaged), back);
+        assert!(parse_tips("").is_empty());
+    }
 
     #[test]
     fn r1_a_store_identity_reads_back_and_malformed_ones_do_not() {

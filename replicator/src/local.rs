@@ -74,6 +74,10 @@ pub(crate) const RESTORE_OWN_CLAIMS: &[u8] = b"cf/";
 /// from since (what the others report of them from then on is not counted): `cg/` + site id
 /// (u16 BE).
 pub(crate) const RESTORE_TAKEN_FROM: &[u8] = b"cg/";
+/// Central, while a restore is under way: the changes of a site that central lacked when
+/// another remote reported holding them (its tips, `incarnation::TIPS_SETTING`), with their
+/// stamps: `ct/` + site id (u16 BE) → change number → stamp.
+pub(crate) const RESTORE_TIPS: &[u8] = b"ct/";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
@@ -94,6 +98,9 @@ pub(crate) const REMOTE_PREV_EMISSION: &[u8] = b"rp";
 /// Remote: the number its store's commits start from (`incarnation::numbering_offset`); absent
 /// in a store set up by a version before numbering blocks.
 pub(crate) const REMOTE_NUMBERED_FROM: &[u8] = b"rn";
+/// Remote: for each other remote site, the highest-numbered change of it received and its
+/// stamp (`incarnation::Tips`), which its emissions report.
+pub(crate) const REMOTE_TIPS: &[u8] = b"rh";
 /// Remote: its sync state.
 pub(crate) const REMOTE_STATE: &[u8] = b"rs";
 /// Remote: its log of flows sent and received: `rl/` + flow id.
@@ -155,6 +162,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORED_AT", RESTORED_AT),
     ("RESTORE_OWN_CLAIMS", RESTORE_OWN_CLAIMS),
     ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
+    ("RESTORE_TIPS", RESTORE_TIPS),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),
     ("CREDENTIALS", CREDENTIALS),
@@ -164,6 +172,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("REMOTE_FIXED_EMISSION", REMOTE_FIXED_EMISSION),
     ("REMOTE_PREV_EMISSION", REMOTE_PREV_EMISSION),
     ("REMOTE_NUMBERED_FROM", REMOTE_NUMBERED_FROM),
+    ("REMOTE_TIPS", REMOTE_TIPS),
     ("REMOTE_STATE", REMOTE_STATE),
     ("REMOTE_LOG", REMOTE_LOG),
     ("REMOTE_REJECTIONS", REMOTE_REJECTIONS),

@@ -289,6 +289,13 @@ pub fn emit<W: Write>(
     if let Some((seq, stamp)) = prev {
         settings.insert(PREV_SETTING.to_owned(), prev_setting(seq, stamp));
     }
+    let tips: Option<crate::incarnation::Tips> = local::snap_get(&snap, local::REMOTE_TIPS)?;
+    if let Some(tips) = tips.filter(|t| !t.is_empty()) {
+        settings.insert(
+            crate::incarnation::TIPS_SETTING.to_owned(),
+            crate::incarnation::tips_setting(&tips),
+        );
+    }
     let numbered_from: Option<u64> = local::snap_get(&snap, local::REMOTE_NUMBERED_FROM)?;
     if let Some(from) = numbered_from {
         settings.insert(NUMBERED_FROM_SETTING.to_owned(), from.to_string());
@@ -459,11 +466,18 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         if rejudged {
             tx.merge_known_dots();
         }
+        let mut tips: crate::incarnation::Tips =
+            local::get(tx, local::REMOTE_TIPS)?.unwrap_or_default();
+        let mut tips_moved = false;
         while let Some(item) =
             reader.next_item_lacking(if rejudged { &nothing } else { tx.knowledge() })?
         {
             match item {
-                IncomingItem::Changes(changes) => tx.apply_batch(central, &changes, &mut report)?,
+                IncomingItem::Changes(changes) => {
+                    tips_moved |=
+                        crate::incarnation::note_tips(&mut tips, &changes, [own, central]);
+                    tx.apply_batch(central, &changes, &mut report)?;
+                }
                 IncomingItem::Rejections(rejections) => {
                     for r in rejections {
                         let c = &r.rejection.change;
@@ -479,6 +493,9 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
                     }
                 }
             }
+        }
+        if tips_moved {
+            local::put(tx, local::REMOTE_TIPS, &tips)?;
         }
         tx.add_knowledge(central, &header.covered)?;
         if let Some(config) = &header.config {

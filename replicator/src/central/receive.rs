@@ -112,6 +112,12 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         now_ms: now,
         skew_ms: store.skew_ms_max(),
     };
+    // While a restore is under way: a change carried under a number another remote holds with
+    // another stamp (read from the flow, as `check` did).
+    let renumbered = match keeping.receipt {
+        None => renumbered(store, &header, io::Cursor::new(keeping.buf.as_slice()))?,
+        Some(receipt) => renumbered(store, &header, StoredFlow::open(store, receipt)?)?,
+    };
     let outcome = local::write(store, |tx| {
         let receipt = keeping.store_held(tx)?;
         let retired = retired_in(tx, header.source)?.map(|_| {
@@ -134,6 +140,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                         elsewhere: &elsewhere,
                         own_claim: claim.as_ref(),
                         waiting: &waiting,
+                        renumbered,
                     },
                 )?
             }

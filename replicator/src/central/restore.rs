@@ -3,6 +3,7 @@
 //! return made since.
 
 use super::*;
+use outpost_engine::Stamp;
 
 /// How far central's sequences (its returns, its own commits) jump after a restore from a
 /// backup: past anything it can have issued between the backup and the loss (and at least to
@@ -42,6 +43,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_SENT_BACK)?;
         local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
         local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
+        local::remove_all(tx, local::RESTORE_TIPS)?;
         Ok(next + 1)
     })
 }
@@ -111,6 +113,7 @@ pub(super) fn restore_relayed(
     local::remove_all(tx, local::RESTORE_SENT_BACK)?;
     local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
     local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
+    local::remove_all(tx, local::RESTORE_TIPS)?;
     tx.local_remove(local::RESTORE_FIRST_RETURN)?;
     tx.local_remove(local::RESTORED_AT)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
@@ -199,7 +202,84 @@ pub(super) fn record_report(
             others = others.difference(&others.only(site));
         }
     }
+    record_tips(tx, header, &others)?;
     record_held(tx, &others)
+}
+
+/// While a restore is under way: the stamps of the changes of other sites, among those `others`
+/// that central lacks, that `header`'s emission reports holding as their site's newest
+/// (`incarnation::TIPS_SETTING`) — the first report of each number is kept.
+fn record_tips(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    header: &FlowHeader,
+    others: &Knowledge,
+) -> Result<()> {
+    let Some(text) = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(crate::incarnation::TIPS_SETTING))
+    else {
+        return Ok(());
+    };
+    for (site, seq, stamp) in crate::incarnation::parse_tips(text) {
+        let dot = outpost_engine::Dot { site, seq };
+        if !others.contains(dot) || tx.knowledge().contains(dot) {
+            continue;
+        }
+        let key = site_key(local::RESTORE_TIPS, site);
+        let mut held: BTreeMap<u64, Stamp> = local::get(tx, &key)?.unwrap_or_default();
+        let before = held.len();
+        held.entry(seq).or_insert(stamp);
+        if held.len() != before {
+            local::put(tx, &key, &held)?;
+        }
+    }
+    Ok(())
+}
+
+/// While a restore is under way: a change of `header`'s site that the emission at hand
+/// (`flow`) carries under a number another remote reported holding with another stamp
+/// ([`record_tips`]): its number, the stamp reported, the stamp carried. The other remote got
+/// its copy from the lost central, so this store numbered a new change as that one: it was put
+/// back from a backup. Reads the flow only when such a number is within what it says it holds.
+pub(super) fn renumbered(
+    store: &Store,
+    header: &FlowHeader,
+    flow: impl Read,
+) -> Result<Option<(u64, Stamp, Stamp)>> {
+    let site = header.source;
+    let snap = store.snapshot()?;
+    if local::snap_get::<u64>(&snap, local::RESTORED)?.is_none() {
+        return Ok(None);
+    }
+    let held: BTreeMap<u64, Stamp> =
+        local::snap_get(&snap, &site_key(local::RESTORE_TIPS, site))?.unwrap_or_default();
+    let wanted: BTreeMap<u64, Stamp> = held
+        .into_iter()
+        .filter(|(seq, _)| {
+            header
+                .knowledge
+                .contains(outpost_engine::Dot { site, seq: *seq })
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let mut reader = FlowReader::open(flow)?;
+    while let Some(item) = reader.next_item()? {
+        let crate::flow::Item::Changes(changes) = item else {
+            continue;
+        };
+        for c in changes {
+            if c.dot.site == site
+                && let Some(theirs) = wanted.get(&c.dot.seq)
+                && *theirs != c.stamp
+            {
+                return Ok(Some((c.dot.seq, *theirs, c.stamp)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// While a restore is under way: central has heard from `sender` (an emission of it received,
