@@ -226,6 +226,33 @@ impl World {
             let restore = backup + self.rng.below((START_MS + span - backup).min(3 * DAY));
             self.push(backup, Event::CentralBackup);
             self.push(restore, Event::CentralRestore);
+            // Half the time the same trouble takes a shop's disk too, preferably a shop that
+            // syncs at a fixed time: its store is put back from a backup up to a day older
+            // than central's loss, a few hours after central's restore, and it keys in again
+            // what it remembers — before its next sync it may number more new changes than it
+            // had lost, as the lost ones (R1).
+            if !self.remotes.is_empty() && self.rng.chance(500) {
+                let fixed: Vec<usize> = (0..self.remotes.len())
+                    .filter(|&i| self.remotes[i].kind == Kind::Fixed)
+                    .collect();
+                let shop = match self.rng.pick(&fixed) {
+                    Some(&i) => i,
+                    None => usize::try_from(self.rng.below(self.remotes.len() as u64)).unwrap_or(0),
+                };
+                let shop_backup = restore.saturating_sub(self.rng.below(DAY)).max(backup);
+                let shop_restore = restore + self.rng.below(6 * HOUR);
+                if shop_restore < end {
+                    self.push(shop_backup, Event::Backup(shop));
+                    self.push(shop_restore, Event::Restore(shop));
+                    // The shop keys in again what it remembers of the lost work.
+                    for k in 1..=4 + self.rng.below(12) {
+                        let t = shop_restore + k * 5 * MINUTE;
+                        if t < end {
+                            self.push(t, Event::Workload(shop));
+                        }
+                    }
+                }
+            }
         }
     }
 

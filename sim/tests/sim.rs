@@ -40,6 +40,35 @@ fn two_hundred_seeds_with_faults_break_no_invariant() {
     assert!(faults_seen > n, "faults were injected: {faults_seen}");
 }
 
+/// Central and a shop lose their disks together; the shop, put back from its own backup, keys
+/// in more than it had lost before its first sync, numbering its new changes as the lost ones
+/// two other shops hold. Without the check of the changes' stamps (`tips`), S003 and S005 kept
+/// a record no other store had (silent divergence).
+#[test]
+fn r1_seed_12295_a_shop_restored_with_central_numbering_past_its_lost_changes_is_refused() {
+    let cfg = SimConfig {
+        sites: 8,
+        days: 20,
+        seed: 12295,
+        faults: true,
+        broken_rules: Vec::new(),
+    };
+    let report = run(&cfg).unwrap_or_else(|e| panic!("{e}\nreproduce: {}", cfg.reproduce()));
+    assert!(
+        report.violations.is_empty() && report.converged,
+        "{:#?}\nreproduce: {}",
+        report.violations,
+        cfg.reproduce()
+    );
+    for fault in [
+        "central_restored_from_old_backup",
+        "restored_from_old_backup",
+        "reprovisioned_after_refusal",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
