@@ -578,6 +578,7 @@ impl RemoteTransport for Net<'_> {
         // Once central has said it does not take this site's emission yet (its restore waits
         // for other remotes' reports), no return answers it this sync: the outbox is not sent
         // again, and only a return already prepared (a common one) is fetched, without waiting.
+        let mut deferred = None;
         let wait_ms = if self.not_yet {
             0
         } else {
@@ -585,20 +586,24 @@ impl RemoteTransport for Net<'_> {
                 Ok(()) => wait_ms,
                 Err(e @ NetError::NotYet(_)) => {
                     self.not_yet(&e);
+                    deferred = Some(e);
                     0
                 }
                 Err(e) => return Err(e),
             }
         };
-        Ok(
-            download(self.link, self.dir, after, wait_ms)?.map(|(answers, file, bytes)| {
+        match download(self.link, self.dir, after, wait_ms)? {
+            // Nothing to apply and the emission waits: the executor tries again after its
+            // pause (`remote run`), as when central is unreachable.
+            None => deferred.map_or(Ok(None), Err),
+            Some((answers, file, bytes)) => {
                 self.summary.received_bytes += bytes;
-                Fetched {
+                Ok(Some(Fetched {
                     answers,
                     reader: Box::new(std::io::BufReader::new(file)),
-                }
-            }),
-        )
+                }))
+            }
+        }
     }
 
     fn returns_applied(&mut self, store: &Store) -> Result<(), NetError> {
@@ -733,8 +738,10 @@ pub fn scheduled(
     let mut net = Net::new(link, dir);
     let refused_before = remote::refused_by_central(store).map_err(local)?.len();
     let mut run = exec.carry_out(store, &mut net, commands).map_err(local)?;
-    if let Some(e) = run.unreachable.take() {
-        return Err(e);
+    match run.unreachable.take() {
+        // Not taken yet (central's restore): a note, as for `remote sync`.
+        Some(NetError::NotYet(_)) | None => {}
+        Some(e) => return Err(e),
     }
     if let Some(f) = run.failed.first() {
         return Err(NetError::Local(f.to_string()));

@@ -112,13 +112,16 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         now_ms: now,
         skew_ms: store.skew_ms_max(),
     };
-    // While a restore is under way: a change carried under a number another remote holds with
-    // another stamp (read from the flow, as `check` did).
-    let renumbered = match keeping.receipt {
-        None => renumbered(store, &header, io::Cursor::new(keeping.buf.as_slice()))?,
-        Some(receipt) => renumbered(store, &header, StoredFlow::open(store, receipt)?)?,
-    };
     let outcome = local::write(store, |tx| {
+        // While a restore is under way: a change carried under a number another remote holds
+        // with another stamp (the flow read again, as `check` did; in this transaction, so that
+        // a report received meanwhile counts).
+        let renumbered = renumbered(tx, &header, || -> Result<Box<dyn Read + '_>> {
+            Ok(match keeping.receipt {
+                None => Box::new(io::Cursor::new(keeping.buf.as_slice())),
+                Some(receipt) => Box::new(StoredFlow::open(store, receipt)?),
+            })
+        })?;
         let receipt = keeping.store_held(tx)?;
         let retired = retired_in(tx, header.source)?.map(|_| {
             format!(

@@ -208,7 +208,8 @@ pub(super) fn record_report(
 
 /// While a restore is under way: the stamps of the changes of other sites, among those `others`
 /// that central lacks, that `header`'s emission reports holding as their site's newest
-/// (`incarnation::TIPS_SETTING`) — the first report of each number is kept.
+/// (`incarnation::TIPS_SETTING`) — one per site (a store reports one), the first report of
+/// each number kept.
 fn record_tips(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
     header: &FlowHeader,
@@ -221,9 +222,10 @@ fn record_tips(
     else {
         return Ok(());
     };
+    let mut seen = BTreeSet::new();
     for (site, seq, stamp) in crate::incarnation::parse_tips(text) {
         let dot = outpost_engine::Dot { site, seq };
-        if !others.contains(dot) || tx.knowledge().contains(dot) {
+        if !seen.insert(site) || !others.contains(dot) || tx.knowledge().contains(dot) {
             continue;
         }
         let key = site_key(local::RESTORE_TIPS, site);
@@ -242,18 +244,17 @@ fn record_tips(
 /// ([`record_tips`]): its number, the stamp reported, the stamp carried. The other remote got
 /// its copy from the lost central, so this store numbered a new change as that one: it was put
 /// back from a backup. Reads the flow only when such a number is within what it says it holds.
-pub(super) fn renumbered(
-    store: &Store,
+pub(super) fn renumbered<R: Read>(
+    tx: &outpost_engine::WriteTx<'_, '_>,
     header: &FlowHeader,
-    flow: impl Read,
+    flow: impl FnOnce() -> Result<R>,
 ) -> Result<Option<(u64, Stamp, Stamp)>> {
     let site = header.source;
-    let snap = store.snapshot()?;
-    if local::snap_get::<u64>(&snap, local::RESTORED)?.is_none() {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(None);
     }
     let held: BTreeMap<u64, Stamp> =
-        local::snap_get(&snap, &site_key(local::RESTORE_TIPS, site))?.unwrap_or_default();
+        local::get(tx, &site_key(local::RESTORE_TIPS, site))?.unwrap_or_default();
     let wanted: BTreeMap<u64, Stamp> = held
         .into_iter()
         .filter(|(seq, _)| {
@@ -265,7 +266,7 @@ pub(super) fn renumbered(
     if wanted.is_empty() {
         return Ok(None);
     }
-    let mut reader = FlowReader::open(flow)?;
+    let mut reader = FlowReader::open(flow()?)?;
     while let Some(item) = reader.next_item()? {
         let crate::flow::Item::Changes(changes) = item else {
             continue;
