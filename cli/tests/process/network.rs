@@ -959,15 +959,10 @@ fn t3_failed_syncs_leave_one_emission_waiting_not_one_per_attempt() {
     assert_eq!(changes, 2, "{rows:?}");
 }
 
-/// R1 after central's restore, over the network: while central waits for every remote's report,
-/// an emission carrying a remote's new changes is answered 503 `not_yet` and stays in its
-/// outbox; `outpost remote sync` is not a failure then: it says why and for whom central waits,
-/// and does not wait for a return that cannot come. Once the other remote has synced, the next
-/// sync sends what waited, and nothing is lost.
-#[test]
-fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// BSOC and CSOC (immediate syncs), central's backup, BSOC's customer K-B1 synced to both; then
+/// central's disk is lost, its backup (older than K-B1) put back and its daemon started again,
+/// and BSOC writes K-B2.
+fn central_restored_then_bsoc_writes(dir: &Path) -> Daemon {
     deployment(
         dir,
         &[],
@@ -985,7 +980,6 @@ fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses
     sync(dir, "bsoc", &central, &[]);
     sync(dir, "csoc", &central, &[]);
     assert_eq!(get(dir, "csoc", "K-B1")["name"], "before the loss");
-    // Central's disk is lost; its backup (older than K-B1) is put back.
     central.kill();
     ok(
         dir,
@@ -993,6 +987,57 @@ fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses
     );
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
     put(dir, "bsoc", "K-B2", r#"{"name": "after the restore"}"#);
+    central
+}
+
+/// R1 after central's restore: `outpost remote run` keeps trying an emission central does not
+/// take yet, with backoff, and sends it once every remote has reported.
+#[test]
+fn r1_remote_run_retries_an_emission_central_does_not_take_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let central = central_restored_then_bsoc_writes(dir);
+    std::fs::create_dir_all(dir.join("bsoc/outbox")).unwrap();
+    ok(
+        dir,
+        &["remote", "export", "--data", "bsoc", "--out", "bsoc/outbox"],
+    );
+    let (run, log) = remote_run(dir, "bsoc", &central.url);
+    let err = dir.join("bsoc-run.err");
+    wait_for(30, "two attempts central does not take yet", || {
+        std::fs::read_to_string(&err)
+            .unwrap()
+            .matches("emission not sent yet")
+            .count()
+            >= 2
+    });
+    let text = std::fs::read_to_string(&err).unwrap();
+    assert!(text.contains("waiting for CSOC"), "{text}");
+    assert!(text.contains("retrying in 1 s"), "{text}");
+    assert!(text.contains("retrying in 2 s"), "{text}");
+    // CSOC reports; a later attempt sends what waited.
+    sync(dir, "csoc", &central, &[]);
+    wait_for(60, "the outbox emptied", || {
+        !dir.join("bsoc/outbox")
+            .read_dir()
+            .unwrap()
+            .any(|e| e.unwrap().path().is_file())
+    });
+    drop(run);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("sent 1 emission(s)"), "{said}\n{text}");
+}
+
+/// R1 after central's restore, over the network: while central waits for every remote's report,
+/// an emission carrying a remote's new changes is answered 503 `not_yet` and stays in its
+/// outbox; `outpost remote sync` is not a failure then: it says why and for whom central waits,
+/// and does not wait for a return that cannot come. Once the other remote has synced, the next
+/// sync sends what waited, and nothing is lost.
+#[test]
+fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let central = central_restored_then_bsoc_writes(dir);
     let outbox = || {
         std::fs::read_dir(dir.join("bsoc/outbox"))
             .unwrap()
