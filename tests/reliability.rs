@@ -1178,3 +1178,27 @@ fn r1_a_shop_restored_from_its_own_backup_that_numbers_past_its_lost_changes_bef
     assert_eq!(content(&d.csoc), content(&d.asoc));
     assert_eq!(content(&d.bsoc), content(&d.asoc));
 }
+
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_whose_renumbered_creation_was_written_over_is_still_refused_by_its_stamp()
+ {
+    let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
+    d.at(11, 10);
+    // The restored DSOC creates two customers, then a third under the number of the lost
+    // store's third, whose only field it then writes again: the record's creation register
+    // (`Slot::Created`) still carries that number.
+    new_customers(&dsoc, 1..=3);
+    dsoc.write(|tx| tx.set("customers", "DSOC-NEW-3", "name", "corrected"))
+        .unwrap();
+    new_customers(&dsoc, 4..=4);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    let err = refused_at_central(&d, &dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("which another remote holds as stamped")),
+        "{err}"
+    );
+    none_at_central(&d, 1..=4);
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
+}
