@@ -952,6 +952,21 @@ fn refused_at_central(d: &Deployment, store: &outpost::Store) -> outpost::replic
     outpost::replicator::files::receive_from(&d.asoc, &path, Some(store.site().id)).unwrap_err()
 }
 
+/// BSOC and CSOC report what they hold (BSOC's newest change of DSOC is the lost store's third,
+/// with its stamp); then the restored DSOC's emission, which carries a change under that number
+/// with another stamp, is refused and nothing of DSOC-NEW-1..4 is taken.
+fn others_report_then_dsoc_is_refused_by_a_stamp(d: &Deployment, dsoc: &outpost::Store) {
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    let err = refused_at_central(d, dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("which another remote holds as stamped")),
+        "{err}"
+    );
+    none_at_central(d, 1..=4);
+}
+
 /// BSOC applies a return and syncs: it sends back what central lost, DSOC's lost customers as
 /// the lost store wrote them.
 fn bsoc_sends_back_dsoc_s_lost_customers(d: &Deployment) {
@@ -1146,19 +1161,9 @@ fn r1_a_shop_restored_from_its_own_backup_that_numbers_past_its_lost_changes_bef
     // three the lost store had sent (which BSOC holds), and one past them.
     d.at(11, 10);
     new_customers(&dsoc, 1..=4);
-    // BSOC and CSOC report what they hold; BSOC's newest change of DSOC is the lost store's
-    // third, with its stamp.
-    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
-    d.emit_and_process(&d.csoc, SyncMode::Immediate);
     // DSOC's store knows every number BSOC holds of it, but carries its third change with
     // another stamp: refused before anything of it is taken, and the store condemned.
-    let err = refused_at_central(&d, &dsoc);
-    assert!(
-        matches!(&err, outpost::replicator::Error::WrongStore(why)
-            if why.contains("which another remote holds as stamped")),
-        "{err}"
-    );
-    none_at_central(&d, 1..=4);
+    others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
     // BSOC sends back what the lost store had written; the restored store stays refused.
     bsoc_sends_back_dsoc_s_lost_customers(&d);
     let err = refused_at_central(&d, &dsoc);
@@ -1191,14 +1196,6 @@ fn r1_a_shop_restored_from_its_own_backup_whose_renumbered_creation_was_written_
     dsoc.write(|tx| tx.set("customers", "DSOC-NEW-3", "name", "corrected"))
         .unwrap();
     new_customers(&dsoc, 4..=4);
-    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
-    d.emit_and_process(&d.csoc, SyncMode::Immediate);
-    let err = refused_at_central(&d, &dsoc);
-    assert!(
-        matches!(&err, outpost::replicator::Error::WrongStore(why)
-            if why.contains("which another remote holds as stamped")),
-        "{err}"
-    );
-    none_at_central(&d, 1..=4);
+    others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }

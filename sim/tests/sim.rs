@@ -15,6 +15,19 @@ fn config(seed: u64, faults: bool) -> SimConfig {
     }
 }
 
+/// Runs `cfg`, which must break no invariant and converge; the command reproducing a failure
+/// is in its message.
+fn run_clean(cfg: &SimConfig) -> outpost_sim::Report {
+    let report = run(cfg).unwrap_or_else(|e| panic!("{e}\nreproduce: {}", cfg.reproduce()));
+    assert!(
+        report.violations.is_empty() && report.converged,
+        "{:#?}\nreproduce: {}",
+        report.violations,
+        cfg.reproduce()
+    );
+    report
+}
+
 #[test]
 fn two_hundred_seeds_with_faults_break_no_invariant() {
     let n: u64 = std::env::var("OUTPOST_SIM_SEEDS")
@@ -23,14 +36,7 @@ fn two_hundred_seeds_with_faults_break_no_invariant() {
         .unwrap_or(200);
     let mut faults_seen = 0;
     for seed in 0..n {
-        let cfg = config(seed, true);
-        let report = run(&cfg).unwrap_or_else(|e| panic!("{e}\nreproduce: {}", cfg.reproduce()));
-        assert!(
-            report.violations.is_empty() && report.converged,
-            "{:#?}\nreproduce: {}",
-            report.violations,
-            cfg.reproduce()
-        );
+        let report = run_clean(&config(seed, true));
         assert!(
             report.writes > 0 && report.emissions > 0,
             "seed {seed} did nothing"
@@ -53,13 +59,7 @@ fn r1_seed_12295_a_shop_restored_with_central_numbering_past_its_lost_changes_is
         faults: true,
         broken_rules: Vec::new(),
     };
-    let report = run(&cfg).unwrap_or_else(|e| panic!("{e}\nreproduce: {}", cfg.reproduce()));
-    assert!(
-        report.violations.is_empty() && report.converged,
-        "{:#?}\nreproduce: {}",
-        report.violations,
-        cfg.reproduce()
-    );
+    let report = run_clean(&cfg);
     for fault in [
         "central_restored_from_old_backup",
         "restored_from_old_backup",
