@@ -105,6 +105,9 @@ const META: TableDefinition<&str, Bytes> = TableDefinition::new("meta");
 const SITES: TableDefinition<u16, Bytes> = TableDefinition::new("sites");
 const PERMISSIONS: TableDefinition<u16, Bytes> = TableDefinition::new("permissions");
 const LOCAL: TableDefinition<Bytes, Bytes> = TableDefinition::new("local");
+/// The stamp of each of this site's own commits, by sequence number, while it is kept
+/// ([`crate::WriteTx::keep_own_stamps`]): local, never replicated.
+const OWN_STAMPS: TableDefinition<u64, u64> = TableDefinition::new("own_stamps");
 
 /// redb's page cache for a database held in memory.
 const IN_MEMORY_CACHE_BYTES: usize = 4 << 20;
@@ -329,6 +332,11 @@ impl Db {
                     t.insert(k.value(), v.value())?;
                 }
             }
+            let mut t = txn.open_table(OWN_STAMPS)?;
+            for row in from.open_table(OWN_STAMPS)?.iter()? {
+                let (k, v) = row?;
+                t.insert(k.value(), v.value())?;
+            }
         }
         txn.commit()?;
         Ok(())
@@ -364,6 +372,7 @@ pub(crate) struct WriteTables<'t> {
     sites: Lazy<'t, u16, Bytes>,
     permissions: Lazy<'t, u16, Bytes>,
     local: Lazy<'t, Bytes, Bytes>,
+    own_stamps: Lazy<'t, u64, u64>,
 }
 
 /// A table of a write transaction, opened the first time it is used: a transaction opens only
@@ -426,6 +435,7 @@ impl<'t> WriteTables<'t> {
             sites: Lazy::new(SITES),
             permissions: Lazy::new(PERMISSIONS),
             local: Lazy::new(LOCAL),
+            own_stamps: Lazy::new(OWN_STAMPS),
         })
     }
 
@@ -442,6 +452,7 @@ impl<'t> WriteTables<'t> {
         self.sites.at(txn)?;
         self.permissions.at(txn)?;
         self.local.at(txn)?;
+        self.own_stamps.at(txn)?;
         Ok(())
     }
 
@@ -685,6 +696,28 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
+    /// Keeps the stamp of this site's own commit `seq`.
+    pub fn put_own_stamp(&mut self, seq: u64, stamp: u64) -> Result<()> {
+        self.own_stamps.at_mut(self.txn)?.insert(seq, stamp)?;
+        Ok(())
+    }
+
+    /// Drops the kept stamps of own commits for which `forget(seq)` holds; how many.
+    pub fn forget_own_stamps(&mut self, forget: impl Fn(u64) -> bool) -> Result<usize> {
+        let table = self.own_stamps.at_mut(self.txn)?;
+        let mut gone = Vec::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            if forget(k.value()) {
+                gone.push(k.value());
+            }
+        }
+        for seq in &gone {
+            table.remove(*seq)?;
+        }
+        Ok(gone.len())
+    }
+
     pub fn local_range(
         &self,
         start: &[u8],
@@ -815,6 +848,7 @@ pub(crate) struct ReadTables {
     rejections: ReadOnlyTable<Bytes, Bytes>,
     meta: ReadOnlyTable<&'static str, Bytes>,
     local: ReadOnlyTable<Bytes, Bytes>,
+    own_stamps: ReadOnlyTable<u64, u64>,
 }
 
 impl std::fmt::Debug for ReadTables {
@@ -833,6 +867,7 @@ impl ReadTables {
             rejections: txn.open_table(REJECTIONS)?,
             meta: txn.open_table(META)?,
             local: txn.open_table(LOCAL)?,
+            own_stamps: txn.open_table(OWN_STAMPS)?,
         })
     }
 
@@ -980,6 +1015,33 @@ impl ReadTables {
             out.push((k.value().to_vec(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// The kept stamps of own commits (sequence number, stamp), in order.
+    pub fn own_stamps(&self) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for entry in self.own_stamps.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Whether the dot index holds `dot` for any record: some register still carries it.
+    pub fn dot_indexed(&self, dot: Dot) -> Result<bool> {
+        let start = keys::dot_key(dot, &[]);
+        let end = keys::dot_key(
+            Dot {
+                site: dot.site,
+                seq: dot.seq.saturating_add(1),
+            },
+            &[],
+        );
+        Ok(self
+            .by_dot
+            .range::<&[u8]>(start.as_slice()..end.as_slice())?
+            .next()
+            .is_some())
     }
 
     /// Every dot-index key (for invariant checks).

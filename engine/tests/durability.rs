@@ -294,3 +294,65 @@ fn s3_writes_from_several_threads_at_once_each_see_the_store_and_its_clock_of_on
         450
     );
 }
+
+/// R1: a remote's store keeps the stamp of each own commit once asked to, across a reopen and
+/// into a backup, names the commits whose every change was written over (none of them would
+/// travel), and forgets the stamps its peer confirmed.
+#[test]
+fn r1_own_commits_written_over_are_named_with_their_kept_stamps() {
+    let clock = ManualClock::new(T0_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let own = |seq| outpost_engine::Dot {
+        site: outpost_engine::SiteId(BSOC),
+        seq,
+    };
+    let stamps_of_written_over = |s: &Store, known: &outpost_engine::Knowledge| {
+        s.snapshot()
+            .unwrap()
+            .own_commits_written_over(known)
+            .unwrap()
+    };
+    let none = outpost_engine::Knowledge::new();
+    let write = |s: &Store, name: &str| {
+        clock.advance(1_000);
+        let (_, commit) = s
+            .write_commit(|tx| tx.set("customers", "K1", "name", name))
+            .unwrap();
+        commit.dot.unwrap()
+    };
+    let s = open_file_store(dir.path(), BSOC, &clock);
+    // Not asked to keep them: a commit written over is not named.
+    let first = write(&s, "a");
+    write(&s, "b");
+    assert!(stamps_of_written_over(&s, &none).is_empty());
+    s.write(|tx| tx.keep_own_stamps()).unwrap();
+    let kept = write(&s, "c");
+    assert_eq!(kept.seq, first.seq + 2);
+    // Its change still holds the register: not written over.
+    assert!(stamps_of_written_over(&s, &none).is_empty());
+    let last = write(&s, "d");
+    drop(s);
+    let s = open_file_store(dir.path(), BSOC, &clock);
+    let named = stamps_of_written_over(&s, &none);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].0, kept.seq);
+    assert!(named[0].1 < s.clock_high_water());
+    // A commit the peer holds is not named; a backup names the same.
+    let mut peer_holds = outpost_engine::Knowledge::new();
+    peer_holds.insert(own(kept.seq));
+    assert!(stamps_of_written_over(&s, &peer_holds).is_empty());
+    let backup = s
+        .copy_in_memory(StoreConfig::new(site(BSOC), schema(), clock.clone()))
+        .unwrap();
+    assert_eq!(stamps_of_written_over(&backup, &none), named);
+    // Forgotten once confirmed: a later commit writing over the last is named alone.
+    assert_eq!(s.write(|tx| tx.forget_own_stamps(&peer_holds)).unwrap(), 1);
+    let newest = write(&s, "e");
+    let named = stamps_of_written_over(&s, &none);
+    assert_eq!(
+        named.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![last.seq]
+    );
+    assert!(newest.seq > last.seq);
+    s.check_invariants().unwrap();
+}

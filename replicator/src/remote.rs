@@ -216,6 +216,7 @@ pub fn bootstrap_as(
                 ))
             })?;
         tx.number_from(numbered_from)?;
+        tx.keep_own_stamps()?;
         local::put(tx, local::REMOTE_NUMBERED_FROM, &numbered_from)?;
         // No fixed-time emission made yet (M1; a store from before this key reads its log).
         local::put(tx, local::REMOTE_FIXED_EMISSION, &0u64)?;
@@ -294,6 +295,13 @@ pub fn emit<W: Write>(
         settings.insert(
             crate::incarnation::TIPS_SETTING.to_owned(),
             crate::incarnation::tips_setting(&tips),
+        );
+    }
+    let written_over = snap.own_commits_written_over(&st.central_knowledge)?;
+    if !written_over.is_empty() {
+        settings.insert(
+            crate::incarnation::WRITTEN_OVER_SETTING.to_owned(),
+            crate::incarnation::written_over_setting(&written_over),
         );
     }
     let numbered_from: Option<u64> = local::snap_get(&snap, local::REMOTE_NUMBERED_FROM)?;
@@ -506,6 +514,10 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
             st.settings = config.settings.clone();
         }
         st.central_knowledge = header.knowledge.clone();
+        // Central holds these own commits: their stamps need not be said again. A store from
+        // before stamps were kept keeps them from now on.
+        tx.keep_own_stamps()?;
+        tx.forget_own_stamps(&st.central_knowledge)?;
         st.last_return_seq = seq;
         st.acks.push(ReturnAck {
             id: header.id,

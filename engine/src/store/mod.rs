@@ -38,6 +38,9 @@ const META_KNOWLEDGE: &str = "knowledge";
 /// After a restore: the first own sequence number the backup lacks, and the first after the
 /// jump (see [`WriteTx::skip_sequence`]), as two big-endian u64.
 const META_LOST_OWN: &str = "lost_own_seqs";
+/// Set (`[1]`) when this store keeps the stamp of each of its own commits
+/// ([`WriteTx::keep_own_stamps`]).
+const META_KEEP_OWN_STAMPS: &str = "keep_own_stamps";
 const META_KEY_SEQ_PREFIX: &str = "key_seq:";
 /// Changes [`Store::apply_stream`] merges together ([`WriteTx::apply_batch`]); a flow's frame
 /// holds as many.
@@ -115,6 +118,8 @@ struct State {
     /// Own commits lost in a restore from a backup, `[from, to)`: other sites may send them
     /// back (see [`WriteTx::skip_sequence`]).
     lost_own: Option<(u64, u64)>,
+    /// Whether each own commit's stamp is kept ([`WriteTx::keep_own_stamps`]).
+    keep_own_stamps: bool,
     knowledge: Knowledge,
     // Shared with the copies each transaction stages: they change seldom, and a copy of a
     // hundred sites per transaction was a few per cent of a sync's time.
@@ -360,6 +365,7 @@ impl Store {
                     let to = u64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
                     Some((from, to))
                 }),
+                keep_own_stamps: t.meta(META_KEEP_OWN_STAMPS)?.is_some_and(|b| b == [1]),
                 knowledge,
                 sites: Arc::new(sites),
                 denied: Arc::new(t.all_denied()?.into_iter().collect()),
@@ -580,6 +586,7 @@ impl Store {
         Ok(Snapshot {
             tables: self.db.read()?,
             schema: Arc::clone(&self.schema),
+            site: self.site.id,
         })
     }
 
@@ -707,6 +714,9 @@ impl Store {
                 };
                 state.next_seq += 1;
                 state.knowledge.insert(dot);
+                if state.keep_own_stamps {
+                    t.put_own_stamp(dot.seq, stamp.as_u64())?;
+                }
                 for (cell, old) in cells {
                     let new = Register {
                         value: old.value.clone(),

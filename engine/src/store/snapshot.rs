@@ -53,6 +53,8 @@ fn assemble_slots(
 pub struct Snapshot {
     pub(super) tables: ReadTables,
     pub(super) schema: Arc<Schema>,
+    /// The store's own site.
+    pub(super) site: SiteId,
 }
 
 impl Snapshot {
@@ -173,6 +175,23 @@ impl Snapshot {
         limit: Option<usize>,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.tables.local_range_rev(start, end, limit)
+    }
+
+    /// The own commits outside `known` whose stamps this store keeps
+    /// ([`WriteTx::keep_own_stamps`]) and whose dot no register holds any more — every change
+    /// of them was written over, so no change of theirs travels — with their stamps, in order.
+    pub fn own_commits_written_over(&self, known: &Knowledge) -> Result<Vec<(u64, Stamp)>> {
+        let mut out = Vec::new();
+        for (seq, stamp) in self.tables.own_stamps()? {
+            let dot = Dot {
+                site: self.site,
+                seq,
+            };
+            if !known.contains(dot) && !self.tables.dot_indexed(dot)? {
+                out.push((seq, Stamp::from_u64(stamp)));
+            }
+        }
+        Ok(out)
     }
 
     /// The knowledge persisted with this snapshot.

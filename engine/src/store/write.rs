@@ -48,9 +48,12 @@ impl WriteTx<'_, '_> {
     }
 
     pub(super) fn finish(self) -> Result<Commit> {
-        if let Some((dot, _)) = self.dot {
+        if let Some((dot, stamp)) = self.dot {
             self.state.knowledge.insert(dot);
             put_u64(self.tables, META_NEXT_SEQ, self.state.next_seq)?;
+            if self.state.keep_own_stamps {
+                self.tables.put_own_stamp(dot.seq, stamp.as_u64())?;
+            }
         }
         if self.dot.is_some() || self.state_moved {
             persist_clock_and_knowledge(self.tables, self.state)?;
@@ -222,6 +225,26 @@ impl WriteTx<'_, '_> {
             self.tables.put_meta(META_LOST_OWN, &[])?;
         }
         Ok(())
+    }
+
+    /// From this transaction on, the store keeps the stamp of each of its own commits (this
+    /// one's included), until [`WriteTx::forget_own_stamps`] drops it: a remote site's store
+    /// can then say, of a commit whose every register was written over before it was sent,
+    /// how it was stamped ([`Snapshot::own_commits_written_over`]).
+    pub fn keep_own_stamps(&mut self) -> Result<()> {
+        if !self.state.keep_own_stamps {
+            self.state.keep_own_stamps = true;
+            self.tables.put_meta(META_KEEP_OWN_STAMPS, &[1])?;
+        }
+        Ok(())
+    }
+
+    /// Drops the kept stamps of own commits that `known` holds (those the peer they were kept
+    /// for has confirmed receiving); how many.
+    pub fn forget_own_stamps(&mut self, known: &Knowledge) -> Result<usize> {
+        let own = self.store.site.id;
+        self.tables
+            .forget_own_stamps(|seq| known.contains(Dot { site: own, seq }))
     }
 
     /// Moves this site's sequence of commits to at least `next`: a store set up from a

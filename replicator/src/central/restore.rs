@@ -266,6 +266,21 @@ pub(super) fn renumbered<R: Read>(
     if wanted.is_empty() {
         return Ok(None);
     }
+    // Commits of its own whose changes were all written over: none of them travels, their
+    // stamps do.
+    if let Some(text) = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(crate::incarnation::WRITTEN_OVER_SETTING))
+    {
+        for (seq, stamp) in crate::incarnation::parse_written_over(text) {
+            if let Some(theirs) = wanted.get(&seq)
+                && *theirs != stamp
+            {
+                return Ok(Some((seq, *theirs, stamp)));
+            }
+        }
+    }
     let mut reader = FlowReader::open(flow()?)?;
     while let Some(item) = reader.next_item()? {
         let crate::flow::Item::Changes(changes) = item else {
