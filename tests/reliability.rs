@@ -1217,3 +1217,19 @@ fn r1_a_shop_restored_from_its_own_backup_whose_renumbered_change_was_written_ov
     others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }
+
+#[test]
+fn r1_r7_a_shop_restored_from_its_own_backup_whose_renumbered_change_is_held_back_with_a_reserved_document_is_still_refused_by_its_stamp()
+ {
+    let (d, dsoc) = dsoc_lost_three_customers_then_both_restored();
+    d.at(11, 10);
+    // The restored DSOC creates two customers, then numbers a sales document under the number
+    // of the lost store's third change, which a till then reserves (R7): the emission holds
+    // that change back. A fourth commit numbers past the lost ones.
+    new_customers(&dsoc, 1..=2);
+    number_d1(&dsoc, "K-D", "open");
+    dsoc.reserve("sales_documents", "D1", "till-1").unwrap();
+    new_customers(&dsoc, 4..=4);
+    others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
+}

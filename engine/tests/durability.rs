@@ -296,10 +296,10 @@ fn s3_writes_from_several_threads_at_once_each_see_the_store_and_its_clock_of_on
 }
 
 /// R1: a remote's store keeps the stamp of each own commit once asked to, across a reopen and
-/// into a backup, names the commits whose every change was written over (none of them would
-/// travel), and forgets the stamps its peer confirmed.
+/// into a backup, names the commits of which no change would travel (every change written
+/// over, or held back, R7), and forgets the stamps its peer confirmed.
 #[test]
-fn r1_own_commits_written_over_are_named_with_their_kept_stamps() {
+fn r1_r7_own_commits_written_over_or_held_back_are_named_with_their_kept_stamps() {
     let clock = ManualClock::new(T0_MS);
     let dir = tempfile::tempdir().unwrap();
     let own = |seq| outpost_engine::Dot {
@@ -309,7 +309,7 @@ fn r1_own_commits_written_over_are_named_with_their_kept_stamps() {
     let stamps_of_written_over = |s: &Store, known: &outpost_engine::Knowledge| {
         s.snapshot()
             .unwrap()
-            .own_commits_written_over(known)
+            .own_commits_unsent(known, &outpost_engine::Knowledge::new())
             .unwrap()
     };
     let none = outpost_engine::Knowledge::new();
@@ -354,5 +354,17 @@ fn r1_own_commits_written_over_are_named_with_their_kept_stamps() {
         vec![last.seq]
     );
     assert!(newest.seq > last.seq);
+    // A commit held back (R7) is named too, though its change holds the register.
+    let mut held_back = outpost_engine::Knowledge::new();
+    held_back.insert(newest);
+    let named: Vec<u64> = s
+        .snapshot()
+        .unwrap()
+        .own_commits_unsent(&none, &held_back)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(named, vec![last.seq, newest.seq]);
     s.check_invariants().unwrap();
 }

@@ -60,14 +60,15 @@ pub fn prev_setting(seq: u64, stamp: Stamp) -> String {
 /// the stamps tell them apart ([`Reports::renumbered`]).
 pub const TIPS_SETTING: &str = "tips";
 
-/// The setting an emission carries when some of its store's own commits that central has not
-/// confirmed hold no register any more (each of their changes written over by a later one, so
-/// none of them travels): `SEQ/STAMP` (hex stamp) of each, joined by `,`. Central compares them
-/// with the stamps the other remotes report ([`TIPS_SETTING`]) as it does a change's.
-pub const WRITTEN_OVER_SETTING: &str = "written_over";
+/// The setting an emission carries when, of some of its store's own commits that central has
+/// not confirmed, no change travels in it — each written over by a later change, or held back
+/// with a reserved document (R7): `SEQ/STAMP` (hex stamp) of each, joined by `,`. Central
+/// compares them with the stamps the other remotes report ([`TIPS_SETTING`]) as it does a
+/// change's.
+pub const UNSENT_SETTING: &str = "unsent";
 
-/// The setting [`WRITTEN_OVER_SETTING`] for `commits` (number, stamp).
-pub fn written_over_setting(commits: &[(u64, Stamp)]) -> String {
+/// The setting [`UNSENT_SETTING`] for `commits` (number, stamp).
+pub fn unsent_setting(commits: &[(u64, Stamp)]) -> String {
     let entries: Vec<String> = commits
         .iter()
         .map(|(seq, stamp)| prev_setting(*seq, *stamp))
@@ -75,8 +76,8 @@ pub fn written_over_setting(commits: &[(u64, Stamp)]) -> String {
     entries.join(",")
 }
 
-/// The commits [`WRITTEN_OVER_SETTING`] says; an entry that does not parse is skipped.
-pub fn parse_written_over(text: &str) -> Vec<(u64, Stamp)> {
+/// The commits [`UNSENT_SETTING`] says; an entry that does not parse is skipped.
+pub fn parse_unsent(text: &str) -> Vec<(u64, Stamp)> {
     text.split(',').filter_map(parse_prev).collect()
 }
 
@@ -345,8 +346,8 @@ pub(crate) struct Reports<'a> {
     pub own_claim: Option<&'a outpost_engine::Knowledge>,
     /// The remotes central has not heard from yet.
     pub waiting: &'a [String],
-    /// A change of the site this emission carries, or a commit of its own it says it wrote
-    /// over entirely ([`WRITTEN_OVER_SETTING`]), that another remote reported holding under the
+    /// A change of the site this emission carries, or a commit of its own of which it says no
+    /// change travels ([`UNSENT_SETTING`]), that another remote reported holding under the
     /// same number with another stamp: its number, the stamp reported, the stamp carried.
     pub renumbered: Option<(u64, Stamp, Stamp)>,
 }

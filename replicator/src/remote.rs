@@ -297,11 +297,13 @@ pub fn emit<W: Write>(
             crate::incarnation::tips_setting(&tips),
         );
     }
-    let written_over = snap.own_commits_written_over(&st.central_knowledge)?;
-    if !written_over.is_empty() {
+    // Own commits of which no change travels: their stamps do (central's check after its
+    // restore).
+    let unsent = snap.own_commits_unsent(&st.central_knowledge, &held_back)?;
+    if !unsent.is_empty() {
         settings.insert(
-            crate::incarnation::WRITTEN_OVER_SETTING.to_owned(),
-            crate::incarnation::written_over_setting(&written_over),
+            crate::incarnation::UNSENT_SETTING.to_owned(),
+            crate::incarnation::unsent_setting(&unsent),
         );
     }
     let numbered_from: Option<u64> = local::snap_get(&snap, local::REMOTE_NUMBERED_FROM)?;

@@ -71,7 +71,7 @@ fn r1_seed_12295_a_shop_restored_with_central_numbering_past_its_lost_changes_is
 
 /// The same with the shop's renumbered change written over by a later one of its own before its
 /// first sync, so that no change under the number the others hold travels: without the stamps
-/// of its written-over commits (`written_over`), S008, S011, S012 and S013 kept a customer of
+/// of its commits of which no change travels (`unsent`), S008, S011, S012 and S013 kept a customer of
 /// S004's differently from central (silent divergence).
 #[test]
 fn r1_seed_4322_a_restored_shop_s_renumbered_change_written_over_before_it_synced_is_refused() {

@@ -178,16 +178,22 @@ impl Snapshot {
     }
 
     /// The own commits outside `known` whose stamps this store keeps
-    /// ([`WriteTx::keep_own_stamps`]) and whose dot no register holds any more — every change
-    /// of them was written over, so no change of theirs travels — with their stamps, in order.
-    pub fn own_commits_written_over(&self, known: &Knowledge) -> Result<Vec<(u64, Stamp)>> {
+    /// ([`WriteTx::keep_own_stamps`]) and of which no change would travel to the peer that
+    /// knows `known`: their dot is in `held_back` (R7: their documents are reserved), or no
+    /// register holds it any more (every change of theirs was written over). With their
+    /// stamps, in order.
+    pub fn own_commits_unsent(
+        &self,
+        known: &Knowledge,
+        held_back: &Knowledge,
+    ) -> Result<Vec<(u64, Stamp)>> {
         let mut out = Vec::new();
         for (seq, stamp) in self.tables.own_stamps()? {
             let dot = Dot {
                 site: self.site,
                 seq,
             };
-            if !known.contains(dot) && !self.tables.dot_indexed(dot)? {
+            if !known.contains(dot) && (held_back.contains(dot) || !self.tables.dot_indexed(dot)?) {
                 out.push((seq, Stamp::from_u64(stamp)));
             }
         }

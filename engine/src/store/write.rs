@@ -229,8 +229,8 @@ impl WriteTx<'_, '_> {
 
     /// From this transaction on, the store keeps the stamp of each of its own commits (this
     /// one's included), until [`WriteTx::forget_own_stamps`] drops it: a remote site's store
-    /// can then say, of a commit whose every register was written over before it was sent,
-    /// how it was stamped ([`Snapshot::own_commits_written_over`]).
+    /// can then say, of a commit of which no change is sent (written over, or held back), how
+    /// it was stamped ([`Snapshot::own_commits_unsent`]).
     pub fn keep_own_stamps(&mut self) -> Result<()> {
         if !self.state.keep_own_stamps {
             self.state.keep_own_stamps = true;

@@ -266,14 +266,14 @@ pub(super) fn renumbered<R: Read>(
     if wanted.is_empty() {
         return Ok(None);
     }
-    // Commits of its own whose changes were all written over: none of them travels, their
-    // stamps do.
+    // Commits of its own of which no change travels (written over, held back): their stamps
+    // do.
     if let Some(text) = header
         .config
         .as_ref()
-        .and_then(|c| c.settings.get(crate::incarnation::WRITTEN_OVER_SETTING))
+        .and_then(|c| c.settings.get(crate::incarnation::UNSENT_SETTING))
     {
-        for (seq, stamp) in crate::incarnation::parse_written_over(text) {
+        for (seq, stamp) in crate::incarnation::parse_unsent(text) {
             if let Some(theirs) = wanted.get(&seq)
                 && *theirs != stamp
             {
