@@ -1233,3 +1233,52 @@ fn r1_r7_a_shop_restored_from_its_own_backup_whose_renumbered_change_is_held_bac
     others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }
+
+/// R1: a remote keeps the stamp of each of its commits until central confirms holding it (a
+/// return; an acknowledgement of a no-return sync, M3), and its emission names, with its stamp,
+/// the commit none of whose changes travels.
+#[test]
+fn r1_a_remote_keeps_its_commits_stamps_until_central_confirms_them_and_names_those_that_do_not_travel()
+ {
+    use outpost::replicator::{FlowReader, incarnation};
+    let d = Deployment::new();
+    let kept = || d.bsoc.snapshot().unwrap().own_stamps_kept().unwrap();
+    // The customer is created and synced; then renamed twice.
+    d.bsoc
+        .write(|tx| tx.set("customers", "K-B", "name", "created"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(kept(), 0);
+    let mut stamps = Vec::new();
+    for name in ["first", "second"] {
+        d.at(9, stamps.len() as u64);
+        let (_, commit) = d
+            .bsoc
+            .write_commit(|tx| tx.set("customers", "K-B", "name", name))
+            .unwrap();
+        stamps.push((commit.dot.unwrap().seq, commit.changes[0].stamp));
+    }
+    assert_eq!(kept(), 2);
+    let (path, _) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let bytes = std::fs::read(&path).unwrap();
+    let header = FlowReader::open(bytes.as_slice()).unwrap().header().clone();
+    let said = header.config.unwrap().settings[incarnation::UNSENT_SETTING].clone();
+    assert_eq!(
+        incarnation::parse_unsent(&said),
+        vec![stamps[0]],
+        "the first commit, written over, named with its stamp"
+    );
+    assert_eq!(kept(), 2, "not confirmed yet");
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(kept(), 0, "central's return confirmed both");
+    // A no-return sync's acknowledgement confirms too.
+    d.bsoc
+        .write(|tx| tx.set("customers", "K-B", "name", "third"))
+        .unwrap();
+    assert_eq!(kept(), 1);
+    let mut ack = outpost::engine::Knowledge::new();
+    ack.union_with(&d.bsoc.knowledge());
+    remote::record_acknowledgement(&d.bsoc, &ack).unwrap();
+    assert_eq!(kept(), 0);
+}

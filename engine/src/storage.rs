@@ -1027,8 +1027,26 @@ impl ReadTables {
         Ok(out)
     }
 
+    /// The own commits of `site` outside `known` whose stamps are kept and of which no change
+    /// would travel: their dot in `held_back`, or held by no register; with their stamps.
+    pub fn own_commits_unsent(
+        &self,
+        site: SiteId,
+        known: &crate::Knowledge,
+        held_back: &crate::Knowledge,
+    ) -> Result<Vec<(u64, crate::Stamp)>> {
+        let mut out = Vec::new();
+        for (seq, stamp) in self.own_stamps()? {
+            let dot = Dot { site, seq };
+            if !known.contains(dot) && (held_back.contains(dot) || !self.dot_indexed(dot)?) {
+                out.push((seq, crate::Stamp::from_u64(stamp)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the dot index holds `dot` for any record: some register still carries it.
-    pub fn dot_indexed(&self, dot: Dot) -> Result<bool> {
+    fn dot_indexed(&self, dot: Dot) -> Result<bool> {
         let start = keys::dot_key(dot, &[]);
         let end = keys::dot_key(
             Dot {

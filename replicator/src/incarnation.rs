@@ -67,6 +67,12 @@ pub const TIPS_SETTING: &str = "tips";
 /// change's.
 pub const UNSENT_SETTING: &str = "unsent";
 
+/// At most this many commits in [`UNSENT_SETTING`], the lowest-numbered (about 33 bytes each in
+/// the header): a store put back from its backup renumbers from its oldest unconfirmed commit
+/// on, so those are the ones central may need; the bound keeps the header of a remote that
+/// gets neither returns nor acknowledgements far below its limit.
+pub const UNSENT_MAX: usize = 16_384;
+
 /// The setting [`UNSENT_SETTING`] for `commits` (number, stamp).
 pub fn unsent_setting(commits: &[(u64, Stamp)]) -> String {
     let entries: Vec<String> = commits

@@ -299,7 +299,8 @@ pub fn emit<W: Write>(
     }
     // Own commits of which no change travels: their stamps do (central's check after its
     // restore).
-    let unsent = snap.own_commits_unsent(&st.central_knowledge, &held_back)?;
+    let mut unsent = lacking.own_commits_unsent(&st.central_knowledge)?;
+    unsent.truncate(crate::incarnation::UNSENT_MAX);
     if !unsent.is_empty() {
         settings.insert(
             crate::incarnation::UNSENT_SETTING.to_owned(),
@@ -355,6 +356,8 @@ pub fn emit<W: Write>(
     let now = store.now_ms();
     let acked = st.acks.len();
     let frozen = local::write(store, |tx| {
+        // A store set up by an earlier version keeps its commits' stamps from now on.
+        tx.keep_own_stamps()?;
         let mut st = state(tx)?;
         st.next_seq = id.seq + 1;
         local::put(tx, local::REMOTE_PREV_EMISSION, &(id.seq, created_stamp))?;
@@ -653,6 +656,8 @@ pub fn record_acknowledgement(store: &Store, ack: &Knowledge) -> Result<()> {
     local::write(store, |tx| {
         let mut st = state(tx)?;
         st.central_knowledge.union_with(&own);
+        // Central holds these: their stamps need not be kept (see `apply_return`).
+        tx.forget_own_stamps(&st.central_knowledge)?;
         local::put(tx, local::REMOTE_STATE, &st)
     })
 }

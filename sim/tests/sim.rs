@@ -89,6 +89,7 @@ fn r1_seed_4322_a_restored_shop_s_renumbered_change_written_over_before_it_synce
     ] {
         assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
     }
+    assert!(report.faults_injected["restored_from_old_backup"] >= 1);
 }
 
 #[test]

@@ -1065,3 +1065,51 @@ fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses
     assert_eq!(get(dir, "csoc", "K-B2")["name"], "after the restore");
     assert_eq!(get(dir, "csoc", "K-B1")["name"], "before the loss");
 }
+
+/// R1 after central's restore: a fixed-time emission carried out through
+/// `outpost_server::sync::scheduled` (what `remote run` does at its times; the fleet harness's
+/// driver) that central does not take yet is not a failure: the summary says why and for whom
+/// central waits, the emission stays in the outbox, and the next time sends it.
+#[test]
+fn r1_a_scheduled_emission_central_does_not_take_yet_is_a_note_and_waits_in_the_outbox() {
+    use outpost_replicator::automaton::RemoteCommand;
+    use outpost_replicator::flow::SyncMode;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let central = central_restored_then_bsoc_writes(dir);
+    let bsoc = dir.join("bsoc");
+    let outbox = || {
+        std::fs::read_dir(bsoc.join("outbox"))
+            .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_file()).count())
+            .unwrap_or(0)
+    };
+    let emit_now = || {
+        let store = outpost_server::data_dir::open(&bsoc).unwrap();
+        let link = outpost_server::sync::Link::new(&bsoc, Some(&central.url), None).unwrap();
+        outpost_server::sync::scheduled(
+            &store,
+            &link,
+            &bsoc,
+            vec![RemoteCommand::Emit(SyncMode::Deferred)],
+        )
+    };
+    let summary = emit_now().unwrap_or_else(|e| panic!("not a failure: {e}"));
+    assert!(summary.sent.is_empty(), "{summary}");
+    assert!(
+        summary
+            .notes
+            .iter()
+            .any(|n| n.contains("emission not sent yet") && n.contains("waiting for CSOC")),
+        "{:?}",
+        summary.notes
+    );
+    assert_eq!(outbox(), 1, "the emission waits in the outbox");
+    // CSOC reports; the next fixed time sends what waited (and no second emission is made
+    // while one waits unsent, or it is sent with it).
+    sync(dir, "csoc", &central, &[]);
+    let summary = emit_now().unwrap();
+    assert!(!summary.sent.is_empty(), "{summary}");
+    assert_eq!(outbox(), 0, "{summary}");
+    sync(dir, "csoc", &central, &[]);
+    assert_eq!(get(dir, "csoc", "K-B2")["name"], "after the restore");
+}

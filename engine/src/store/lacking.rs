@@ -6,6 +6,8 @@ use super::*;
 pub struct ChangesLacking {
     pub(super) tables: ReadTables,
     pub(super) schema: Arc<Schema>,
+    /// The store's own site.
+    pub(super) site: SiteId,
     pub(super) ranges: VecDeque<(SiteId, u64, u64)>,
     pub(super) current: Option<crate::storage::DotRange>,
     pub(super) exclude_reserved: bool,
@@ -41,6 +43,14 @@ impl ChangesLacking {
     /// the dots left out. Meaningful once the stream is exhausted.
     pub fn covered(&self) -> Knowledge {
         self.knowledge.difference(&self.left_out)
+    }
+
+    /// [`Snapshot::own_commits_unsent`] read in this stream's snapshot, `held_back` being
+    /// [`ChangesLacking::held_back`]: what a flow's header says of the commits of which no change
+    /// travels agrees with the changes it carries, whatever was committed since.
+    pub fn own_commits_unsent(&self, known: &Knowledge) -> Result<Vec<(u64, Stamp)>> {
+        self.tables
+            .own_commits_unsent(self.site, known, &self.held_back()?)
     }
 
     /// Every dot this stream will hold back because its record is reserved (R7), computed up

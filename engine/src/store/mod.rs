@@ -632,6 +632,7 @@ impl Store {
         Ok(ChangesLacking {
             tables,
             schema: Arc::clone(&self.schema),
+            site: self.site.id,
             ranges,
             current: None,
             exclude_reserved,

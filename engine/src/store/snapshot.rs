@@ -187,17 +187,12 @@ impl Snapshot {
         known: &Knowledge,
         held_back: &Knowledge,
     ) -> Result<Vec<(u64, Stamp)>> {
-        let mut out = Vec::new();
-        for (seq, stamp) in self.tables.own_stamps()? {
-            let dot = Dot {
-                site: self.site,
-                seq,
-            };
-            if !known.contains(dot) && (held_back.contains(dot) || !self.tables.dot_indexed(dot)?) {
-                out.push((seq, Stamp::from_u64(stamp)));
-            }
-        }
-        Ok(out)
+        self.tables.own_commits_unsent(self.site, known, held_back)
+    }
+
+    /// How many own commits' stamps this store keeps ([`WriteTx::keep_own_stamps`]).
+    pub fn own_stamps_kept(&self) -> Result<usize> {
+        Ok(self.tables.own_stamps()?.len())
     }
 
     /// The knowledge persisted with this snapshot.

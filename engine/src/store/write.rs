@@ -230,9 +230,10 @@ impl WriteTx<'_, '_> {
     /// From this transaction on, the store keeps the stamp of each of its own commits (this
     /// one's included), until [`WriteTx::forget_own_stamps`] drops it: a remote site's store
     /// can then say, of a commit of which no change is sent (written over, or held back), how
-    /// it was stamped ([`Snapshot::own_commits_unsent`]).
+    /// it was stamped ([`Snapshot::own_commits_unsent`]). A central site's store keeps none:
+    /// nothing would ever confirm them, so this does nothing there.
     pub fn keep_own_stamps(&mut self) -> Result<()> {
-        if !self.state.keep_own_stamps {
+        if self.store.site.role == Role::Remote && !self.state.keep_own_stamps {
             self.state.keep_own_stamps = true;
             self.tables.put_meta(META_KEEP_OWN_STAMPS, &[1])?;
         }
