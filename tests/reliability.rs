@@ -955,7 +955,7 @@ fn refused_at_central(d: &Deployment, store: &outpost::Store) -> outpost::replic
 /// BSOC and CSOC report what they hold (BSOC's newest change of DSOC is the lost store's third,
 /// with its stamp); then the restored DSOC's emission, which carries a change under that number
 /// with another stamp, is refused and nothing of DSOC-NEW-1..4 is taken.
-fn others_report_then_dsoc_is_refused_by_a_stamp(d: &Deployment, dsoc: &outpost::Store) {
+fn others_report_then_dsoc_is_refused_by_a_stamp(d: &Deployment, dsoc: &outpost::Store) -> String {
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     let err = refused_at_central(d, dsoc);
@@ -965,6 +965,7 @@ fn others_report_then_dsoc_is_refused_by_a_stamp(d: &Deployment, dsoc: &outpost:
         "{err}"
     );
     none_at_central(d, 1..=4);
+    err.to_string()
 }
 
 /// BSOC applies a return and syncs: it sends back what central lost, DSOC's lost customers as
@@ -1163,7 +1164,8 @@ fn r1_a_shop_restored_from_its_own_backup_that_numbers_past_its_lost_changes_bef
     new_customers(&dsoc, 1..=4);
     // DSOC's store knows every number BSOC holds of it, but carries its third change with
     // another stamp: refused before anything of it is taken, and the store condemned.
-    others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    let why = others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    assert!(why.contains("carries a change"), "{why}");
     // BSOC sends back what the lost store had written; the restored store stays refused.
     bsoc_sends_back_dsoc_s_lost_customers(&d);
     let err = refused_at_central(&d, &dsoc);
@@ -1214,7 +1216,8 @@ fn r1_a_shop_restored_from_its_own_backup_whose_renumbered_change_was_written_ov
         dsoc.write(|tx| tx.set("customers", "DSOC-NEW-1", "name", name))
             .unwrap();
     }
-    others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    let why = others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    assert!(why.contains("names as not travelling"), "{why}");
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }
 
@@ -1230,7 +1233,8 @@ fn r1_r7_a_shop_restored_from_its_own_backup_whose_renumbered_change_is_held_bac
     number_d1(&dsoc, "K-D", "open");
     dsoc.reserve("sales_documents", "D1", "till-1").unwrap();
     new_customers(&dsoc, 4..=4);
-    others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    let why = others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    assert!(why.contains("names as not travelling"), "{why}");
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }
 

@@ -87,6 +87,20 @@ pub fn parse_unsent(text: &str) -> Vec<(u64, Stamp)> {
     text.split(',').filter_map(parse_prev).collect()
 }
 
+/// A change numbered by a remote's store as one another remote holds with another stamp
+/// ([`Reports::renumbered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renumbered {
+    /// Its number.
+    pub seq: u64,
+    /// The stamp another remote reported for that number.
+    pub theirs: Stamp,
+    /// The stamp the emission gives it.
+    pub this: Stamp,
+    /// Whether the emission carries a change of it (else it names it in [`UNSENT_SETTING`]).
+    pub carried: bool,
+}
+
 /// What a remote holds of each other remote site: its highest-numbered change and its stamp.
 pub type Tips = std::collections::BTreeMap<SiteId, (u64, Stamp)>;
 
@@ -354,8 +368,8 @@ pub(crate) struct Reports<'a> {
     pub waiting: &'a [String],
     /// A change of the site this emission carries, or a commit of its own of which it says no
     /// change travels ([`UNSENT_SETTING`]), that another remote reported holding under the
-    /// same number with another stamp: its number, the stamp reported, the stamp carried.
-    pub renumbered: Option<(u64, Stamp, Stamp)>,
+    /// same number with another stamp.
+    pub renumbered: Option<Renumbered>,
 }
 
 /// Judges an emission central is receiving from `code` (site `site`): `Ok(Err(why))` when it is
@@ -464,12 +478,23 @@ pub(crate) fn check_emission(
     // alone is not (a clock set back after a quarantine looks the same), so it refuses the
     // emission without condemning the store.
     let mut fork: Option<(String, bool)> = None;
-    if let Some((seq, theirs, this)) = renumbered {
+    if let Some(Renumbered {
+        seq,
+        theirs,
+        this,
+        carried,
+    }) = renumbered
+    {
+        let how = if carried {
+            "carries a change"
+        } else {
+            "names as not travelling (written over, or held back) a commit"
+        };
         // The other remote got its copy from central before central's loss: this store
         // numbered a new change as that one.
         fork = Some((
             format!(
-                "emission {} of {code} carries a change {seq} of its own stamped {this}, which another remote holds as stamped {theirs} (central lost it with its restore)",
+                "emission {} of {code} {how} {seq} of its own stamped {this}, which another remote holds as stamped {theirs} (central lost it with its restore)",
                 header.id
             ),
             true,

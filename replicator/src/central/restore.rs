@@ -248,7 +248,7 @@ pub(super) fn renumbered<R: Read>(
     tx: &outpost_engine::WriteTx<'_, '_>,
     header: &FlowHeader,
     flow: impl FnOnce() -> Result<R>,
-) -> Result<Option<(u64, Stamp, Stamp)>> {
+) -> Result<Option<crate::incarnation::Renumbered>> {
     let site = header.source;
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(None);
@@ -277,7 +277,12 @@ pub(super) fn renumbered<R: Read>(
             if let Some(theirs) = wanted.get(&seq)
                 && *theirs != stamp
             {
-                return Ok(Some((seq, *theirs, stamp)));
+                return Ok(Some(crate::incarnation::Renumbered {
+                    seq,
+                    theirs: *theirs,
+                    this: stamp,
+                    carried: false,
+                }));
             }
         }
     }
@@ -291,7 +296,12 @@ pub(super) fn renumbered<R: Read>(
                 && let Some(theirs) = wanted.get(&c.dot.seq)
                 && *theirs != c.stamp
             {
-                return Ok(Some((c.dot.seq, *theirs, c.stamp)));
+                return Ok(Some(crate::incarnation::Renumbered {
+                    seq: c.dot.seq,
+                    theirs: *theirs,
+                    this: c.stamp,
+                    carried: true,
+                }));
             }
         }
     }
