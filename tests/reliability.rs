@@ -1286,3 +1286,68 @@ fn r1_a_remote_keeps_its_commits_stamps_until_central_confirms_them_and_names_th
     remote::record_acknowledgement(&d.bsoc, &ack).unwrap();
     assert_eq!(kept(), 0);
 }
+
+/// The person responsible for syncs sees where central's restore from a backup stands: whom
+/// every remote's new changes wait for, and who has still to sync after applying a return of
+/// the restored central — `central::restore_status` (the daemon's `/v1/status`), and standing
+/// alerts that close by themselves as the remotes sync.
+#[test]
+fn r1_a_restore_of_central_says_whom_it_waits_for_until_it_is_over() {
+    use outpost::replicator::monitor;
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    assert_eq!(central::restore_status(&d.asoc).unwrap(), None);
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let open_alerts = |h, m| {
+        monitor::evaluate(&d.asoc, hhmm(h, m), &Default::default(), None).unwrap();
+        monitor::alerts(&d.asoc, 0)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.is_open() && a.key.starts_with("restore/"))
+            .map(|a| (a.key, a.text))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let status = central::restore_status(&d.asoc).unwrap().unwrap();
+    assert_eq!(status.since_ms, hhmm(11, 0));
+    assert_eq!(status.waiting_for, ["BSOC", "CSOC"]);
+    assert_eq!(status.not_sent_back, ["BSOC", "CSOC"]);
+    let alerts = open_alerts(11, 30);
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    let waiting = &alerts["restore/waiting"];
+    assert!(
+        waiting.contains("30 min ago") && waiting.contains("2 still to: BSOC, CSOC"),
+        "{alerts:?}"
+    );
+    assert!(
+        alerts["restore/open"].contains("2 still to: BSOC, CSOC"),
+        "{alerts:?}"
+    );
+    // Both sync once: no remote's changes wait any more; the restore is still under way.
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    let status = central::restore_status(&d.asoc).unwrap().unwrap();
+    assert!(status.waiting_for.is_empty(), "{status:?}");
+    assert_eq!(status.not_sent_back, ["BSOC", "CSOC"]);
+    let alerts = open_alerts(11, 40);
+    assert_eq!(
+        alerts.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["restore/open"]
+    );
+    // Each applies a return of the restored central and syncs again: the restore is over, and
+    // the alert closes.
+    d.return_and_apply(&d.bsoc);
+    d.return_and_apply(&d.csoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(
+        central::restore_status(&d.asoc)
+            .unwrap()
+            .unwrap()
+            .not_sent_back,
+        ["CSOC"]
+    );
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert_eq!(central::restore_status(&d.asoc).unwrap(), None);
+    assert!(open_alerts(11, 50).is_empty());
+}

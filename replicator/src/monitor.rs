@@ -280,6 +280,64 @@ fn conditions(
     let mut out = silent_remotes(store, now_ms, t)?;
     out.extend(emissions_not_processed(store, now_ms, t)?);
     out.extend(disk_nearly_full(disk, t));
+    out.extend(restore_under_way(store, now_ms)?);
+    Ok(out)
+}
+
+/// Up to ten codes, then how many more.
+fn some_of(codes: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = codes
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if codes.len() > SHOWN {
+        text.push_str(&format!(" and {} more", codes.len() - SHOWN));
+    }
+    text
+}
+
+/// While central's restore from a backup is under way: whom every remote's new changes wait
+/// for, and who has still to sync after applying a return of the restored central (until then
+/// the restore stays under way).
+fn restore_under_way(store: &Store, now_ms: u64) -> Result<Vec<Condition>> {
+    let Some(status) = crate::central::restore_status(store)? else {
+        return Ok(Vec::new());
+    };
+    let ago = human(now_ms.saturating_sub(status.since_ms));
+    let mut out = Vec::new();
+    if !status.waiting_for.is_empty() {
+        out.push(Condition {
+            key: "restore/waiting".into(),
+            site: None,
+            flow: None,
+            text: format!(
+                "central was put back from a backup {ago} ago: no remote's new changes are \
+                 taken until every remote has synced once since; {} still to: {}. Ask them \
+                 for a sync; remove a shop that has closed (central remove-remote)",
+                status.waiting_for.len(),
+                some_of(&status.waiting_for)
+            ),
+        });
+    }
+    if !status.not_sent_back.is_empty() {
+        out.push(Condition {
+            key: "restore/open".into(),
+            site: None,
+            flow: None,
+            text: format!(
+                "central's restore from a backup ({ago} ago) is under way until every remote \
+                 has synced after applying a return of the restored central; {} still to: {}. \
+                 Until then every return carries again what central took since the restore. \
+                 A no-return remote needs a return (central export-return, or one remote sync \
+                 without --no-return)",
+                status.not_sent_back.len(),
+                some_of(&status.not_sent_back)
+            ),
+        });
+    }
     Ok(out)
 }
 

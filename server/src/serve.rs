@@ -12,7 +12,7 @@
 //! | `GET /v1/returns?after=SEQ&wait_ms=MS` | the site | its newest return after `SEQ`, waiting up to `MS`; 204 if none |
 //! | `POST /v1/acks` | the site | reports of returns applied or refused (J1 execution at the remote) |
 //! | `GET /v1/journal?site=CODE` | admin | the journal (J1) |
-//! | `GET /v1/status` | admin | the automaton's activity (`Att Dep`, `Tra D02`…) and the pending emissions |
+//! | `GET /v1/status` | admin | the automaton's activity (`Att Dep`, `Tra D02`…), the pending emissions, and where central's restore from a backup stands |
 //! | `GET /monitor`, `/v1/monitor/…`, `/v1/alerts` | admin | the sync monitor (see [`monitor`]) |
 //! | `/ws/v1/…` | a workstation user | central's own workstations: the routes of `outpost site serve` ([`crate::site`]) |
 //!
@@ -1303,17 +1303,23 @@ async fn journal_rows(
 
 async fn status(State(state): State<Shared>, _admin: Admin) -> Response {
     let store = Arc::clone(&state.store);
-    let pending =
-        match blocking(move || central::pending_emissions(&store).map_err(|e| e.to_string())).await
-        {
-            Ok(p) => p,
-            Err(r) => return r,
-        };
+    let read = move || -> outpost_replicator::Result<_> {
+        Ok((
+            central::pending_emissions(&store)?,
+            central::restore_status(&store)?,
+        ))
+    };
+    let (pending, restore) = match blocking(move || read().map_err(|e| e.to_string())).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let view = lock(&state.status).clone();
     Json(serde_json::json!({
         "site": state.store.site().code.to_string(),
         "activity": view.activity,
         "pending_emissions": pending.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        // Central's restore from a backup, while one is under way (null otherwise).
+        "restore": restore,
         "processed": view.processed,
         "returns_prepared": view.returns_prepared,
         "last_error": view.last_error,

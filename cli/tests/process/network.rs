@@ -87,6 +87,10 @@ fn t2_m2_two_remotes_sync_immediately_over_http_and_converge() {
     let status = admin_get(dir, &central, "/v1/status");
     assert_eq!(status["activity"], "Att Dep");
     assert_eq!(status["pending_emissions"].as_array().unwrap().len(), 0);
+    assert!(
+        status["restore"].is_null(),
+        "no restore under way: {status}"
+    );
 
     // Graceful stop: SIGTERM ends it cleanly, and the store reopens with everything.
     #[cfg(unix)]
@@ -1044,6 +1048,13 @@ fn r1_a_remote_sync_whose_emission_waits_for_central_s_restore_says_so_and_loses
             .filter(|e| e.as_ref().unwrap().path().is_file())
             .count()
     };
+    // The daemon says where the restore stands (the monitor shows it).
+    let status = admin_get(dir, &central, "/v1/status");
+    assert_eq!(
+        status["restore"]["waiting_for"],
+        serde_json::json!(["BSOC", "CSOC"]),
+        "{status}"
+    );
     let summary = sync(dir, "bsoc", &central, &[]);
     assert!(
         summary.contains("note: emission not sent yet:") && summary.contains("waiting for CSOC"),

@@ -414,19 +414,63 @@ fn reported_key(site: SiteId) -> Vec<u8> {
 /// (docs/OPERATIONS.md). Empty once every remote has reported, and outside a restore.
 pub fn restore_waiting_for(store: &Store) -> Result<Vec<String>> {
     check_central(store)?;
-    let snap = store.snapshot()?;
-    if local::snap_get::<u64>(&snap, local::RESTORED)?.is_none() {
+    waiting_in(store, &store.snapshot()?)
+}
+
+/// [`restore_waiting_for`] in `snap`.
+fn waiting_in(store: &Store, snap: &Snapshot) -> Result<Vec<String>> {
+    if local::snap_get::<u64>(snap, local::RESTORED)?.is_none() {
         return Ok(Vec::new());
     }
     let mut waiting = Vec::new();
     for site in store.sites().iter().filter(|s| !s.is_central()) {
         if snap.local_get(&reported_key(site.id))?.is_none()
-            && local::snap_get::<u64>(&snap, &retired_key(site.id))?.is_none()
+            && local::snap_get::<u64>(snap, &retired_key(site.id))?.is_none()
         {
             waiting.push(site.code.to_string());
         }
     }
     Ok(waiting)
+}
+
+/// Where central's restore from a backup stands (docs/OPERATIONS.md, "Central's disk is
+/// lost"), for the person responsible for syncs: [`restore_status`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreStatus {
+    /// When central was put back (its clock then, UTC ms).
+    pub since_ms: u64,
+    /// The remotes central has not received an emission of since ([`restore_waiting_for`]):
+    /// every remote's new changes wait for their reports.
+    pub waiting_for: Vec<String>,
+    /// The remotes that have not yet sent what they hold in an emission made after applying a
+    /// return of the restored central: the restore stays under way (larger returns; relayed
+    /// changes taken) until every one has.
+    pub not_sent_back: Vec<String>,
+}
+
+/// Where central's restore from a backup stands; `None` when none is under way. A removed
+/// remote is waited for by neither list.
+pub fn restore_status(store: &Store) -> Result<Option<RestoreStatus>> {
+    check_central(store)?;
+    let snap = store.snapshot()?;
+    if local::snap_get::<u64>(&snap, local::RESTORED)?.is_none() {
+        return Ok(None);
+    }
+    let mut not_sent_back = Vec::new();
+    for site in store.sites().iter().filter(|s| !s.is_central()) {
+        if snap
+            .local_get(&site_key(local::RESTORE_RELAYED, site.id))?
+            .is_none()
+            && local::snap_get::<u64>(&snap, &retired_key(site.id))?.is_none()
+        {
+            not_sent_back.push(site.code.to_string());
+        }
+    }
+    Ok(Some(RestoreStatus {
+        since_ms: local::snap_get(&snap, local::RESTORED_AT)?.unwrap_or(0),
+        waiting_for: waiting_in(store, &snap)?,
+        not_sent_back,
+    }))
 }
 
 /// While a restore is under way: adds what an emission's header says its store holds to

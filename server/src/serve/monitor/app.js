@@ -205,6 +205,10 @@ async function loadStatus() {
   document.getElementById("activity").textContent = s.activity;
   document.getElementById("pending-count").textContent =
     s.pending_emissions.length ? `${s.pending_emissions.length} emission(s) waiting` : "";
+  const r = s.restore;
+  document.getElementById("restore").textContent = !r ? ""
+    : `restore under way: ${r.waiting_for.length} remote(s) still to sync once, `
+      + `${r.not_sent_back.length} still to sync after a return (see the alerts)`;
   return s.last_error ? `the automaton's last error: ${s.last_error}` : null;
 }
 
