@@ -512,9 +512,40 @@ fn emit_and_send(
             return Ok(h.id);
         }
     }
+    learn_acknowledgement(store, link);
     let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
     send_outbox(store, link, dir, Some(emitted.id), summary)?;
     Ok(emitted.id)
+}
+
+/// Asks central what it holds of this site's own changes and records it, so that the emission
+/// about to be made leaves them out: a remote without returns (M3) would otherwise send again,
+/// at every sync, everything since its last return. A central that does not answer
+/// (unreachable, or a version without the route) changes nothing: the emission then carries
+/// them again, and central takes them as already had.
+fn learn_acknowledgement(store: &Store, link: &Link) {
+    #[derive(Deserialize)]
+    struct Acknowledgement {
+        ack: outpost_engine::Knowledge,
+    }
+    let asked = link
+        .agent
+        .get(link.url("/v1/acknowledgement"))
+        .header("authorization", link.bearer())
+        .call();
+    let ack = match asked {
+        Ok(mut r) if r.status().is_success() => r
+            .body_mut()
+            .read_to_string()
+            .ok()
+            .and_then(|text| serde_json::from_str::<Acknowledgement>(&text).ok()),
+        _ => None,
+    };
+    if let Some(a) = ack
+        && let Err(e) = remote::record_acknowledgement(store, &a.ack)
+    {
+        tracing::warn!("central's acknowledgement was not recorded: {e}");
+    }
 }
 
 /// The network between a remote and central: emissions through the outbox and resumable

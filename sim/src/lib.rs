@@ -473,8 +473,9 @@ impl RemoteTransport for SimNet<'_> {
                 }
             }
         }
-        // Over the network the upload's reply carries central's acknowledgement; files on
-        // physical media do not.
+        // Over the network the remote learns central's acknowledgement (production asks for it
+        // before its next emission, `GET /v1/acknowledgement`; here it comes once this one is
+        // processed, earlier than production would ask); files on physical media do not.
         if !self.manual && !self.fault("ack_lost", 30) {
             let ack = central::acknowledgement(self.central, site)?;
             remote::record_acknowledgement(store, &ack)?;

@@ -1124,3 +1124,38 @@ fn r1_a_scheduled_emission_central_does_not_take_yet_is_a_note_and_waits_in_the_
     sync(dir, "csoc", &central, &[]);
     assert_eq!(get(dir, "csoc", "K-B2")["name"], "after the restore");
 }
+
+/// M3 over the network: a remote that gets no return learns, before each emission, what central
+/// holds of its changes (`GET /v1/acknowledgement`), and does not send them again.
+#[test]
+fn m3_a_no_return_remote_does_not_send_again_what_central_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["no-return"])]);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let changes_sent = |summary: &str| -> u64 {
+        let (_, rest) = summary.split_once("sent 1 emission(s), ").expect(summary);
+        rest.split_once(' ').unwrap().0.parse().unwrap()
+    };
+    put(dir, "bsoc", "K-1", r#"{"name": "first", "city": "Lyon"}"#);
+    let first = changes_sent(&sync(dir, "bsoc", &central, &["--no-return"]));
+    assert!(first >= 2, "a creation and its fields: {first}");
+    // Central processes it (file ready wakes the automaton).
+    let processed = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while admin_get(dir, &central, "/v1/status")["pending_emissions"]
+            .as_array()
+            .is_none_or(|p| !p.is_empty())
+        {
+            assert!(Instant::now() < deadline, "not processed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    processed();
+    // The next emission carries the new customer only, though no return came.
+    put(dir, "bsoc", "K-2", r#"{"name": "second", "city": "Lyon"}"#);
+    let second = changes_sent(&sync(dir, "bsoc", &central, &["--no-return"]));
+    assert_eq!(second, first, "K-1 not sent again");
+    processed();
+    assert_eq!(get(dir, "asoc", "K-2")["name"], "second");
+}

@@ -15,8 +15,8 @@ pub struct Processed {
     pub report: MergeReport,
 }
 
-/// What central holds of `remote`'s own changes: the acknowledgement a transport with a reply
-/// channel (the network) sends back after an upload, so that a remote that gets no return (M3)
+/// What central holds of `remote`'s own changes: the acknowledgement the network gives a remote
+/// before each emission (`GET /v1/acknowledgement`), so that a remote that gets no return (M3)
 /// stops re-sending what central has.
 pub fn acknowledgement(store: &Store, remote: SiteId) -> Result<Knowledge> {
     // While a restore is under way, not its commits central took only from other remotes
