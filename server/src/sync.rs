@@ -512,8 +512,11 @@ fn emit_and_send(
             return Ok(h.id);
         }
     }
-    learn_acknowledgement(store, link);
+    let asked = learn_acknowledgement(store, link);
     let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;
+    // Central unreachable: the emission waits in the outbox, without a second wait for the
+    // upload to fail the same way.
+    asked?;
     send_outbox(store, link, dir, Some(emitted.id), summary)?;
     Ok(emitted.id)
 }
@@ -522,8 +525,9 @@ fn emit_and_send(
 /// about to be made leaves them out: a remote without returns (M3) would otherwise send again,
 /// at every sync, everything since its last return. A central that does not answer
 /// (unreachable, or a version without the route) changes nothing: the emission then carries
-/// them again, and central takes them as already had.
-fn learn_acknowledgement(store: &Store, link: &Link) {
+/// them again, and central takes them as already had. `Err` only when central cannot be
+/// reached.
+fn learn_acknowledgement(store: &Store, link: &Link) -> Result<(), NetError> {
     #[derive(Deserialize)]
     struct Acknowledgement {
         ack: outpost_engine::Knowledge,
@@ -539,13 +543,15 @@ fn learn_acknowledgement(store: &Store, link: &Link) {
             .read_to_string()
             .ok()
             .and_then(|text| serde_json::from_str::<Acknowledgement>(&text).ok()),
-        _ => None,
+        Ok(_) => None,
+        Err(e) => return Err(unreachable(e)),
     };
     if let Some(a) = ack
         && let Err(e) = remote::record_acknowledgement(store, &a.ack)
     {
         tracing::warn!("central's acknowledgement was not recorded: {e}");
     }
+    Ok(())
 }
 
 /// The network between a remote and central: emissions through the outbox and resumable
