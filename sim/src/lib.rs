@@ -250,6 +250,9 @@ enum Event {
     Restore(usize),
     /// A shop closes: it syncs a last time and is removed from the deployment (C4).
     Close(usize),
+    /// A till of the shop takes one of its documents not yet synced (reserving one if it holds
+    /// none) and writes to it: the write is held back from emissions until released (R7).
+    HeldEdit(usize),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
@@ -272,7 +275,8 @@ impl Event {
             | Event::Reinstall(i)
             | Event::Backup(i)
             | Event::Restore(i)
-            | Event::Close(i) => Some(i),
+            | Event::Close(i)
+            | Event::HeldEdit(i) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralBackup

@@ -136,6 +136,27 @@ impl World {
         Ok(())
     }
 
+    /// A till opens a sales document, writes it and holds it reserved (R7): the commit is held
+    /// back from emissions until released (by a later reservation event, or at the end). Draws
+    /// nothing from the run's generator.
+    pub(super) fn held_edit(&mut self, i: usize) -> Result<(), SimError> {
+        let holder = format!("till-{i}");
+        self.remotes[i].key_seq += 1;
+        let key = format!("{}-{:06}", self.remotes[i].code, self.remotes[i].key_seq);
+        let store = &self.remotes[i].store;
+        let ((), commit) = store.write_commit(|tx| {
+            tx.set("sales_documents", &key, "status", "held at the till")?;
+            let total = outpost_engine::Decimal::new(100, 2).map_or(Value::Null, Value::Decimal);
+            tx.set("sales_documents", &key, "total", total)
+        })?;
+        store.reserve("sales_documents", &key, &holder)?;
+        self.record(&commit.changes);
+        let doc = ("sales_documents".to_owned(), key);
+        self.remotes[i].own_docs.push(doc.clone());
+        self.remotes[i].reserved.push(doc);
+        Ok(())
+    }
+
     /// A forbidden attempt, which must be refused with its rule.
     pub(super) fn forbidden(&mut self, i: usize) -> Result<(), SimError> {
         let code = self.remotes[i].code.clone();

@@ -244,11 +244,18 @@ impl World {
                 if shop_restore < end {
                     self.push(shop_backup, Event::Backup(shop));
                     self.push(shop_restore, Event::Restore(shop));
-                    // The shop keys in again what it remembers of the lost work.
+                    // The shop keys in again what it remembers of the lost work; now and then a
+                    // till holds one of those documents reserved (R7), so that its writes are
+                    // held back from the shop's next emission. Drawn from a generator of its
+                    // own: the rest of the run draws as before.
+                    let mut tills = crate::rng::Rng::new(self.cfg.seed ^ 0x5237);
                     for k in 1..=4 + self.rng.below(12) {
                         let t = shop_restore + k * 5 * MINUTE;
                         if t < end {
                             self.push(t, Event::Workload(shop));
+                            if tills.chance(500) {
+                                self.push(t + 2 * MINUTE, Event::HeldEdit(shop));
+                            }
                         }
                     }
                 }
@@ -333,6 +340,7 @@ impl World {
                 }
                 Event::Restore(i) => self.restore(i)?,
                 Event::Close(i) => self.close(i)?,
+                Event::HeldEdit(i) => self.held_edit(i)?,
                 Event::CentralBackup => {
                     let copy = self.central.copy_in_memory(self.central_config())?;
                     self.central_backup = Some(copy);
