@@ -1347,6 +1347,9 @@ fn r1_a_restore_of_central_says_whom_it_waits_for_until_it_is_over() {
             .not_sent_back,
         ["CSOC"]
     );
+    // The open alert says how things stand now, not when it was raised.
+    let open = &open_alerts(11, 45)["restore/open"];
+    assert!(open.contains("1 still to: CSOC"), "{open}");
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     assert_eq!(central::restore_status(&d.asoc).unwrap(), None);
     assert!(open_alerts(11, 50).is_empty());

@@ -547,7 +547,13 @@ pub fn evaluate(
             }
         }
         for c in holding {
-            if open.iter().any(|a| a.is_open() && a.key == c.key) {
+            if let Some(a) = open.iter_mut().find(|a| a.is_open() && a.key == c.key) {
+                // Still holds: it says how things stand now (who is still waited for), without
+                // being mailed again.
+                if a.text != c.text {
+                    a.text = c.text;
+                    local::put(tx, &alert_key(a.id), a)?;
+                }
                 continue;
             }
             raised.push(new_alert(&mut state, c.key, c.site, c.flow, false, c.text));

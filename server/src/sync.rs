@@ -538,11 +538,18 @@ fn learn_acknowledgement(store: &Store, link: &Link) -> Result<(), NetError> {
         .header("authorization", link.bearer())
         .call();
     let ack = match asked {
-        Ok(mut r) if r.status().is_success() => r
-            .body_mut()
-            .read_to_string()
-            .ok()
-            .and_then(|text| serde_json::from_str::<Acknowledgement>(&text).ok()),
+        Ok(mut r) if r.status().is_success() => {
+            let read = r.body_mut().read_to_string().map_err(|e| e.to_string());
+            match read.and_then(|t| {
+                serde_json::from_str::<Acknowledgement>(&t).map_err(|e| e.to_string())
+            }) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!("central's acknowledgement could not be read: {e}");
+                    None
+                }
+            }
+        }
         Ok(_) => None,
         Err(e) => return Err(unreachable(e)),
     };

@@ -250,8 +250,8 @@ enum Event {
     Restore(usize),
     /// A shop closes: it syncs a last time and is removed from the deployment (C4).
     Close(usize),
-    /// A till of the shop takes one of its documents not yet synced (reserving one if it holds
-    /// none) and writes to it: the write is held back from emissions until released (R7).
+    /// A till of the shop opens a sales document and holds it reserved: the write is held back
+    /// from emissions until released (R7).
     HeldEdit(usize),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
