@@ -1354,3 +1354,36 @@ fn r1_a_restore_of_central_says_whom_it_waits_for_until_it_is_over() {
     assert_eq!(central::restore_status(&d.asoc).unwrap(), None);
     assert!(open_alerts(11, 50).is_empty());
 }
+
+/// M3 after central's restore: a remote that gets no return learns from central's
+/// acknowledgement (asked before each emission over the network) that the restored central
+/// lacks its change, and its next emission carries it again — no return needed.
+#[test]
+fn r1_m3_after_central_s_restore_the_acknowledgement_brings_a_no_return_remote_s_lost_change_back()
+{
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let acknowledged = |d: &Deployment| {
+        let ack = central::acknowledgement(&d.asoc, d.bsoc.site().id).unwrap();
+        remote::record_acknowledgement(&d.bsoc, &ack).unwrap();
+    };
+    // BSOC writes K-B after the backup; central takes it and acknowledges it (no return).
+    d.at(10, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "K-B", "name", "after the backup"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    acknowledged(&d);
+    assert_eq!(name(&d.asoc, "K-B"), Some(Value::from("after the backup")));
+    // Central's disk is lost; its backup does not hold K-B.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    assert_eq!(name(&d.asoc, "K-B"), None);
+    // CSOC reports; BSOC asks for the acknowledgement before its next emission, which carries
+    // K-B again.
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    acknowledged(&d);
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    assert_eq!(name(&d.asoc, "K-B"), Some(Value::from("after the backup")));
+}

@@ -650,11 +650,17 @@ pub fn restamp(store: &Store) -> Result<u64> {
 }
 
 /// Takes central's acknowledgement of this site's own changes ([`crate::central::acknowledgement`]):
-/// the next emission leaves out what central already has. Only this site's own dots are taken.
+/// the next emission leaves out what central already has. Only this site's own dots are taken,
+/// and they replace what this store believed central holds of them: after central's restore
+/// from a backup it holds less, and the next emission carries again what it lost (a smaller
+/// answer only makes the remote send more).
 pub fn record_acknowledgement(store: &Store, ack: &Knowledge) -> Result<()> {
-    let own = ack.only(store.site().id);
+    let me = store.site().id;
+    let own = ack.only(me);
     local::write(store, |tx| {
         let mut st = state(tx)?;
+        let believed = st.central_knowledge.only(me);
+        st.central_knowledge = st.central_knowledge.difference(&believed);
         st.central_knowledge.union_with(&own);
         // Central holds these: their stamps need not be kept (see `apply_return`).
         tx.forget_own_stamps(&st.central_knowledge)?;
