@@ -263,14 +263,7 @@ fn s2_remote_run_retries_while_central_is_unreachable_then_catches_up() {
     let url = format!("http://127.0.0.1:{port}");
     let (run, _) = remote_run(dir, "bsoc", &url);
     let err = dir.join("bsoc-run.err");
-    wait_for(30, "two failed attempts", || {
-        std::fs::read_to_string(&err)
-            .unwrap()
-            .matches("unreachable")
-            .count()
-            >= 2
-    });
-    let text = std::fs::read_to_string(&err).unwrap();
+    let text = two_attempts_noted(&err, "unreachable");
     assert!(text.contains("retrying in 1 s"), "{text}");
     assert!(text.contains("retrying in 2 s"), "{text}");
     let listen = format!("127.0.0.1:{port}");
@@ -1008,14 +1001,7 @@ fn r1_remote_run_retries_an_emission_central_does_not_take_yet() {
     );
     let (run, log) = remote_run(dir, "bsoc", &central.url);
     let err = dir.join("bsoc-run.err");
-    wait_for(30, "two attempts central does not take yet", || {
-        std::fs::read_to_string(&err)
-            .unwrap()
-            .matches("emission not sent yet")
-            .count()
-            >= 2
-    });
-    let text = std::fs::read_to_string(&err).unwrap();
+    let text = two_attempts_noted(&err, "emission not sent yet");
     assert!(text.contains("waiting for CSOC"), "{text}");
     assert!(text.contains("retrying in 1 s"), "{text}");
     assert!(text.contains("retrying in 2 s"), "{text}");
@@ -1142,14 +1128,11 @@ fn m3_a_no_return_remote_does_not_send_again_what_central_holds() {
     assert!(first >= 2, "a creation and its fields: {first}");
     // Central processes it (file ready wakes the automaton).
     let processed = || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while admin_get(dir, &central, "/v1/status")["pending_emissions"]
-            .as_array()
-            .is_none_or(|p| !p.is_empty())
-        {
-            assert!(Instant::now() < deadline, "not processed");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(30, "the emission processed", || {
+            admin_get(dir, &central, "/v1/status")["pending_emissions"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+        })
     };
     processed();
     // The next emission carries the new customer only, though no return came.
@@ -1158,4 +1141,13 @@ fn m3_a_no_return_remote_does_not_send_again_what_central_holds() {
     assert_eq!(second, first, "K-1 not sent again");
     processed();
     assert_eq!(get(dir, "asoc", "K-2")["name"], "second");
+}
+
+/// Waits until `remote run`'s error log `err` notes two attempts that failed with `why`; gives
+/// the log.
+fn two_attempts_noted(err: &Path, why: &str) -> String {
+    wait_for(30, &format!("two attempts: {why}"), || {
+        std::fs::read_to_string(err).unwrap().matches(why).count() >= 2
+    });
+    std::fs::read_to_string(err).unwrap()
 }
