@@ -299,7 +299,7 @@ pub fn emit<W: Write>(
     }
     // Own commits of which no change travels: their stamps do (central's check after its
     // restore).
-    let mut unsent = lacking.own_commits_unsent(&st.central_knowledge)?;
+    let mut unsent = lacking.own_commits_unsent(&st.central_knowledge, &held_back)?;
     unsent.truncate(crate::incarnation::UNSENT_MAX);
     if !unsent.is_empty() {
         settings.insert(

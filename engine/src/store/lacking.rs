@@ -45,12 +45,16 @@ impl ChangesLacking {
         self.knowledge.difference(&self.left_out)
     }
 
-    /// [`Snapshot::own_commits_unsent`] read in this stream's snapshot, `held_back` being
-    /// [`ChangesLacking::held_back`]: what a flow's header says of the commits of which no change
-    /// travels agrees with the changes it carries, whatever was committed since.
-    pub fn own_commits_unsent(&self, known: &Knowledge) -> Result<Vec<(u64, Stamp)>> {
-        self.tables
-            .own_commits_unsent(self.site, known, &self.held_back()?)
+    /// [`Snapshot::own_commits_unsent`] read in this stream's snapshot, `held_back` being what
+    /// [`ChangesLacking::held_back`] gave (the caller has it already for the flow's header):
+    /// what a flow's header says of the commits of which no change travels agrees with the
+    /// changes it carries, whatever was committed since.
+    pub fn own_commits_unsent(
+        &self,
+        known: &Knowledge,
+        held_back: &Knowledge,
+    ) -> Result<Vec<(u64, Stamp)>> {
+        self.tables.own_commits_unsent(self.site, known, held_back)
     }
 
     /// Every dot this stream will hold back because its record is reserved (R7), computed up
