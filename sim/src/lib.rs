@@ -116,6 +116,9 @@ pub struct Report {
     pub converged: bool,
     /// Invariants violated (empty in a good run).
     pub violations: Vec<String>,
+    /// Each remote store central refused to take its site's changes from (R1), in order: the
+    /// remote's code and central's reason. The person responsible reprovisioned the site.
+    pub refused_stores: Vec<String>,
     /// The sync schedule as it happened and each remote's staleness, for drawing (`--svg`);
     /// not in the JSON report.
     #[serde(skip)]
@@ -253,6 +256,10 @@ enum Event {
     /// A till of the shop opens a sales document and holds it reserved: the write is held back
     /// from emissions until released (R7).
     HeldEdit(usize),
+    /// The shop corrects what it has just keyed in: every field its last commit wrote is
+    /// written again, so that nothing of that commit is left to travel (R1: written over before
+    /// its next sync).
+    Retype(usize),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
@@ -276,7 +283,8 @@ impl Event {
             | Event::Backup(i)
             | Event::Restore(i)
             | Event::Close(i)
-            | Event::HeldEdit(i) => Some(i),
+            | Event::HeldEdit(i)
+            | Event::Retype(i) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralBackup
@@ -344,6 +352,8 @@ struct World {
     commit_time: HashMap<Dot, u64>,
     /// Each site's newest own commit.
     newest_own: HashMap<SiteId, u64>,
+    /// Each site's last commit: the places it wrote (for [`Event::Retype`]).
+    last_commit: HashMap<SiteId, Vec<(String, String, Slot)>>,
     staleness: BTreeMap<usize, Vec<u64>>,
     report: Report,
     central_wake: u64,
@@ -382,13 +392,13 @@ impl<E: Into<SimError>> From<E> for Carry {
     }
 }
 
-/// A remote executor's run: a failure is the simulation's error (the simulated network only
-/// cuts, duplicates and loses; it never refuses).
-/// What became of a remote's run: `Ok(true)` when central refused its store (R1).
-fn carried(run: RemoteRun<Carry>) -> Result<bool, SimError> {
+/// What became of a remote executor's run: `Ok(Some(why))` when central refused its store (R1).
+/// Any other failure is the simulation's error (the simulated network only cuts, duplicates and
+/// loses; it never refuses).
+fn carried(run: RemoteRun<Carry>) -> Result<Option<String>, SimError> {
     match run.failed.into_iter().next() {
-        None => Ok(false),
-        Some(Failure::Transport(Carry::WrongStore(_))) => Ok(true),
+        None => Ok(None),
+        Some(Failure::Transport(Carry::WrongStore(why))) => Ok(Some(why)),
         Some(Failure::Transport(Carry::Failed(e))) => Err(e),
         Some(Failure::Transport(Carry::Cut | Carry::Deferred)) => {
             Err(bad("a transient upload failure counted as a failure"))

@@ -101,14 +101,24 @@ impl World {
                 }
             }
         };
+        self.legitimate(i, "a legitimate write", result);
+        Ok(())
+    }
+
+    /// Records remote `i`'s write `what` (one the rules allow), or its refusal as a violation.
+    fn legitimate(
+        &mut self,
+        i: usize,
+        what: &str,
+        result: outpost_engine::Result<((), outpost_engine::Commit)>,
+    ) {
         match result {
             Ok(((), commit)) => self.record(&commit.changes),
             Err(e) => {
                 let code = self.remotes[i].code.clone();
-                self.violation(format!("a legitimate write at {code} was refused: {e}"));
+                self.violation(format!("{what} at {code} was refused: {e}"));
             }
         }
-        Ok(())
     }
 
     pub(super) fn reserve_or_release(&mut self, i: usize) -> Result<(), SimError> {
@@ -154,6 +164,48 @@ impl World {
         let doc = ("sales_documents".to_owned(), key);
         self.remotes[i].own_docs.push(doc.clone());
         self.remotes[i].reserved.push(doc);
+        Ok(())
+    }
+
+    /// The shop corrects what it has just keyed in: each field its last commit wrote gets a
+    /// new value in one commit, so that nothing of the last commit is left to travel — written
+    /// over before its next sync (central knows it by its stamp, setting `unsent`). Only a
+    /// commit that wrote fields alone, of a record it may still edit (a creation stays with its
+    /// record). Draws nothing from the run's generator.
+    pub(super) fn retype(&mut self, i: usize) -> Result<(), SimError> {
+        let store = &self.remotes[i].store;
+        let Some(places) = self.last_commit.get(&store.site().id) else {
+            return Ok(());
+        };
+        let snap = store.snapshot()?;
+        let mut again = Vec::new();
+        for (table, key, slot) in places {
+            let Slot::Field(field) = slot else {
+                return Ok(());
+            };
+            if snap.is_frozen(table, key)? || snap.reserved_by(table, key)?.is_some() {
+                return Ok(());
+            }
+            let now = snap
+                .record(table, key)?
+                .and_then(|r| r.fields.get(field).cloned());
+            let corrected = match now {
+                Some(Value::Text(s)) => Value::Text(format!("{s} (corrected)")),
+                Some(Value::Int(n)) => Value::Int(n.wrapping_add(1)),
+                _ => return Ok(()),
+            };
+            again.push((table.clone(), key.clone(), field.clone(), corrected));
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        let result = store.write_commit(|tx| {
+            for (table, key, field, value) in &again {
+                tx.set(table, key, field, value.clone())?;
+            }
+            Ok(())
+        });
+        self.legitimate(i, "a correction", result);
         Ok(())
     }
 

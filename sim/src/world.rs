@@ -148,6 +148,7 @@ impl World {
             accepted: Vec::new(),
             commit_time: HashMap::new(),
             newest_own: HashMap::new(),
+            last_commit: HashMap::new(),
             staleness: BTreeMap::new(),
             report,
             central_wake: u64::MAX,
@@ -249,12 +250,18 @@ impl World {
                     // held back from the shop's next emission. Drawn from a generator of its
                     // own: the rest of the run draws as before.
                     let mut tills = crate::rng::Rng::new(self.cfg.seed ^ 0x5237);
+                    // Now and then it corrects what it has just keyed in ([`Event::Retype`]):
+                    // its own generator too.
+                    let mut typos = crate::rng::Rng::new(self.cfg.seed ^ 0x7e7e);
                     for k in 1..=4 + self.rng.below(12) {
                         let t = shop_restore + k * 5 * MINUTE;
                         if t < end {
                             self.push(t, Event::Workload(shop));
                             if tills.chance(500) {
                                 self.push(t + 2 * MINUTE, Event::HeldEdit(shop));
+                            }
+                            if typos.chance(300) {
+                                self.push(t + MINUTE, Event::Retype(shop));
                             }
                         }
                     }
@@ -341,6 +348,7 @@ impl World {
                 Event::Restore(i) => self.restore(i)?,
                 Event::Close(i) => self.close(i)?,
                 Event::HeldEdit(i) => self.held_edit(i)?,
+                Event::Retype(i) => self.retype(i)?,
                 Event::CentralBackup => {
                     let copy = self.central.copy_in_memory(self.central_config())?;
                     self.central_backup = Some(copy);
@@ -372,8 +380,8 @@ impl World {
             };
             run.extend(r.executor.request_sync(&r.store, &mut net, ask)?);
         }
-        if carried(run)? {
-            self.reprovision_refused(i)?;
+        if let Some(why) = carried(run)? {
+            self.reprovision_refused(i, &why)?;
         }
         Ok(())
     }
@@ -409,8 +417,8 @@ impl World {
     ) -> Result<(), SimError> {
         let (r, mut net) = self.net(i);
         let run = r.executor.carry_out(&r.store, &mut net, commands)?;
-        if carried(run)? {
-            self.reprovision_refused(i)?;
+        if let Some(why) = carried(run)? {
+            self.reprovision_refused(i, &why)?;
         }
         Ok(())
     }
@@ -419,8 +427,9 @@ impl World {
     /// the same as one central had): the person responsible reprovisions the site and sets it up
     /// again from the new bootstrap (docs/OPERATIONS.md). What the refused store made and central
     /// does not hold is in the refused store only (listed refused at central, with why).
-    pub(super) fn reprovision_refused(&mut self, i: usize) -> Result<(), SimError> {
+    pub(super) fn reprovision_refused(&mut self, i: usize, why: &str) -> Result<(), SimError> {
         let site = self.remotes[i].store.site().id;
+        self.note_refused(i, why);
         if !central::refused_flows(&self.central)?
             .iter()
             .any(|f| f.sender == Some(site))
@@ -448,11 +457,24 @@ impl World {
         Ok(())
     }
 
+    /// Central refused remote `i`'s store for `why` (R1).
+    pub(super) fn note_refused(&mut self, i: usize, why: &str) {
+        let code = &self.remotes[i].code;
+        self.report.refused_stores.push(format!("{code}: {why}"));
+    }
+
     pub(super) fn violation(&mut self, what: String) {
         self.report.violations.push(what);
     }
 
     pub(super) fn record(&mut self, changes: &[outpost_engine::Change]) {
+        if let Some(first) = changes.first() {
+            let places = changes
+                .iter()
+                .map(|c| (c.table.clone(), c.key.clone(), c.slot.clone()))
+                .collect();
+            self.last_commit.insert(first.dot.site, places);
+        }
         for c in changes {
             self.commit_time.entry(c.dot).or_insert(self.now);
             let newest = self.newest_own.entry(c.dot.site).or_insert(0);
@@ -835,7 +857,10 @@ impl World {
         let (bytes, _) = remote::emit(&store, Vec::new(), SyncMode::NoReturn, false)?;
         let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
             // The operator's procedure (docs/OPERATIONS.md).
-            Err(outpost_replicator::Error::WrongStore(_)) => self.reprovisioned(i)?,
+            Err(outpost_replicator::Error::WrongStore(why)) => {
+                self.note_refused(i, &why);
+                self.reprovisioned(i)?
+            }
             // Not judged yet (central's restore waits for every remote's report): its next
             // emissions are, as below.
             Err(outpost_replicator::Error::Deferred(_)) => store,

@@ -47,8 +47,9 @@ fn two_hundred_seeds_with_faults_break_no_invariant() {
 }
 
 /// Runs `sites` × `days` of `seed` with faults: clean, central restored once, a shop restored
-/// from its own backup, and that shop's store refused and reprovisioned once.
-fn a_restored_shop_is_refused(sites: usize, days: u32, seed: u64) {
+/// from its own backup, and that shop's store refused once, for the reason `why` says (the
+/// check under test), and reprovisioned.
+fn a_restored_shop_is_refused(sites: usize, days: u32, seed: u64, why: &str) {
     let report = run_clean(&SimConfig {
         sites,
         days,
@@ -63,7 +64,20 @@ fn a_restored_shop_is_refused(sites: usize, days: u32, seed: u64) {
         assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
     }
     assert!(report.faults_injected["restored_from_old_backup"] >= 1);
+    // Other stores may be refused too (a shop set up from its old bootstrap): one for `why`.
+    let refused = &report.refused_stores;
+    assert_eq!(
+        refused.iter().filter(|r| r.contains(why)).count(),
+        1,
+        "expected one store refused because its emission {why}; refused: {refused:?}"
+    );
 }
+
+/// Central's reason when an emission carries a change numbered as one another remote holds
+/// with another stamp.
+const CARRIES: &str = "carries a change";
+/// … and when it names such a commit among those of which no change travels (`unsent`).
+const NAMES_UNSENT: &str = "names as not travelling";
 
 /// Central and a shop lose their disks together; the shop, put back from its own backup, keys
 /// in more than it had lost before its first sync, numbering its new changes as the lost ones
@@ -71,16 +85,20 @@ fn a_restored_shop_is_refused(sites: usize, days: u32, seed: u64) {
 /// a record no other store had (silent divergence).
 #[test]
 fn r1_seed_12295_a_shop_restored_with_central_numbering_past_its_lost_changes_is_refused() {
-    a_restored_shop_is_refused(8, 20, 12295);
+    a_restored_shop_is_refused(8, 20, 12295, CARRIES);
 }
 
-/// The same with the shop's renumbered change written over by a later one of its own before its
-/// first sync, so that no change under the number the others hold travels: without the stamps
-/// of its commits of which no change travels (`unsent`), S008, S011, S012 and S013 kept a
-/// customer of S004's differently from central (silent divergence).
+/// Another shop put back from its backup with central: found when S008, S011, S012 and S013
+/// kept a customer of S004's differently from central (silent divergence, before the stamps of
+/// changes and commits travelled). The shop's renumbered change was then written over before
+/// its first sync; on today's build its first emission after the restore carries a renumbered
+/// change, and is refused for that. The written-over case itself is the reliability test
+/// `r1_a_shop_restored_from_its_own_backup_whose_renumbered_change_was_written_over_before_it_synced_is_still_refused_by_its_stamp`
+/// (docs/TESTING.md: the simulator, with corrections of what was just keyed in, finds no seed
+/// where only that check refuses the store).
 #[test]
-fn r1_seed_4322_a_restored_shop_s_renumbered_change_written_over_before_it_synced_is_refused() {
-    a_restored_shop_is_refused(12, 40, 4322);
+fn r1_seed_4322_a_second_shop_restored_with_central_is_refused() {
+    a_restored_shop_is_refused(12, 40, 4322, CARRIES);
 }
 
 /// The same with the renumbered change held back: a till of the restored shop opened a sales
@@ -89,7 +107,7 @@ fn r1_seed_4322_a_restored_shop_s_renumbered_change_written_over_before_it_synce
 /// from central and a write was lost (silent divergence).
 #[test]
 fn r1_r7_seed_20745_a_restored_shop_s_renumbered_change_held_back_by_a_till_is_refused() {
-    a_restored_shop_is_refused(8, 20, 20745);
+    a_restored_shop_is_refused(8, 20, 20745, NAMES_UNSENT);
 }
 
 #[test]
