@@ -294,7 +294,7 @@ pub fn emit<W: Write>(
     if let Some(tips) = tips.filter(|t| !t.is_empty()) {
         settings.insert(
             crate::incarnation::TIPS_SETTING.to_owned(),
-            crate::incarnation::tips_setting(&tips),
+            crate::incarnation::tips_setting(&tips, lacking.knowledge()),
         );
     }
     // Own commits of which no change travels: their stamps do (central's check after its

@@ -223,7 +223,7 @@ fn record_tips(
         return Ok(());
     };
     let mut seen = BTreeSet::new();
-    for (site, seq, stamp) in crate::incarnation::parse_tips(text) {
+    for (site, seq, stamp) in crate::incarnation::parse_tips(text, &header.knowledge) {
         let dot = outpost_engine::Dot { site, seq };
         if !seen.insert(site) || !others.contains(dot) || tx.knowledge().contains(dot) {
             continue;
