@@ -1209,8 +1209,8 @@ fn r1_a_shop_restored_from_its_own_backup_whose_renumbered_change_was_written_ov
     d.at(11, 10);
     // The restored DSOC creates two customers, then, under the number of the lost store's third
     // change, renames the first; then renames it again. The third commit holds no register any
-    // more: no change of that number travels in its emission (simulator seed 4322 of
-    // `--sites 12 --days 40`).
+    // more: no change of that number travels in its emission (as in simulator seed 4322 of
+    // `--sites 12 --days 40` when it was found; docs/TESTING.md).
     new_customers(&dsoc, 1..=2);
     for name in ["renamed", "renamed again"] {
         dsoc.write(|tx| tx.set("customers", "DSOC-NEW-1", "name", name))

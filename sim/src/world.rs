@@ -943,6 +943,8 @@ impl World {
             .into_iter()
             .map(|(t, k, _)| (t, k))
             .collect();
+        // What it keys in next is what its new store makes: nothing to correct before that.
+        self.last_commit.remove(&store.site().id);
         let r = &mut self.remotes[i];
         r.executor = RemoteExecutor::new(&store)?;
         r.store = store;
