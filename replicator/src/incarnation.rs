@@ -50,15 +50,25 @@ pub const PREV_SETTING: &str = "prev";
 
 /// The setting [`PREV_SETTING`] for an emission number and stamp.
 pub fn prev_setting(seq: u64, stamp: Stamp) -> String {
-    format!("{seq}/{:016x}", stamp.as_u64())
+    format!("{seq}/{}", stamp_text(stamp))
+}
+
+/// A stamp as the settings write it: 16 hex digits.
+fn stamp_text(stamp: Stamp) -> String {
+    format!("{:016x}", stamp.as_u64())
+}
+
+/// A stamp as [`stamp_text`] writes it.
+fn parse_stamp(text: &str) -> Option<Stamp> {
+    Some(Stamp::from_u64(u64::from_str_radix(text, 16).ok()?))
 }
 
 /// The setting an emission carries: for each other remote site, the highest-numbered change of
 /// it its store received, and that change's stamp: `SITE:SEQ/STAMP` (hex stamp) joined by
 /// `,` ([`local::REMOTE_TIPS`]); `SITE:/STAMP` when the number is the highest the emission's
-/// knowledge holds of that site (most of them: about 15 bytes fewer each). After central's restore from a backup, a store put back from
-/// its own backup may number a new change as one the lost central had relayed to the others:
-/// the stamps tell them apart ([`Reports::renumbered`]).
+/// knowledge holds of that site (most of them: about 15 bytes fewer each). After central's
+/// restore from a backup, a store put back from its own backup may number a new change as one
+/// the lost central had relayed to the others: the stamps tell them apart ([`Reports::renumbered`]).
 pub const TIPS_SETTING: &str = "tips";
 
 /// The setting an emission carries when, of some of its store's own commits that central has
@@ -113,7 +123,7 @@ pub fn tips_setting(tips: &Tips, knowledge: &Knowledge) -> String {
             text.push(',');
         }
         if knowledge.max_seq(*site) == *seq {
-            text.push_str(&format!("{}:/{:016x}", site.0, stamp.as_u64()));
+            text.push_str(&format!("{}:/{}", site.0, stamp_text(*stamp)));
         } else {
             text.push_str(&format!("{}:{}", site.0, prev_setting(*seq, *stamp)));
         }
@@ -134,7 +144,7 @@ pub fn parse_tips(text: &str, knowledge: &Knowledge) -> Vec<(SiteId, u64, Stamp)
                     if seq == 0 {
                         return None;
                     }
-                    (seq, Stamp::from_u64(u64::from_str_radix(stamp, 16).ok()?))
+                    (seq, parse_stamp(stamp)?)
                 }
                 None => parse_prev(rest)?,
             };
@@ -169,10 +179,7 @@ pub(crate) fn note_tips(
 
 fn parse_prev(s: &str) -> Option<(u64, Stamp)> {
     let (seq, stamp) = s.split_once('/')?;
-    Some((
-        seq.parse().ok()?,
-        Stamp::from_u64(u64::from_str_radix(stamp, 16).ok()?),
-    ))
+    Some((seq.parse().ok()?, parse_stamp(stamp)?))
 }
 
 /// The size of a store's numbering block: more commits than a store ever makes. A store set up
