@@ -653,11 +653,12 @@ fn sim(
         let secs = started.elapsed().as_secs_f64();
         let site_days = (sites as f64 + 1.0) * f64::from(days);
         bar.suspend(|| println!(
-            "seed {s}: {} sites × {} days in {secs:.2} s ({:.0} site-days/s) — {} writes, {} emissions, {} returns, {} bytes, {} conflicts, {} forbidden attempts refused, {} rejections, {} re-executions, faults {:?}, converged {}",
+            "seed {s}: {} sites × {} days in {secs:.2} s ({:.0} site-days/s) — {} writes ({} deletes), {} emissions, {} returns, {} bytes, {} conflicts, {} forbidden attempts refused, {} rejections, {} re-executions, faults {:?}, converged {}",
             sites,
             days,
             site_days / secs.max(1e-9),
             report.writes,
+            report.deletes,
             report.emissions,
             report.returns,
             report.bytes,

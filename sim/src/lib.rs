@@ -99,6 +99,8 @@ pub struct Report {
     pub changes: u64,
     /// Local writes accepted.
     pub writes: u64,
+    /// Of those, deletes (a record's tombstone), at the remotes and at central.
+    pub deletes: u64,
     /// Forbidden attempts, all refused with their rule.
     pub forbidden_refused: u64,
     /// Changes refused at central (rejection log).
@@ -260,6 +262,10 @@ enum Event {
     /// written again, so that nothing of that commit is left to travel (R1: written over before
     /// its next sync).
     Retype(usize),
+    /// The shop deletes a record: a customer or prospect it knows (whoever created it: R2
+    /// against the others' edits), or a document of its own not yet synced; now and then one it
+    /// may not delete (R5, R6), which must be refused with its rule.
+    Delete(usize),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
@@ -284,7 +290,8 @@ impl Event {
             | Event::Restore(i)
             | Event::Close(i)
             | Event::HeldEdit(i)
-            | Event::Retype(i) => Some(i),
+            | Event::Retype(i)
+            | Event::Delete(i) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralBackup
@@ -341,6 +348,9 @@ struct Accepted {
 struct World {
     cfg: SimConfig,
     rng: Rng,
+    /// The deletes' own generator ([`Event::Delete`], central's deletes): the rest of the run
+    /// draws from `rng` as it did before deletes were simulated.
+    deletes_rng: Rng,
     now: u64,
     central: Store,
     central_clock: ManualClock,

@@ -209,6 +209,89 @@ impl World {
         Ok(())
     }
 
+    /// The shop deletes a record ([`Event::Delete`]): mostly a customer or prospect it knows,
+    /// whoever created it (another shop may be editing it: last-writer-wins against the
+    /// tombstone, R2), or one of its own documents not yet synced (neither frozen nor
+    /// reserved); now and then a document it may not delete — another shop's (R5) or one of
+    /// its own already synced (R6) — which must be refused with that rule. Draws from the
+    /// deletes' own generator only.
+    pub(super) fn delete(&mut self, i: usize) -> Result<(), SimError> {
+        let code = self.remotes[i].code.clone();
+        let store = &self.remotes[i].store;
+        let own = store.site().id;
+        let snap = store.snapshot()?;
+        let roll = self.deletes_rng.below(10);
+        let (table, key, forbidden): (String, String, Option<(&str, Rule)>) = match roll {
+            0..=5 => {
+                let table = if roll < 4 { "customers" } else { "prospects" };
+                let known = snap.scan(table, None, Some(200))?;
+                match self.deletes_rng.pick(&known) {
+                    Some(r) => (table.to_owned(), r.key.clone(), None),
+                    None => return Ok(()),
+                }
+            }
+            6 | 7 => {
+                let mut mine = Vec::new();
+                for (t, k) in &self.remotes[i].own_docs {
+                    if !snap.is_frozen(t, k)?
+                        && snap.reserved_by(t, k)?.is_none()
+                        && snap.record(t, k)?.is_some()
+                    {
+                        mine.push((t.clone(), k.clone()));
+                    }
+                }
+                match self.deletes_rng.pick(&mine) {
+                    Some((t, k)) => (t.clone(), k.clone(), None),
+                    None => return Ok(()),
+                }
+            }
+            8 => {
+                let docs = snap.scan("sales_documents", None, Some(200))?;
+                let others: Vec<String> = docs
+                    .iter()
+                    .filter(|d| d.creator != own)
+                    .map(|d| d.key.clone())
+                    .collect();
+                match self.deletes_rng.pick(&others) {
+                    Some(k) => (
+                        "sales_documents".to_owned(),
+                        k.clone(),
+                        Some(("R5 delete of another site's document", Rule::R5)),
+                    ),
+                    None => return Ok(()),
+                }
+            }
+            _ => {
+                let mut frozen = Vec::new();
+                for (t, k) in &self.remotes[i].own_docs {
+                    if snap.is_frozen(t, k)? && snap.record(t, k)?.is_some() {
+                        frozen.push((t.clone(), k.clone()));
+                    }
+                }
+                match self.deletes_rng.pick(&frozen) {
+                    Some((t, k)) => (
+                        t.clone(),
+                        k.clone(),
+                        Some(("R6 delete of a synced document", Rule::R6)),
+                    ),
+                    None => return Ok(()),
+                }
+            }
+        };
+        let result = store.write_commit(|tx| tx.delete(&table, &key));
+        match forbidden {
+            None => self.legitimate(i, "a delete", result),
+            Some((what, rule)) => match result {
+                Err(e) if e.refusal().is_some_and(|r| r.rule == rule) => {
+                    self.report.forbidden_refused += 1;
+                }
+                Err(e) => self.violation(format!("{what} at {code} failed otherwise: {e}")),
+                Ok(_) => self.violation(format!("{what} at {code} was accepted")),
+            },
+        }
+        Ok(())
+    }
+
     /// A forbidden attempt, which must be refused with its rule.
     pub(super) fn forbidden(&mut self, i: usize) -> Result<(), SimError> {
         let code = self.remotes[i].code.clone();

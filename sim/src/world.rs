@@ -138,6 +138,7 @@ impl World {
         let mut world = World {
             cfg: cfg.clone(),
             rng,
+            deletes_rng: crate::rng::Rng::new(cfg.seed ^ 0xde1e7e),
             now: START_MS,
             central,
             central_clock,
@@ -188,6 +189,14 @@ impl World {
                 }
                 if noon >= START_MS {
                     self.push(noon, Event::Noon(i));
+                }
+                // About one shop day in seven, a delete.
+                if self.deletes_rng.chance(150) {
+                    let hour = 9 + self.deletes_rng.below(10);
+                    let t = zone.instant(day, hhmm(hour, self.deletes_rng.below(60)));
+                    if t >= START_MS && t < end {
+                        self.push(t, Event::Delete(i));
+                    }
                 }
                 day = match day.succ_opt() {
                     Some(d) => d,
@@ -349,6 +358,7 @@ impl World {
                 Event::Close(i) => self.close(i)?,
                 Event::HeldEdit(i) => self.held_edit(i)?,
                 Event::Retype(i) => self.retype(i)?,
+                Event::Delete(i) => self.delete(i)?,
                 Event::CentralBackup => {
                     let copy = self.central.copy_in_memory(self.central_config())?;
                     self.central_backup = Some(copy);
@@ -489,6 +499,9 @@ impl World {
             });
         }
         self.report.writes += 1;
+        if changes.iter().any(|c| c.slot == Slot::Tombstone) {
+            self.report.deletes += 1;
+        }
     }
 
     /// The person responsible reads the journal: a remote whose emissions central holds for
@@ -965,6 +978,15 @@ impl World {
             .central
             .write_commit(|tx| tx.set("articles", &a, "price", p))?;
         self.record(&commit.changes);
+        // Now and then central deletes a customer (a duplicate merged by hand): the shops may
+        // be editing it (R2 against a tombstone).
+        if self.deletes_rng.chance(100) {
+            let customers = self.central.scan("customers")?;
+            if let Some(c) = self.deletes_rng.pick(&customers).map(|r| r.key.clone()) {
+                let ((), commit) = self.central.write_commit(|tx| tx.delete("customers", &c))?;
+                self.record(&commit.changes);
+            }
+        }
         Ok(())
     }
 }
