@@ -904,11 +904,12 @@ impl World {
     ///
     /// While central is being restored from a backup, the lost store may also have been the
     /// last to hold other sites' writes central lost (they come back only from the remotes):
-    /// those no other open remote holds are lost with it too.
+    /// those no other open remote holds — none when it was the only one — are lost with it too.
     pub(super) fn forget_what_central_lacks(&mut self, site: SiteId) -> Result<(), SimError> {
         let snap = self.central.snapshot()?;
+        let restoring = central::restore_under_way(&self.central)?;
         let mut others = Vec::new();
-        if central::restore_under_way(&self.central)? {
+        if restoring {
             for r in self.remotes.iter().filter(|r| !r.closed) {
                 if r.store.site().id != site {
                     others.push(r.store.snapshot()?);
@@ -920,7 +921,7 @@ impl World {
             w.at_central = w.at_central || w.kept_in(&snap)?;
             let mut kept = w.at_central;
             if !kept && w.dot.site != site {
-                kept = others.is_empty();
+                kept = !restoring;
                 for other in &others {
                     kept = kept || w.kept_in(other)?;
                 }

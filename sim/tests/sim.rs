@@ -110,6 +110,28 @@ fn r1_r7_seed_20745_a_restored_shop_s_renumbered_change_held_back_by_a_till_is_r
     a_restored_shop_is_refused(8, 20, 20745, NAMES_UNSENT);
 }
 
+/// Central and its only shop lose their disks together: central is put back from a backup,
+/// then the shop from an older one, before it had relayed what central lost. A price central
+/// set after its backup was then in no store at all: lost with both disks, no store to bring
+/// it back. The checker once kept looking for it whenever no other shop was left to hold it
+/// (a false "write lost"); what no surviving store holds is no longer checked.
+#[test]
+fn seed_920002_what_central_and_its_only_shop_both_lost_is_not_looked_for() {
+    let report = run_clean(&SimConfig {
+        sites: 1,
+        days: 60,
+        seed: 920_002,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "central_restored_from_old_backup",
+        "restored_from_old_backup",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
