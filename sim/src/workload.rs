@@ -33,7 +33,13 @@ impl World {
                 // Shops pick the same document number (R1/R5): the first creation central
                 // receives is the document's; the others' writes are refused and returned.
                 let key = format!("DOC-{}-{}", self.now / DAY, self.rng.below(3));
-                if store.record("sales_documents", &key)?.is_some() {
+                // A number it holds is taken, even by a deleted document (R5: another shop's
+                // stays that shop's).
+                if store
+                    .snapshot()?
+                    .raw_record("sales_documents", &key)?
+                    .is_some()
+                {
                     return Ok(());
                 }
                 let total = price(&mut self.rng);
@@ -231,13 +237,22 @@ impl World {
                 }
             }
             6 | 7 => {
+                // Its own documents, those numbered as another shop's too (`DOC-…`: central
+                // refuses this shop's writes to them, its delete included, and returns them).
+                let mut places: BTreeSet<(String, String)> =
+                    self.remotes[i].own_docs.iter().cloned().collect();
+                for d in snap.scan("sales_documents", None, Some(200))? {
+                    if d.creator == own {
+                        places.insert(("sales_documents".to_owned(), d.key));
+                    }
+                }
                 let mut mine = Vec::new();
-                for (t, k) in &self.remotes[i].own_docs {
-                    if !snap.is_frozen(t, k)?
-                        && snap.reserved_by(t, k)?.is_none()
-                        && snap.record(t, k)?.is_some()
+                for (t, k) in places {
+                    if !snap.is_frozen(&t, &k)?
+                        && snap.reserved_by(&t, &k)?.is_none()
+                        && snap.record(&t, &k)?.is_some()
                     {
-                        mine.push((t.clone(), k.clone()));
+                        mine.push((t, k));
                     }
                 }
                 match self.deletes_rng.pick(&mine) {
