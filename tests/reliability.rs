@@ -1387,3 +1387,97 @@ fn r1_m3_after_central_s_restore_the_acknowledgement_brings_a_no_return_remote_s
     d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
     assert_eq!(name(&d.asoc, "K-B"), Some(Value::from("after the backup")));
 }
+
+/// R4/R9: central grants CSOC the stock documents it was denied. CSOC learns it with its next
+/// return and writes one, which central takes. BSOC, which still held CSOC as denied from its
+/// last return, gets that document with the return that also grants the permission: central's
+/// judgement is final, so BSOC takes it. It used to judge it by the permission it held (merged
+/// before the new one is set) and refuse it into its own rejection log, while its knowledge
+/// moved past it: BSOC never held the document central and CSOC hold (silent divergence).
+#[test]
+fn r4_r9_a_document_central_took_under_a_permission_granted_since_reaches_every_shop() {
+    let d = csoc_granted_stock_documents_writes_one();
+    d.at(23, 0);
+    let (_, applied) = d.return_and_apply(&d.bsoc);
+    let remote::Applied::Applied { report, .. } = applied else {
+        panic!("applied: {applied:?}");
+    };
+    assert_eq!(report.refused(), 0, "{:?}", report.refusals);
+    assert!(
+        d.bsoc.denied_tables(common::CSOC).is_empty(),
+        "BSOC learnt it too"
+    );
+    assert!(
+        d.bsoc
+            .record("stock_documents", "CSOC-S1")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+}
+
+/// Central grants CSOC the stock documents it was denied; CSOC learns it with a return, writes
+/// `CSOC-S1` and syncs, and central takes it.
+fn csoc_granted_stock_documents_writes_one() -> Deployment {
+    let d = Deployment::new();
+    let csoc = common::CSOC;
+    assert!(d.bsoc.denied_tables(csoc).contains("stock_documents"));
+    d.asoc
+        .set_denied_tables(csoc, std::collections::BTreeSet::new())
+        .unwrap();
+    d.at(9, 0);
+    d.return_and_apply(&d.csoc);
+    assert!(d.csoc.denied_tables(csoc).is_empty(), "CSOC learnt it may");
+    d.csoc
+        .write(|tx| tx.set("stock_documents", "CSOC-S1", "quantity", 5))
+        .unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    assert!(
+        d.asoc
+            .record("stock_documents", "CSOC-S1")
+            .unwrap()
+            .is_some()
+    );
+    d
+}
+
+/// R4/R9 the other way: central withdraws the permission after taking CSOC's document, then
+/// sets up a new shop. Its bootstrap sets the permissions before the data, and the new shop
+/// used to refuse the document central holds (silent divergence from its first day).
+#[test]
+fn r4_r9_a_shop_set_up_after_a_permission_is_withdrawn_holds_what_central_took_under_it() {
+    let d = csoc_granted_stock_documents_writes_one();
+    let csoc = common::CSOC;
+    d.asoc
+        .set_denied_tables(
+            csoc,
+            std::collections::BTreeSet::from(["stock_documents".into()]),
+        )
+        .unwrap();
+    d.at(10, 0);
+    let dsoc = add_remote(&d, 4, "DSOC");
+    assert!(dsoc.denied_tables(csoc).contains("stock_documents"));
+    assert!(dsoc.record("stock_documents", "CSOC-S1").unwrap().is_some());
+    assert_eq!(content(&dsoc), content(&d.asoc));
+    // And CSOC's writes from now on are refused, at CSOC once it knows, at central before.
+    d.csoc
+        .write(|tx| tx.set("stock_documents", "CSOC-S2", "quantity", 1))
+        .unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    assert!(
+        d.asoc
+            .record("stock_documents", "CSOC-S2")
+            .unwrap()
+            .is_none()
+    );
+    d.return_and_apply(&d.csoc);
+    let err = d
+        .csoc
+        .write(|tx| tx.set("stock_documents", "CSOC-S3", "quantity", 1))
+        .unwrap_err();
+    assert_eq!(
+        err.refusal().map(|r| r.rule),
+        Some(outpost::Rule::R4),
+        "{err}"
+    );
+}

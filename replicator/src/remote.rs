@@ -464,8 +464,8 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         let mut n_rej = 0u32;
         // The sites first: a return can carry the first changes of a site created after this
         // remote's bootstrap, and the site must be known before its changes are. The
-        // permissions after: the changes were accepted at central under the ones in force
-        // before, which a permission withdrawn since must not undo here.
+        // permissions after, for this store's own writes from now on: the changes central
+        // sends passed its own judgement of them (R4/R9), which the merge does not redo.
         if let Some(config) = &header.config {
             add_sites(tx, config)?;
         }

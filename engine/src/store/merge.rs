@@ -301,11 +301,16 @@ impl Merge<'_, '_> {
                     Some(f) => f,
                     None => *record.frozen.insert(self.t.is_frozen(&record.prefix)?),
                 },
-            denied: self
-                .state
-                .denied
-                .get(&origin)
-                .is_some_and(|d| d.contains(&change.table)),
+            // R4/R9 are central's to judge, by the permissions in force when it took the
+            // change: what it sends passed them. A remote's copy of the permissions may be
+            // older (a permission granted since reaches it with the same return): refusing
+            // here would leave it without the change for ever.
+            denied: self.source_role != Role::Central
+                && self
+                    .state
+                    .denied
+                    .get(&origin)
+                    .is_some_and(|d| d.contains(&change.table)),
             reservation: None,
         })
         .or_else(|r| {
