@@ -1419,7 +1419,11 @@ fn r4_r9_a_document_central_took_under_a_permission_granted_since_reaches_every_
 /// Central grants CSOC the stock documents it was denied; CSOC learns it with a return, writes
 /// `CSOC-S1` and syncs, and central takes it.
 fn csoc_granted_stock_documents_writes_one() -> Deployment {
-    let d = Deployment::new();
+    csoc_granted_stock_documents_writes_one_on(Deployment::new())
+}
+
+/// [`csoc_granted_stock_documents_writes_one`] on `d`.
+fn csoc_granted_stock_documents_writes_one_on(d: Deployment) -> Deployment {
     let csoc = common::CSOC;
     assert!(d.bsoc.denied_tables(csoc).contains("stock_documents"));
     d.asoc
@@ -1480,4 +1484,58 @@ fn r4_r9_a_shop_set_up_after_a_permission_is_withdrawn_holds_what_central_took_u
         Some(outpost::Rule::R4),
         "{err}"
     );
+}
+
+/// R4/R9 across central's restore: central took CSOC's stock document under a permission it
+/// granted after its backup. Its disk dies; the backup put back still denies CSOC stock
+/// documents. What the lost central took under the permission then in force is not judged
+/// again by the restored one's: taken back from BSOC's relay and from CSOC alike, in whichever
+/// order. It used to be refused (R4) — CSOC put its document back, BSOC kept it, and the two
+/// never agreed again (silent divergence, found by the simulator, seed 107).
+#[test]
+fn r4_r9_after_central_is_restored_what_it_took_under_a_permission_granted_since_the_backup_stays()
+{
+    for csoc_first in [true, false] {
+        let d = Deployment::new();
+        let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+        let mut d = csoc_granted_stock_documents_writes_one_on(d);
+        d.at(12, 0);
+        d.return_and_apply(&d.bsoc);
+        assert!(
+            d.bsoc
+                .record("stock_documents", "CSOC-S1")
+                .unwrap()
+                .is_some()
+        );
+        d.at(13, 0);
+        restore_central(&mut d, backup);
+        assert!(
+            d.asoc
+                .denied_tables(common::CSOC)
+                .contains("stock_documents")
+        );
+        let order: [&outpost::Store; 2] = if csoc_first {
+            [&d.csoc, &d.bsoc]
+        } else {
+            [&d.bsoc, &d.csoc]
+        };
+        sync_all(&d, &order, 3);
+        assert!(
+            d.asoc
+                .record("stock_documents", "CSOC-S1")
+                .unwrap()
+                .is_some(),
+            "CSOC first: {csoc_first}"
+        );
+        assert_eq!(
+            content(&d.bsoc),
+            content(&d.asoc),
+            "CSOC first: {csoc_first}"
+        );
+        assert_eq!(
+            content(&d.csoc),
+            content(&d.asoc),
+            "CSOC first: {csoc_first}"
+        );
+    }
 }

@@ -24,6 +24,9 @@ pub(super) struct Merge<'a, 't> {
     /// Judge changes whose dots are in this set, though the store knows them
     /// ([`super::WriteTx::merge_again`]).
     pub(super) merge_again: Option<&'a Knowledge>,
+    /// Dots a central lost in a restore had taken: not judged again by the permissions
+    /// ([`super::WriteTx::taken_before`]).
+    pub(super) taken_before: Option<&'a Knowledge>,
 }
 
 /// The record a merge is working on: taken from the store once for all its changes of a batch.
@@ -304,8 +307,11 @@ impl Merge<'_, '_> {
             // R4/R9 are central's to judge, by the permissions in force when it took the
             // change: what it sends passed them. A remote's copy of the permissions may be
             // older (a permission granted since reaches it with the same return): refusing
-            // here would leave it without the change for ever.
+            // here would leave it without the change for ever. Nor does central judge again
+            // what it had taken before a restore, under permissions that may have changed
+            // since: the remotes that hold it would keep it for ever.
             denied: self.source_role != Role::Central
+                && !self.taken_before.is_some_and(|k| k.contains(change.dot))
                 && self
                     .state
                     .denied

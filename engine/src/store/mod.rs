@@ -530,6 +530,7 @@ impl Store {
                 state_moved: false,
                 merge_known: false,
                 merge_again: None,
+                taken_before: None,
             };
             let r = f(&mut tx)?;
             let commit = tx.finish()?;

@@ -19,6 +19,8 @@ pub struct WriteTx<'a, 't> {
     pub(super) merge_known: bool,
     /// Dots whose changes [`WriteTx::apply_batch`] judges though this store knows them.
     pub(super) merge_again: Option<Knowledge>,
+    /// Dots [`WriteTx::apply_batch`] does not judge again by the permissions.
+    pub(super) taken_before: Option<Knowledge>,
 }
 
 impl std::fmt::Debug for WriteTx<'_, '_> {
@@ -143,6 +145,7 @@ impl WriteTx<'_, '_> {
             ahead: Vec::new(),
             merge_known: self.merge_known,
             merge_again: self.merge_again.as_ref(),
+            taken_before: self.taken_before.as_ref(),
         };
         let mut items = items.into_iter().peekable();
         while let Some((p, index, change)) = items.next() {
@@ -183,6 +186,14 @@ impl WriteTx<'_, '_> {
     /// not all, and merges it again when its own site sends it whole.
     pub fn merge_again(&mut self, dots: Knowledge) {
         self.merge_again = Some(dots);
+    }
+
+    /// From now on in this transaction, [`WriteTx::apply_batch`] does not judge again by the
+    /// permissions (R4/R9) the changes whose dots `dots` holds: central restored from a backup
+    /// takes back from the remotes what the lost central had taken under the permissions in
+    /// force then, which may have changed since (the other rules are judged as always).
+    pub fn taken_before(&mut self, dots: Knowledge) {
+        self.taken_before = Some(dots);
     }
 
     /// Records, in its place in `report`, a change from `source` whose dot this transaction's

@@ -237,6 +237,12 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // Its own changes taken that another remote reported holding (only looked at while a
         // restore is under way): that remote may know them under the lost central's verdict.
         let held_elsewhere = held_by_remotes(tx, sender)?;
+        // What the lost central took, under the permissions in force then (R4/R9), is not
+        // judged again by the restored one's: the remotes that hold it keep it.
+        let taken_before = held_by_any_remote(tx)?;
+        if !taken_before.is_empty() {
+            tx.taken_before(taken_before);
+        }
         let mut took_own = false;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {

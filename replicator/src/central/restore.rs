@@ -170,6 +170,13 @@ pub(super) fn held_by_remotes(
         .unwrap_or_default())
 }
 
+/// While a restore is under way: every change another remote than its own site's reported
+/// holding, of a site central has taken no new change of its own from since — what the lost
+/// central had taken, and so judged (see [`held_by_remotes`]). Empty outside a restore.
+pub(super) fn held_by_any_remote(tx: &outpost_engine::WriteTx<'_, '_>) -> Result<Knowledge> {
+    Ok(local::get::<Knowledge>(tx, local::RESTORE_HELD)?.unwrap_or_default())
+}
+
 /// While a restore is under way: `sender` has reported what its store holds (an emission of it
 /// received, whether taken now or not): [`held_by_remotes`] gains it, and central waits no
 /// more for `sender` ([`waiting_for`]).
