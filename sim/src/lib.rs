@@ -224,7 +224,6 @@ struct Remote {
     /// The host's daily immediate sync (immediate, no-return, manual kinds).
     host_sync: Option<Daily>,
     next_wake: u64,
-    stock_allowed: bool,
     own_docs: Vec<(String, String)>,
     registers: Vec<String>,
     reserved: Vec<(String, String)>,
@@ -266,6 +265,10 @@ enum Event {
     /// against the others' edits), or a document of its own not yet synced; now and then one it
     /// may not delete (R5, R6), which must be refused with its rule.
     Delete(usize),
+    /// Central withdraws or grants the shop's permission to write stock documents (R4/R9): the
+    /// shop learns it with its next return; what it wrote meanwhile under the old permission
+    /// central refuses with its rule and returns.
+    Permissions(usize),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
@@ -291,7 +294,8 @@ impl Event {
             | Event::Close(i)
             | Event::HeldEdit(i)
             | Event::Retype(i)
-            | Event::Delete(i) => Some(i),
+            | Event::Delete(i)
+            | Event::Permissions(i) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralBackup

@@ -10,7 +10,7 @@ impl World {
             return self.forbidden(i);
         }
         self.remotes[i].key_seq += 1;
-        let stock_allowed = self.remotes[i].stock_allowed;
+        let stock_allowed = self.stock_allowed(i);
         let key = format!("{}-{:06}", self.remotes[i].code, self.remotes[i].key_seq);
         let store = &self.remotes[i].store;
         let city = ["Lyon", "Lille", "Nantes", "Osaka", "Quito", "Perth"];
@@ -307,6 +307,15 @@ impl World {
         Ok(())
     }
 
+    /// Whether shop `i` may write stock documents as far as its store knows (R4/R9: central's
+    /// change of its permissions reaches it with its next return).
+    fn stock_allowed(&self, i: usize) -> bool {
+        let store = &self.remotes[i].store;
+        !store
+            .denied_tables(store.site().id)
+            .contains("stock_documents")
+    }
+
     /// A forbidden attempt, which must be refused with its rule.
     pub(super) fn forbidden(&mut self, i: usize) -> Result<(), SimError> {
         let code = self.remotes[i].code.clone();
@@ -325,7 +334,7 @@ impl World {
                     )
                 })
             }
-            1 if !self.remotes[i].stock_allowed => Some((
+            1 if !self.stock_allowed(i) => Some((
                 "R4 stock document",
                 vec![Rule::R4],
                 store.write(|tx| tx.set("stock_documents", &format!("{code}-X"), "quantity", 1)),

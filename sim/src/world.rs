@@ -121,7 +121,6 @@ impl World {
                 executor,
                 host_sync,
                 next_wake: u64::MAX,
-                stock_allowed: !settings.denied_tables.contains("stock_documents"),
                 own_docs: Vec::new(),
                 registers: Vec::new(),
                 reserved: Vec::new(),
@@ -210,6 +209,13 @@ impl World {
             t += DAY;
         }
         let span = end - START_MS;
+        // Central changes a shop's permissions now and then: a generator of its own.
+        let mut grants = crate::rng::Rng::new(self.cfg.seed ^ 0x9e41);
+        for i in 0..self.remotes.len() {
+            if grants.chance(150) {
+                self.push(START_MS + grants.below(span), Event::Permissions(i));
+            }
+        }
         for i in 0..self.remotes.len() {
             if self.remotes[i].kind == Kind::Fixed && self.rng.chance(400) {
                 let t = START_MS + self.rng.below(span);
@@ -359,6 +365,7 @@ impl World {
                 Event::HeldEdit(i) => self.held_edit(i)?,
                 Event::Retype(i) => self.retype(i)?,
                 Event::Delete(i) => self.delete(i)?,
+                Event::Permissions(i) => self.permissions(i)?,
                 Event::CentralBackup => {
                     let copy = self.central.copy_in_memory(self.central_config())?;
                     self.central_backup = Some(copy);
@@ -635,6 +642,28 @@ impl World {
             .report
             .faults_injected
             .entry("schedule_changed".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Central withdraws shop `i`'s permission to write stock documents, or grants it (R4/R9):
+    /// in its configuration, which the shop receives with its next return.
+    pub(super) fn permissions(&mut self, i: usize) -> Result<(), SimError> {
+        let Some(mut config) = central::config(&self.central)? else {
+            return Ok(());
+        };
+        let site = self.remotes[i].store.site().id;
+        let Some(r) = config.remotes.iter_mut().find(|r| r.id == site) else {
+            return Ok(());
+        };
+        if !r.denied_tables.remove("stock_documents") {
+            r.denied_tables.insert("stock_documents".to_owned());
+        }
+        central::set_config(&self.central, &config)?;
+        *self
+            .report
+            .faults_injected
+            .entry("permissions_changed".to_owned())
             .or_insert(0) += 1;
         Ok(())
     }
