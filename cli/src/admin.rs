@@ -578,6 +578,19 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
                 report.count(outpost_engine::Outcome::Superseded),
                 report.count(outpost_engine::Outcome::AlreadyHad),
             );
+            // Central judged these already: a store that refuses one of them no longer holds
+            // what central holds. Said, never silent.
+            for (_, r) in &report.refusals {
+                let c = &r.change;
+                crate::say!(
+                    "warning: a change of return {id} was refused here: {}/{} {} by site {}: {}",
+                    c.table,
+                    c.key,
+                    c.slot,
+                    c.dot.site,
+                    r.refusal
+                );
+            }
             if let Some(n) = note {
                 crate::say!("note: {n}");
             }
