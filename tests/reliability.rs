@@ -1539,3 +1539,48 @@ fn r4_r9_after_central_is_restored_what_it_took_under_a_permission_granted_since
         );
     }
 }
+
+/// R2 with a clock behind: BSOC's clock says it is a day earlier than it is. It stamps its
+/// writes just after the newest change it has seen, not when they are made, so they lose every
+/// conflict to writes made earlier elsewhere — nothing is refused, nothing is held. Central
+/// cannot know which edit a person made last, but it can see that BSOC holds changes stamped
+/// later than its own clock says it is, and says so: an alert names BSOC and how far behind its
+/// clock is at least. A shop whose clock is right raises none.
+#[test]
+fn r2_a_shop_whose_clock_is_a_day_behind_is_named_in_an_alert() {
+    use outpost::replicator::monitor;
+    let clock = ManualClock::new(hhmm(8, 0));
+    let bsoc_clock = ManualClock::new(hhmm(8, 0) - DAY_MS);
+    let d = Deployment::with_clocks(
+        clock,
+        bsoc_clock.clone(),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    d.at(9, 0);
+    bsoc_clock.set(hhmm(9, 0) - DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in at BSOC"))
+        .unwrap();
+    d.csoc
+        .write(|tx| tx.set("customers", "CSOC-1", "name", "keyed in at CSOC"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.emit_and_process(&d.csoc, SyncMode::Deferred);
+    let raised =
+        monitor::evaluate(&d.asoc, hhmm(9, 1), &monitor::Thresholds::default(), None).unwrap();
+    let about = |site| {
+        raised
+            .iter()
+            .filter(|a| a.site == Some(site) && a.text.contains("clock"))
+            .map(|a| a.text.clone())
+            .collect::<Vec<_>>()
+    };
+    let bsoc = about(common::BSOC);
+    assert_eq!(bsoc.len(), 1, "{raised:?}");
+    assert!(
+        bsoc[0].contains("BSOC's clock is at least 23.0 h behind"),
+        "{}",
+        bsoc[0]
+    );
+    assert!(about(common::CSOC).is_empty(), "{raised:?}");
+}

@@ -322,6 +322,9 @@ pub enum EventKind {
     /// A remote removed from the deployment still syncs with its own credential: what its store
     /// takes reaches no other site.
     RemovedSiteSyncs,
+    /// A remote's clock is behind: it held changes stamped later than its clock said it was
+    /// (R2: its writes lose every conflict until it is set right).
+    ClockBehind,
 }
 
 /// One event, written in the transaction of what it reports.

@@ -112,6 +112,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         now_ms: now,
         skew_ms: store.skew_ms_max(),
     };
+    let behind = clock_behind(store, &header, &code);
     let outcome = local::write(store, |tx| {
         // While a restore is under way: a change carried under a number another remote holds
         // with another stamp (the flow read again, as `check` did; in this transaction, so that
@@ -219,6 +220,18 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         crate::journal::put(tx, &row)?;
         crate::monitor_records::index_row(tx, now, id)?;
         crate::monitor_records::saw_emission(tx, id, now, Some(header.created_wall_ms))?;
+        if let Some(text) = behind.clone() {
+            crate::monitor_records::record_event(
+                tx,
+                &crate::monitor_records::Event {
+                    kind: crate::monitor_records::EventKind::ClockBehind,
+                    at_ms: now,
+                    site: header.source,
+                    flow: id,
+                    text,
+                },
+            )?;
+        }
         if let Some(count) = header
             .config
             .as_ref()
@@ -398,4 +411,27 @@ pub(super) fn check_emission_header(
         )));
     }
     Ok(())
+}
+
+/// R2: a remote whose emission says its store held changes stamped later than its clock said
+/// it was when it made the emission, by more than the skew central tolerates, has a clock behind
+/// — at least by that much, whatever the time the file took to come. Its writes are stamped just
+/// after the newest change it has seen, not when they are made: they lose every conflict to
+/// writes made earlier elsewhere. Nothing is refused or held for it; it is said (an alert).
+fn clock_behind(store: &Store, header: &FlowHeader, code: &str) -> Option<String> {
+    let behind = header
+        .created_stamp
+        .physical_ms()
+        .saturating_sub(header.created_wall_ms);
+    if behind <= store.skew_ms_max() {
+        return None;
+    }
+    Some(format!(
+        "{code}'s clock is at least {} behind: when it made emission {} it already held changes \
+         stamped that much later than its clock said. Until its clock is set right, its writes \
+         lose every conflict to writes made earlier elsewhere (R2). If every remote says so, \
+         central's own clock may have run ahead",
+        super::process::human_ms(behind),
+        header.id
+    ))
 }
