@@ -1013,6 +1013,10 @@ fn r1_remote_run_retries_an_emission_central_does_not_take_yet() {
             .unwrap()
             .any(|e| e.unwrap().path().is_file())
     });
+    // The file leaves the outbox before the line that says so is written: wait for the line.
+    wait_for(60, "the sync said it sent the emission", || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("sent 1 emission(s)"))
+    });
     drop(run);
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("sent 1 emission(s)"), "{said}\n{text}");
