@@ -1584,3 +1584,131 @@ fn r2_a_shop_whose_clock_is_a_day_behind_is_named_in_an_alert() {
     );
     assert!(about(common::CSOC).is_empty(), "{raised:?}");
 }
+
+/// R2 with central's own clock ahead: central's clock ran three days ahead for an hour, and was
+/// set right. What central wrote meanwhile carries stamps three days ahead, and BSOC, whose
+/// clock is right, took them: its next writes are stamped just after them (the clock is causal).
+/// Those stamps are central's doing, not BSOC's: central takes BSOC's emission (it used to hold
+/// it as if BSOC's clock were wrong, and `restamp` could not help), BSOC's edit — made after it
+/// saw central's — wins, and the alert names central's clock, not BSOC's.
+#[test]
+fn r2_after_central_s_clock_ran_ahead_and_was_set_right_a_shop_with_a_right_clock_is_not_held() {
+    use outpost::replicator::monitor;
+    let clock = ManualClock::new(hhmm(8, 0));
+    let bsoc_clock = ManualClock::new(hhmm(8, 0));
+    let d = Deployment::with_clocks(
+        clock.clone(),
+        bsoc_clock.clone(),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    // 9:00: central's clock says three days later.
+    clock.set(hhmm(9, 0) + 3 * DAY_MS);
+    bsoc_clock.set(hhmm(9, 0));
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(
+        name(&d.bsoc, "ASOC-1"),
+        Some(Value::from("keyed in at central"))
+    );
+    // 9:30: central's clock is set right. 9:40: BSOC edits the customer and syncs.
+    d.at(9, 30);
+    bsoc_clock.set(hhmm(9, 40));
+    d.bsoc
+        .write(|tx| {
+            tx.set("customers", "ASOC-1", "name", "edited at BSOC")?;
+            tx.set("customers", "BSOC-1", "name", "new at BSOC")
+        })
+        .unwrap();
+    d.at(9, 40);
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Deferred);
+    let row = journal::row(&d.asoc, id).unwrap().unwrap();
+    assert_eq!(row.error, None, "BSOC's clock is right: nothing is held");
+    assert_eq!(row.executions, 1);
+    assert_eq!(name(&d.asoc, "ASOC-1"), Some(Value::from("edited at BSOC")));
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("new at BSOC")));
+    d.return_and_apply(&d.bsoc);
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+
+    // The alert names central's clock, and how far behind its own newest stamp it is; none
+    // blames BSOC's.
+    let raised =
+        monitor::evaluate(&d.asoc, hhmm(9, 41), &monitor::Thresholds::default(), None).unwrap();
+    let clocks: Vec<_> = raised.iter().filter(|a| a.text.contains("clock")).collect();
+    assert!(
+        clocks.iter().all(|a| !a.text.contains("BSOC's clock")),
+        "{clocks:?}"
+    );
+    assert_eq!(clocks.len(), 1, "{raised:?}");
+    assert!(
+        clocks[0]
+            .text
+            .starts_with("central's clock is 3.0 d behind"),
+        "{}",
+        clocks[0].text
+    );
+    assert!(clocks[0].is_open(), "it holds until the time catches up");
+    // Once central's clock has caught up with its stamps, it closes.
+    let later = hhmm(9, 41) + 3 * DAY_MS;
+    monitor::evaluate(&d.asoc, later, &monitor::Thresholds::default(), None).unwrap();
+    let still: Vec<_> = monitor::alerts(&d.asoc, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.text.contains("clock"))
+        .collect();
+    assert!(still.is_empty(), "{still:?}");
+}
+
+/// R2 and R1 together: central's clock ran a day ahead, central wrote, BSOC took it; then
+/// central's disk died and its backup from before was put back, its clock set right. The
+/// restored central never issued those stamps, but BSOC sends back central's lost write with
+/// them, and stamps its own writes after them: central's own changes vouch for the time, and
+/// BSOC is not held (it used to be, until central's time caught up, and the restore waited on
+/// it meanwhile).
+#[test]
+fn r2_a_shop_that_took_the_stamps_of_a_central_clock_ahead_is_not_held_by_central_restored() {
+    let clock = ManualClock::new(hhmm(8, 0));
+    let bsoc_clock = ManualClock::new(hhmm(8, 0));
+    let mut d = Deployment::with_clocks(
+        clock.clone(),
+        bsoc_clock.clone(),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0));
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc], 1);
+    assert_eq!(
+        name(&d.bsoc, "ASOC-1"),
+        Some(Value::from("keyed in at central"))
+    );
+    // 9:30: central's disk dies; its backup is put back and its clock set right.
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    bsoc_clock.set(hhmm(9, 40));
+    d.at(9, 40);
+    d.bsoc
+        .write(|tx| {
+            tx.set("customers", "ASOC-1", "name", "edited at BSOC")?;
+            tx.set("customers", "BSOC-1", "name", "new at BSOC")
+        })
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    let rows = journal::rows(&d.asoc, Some(common::BSOC), None, None).unwrap();
+    assert!(
+        rows.iter().all(|r| matches!(r.hold, journal::Hold::None)
+            && !r.error.as_deref().unwrap_or("").contains("clock")),
+        "{rows:?}"
+    );
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    assert_eq!(name(&d.asoc, "ASOC-1"), Some(Value::from("edited at BSOC")));
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("new at BSOC")));
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}

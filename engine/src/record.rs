@@ -31,14 +31,20 @@ impl fmt::Display for Slot {
     }
 }
 
-/// The order of last-writer-wins: `(stamp, site)`, a total order, so every site picks the same
-/// winner whatever the order of arrival. Also the creation marker of a record (R1).
+/// The order of last-writer-wins: `(stamp, site, seq)`, a total order on distinct writes, so
+/// every site picks the same winner whatever the order of arrival. Also the creation marker of a
+/// record (R1).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Marker {
     /// When.
     pub stamp: Stamp,
     /// Which site; breaks ties between equal stamps.
     pub site: SiteId,
+    /// The commit's sequence at that site; breaks ties between equal stamps of one site. A site
+    /// stamps each of its writes later than the one before, but a site put back from a backup,
+    /// whose clock had run ahead before the loss, can stamp a write exactly as a lost one was:
+    /// the later commit wins (a restored site numbers its commits past the lost ones).
+    pub seq: u64,
 }
 
 /// The creation of a record: the stamp and dot of the write that created it. When two sites
@@ -85,6 +91,7 @@ impl Register {
         Marker {
             stamp: self.stamp,
             site: self.dot.site,
+            seq: self.dot.seq,
         }
     }
 }
@@ -114,6 +121,7 @@ impl Change {
         Marker {
             stamp: self.stamp,
             site: self.dot.site,
+            seq: self.dot.seq,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the same fields (equal physical times included, clocks hours apart), changes are delivered in
 //! random orders with duplicates — directly from their origin, or relayed by syncs. Once every
 //! change has reached every site, all stores hold byte-identical replicated content, and every
-//! register equals the maximum `(stamp, site)` among the writes to it (the minimum for a
+//! register equals the maximum `(stamp, site, seq)` among the writes to it (the minimum for a
 //! record's creation).
 //!
 //! Fixed default seed; `PROPTEST_RNG_SEED=<n>` and `PROPTEST_CASES=<n>` change the run. A failure
@@ -326,4 +326,50 @@ fn hlc_a_site_three_hours_behind_or_ahead_still_converges_and_wins_when_later() 
     );
     assert_eq!(report.refused(), 0);
     assert!(d[0].store.clock_high_water() >= changes.iter().map(|c| c.stamp).max().unwrap());
+}
+
+/// R2 when one site stamps two different writes alike: a site put back from a backup, whose
+/// clock had run ahead before its loss, can stamp a write exactly as a lost one of its own was
+/// (same stamp, same site, another commit). Every site must still pick the same winner whatever
+/// the order of arrival — the later commit — instead of each keeping the one it had first (a
+/// silent divergence).
+#[test]
+fn r2_two_writes_of_one_site_stamped_alike_converge_on_the_later_commit() {
+    let sites = open_sites(3, &[0, 0, 0]);
+    let (a, b, c) = (&sites[0].store, &sites[1].store, &sites[2].store);
+    let (_, lost) = a
+        .write_commit(|tx| tx.set("customers", "K", "a", "written before the loss"))
+        .unwrap();
+    // The same commit as the site put back writes it: a later sequence, the same stamp.
+    let mut again = lost.changes.clone();
+    for ch in &mut again {
+        ch.dot.seq += 1 << 32;
+        ch.created.dot.seq += 1 << 32;
+        if ch.slot == Slot::Field("a".into()) {
+            ch.value = Value::from("written after the restore");
+        }
+    }
+    let covers = |changes: &[Change]| {
+        let mut k = Knowledge::new();
+        k.insert(changes[0].dot);
+        k
+    };
+    b.apply(SiteId(1), lost.changes.clone(), &covers(&lost.changes))
+        .unwrap();
+    b.apply(SiteId(1), again.clone(), &covers(&again)).unwrap();
+    c.apply(SiteId(1), again.clone(), &covers(&again)).unwrap();
+    c.apply(SiteId(1), lost.changes.clone(), &covers(&lost.changes))
+        .unwrap();
+    for s in [b, c] {
+        assert_eq!(
+            s.record("customers", "K").unwrap().unwrap().get("a"),
+            Some(&Value::from("written after the restore")),
+            "{}",
+            s.site().code
+        );
+    }
+    assert_eq!(
+        b.snapshot().unwrap().replicated_content().unwrap(),
+        c.snapshot().unwrap().replicated_content().unwrap()
+    );
 }

@@ -281,7 +281,32 @@ fn conditions(
     out.extend(emissions_not_processed(store, now_ms, t)?);
     out.extend(disk_nearly_full(disk, t));
     out.extend(restore_under_way(store, now_ms)?);
+    out.extend(central_clock_behind(store, now_ms));
     Ok(out)
+}
+
+/// Central's clock behind the newest stamp central issued or took, by more than the skew it
+/// tolerates: it ran ahead and was set back (or was set back). What central wrote meanwhile wins
+/// every conflict until its time comes; the shops that took those stamps stamp their writes just
+/// after them (R2) and are not held for it.
+fn central_clock_behind(store: &Store, now_ms: u64) -> Option<Condition> {
+    let high = store.clock_high_water().physical_ms();
+    if high <= now_ms.saturating_add(store.skew_ms_max()) {
+        return None;
+    }
+    Some(Condition {
+        key: "clock/central".into(),
+        site: Some(store.site().id),
+        flow: None,
+        text: format!(
+            "central's clock is {} behind the newest stamp it issued or took: it ran ahead and \
+             was set back, or was set back. Until its time catches up, central's writes made \
+             while it ran ahead win every conflict (R2), and every site's writes are stamped \
+             after them; shops are not held for those stamps. Check that central's clock is \
+             right (NTP)",
+            crate::central::human_ms(high - now_ms)
+        ),
+    })
 }
 
 /// Up to ten codes, then how many more.

@@ -19,9 +19,14 @@ impl World {
         let sweep = self.automaton.on_time(self.now + DAY);
         let sweeps: Vec<Command> = sweep.into_iter().filter(|c| *c == Command::Sweep).collect();
         self.run_central(sweeps)?;
-        // Two rounds after the last clock found wrong (its emission held) was set right.
-        for _ in 0..3 {
-            self.set_quarantined_clocks_right(false)?;
+        // Two rounds after the last clock found wrong (its emission held) was set right; more
+        // while an emission is still held (one made before its remote heard of central's
+        // restore is superseded by the next, which may be held in turn), up to eight.
+        for round in 0..8 {
+            let holding = self.set_quarantined_clocks_right(false)?;
+            if round >= 3 && !holding {
+                break;
+            }
             let open: Vec<usize> = (0..self.remotes.len())
                 .filter(|i| !self.remotes[*i].closed)
                 .collect();

@@ -269,6 +269,10 @@ enum Event {
     /// shop learns it with its next return; what it wrote meanwhile under the old permission
     /// central refuses with its rule and returns.
     Permissions(usize),
+    /// Central's clock is set this far ahead of the time (0: set right again): what central
+    /// writes meanwhile is stamped ahead, the shops take those stamps and stamp their writes
+    /// after them — and must not be held for it once central's clock is right (R2).
+    CentralClock(i64),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
@@ -298,6 +302,7 @@ impl Event {
             | Event::Permissions(i) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
+            | Event::CentralClock(_)
             | Event::CentralBackup
             | Event::CentralRestore
             | Event::RemoveAgain(_) => None,
@@ -314,6 +319,7 @@ impl Accepted {
                 Slot::Created => Some(Marker {
                     stamp: raw.created.stamp,
                     site: raw.created.site(),
+                    seq: raw.created.dot.seq,
                 }),
                 Slot::Tombstone => raw.tombstone.map(|r| r.marker()),
                 Slot::Field(f) => raw.fields.get(f).map(|r| r.marker()),
@@ -358,6 +364,8 @@ struct World {
     now: u64,
     central: Store,
     central_clock: ManualClock,
+    /// How far central's clock is ahead of the time ([`Event::CentralClock`]).
+    central_skew_ms: i64,
     automaton: CentralAutomaton,
     remotes: Vec<Remote>,
     queue: BinaryHeap<Reverse<(u64, u64, Event)>>,

@@ -141,6 +141,7 @@ impl World {
             now: START_MS,
             central,
             central_clock,
+            central_skew_ms: 0,
             automaton,
             remotes,
             queue: BinaryHeap::new(),
@@ -216,6 +217,19 @@ impl World {
                 self.push(START_MS + grants.below(span), Event::Permissions(i));
             }
         }
+        // Now and then central's clock runs a day ahead from early one morning (central's
+        // price edit of 9:00 is stamped with it) for some hours, and is set right: a generator
+        // of its own.
+        let mut ahead = crate::rng::Rng::new(self.cfg.seed ^ 0xc10c);
+        if self.cfg.faults && ahead.chance(150) {
+            let day = ahead.below(u64::from(self.cfg.days));
+            let from = START_MS + day * DAY + 6 * HOUR + ahead.below(3 * HOUR);
+            let until = from + 3 * HOUR + ahead.below(12 * HOUR);
+            if until < end {
+                self.push(from, Event::CentralClock(i64::try_from(DAY).unwrap_or(0)));
+                self.push(until, Event::CentralClock(0));
+            }
+        }
         for i in 0..self.remotes.len() {
             if self.remotes[i].kind == Kind::Fixed && self.rng.chance(400) {
                 let t = START_MS + self.rng.below(span);
@@ -287,7 +301,8 @@ impl World {
 
     pub(super) fn set_time(&mut self, t: u64) {
         self.now = t;
-        self.central_clock.set(t);
+        self.central_clock
+            .set(t.saturating_add_signed(self.central_skew_ms));
         for r in &self.remotes {
             r.clock.set(t.saturating_add_signed(r.skew_ms));
         }
@@ -371,6 +386,17 @@ impl World {
                     self.central_backup = Some(copy);
                 }
                 Event::CentralRestore => self.restore_central()?,
+                Event::CentralClock(skew_ms) => {
+                    self.central_skew_ms = skew_ms;
+                    self.set_time(t);
+                    if skew_ms != 0 {
+                        *self
+                            .report
+                            .faults_injected
+                            .entry("central_clock_ahead".to_owned())
+                            .or_insert(0) += 1;
+                    }
+                }
                 Event::RemoveAgain(i) => self.remove_again(i)?,
             }
             self.reschedule_central();
@@ -517,11 +543,33 @@ impl World {
     /// `recent`: the person responsible reads the last [`JOURNAL_LOOK_BACK`] of the journal (a
     /// remote whose clock is wrong has each of its emissions held, a new one every day), on the
     /// monitor's time index; otherwise the whole journal (the quiet round at the end).
-    pub(super) fn set_quarantined_clocks_right(&mut self, recent: bool) -> Result<(), SimError> {
-        let quarantined = |r: &journal::JournalRow| matches!(r.hold, Hold::Quarantined { .. });
-        let held: BTreeSet<SiteId> = if recent {
+    /// Whether an emission is held (from before its clock was set right, or until the next
+    /// one of its remote supersedes it).
+    pub(super) fn set_quarantined_clocks_right(&mut self, recent: bool) -> Result<bool, SimError> {
+        // Held, then perhaps superseded since. While central is restored from a backup, an
+        // emission made before its remote heard of the restore may be held (its changes may
+        // follow central's lost ones): the next one supersedes it, and no clock is set right.
+        let quarantined = |r: &journal::JournalRow| !matches!(r.hold, Hold::None);
+        let restoring = |r: &journal::JournalRow| {
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains(central::HELD_IN_RESTORE))
+        };
+        let mut held_once = BTreeSet::new();
+        let mut held = BTreeSet::new();
+        let mut holding = false;
+        let mut note = |r: &journal::JournalRow| {
+            holding |= matches!(r.hold, Hold::Quarantined { .. });
+            if restoring(r) {
+                return;
+            }
+            held_once.insert(r.site);
+            if matches!(r.hold, Hold::Quarantined { .. }) {
+                held.insert(r.site);
+            }
+        };
+        if recent {
             let from = self.now.saturating_sub(JOURNAL_LOOK_BACK);
-            let mut held = BTreeSet::new();
             let mut cursor: Option<String> = None;
             loop {
                 let page = outpost_replicator::monitor::journal_page(
@@ -532,21 +580,36 @@ impl World {
                     500,
                     quarantined,
                 )?;
-                held.extend(page.items.iter().map(|r| r.site));
+                page.items.iter().for_each(&mut note);
                 match page.next {
                     Some(next) => cursor = Some(next),
                     None => break,
                 }
             }
-            held
         } else {
             journal::rows(&self.central, None, None, None)?
-                .into_iter()
-                .filter(quarantined)
-                .map(|r| r.site)
-                .collect()
-        };
+                .iter()
+                .filter(|r| quarantined(r))
+                .for_each(&mut note);
+        }
         for i in 0..self.remotes.len() {
+            // R2: a shop whose clock was never ahead beyond the bound is never held, whatever
+            // central's own clock did (a shop that took central's stamps while central's clock
+            // ran ahead stamps its writes after them).
+            let bound_min = self.central.skew_ms_max() / MINUTE;
+            if held_once.contains(&self.remotes[i].store.site().id)
+                && self
+                    .report
+                    .remotes
+                    .get(i)
+                    .is_some_and(|r| r.skew_minutes <= i64::try_from(bound_min).unwrap_or(0))
+            {
+                let code = self.remotes[i].code.clone();
+                self.violation(format!(
+                    "central held an emission of {code} for clock skew, though {code}'s clock \
+                     was never ahead"
+                ));
+            }
             if !held.contains(&self.remotes[i].store.site().id)
                 || self.remotes[i].skew_ms == 0
                 || self.remotes[i].closed
@@ -568,6 +631,7 @@ impl World {
                         Marker {
                             stamp: raw.created.stamp,
                             site: raw.created.site(),
+                            seq: raw.created.dot.seq,
                         },
                         raw.created.dot,
                     )),
@@ -575,9 +639,12 @@ impl World {
                     Slot::Field(f) => raw.fields.get(f).map(|r| (r.marker(), r.dot)),
                 };
                 // Its new dot too: a change central refuses is logged under the dot it came with.
+                // Stamped again from the clock as it is, its stamp may be later than before:
+                // after central's stamps from a clock ahead, a remote's clock reads after them.
                 if let Some((m, dot)) = now
                     && m.site == site
-                    && m.stamp < w.marker.stamp
+                    && dot != w.dot
+                    && m.stamp != w.marker.stamp
                 {
                     w.marker = m;
                     w.dot = dot;
@@ -591,7 +658,7 @@ impl World {
                 .or_insert(0) += 1;
             self.reschedule_remote(i);
         }
-        Ok(())
+        Ok(holding)
     }
 
     /// An admin moves a fixed-time remote's emission and fetch (C4/C6) while its executor runs:

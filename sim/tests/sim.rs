@@ -132,6 +132,40 @@ fn seed_920002_what_central_and_its_only_shop_both_lost_is_not_looked_for() {
     }
 }
 
+/// Central's clock runs a day ahead one morning: its price edit of 9:00 is stamped a day ahead,
+/// the shops take it and stamp their writes after it. Once central's clock was set right, it held
+/// their emissions as if their clocks were wrong (nothing could release them but time), and when
+/// the run ended within that day the shop's work never reached central. A shop whose clock was
+/// never ahead is never held now (R2), and this seed checks it.
+#[test]
+fn seed_8_shops_that_took_central_s_stamps_from_a_clock_ahead_are_not_held() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 30,
+        seed: 8,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    assert_eq!(report.faults_injected.get("central_clock_ahead"), Some(&1));
+}
+
+/// The same, and then central's disk dies and its backup from before is put back: the restored
+/// central never issued the stamps the shops took, but the shops send its lost changes back with
+/// them, which vouch for the time (R2, R1).
+#[test]
+fn seed_176_shops_that_took_the_stamps_of_a_central_clock_ahead_are_not_held_by_central_restored() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 2,
+        seed: 176,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in ["central_clock_ahead", "central_restored_from_old_backup"] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);

@@ -139,6 +139,7 @@ impl Merge<'_, '_> {
                 let old_marker = rec.get(&slot).map(|(stamp, dot)| Marker {
                     stamp,
                     site: dot.site,
+                    seq: dot.seq,
                 });
                 match old_marker {
                     Some(m) if m == new_marker => Ok(Outcome::AlreadyHad),

@@ -396,6 +396,12 @@ impl WriteTx<'_, '_> {
         &self.state.knowledge
     }
 
+    /// The highest stamp issued or observed, as this transaction sees it (see
+    /// [`Store::clock_high_water`]).
+    pub fn clock_high_water(&self) -> Stamp {
+        self.state.hlc.last()
+    }
+
     /// Whether a document is frozen (R6).
     pub fn is_frozen(&self, table: &str, key: &str) -> Result<bool> {
         self.tables.is_frozen(&keys::record_prefix(table, key))

@@ -33,6 +33,7 @@ mod receive;
 mod restore;
 mod returns;
 
+pub(crate) use process::human_ms;
 pub use process::*;
 pub use receive::*;
 pub use restore::*;

@@ -135,6 +135,10 @@ pub fn process(store: &Store, id: FlowId) -> Result<Processed> {
     }
 }
 
+/// How the reason of an emission held for clock skew while central is restored from a backup
+/// says so (it was made before its remote heard of the restore).
+pub const HELD_IN_RESTORE: &str = "while central is restored from a backup";
+
 /// Takes out of the pending list the emissions of `id`'s site, older than it, held for clock
 /// skew: `id` carried everything they did.
 pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowId) -> Result<()> {
@@ -145,12 +149,17 @@ pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowI
         let Some(mut row) = crate::journal::get(tx, held)? else {
             continue;
         };
-        if !matches!(row.hold, Hold::Quarantined { .. }) {
+        let Hold::Quarantined { reason } = &row.hold else {
             continue;
-        }
+        };
+        let when = if reason.contains(HELD_IN_RESTORE) {
+            format!(" {HELD_IN_RESTORE}")
+        } else {
+            String::new()
+        };
         row.hold = Hold::Superseded;
         row.error = Some(format!(
-            "superseded by emission {id} while held for clock skew: never applied; its \
+            "superseded by emission {id} while held for clock skew{when}: never applied; its \
              changes came again in that emission"
         ));
         crate::journal::put(tx, &row)?;
@@ -160,15 +169,22 @@ pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowI
 }
 
 /// The reason to hold `change` from the site `code`, if it is stamped beyond the bound ahead of
-/// central's clock and central does not know it already.
+/// central's clock and central does not know it already. A stamp no later than `central_high`
+/// (central's newest stamp, issued or taken, before this emission) is never held: a shop that
+/// took central's stamps while central's own clock ran ahead stamps its writes just after them,
+/// whatever its own clock says (R2), and is not to blame for it.
 pub(super) fn quarantine_reason(
     store: &Store,
     tx: &outpost_engine::WriteTx<'_, '_>,
+    central_high: outpost_engine::Stamp,
     code: &str,
     change: &outpost_engine::Change,
 ) -> Option<String> {
     let ahead = store.ahead_ms(change.stamp);
-    if ahead <= store.skew_ms_max() || tx.knowledge().contains(change.dot) {
+    if ahead <= store.skew_ms_max()
+        || change.stamp.physical_ms() <= central_high.physical_ms()
+        || tx.knowledge().contains(change.dot)
+    {
         return None;
     }
     Some(format!(
@@ -181,7 +197,7 @@ pub(super) fn quarantine_reason(
 }
 
 /// A duration for people: 3.0 d, 4.5 h, 5 min, 40 s.
-pub(super) fn human_ms(ms: u64) -> String {
+pub(crate) fn human_ms(ms: u64) -> String {
     let f = ms as f64;
     match ms {
         86_400_000.. => format!("{:.1} d", f / 86_400_000.0),
@@ -244,6 +260,13 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             tx.taken_before(taken_before);
         }
         let mut took_own = false;
+        // R2: a change stamped too far ahead of central's clock is held with the whole emission
+        // — unless central's own changes stamped as late come with it (a remote sends back what
+        // a restored central lost, stamped while its clock ran ahead): known once the whole
+        // emission is read, so the verdict waits for its end (nothing is committed before).
+        let own_site = tx.site().id;
+        let mut central_high = tx.clock_high_water();
+        let mut held: Option<(outpost_engine::Stamp, String)> = None;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
                 return Err(Error::Refused("an emission carries no rejections".into()));
@@ -262,8 +285,15 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                 if change.dot.site != sender {
                     relays.push((i, change.dot));
                 }
-                if let Some(reason) = quarantine_reason(store, tx, &code, change) {
-                    return Err(Error::Quarantined(reason));
+                if change.dot.site == own_site {
+                    central_high = central_high.max(change.stamp);
+                } else if let Some(reason) =
+                    quarantine_reason(store, tx, central_high, &code, change)
+                {
+                    match &mut held {
+                        Some((latest, _)) => *latest = (*latest).max(change.stamp),
+                        None => held = Some((change.stamp, reason)),
+                    }
                 }
                 // A document its creator sends — or, while a restore is under way, that another
                 // remote sends back of it: it had reached central before the loss.
@@ -313,6 +343,25 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     to_freeze.insert((table, key));
                 }
             }
+        }
+        if let Some((latest, reason)) = held
+            && latest.physical_ms() > central_high.physical_ms()
+        {
+            // Central restored from a backup has lost its own latest changes, and with them the
+            // time they were stamped at: a remote that made this emission before it heard of
+            // the restore did not send them back, and its writes may follow them.
+            if !trusted {
+                return Err(Error::Quarantined(format!(
+                    "{code}'s changes are stamped {} ahead of central's clock {HELD_IN_RESTORE}: \
+                     they may follow changes central lost, stamped by \
+                     its clock before the loss. Nothing of this emission was applied; {code}'s \
+                     next emission, made once it has applied a return, carries central's lost \
+                     changes back and supersedes it. Run `outpost remote restamp` there only if \
+                     that one is held too",
+                    human_ms(store.ahead_ms(latest)),
+                )));
+            }
+            return Err(Error::Quarantined(reason));
         }
         // R6: a document received from its creator is frozen for it here too.
         for (table, key) in &to_freeze {

@@ -418,12 +418,20 @@ pub(super) fn check_emission_header(
 /// — at least by that much, whatever the time the file took to come. Its writes are stamped just
 /// after the newest change it has seen, not when they are made: they lose every conflict to
 /// writes made earlier elsewhere. Nothing is refused or held for it; it is said (an alert).
+/// Not when those later stamps may be central's own, while central's clock is behind them
+/// (it ran ahead and was set back): the monitor names central's clock then.
 fn clock_behind(store: &Store, header: &FlowHeader, code: &str) -> Option<String> {
     let behind = header
         .created_stamp
         .physical_ms()
         .saturating_sub(header.created_wall_ms);
     if behind <= store.skew_ms_max() {
+        return None;
+    }
+    let central_high = store.clock_high_water().physical_ms();
+    if header.created_stamp.physical_ms() <= central_high
+        && central_high > store.now_ms().saturating_add(store.skew_ms_max())
+    {
         return None;
     }
     Some(format!(
