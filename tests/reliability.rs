@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Deployment, content, hhmm, name};
-use outpost::replicator::{SyncMode, central, journal, remote};
+use outpost::replicator::{SyncMode, central, files, journal, remote};
 use outpost::{Clock, ManualClock, Value};
 
 const DAY_MS: u64 = 86_400_000;
@@ -1711,4 +1711,48 @@ fn r2_a_shop_that_took_the_stamps_of_a_central_clock_ahead_is_not_held_by_centra
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("new at BSOC")));
     assert_eq!(content(&d.bsoc), content(&d.asoc));
     assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
+/// R1 after central's restore: a shop opened after central's backup (added, set up from its
+/// bootstrap, synced) is unknown to the restored central. Nothing it wrote may be lost: its
+/// syncs are refused with a clear reason until the person responsible adds it again with the
+/// same id and code (`central add-remote` writes a bootstrap: the shop keeps its store, which
+/// central takes as the first to emit under that provisioning), and then what it wrote before
+/// and after the loss reaches central and every shop.
+#[test]
+fn r1_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing() {
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(10, 0);
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    customer_reaches(&d, &dsoc, "DSOC-1", "DSOC's first customer", &d.bsoc);
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    dsoc.write(|tx| tx.set("customers", "DSOC-2", "name", "keyed in after the loss"))
+        .unwrap();
+    let (path, _) = files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let refused = files::receive_from(&d.asoc, &path, Some(dsoc.site().id))
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("which is not a known remote"), "{refused}");
+    // The other shops relay DSOC-1, which central does not take from them yet (a site it does
+    // not know), and the restore does not wait for DSOC.
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    assert_eq!(name(&d.asoc, "DSOC-1"), None);
+    // The person responsible adds DSOC again, as it was; DSOC keeps its store.
+    create_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
+    for key in ["DSOC-1", "DSOC-2"] {
+        for s in [&d.asoc, &d.bsoc, &d.csoc, &dsoc] {
+            assert!(name(s, key).is_some(), "{key} at {}", s.site().code);
+        }
+    }
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    for s in [&d.bsoc, &d.csoc, &dsoc] {
+        assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
+    }
 }
