@@ -269,6 +269,9 @@ enum Event {
     /// shop learns it with its next return; what it wrote meanwhile under the old permission
     /// central refuses with its rule and returns.
     Permissions(usize),
+    /// A shop opens: central adds it (`central add-remote`), it is set up from its bootstrap
+    /// and works from then on like the others.
+    Open,
     /// Central's clock is set this far ahead of the time (0: set right again): what central
     /// writes meanwhile is stamped ahead, the shops take those stamps and stamp their writes
     /// after them — and must not be held for it once central's clock is right (R2).
@@ -303,6 +306,7 @@ impl Event {
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralClock(_)
+            | Event::Open
             | Event::CentralBackup
             | Event::CentralRestore
             | Event::RemoveAgain(_) => None,
@@ -361,6 +365,8 @@ struct World {
     /// The deletes' own generator ([`Event::Delete`], central's deletes): the rest of the run
     /// draws from `rng` as it did before deletes were simulated.
     deletes_rng: Rng,
+    /// The generator of the shops that open during the run ([`Event::Open`]) and of their days.
+    opens_rng: Rng,
     now: u64,
     central: Store,
     central_clock: ManualClock,

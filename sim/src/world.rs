@@ -138,6 +138,7 @@ impl World {
             cfg: cfg.clone(),
             rng,
             deletes_rng: crate::rng::Rng::new(cfg.seed ^ 0xde1e7e),
+            opens_rng: crate::rng::Rng::new(cfg.seed ^ 0x0be4),
             now: START_MS,
             central,
             central_clock,
@@ -163,6 +164,111 @@ impl World {
         Ok(world)
     }
 
+    /// Shop `i`'s workload, staleness samples and deletes, from `from` to the end of the run.
+    fn plan_shop_days(&mut self, i: usize, from: u64, rng: &mut Rng, deletes: &mut Rng) {
+        let end = START_MS + u64::from(self.cfg.days) * DAY;
+        let zone = self.remotes[i].zone;
+        let mut day = zone.date_at(from);
+        loop {
+            let noon = zone.instant(day, hhmm(12, 0));
+            if noon >= end {
+                break;
+            }
+            let n_ops = 3 + rng.below(6);
+            for _ in 0..n_ops {
+                let t = zone.instant(day, hhmm(9 + rng.below(10), rng.below(60)));
+                if t >= from && t < end {
+                    self.push(t, Event::Workload(i));
+                }
+            }
+            if noon >= from {
+                self.push(noon, Event::Noon(i));
+            }
+            // About one shop day in seven, a delete.
+            if deletes.chance(150) {
+                let hour = 9 + deletes.below(10);
+                let t = zone.instant(day, hhmm(hour, deletes.below(60)));
+                if t >= from && t < end {
+                    self.push(t, Event::Delete(i));
+                }
+            }
+            day = match day.succ_opt() {
+                Some(d) => d,
+                None => break,
+            };
+        }
+    }
+
+    /// A shop opens (`central add-remote`): central adds it to its configuration and writes its
+    /// bootstrap, the shop is set up from it, and works from now on like the others — in
+    /// Paris, syncing immediately after each commit and at the end of the day.
+    pub(super) fn open(&mut self) -> Result<(), SimError> {
+        let i = self.remotes.len();
+        let id = u16::try_from(i + 2).map_err(|_| bad("too many sites"))?;
+        let code = format!("S{id:03}");
+        let zone_name = "Europe/Paris";
+        let zone: Zone = zone_name.parse().map_err(|_| bad("zone"))?;
+        let mut config =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        config.remotes.push(RemoteSettings {
+            id: SiteId(id),
+            code: code.clone(),
+            time_zone: zone_name.to_owned(),
+            sync_types: vec![SyncType::Immediate { wait_ms: MINUTE }],
+            denied_tables: BTreeSet::new(),
+        });
+        central::set_config(&self.central, &config)?;
+        self.automaton
+            .reconfigure(&config)
+            .map_err(|e| bad(&e.to_string()))?;
+        let clock = ManualClock::new(self.now);
+        let (bytes, _) = central::write_bootstrap(&self.central, SiteId(id), Vec::new(), false)?;
+        let broken = self.cfg.broken_rules.clone();
+        let store = remote::bootstrap(bytes.as_slice(), |site| {
+            let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
+            c.broken_rules = broken;
+            Store::in_memory(c)
+        })?;
+        let executor = RemoteExecutor::new(&store)?;
+        let close = self.opens_rng.below(6);
+        let host_sync = Some(Daily::new(hhmm(17 + self.opens_rng.below(3), close * 10)));
+        self.report.remotes.push(RemoteSummary {
+            code: code.clone(),
+            time_zone: zone_name.to_owned(),
+            sync: "immediate".to_owned(),
+            skew_minutes: 0,
+        });
+        self.remotes.push(Remote {
+            store,
+            clock,
+            skew_ms: 0,
+            zone,
+            code,
+            kind: Kind::Immediate,
+            executor,
+            host_sync,
+            next_wake: u64::MAX,
+            own_docs: Vec::new(),
+            registers: Vec::new(),
+            reserved: Vec::new(),
+            key_seq: 0,
+            bootstrap: bytes,
+            backup: None,
+            closed: false,
+        });
+        let mut rng = std::mem::replace(&mut self.opens_rng, Rng::new(0));
+        let mut deletes = Rng::new(rng.next_u64());
+        self.plan_shop_days(i, self.now, &mut rng, &mut deletes);
+        self.opens_rng = rng;
+        self.reschedule_remote(i);
+        *self
+            .report
+            .faults_injected
+            .entry("shop_opened".to_owned())
+            .or_insert(0) += 1;
+        Ok(())
+    }
+
     pub(super) fn push(&mut self, at: u64, event: Event) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq, event)));
@@ -173,36 +279,16 @@ impl World {
     pub(super) fn plan_days(&mut self) {
         let end = START_MS + u64::from(self.cfg.days) * DAY;
         for i in 0..self.remotes.len() {
-            let zone = self.remotes[i].zone;
-            let mut day = zone.date_at(START_MS);
-            loop {
-                let noon = zone.instant(day, hhmm(12, 0));
-                if noon >= end {
-                    break;
-                }
-                let n_ops = 3 + self.rng.below(6);
-                for _ in 0..n_ops {
-                    let t = zone.instant(day, hhmm(9 + self.rng.below(10), self.rng.below(60)));
-                    if t >= START_MS && t < end {
-                        self.push(t, Event::Workload(i));
-                    }
-                }
-                if noon >= START_MS {
-                    self.push(noon, Event::Noon(i));
-                }
-                // About one shop day in seven, a delete.
-                if self.deletes_rng.chance(150) {
-                    let hour = 9 + self.deletes_rng.below(10);
-                    let t = zone.instant(day, hhmm(hour, self.deletes_rng.below(60)));
-                    if t >= START_MS && t < end {
-                        self.push(t, Event::Delete(i));
-                    }
-                }
-                day = match day.succ_opt() {
-                    Some(d) => d,
-                    None => break,
-                };
-            }
+            let mut rng = std::mem::replace(&mut self.rng, Rng::new(0));
+            let mut deletes = std::mem::replace(&mut self.deletes_rng, Rng::new(0));
+            self.plan_shop_days(i, START_MS, &mut rng, &mut deletes);
+            self.rng = rng;
+            self.deletes_rng = deletes;
+        }
+        // Now and then a shop opens during the run: a generator of its own.
+        if self.opens_rng.chance(150) && self.cfg.days > 1 {
+            let t = START_MS + DAY / 2 + self.opens_rng.below(end - START_MS - DAY);
+            self.push(t, Event::Open);
         }
         let mut t = START_MS + 9 * HOUR;
         while t < end {
@@ -386,6 +472,7 @@ impl World {
                     self.central_backup = Some(copy);
                 }
                 Event::CentralRestore => self.restore_central()?,
+                Event::Open => self.open()?,
                 Event::CentralClock(skew_ms) => {
                     self.central_skew_ms = skew_ms;
                     self.set_time(t);
@@ -844,10 +931,34 @@ impl World {
             }
         }
         self.accepted = keep;
+        let before =
+            central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
         self.central = backup;
         central::after_restore(&self.central)?;
-        let config =
+        let mut config =
             central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
+        // A shop opened since the backup is unknown to the restored central: the person
+        // responsible adds it again with its id and code (`central add-remote`); the shop keeps
+        // its store (docs/OPERATIONS.md). One closed since is removed again below.
+        let opened: Vec<RemoteSettings> = before
+            .remotes
+            .iter()
+            .filter(|r| !config.remotes.iter().any(|k| k.id == r.id))
+            .cloned()
+            .collect();
+        if !opened.is_empty() {
+            for settings in opened {
+                let id = settings.id;
+                config.remotes.push(settings);
+                central::set_config(&self.central, &config)?;
+                central::write_bootstrap(&self.central, id, Vec::new(), false)?;
+            }
+            *self
+                .report
+                .faults_injected
+                .entry("shop_opened_since_backup_added_again".to_owned())
+                .or_insert(0) += 1;
+        }
         let mut automaton =
             CentralAutomaton::new(&config, self.now).map_err(|e| bad(&e.to_string()))?;
         automaton.set_sweep_ms(HOUR);

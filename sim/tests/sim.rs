@@ -166,6 +166,29 @@ fn seed_176_shops_that_took_the_stamps_of_a_central_clock_ahead_are_not_held_by_
     }
 }
 
+/// A shop opens during the run (`central add-remote`, set up from its bootstrap), then central's
+/// disk dies and its backup from before the opening is put back: the restored central does not
+/// know the shop. The person responsible adds it again with its id and code; the shop keeps its
+/// store, and nothing it wrote is lost (R1).
+#[test]
+fn seed_60_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 60,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "shop_opened",
+        "central_restored_from_old_backup",
+        "shop_opened_since_backup_added_again",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+    assert_eq!(report.remotes.len(), 6);
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
