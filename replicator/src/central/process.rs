@@ -285,10 +285,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                 if change.dot.site != sender {
                     relays.push((i, change.dot));
                 }
-                if change.dot.site == own_site {
-                    central_high = central_high.max(change.stamp);
-                } else if let Some(reason) =
-                    quarantine_reason(store, tx, central_high, &code, change)
+                if change.dot.site != own_site
+                    && let Some(reason) = quarantine_reason(store, tx, central_high, &code, change)
                 {
                     match &mut held {
                         Some((latest, _)) => *latest = (*latest).max(change.stamp),
@@ -306,6 +304,16 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             }
             let base = report.outcomes.len();
             tx.apply_batch(sender, &changes, &mut report)?;
+            // Central's own changes taken back (what a restore lost) vouch for their time;
+            // one refused (a remote may not write as central outside a restore) does not.
+            for (i, incoming) in changes.iter().enumerate() {
+                if let Incoming::New(c) = incoming
+                    && c.dot.site == own_site
+                    && !matches!(report.outcomes.get(base + i), Some(Outcome::Refused(_)))
+                {
+                    central_high = central_high.max(c.stamp);
+                }
+            }
             // Merged again, whole from its own site: did it bring what the relay lacked?
             if !again.is_empty() {
                 completed_relayed |= changes.iter().enumerate().any(|(i, c)| {
