@@ -1756,3 +1756,65 @@ fn r1_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing() {
         assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
     }
 }
+
+/// R2, R1 and M2 together: central's clock ran a day ahead, BSOC took its stamps, central was
+/// restored from a backup from before. BSOC's first emission after the restore, made before it
+/// heard of the restore, is held (its writes follow central's lost ones, which it did not send
+/// back): central's automaton must still give it a return (an immediate sync), or a shop that
+/// syncs immediately would never hear of the restore and be held for ever. With that return
+/// applied, its next emission carries central's lost change back and goes through.
+#[test]
+fn r2_m2_a_shop_held_while_central_is_restored_gets_a_return_and_its_next_emission_goes_through() {
+    use outpost::replicator::automaton::{CentralAutomaton, Command, run_central};
+    let clock = ManualClock::new(hhmm(8, 0));
+    let bsoc_clock = ManualClock::new(hhmm(8, 0));
+    let mut d = Deployment::with_clocks(
+        clock.clone(),
+        bsoc_clock.clone(),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    central::set_config(&d.asoc, &outpost::replicator::config::seed_example()).unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0));
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc], 1);
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    bsoc_clock.set(hhmm(9, 40));
+    d.at(9, 40);
+    d.bsoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "edited at BSOC"))
+        .unwrap();
+    // CSOC reports first (nothing new of its own: taken at once), then BSOC's emission.
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    let (path, emitted) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap();
+    let config = central::config(&d.asoc).unwrap().unwrap();
+    let mut automaton = CentralAutomaton::new(&config, hhmm(9, 40)).unwrap();
+    let run = run_central(&d.asoc, &mut automaton, vec![Command::Process(emitted.id)]).unwrap();
+    let held = journal::row(&d.asoc, emitted.id).unwrap().unwrap();
+    let reason = held.error.clone().unwrap_or_default();
+    assert!(
+        reason.contains(central::HELD_IN_RESTORE) && !reason.contains("clock is probably wrong"),
+        "{reason}"
+    );
+    let returned: Vec<_> = run
+        .returns
+        .iter()
+        .filter(|(site, _)| *site == common::BSOC)
+        .collect();
+    assert_eq!(returned.len(), 1, "{run:?}");
+    // BSOC applies that return; its next emission carries central's lost change back.
+    d.return_and_apply(&d.bsoc);
+    let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(journal::row(&d.asoc, next).unwrap().unwrap().error, None);
+    assert!(matches!(
+        journal::row(&d.asoc, emitted.id).unwrap().unwrap().hold,
+        journal::Hold::Superseded
+    ));
+    assert_eq!(name(&d.asoc, "ASOC-1"), Some(Value::from("edited at BSOC")));
+}

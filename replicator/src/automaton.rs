@@ -195,7 +195,17 @@ pub fn run_central(
                         queue.extend(automaton.on_processed(row.site, row.mode));
                     }
                     // Its error is in the journal; the other flows go on.
-                    Err(e) if e.is_the_flows() => run.failed.push((id, e.to_string())),
+                    Err(e) if e.is_the_flows() => {
+                        // Held while central is restored from a backup: its remote made it
+                        // before it heard of the restore. It gets its return all the same (the
+                        // restored central's), so that its next emission carries central's lost
+                        // changes back and supersedes this one.
+                        if matches!(&e, crate::Error::Quarantined(why) if why.contains(central::HELD_IN_RESTORE))
+                        {
+                            queue.extend(automaton.on_processed(row.site, row.mode));
+                        }
+                        run.failed.push((id, e.to_string()));
+                    }
                     Err(e) => return Err(e),
                 }
             }
