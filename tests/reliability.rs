@@ -1818,3 +1818,39 @@ fn r2_m2_a_shop_held_while_central_is_restored_gets_a_return_and_its_next_emissi
     ));
     assert_eq!(name(&d.asoc, "ASOC-1"), Some(Value::from("edited at BSOC")));
 }
+
+/// R2: central's clock ran a day ahead and was set right, so its own newest stamp is a day
+/// ahead of its clock. A shop that took none of those stamps (it has not synced since) and whose
+/// clock is itself twelve hours ahead is still held: only what central sent a shop vouches for
+/// that shop's stamps, not central's lead as a whole.
+#[test]
+fn r2_after_central_s_clock_ran_ahead_a_shop_that_never_took_its_stamps_and_is_ahead_is_held() {
+    let clock = ManualClock::new(hhmm(8, 0));
+    let bsoc_clock = ManualClock::new(hhmm(8, 0));
+    let d = Deployment::with_clocks(
+        clock.clone(),
+        bsoc_clock.clone(),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    sync_all(&d, &[&d.bsoc], 1);
+    // 9:00: central's clock says a day later; it writes; set right at 9:30.
+    clock.set(hhmm(9, 0) + DAY_MS);
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    d.at(9, 30);
+    // BSOC's clock runs twelve hours ahead; it has not synced since central's write.
+    bsoc_clock.set(hhmm(9, 40) + DAY_MS / 2);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in at BSOC"))
+        .unwrap();
+    d.at(9, 40);
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let row = journal::row(&d.asoc, id).unwrap().unwrap();
+    let error = row.error.unwrap_or_default();
+    assert!(
+        error.starts_with("quarantined: BSOC's changes are stamped 12.0 h ahead"),
+        "{error}"
+    );
+    assert_eq!(name(&d.asoc, "BSOC-1"), None);
+}

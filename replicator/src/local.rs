@@ -137,6 +137,10 @@ pub const SITE_USERS: &[u8] = b"wu/";
 pub const SITE_LOG: &[u8] = b"wl/";
 /// The site server: the next entry number of its workstation log.
 pub const SITE_LOG_SEQ: &[u8] = b"ws/log";
+/// Central: its newest stamp (issued or taken) when it last wrote a return or the bootstrap of a
+/// remote — the latest time the remote's clock can have taken from central (R2: its stamps up
+/// to it are not held for clock skew): `ch/` + site id (u16 BE) → stamp (u64).
+pub(crate) const SENT_HIGH: &[u8] = b"ch/";
 
 /// Every key and key prefix of the local table, by name.
 pub const REGISTRY: &[(&str, &[u8])] = &[
@@ -163,6 +167,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_OWN_CLAIMS", RESTORE_OWN_CLAIMS),
     ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
     ("RESTORE_TIPS", RESTORE_TIPS),
+    ("SENT_HIGH", SENT_HIGH),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),
     ("CREDENTIALS", CREDENTIALS),
@@ -309,4 +314,11 @@ mod tests {
             }
         }
     }
+}
+
+/// The key of [`SENT_HIGH`] for `site`.
+pub(crate) fn sent_high_key(site: outpost_engine::SiteId) -> Vec<u8> {
+    let mut key = SENT_HIGH.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    key
 }

@@ -169,20 +169,21 @@ pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowI
 }
 
 /// The reason to hold `change` from the site `code`, if it is stamped beyond the bound ahead of
-/// central's clock and central does not know it already. A stamp no later than `central_high`
-/// (central's newest stamp, issued or taken, before this emission) is never held: a shop that
-/// took central's stamps while central's own clock ran ahead stamps its writes just after them,
-/// whatever its own clock says (R2), and is not to blame for it.
+/// central's clock and central does not know it already. A stamp within the bound of
+/// `vouched` is never held: `vouched` is the newest stamp central had when it last sent this
+/// remote a return or its bootstrap (or of central's own changes this emission brings back): a
+/// shop that took central's stamps while central's own clock ran ahead stamps its writes just
+/// after them, whatever its own clock says (R2), and is not to blame for it.
 pub(super) fn quarantine_reason(
     store: &Store,
     tx: &outpost_engine::WriteTx<'_, '_>,
-    central_high: outpost_engine::Stamp,
+    vouched: outpost_engine::Stamp,
     code: &str,
     change: &outpost_engine::Change,
 ) -> Option<String> {
     let ahead = store.ahead_ms(change.stamp);
     if ahead <= store.skew_ms_max()
-        || change.stamp.physical_ms() <= central_high.physical_ms()
+        || change.stamp.physical_ms() <= beyond_vouched(store, vouched)
         || tx.knowledge().contains(change.dot)
     {
         return None;
@@ -194,6 +195,16 @@ pub(super) fn quarantine_reason(
         human_ms(ahead),
         human_ms(store.skew_ms_max())
     ))
+}
+
+/// The physical time up to which stamps are vouched for by `vouched`, with the clock-skew bound
+/// as margin (a shop that made many commits on central's stamps carries its logical counter
+/// into the milliseconds).
+fn beyond_vouched(store: &Store, vouched: outpost_engine::Stamp) -> u64 {
+    if vouched == outpost_engine::Stamp::ZERO {
+        return 0;
+    }
+    vouched.physical_ms().saturating_add(store.skew_ms_max())
 }
 
 /// A duration for people: 3.0 d, 4.5 h, 5 min, 40 s.
@@ -265,7 +276,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // a restored central lost, stamped while its clock ran ahead): known once the whole
         // emission is read, so the verdict waits for its end (nothing is committed before).
         let own_site = tx.site().id;
-        let mut central_high = tx.clock_high_water();
+        let mut vouched = outpost_engine::Stamp::from_u64(
+            local::get::<u64>(tx, &local::sent_high_key(sender))?.unwrap_or(0),
+        );
         let mut held: Option<(outpost_engine::Stamp, String)> = None;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
@@ -286,7 +299,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     relays.push((i, change.dot));
                 }
                 if change.dot.site != own_site
-                    && let Some(reason) = quarantine_reason(store, tx, central_high, &code, change)
+                    && let Some(reason) = quarantine_reason(store, tx, vouched, &code, change)
                 {
                     match &mut held {
                         Some((latest, _)) => *latest = (*latest).max(change.stamp),
@@ -311,7 +324,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     && c.dot.site == own_site
                     && !matches!(report.outcomes.get(base + i), Some(Outcome::Refused(_)))
                 {
-                    central_high = central_high.max(c.stamp);
+                    vouched = vouched.max(c.stamp);
                 }
             }
             // Merged again, whole from its own site: did it bring what the relay lacked?
@@ -353,7 +366,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             }
         }
         if let Some((latest, reason)) = held
-            && latest.physical_ms() > central_high.physical_ms()
+            && latest.physical_ms() > beyond_vouched(store, vouched)
         {
             // Central restored from a backup has lost its own latest changes, and with them the
             // time they were stamped at: a remote that made this emission before it heard of

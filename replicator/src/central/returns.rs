@@ -468,6 +468,12 @@ fn record_made(
             None => None,
         };
         local::put(tx, local::RETURN_SEQ, &seq)?;
+        // The newest stamp this flow can carry (R2: the remote's clock may take it).
+        let sent = local::sent_high_key(remote);
+        let high = tx.clock_high_water().as_u64();
+        if local::get::<u64>(tx, &sent)?.is_none_or(|old| old < high) {
+            local::put(tx, &sent, &high)?;
+        }
         if is_return {
             let rkey = remote_key(remote);
             let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
