@@ -1710,6 +1710,26 @@ fn r2_a_shop_that_took_the_stamps_of_a_central_clock_ahead_is_not_held_by_centra
     assert_eq!(name(&d.asoc, "ASOC-1"), Some(Value::from("edited at BSOC")));
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("new at BSOC")));
     assert_eq!(content(&d.bsoc), content(&d.asoc));
+    // The alert that BSOC's clock is behind, raised before central took its lost change back,
+    // says that central's lost stamps may explain it.
+    let raised = outpost::replicator::monitor::evaluate(
+        &d.asoc,
+        hhmm(9, 45),
+        &outpost::replicator::monitor::Thresholds::default(),
+        None,
+    )
+    .unwrap();
+    let about_bsoc: Vec<_> = raised
+        .iter()
+        .filter(|a| a.text.contains("BSOC's clock"))
+        .collect();
+    assert!(!about_bsoc.is_empty(), "{raised:?}");
+    assert!(
+        about_bsoc
+            .iter()
+            .all(|a| a.text.contains("Central is being restored from a backup")),
+        "{about_bsoc:?}"
+    );
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
 

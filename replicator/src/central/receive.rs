@@ -112,7 +112,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         now_ms: now,
         skew_ms: store.skew_ms_max(),
     };
-    let behind = clock_behind(store, &header, &code);
+    let behind = clock_behind(store, &header, &code)?;
     let outcome = local::write(store, |tx| {
         // While a restore is under way: a change carried under a number another remote holds
         // with another stamp (the flow read again, as `check` did; in this transaction, so that
@@ -418,28 +418,42 @@ pub(super) fn check_emission_header(
 /// — at least by that much, whatever the time the file took to come. Its writes are stamped just
 /// after the newest change it has seen, not when they are made: they lose every conflict to
 /// writes made earlier elsewhere. Nothing is refused or held for it; it is said (an alert).
-/// Not when those later stamps may be central's own, while central's clock is behind them
-/// (it ran ahead and was set back): the monitor names central's clock then.
-fn clock_behind(store: &Store, header: &FlowHeader, code: &str) -> Option<String> {
+/// Not when those later stamps may be central's own — no later than what central sent that
+/// remote — while central's clock is behind them (it ran ahead and was set back): the monitor
+/// names central's clock then. While central is restored from a backup it has lost the stamps
+/// it sent, and the alert says that they may explain it.
+fn clock_behind(store: &Store, header: &FlowHeader, code: &str) -> Result<Option<String>> {
+    let skew = store.skew_ms_max();
     let behind = header
         .created_stamp
         .physical_ms()
         .saturating_sub(header.created_wall_ms);
-    if behind <= store.skew_ms_max() {
-        return None;
+    if behind <= skew {
+        return Ok(None);
     }
+    let snap = store.snapshot()?;
+    let sent = local::snap_get::<u64>(&snap, &local::sent_high_key(header.source))?
+        .map_or(0, |s| outpost_engine::Stamp::from_u64(s).physical_ms());
     let central_high = store.clock_high_water().physical_ms();
-    if header.created_stamp.physical_ms() <= central_high
-        && central_high > store.now_ms().saturating_add(store.skew_ms_max())
+    if header.created_stamp.physical_ms() <= sent.saturating_add(skew)
+        && central_high > store.now_ms().saturating_add(skew)
     {
-        return None;
+        return Ok(None);
     }
-    Some(format!(
+    let restoring = local::snap_get::<u64>(&snap, local::RESTORED)?.is_some();
+    Ok(Some(format!(
         "{code}'s clock is at least {} behind: when it made emission {} it already held changes \
          stamped that much later than its clock said. Until its clock is set right, its writes \
          lose every conflict to writes made earlier elsewhere (R2). If every remote says so, \
-         central's own clock may have run ahead",
+         central's own clock may have run ahead{}",
         super::process::human_ms(behind),
-        header.id
-    ))
+        header.id,
+        if restoring {
+            ". Central is being restored from a backup: if its clock ran ahead before the \
+             loss, these may be the stamps of central's own lost changes, and this remote's \
+             clock right"
+        } else {
+            ""
+        }
+    )))
 }
