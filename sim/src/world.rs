@@ -705,6 +705,7 @@ impl World {
             }
             self.remotes[i].skew_ms = 0;
             self.remotes[i].clock.set(self.now);
+            let before = self.remotes[i].store.knowledge();
             outpost_replicator::remote::restamp(&self.remotes[i].store)?;
             // The writes stamped again are checked against their new stamps.
             let store = &self.remotes[i].store;
@@ -728,10 +729,10 @@ impl World {
                 // Its new dot too: a change central refuses is logged under the dot it came with.
                 // Stamped again from the clock as it is, its stamp may be later than before:
                 // after central's stamps from a clock ahead, a remote's clock reads after them.
+                // Only the commit the restamp made: not a later write of the shop's own.
                 if let Some((m, dot)) = now
                     && m.site == site
-                    && dot != w.dot
-                    && m.stamp != w.marker.stamp
+                    && !before.contains(dot)
                 {
                     w.marker = m;
                     w.dot = dot;
