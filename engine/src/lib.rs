@@ -2,7 +2,7 @@
 //!
 //! A [`Store`] holds a full local copy of the business data of one site (central or remote) in
 //! a redb file. Tables are declared by the host application with ownership [`Policy`]s (SPEC
-//! R2–R9). Each field is a last-writer-wins [`Register`] ordered by `(stamp, site)` under a hybrid
+//! R2–R9). Each field is a last-writer-wins [`Register`] ordered by `(stamp, site, seq)` under a hybrid
 //! logical clock ([`hlc`]), so every site picks the same winner whatever the order of arrival.
 //! Every local commit takes a [`Dot`]; a store indexes each field's winning dot, so what a peer
 //! lacks ([`Store::changes_lacking`]) costs in proportion to the changes, not to the database.

@@ -43,7 +43,8 @@ pub struct Marker {
     /// The commit's sequence at that site; breaks ties between equal stamps of one site. A site
     /// stamps each of its writes later than the one before, but a site put back from a backup,
     /// whose clock had run ahead before the loss, can stamp a write exactly as a lost one was:
-    /// the later commit wins (a restored site numbers its commits past the lost ones).
+    /// the order stays total, so every site picks the same one (for central restored from a
+    /// backup, whose numbers jump past the lost ones, the later commit).
     pub seq: u64,
 }
 
