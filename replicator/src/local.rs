@@ -295,6 +295,13 @@ pub(crate) fn write<R>(
     }
 }
 
+/// The key of [`SENT_HIGH`] for `site`.
+pub(crate) fn sent_high_key(site: outpost_engine::SiteId) -> Vec<u8> {
+    let mut key = SENT_HIGH.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::REGISTRY;
@@ -314,11 +321,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The key of [`SENT_HIGH`] for `site`.
-pub(crate) fn sent_high_key(site: outpost_engine::SiteId) -> Vec<u8> {
-    let mut key = SENT_HIGH.to_vec();
-    key.extend_from_slice(&site.0.to_be_bytes());
-    key
 }
