@@ -652,7 +652,7 @@ fn sim(
         };
         let secs = started.elapsed().as_secs_f64();
         let site_days = (sites as f64 + 1.0) * f64::from(days);
-        bar.suspend(|| println!(
+        bar.suspend(|| outpost_cli::say!(
             "seed {s}: {} sites × {} days in {secs:.2} s ({:.0} site-days/s) — {} writes ({} deletes), {} emissions, {} returns, {} bytes, {} conflicts, {} forbidden attempts refused, {} rejections, {} re-executions, faults {:?}, converged {}",
             sites,
             days,
@@ -673,9 +673,9 @@ fn sim(
             failed = true;
             bar.suspend(|| {
                 for v in &report.violations {
-                    println!("  VIOLATION: {v}");
+                    outpost_cli::say!("  VIOLATION: {v}");
                 }
-                println!("  reproduce: {}", cfg.reproduce());
+                outpost_cli::say!("  reproduce: {}", cfg.reproduce());
             });
         }
         last = Some(report);
