@@ -102,6 +102,10 @@ impl Clock for ManualClock {
     }
 }
 
+/// While a site's clock is behind its last stamp, its logical counter follows the clock in
+/// steps of this many milliseconds (`u16::MAX` steps: up to 36 hours behind).
+pub const BEHIND_STEP_MS: u64 = 2_000;
+
 /// The clock state of one site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hlc {
@@ -121,8 +125,22 @@ impl Hlc {
     }
 
     /// A new stamp for a local write at physical time `now_ms`: greater than every stamp before.
+    ///
+    /// While the clock is behind the last stamp (one taken from a clock ahead), the stamp stays
+    /// at that physical time and its logical counter also follows the clock: at least
+    /// `u16::MAX` less one step per [`BEHIND_STEP_MS`] the clock is behind. So a store put back
+    /// from its backup, which numbers its next commits as the lost ones, does not stamp them
+    /// alike either, as long as the clock moved on by a step (R1: central tells a renumbered
+    /// commit by its stamp).
     pub fn tick(&mut self, now_ms: u64) -> Stamp {
-        let next = Stamp::new(now_ms, 0).max(self.last.successor());
+        let mut next = Stamp::new(now_ms, 0).max(self.last.successor());
+        let pinned = self.last.physical_ms();
+        if now_ms < pinned {
+            let steps = (pinned - now_ms) / BEHIND_STEP_MS;
+            if let Ok(steps) = u16::try_from(steps) {
+                next = next.max(Stamp::new(pinned, u16::MAX - steps));
+            }
+        }
         debug_assert!(next > self.last);
         self.last = next;
         next
@@ -166,6 +184,37 @@ mod tests {
         assert!(next > remote);
         assert_eq!(ahead_ms(remote, 1_000), 9_000);
         assert_eq!(ahead_ms(remote, 20_000), 0);
+    }
+
+    /// R1: a store put back from its backup numbers its next commits as the lost ones; central
+    /// tells them apart by their stamps. While its clock is behind its last stamp (a stamp taken
+    /// from a clock a day ahead), the lost commit and the new one must not be stamped alike.
+    #[test]
+    fn r1_a_store_put_back_while_its_clock_is_behind_its_stamps_does_not_restamp_the_lost_ones() {
+        let day = 86_400_000;
+        let now = 1_000_000_000;
+        let backup = Hlc::new(Stamp::new(now + day, 0));
+        let mut lost = backup;
+        let mut restored = backup;
+        let lost_stamps: Vec<Stamp> = (0..3).map(|i| lost.tick(now + i * 60_000)).collect();
+        let new_stamps: Vec<Stamp> = (0..3)
+            .map(|i| restored.tick(now + 3_600_000 + i * 60_000))
+            .collect();
+        for (a, b) in lost_stamps.iter().zip(&new_stamps) {
+            assert_ne!(a, b);
+            assert_eq!(
+                a.physical_ms(),
+                now + day,
+                "still causal: after the stamp taken"
+            );
+        }
+        // Stamps still only grow, and the clock catching up takes over.
+        assert!(new_stamps.windows(2).all(|w| w[0] < w[1]));
+        let caught_up = restored.tick(now + 2 * day);
+        assert_eq!(
+            (caught_up.physical_ms(), caught_up.logical()),
+            (now + 2 * day, 0)
+        );
     }
 
     #[test]

@@ -189,6 +189,30 @@ fn seed_60_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing
     assert_eq!(report.remotes.len(), 6);
 }
 
+/// Central's clock runs a day ahead; a shop takes its stamps, so its own commits are stamped just
+/// after them; the shop's disk is lost and its backup put back, while central too is restored.
+/// The shop's clock still behind those stamps, it numbered and stamped its next commits exactly
+/// as the lost ones: central could not tell them apart and another shop kept a lost field for
+/// ever (a silent divergence). Its logical counter now follows the clock while it is behind:
+/// the stamps differ, central refuses the restored store (R1) and it is reprovisioned.
+#[test]
+fn seed_5418_a_shop_put_back_while_its_clock_is_pinned_on_central_s_stamps_is_caught() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 5418,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "central_clock_ahead",
+        "restored_from_old_backup",
+        "reprovisioned_after_refusal",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
