@@ -284,6 +284,18 @@ fn hostile_flow_files_are_refused_with_a_clear_error_an_entry_and_no_change() {
 // Central restored from a backup (OPERATIONS.md "Restore"), at the library's level: the
 // simulator's `central_restored_from_old_backup` found both of these.
 
+/// The deployment with BSOC on a clock of its own, both clocks right at 8:00 (central's, which
+/// CSOC shares, is `d.clock`), and the default skew bound.
+fn bsoc_on_a_clock_of_its_own() -> (Deployment, ManualClock) {
+    let bsoc_clock = ManualClock::new(hhmm(8, 0));
+    let d = Deployment::with_clocks(
+        ManualClock::new(hhmm(8, 0)),
+        bsoc_clock.clone(),
+        outpost::engine::SKEW_MS_MAX_DEFAULT,
+    );
+    (d, bsoc_clock)
+}
+
 /// Central's store configuration in the deployment.
 fn central_config(d: &Deployment) -> outpost::StoreConfig {
     outpost::StoreConfig::new(
@@ -1594,13 +1606,8 @@ fn r2_a_shop_whose_clock_is_a_day_behind_is_named_in_an_alert() {
 #[test]
 fn r2_after_central_s_clock_ran_ahead_and_was_set_right_a_shop_with_a_right_clock_is_not_held() {
     use outpost::replicator::monitor;
-    let clock = ManualClock::new(hhmm(8, 0));
-    let bsoc_clock = ManualClock::new(hhmm(8, 0));
-    let d = Deployment::with_clocks(
-        clock.clone(),
-        bsoc_clock.clone(),
-        outpost::engine::SKEW_MS_MAX_DEFAULT,
-    );
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let clock = d.clock.clone();
     // 9:00: central's clock says three days later.
     clock.set(hhmm(9, 0) + 3 * DAY_MS);
     bsoc_clock.set(hhmm(9, 0));
@@ -1669,13 +1676,8 @@ fn r2_after_central_s_clock_ran_ahead_and_was_set_right_a_shop_with_a_right_cloc
 /// it meanwhile).
 #[test]
 fn r2_a_shop_that_took_the_stamps_of_a_central_clock_ahead_is_not_held_by_central_restored() {
-    let clock = ManualClock::new(hhmm(8, 0));
-    let bsoc_clock = ManualClock::new(hhmm(8, 0));
-    let mut d = Deployment::with_clocks(
-        clock.clone(),
-        bsoc_clock.clone(),
-        outpost::engine::SKEW_MS_MAX_DEFAULT,
-    );
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let clock = d.clock.clone();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     clock.set(hhmm(9, 0) + DAY_MS);
@@ -1786,13 +1788,8 @@ fn r1_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing() {
 #[test]
 fn r2_m2_a_shop_held_while_central_is_restored_gets_a_return_and_its_next_emission_goes_through() {
     use outpost::replicator::automaton::{CentralAutomaton, Command, run_central};
-    let clock = ManualClock::new(hhmm(8, 0));
-    let bsoc_clock = ManualClock::new(hhmm(8, 0));
-    let mut d = Deployment::with_clocks(
-        clock.clone(),
-        bsoc_clock.clone(),
-        outpost::engine::SKEW_MS_MAX_DEFAULT,
-    );
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let clock = d.clock.clone();
     central::set_config(&d.asoc, &outpost::replicator::config::seed_example()).unwrap();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
@@ -1845,13 +1842,8 @@ fn r2_m2_a_shop_held_while_central_is_restored_gets_a_return_and_its_next_emissi
 /// that shop's stamps, not central's lead as a whole.
 #[test]
 fn r2_after_central_s_clock_ran_ahead_a_shop_that_never_took_its_stamps_and_is_ahead_is_held() {
-    let clock = ManualClock::new(hhmm(8, 0));
-    let bsoc_clock = ManualClock::new(hhmm(8, 0));
-    let d = Deployment::with_clocks(
-        clock.clone(),
-        bsoc_clock.clone(),
-        outpost::engine::SKEW_MS_MAX_DEFAULT,
-    );
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let clock = d.clock.clone();
     sync_all(&d, &[&d.bsoc], 1);
     // 9:00: central's clock says a day later; it writes; set right at 9:30.
     clock.set(hhmm(9, 0) + DAY_MS);

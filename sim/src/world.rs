@@ -94,16 +94,10 @@ impl World {
         for (settings, (zone, kind)) in config.remotes.iter().zip(kinds) {
             let skew_ms = skew_of(&mut rng, cfg.faults);
             let clock = ManualClock::new(START_MS.saturating_add_signed(skew_ms));
-            let (bytes, _) = central::write_bootstrap(&central, settings.id, Vec::new(), false)?;
-            let broken = cfg.broken_rules.clone();
-            let store = remote::bootstrap(bytes.as_slice(), |site| {
-                let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
-                c.broken_rules = broken;
-                Store::in_memory(c)
-            })?;
-            let executor = RemoteExecutor::new(&store)?;
+            let mut remote = set_up_remote(&central, settings, clock, cfg, zone, kind)?;
+            remote.skew_ms = skew_ms;
             // M4: an immediate sync can be asked whatever the sync type (fixed-time sites too).
-            let host_sync = (kind != Kind::Fixed || rng.chance(300))
+            remote.host_sync = (kind != Kind::Fixed || rng.chance(300))
                 .then(|| Daily::new(hhmm(17 + rng.below(3), rng.below(60))));
             report.remotes.push(RemoteSummary {
                 code: settings.code.clone(),
@@ -111,24 +105,7 @@ impl World {
                 sync: format!("{kind:?}").to_lowercase(),
                 skew_minutes: skew_ms / MINUTE as i64,
             });
-            remotes.push(Remote {
-                store,
-                clock,
-                skew_ms,
-                zone,
-                code: settings.code.clone(),
-                kind,
-                executor,
-                host_sync,
-                next_wake: u64::MAX,
-                own_docs: Vec::new(),
-                registers: Vec::new(),
-                reserved: Vec::new(),
-                key_seq: 0,
-                bootstrap: bytes,
-                backup: None,
-                closed: false,
-            });
+            remotes.push(remote);
         }
         let mut automaton =
             CentralAutomaton::new(&config, START_MS).map_err(|e| bad(&e.to_string()))?;
@@ -210,52 +187,36 @@ impl World {
         let zone: Zone = zone_name.parse().map_err(|_| bad("zone"))?;
         let mut config =
             central::config(&self.central)?.ok_or_else(|| bad("central lost its configuration"))?;
-        config.remotes.push(RemoteSettings {
+        let settings = RemoteSettings {
             id: SiteId(id),
             code: code.clone(),
             time_zone: zone_name.to_owned(),
             sync_types: vec![SyncType::Immediate { wait_ms: MINUTE }],
             denied_tables: BTreeSet::new(),
-        });
+        };
+        config.remotes.push(settings.clone());
         central::set_config(&self.central, &config)?;
         self.automaton
             .reconfigure(&config)
             .map_err(|e| bad(&e.to_string()))?;
         let clock = ManualClock::new(self.now);
-        let (bytes, _) = central::write_bootstrap(&self.central, SiteId(id), Vec::new(), false)?;
-        let broken = self.cfg.broken_rules.clone();
-        let store = remote::bootstrap(bytes.as_slice(), |site| {
-            let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
-            c.broken_rules = broken;
-            Store::in_memory(c)
-        })?;
-        let executor = RemoteExecutor::new(&store)?;
+        let mut remote = set_up_remote(
+            &self.central,
+            &settings,
+            clock,
+            &self.cfg,
+            zone,
+            Kind::Immediate,
+        )?;
         let close = self.opens_rng.below(6);
-        let host_sync = Some(Daily::new(hhmm(17 + self.opens_rng.below(3), close * 10)));
+        remote.host_sync = Some(Daily::new(hhmm(17 + self.opens_rng.below(3), close * 10)));
         self.report.remotes.push(RemoteSummary {
-            code: code.clone(),
+            code,
             time_zone: zone_name.to_owned(),
             sync: "immediate".to_owned(),
             skew_minutes: 0,
         });
-        self.remotes.push(Remote {
-            store,
-            clock,
-            skew_ms: 0,
-            zone,
-            code,
-            kind: Kind::Immediate,
-            executor,
-            host_sync,
-            next_wake: u64::MAX,
-            own_docs: Vec::new(),
-            registers: Vec::new(),
-            reserved: Vec::new(),
-            key_seq: 0,
-            bootstrap: bytes,
-            backup: None,
-            closed: false,
-        });
+        self.remotes.push(remote);
         let mut rng = std::mem::replace(&mut self.opens_rng, Rng::new(0));
         let mut deletes = Rng::new(rng.next_u64());
         self.plan_shop_days(i, self.now, &mut rng, &mut deletes);
@@ -1198,4 +1159,42 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A remote `central` adds (its bootstrap written) and set up from its bootstrap on `clock`: no
+/// skew, no host sync, nothing done yet.
+fn set_up_remote(
+    central: &Store,
+    settings: &RemoteSettings,
+    clock: ManualClock,
+    cfg: &SimConfig,
+    zone: Zone,
+    kind: Kind,
+) -> Result<Remote, SimError> {
+    let (bytes, _) = central::write_bootstrap(central, settings.id, Vec::new(), false)?;
+    let broken = cfg.broken_rules.clone();
+    let store = remote::bootstrap(bytes.as_slice(), |site| {
+        let mut c = StoreConfig::new(site.clone(), retail::schema(), clock.clone());
+        c.broken_rules = broken;
+        Store::in_memory(c)
+    })?;
+    let executor = RemoteExecutor::new(&store)?;
+    Ok(Remote {
+        store,
+        clock,
+        skew_ms: 0,
+        zone,
+        code: settings.code.clone(),
+        kind,
+        executor,
+        host_sync: None,
+        next_wake: u64::MAX,
+        own_docs: Vec::new(),
+        registers: Vec::new(),
+        reserved: Vec::new(),
+        key_seq: 0,
+        bootstrap: bytes,
+        backup: None,
+        closed: false,
+    })
 }
