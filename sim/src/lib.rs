@@ -11,7 +11,8 @@
 //! documents, POS receipts, stock documents (where permitted), open and close cash registers,
 //! reserve and release documents; central edits prices; now and then a user tries something
 //! forbidden (R3–R8), which must be refused. With faults: uploads cut, files duplicated, returns
-//! lost, central crashing mid-apply, clocks skewed by minutes to a day. At the end a quiet round
+//! lost, files carried by hand late or lost, central crashing mid-apply, clocks skewed by
+//! minutes to a day. At the end a quiet round
 //! of syncs, then the invariants: every site equals central; no register breaks a rule; no
 //! accepted write is lost (present, superseded by a later stamp, or in the rejection log); the
 //! journal is consistent (J1–J2).
@@ -387,6 +388,21 @@ struct World {
     central_wake: u64,
     /// Central's last backup, if one was taken.
     central_backup: Option<Store>,
+    /// The generator of the faults of files carried by hand (late files): the rest of the run
+    /// draws from `rng` as it did before they were simulated.
+    files_rng: Rng,
+    /// Each manual remote's files on their way by hand, late (by remote index).
+    sticks: HashMap<usize, Stick>,
+}
+
+/// Files of a remote syncing on physical media that were left on the stick: delivered after
+/// later ones (an emission at central after the next emission; a return at the shop after the
+/// next return, or once nothing newer is at central).
+#[derive(Default)]
+struct Stick {
+    emission: Option<Vec<u8>>,
+    /// A return's bytes and the emission it answers.
+    ret: Option<(Option<u64>, Vec<u8>)>,
 }
 
 /// What went wrong between a remote and central in the simulator.
@@ -447,20 +463,69 @@ struct SimNet<'a> {
     /// Files on physical media: no acknowledgement comes back with an upload.
     manual: bool,
     code: String,
+    files_rng: &'a mut Rng,
+    stick: &'a mut Stick,
 }
 
 impl SimNet<'_> {
+    fn count(&mut self, kind: &str) {
+        *self
+            .report
+            .faults_injected
+            .entry(kind.to_owned())
+            .or_insert(0) += 1;
+    }
+
     fn fault(&mut self, kind: &str, permille: u64) -> bool {
-        if self.faults && self.rng.chance(permille) {
-            *self
-                .report
-                .faults_injected
-                .entry(kind.to_owned())
-                .or_insert(0) += 1;
-            true
-        } else {
-            false
+        let hit = self.faults && self.rng.chance(permille);
+        if hit {
+            self.count(kind);
         }
+        hit
+    }
+
+    /// A file carried by hand is left on the stick, or lost on the way (manual remotes only),
+    /// drawn from the files' own generator.
+    fn left_on_stick(&mut self, kind: &str, permille: u64) -> bool {
+        let hit = self.faults && self.manual && self.files_rng.chance(permille);
+        if hit {
+            self.count(kind);
+        }
+        hit
+    }
+
+    /// Central's automaton processes a file-ready emission.
+    fn process(&mut self, id: outpost_replicator::FlowId) -> Result<(), Carry> {
+        let cmds = self.automaton.on_flow_ready(id);
+        if !cmds.is_empty() {
+            run_central(self.central, self.automaton, cmds)?;
+        }
+        Ok(())
+    }
+
+    /// The emission left on the stick reaches central at last, after a later one. Nothing of it
+    /// may be lost or condemn the store: a refusal is counted, and looked at by the run's checks
+    /// (the remote's later emissions carry again what central lacks).
+    fn deliver_late_emission(&mut self, site: SiteId) -> Result<(), Carry> {
+        let Some(bytes) = self.stick.emission.take() else {
+            return Ok(());
+        };
+        let outcome = match central::receive(self.central, bytes.as_slice(), Some(site)) {
+            Ok(Received::Ready { id, .. }) => {
+                self.process(id)?;
+                "late_emission_taken"
+            }
+            Ok(Received::Duplicate(_)) => "late_emission_duplicate",
+            Err(outpost_replicator::Error::WrongStore(_)) => "late_emission_refused",
+            Err(outpost_replicator::Error::Deferred(_)) => {
+                // Central's restore waits for every remote's report: brought again next time.
+                self.stick.emission = Some(bytes);
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.count(outcome);
+        Ok(())
     }
 }
 
@@ -474,6 +539,15 @@ impl RemoteTransport for SimNet<'_> {
     fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<outpost_replicator::FlowId, Carry> {
         let site = store.site().id;
         let (bytes, emitted) = remote::emit(store, Vec::new(), mode, false)?;
+        if self.left_on_stick("emission_file_lost", 20) {
+            // The shop believes it handed the file over; it never reaches central.
+            return Ok(emitted.id);
+        }
+        if self.stick.emission.is_none() && self.left_on_stick("emission_file_late", 60) {
+            // The shop believes it handed the file over; it reaches central after the next.
+            self.stick.emission = Some(bytes);
+            return Ok(emitted.id);
+        }
         if self.fault("upload_cut", 40) {
             let cut = bytes.len() / 2;
             let refused = central::receive(
@@ -509,12 +583,10 @@ impl RemoteTransport for SimNet<'_> {
                 // automaton's sweep redoes it.
                 central::begin_processing(self.central, id)?;
             } else {
-                let cmds = self.automaton.on_flow_ready(id);
-                if !cmds.is_empty() {
-                    run_central(self.central, self.automaton, cmds)?;
-                }
+                self.process(id)?;
             }
         }
+        self.deliver_late_emission(site)?;
         // Over the network the remote learns central's acknowledgement (production asks for it
         // before its next emission, `GET /v1/acknowledgement`; here it comes once this one is
         // processed, earlier than production would ask); files on physical media do not.
@@ -531,9 +603,14 @@ impl RemoteTransport for SimNet<'_> {
         after: u64,
         _wait_ms: u64,
     ) -> Result<Option<Fetched<'_>>, Carry> {
-        let Some((id, reader)) = central::fetch_return(self.central, store.site().id, after)?
+        let Some((id, mut reader)) = central::fetch_return(self.central, store.site().id, after)?
         else {
-            return Ok(None);
+            // Nothing newer at central: the return left on the stick is brought now, older
+            // than (or the same as) what the shop applied since.
+            return Ok(self.stick.ret.take().map(|(answers, bytes)| Fetched {
+                answers,
+                reader: Box::new(std::io::Cursor::new(bytes)),
+            }));
         };
         if self.fault("return_lost", 40) {
             return Ok(None);
@@ -541,6 +618,13 @@ impl RemoteTransport for SimNet<'_> {
         let answers = journal::row(self.central, id)?
             .and_then(|r| r.link)
             .map(|l| l.seq);
+        if self.stick.ret.is_none() && self.left_on_stick("return_file_late", 60) {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut bytes)
+                .map_err(outpost_replicator::Error::Io)?;
+            self.stick.ret = Some((answers, bytes));
+            return Ok(None);
+        }
         Ok(Some(Fetched {
             answers,
             reader: Box::new(reader),

@@ -190,8 +190,9 @@ pub(super) fn quarantine_reason(
     }
     Some(format!(
         "{code}'s changes are stamped {} ahead of central's clock (the bound is {}): its clock \
-         is probably wrong. Nothing of this emission was applied; it is held until {code}'s \
-         clock is set right and `outpost remote restamp` has run there",
+         is probably wrong (or was, when the backup its store was put back from was taken). \
+         Nothing of this emission was applied; it is held until {code}'s clock is set right \
+         and `outpost remote restamp` has run there",
         human_ms(ahead),
         human_ms(store.skew_ms_max())
     ))
