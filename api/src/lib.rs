@@ -77,7 +77,8 @@ pub enum ErrorKind {
     Unavailable,
     /// An emission central does not take yet: after its restore from a backup, until every
     /// remote has reported what it holds (docs/OPERATIONS.md). Nothing of it was kept; the
-    /// next sync sends it again.
+    /// next sync sends it again. Also a new key asked of a store put back from a backup
+    /// (`create`), until the other sites have sent back what it made after the backup.
     NotYet,
     /// The store failed (disk, damaged file…).
     Store,
@@ -151,6 +152,7 @@ impl ErrorBody {
             },
             Error::Schema(m) => return ErrorBody::new(ErrorKind::Schema, m.clone()),
             Error::Mapping(m) => return ErrorBody::new(ErrorKind::Mapping, m.clone()),
+            Error::KeysAfterRestore { .. } => ErrorKind::NotYet,
             Error::NotFound { table, key } => ErrorKind::NotFound {
                 table: table.clone(),
                 key: key.clone(),

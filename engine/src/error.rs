@@ -61,6 +61,19 @@ pub enum Error {
     /// a store.
     #[error("the store is already open in another process")]
     Locked,
+    /// No new key can be given yet (`new_key`): the store was put back from a backup and is
+    /// still taking back, from the other sites, what it made after the backup — records among
+    /// them may hold any number it would give now.
+    #[error(
+        "no new key for table {table} yet: this store was put back from a backup and is still \
+         taking back, from the other sites, what it made after the backup, where a key given now \
+         may already be used; new keys are given again once every remote has synced (until then, \
+         write under a key chosen otherwise)"
+    )]
+    KeysAfterRestore {
+        /// The table a key was asked for.
+        table: String,
+    },
     /// The storage layer failed.
     #[error("storage: {0}")]
     Storage(StorageError),

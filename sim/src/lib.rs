@@ -393,6 +393,8 @@ struct World {
     files_rng: Rng,
     /// Each manual remote's files on their way by hand, late (by remote index).
     sticks: HashMap<usize, Stick>,
+    /// The generator of central's records numbered by the engine (`new_key`).
+    keys_rng: Rng,
 }
 
 /// Files of a remote syncing on physical media that were left on the stick: delivered after

@@ -28,7 +28,24 @@ impl World {
                     None => return Ok(()),
                 }
             }
-            45..=49 => store.write_commit(|tx| tx.set("prospects", &key, "name", "prospect")),
+            45..=49 => {
+                // A till's `create`: the engine numbers the record (`new_key`), as the site
+                // server and the client library do; the key must be new to the deployment.
+                let created = store.write_commit(|tx| {
+                    let key = tx.new_key("prospects")?;
+                    let held = tx.raw_record("prospects", &key)?.is_some();
+                    tx.set("prospects", &key, "name", "prospect")?;
+                    Ok((key, held))
+                });
+                match created {
+                    Ok(((key, held), commit)) => {
+                        self.record(&commit.changes);
+                        self.check_new_key(Some(i), "prospects", &key, held)?;
+                        return Ok(());
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             50..=54 => {
                 // Shops pick the same document number (R1/R5): the first creation central
                 // receives is the document's; the others' writes are refused and returned.
@@ -108,6 +125,46 @@ impl World {
             }
         };
         self.legitimate(i, "a legitimate write", result);
+        Ok(())
+    }
+
+    /// A key the engine gave (`new_key`) at remote `writer` (central: `None`) must be one no
+    /// store of the deployment holds: neither the writer's own (`held`: it was there before the
+    /// write) nor any other still open. A key given again would merge a new record into an old
+    /// one, silently (a store set up again from a bootstrap, central put back from a backup).
+    pub(super) fn check_new_key(
+        &mut self,
+        writer: Option<usize>,
+        table: &str,
+        key: &str,
+        held: bool,
+    ) -> Result<(), SimError> {
+        let code = writer.map_or_else(
+            || self.central.site().code.to_string(),
+            |i| self.remotes[i].code.clone(),
+        );
+        let mut holders = Vec::new();
+        if held {
+            holders.push(code.clone());
+        }
+        if writer.is_some() && self.central.snapshot()?.raw_record(table, key)?.is_some() {
+            holders.push(self.central.site().code.to_string());
+        }
+        for (j, r) in self.remotes.iter().enumerate() {
+            if Some(j) != writer
+                && !r.closed
+                && r.store.snapshot()?.raw_record(table, key)?.is_some()
+            {
+                holders.push(r.code.clone());
+            }
+        }
+        if !holders.is_empty() {
+            self.violation(format!(
+                "{code}'s store gave the new key {table}/{key}, which {} already held: two \
+                 records merged into one",
+                holders.join(", ")
+            ));
+        }
         Ok(())
     }
 

@@ -117,6 +117,7 @@ impl World {
             deletes_rng: crate::rng::Rng::new(cfg.seed ^ 0xde1e7e),
             opens_rng: crate::rng::Rng::new(cfg.seed ^ 0x0be4),
             files_rng: crate::rng::Rng::new(cfg.seed ^ 0xf11e),
+            keys_rng: crate::rng::Rng::new(cfg.seed ^ 0x6e3e),
             sticks: HashMap::new(),
             now: START_MS,
             central,
@@ -1163,6 +1164,33 @@ impl World {
             .central
             .write_commit(|tx| tx.set("articles", &a, "price", p))?;
         self.record(&commit.changes);
+        // Now and then central's stock office records a transfer, numbered by the engine
+        // (`new_key`): from a generator of its own, so the rest of a run draws as before.
+        // While central is restored from a backup, what it numbered since comes back from the
+        // shops: no new key is given until then (the transfer is recorded later).
+        if self.keys_rng.chance(300) {
+            let created = self.central.write_commit(|tx| {
+                let key = tx.new_key("stock_documents")?;
+                let held = tx.raw_record("stock_documents", &key)?.is_some();
+                tx.set("stock_documents", &key, "quantity", 12)?;
+                tx.set("stock_documents", &key, "kind", "transfer")?;
+                Ok((key, held))
+            });
+            match created {
+                Ok(((key, held), commit)) => {
+                    self.record(&commit.changes);
+                    self.check_new_key(None, "stock_documents", &key, held)?;
+                }
+                Err(outpost_engine::Error::KeysAfterRestore { .. }) => {
+                    *self
+                        .report
+                        .faults_injected
+                        .entry("no_new_key_while_central_is_restored".to_owned())
+                        .or_insert(0) += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         // Now and then central deletes a customer (a duplicate merged by hand): the shops may
         // be editing it (R2 against a tombstone).
         if self.deletes_rng.chance(100) {

@@ -252,6 +252,45 @@ fn s4_files_carried_by_hand_late_or_lost_lose_nothing() {
     }
 }
 
+/// A shop's store is put back from its backup, older than its first prospect; the prospect
+/// comes back from central. The engine numbered the shop's next prospect (`new_key`) from the
+/// backup's counter: the key of the first again, and the two prospects merged into one at every
+/// site. It now numbers past every key of its form the store holds.
+#[test]
+fn r1_seed_94_a_shop_put_back_from_its_backup_gives_no_key_twice() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 94,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    assert_eq!(
+        report.faults_injected.get("restored_from_old_backup"),
+        Some(&1)
+    );
+}
+
+/// Central is put back from a backup older than a stock transfer it numbered (`new_key`); the
+/// shops hold the transfer. Central gave its number again to the next one (two documents merged
+/// into one everywhere); it now gives no new key until the shops have sent back what it lost.
+#[test]
+fn r1_seed_12038_central_put_back_from_its_backup_gives_no_key_twice() {
+    let report = run_clean(&SimConfig {
+        sites: 8,
+        days: 20,
+        seed: 12038,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "central_restored_from_old_backup",
+        "no_new_key_while_central_is_restored",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);

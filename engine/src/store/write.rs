@@ -470,13 +470,34 @@ impl WriteTx<'_, '_> {
             .transpose()
     }
 
-    /// A new site-unique key for `table`, like `BSOC-000123`.
+    /// A new site-unique key for `table`, like `BSOC-000123`: the store's counter for the
+    /// table, moved past every key of that form the store holds. A store set up again from a
+    /// bootstrap holds what its lost predecessor created and sent, under numbers its own
+    /// counter has not counted: given again, a key would merge a new record into an old one at
+    /// every site, silently.
+    ///
+    /// Refused ([`Error::KeysAfterRestore`]) while this store takes back, from the other sites,
+    /// what it made after the backup it was put back from ([`WriteTx::skip_sequence`]): a
+    /// record it created then may be among it, under any number counted since the backup.
     pub fn new_key(&mut self, table: &str) -> Result<String> {
         table_def(&self.store.schema, table)?;
+        if self.state.lost_own.is_some() {
+            return Err(Error::KeysAfterRestore {
+                table: table.to_owned(),
+            });
+        }
         let name = format!("{META_KEY_SEQ_PREFIX}{table}");
-        let n = get_u64(self.tables, &name)?.unwrap_or(0) + 1;
+        let mut n = get_u64(self.tables, &name)?.unwrap_or(0);
+        let key = loop {
+            n += 1;
+            let key = format!("{}-{n:06}", self.store.site.code);
+            let prefix = keys::record_prefix(table, &key);
+            if self.tables.record_cells(&prefix)?.is_empty() {
+                break key;
+            }
+        };
         put_u64(self.tables, &name, n)?;
-        Ok(format!("{}-{n:06}", self.store.site.code))
+        Ok(key)
     }
 
     /// See [`Store::reserve`].
