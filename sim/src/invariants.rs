@@ -70,6 +70,36 @@ impl World {
     }
 
     pub(super) fn check(&mut self) -> Result<(), SimError> {
+        // A key the engine gave twice (`new_key`) whose two creations both stand (neither lost
+        // with a disk nor refused with its store): two records merged into one, silently.
+        for ((table, key), given) in &self.new_keys {
+            if *given < 2 {
+                continue;
+            }
+            let standing = self
+                .accepted
+                .iter()
+                .filter(|w| w.slot == Slot::Created && w.table == *table && w.key == *key)
+                .count();
+            if standing >= 2 {
+                self.report.violations.push(format!(
+                    "the key {table}/{key} was given to {standing} new records, which merged \
+                     into one"
+                ));
+            }
+        }
+        for ((table, key), dot) in &self.new_keys_over {
+            if self
+                .accepted
+                .iter()
+                .any(|w| w.dot == *dot && w.table == *table && w.key == *key)
+            {
+                self.report.violations.push(format!(
+                    "the key {table}/{key} was given to a new record while the store held a \
+                     record under it: written into the old one"
+                ));
+            }
+        }
         for problem in central::sync_table_problems(&self.central)? {
             self.report
                 .violations

@@ -395,6 +395,11 @@ struct World {
     sticks: HashMap<usize, Stick>,
     /// The generator of central's records numbered by the engine (`new_key`).
     keys_rng: Rng,
+    /// How many times the engine gave each key (`new_key`), by table and key.
+    new_keys: BTreeMap<(String, String), u32>,
+    /// Keys the engine gave while the writer's store held a record under them, with the dot of
+    /// the commit that wrote the new record into the old.
+    new_keys_over: Vec<((String, String), Dot)>,
 }
 
 /// Files of a remote syncing on physical media that were left on the stick: delivered after

@@ -118,6 +118,8 @@ impl World {
             opens_rng: crate::rng::Rng::new(cfg.seed ^ 0x0be4),
             files_rng: crate::rng::Rng::new(cfg.seed ^ 0xf11e),
             keys_rng: crate::rng::Rng::new(cfg.seed ^ 0x6e3e),
+            new_keys: BTreeMap::new(),
+            new_keys_over: Vec::new(),
             sticks: HashMap::new(),
             now: START_MS,
             central,
@@ -1179,7 +1181,7 @@ impl World {
             match created {
                 Ok(((key, held), commit)) => {
                     self.record(&commit.changes);
-                    self.check_new_key(None, "stock_documents", &key, held)?;
+                    self.note_new_key("stock_documents", &key, held, &commit.changes);
                 }
                 Err(outpost_engine::Error::KeysAfterRestore { .. }) => {
                     *self
