@@ -1939,3 +1939,60 @@ fn r1_central_put_back_from_a_backup_gives_no_key_it_gave_after_the_backup() {
         &[(&dupont, "Dupont"), (&martin, "Martin")],
     );
 }
+
+/// After central's restore, the remote that holds a restored shop's lost changes may have got
+/// them from its bootstrap rather than from a return: a shop whose machine was set up after
+/// those changes reached central. Its emissions must say their stamps too (`tips`), so that the
+/// restored shop's change numbered as one of them is refused. Without the bootstrap's tips,
+/// central took the new change for the lost one: the shop set up later kept the lost store's
+/// fields under a record that central and the others held without them (silent divergence;
+/// the simulator's seed 50402).
+#[test]
+fn r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_its_bootstrap() {
+    let mut d = Deployment::new();
+    let dsoc = add_remote(&d, 4, "DSOC");
+    create_remote(&d, 5, "ESOC");
+    let mut config = outpost::replicator::config::seed_example();
+    for (id, code) in [(4, "DSOC"), (5, "ESOC")] {
+        let mut settings = config.remotes[0].clone();
+        settings.id = outpost::SiteId(id);
+        settings.code = code.into();
+        config.remotes.push(settings);
+    }
+    central::set_config(&d.asoc, &config).unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let dsoc_config = outpost::StoreConfig::new(
+        dsoc.site().clone(),
+        outpost::retail::schema(),
+        d.clock.clone(),
+    );
+    let dsoc_backup = dsoc.copy_in_memory(dsoc_config).unwrap();
+    d.at(10, 0);
+    for i in 1..=3 {
+        dsoc.write(|tx| {
+            let key = format!("DSOC-LOST-{i}");
+            tx.set("customers", &key, "name", "by the lost store")
+        })
+        .unwrap();
+    }
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    // ESOC's machine is set up now: its bootstrap holds the lost customers; BSOC and CSOC have
+    // not received them.
+    let esoc = set_up_from_bootstrap(&d, outpost::SiteId(5));
+    assert_eq!(
+        name(&esoc, "DSOC-LOST-3"),
+        Some(Value::from("by the lost store"))
+    );
+    assert_eq!(name(&d.bsoc, "DSOC-LOST-3"), None);
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    // DSOC's disk is lost too; put back from its backup, it numbers its new customers as the
+    // lost ones.
+    let dsoc = dsoc_backup;
+    d.at(11, 10);
+    new_customers(&dsoc, 1..=4);
+    d.emit_and_process(&esoc, SyncMode::Immediate);
+    let why = others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    assert!(why.contains("carries a change"), "{why}");
+}

@@ -181,11 +181,18 @@ pub fn bootstrap_as(
         }
         apply_config(tx, &config)?;
         let mut report = MergeReport::default();
+        // What it holds of each other remote, as after a return: after central's restore from a
+        // backup, its emissions say the stamps of the changes central may have lost (`tips`).
+        let mut tips = crate::incarnation::Tips::new();
         while let Some(item) = reader.next_item()? {
             if let Item::Changes(changes) = item {
                 let batch: Vec<Incoming> = changes.into_iter().map(Incoming::New).collect();
+                crate::incarnation::note_tips(&mut tips, &batch, [site.id, header.source]);
                 tx.apply_batch(header.source, &batch, &mut report)?;
             }
+        }
+        if !tips.is_empty() {
+            local::put(tx, local::REMOTE_TIPS, &tips)?;
         }
         tx.add_knowledge(header.source, &header.covered)?;
         // No dot twice: number past every commit of this site central knew of when it wrote

@@ -291,6 +291,39 @@ fn r1_seed_12038_central_put_back_from_its_backup_gives_no_key_twice() {
     }
 }
 
+/// A shop opens after central's backup; its bootstrap holds S003's newest customer. Central and
+/// S003 both lose their disks; S003, put back from an older backup, numbers a new commit as that
+/// customer's. The shop that opened had the customer from its bootstrap only, so it said
+/// nothing of its stamp (`tips` came from returns): central took the new commit for the lost
+/// one and the shop kept fields no other store had (silent divergence). A bootstrap's changes
+/// now count in `tips`; S003 is refused and reprovisioned.
+#[test]
+fn r1_seed_50402_a_shop_set_up_since_says_the_stamps_its_bootstrap_brought() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 50402,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "shop_opened",
+        "central_restored_from_old_backup",
+        "restored_from_old_backup",
+        "reprovisioned_after_refusal",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+    assert!(
+        report
+            .refused_stores
+            .iter()
+            .any(|r| r.contains(NAMES_UNSENT)),
+        "{:?}",
+        report.refused_stores
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
