@@ -1940,6 +1940,26 @@ fn r1_central_put_back_from_a_backup_gives_no_key_it_gave_after_the_backup() {
     );
 }
 
+/// DSOC's backup is taken (given back); then, at 10:00, DSOC writes customers DSOC-LOST-1..3,
+/// one commit each.
+fn backup_then_three_lost_customers(d: &Deployment, dsoc: &outpost::Store) -> outpost::Store {
+    let config = outpost::StoreConfig::new(
+        dsoc.site().clone(),
+        outpost::retail::schema(),
+        d.clock.clone(),
+    );
+    let backup = dsoc.copy_in_memory(config).unwrap();
+    d.at(10, 0);
+    for i in 1..=3 {
+        dsoc.write(|tx| {
+            let key = format!("DSOC-LOST-{i}");
+            tx.set("customers", &key, "name", "by the lost store")
+        })
+        .unwrap();
+    }
+    backup
+}
+
 /// After central's restore, the remote that holds a restored shop's lost changes may have got
 /// them from its bootstrap rather than from a return: a shop whose machine was set up after
 /// those changes reached central. Its emissions must say their stamps too (`tips`), so that the
@@ -1962,20 +1982,7 @@ fn r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_it
     central::set_config(&d.asoc, &config).unwrap();
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    let dsoc_config = outpost::StoreConfig::new(
-        dsoc.site().clone(),
-        outpost::retail::schema(),
-        d.clock.clone(),
-    );
-    let dsoc_backup = dsoc.copy_in_memory(dsoc_config).unwrap();
-    d.at(10, 0);
-    for i in 1..=3 {
-        dsoc.write(|tx| {
-            let key = format!("DSOC-LOST-{i}");
-            tx.set("customers", &key, "name", "by the lost store")
-        })
-        .unwrap();
-    }
+    let dsoc_backup = backup_then_three_lost_customers(&d, &dsoc);
     d.emit_and_process(&dsoc, SyncMode::Immediate);
     // ESOC's machine is set up now: its bootstrap holds the lost customers; BSOC and CSOC have
     // not received them.
@@ -1995,4 +2002,56 @@ fn r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_it
     d.emit_and_process(&esoc, SyncMode::Immediate);
     let why = others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
     assert!(why.contains("carries a change"), "{why}");
+}
+
+/// A shop's file is left on the USB stick; the shop's disk dies and its store is put back from a
+/// backup, which syncs; central's disk dies too and is put back from a backup older than that
+/// sync, so central keeps no trace of the emission number the restored store reused. The
+/// restored store writes fewer commits than the lost one had, under the same numbers. When the
+/// stick is found and its file carried in, it is older than the restored store's last emission
+/// yet claims changes of its own that emission did not know: two stores numbered alike. It was
+/// taken — its changes under numbers central held from the restored store dropped as already
+/// had, the others applied, and the restored store never got them (silent divergence; the
+/// simulator's seed 45197). It is refused, and the store condemned.
+#[test]
+fn r1_a_late_file_of_a_shop_s_lost_store_claiming_more_than_its_restored_store_is_refused() {
+    let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
+    let dsoc_backup = backup_then_three_lost_customers(&d, &dsoc);
+    let (stick, _) = files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let stick = {
+        let aside = d.root.path().join("stick.outpost");
+        std::fs::rename(&stick, &aside).unwrap();
+        aside
+    };
+    // DSOC's disk dies; put back from its backup, it syncs (nothing new) under the number the
+    // file on the stick has.
+    let dsoc = dsoc_backup;
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    d.at(11, 10);
+    new_customers(&dsoc, 1..=2);
+    // Not taken yet (central waits for every remote's report), then taken.
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    assert_eq!(
+        name(&d.asoc, "DSOC-NEW-2"),
+        Some(Value::from("by the restored store"))
+    );
+    let err = files::receive_from(&d.asoc, &stick, Some(outpost::SiteId(4))).unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("did not know")),
+        "{err}"
+    );
+    central::process_ready(&d.asoc).unwrap();
+    assert_eq!(name(&d.asoc, "DSOC-LOST-3"), None);
+    let err = refused_at_central(&d, &dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(why)
+            if why.contains("as with its emissions since central first saw it")),
+        "{err}"
+    );
 }

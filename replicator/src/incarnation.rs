@@ -273,6 +273,25 @@ pub(crate) struct SiteIncarnation {
     floor: u64,
 }
 
+/// What the newest emission received of a remote (by number) said its store knew of the
+/// remote's own changes, with the store it came from: `cn/` + site id. A store's knowledge of
+/// its own changes only grows, so an emission numbered before that one cannot claim one it did
+/// not know — unless another store numbered alike made it (a file of a lost store carried in
+/// late, after its restored copy synced).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NewestClaim {
+    provisioning: u32,
+    store: Option<u64>,
+    seq: u64,
+    own: Knowledge,
+}
+
+fn claim_key(site: SiteId) -> Vec<u8> {
+    let mut k = local::NEWEST_CLAIMS.to_vec();
+    k.extend_from_slice(&site.0.to_be_bytes());
+    k
+}
+
 /// What central keeps of an emission it received (`es/` + flow id): its creation stamp and its
 /// sender's wall time — or, for an emission only named as the previous one by a later emission
 /// (it never arrived, or not yet), the stamp alone.
@@ -551,6 +570,25 @@ pub(crate) fn check_emission(
             ),
             false,
         ));
+    } else if let Some((seq, _)) = inc.newest
+        && header.id.seq < seq
+        && let Some(claim) = local::get::<NewestClaim>(tx, &claim_key(site))?
+        && (claim.provisioning, claim.store, claim.seq) == (inc.provisioning, inc.store, seq)
+        && !header
+            .knowledge
+            .only(site)
+            .difference(&claim.own)
+            .is_empty()
+    {
+        let unknown = header.knowledge.only(site).difference(&claim.own).count();
+        fork = Some((
+            format!(
+                "emission {} of {code} was made before emission {seq}, which central received, \
+                 yet holds {unknown} change(s) of its own that emission did not know",
+                header.id
+            ),
+            true,
+        ));
     } else if newly_bound || inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
         // The store must know every change of its own that central holds: those numbered in
         // its block — or, from a store that does not say where its block starts (a version
@@ -649,6 +687,13 @@ pub(crate) fn check_emission(
     }
     if inc.newest.is_none_or(|(seq, _)| header.id.seq > seq) {
         inc.newest = Some((header.id.seq, header.created_wall_ms));
+        let claim = NewestClaim {
+            provisioning: inc.provisioning,
+            store: inc.store,
+            seq: header.id.seq,
+            own: header.knowledge.only(site),
+        };
+        local::put(tx, &claim_key(site), &claim)?;
     }
     let made = Made {
         stamp: header.created_stamp,

@@ -142,6 +142,10 @@ pub const SITE_LOG_SEQ: &[u8] = b"ws/log";
 /// to it are not held for clock skew): `ch/` + site id (u16 BE) → stamp (u64).
 pub(crate) const SENT_HIGH: &[u8] = b"ch/";
 
+/// Central: what the newest emission received of each remote (by number) said its store knew
+/// of that remote's own changes (`incarnation::NewestClaim`): `cn/` + site id (u16 BE).
+pub(crate) const NEWEST_CLAIMS: &[u8] = b"cn/";
+
 /// Every key and key prefix of the local table, by name.
 pub const REGISTRY: &[(&str, &[u8])] = &[
     ("JOURNAL", JOURNAL),
@@ -168,6 +172,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
     ("RESTORE_TIPS", RESTORE_TIPS),
     ("SENT_HIGH", SENT_HIGH),
+    ("NEWEST_CLAIMS", NEWEST_CLAIMS),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),
     ("CREDENTIALS", CREDENTIALS),

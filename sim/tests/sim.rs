@@ -324,6 +324,31 @@ fn r1_seed_50402_a_shop_set_up_since_says_the_stamps_its_bootstrap_brought() {
     );
 }
 
+/// A shop's file stays on the USB stick; its disk dies and its backup is put back and syncs;
+/// central is put back from a backup older than that sync. The restored store numbers fewer new
+/// commits than the lost one had, as the lost one did; the file on the stick, carried in late,
+/// was taken and its changes under those numbers dropped as already had (silent divergence:
+/// S005 never got the others). It claims changes of its own that the restored store's later
+/// emission did not know: refused, and the store reprovisioned.
+#[test]
+fn r1_seed_45197_a_late_file_of_a_shop_s_lost_store_is_refused() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 45197,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "emission_file_late",
+        "late_emission_refused",
+        "restored_from_old_backup",
+        "central_restored_from_old_backup",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
