@@ -70,33 +70,34 @@ impl World {
     }
 
     pub(super) fn check(&mut self) -> Result<(), SimError> {
-        // A key the engine gave twice (`new_key`) whose two creations both stand (neither lost
-        // with a disk nor refused with its store): two records merged into one, silently.
-        for ((table, key), given) in &self.new_keys {
-            if *given < 2 {
+        // A key the engine gave twice (`new_key`) to records that both stand (neither lost
+        // with a disk nor refused with its store), or to a new record its store wrote into one
+        // it held under that key: two records merged into one, silently.
+        let mut standing: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for g in &self.new_keys {
+            let stands = g.store.is_none_or(|s| !self.refused_instances.contains(&s))
+                && self.accepted.iter().any(|w| {
+                    w.dot == g.dot
+                        && w.table == g.table
+                        && w.key == g.key
+                        && (g.held || w.slot == Slot::Created)
+                });
+            if !stands {
                 continue;
             }
-            let standing = self
-                .accepted
-                .iter()
-                .filter(|w| w.slot == Slot::Created && w.table == *table && w.key == *key)
-                .count();
-            if standing >= 2 {
+            if g.held {
                 self.report.violations.push(format!(
-                    "the key {table}/{key} was given to {standing} new records, which merged \
-                     into one"
+                    "the key {}/{} was given to a new record while the store held a record \
+                     under it: written into the old one",
+                    g.table, g.key
                 ));
             }
+            *standing.entry((&g.table, &g.key)).or_insert(0) += 1;
         }
-        for ((table, key), dot) in &self.new_keys_over {
-            if self
-                .accepted
-                .iter()
-                .any(|w| w.dot == *dot && w.table == *table && w.key == *key)
-            {
+        for ((table, key), n) in standing {
+            if n >= 2 {
                 self.report.violations.push(format!(
-                    "the key {table}/{key} was given to a new record while the store held a \
-                     record under it: written into the old one"
+                    "the key {table}/{key} was given to {n} new records, which merged into one"
                 ));
             }
         }

@@ -235,6 +235,21 @@ struct Remote {
     backup: Option<Store>,
     /// The shop closed and was removed from the deployment (C4): nothing happens to it any more.
     closed: bool,
+    /// Which store this is, of those the shop had (a new one at each restore, reinstall or
+    /// reprovisioning): 0 for the first, then numbered across the run.
+    instance: u64,
+}
+
+/// A key the engine gave (`new_key`) to a new record.
+struct GivenKey {
+    table: String,
+    key: String,
+    /// The commit that wrote the new record.
+    dot: Dot,
+    /// The writer's store (remote index, instance); `None` for central's.
+    store: Option<(usize, u64)>,
+    /// The writer's store held a record under that key already: the new one was written into it.
+    held: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -395,11 +410,13 @@ struct World {
     sticks: HashMap<usize, Stick>,
     /// The generator of central's records numbered by the engine (`new_key`).
     keys_rng: Rng,
-    /// How many times the engine gave each key (`new_key`), by table and key.
-    new_keys: BTreeMap<(String, String), u32>,
-    /// Keys the engine gave while the writer's store held a record under them, with the dot of
-    /// the commit that wrote the new record into the old.
-    new_keys_over: Vec<((String, String), Dot)>,
+    /// Every key the engine gave (`new_key`).
+    new_keys: Vec<GivenKey>,
+    /// The stores central refused (remote index, instance): their writes it did not take were
+    /// refused with them.
+    refused_instances: BTreeSet<(usize, u64)>,
+    /// The next store instance number ([`Remote::instance`]).
+    next_instance: u64,
 }
 
 /// Files of a remote syncing on physical media that were left on the stick: delivered after

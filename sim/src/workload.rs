@@ -40,7 +40,7 @@ impl World {
                 match created {
                     Ok(((key, held), commit)) => {
                         self.record(&commit.changes);
-                        self.note_new_key("prospects", &key, held, &commit.changes);
+                        self.note_new_key(Some(i), "prospects", &key, held, &commit.changes);
                         return Ok(());
                     }
                     Err(e) => Err(e),
@@ -128,22 +128,30 @@ impl World {
         Ok(())
     }
 
-    /// A key the engine gave (`new_key`) to the record written by `changes`: counted, so that
-    /// the end of the run can tell a key given twice whose two records both stand; if the
-    /// writer's store held a record under it already (`held`), the new one was written into it
-    /// — a merge as well, told by this commit's dot (see `check`).
+    /// A key the engine gave (`new_key`) at remote `writer` (central: `None`) to the record
+    /// written by `changes`, noted with the commit's dot and the writer's store, so that the
+    /// end of the run can tell a key given to two records that both stand (see `check`); if
+    /// the writer's store held a record under it already (`held`), the new one was written into
+    /// it — a merge as well.
     pub(super) fn note_new_key(
         &mut self,
+        writer: Option<usize>,
         table: &str,
         key: &str,
         held: bool,
         changes: &[outpost_engine::Change],
     ) {
-        let place = (table.to_owned(), key.to_owned());
-        if held && let Some(c) = changes.first() {
-            self.new_keys_over.push((place.clone(), c.dot));
-        }
-        *self.new_keys.entry(place).or_insert(0) += 1;
+        let Some(dot) = changes.first().map(|c| c.dot) else {
+            return;
+        };
+        let given = GivenKey {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            dot,
+            store: writer.map(|i| (i, self.remotes[i].instance)),
+            held,
+        };
+        self.new_keys.push(given);
     }
 
     /// Records remote `i`'s write `what` (one the rules allow), or its refusal as a violation.

@@ -118,8 +118,9 @@ impl World {
             opens_rng: crate::rng::Rng::new(cfg.seed ^ 0x0be4),
             files_rng: crate::rng::Rng::new(cfg.seed ^ 0xf11e),
             keys_rng: crate::rng::Rng::new(cfg.seed ^ 0x6e3e),
-            new_keys: BTreeMap::new(),
-            new_keys_over: Vec::new(),
+            new_keys: Vec::new(),
+            refused_instances: BTreeSet::new(),
+            next_instance: 1,
             sticks: HashMap::new(),
             now: START_MS,
             central,
@@ -530,6 +531,8 @@ impl World {
     pub(super) fn reprovision_refused(&mut self, i: usize, why: &str) -> Result<(), SimError> {
         let site = self.remotes[i].store.site().id;
         self.note_refused(i, why);
+        // Its writes central did not take were refused with it, loudly.
+        self.refused_instances.insert((i, self.remotes[i].instance));
         if !central::refused_flows(&self.central)?
             .iter()
             .any(|f| f.sender == Some(site))
@@ -1149,6 +1152,8 @@ impl World {
         let r = &mut self.remotes[i];
         r.executor = RemoteExecutor::new(&store)?;
         r.store = store;
+        r.instance = self.next_instance;
+        self.next_instance += 1;
         r.own_docs.clear();
         r.registers.clear();
         r.reserved = reserved;
@@ -1181,7 +1186,7 @@ impl World {
             match created {
                 Ok(((key, held), commit)) => {
                     self.record(&commit.changes);
-                    self.note_new_key("stock_documents", &key, held, &commit.changes);
+                    self.note_new_key(None, "stock_documents", &key, held, &commit.changes);
                 }
                 Err(outpost_engine::Error::KeysAfterRestore { .. }) => {
                     *self
@@ -1241,5 +1246,6 @@ fn set_up_remote(
         bootstrap: bytes,
         backup: None,
         closed: false,
+        instance: 0,
     })
 }
