@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Deployment, content, hhmm, name};
+use common::{Deployment, content, dec, hhmm, name};
 use outpost::replicator::{SyncMode, central, files, journal, remote};
 use outpost::{Clock, ManualClock, Value};
 
@@ -2054,4 +2054,35 @@ fn r1_a_late_file_of_a_shop_s_lost_store_claiming_more_than_its_restored_store_i
             if why.contains("as with its emissions since central first saw it")),
         "{err}"
     );
+}
+
+/// R6 after a reprovisioning: a document the shop's lost store created and synced comes back
+/// with the new bootstrap. It was synchronised, so the new store refuses to modify it, on the
+/// spot — not accept the write and have central refuse it at the next sync, the till's edit
+/// then put back silently.
+#[test]
+fn r6_a_shop_set_up_again_refuses_to_modify_its_documents_already_synchronised() {
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| {
+            tx.set("sales_documents", "BSOC-D1", "customer", "Dupont")?;
+            tx.set("sales_documents", "BSOC-D1", "total", dec("100.00"))
+        })
+        .unwrap();
+    sync_all(&d, &[&d.bsoc], 1);
+    let before = d
+        .bsoc
+        .write(|tx| tx.set("sales_documents", "BSOC-D1", "total", dec("90.00")))
+        .unwrap_err();
+    assert_eq!(before.refusal().map(|r| r.rule), Some(outpost::Rule::R6));
+    let bsoc = set_up_again(&d, outpost::SiteId(2));
+    let after = bsoc
+        .write(|tx| tx.set("sales_documents", "BSOC-D1", "total", dec("90.00")))
+        .unwrap_err();
+    assert_eq!(after.refusal().map(|r| r.rule), Some(outpost::Rule::R6));
+    // A document it creates now is its own to edit until it is synchronised.
+    bsoc.write(|tx| tx.set("sales_documents", "BSOC-D2", "total", dec("7.00")))
+        .unwrap();
+    bsoc.write(|tx| tx.set("sales_documents", "BSOC-D2", "total", dec("8.00")))
+        .unwrap();
 }

@@ -184,16 +184,19 @@ pub fn bootstrap_as(
         // What it holds of each other remote, as after a return: after central's restore from a
         // backup, its emissions say the stamps of the changes central may have lost (`tips`).
         let mut tips = crate::incarnation::Tips::new();
+        let mut synced = BTreeSet::new();
         while let Some(item) = reader.next_item()? {
             if let Item::Changes(changes) = item {
                 let batch: Vec<Incoming> = changes.into_iter().map(Incoming::New).collect();
                 crate::incarnation::note_tips(&mut tips, &batch, [site.id, header.source]);
+                own_documents(store.schema(), &batch, site.id, &mut synced);
                 tx.apply_batch(header.source, &batch, &mut report)?;
             }
         }
         if !tips.is_empty() {
             local::put(tx, local::REMOTE_TIPS, &tips)?;
         }
+        freeze_all(tx, &synced)?;
         tx.add_knowledge(header.source, &header.covered)?;
         // No dot twice: number past every commit of this site central knew of when it wrote
         // the bootstrap — after a reprovisioning, further past what may still be on its way.
@@ -254,6 +257,36 @@ pub fn bootstrap_as(
         )
     })?;
     Ok(store)
+}
+
+/// Adds to `into` the documents among `changes` (from central) that site `own` created: central
+/// holds them, so they were synchronised (R6) — by a store of this site set up before this one
+/// (a bootstrap after a reprovisioning), or before the backup this store was put back from.
+fn own_documents(
+    schema: &outpost_engine::Schema,
+    changes: &[Incoming],
+    own: SiteId,
+    into: &mut BTreeSet<(String, String)>,
+) {
+    for c in changes {
+        let Incoming::New(c) = c else {
+            continue;
+        };
+        if c.created.site() == own && schema.table(&c.table).is_some_and(TableDef::freezes) {
+            into.insert((c.table.clone(), c.key.clone()));
+        }
+    }
+}
+
+/// Freezes every document of `docs` (R6).
+fn freeze_all(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    docs: &BTreeSet<(String, String)>,
+) -> Result<()> {
+    for (table, key) in docs {
+        tx.freeze(table, key)?;
+    }
+    Ok(())
 }
 
 /// What an emission held.
@@ -489,6 +522,7 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         let mut tips: crate::incarnation::Tips =
             local::get(tx, local::REMOTE_TIPS)?.unwrap_or_default();
         let mut tips_moved = false;
+        let mut synced = BTreeSet::new();
         while let Some(item) =
             reader.next_item_lacking(if rejudged { &nothing } else { tx.knowledge() })?
         {
@@ -496,6 +530,7 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
                 IncomingItem::Changes(changes) => {
                     tips_moved |=
                         crate::incarnation::note_tips(&mut tips, &changes, [own, central]);
+                    own_documents(store.schema(), &changes, own, &mut synced);
                     tx.apply_batch(central, &changes, &mut report)?;
                 }
                 IncomingItem::Rejections(rejections) => {
@@ -517,6 +552,7 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         if tips_moved {
             local::put(tx, local::REMOTE_TIPS, &tips)?;
         }
+        freeze_all(tx, &synced)?;
         tx.add_knowledge(central, &header.covered)?;
         if let Some(config) = &header.config {
             set_denied(tx, config)?;
