@@ -505,7 +505,18 @@ pub fn central_backup(dir: &Path, to: &Path) -> CliResult<()> {
 /// ([`central::after_restore`]). The remotes send again what central lost with their next
 /// syncs.
 pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
-    open_central(backup).map_err(|e| format!("the backup: {e}"))?;
+    // The data directory is moved aside: a backup inside it would go with it.
+    if let (Ok(b), Ok(d)) = (backup.canonicalize(), dir.canonicalize())
+        && b.starts_with(&d)
+    {
+        return Err(format!(
+            "the backup {} is inside central's data directory {}, which the restore moves \
+             aside: copy the backup elsewhere first (nothing was changed)",
+            backup.display(),
+            dir.display()
+        ));
+    }
+    open_central(backup).map_err(|e| format!("the backup {}: {e}", backup.display()))?;
     let mut aside = None;
     if dir.exists() {
         let secs = SystemClock.now_ms() / 1000;
@@ -515,15 +526,26 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
         std::fs::rename(dir, &to).map_err(|e| format!("moving {} aside: {e}", dir.display()))?;
         aside = Some(to);
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for name in BACKED_UP {
-        let from = backup.join(name);
-        if from.is_file() {
-            std::fs::copy(&from, dir.join(name))
-                .map_err(|e| format!("{} → {}: {e}", from.display(), dir.display()))?;
+    let store = match put_backup_in_place(backup, dir) {
+        Ok(store) => store,
+        Err(e) => {
+            // Back as it was: the data directory is never left without its store.
+            let back = match &aside {
+                Some(to) => std::fs::remove_dir_all(dir)
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                    .and_then(|()| std::fs::rename(to, dir))
+                    .map_or_else(
+                        |b| format!("; putting {} back failed too: {b}", to.display()),
+                        |()| format!("; {} is as it was", dir.display()),
+                    ),
+                None => String::new(),
+            };
+            return Err(format!("{e}{back}"));
         }
-    }
-    let store = open_central(dir)?;
+    };
     let next = central::after_restore(&store).map_err(msg)?;
     crate::say!(
         "central {} restored from {} into {}; returns continue at number {next}, and the \
@@ -538,6 +560,19 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
         crate::say!("what was in {} is now in {}", dir.display(), to.display());
     }
     Ok(())
+}
+
+/// Copies the backup's files into `dir` (created) and opens central's store there.
+fn put_backup_in_place(backup: &Path, dir: &Path) -> CliResult<Arc<Store>> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for name in BACKED_UP {
+        let from = backup.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, dir.join(name))
+                .map_err(|e| format!("{} → {}: {e}", from.display(), dir.display()))?;
+        }
+    }
+    open_central(dir)
 }
 
 /// `outpost remote restamp`: see [`remote::restamp`].
@@ -611,6 +646,12 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
 /// `outpost journal --alerts`: the alerts (C3), open ones first.
 pub fn alerts(dir: &Path, json: bool) -> CliResult<()> {
     let store = open_central(dir)?;
+    // No daemon holds the store: bring the alerts up to date as it would, with its settings.
+    let settings = dir.join("outpost.toml");
+    let config =
+        outpost_server::serve::ServeConfig::load(settings.exists().then_some(settings.as_path()))
+            .map_err(|e| e.to_string())?;
+    outpost_server::serve::update_alerts(&store, dir, &config)?;
     let alerts = outpost_server::serve::monitor::alert_views(&store, 200)?;
     if json {
         crate::say!("{}", serde_json::to_string_pretty(&alerts).map_err(msg)?);

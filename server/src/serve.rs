@@ -115,6 +115,13 @@ impl Default for ServeConfig {
     }
 }
 
+/// Brings central's alerts up to date now, as the daemon does on its timer, with `config`'s
+/// thresholds: for `outpost journal --alerts` while no daemon runs (a deployment that syncs by
+/// files only).
+pub fn update_alerts(store: &Store, data: &Path, config: &ServeConfig) -> Result<(), String> {
+    alerts::update(store, data, &config.alerts, config.sweep_s.max(1) * 1000)
+}
+
 impl ServeConfig {
     /// Reads the settings file; a missing `path` gives the defaults.
     pub fn load(path: Option<&Path>) -> crate::Result<Self> {

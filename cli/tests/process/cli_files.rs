@@ -427,3 +427,96 @@ fn m1_c6_set_remote_changes_a_schedule_checked_and_the_remote_gets_it_with_its_n
         "{settings:?}"
     );
 }
+
+/// `central restore` with the backup kept inside central's data directory, or given as the data
+/// directory itself: refused before anything moves, with the reason — the restore moves the
+/// data directory aside, and the backup with it; it used to leave the directory empty and say
+/// only that no store was there. A backup that is no central store leaves everything in place.
+#[test]
+fn central_restore_from_a_backup_inside_the_data_directory_moves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, "central init --data asoc");
+    ok(dir, &put_customer("asoc", "ASOC-1", r#"{"name":"Dupont"}"#));
+    ok(dir, "central backup --data asoc --to asoc/backups/monday");
+    fails(
+        dir,
+        "central restore --backup asoc/backups/monday --data asoc",
+        "inside",
+    );
+    fails(dir, "central restore --backup asoc --data asoc", "inside");
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    fails(dir, "central restore --backup empty --data asoc", "backup");
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("before-restore"))
+        .collect();
+    assert!(left.is_empty(), "moved aside: {left:?}");
+    let got = ok(dir, "get --data asoc --table customers --key ASOC-1");
+    assert!(got.contains("Dupont"), "{got}");
+    // From a backup elsewhere, the restore goes through.
+    std::fs::rename(dir.join("asoc/backups/monday"), dir.join("monday")).unwrap();
+    ok(dir, "central restore --backup monday --data asoc");
+    let got = ok(dir, "get --data asoc --table customers --key ASOC-1");
+    assert!(got.contains("Dupont"), "{got}");
+}
+
+/// C3 in a deployment that syncs only by files: no daemon runs, yet `journal --alerts` lists
+/// what the daemon would — it brings the alerts up to date itself (here two shops numbered a
+/// sales document alike, and central refused the second's changes, R5). It used to say "no
+/// alert".
+#[test]
+fn c3_journal_alerts_with_no_daemon_lists_the_alerts_the_daemon_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("usb")).unwrap();
+    ok(d, "central init --data asoc");
+    for (id, code) in [("2", "bsoc"), ("3", "csoc")] {
+        let upper = code.to_uppercase();
+        let boot = format!("usb/{code}.outpost");
+        ok(
+            d,
+            &[
+                "central",
+                "add-remote",
+                "--data",
+                "asoc",
+                "--id",
+                id,
+                "--code",
+                &upper,
+                "--bootstrap",
+                &boot,
+            ],
+        );
+        ok(d, &["remote", "init", "--data", code, "--bootstrap", &boot]);
+    }
+    assert!(ok(d, "journal --data asoc --alerts").contains("no alert"));
+    for (code, total) in [("csoc", "1.00"), ("bsoc", "2.00")] {
+        let fields = format!(r#"{{"total":"{total}"}}"#);
+        ok(
+            d,
+            &[
+                "put",
+                "--data",
+                code,
+                "--table",
+                "sales_documents",
+                "--key",
+                "D1",
+                "--fields",
+                &fields,
+            ],
+        );
+        let file = format!("usb/{code}-1.outpost");
+        ok(d, &["remote", "export", "--data", code, "--out", &file]);
+        ok(d, &["central", "import", "--data", "asoc", &file]);
+    }
+    // An event: raised and closed at once (the refused changes go back with BSOC's return).
+    let alerts = ok(d, "journal --data asoc --alerts");
+    assert!(
+        alerts.contains("change(s) of BSOC refused") && alerts.contains("R5"),
+        "{alerts}"
+    );
+}

@@ -129,6 +129,23 @@ fn disk(path: &Path) -> Option<Disk> {
     })
 }
 
+/// Brings the alerts up to date now, as the daemon's timer does (see [`run`]).
+pub(super) fn update(
+    store: &Store,
+    data: &Path,
+    config: &AlertConfig,
+    cycle_ms: u64,
+) -> Result<(), String> {
+    monitor::evaluate(
+        store,
+        SystemClock.now_ms(),
+        &config.thresholds(cycle_ms),
+        disk(data),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("cannot bring the alerts up to date: {e}"))
+}
+
 /// The alerts' thread: until told to stop (or the daemon drops the sender).
 pub(super) fn run(
     store: &Store,
