@@ -77,7 +77,7 @@ impl World {
         for g in &self.new_keys {
             let stands = g.store.is_none_or(|s| !self.refused_instances.contains(&s))
                 && self.accepted.iter().any(|w| {
-                    w.dot == g.dot
+                    w.marker == g.marker
                         && w.table == g.table
                         && w.key == g.key
                         && (g.held || w.slot == Slot::Created)

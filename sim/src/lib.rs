@@ -244,8 +244,9 @@ struct Remote {
 struct GivenKey {
     table: String,
     key: String,
-    /// The commit that wrote the new record.
-    dot: Dot,
+    /// The commit that wrote the new record (its stamp tells it from a commit a store put back
+    /// from a backup numbered alike).
+    marker: Marker,
     /// The writer's store (remote index, instance); `None` for central's.
     store: Option<(usize, u64)>,
     /// The writer's store held a record under that key already: the new one was written into it.

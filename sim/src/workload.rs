@@ -129,7 +129,7 @@ impl World {
     }
 
     /// A key the engine gave (`new_key`) at remote `writer` (central: `None`) to the record
-    /// written by `changes`, noted with the commit's dot and the writer's store, so that the
+    /// written by `changes`, noted with the commit's marker and the writer's store, so that the
     /// end of the run can tell a key given to two records that both stand (see `check`); if
     /// the writer's store held a record under it already (`held`), the new one was written into
     /// it — a merge as well.
@@ -141,13 +141,13 @@ impl World {
         held: bool,
         changes: &[outpost_engine::Change],
     ) {
-        let Some(dot) = changes.first().map(|c| c.dot) else {
+        let Some(marker) = changes.first().map(outpost_engine::Change::marker) else {
             return;
         };
         let given = GivenKey {
             table: table.to_owned(),
             key: key.to_owned(),
-            dot,
+            marker,
             store: writer.map(|i| (i, self.remotes[i].instance)),
             held,
         };
