@@ -73,15 +73,26 @@ impl World {
         // A key the engine gave twice (`new_key`) to records that both stand (neither lost
         // with a disk nor refused with its store), or to a new record its store wrote into one
         // it held under that key: two records merged into one, silently.
+        // One pass over the accepted writes (a year's run keeps millions).
+        let mut given: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (n, g) in self.new_keys.iter().enumerate() {
+            given.entry((&g.table, &g.key)).or_default().push(n);
+        }
+        let mut found = vec![false; self.new_keys.len()];
+        for w in &self.accepted {
+            let Some(ns) = given.get(&(w.table.as_str(), w.key.as_str())) else {
+                continue;
+            };
+            for &n in ns {
+                let g = &self.new_keys[n];
+                if w.marker == g.marker && (g.held || w.slot == Slot::Created) {
+                    found[n] = true;
+                }
+            }
+        }
         let mut standing: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-        for g in &self.new_keys {
-            let stands = g.store.is_none_or(|s| !self.refused_instances.contains(&s))
-                && self.accepted.iter().any(|w| {
-                    w.marker == g.marker
-                        && w.table == g.table
-                        && w.key == g.key
-                        && (g.held || w.slot == Slot::Created)
-                });
+        for (g, found) in self.new_keys.iter().zip(found) {
+            let stands = found && g.store.is_none_or(|s| !self.refused_instances.contains(&s));
             if !stands {
                 continue;
             }
