@@ -228,6 +228,16 @@ pub fn from_json(kind: Option<FieldKind>, v: &serde_json::Value) -> Result<Value
         (Some(FieldKind::Float), serde_json::Value::Number(n)) => {
             Value::Float(n.as_f64().ok_or_else(|| not_a_number(n))?)
         }
+        // A whole number beyond 64 bits is no integer: said so, not read as a float.
+        (Some(FieldKind::Integer), serde_json::Value::Number(n))
+            if n.as_i64().is_none() && n.as_f64().is_some_and(|f| f.fract() == 0.0) =>
+        {
+            return Err(NotAValue(format!(
+                "{n} is out of range for an integer ({} to {})",
+                i64::MIN,
+                i64::MAX
+            )));
+        }
         (_, serde_json::Value::Number(n)) => match n.as_i64() {
             Some(i) => Value::Int(i),
             None => Value::Float(n.as_f64().ok_or_else(|| not_a_number(n))?),
@@ -404,5 +414,19 @@ mod tests {
             assert_eq!(from_json(kind, &to_json(&v)), Ok(v));
         }
         assert!(from_json(None, &serde_json::json!({"a": 1})).is_err());
+    }
+
+    #[test]
+    fn an_integer_beyond_64_bits_is_said_out_of_range_not_a_float() {
+        let big: serde_json::Value =
+            serde_json::from_str("99999999999999999999").unwrap_or_else(|e| panic!("{e}"));
+        let err = from_json(Some(FieldKind::Integer), &big).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        // Without a declared kind, or declared a float, it stays a float.
+        assert!(matches!(from_json(None, &big), Ok(Value::Float(_))));
+        assert!(matches!(
+            from_json(Some(FieldKind::Float), &big),
+            Ok(Value::Float(_))
+        ));
     }
 }

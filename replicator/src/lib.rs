@@ -54,6 +54,10 @@ pub enum Error {
     /// A flow that decodes but does not belong here (wrong target, kind, schema, sender…).
     #[error("flow refused: {0}")]
     Refused(String),
+    /// A sync configuration that does not hold together (an unknown time zone, a remote's
+    /// schedule central cannot serve…): nothing was changed.
+    #[error("the sync configuration is refused: {0}")]
+    Config(String),
     /// No flow with that id.
     #[error("no flow {0} in the sync table")]
     UnknownFlow(FlowId),

@@ -202,7 +202,7 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
     check_central(store)?;
     config
         .validate()
-        .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
+        .map_err(|e| Error::Config(e.to_string()))?;
     // One transaction, whatever the number of remotes (a thousand remotes added one by one
     // must not cost a commit per remote each time).
     local::write(store, |tx| {
@@ -254,7 +254,7 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64, removal: Removal) -
     let id = config.remotes.remove(pos).id;
     config
         .validate()
-        .map_err(|e| Error::Refused(format!("configuration: {e}")))?;
+        .map_err(|e| Error::Config(e.to_string()))?;
     local::write(store, |tx| {
         // Checked in the transaction that retires it: an emission received meanwhile counts.
         let mut pending = 0;
