@@ -363,9 +363,20 @@ impl Daily {
         }
     }
 
+    /// The date it last ran, as far as `today` can tell: a run dated after today was made
+    /// while the clock was ahead (set back since), and does not stand for today's or a later
+    /// day's run — counted as yesterday's.
+    fn last_run_by(&self, today: NaiveDate) -> Option<NaiveDate> {
+        match self.last_run {
+            Some(d) if d > today => today.pred_opt(),
+            other => other,
+        }
+    }
+
     /// Whether the job is due at `now_ms` in `zone`; if so, it is marked as run for that date.
     pub fn take_due(&mut self, zone: Zone, now_ms: u64) -> bool {
         let today = zone.date_at(now_ms);
+        self.last_run = self.last_run_by(today);
         // The job of the previous local date may still be pending right after midnight when its
         // instant moved past midnight; consider both dates.
         for date in [today.pred_opt(), Some(today)].into_iter().flatten() {
@@ -392,7 +403,7 @@ impl Daily {
         ]
         .into_iter()
         .flatten()
-        .filter(|d| self.last_run.is_none_or(|r| r < *d))
+        .filter(|d| self.last_run_by(today).is_none_or(|r| r < *d))
         .map(|d| zone.instant(d, self.at))
         .find(|t| *t >= now_ms)
         .unwrap_or(now_ms + 86_400_000)
@@ -409,6 +420,23 @@ mod tests {
 
     fn ms(s: &str) -> u64 {
         to_ms(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc))
+    }
+
+    /// M1 after a clock set back: the job ran on a date the clock gave wrongly (a day ahead);
+    /// once the clock is right, today's run is not taken for done — nor tomorrow's.
+    #[test]
+    fn m1_a_run_on_a_date_ahead_of_the_clock_does_not_skip_today_once_it_is_set_back() {
+        let z: Zone = "Europe/Paris".parse().unwrap();
+        let mut job = Daily::new("21:00".parse().unwrap());
+        // The clock a day and ten minutes ahead: the job runs for tomorrow's date.
+        assert!(job.take_due(z, ms("2026-12-06T20:10:00Z")));
+        // Set right: today, 20:59 Paris (19:59 UTC), the next run is today's 21:00.
+        let now = ms("2026-12-05T19:59:00Z");
+        assert_eq!(job.next_due(z, now), ms("2026-12-05T20:00:00Z"));
+        assert!(!job.take_due(z, now));
+        assert!(job.take_due(z, ms("2026-12-05T20:00:30Z")));
+        assert!(job.take_due(z, ms("2026-12-06T20:00:30Z")));
+        assert!(!job.take_due(z, ms("2026-12-06T20:30:00Z")));
     }
 
     #[test]
