@@ -706,12 +706,33 @@ async fn upload_offset(
     let id = FlowId { site: site.id, seq };
     let store = Arc::clone(&state.store);
     let stamp = upload_stamp(&headers);
-    let received = match blocking(move || already_received(&store, id, stamp)).await {
+    let answer = blocking(move || {
+        let received = already_received(&store, id, stamp)?;
+        // A received emission held for clock skew: the remote is told why (it waits in vain
+        // for a return otherwise).
+        let held = match received {
+            true => journal::row(&store, id)
+                .map_err(|e| e.to_string())?
+                .and_then(|r| match r.hold {
+                    journal::Hold::Quarantined { reason } => Some(reason),
+                    _ => None,
+                }),
+            false => None,
+        };
+        Ok::<_, String>((received, held))
+    })
+    .await;
+    let (received, held) = match answer {
         Ok(r) => r,
         Err(r) => return r,
     };
     let offset = std::fs::metadata(part_path(&state, id)).map_or(0, |m| m.len());
-    Json(UploadOffset { offset, received }).into_response()
+    Json(UploadOffset {
+        offset,
+        received,
+        held,
+    })
+    .into_response()
 }
 
 /// Forgets an upload under way when the request ends, however it ends.
@@ -814,6 +835,7 @@ async fn upload(
             Json(UploadOffset {
                 offset: held,
                 received: false,
+                held: None,
             }),
         )
             .into_response();
@@ -857,6 +879,7 @@ async fn upload(
             Json(UploadOffset {
                 offset: have,
                 received: false,
+                held: None,
             }),
         )
             .into_response();

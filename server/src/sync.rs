@@ -126,6 +126,9 @@ pub enum NetError {
     /// Central does not take this site's emission yet (after its restore from a backup,
     /// until every remote has reported): it stays in the outbox for the next sync.
     NotYet(String),
+    /// Central received this site's emission and holds it without applying it (clock-skew
+    /// quarantine): central's reason, which says what to do.
+    Held(String),
 }
 
 impl std::error::Error for NetError {}
@@ -138,6 +141,7 @@ impl std::fmt::Display for NetError {
             NetError::Refused(code, e) => write!(f, "central refused ({code}): {e}"),
             NetError::Local(e) => f.write_str(e),
             NetError::NotYet(e) => write!(f, "emission not sent yet: {e}"),
+            NetError::Held(e) => write!(f, "central holds this site's emission, not applied: {e}"),
         }
     }
 }
@@ -298,6 +302,23 @@ impl<R: Read> Read for Counting<'_, R> {
         self.progress.advance(n);
         Ok(n)
     }
+}
+
+/// Why central holds emission `id` of this site without applying it, if it does.
+fn held_at_central(link: &Link, id: FlowId) -> Result<Option<String>, NetError> {
+    let url = link.url(&format!("/v1/emissions/{}", id.seq));
+    let mut r = link
+        .agent
+        .get(&url)
+        .header("authorization", link.bearer())
+        .call()
+        .map_err(unreachable)?;
+    if !r.status().is_success() {
+        return Err(error_of(r));
+    }
+    let at: UploadOffset =
+        serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)?;
+    Ok(at.held)
 }
 
 /// Uploads one emission file, resuming where central's copy ends. Returns once central holds
@@ -755,6 +776,14 @@ pub fn sync_now(
         Some(NetError::NotYet(_)) => {}
         Some(e) => return Err(e),
         None => {}
+    }
+    // No return: central may hold the emission for clock skew — said, and the sync failed.
+    if exec.is_waiting()
+        && !net.not_yet
+        && let Some(id) = run.emitted.last()
+        && let Some(why) = held_at_central(link, *id)?
+    {
+        return Err(NetError::Held(why));
     }
     let mut summary = std::mem::take(&mut net.summary);
     account(store, &mut run, refused_before, &mut summary)?;

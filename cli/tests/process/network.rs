@@ -1155,3 +1155,80 @@ fn two_attempts_noted(err: &Path, why: &str) -> String {
     });
     std::fs::read_to_string(err).unwrap()
 }
+
+/// R2/A3: an emission central holds for clock skew is a failed sync: `outpost remote sync`
+/// says so with central's reason (set the clock right, `outpost remote restamp`) and exits
+/// non-zero, rather than wait for a return that cannot come and exit 0 ("no return within …").
+/// After the restamp the next sync goes through.
+#[test]
+fn r2_a3_a_sync_whose_emission_central_holds_for_clock_skew_fails_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 30"])]);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    // BSOC's clock ran a day ahead when it wrote this customer.
+    {
+        let ahead = outpost::ManualClock::new(
+            outpost::Clock::now_ms(&outpost::SystemClock) + 24 * 3_600_000,
+        );
+        let store = outpost::Store::open(
+            dir.join("bsoc"),
+            outpost::StoreConfig::new(
+                outpost::Site::remote(2, "BSOC").unwrap(),
+                outpost::retail::schema(),
+                ahead,
+            ),
+        )
+        .unwrap();
+        store
+            .write(|tx| tx.set("customers", "K-AHEAD", "name", "stamped a day ahead"))
+            .unwrap();
+    }
+    let sync = || {
+        outpost(
+            dir,
+            &[
+                "remote",
+                "sync",
+                "--data",
+                "bsoc",
+                "--central",
+                &central.url,
+                "--wait",
+                "3s",
+            ],
+        )
+    };
+    let out = sync();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0: {stderr}");
+    assert!(
+        stderr.contains("central holds this site's emission") && stderr.contains("restamp"),
+        "the reason: {stderr}"
+    );
+    let restamped = outpost(dir, &["remote", "restamp", "--data", "bsoc"]);
+    assert!(restamped.status.success());
+    let out = sync();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = outpost(
+        dir,
+        &[
+            "get",
+            "--data",
+            "asoc",
+            "--table",
+            "customers",
+            "--key",
+            "K-AHEAD",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&got.stdout).contains("stamped a day ahead"),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+}
