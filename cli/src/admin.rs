@@ -638,6 +638,11 @@ pub fn remote_import(dir: &Path, file: &Path) -> CliResult<()> {
                 "return {id} refused: return {newest} is newer and already applied (central will see it as refused by remote)"
             );
         }
+        remote::Applied::RefusedOtherStore { id } => {
+            crate::say!(
+                "return {id} refused: it was made for another store of this site, before this one was set up (central will see it as refused by remote); the next return is this store's"
+            );
+        }
     }
     Ok(())
 }

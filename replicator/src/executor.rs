@@ -454,7 +454,12 @@ impl RemoteExecutor {
                 (Some(awaited), Some(seq)) => awaited.seq == seq,
                 _ => true,
             };
-            if answered && !matches!(applied, Applied::RefusedStale { .. }) {
+            if answered
+                && !matches!(
+                    applied,
+                    Applied::RefusedStale { .. } | Applied::RefusedOtherStore { .. }
+                )
+            {
                 self.scheduler.on_return_applied();
                 self.awaiting = None;
             }

@@ -48,6 +48,11 @@ pub const FIRST_EMISSION_SETTING: &str = "first_emission";
 /// The setting an emission carries: its store's previous emission, `SEQ/STAMP` (hex stamp).
 pub const PREV_SETTING: &str = "prev";
 
+/// The setting of a return naming the store it was made for (a [`StoreIdentity`]): the one
+/// central takes its site's changes from. A return is computed from what that store reported
+/// holding; another store of the site (set up again since) refuses it.
+pub const FOR_STORE_SETTING: &str = "for_store";
+
 /// The setting [`PREV_SETTING`] for an emission number and stamp.
 pub fn prev_setting(seq: u64, stamp: Stamp) -> String {
     format!("{seq}/{}", stamp_text(stamp))
@@ -290,6 +295,19 @@ fn claim_key(site: SiteId) -> Vec<u8> {
     let mut k = local::NEWEST_CLAIMS.to_vec();
     k.extend_from_slice(&site.0.to_be_bytes());
     k
+}
+
+/// The store central takes `site`'s changes from, if one emitted under the current
+/// provisioning.
+pub(crate) fn bound_store(
+    snap: &outpost_engine::Snapshot,
+    site: SiteId,
+) -> Result<Option<StoreIdentity>> {
+    let inc: SiteIncarnation = local::snap_get(snap, &incarnation_key(site))?.unwrap_or_default();
+    Ok(inc.store.map(|id| StoreIdentity {
+        provisioning: inc.provisioning,
+        id,
+    }))
 }
 
 /// What central keeps of an emission it received (`es/` + flow id): its creation stamp and its

@@ -476,6 +476,12 @@ pub enum Applied {
         /// The newest return applied.
         newest: u64,
     },
+    /// Made for another store of this site (one this store replaced): refused, and reported
+    /// to central with the next emission ("refused by remote", J1).
+    RefusedOtherStore {
+        /// The return.
+        id: FlowId,
+    },
 }
 
 /// Applies a return, atomically: its changes, its knowledge, its configuration (overwriting
@@ -493,6 +499,26 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
     }
     if seq < snap_state.last_return_seq {
         return refuse_stale(store, &header, now, snap_state.last_return_seq);
+    }
+    // Made for another store of this site (one this store replaced, a file carried in late):
+    // its knowledge is that store's, not this one's.
+    if let Some(made_for) = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(incarnation::FOR_STORE_SETTING))
+        .and_then(|t| StoreIdentity::parse(t))
+    {
+        let this = own_identity(store)?;
+        if made_for != this {
+            let reason = format!(
+                "return {} was made for {made_for} of {}, not this {this}: a file made before \
+                 this store was set up; the next return is this store's",
+                header.id,
+                store.site().code
+            );
+            return refuse_return(store, &header, now, reason)
+                .map(|()| Applied::RefusedOtherStore { id: header.id });
+        }
     }
     // Return numbers are central's, shared by all remotes, so a jump is no gap. A return that
     // never arrived shows at central instead: its journal row never gets an execution (J1).
@@ -652,6 +678,15 @@ fn refuse_stale(store: &Store, header: &FlowHeader, now: u64, newest: u64) -> Re
         "return {} is older than return {newest}, already applied",
         header.id
     );
+    refuse_return(store, header, now, reason)?;
+    Ok(Applied::RefusedStale {
+        id: header.id,
+        newest,
+    })
+}
+
+/// Refuses a return for `reason`: acknowledged as refused (J1), logged.
+fn refuse_return(store: &Store, header: &FlowHeader, now: u64, reason: String) -> Result<()> {
     local::write(store, |tx| {
         let mut st = state(tx)?;
         st.acks.push(ReturnAck {
@@ -674,10 +709,6 @@ fn refuse_stale(store: &Store, header: &FlowHeader, now: u64, newest: u64) -> Re
                 outcome: format!("refused: {reason}"),
             },
         )
-    })?;
-    Ok(Applied::RefusedStale {
-        id: header.id,
-        newest,
     })
 }
 

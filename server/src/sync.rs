@@ -696,6 +696,9 @@ fn account(
             remote::Applied::RefusedStale { id, newest } => summary.notes.push(format!(
                 "return {id} refused: return {newest} is newer and already applied"
             )),
+            remote::Applied::RefusedOtherStore { id } => summary.notes.push(format!(
+                "return {id} refused: it was made for another store of this site"
+            )),
         }
     }
     let now = remote::refused_by_central(store).map_err(local)?.len();

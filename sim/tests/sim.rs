@@ -349,6 +349,28 @@ fn r1_seed_45197_a_late_file_of_a_shop_s_lost_store_is_refused() {
     }
 }
 
+/// A shop syncing by USB leaves a return of its store on the stick; central is put back from
+/// its backup, the shop set up again from its old bootstrap; the stick's return, made for the
+/// lost store, was applied by the new one, which then counted as known a change it never got
+/// (silent divergence). Returns name their store now; the new store refuses it.
+#[test]
+fn r1_seed_2199_a_return_made_for_a_lost_store_is_refused_by_its_successor() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 2199,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "return_file_late",
+        "central_restored_from_old_backup",
+        "reinstalled_from_old_bootstrap",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);

@@ -390,7 +390,20 @@ pub(super) fn write_for_remote<W: Write>(
         created_stamp: store.clock_high_water(),
         created_wall_ms: store.now_ms(),
         acks: Vec::new(),
-        config: Some(config_for(store, &rec)?),
+        config: Some({
+            let mut config = config_for(store, &rec)?;
+            // A return is for the store that reported what it holds: another store of the site
+            // (set up again since) must not take its knowledge for its own.
+            if is_return
+                && let Some(ident) = crate::incarnation::bound_store(&store.snapshot()?, remote)?
+            {
+                config.settings.insert(
+                    crate::incarnation::FOR_STORE_SETTING.to_owned(),
+                    ident.to_setting(),
+                );
+            }
+            config
+        }),
     };
     let mut writer = match shared {
         Some(part) => match keep {
