@@ -1867,6 +1867,162 @@ fn r2_after_central_s_clock_ran_ahead_a_shop_that_never_took_its_stamps_and_is_a
     assert_eq!(name(&d.asoc, "BSOC-1"), None);
 }
 
+/// 9:30: central's clock is set right (CSOC's shares it); BSOC's, `ahead` ahead of 9:40, names
+/// customer `key` "edited at BSOC" and is held; the procedure follows — its clock set right,
+/// then `restamp` — and after two rounds every site holds the edit, and the same content.
+fn bsoc_s_held_edit_restamped_reaches_every_site(
+    d: &Deployment,
+    bsoc_clock: &ManualClock,
+    key: &str,
+    ahead: u64,
+) {
+    d.at(9, 30);
+    bsoc_clock.set(hhmm(9, 40) + ahead);
+    d.bsoc
+        .write(|tx| tx.set("customers", key, "name", "edited at BSOC"))
+        .unwrap();
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let error = journal::row(&d.asoc, id).unwrap().unwrap().error;
+    assert!(
+        error.as_deref().unwrap_or("").starts_with("quarantined"),
+        "{error:?}"
+    );
+    bsoc_clock.set(hhmm(9, 45));
+    d.at(9, 45);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    sync_all(d, &[&d.bsoc, &d.csoc], 2);
+    for s in [&d.asoc, &d.bsoc, &d.csoc] {
+        assert_eq!(
+            name(s, key),
+            Some(Value::from("edited at BSOC")),
+            "{}",
+            s.site().code
+        );
+    }
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
+/// R2 after both clocks ran ahead: central's clock and BSOC's were a day ahead together, so
+/// central took BSOC's new name for a customer created the day before (within the bound of its
+/// own clock), and CSOC got it. Central's clock is set right; BSOC's, still ahead, edits the
+/// name again and is held; its clock is set right and `restamp` run. The edit, stamped again,
+/// must still come after the name it replaced, which every other site holds with its day-ahead
+/// stamp: stamped from the clock alone, it lost to that name everywhere but at BSOC (which no
+/// longer held the old name and skipped it as known), a silent difference of values.
+#[test]
+fn r2_a_shop_restamped_after_its_write_stamped_ahead_reached_the_others_keeps_its_later_edit() {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "created at 8:00"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "first"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    assert_eq!(name(&d.csoc, "BSOC-1"), Some(Value::from("first")));
+    bsoc_s_held_edit_restamped_reaches_every_site(&d, &bsoc_clock, "BSOC-1", DAY_MS);
+}
+
+/// The same with central's write: central's clock ran a day ahead and it renamed a customer
+/// created before; BSOC took it, and its own clock, running two days ahead (beyond what central
+/// vouches for), edited that name and was held. Its restamped edit must come after central's.
+#[test]
+fn r2_a_shop_restamped_after_it_edited_a_write_of_central_stamped_ahead_keeps_its_edit() {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "created at 8:00"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    bsoc_s_held_edit_restamped_reaches_every_site(&d, &bsoc_clock, "ASOC-1", 2 * DAY_MS);
+}
+
+/// R2 and R1 together (the simulator's seed 86230): central's clock and BSOC's ran a day ahead
+/// together, so the central of then took BSOC's write, and CSOC got it; then central's disk
+/// died and its backup from before was put back, its clock right. The restored central never
+/// saw those stamps, but the remotes report them: CSOC, whose clock was never wrong, sends
+/// BSOC's write back, and BSOC — held for its later edit, its clock set right and restamped —
+/// stamps that edit after the write CSOC holds. Neither may be held for stamps the lost central
+/// took: they would be until the time caught up, and the restore with them.
+#[test]
+fn r1_r2_stamps_the_lost_central_took_while_both_clocks_ran_ahead_hold_no_emission_after_its_restore()
+ {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let clock = d.clock.clone();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "created at 8:00"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "first"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    assert_eq!(name(&d.csoc, "BSOC-1"), Some(Value::from("first")));
+    // 9:30: central's disk dies; its backup is put back, its clock right (CSOC's with it).
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    bsoc_clock.set(hhmm(9, 40) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "second"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    // BSOC's clock is still a day ahead: the procedure, clock set right then `restamp`.
+    bsoc_clock.set(hhmm(9, 50));
+    d.at(9, 50);
+    let before = journal::rows(&d.asoc, Some(common::BSOC), None, None).unwrap();
+    assert!(remote::restamp(&d.bsoc).unwrap() > 0);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    // Held for clock skew (not for the restore): all of a site's emissions, or those since the
+    // restamp.
+    let held = |site, since_restamp: bool| {
+        journal::rows(&d.asoc, Some(site), None, None)
+            .unwrap()
+            .into_iter()
+            .filter(|r| !since_restamp || !before.iter().any(|b| b.id == r.id))
+            .filter(|r| {
+                r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("ahead of central's clock")
+            })
+            .filter(|r| {
+                !r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains(central::HELD_IN_RESTORE)
+            })
+            .count()
+    };
+    assert_eq!(held(common::CSOC, false), 0, "CSOC's clock was never wrong");
+    assert_eq!(
+        held(common::BSOC, true),
+        0,
+        "BSOC's restamped edit comes after what the lost central took"
+    );
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    for s in [&d.asoc, &d.bsoc, &d.csoc] {
+        assert_eq!(
+            name(s, "BSOC-1"),
+            Some(Value::from("second")),
+            "{}",
+            s.site().code
+        );
+    }
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
 /// A till creates a customer (`create`: the engine numbers it), `write` being the host's write.
 fn create_customer(store: &outpost::Store, name: &str) -> outpost::Result<String> {
     store.write(|tx| {

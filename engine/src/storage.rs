@@ -702,20 +702,26 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
-    /// Drops the kept stamps of own commits for which `forget(seq)` holds; how many.
-    pub fn forget_own_stamps(&mut self, forget: impl Fn(u64) -> bool) -> Result<usize> {
+    /// Drops the kept stamps of own commits for which `forget(seq)` holds; how many, and the
+    /// newest stamp dropped.
+    pub fn forget_own_stamps(
+        &mut self,
+        forget: impl Fn(u64) -> bool,
+    ) -> Result<(usize, Option<u64>)> {
         let table = self.own_stamps.at_mut(self.txn)?;
         let mut gone = Vec::new();
+        let mut newest = None;
         for row in table.iter()? {
-            let (k, _) = row?;
+            let (k, v) = row?;
             if forget(k.value()) {
                 gone.push(k.value());
+                newest = newest.max(Some(v.value()));
             }
         }
         for seq in &gone {
             table.remove(*seq)?;
         }
-        Ok(gone.len())
+        Ok((gone.len(), newest))
     }
 
     pub fn local_range(

@@ -78,6 +78,11 @@ pub(crate) const RESTORE_TAKEN_FROM: &[u8] = b"cg/";
 /// another remote reported holding them (its tips, `incarnation::TIPS_SETTING`), with their
 /// stamps: `ct/` + site id (u16 BE) → change number → stamp.
 pub(crate) const RESTORE_TIPS: &[u8] = b"ct/";
+/// Central, while a restore is under way: the newest stamp the lost central is known to have
+/// issued or taken — of its own changes taken back since, or that a remote reported as the
+/// newest it holds of a site (its tips). It vouches for stamps as what central last sent a
+/// remote does ([`SENT_HIGH`]): the shops stamped their writes after those.
+pub(crate) const RESTORE_VOUCHED: &[u8] = b"cs/restore-vouched";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
@@ -171,6 +176,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_OWN_CLAIMS", RESTORE_OWN_CLAIMS),
     ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
     ("RESTORE_TIPS", RESTORE_TIPS),
+    ("RESTORE_VOUCHED", RESTORE_VOUCHED),
     ("SENT_HIGH", SENT_HIGH),
     ("NEWEST_CLAIMS", NEWEST_CLAIMS),
     ("CONFIG", CONFIG),

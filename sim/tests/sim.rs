@@ -371,6 +371,30 @@ fn r1_seed_2199_a_return_made_for_a_lost_store_is_refused_by_its_successor() {
     }
 }
 
+/// Central's clock and S005's both run a day ahead, so central takes S005's writes and S003
+/// gets them; central is then put back from a backup from before, its clock right. The
+/// restored central held S003 — whose clock was never wrong — for the stamps the lost central
+/// took, and S005, restamped from its clock, stamped its writes below the copies S003 kept:
+/// S003 differed from every other site for ever. The remotes' reports now vouch for what the
+/// lost central took, and a restamp stamps after what other sites hold.
+#[test]
+fn r1_r2_seed_86230_what_the_lost_central_took_from_a_clock_ahead_holds_no_one() {
+    let report = run_clean(&SimConfig {
+        sites: 5,
+        days: 3,
+        seed: 86230,
+        faults: true,
+        broken_rules: Vec::new(),
+    });
+    for fault in [
+        "central_clock_ahead",
+        "central_restored_from_old_backup",
+        "clock_set_right_after_quarantine",
+    ] {
+        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);

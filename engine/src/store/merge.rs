@@ -96,6 +96,7 @@ impl Merge<'_, '_> {
                     ));
                 }
                 self.state.hlc.observe(change.stamp);
+                self.state.settle(change.stamp);
                 let rec = &mut record.held.rec;
                 // The creation merges as a minimum, whatever the field register's fate: every
                 // change carries it, so a record's creator is known from any of its changes.

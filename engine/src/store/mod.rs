@@ -42,6 +42,8 @@ const META_LOST_OWN: &str = "lost_own_seqs";
 /// ([`WriteTx::keep_own_stamps`]).
 const META_KEEP_OWN_STAMPS: &str = "keep_own_stamps";
 const META_KEY_SEQ_PREFIX: &str = "key_seq:";
+/// The newest stamp other sites hold of what this store holds: see [`State::settled`].
+const META_SETTLED: &str = "settled_high";
 /// Changes [`Store::apply_stream`] merges together ([`WriteTx::apply_batch`]); a flow's frame
 /// holds as many.
 const BATCH_LEN: usize = 1024;
@@ -120,11 +122,28 @@ struct State {
     lost_own: Option<(u64, u64)>,
     /// Whether each own commit's stamp is kept ([`WriteTx::keep_own_stamps`]).
     keep_own_stamps: bool,
+    /// The newest stamp known to be held elsewhere: of a change merged from another site, or
+    /// of an own commit the peer confirmed ([`WriteTx::forget_own_stamps`]). A restamp never
+    /// stamps below it ([`Store::restamp_ahead`]): a write it stamps again may have written
+    /// over a value stamped that late, which the other sites keep.
+    settled: Stamp,
+    /// Whether `settled` moved since it was last written.
+    settled_moved: bool,
     knowledge: Knowledge,
     // Shared with the copies each transaction stages: they change seldom, and a copy of a
     // hundred sites per transaction was a few per cent of a sync's time.
     sites: Arc<SiteDirectory>,
     denied: Arc<BTreeMap<SiteId, BTreeSet<String>>>,
+}
+
+impl State {
+    /// Notes that another site holds a value stamped `stamp` (see [`State::settled`]).
+    fn settle(&mut self, stamp: Stamp) {
+        if stamp > self.settled {
+            self.settled = stamp;
+            self.settled_moved = true;
+        }
+    }
 }
 
 /// One site's store.
@@ -366,6 +385,8 @@ impl Store {
                     Some((from, to))
                 }),
                 keep_own_stamps: t.meta(META_KEEP_OWN_STAMPS)?.is_some_and(|b| b == [1]),
+                settled: Stamp::from_u64(get_u64(t, META_SETTLED)?.unwrap_or(0)),
+                settled_moved: false,
                 knowledge,
                 sites: Arc::new(sites),
                 denied: Arc::new(t.all_denied()?.into_iter().collect()),
@@ -675,8 +696,10 @@ impl Store {
     /// `acknowledged` (what central holds of them) lacks and whose stamps are further ahead of
     /// the clock now than the skew bound are stamped again from the clock as it is, as one new
     /// local commit (same values, a new dot), and the clock's high-water mark comes back to
-    /// now — or to the newest stamp that stays; each old commit becomes a new one, in the same
-    /// order. Central held the flows carrying the old stamps
+    /// now — or to the newest stamp that stays, or that another site holds (a value merged from
+    /// it, an own commit it confirmed: the write stamped again may have written over such a
+    /// value, and must still come after it everywhere); each old commit becomes a new one, in
+    /// the same order. Central held the flows carrying the old stamps
     /// (clock-skew quarantine, with the same bound) without applying them, so no other site has
     /// those writes and nothing else changes. Returns how many registers were stamped again.
     pub fn restamp_ahead(&self, acknowledged: &Knowledge) -> Result<u64> {
@@ -697,7 +720,8 @@ impl Store {
                 .map(|(_, reg)| reg.stamp)
                 .max()
                 .unwrap_or_default()
-                .max(Stamp::new(now, 0));
+                .max(Stamp::new(now, 0))
+                .max(state.settled);
             state.hlc = Hlc::new(floor);
             // One new commit per old one, in the old order: a write, its deletion and a write
             // after it keep their order (a record's visibility compares their stamps).
@@ -797,8 +821,12 @@ impl Store {
     }
 }
 
-fn persist_clock_and_knowledge(t: &mut WriteTables<'_>, state: &State) -> Result<()> {
+fn persist_clock_and_knowledge(t: &mut WriteTables<'_>, state: &mut State) -> Result<()> {
     put_u64(t, META_HLC, state.hlc.last().as_u64())?;
+    if state.settled_moved {
+        put_u64(t, META_SETTLED, state.settled.as_u64())?;
+        state.settled_moved = false;
+    }
     let bytes = postcard::to_stdvec(&state.knowledge)
         .map_err(|e| Error::Corrupt(format!("knowledge: {e}")))?;
     t.put_meta(META_KNOWLEDGE, &bytes)

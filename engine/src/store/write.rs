@@ -252,11 +252,18 @@ impl WriteTx<'_, '_> {
     }
 
     /// Drops the kept stamps of own commits that `known` holds (those the peer they were kept
-    /// for has confirmed receiving); how many.
+    /// for has confirmed receiving); how many. The peer holds those stamps now: a restamp
+    /// stamps after them ([`Store::restamp_ahead`]).
     pub fn forget_own_stamps(&mut self, known: &Knowledge) -> Result<usize> {
         let own = self.store.site.id;
-        self.tables
-            .forget_own_stamps(|seq| known.contains(Dot { site: own, seq }))
+        let (n, newest) = self
+            .tables
+            .forget_own_stamps(|seq| known.contains(Dot { site: own, seq }))?;
+        if let Some(stamp) = newest {
+            self.state.settle(Stamp::from_u64(stamp));
+            self.state_moved = true;
+        }
+        Ok(n)
     }
 
     /// Moves this site's sequence of commits to at least `next`: a store set up from a
@@ -352,6 +359,7 @@ impl WriteTx<'_, '_> {
         match to {
             Some(reg) => {
                 self.state.hlc.observe(reg.stamp);
+                self.state.settle(reg.stamp);
                 self.state_moved = true;
                 self.tables.put_cell(&cell, Some(&old), reg)?;
             }
