@@ -28,6 +28,28 @@ fn run_clean(cfg: &SimConfig) -> outpost_sim::Report {
     report
 }
 
+/// Runs `(sites, days, seed)` with faults, which must break no invariant and converge, and in
+/// which each fault of `once` was injected exactly once (the case the seed was pinned for).
+fn pinned((sites, days, seed): (usize, u32, u64), once: &[&str]) -> outpost_sim::Report {
+    let cfg = SimConfig {
+        sites,
+        days,
+        seed,
+        faults: true,
+        broken_rules: Vec::new(),
+    };
+    let report = run_clean(&cfg);
+    for fault in once {
+        assert_eq!(
+            report.faults_injected.get(*fault),
+            Some(&1),
+            "{fault}\nreproduce: {}",
+            cfg.reproduce()
+        );
+    }
+    report
+}
+
 #[test]
 fn two_hundred_seeds_with_faults_break_no_invariant() {
     let n: u64 = std::env::var("OUTPOST_SIM_SEEDS")
@@ -50,19 +72,13 @@ fn two_hundred_seeds_with_faults_break_no_invariant() {
 /// from its own backup, and that shop's store refused once, for the reason `why` says (the
 /// check under test), and reprovisioned.
 fn a_restored_shop_is_refused(sites: usize, days: u32, seed: u64, why: &str) {
-    let report = run_clean(&SimConfig {
-        sites,
-        days,
-        seed,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "central_restored_from_old_backup",
-        "reprovisioned_after_refusal",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    let report = pinned(
+        (sites, days, seed),
+        &[
+            "central_restored_from_old_backup",
+            "reprovisioned_after_refusal",
+        ],
+    );
     assert!(report.faults_injected["restored_from_old_backup"] >= 1);
     // Other stores may be refused too (a shop set up from its old bootstrap): one for `why`.
     let refused = &report.refused_stores;
@@ -109,19 +125,13 @@ fn r1_r7_seed_4322_a_restored_shop_s_renumbered_change_that_does_not_travel_is_r
 /// (a false "write lost"); what no surviving store holds is no longer checked.
 #[test]
 fn seed_920002_what_central_and_its_only_shop_both_lost_is_not_looked_for() {
-    let report = run_clean(&SimConfig {
-        sites: 1,
-        days: 60,
-        seed: 920_002,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "central_restored_from_old_backup",
-        "restored_from_old_backup",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (1, 60, 920_002),
+        &[
+            "central_restored_from_old_backup",
+            "restored_from_old_backup",
+        ],
+    );
 }
 
 /// Central's clock runs a day ahead one morning: its price edit of 9:00 is stamped a day ahead,
@@ -131,14 +141,7 @@ fn seed_920002_what_central_and_its_only_shop_both_lost_is_not_looked_for() {
 /// never ahead is never held now (R2), and this seed checks it.
 #[test]
 fn seed_8_shops_that_took_central_s_stamps_from_a_clock_ahead_are_not_held() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 30,
-        seed: 8,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    assert_eq!(report.faults_injected.get("central_clock_ahead"), Some(&1));
+    pinned((5, 30, 8), &["central_clock_ahead"]);
 }
 
 /// The same, and then central's disk dies and its backup from before is put back: the restored
@@ -146,16 +149,10 @@ fn seed_8_shops_that_took_central_s_stamps_from_a_clock_ahead_are_not_held() {
 /// them, which vouch for the time (R2, R1).
 #[test]
 fn seed_176_shops_that_took_the_stamps_of_a_central_clock_ahead_are_not_held_by_central_restored() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 2,
-        seed: 176,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in ["central_clock_ahead", "central_restored_from_old_backup"] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (5, 2, 176),
+        &["central_clock_ahead", "central_restored_from_old_backup"],
+    );
 }
 
 /// A shop opens during the run (`central add-remote`, set up from its bootstrap), then central's
@@ -164,20 +161,14 @@ fn seed_176_shops_that_took_the_stamps_of_a_central_clock_ahead_are_not_held_by_
 /// store, and nothing it wrote is lost (R1).
 #[test]
 fn seed_60_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 60,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "shop_opened",
-        "central_restored_from_old_backup",
-        "shop_opened_since_backup_added_again",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    let report = pinned(
+        (5, 3, 60),
+        &[
+            "shop_opened",
+            "central_restored_from_old_backup",
+            "shop_opened_since_backup_added_again",
+        ],
+    );
     assert_eq!(report.remotes.len(), 6);
 }
 
@@ -189,20 +180,14 @@ fn seed_60_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing
 /// the stamps differ, central refuses the restored store (R1) and it is reprovisioned.
 #[test]
 fn seed_5418_a_shop_put_back_while_its_clock_is_pinned_on_central_s_stamps_is_caught() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 5418,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "central_clock_ahead",
-        "restored_from_old_backup",
-        "reprovisioned_after_refusal",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (5, 3, 5418),
+        &[
+            "central_clock_ahead",
+            "restored_from_old_backup",
+            "reprovisioned_after_refusal",
+        ],
+    );
 }
 
 /// A shop whose clock ran a day ahead is held by central; its disk is lost and its backup, taken
@@ -213,20 +198,14 @@ fn seed_5418_a_shop_put_back_while_its_clock_is_pinned_on_central_s_stamps_is_ca
 /// a held shop whatever its clock says now; the restored shop's writes reach central.
 #[test]
 fn r2_seed_41727_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_is_restamped() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 41727,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "clock_set_right_after_quarantine",
-        "restamped_after_quarantine_clock_right",
-        "restored_from_old_backup",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (5, 3, 41727),
+        &[
+            "clock_set_right_after_quarantine",
+            "restamped_after_quarantine_clock_right",
+            "restored_from_old_backup",
+        ],
+    );
 }
 
 /// A shop syncing with files carried by hand: an emission reaches central after the next one,
@@ -235,13 +214,7 @@ fn r2_seed_41727_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_i
 /// return is refused by the shop, and the run converges.
 #[test]
 fn s4_files_carried_by_hand_late_or_lost_lose_nothing() {
-    let report = run_clean(&SimConfig {
-        sites: 8,
-        days: 20,
-        seed: 12295,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
+    let report = pinned((8, 20, 12295), &[]);
     for (fault, n) in [
         ("emission_file_late", 1),
         ("late_emission_taken", 1),
@@ -258,17 +231,7 @@ fn s4_files_carried_by_hand_late_or_lost_lose_nothing() {
 /// site. It now numbers past every key of its form the store holds.
 #[test]
 fn r1_seed_94_a_shop_put_back_from_its_backup_gives_no_key_twice() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 94,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    assert_eq!(
-        report.faults_injected.get("restored_from_old_backup"),
-        Some(&1)
-    );
+    pinned((5, 3, 94), &["restored_from_old_backup"]);
 }
 
 /// Central is put back from a backup older than a stock transfer it numbered (`new_key`); the
@@ -276,19 +239,13 @@ fn r1_seed_94_a_shop_put_back_from_its_backup_gives_no_key_twice() {
 /// into one everywhere); it now gives no new key until the shops have sent back what it lost.
 #[test]
 fn r1_seed_12038_central_put_back_from_its_backup_gives_no_key_twice() {
-    let report = run_clean(&SimConfig {
-        sites: 8,
-        days: 20,
-        seed: 12038,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "central_restored_from_old_backup",
-        "no_new_key_while_central_is_restored",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (8, 20, 12038),
+        &[
+            "central_restored_from_old_backup",
+            "no_new_key_while_central_is_restored",
+        ],
+    );
 }
 
 /// A shop opens after central's backup; its bootstrap holds S003's newest customer. Central and
@@ -299,21 +256,15 @@ fn r1_seed_12038_central_put_back_from_its_backup_gives_no_key_twice() {
 /// now count in `tips`; S003 is refused and reprovisioned.
 #[test]
 fn r1_seed_50402_a_shop_set_up_since_says_the_stamps_its_bootstrap_brought() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 50402,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "shop_opened",
-        "central_restored_from_old_backup",
-        "restored_from_old_backup",
-        "reprovisioned_after_refusal",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    let report = pinned(
+        (5, 3, 50402),
+        &[
+            "shop_opened",
+            "central_restored_from_old_backup",
+            "restored_from_old_backup",
+            "reprovisioned_after_refusal",
+        ],
+    );
     assert!(
         report
             .refused_stores
@@ -332,21 +283,15 @@ fn r1_seed_50402_a_shop_set_up_since_says_the_stamps_its_bootstrap_brought() {
 /// emission did not know: refused, and the store reprovisioned.
 #[test]
 fn r1_seed_45197_a_late_file_of_a_shop_s_lost_store_is_refused() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 45197,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "emission_file_late",
-        "late_emission_refused",
-        "restored_from_old_backup",
-        "central_restored_from_old_backup",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (5, 3, 45197),
+        &[
+            "emission_file_late",
+            "late_emission_refused",
+            "restored_from_old_backup",
+            "central_restored_from_old_backup",
+        ],
+    );
 }
 
 /// A shop syncing by USB leaves a return of its store on the stick; central is put back from
@@ -355,20 +300,14 @@ fn r1_seed_45197_a_late_file_of_a_shop_s_lost_store_is_refused() {
 /// (silent divergence). Returns name their store now; the new store refuses it.
 #[test]
 fn r1_seed_2199_a_return_made_for_a_lost_store_is_refused_by_its_successor() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 2199,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "return_file_late",
-        "central_restored_from_old_backup",
-        "reinstalled_from_old_bootstrap",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (5, 3, 2199),
+        &[
+            "return_file_late",
+            "central_restored_from_old_backup",
+            "reinstalled_from_old_bootstrap",
+        ],
+    );
 }
 
 /// Central's clock and S005's both run a day ahead, so central takes S005's writes and S003
@@ -379,20 +318,14 @@ fn r1_seed_2199_a_return_made_for_a_lost_store_is_refused_by_its_successor() {
 /// lost central took, and a restamp stamps after what other sites hold.
 #[test]
 fn r1_r2_seed_86230_what_the_lost_central_took_from_a_clock_ahead_holds_no_one() {
-    let report = run_clean(&SimConfig {
-        sites: 5,
-        days: 3,
-        seed: 86230,
-        faults: true,
-        broken_rules: Vec::new(),
-    });
-    for fault in [
-        "central_clock_ahead",
-        "central_restored_from_old_backup",
-        "clock_set_right_after_quarantine",
-    ] {
-        assert_eq!(report.faults_injected.get(fault), Some(&1), "{fault}");
-    }
+    pinned(
+        (5, 3, 86230),
+        &[
+            "central_clock_ahead",
+            "central_restored_from_old_backup",
+            "clock_set_right_after_quarantine",
+        ],
+    );
 }
 
 #[test]
