@@ -306,19 +306,22 @@ impl<R: Read> Read for Counting<'_, R> {
 
 /// Why central holds emission `id` of this site without applying it, if it does.
 fn held_at_central(link: &Link, id: FlowId) -> Result<Option<String>, NetError> {
+    Ok(upload_offset(link, id, None)?.held)
+}
+
+/// What central holds of emission `id` of this site (`GET /v1/emissions/{seq}`); `stamp`, the
+/// emission's creation stamp, tells central which store's emission is meant (R1).
+fn upload_offset(link: &Link, id: FlowId, stamp: Option<&str>) -> Result<UploadOffset, NetError> {
     let url = link.url(&format!("/v1/emissions/{}", id.seq));
-    let mut r = link
-        .agent
-        .get(&url)
-        .header("authorization", link.bearer())
-        .call()
-        .map_err(unreachable)?;
+    let mut get = link.agent.get(&url).header("authorization", link.bearer());
+    if let Some(stamp) = stamp {
+        get = get.header("upload-stamp", stamp);
+    }
+    let mut r = get.call().map_err(unreachable)?;
     if !r.status().is_success() {
         return Err(error_of(r));
     }
-    let at: UploadOffset =
-        serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)?;
-    Ok(at.held)
+    serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)
 }
 
 /// Uploads one emission file, resuming where central's copy ends. Returns once central holds
@@ -338,18 +341,7 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<u64, NetError> {
     let mut travelled = 0;
     loop {
         attempts += 1;
-        let mut r = link
-            .agent
-            .get(&url)
-            .header("authorization", link.bearer())
-            .header("upload-stamp", &stamp)
-            .call()
-            .map_err(unreachable)?;
-        if !r.status().is_success() {
-            return Err(error_of(r));
-        }
-        let at: UploadOffset =
-            serde_json::from_str(&r.body_mut().read_to_string().map_err(local)?).map_err(local)?;
+        let at = upload_offset(link, id, Some(&stamp))?;
         if at.received {
             return Ok(travelled);
         }
