@@ -214,9 +214,18 @@ pub fn get(dir: &Path, data: &str, key: &str) -> serde_json::Value {
 }
 
 pub fn sync(dir: &Path, data: &str, daemon: &Daemon, extra: &[&str]) -> String {
-    let mut args = vec!["remote", "sync", "--data", data, "--central", &daemon.url];
+    ok(dir, &sync_args(data, &daemon.url, extra))
+}
+
+/// `remote sync` of `data` with central at `url`, its outcome unchecked.
+pub fn try_sync(dir: &Path, data: &str, url: &str, extra: &[&str]) -> Output {
+    outpost(dir, &sync_args(data, url, extra))
+}
+
+fn sync_args<'a>(data: &'a str, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["remote", "sync", "--data", data, "--central", url];
     args.extend(extra);
-    ok(dir, &args)
+    args
 }
 
 /// Many customers written at a remote through the library (the CLI writes one per process).

@@ -124,17 +124,7 @@ fn r1_a_shop_set_up_again_from_its_old_bootstrap_is_refused_until_reprovisioned_
         ],
     );
     put(dir, "bsoc2", "K-2", r#"{"name": "after the reinstall"}"#);
-    let out = outpost(
-        dir,
-        &[
-            "remote",
-            "sync",
-            "--data",
-            "bsoc2",
-            "--central",
-            &central.url,
-        ],
-    );
+    let out = try_sync(dir, "bsoc2", &central.url, &[]);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -207,17 +197,7 @@ fn r1_a_shop_set_up_again_from_its_old_bootstrap_is_refused_until_reprovisioned_
     sync(dir, "bsoc3", &central, &[]);
     // The superseded stores are refused from now on, the first one too.
     put(dir, "bsoc", "K-5", r#"{"name": "the old PC, still on"}"#);
-    let out = outpost(
-        dir,
-        &[
-            "remote",
-            "sync",
-            "--data",
-            "bsoc",
-            "--central",
-            &central.url,
-        ],
-    );
+    let out = try_sync(dir, "bsoc", &central.url, &[]);
     assert!(!out.status.success());
     drop(central);
     assert_eq!(get(dir, "asoc", "K-4")["name"], "after reprovisioning");
