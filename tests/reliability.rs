@@ -905,24 +905,7 @@ fn r1_r5_after_central_is_restored_a_shop_holding_a_commit_in_part_takes_it_whol
 /// (at 11:00). Gives the deployment and DSOC's restored store.
 fn dsoc_lost_three_customers_then_both_restored() -> (Deployment, outpost::Store) {
     let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
-    let dsoc_config = outpost::StoreConfig::new(
-        dsoc.site().clone(),
-        outpost::retail::schema(),
-        d.clock.clone(),
-    );
-    let dsoc_backup = dsoc.copy_in_memory(dsoc_config).unwrap();
-    d.at(10, 0);
-    for i in 1..=3 {
-        dsoc.write(|tx| {
-            tx.set(
-                "customers",
-                &format!("DSOC-LOST-{i}"),
-                "name",
-                "by the lost store",
-            )
-        })
-        .unwrap();
-    }
+    let dsoc_backup = backup_then_three_lost_customers(&d, &dsoc);
     d.emit_and_process(&dsoc, SyncMode::Immediate);
     d.return_and_apply(&d.bsoc);
     assert_eq!(

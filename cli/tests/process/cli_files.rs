@@ -477,37 +477,20 @@ fn c3_journal_alerts_with_no_daemon_lists_the_alerts_the_daemon_would() {
         let boot = format!("usb/{code}.outpost");
         ok(
             d,
-            &[
-                "central",
-                "add-remote",
-                "--data",
-                "asoc",
-                "--id",
-                id,
-                "--code",
-                &upper,
-                "--bootstrap",
-                &boot,
-            ],
+            format!("central add-remote --data asoc --id {id} --code {upper} --bootstrap {boot}")
+                .as_str(),
         );
-        ok(d, &["remote", "init", "--data", code, "--bootstrap", &boot]);
+        ok(
+            d,
+            format!("remote init --data {code} --bootstrap {boot}").as_str(),
+        );
     }
     assert!(ok(d, "journal --data asoc --alerts").contains("no alert"));
     for (code, total) in [("csoc", "1.00"), ("bsoc", "2.00")] {
-        let fields = format!(r#"{{"total":"{total}"}}"#);
         ok(
             d,
-            &[
-                "put",
-                "--data",
-                code,
-                "--table",
-                "sales_documents",
-                "--key",
-                "D1",
-                "--fields",
-                &fields,
-            ],
+            format!(r#"put --data {code} --table sales_documents --key D1 --fields {{"total":"{total}"}}"#)
+                .as_str(),
         );
         let file = format!("usb/{code}-1.outpost");
         ok(d, &["remote", "export", "--data", code, "--out", &file]);
