@@ -1928,6 +1928,44 @@ fn r2_a_shop_restamped_after_it_edited_a_write_of_central_stamped_ahead_keeps_it
     bsoc_s_held_edit_restamped_reaches_every_site(&d, &bsoc_clock, "ASOC-1", 2 * DAY_MS);
 }
 
+/// R2, twice: BSOC's clock runs three days ahead, it is held, set right and restamped; its
+/// writes go through. Weeks later its clock jumps a day ahead, and the same procedure must
+/// release it again. The first restamp left the old commits' stamps (three days ahead) among
+/// those the store keeps until central confirms them; central's next return confirmed those
+/// numbers (the emission covers them, though no change of them travels), and the store took
+/// them for stamps another site holds: the second restamp stamped its writes three days
+/// ahead, and central held them until that time came.
+#[test]
+fn r2_a_shop_whose_clock_runs_ahead_twice_is_released_by_restamp_both_times() {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    for (i, ahead) in [(1, 3 * DAY_MS), (2, DAY_MS)] {
+        let key = format!("BSOC-{i}");
+        let h = 8 + 2 * i;
+        bsoc_clock.set(hhmm(h, 0) + ahead);
+        d.bsoc
+            .write(|tx| tx.set("customers", &key, "name", "keyed in ahead"))
+            .unwrap();
+        d.at(h, 0);
+        let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+        let error = journal::row(&d.asoc, id).unwrap().unwrap().error;
+        assert!(
+            error.as_deref().unwrap_or("").starts_with("quarantined"),
+            "{error:?}"
+        );
+        d.return_and_apply(&d.bsoc);
+        bsoc_clock.set(hhmm(h, 10));
+        d.at(h, 10);
+        assert_eq!(remote::restamp(&d.bsoc).unwrap(), 2, "creation and name");
+        let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+        let row = journal::row(&d.asoc, id).unwrap().unwrap();
+        assert_eq!(row.error, None, "round {i}: released by the restamp");
+        assert_eq!(name(&d.asoc, &key), Some(Value::from("keyed in ahead")));
+        d.return_and_apply(&d.bsoc);
+        assert!(d.bsoc.clock_high_water().physical_ms() < hhmm(h + 1, 0));
+    }
+}
+
 /// R2 and R1 together (the simulator's seed 86230): central's clock and BSOC's ran a day ahead
 /// together, so the central of then took BSOC's write, and CSOC got it; then central's disk
 /// died and its backup from before was put back, its clock right. The restored central never
@@ -2004,6 +2042,48 @@ fn r1_r2_stamps_the_lost_central_took_while_both_clocks_ran_ahead_hold_no_emissi
     }
     assert_eq!(content(&d.bsoc), content(&d.asoc));
     assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
+/// R2 during central's restore: what the lost central sent one remote vouches for that remote
+/// only. Central's clock ran a day ahead and it wrote a customer, which CSOC took (BSOC did not
+/// sync then); central was then put back from a backup from before, its clock right. CSOC sends
+/// the lost customer back, and its stamp vouches for CSOC's writes. BSOC's clock is itself a day
+/// ahead now: it took none of those stamps, and is held as it would have been by the lost
+/// central.
+#[test]
+fn r1_r2_during_central_s_restore_a_shop_that_took_none_of_the_lost_stamps_and_is_ahead_is_held() {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    sync_all(&d, &[&d.csoc], 1);
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    // BSOC's clock runs a day ahead: its write is stamped as late as central's lost one.
+    bsoc_clock.set(hhmm(9, 1) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in ahead"))
+        .unwrap();
+    // Both report; CSOC, having applied a return of the restored central, sends the lost
+    // customer back. BSOC is held: not for the restore, for its clock.
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    assert_eq!(
+        name(&d.asoc, "ASOC-1"),
+        Some(Value::from("keyed in at central"))
+    );
+    let rows = journal::rows(&d.asoc, Some(common::BSOC), None, None).unwrap();
+    assert!(
+        rows.iter().any(|r| r
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("quarantined: BSOC's changes are stamped")
+                && !e.contains(central::HELD_IN_RESTORE))),
+        "{rows:?}"
+    );
+    assert_eq!(name(&d.asoc, "BSOC-1"), None);
 }
 
 /// A till creates a customer (`create`: the engine numbers it), `write` being the host's write.

@@ -702,18 +702,18 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
-    /// Drops the kept stamps of own commits for which `forget(seq)` holds; how many, and the
-    /// newest stamp dropped.
+    /// Drops the kept stamps of own commits for which `forget(seq, stamp)` holds; how many, and
+    /// the newest stamp dropped.
     pub fn forget_own_stamps(
         &mut self,
-        forget: impl Fn(u64) -> bool,
+        forget: impl Fn(u64, u64) -> bool,
     ) -> Result<(usize, Option<u64>)> {
         let table = self.own_stamps.at_mut(self.txn)?;
         let mut gone = Vec::new();
         let mut newest = None;
         for row in table.iter()? {
             let (k, v) = row?;
-            if forget(k.value()) {
+            if forget(k.value(), v.value()) {
                 gone.push(k.value());
                 newest = newest.max(Some(v.value()));
             }

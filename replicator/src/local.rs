@@ -78,11 +78,12 @@ pub(crate) const RESTORE_TAKEN_FROM: &[u8] = b"cg/";
 /// another remote reported holding them (its tips, `incarnation::TIPS_SETTING`), with their
 /// stamps: `ct/` + site id (u16 BE) → change number → stamp.
 pub(crate) const RESTORE_TIPS: &[u8] = b"ct/";
-/// Central, while a restore is under way: the newest stamp the lost central is known to have
-/// issued or taken — of its own changes taken back since, or that a remote reported as the
-/// newest it holds of a site (its tips). It vouches for stamps as what central last sent a
-/// remote does ([`SENT_HIGH`]): the shops stamped their writes after those.
-pub(crate) const RESTORE_VOUCHED: &[u8] = b"cs/restore-vouched";
+/// Central, while a restore is under way: per remote, the newest stamp the lost central is
+/// known to have sent it or taken from it — the stamps of the changes the remote's emissions
+/// report holding (their tips) or bring back of central's own, and of its own changes other
+/// remotes report holding. It vouches for the remote's stamps as what central last sent it does
+/// ([`SENT_HIGH`]): `cv/` + site id (u16 BE) → stamp.
+pub(crate) const RESTORE_VOUCHED: &[u8] = b"cv/";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).

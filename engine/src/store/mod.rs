@@ -723,6 +723,13 @@ impl Store {
                 .max(Stamp::new(now, 0))
                 .max(state.settled);
             state.hlc = Hlc::new(floor);
+            // The kept stamps of the own commits stamped ahead that central has not taken go:
+            // their writes were held, so no other site has them, and central confirming their
+            // numbers later (an emission covers them) must not count them as held elsewhere.
+            t.forget_own_stamps(|seq, stamp| {
+                Stamp::from_u64(stamp).physical_ms() > now.saturating_add(self.skew_ms_max)
+                    && !acknowledged.contains(Dot { site: own, seq })
+            })?;
             // One new commit per old one, in the old order: a write, its deletion and a write
             // after it keep their order (a record's visibility compares their stamps).
             let mut commits: BTreeMap<(Stamp, u64), Vec<&Cell>> = BTreeMap::new();

@@ -258,7 +258,7 @@ impl WriteTx<'_, '_> {
         let own = self.store.site.id;
         let (n, newest) = self
             .tables
-            .forget_own_stamps(|seq| known.contains(Dot { site: own, seq }))?;
+            .forget_own_stamps(|seq, _| known.contains(Dot { site: own, seq }))?;
         if let Some(stamp) = newest {
             self.state.settle(Stamp::from_u64(stamp));
             self.state_moved = true;

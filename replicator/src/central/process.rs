@@ -277,11 +277,12 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // a restored central lost, stamped while its clock ran ahead): known once the whole
         // emission is read, so the verdict waits for its end (nothing is committed before).
         let own_site = tx.site().id;
-        // While a restore is under way, what the lost central issued or took vouches too.
+        // While a restore is under way, what the lost central sent it or took from it vouches
+        // too.
         let mut vouched = outpost_engine::Stamp::from_u64(
             local::get::<u64>(tx, &local::sent_high_key(sender))?.unwrap_or(0),
         )
-        .max(super::restore::vouched(tx)?);
+        .max(super::restore::vouched(tx, sender)?);
         let mut own_back = outpost_engine::Stamp::ZERO;
         let mut held: Option<(outpost_engine::Stamp, String)> = None;
         while let Some(item) = frames.next_frame()? {
@@ -390,7 +391,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             return Err(Error::Quarantined(reason));
         }
         if own_back != outpost_engine::Stamp::ZERO {
-            super::restore::vouch(tx, own_back)?;
+            super::restore::vouch(tx, sender, own_back)?;
         }
         // R6: a document received from its creator is frozen for it here too.
         for (table, key) in &to_freeze {

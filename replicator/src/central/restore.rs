@@ -44,7 +44,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
         local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
         local::remove_all(tx, local::RESTORE_TIPS)?;
-        tx.local_remove(local::RESTORE_VOUCHED)?;
+        local::remove_all(tx, local::RESTORE_VOUCHED)?;
         Ok(next + 1)
     })
 }
@@ -115,7 +115,7 @@ pub(super) fn restore_relayed(
     local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
     local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
     local::remove_all(tx, local::RESTORE_TIPS)?;
-    tx.local_remove(local::RESTORE_VOUCHED)?;
+    local::remove_all(tx, local::RESTORE_VOUCHED)?;
     tx.local_remove(local::RESTORE_FIRST_RETURN)?;
     tx.local_remove(local::RESTORED_AT)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
@@ -233,8 +233,10 @@ fn record_tips(
     };
     let mut seen = BTreeSet::new();
     for (site, seq, stamp) in crate::incarnation::parse_tips(text, &header.knowledge) {
-        // A remote holds only what a central sent it: this stamp was issued or taken by one.
-        vouch(tx, stamp)?;
+        // The reporting remote holds it: a central sent it that stamp; and a central took
+        // it from `site`.
+        vouch(tx, header.source, stamp)?;
+        vouch(tx, site, stamp)?;
         let dot = outpost_engine::Dot { site, seq };
         if !seen.insert(site) || !others.contains(dot) || tx.knowledge().contains(dot) {
             continue;
@@ -250,23 +252,28 @@ fn record_tips(
     Ok(())
 }
 
-/// While a restore is under way: `stamp` was issued or taken by the lost central
-/// ([`local::RESTORE_VOUCHED`]).
-pub(super) fn vouch(tx: &mut outpost_engine::WriteTx<'_, '_>, stamp: Stamp) -> Result<()> {
+/// While a restore is under way: the lost central sent `remote` a change stamped `stamp`, or
+/// took one from it ([`local::RESTORE_VOUCHED`]).
+pub(super) fn vouch(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    stamp: Stamp,
+) -> Result<()> {
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
     }
-    let before: Option<Stamp> = local::get(tx, local::RESTORE_VOUCHED)?;
+    let key = site_key(local::RESTORE_VOUCHED, remote);
+    let before: Option<Stamp> = local::get(tx, &key)?;
     if before.is_none_or(|b| stamp > b) {
-        local::put(tx, local::RESTORE_VOUCHED, &stamp)?;
+        local::put(tx, &key, &stamp)?;
     }
     Ok(())
 }
 
-/// While a restore is under way: the newest stamp the lost central is known to have issued or
-/// taken ([`local::RESTORE_VOUCHED`]).
-pub(super) fn vouched(tx: &outpost_engine::WriteTx<'_, '_>) -> Result<Stamp> {
-    Ok(local::get(tx, local::RESTORE_VOUCHED)?.unwrap_or(Stamp::ZERO))
+/// While a restore is under way: the newest stamp the lost central is known to have sent
+/// `remote` or taken from it ([`local::RESTORE_VOUCHED`]).
+pub(super) fn vouched(tx: &outpost_engine::WriteTx<'_, '_>, remote: SiteId) -> Result<Stamp> {
+    Ok(local::get(tx, &site_key(local::RESTORE_VOUCHED, remote))?.unwrap_or(Stamp::ZERO))
 }
 
 /// While a restore is under way: a change of `header`'s site that the emission at hand
