@@ -1577,6 +1577,13 @@ fn r2_a_shop_whose_clock_is_a_day_behind_is_named_in_an_alert() {
         "{}",
         bsoc[0]
     );
+    // A clock that ran ahead and was set back looks the same: the alert says what to do then.
+    assert!(
+        bsoc[0].contains("If central holds its emissions for clock skew")
+            && bsoc[0].contains("outpost remote restamp"),
+        "{}",
+        bsoc[0]
+    );
     assert!(about(common::CSOC).is_empty(), "{raised:?}");
 }
 

@@ -444,8 +444,10 @@ fn clock_behind(store: &Store, header: &FlowHeader, code: &str) -> Result<Option
     Ok(Some(format!(
         "{code}'s clock is at least {} behind: when it made emission {} it already held changes \
          stamped that much later than its clock said. Until its clock is set right, its writes \
-         lose every conflict to writes made earlier elsewhere (R2). If every remote says so, \
-         central's own clock may have run ahead{}",
+         lose every conflict to writes made earlier elsewhere (R2). If central holds its \
+         emissions for clock skew, its clock ran ahead and was set back since: run `outpost \
+         remote restamp` there. If every remote says so, central's own clock may have run \
+         ahead{}",
         super::process::human_ms(behind),
         header.id,
         if restoring {
