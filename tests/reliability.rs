@@ -1216,6 +1216,37 @@ fn r1_a_shop_restored_from_its_own_backup_whose_renumbered_change_was_written_ov
     bsoc_sends_back_dsoc_s_lost_customers(&d);
 }
 
+/// The same when the restored DSOC's clock runs a day ahead and its operator runs `restamp`
+/// before central has held anything (its first sync only waits for the others' reports): the
+/// restamp replaces its commits numbered as the lost store's, and their stamps must still be
+/// named (`unsent`), or central would take the emission and DSOC would count the lost store's
+/// changes as its own (a review found the restamp dropping them).
+#[test]
+fn r1_a_shop_restored_from_its_own_backup_and_restamped_before_central_held_it_is_still_refused_by_its_stamps()
+ {
+    let (d, restored) = dsoc_lost_three_customers_then_both_restored();
+    let ahead = ManualClock::new(hhmm(11, 10) + DAY_MS);
+    let dsoc = restored
+        .copy_in_memory(outpost::StoreConfig::new(
+            restored.site().clone(),
+            outpost::retail::schema(),
+            ahead.clone(),
+        ))
+        .unwrap();
+    new_customers(&dsoc, 1..=3);
+    let err = refused_at_central(&d, &dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::Deferred(_)),
+        "{err}"
+    );
+    ahead.set(hhmm(11, 20));
+    d.at(11, 20);
+    assert!(remote::restamp(&dsoc).unwrap() > 0);
+    let why = others_report_then_dsoc_is_refused_by_a_stamp(&d, &dsoc);
+    assert!(why.contains("names as not travelling"), "{why}");
+    bsoc_sends_back_dsoc_s_lost_customers(&d);
+}
+
 #[test]
 fn r1_r7_a_shop_restored_from_its_own_backup_whose_renumbered_change_is_held_back_with_a_reserved_document_is_still_refused_by_its_stamp()
  {

@@ -702,26 +702,29 @@ impl<'t> WriteTables<'t> {
         Ok(())
     }
 
-    /// Drops the kept stamps of own commits for which `forget(seq, stamp)` holds; how many, and
-    /// the newest stamp dropped.
-    pub fn forget_own_stamps(
-        &mut self,
-        forget: impl Fn(u64, u64) -> bool,
-    ) -> Result<(usize, Option<u64>)> {
+    /// The kept stamps of own commits (sequence number, stamp) for which `pick(seq, stamp)`
+    /// holds.
+    pub fn own_stamps_where(&mut self, pick: impl Fn(u64, u64) -> bool) -> Result<Vec<(u64, u64)>> {
         let table = self.own_stamps.at_mut(self.txn)?;
-        let mut gone = Vec::new();
-        let mut newest = None;
+        let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            if forget(k.value(), v.value()) {
-                gone.push(k.value());
-                newest = newest.max(Some(v.value()));
+            if pick(k.value(), v.value()) {
+                out.push((k.value(), v.value()));
             }
         }
-        for seq in &gone {
+        Ok(out)
+    }
+
+    /// Drops the kept stamps of own commits for which `forget(seq)` holds; those dropped
+    /// (sequence number, stamp).
+    pub fn forget_own_stamps(&mut self, forget: impl Fn(u64) -> bool) -> Result<Vec<(u64, u64)>> {
+        let gone = self.own_stamps_where(|seq, _| forget(seq))?;
+        let table = self.own_stamps.at_mut(self.txn)?;
+        for (seq, _) in &gone {
             table.remove(*seq)?;
         }
-        Ok((gone.len(), newest))
+        Ok(gone)
     }
 
     pub fn local_range(

@@ -44,6 +44,9 @@ const META_KEEP_OWN_STAMPS: &str = "keep_own_stamps";
 const META_KEY_SEQ_PREFIX: &str = "key_seq:";
 /// The newest stamp other sites hold of what this store holds: see [`State::settled`].
 const META_SETTLED: &str = "settled_high";
+/// The own commits a restamp replaced, whose stamps are kept (`own_stamps`) but were never
+/// taken by another site: postcard `Knowledge` (see [`Store::restamp_ahead`]).
+const META_RESTAMPED: &str = "restamped";
 /// Changes [`Store::apply_stream`] merges together ([`WriteTx::apply_batch`]); a flow's frame
 /// holds as many.
 const BATCH_LEN: usize = 1024;
@@ -723,13 +726,22 @@ impl Store {
                 .max(Stamp::new(now, 0))
                 .max(state.settled);
             state.hlc = Hlc::new(floor);
-            // The kept stamps of the own commits stamped ahead that central has not taken go:
-            // their writes were held, so no other site has them, and central confirming their
-            // numbers later (an emission covers them) must not count them as held elsewhere.
-            t.forget_own_stamps(|seq, stamp| {
+            // The own commits stamped ahead that central has not taken are marked: their
+            // writes were held, so no other site has them, and central confirming their numbers
+            // later (an emission covers them) must not count their stamps as held elsewhere.
+            // Their stamps are kept: an emission still names them (`own_commits_unsent`), which
+            // tells central a store put back from a backup that numbered them as lost ones.
+            let replaced = t.own_stamps_where(|seq, stamp| {
                 Stamp::from_u64(stamp).physical_ms() > now.saturating_add(self.skew_ms_max)
                     && !acknowledged.contains(Dot { site: own, seq })
             })?;
+            if !replaced.is_empty() {
+                let mut marked = restamped(t)?;
+                for (seq, _) in replaced {
+                    marked.insert(Dot { site: own, seq });
+                }
+                put_restamped(t, &marked)?;
+            }
             // One new commit per old one, in the old order: a write, its deletion and a write
             // after it keep their order (a record's visibility compares their stamps).
             let mut commits: BTreeMap<(Stamp, u64), Vec<&Cell>> = BTreeMap::new();
@@ -826,6 +838,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The own commits a restamp replaced whose stamps are still kept ([`META_RESTAMPED`]).
+fn restamped(t: &WriteTables<'_>) -> Result<Knowledge> {
+    match t.meta(META_RESTAMPED)? {
+        Some(bytes) => postcard::from_bytes(&bytes)
+            .map_err(|e| Error::Corrupt(format!("restamped commits: {e}"))),
+        None => Ok(Knowledge::new()),
+    }
+}
+
+fn put_restamped(t: &mut WriteTables<'_>, marked: &Knowledge) -> Result<()> {
+    let bytes =
+        postcard::to_stdvec(marked).map_err(|e| Error::Corrupt(format!("restamped: {e}")))?;
+    t.put_meta(META_RESTAMPED, &bytes)
 }
 
 fn persist_clock_and_knowledge(t: &mut WriteTables<'_>, state: &mut State) -> Result<()> {

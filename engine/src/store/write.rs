@@ -253,17 +253,44 @@ impl WriteTx<'_, '_> {
 
     /// Drops the kept stamps of own commits that `known` holds (those the peer they were kept
     /// for has confirmed receiving); how many. The peer holds those stamps now: a restamp
-    /// stamps after them ([`Store::restamp_ahead`]).
+    /// stamps after them ([`Store::restamp_ahead`]) — but for the commits a restamp replaced,
+    /// which the peer never took (it confirms their numbers only).
     pub fn forget_own_stamps(&mut self, known: &Knowledge) -> Result<usize> {
         let own = self.store.site.id;
-        let (n, newest) = self
+        let gone = self
             .tables
-            .forget_own_stamps(|seq, _| known.contains(Dot { site: own, seq }))?;
+            .forget_own_stamps(|seq| known.contains(Dot { site: own, seq }))?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let replaced = super::restamped(self.tables)?;
+        let newest = gone
+            .iter()
+            .filter(|(seq, _)| {
+                !replaced.contains(Dot {
+                    site: own,
+                    seq: *seq,
+                })
+            })
+            .map(|(_, stamp)| *stamp)
+            .max();
         if let Some(stamp) = newest {
             self.state.settle(Stamp::from_u64(stamp));
             self.state_moved = true;
         }
-        Ok(n)
+        // Their kept stamps gone, they need no mark any more.
+        let mut forgotten = Knowledge::new();
+        for (seq, _) in &gone {
+            forgotten.insert(Dot {
+                site: own,
+                seq: *seq,
+            });
+        }
+        let left = replaced.difference(&forgotten);
+        if left != replaced {
+            super::put_restamped(self.tables, &left)?;
+        }
+        Ok(gone.len())
     }
 
     /// Moves this site's sequence of commits to at least `next`: a store set up from a

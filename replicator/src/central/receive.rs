@@ -444,12 +444,17 @@ fn clock_behind(store: &Store, header: &FlowHeader, code: &str) -> Result<Option
     Ok(Some(format!(
         "{code}'s clock is at least {} behind: when it made emission {} it already held changes \
          stamped that much later than its clock said. Until its clock is set right, its writes \
-         lose every conflict to writes made earlier elsewhere (R2). If central holds its \
-         emissions for clock skew, its clock ran ahead and was set back since: run `outpost \
-         remote restamp` there. If every remote says so, central's own clock may have run \
-         ahead{}",
+         lose every conflict to writes made earlier elsewhere (R2).{} If every remote says \
+         so, central's own clock may have run ahead{}",
         super::process::human_ms(behind),
         header.id,
+        // While a restore is under way the hold says when to restamp (only if held again).
+        if restoring {
+            ""
+        } else {
+            " If central holds its emissions for clock skew, its clock ran ahead and was set \
+             back since: run `outpost remote restamp` there."
+        },
         if restoring {
             ". Central is being restored from a backup: if its clock ran ahead before the \
              loss, these may be the stamps of central's own lost changes, and this remote's \
