@@ -2124,6 +2124,50 @@ fn r1_r2_during_central_s_restore_a_shop_that_took_none_of_the_lost_stamps_and_i
     assert_eq!(name(&d.asoc, "BSOC-1"), None);
 }
 
+/// R2 and R1: central's clock ran a day ahead and it wrote a customer, which BSOC and CSOC both
+/// took; BSOC's next write is stamped after it. Central is put back from a backup from before.
+/// CSOC sends the lost customer back first; BSOC's emission, made before it knew, carries it too,
+/// but central knows it by then and skips it — and it is what vouches for BSOC's write. It used
+/// to be held a round more (until a return told BSOC what central holds).
+#[test]
+fn r1_r2_a_shop_whose_copy_of_central_s_lost_change_came_second_is_not_held_for_stamps_after_it() {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0));
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    bsoc_clock.set(hhmm(9, 40));
+    d.at(9, 40);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in at BSOC"))
+        .unwrap();
+    // Both report and get a return of the restored central, which lacks ASOC-1.
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    // CSOC sends it back first.
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert_eq!(
+        name(&d.asoc, "ASOC-1"),
+        Some(Value::from("keyed in at central"))
+    );
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let row = journal::row(&d.asoc, id).unwrap().unwrap();
+    assert!(
+        matches!(row.hold, journal::Hold::None),
+        "BSOC's clock is right: {:?}",
+        row.error
+    );
+    assert_eq!(
+        name(&d.asoc, "BSOC-1"),
+        Some(Value::from("keyed in at BSOC"))
+    );
+}
+
 /// A till creates a customer (`create`: the engine numbers it), `write` being the host's write.
 fn create_customer(store: &outpost::Store, name: &str) -> outpost::Result<String> {
     store.write(|tx| {

@@ -84,6 +84,10 @@ pub(crate) const RESTORE_TIPS: &[u8] = b"ct/";
 /// remotes report holding. It vouches for the remote's stamps as what central last sent it does
 /// ([`SENT_HIGH`]): `cv/` + site id (u16 BE) → stamp.
 pub(crate) const RESTORE_VOUCHED: &[u8] = b"cv/";
+/// Central, while a restore is under way: its own lost changes taken back since, one entry per
+/// commit: sequence number → stamp. A remote whose emission says it holds one took that stamp
+/// from the lost central, whichever remote sent it back first ([`RESTORE_VOUCHED`] likewise).
+pub(crate) const RESTORE_OWN_BACK: &[u8] = b"cs/restore-own-back";
 /// Central: the sync configuration (C4).
 pub(crate) const CONFIG: &[u8] = b"cs/config";
 /// Central: what it keeps per remote: `cr/` + site id (u16 BE).
@@ -178,6 +182,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
     ("RESTORE_TIPS", RESTORE_TIPS),
     ("RESTORE_VOUCHED", RESTORE_VOUCHED),
+    ("RESTORE_OWN_BACK", RESTORE_OWN_BACK),
     ("SENT_HIGH", SENT_HIGH),
     ("NEWEST_CLAIMS", NEWEST_CLAIMS),
     ("CONFIG", CONFIG),

@@ -282,8 +282,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut vouched = outpost_engine::Stamp::from_u64(
             local::get::<u64>(tx, &local::sent_high_key(sender))?.unwrap_or(0),
         )
-        .max(super::restore::vouched(tx, sender)?);
-        let mut own_back = outpost_engine::Stamp::ZERO;
+        .max(super::restore::vouched(tx, sender, &header.knowledge)?);
+        let mut own_back = BTreeMap::new();
         let mut held: Option<(outpost_engine::Stamp, String)> = None;
         while let Some(item) = frames.next_frame()? {
             let IncomingItem::Changes(changes) = item else {
@@ -330,7 +330,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     && !matches!(report.outcomes.get(base + i), Some(Outcome::Refused(_)))
                 {
                     vouched = vouched.max(c.stamp);
-                    own_back = own_back.max(c.stamp);
+                    let e = own_back.entry(c.dot.seq).or_insert(c.stamp);
+                    *e = (*e).max(c.stamp);
                 }
             }
             // Merged again, whole from its own site: did it bring what the relay lacked?
@@ -390,9 +391,10 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             }
             return Err(Error::Quarantined(reason));
         }
-        if own_back != outpost_engine::Stamp::ZERO {
-            super::restore::vouch(tx, sender, own_back)?;
+        if let Some(newest) = own_back.values().max() {
+            super::restore::vouch(tx, sender, *newest)?;
         }
+        super::restore::took_own_back(tx, &own_back)?;
         // R6: a document received from its creator is frozen for it here too.
         for (table, key) in &to_freeze {
             tx.freeze(table, key)?;

@@ -45,6 +45,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
         local::remove_all(tx, local::RESTORE_TIPS)?;
         local::remove_all(tx, local::RESTORE_VOUCHED)?;
+        tx.local_remove(local::RESTORE_OWN_BACK)?;
         Ok(next + 1)
     })
 }
@@ -116,6 +117,7 @@ pub(super) fn restore_relayed(
     local::remove_all(tx, local::RESTORE_TAKEN_FROM)?;
     local::remove_all(tx, local::RESTORE_TIPS)?;
     local::remove_all(tx, local::RESTORE_VOUCHED)?;
+    tx.local_remove(local::RESTORE_OWN_BACK)?;
     tx.local_remove(local::RESTORE_FIRST_RETURN)?;
     tx.local_remove(local::RESTORED_AT)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
@@ -271,9 +273,46 @@ pub(super) fn vouch(
 }
 
 /// While a restore is under way: the newest stamp the lost central is known to have sent
-/// `remote` or taken from it ([`local::RESTORE_VOUCHED`]).
-pub(super) fn vouched(tx: &outpost_engine::WriteTx<'_, '_>, remote: SiteId) -> Result<Stamp> {
-    Ok(local::get(tx, &site_key(local::RESTORE_VOUCHED, remote))?.unwrap_or(Stamp::ZERO))
+/// `remote` or taken from it ([`local::RESTORE_VOUCHED`]), or of its own lost changes taken
+/// back that `holds` (the remote's emission's knowledge) says the remote holds
+/// ([`local::RESTORE_OWN_BACK`]).
+pub(super) fn vouched(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    holds: &Knowledge,
+) -> Result<Stamp> {
+    let mut vouched: Stamp =
+        local::get(tx, &site_key(local::RESTORE_VOUCHED, remote))?.unwrap_or(Stamp::ZERO);
+    let own = tx.site().id;
+    let back: BTreeMap<u64, Stamp> = local::get(tx, local::RESTORE_OWN_BACK)?.unwrap_or_default();
+    for (seq, stamp) in back {
+        if holds.contains(outpost_engine::Dot { site: own, seq }) {
+            vouched = vouched.max(stamp);
+        }
+    }
+    Ok(vouched)
+}
+
+/// While a restore is under way: central took back its own lost changes `taken` (sequence
+/// number, stamp) ([`local::RESTORE_OWN_BACK`]).
+pub(super) fn took_own_back(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    taken: &BTreeMap<u64, Stamp>,
+) -> Result<()> {
+    if taken.is_empty() || local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let mut back: BTreeMap<u64, Stamp> =
+        local::get(tx, local::RESTORE_OWN_BACK)?.unwrap_or_default();
+    let before = back.clone();
+    for (seq, stamp) in taken {
+        let e = back.entry(*seq).or_insert(*stamp);
+        *e = (*e).max(*stamp);
+    }
+    if back != before {
+        local::put(tx, local::RESTORE_OWN_BACK, &back)?;
+    }
+    Ok(())
 }
 
 /// While a restore is under way: a change of `header`'s site that the emission at hand
