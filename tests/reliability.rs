@@ -2004,6 +2004,68 @@ fn r2_a_shop_whose_clock_runs_ahead_twice_is_released_by_restamp_both_times() {
     }
 }
 
+/// R2: central judges a stamp by its clock when the emission reached it, not when it gets to
+/// processing it. BSOC's clock ran six minutes ahead (the bound is five): held. Its clock set
+/// right, its next emission — carrying the same write — reaches central at 9:00, and BSOC
+/// restamps at 9:00:30 (the write is still 5.5 minutes ahead of its clock). Central processes
+/// the emission at 9:01:30, when the old stamp was only 4.5 minutes ahead of its clock: it used
+/// to take it, after BSOC had stamped the write again below it, and BSOC's later edit of the
+/// field lost everywhere but at BSOC (a review found this race).
+#[test]
+fn r2_an_emission_waiting_at_central_when_its_shop_restamps_is_judged_by_its_time_of_arrival() {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "created at 8:00"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.at(9, 0);
+    bsoc_clock.set(hhmm(9, 6));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "stamped ahead"))
+        .unwrap();
+    let (_, held) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert!(
+        journal::row(&d.asoc, held)
+            .unwrap()
+            .unwrap()
+            .error
+            .unwrap()
+            .starts_with("quarantined")
+    );
+    // BSOC's clock is set right; its next emission reaches central, which has not processed it
+    // yet when BSOC restamps.
+    bsoc_clock.set(hhmm(9, 0));
+    let (path, waiting) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap();
+    bsoc_clock.set(hhmm(9, 0) + 30_000);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    d.clock.set(hhmm(9, 1) + 30_000);
+    central::process_ready(&d.asoc).unwrap();
+    let error = journal::row(&d.asoc, waiting.id).unwrap().unwrap().error;
+    assert!(
+        error.as_deref().unwrap_or("").starts_with("quarantined"),
+        "{error:?}"
+    );
+    // 9:03: BSOC edits the name; everyone syncs.
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    for s in [&d.asoc, &d.bsoc, &d.csoc] {
+        assert_eq!(
+            name(s, "BSOC-1"),
+            Some(Value::from("edited at 9:03")),
+            "{}",
+            s.site().code
+        );
+    }
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+}
+
 /// R2 and R1 together (the simulator's seed 86230): central's clock and BSOC's ran a day ahead
 /// together, so the central of then took BSOC's write, and CSOC got it; then central's disk
 /// died and its backup from before was put back, its clock right. The restored central never

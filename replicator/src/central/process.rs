@@ -169,7 +169,10 @@ pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowI
 }
 
 /// The reason to hold `change` from the site `code`, if it is stamped beyond the bound ahead of
-/// central's clock and central does not know it already. A stamp within the bound of
+/// central's clock at `arrived_ms` (when the emission reached central: a remote that restamped
+/// since judged its writes by its own clock then, and one stamped again below an old stamp
+/// must not see the old one taken later, when it is no longer as far ahead) and central does
+/// not know it already. A stamp within the bound of
 /// `vouched` is never held: `vouched` is the newest stamp central had when it last sent this
 /// remote a return or its bootstrap (or of central's own changes this emission brings back): a
 /// shop that took central's stamps while central's own clock ran ahead stamps its writes just
@@ -180,8 +183,9 @@ pub(super) fn quarantine_reason(
     vouched: outpost_engine::Stamp,
     code: &str,
     change: &outpost_engine::Change,
+    arrived_ms: u64,
 ) -> Option<String> {
-    let ahead = store.ahead_ms(change.stamp);
+    let ahead = outpost_engine::hlc::ahead_ms(change.stamp, arrived_ms);
     if ahead <= store.skew_ms_max()
         || change.stamp.physical_ms() <= beyond_vouched(store, vouched)
         || tx.knowledge().contains(change.dot)
@@ -228,6 +232,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
     let reader = FlowReader::open(StoredFlow::open(store, receipt)?)?;
     let header = reader.header().clone();
     let now = store.now_ms();
+    // Stamps are judged by central's clock when the emission arrived (or now, if the clock was
+    // set back since).
+    let arrived_ms = row.file_ready_ms.unwrap_or(now).min(now);
     let schema = store.schema().clone();
     let sites = store.sites();
     let code = sites
@@ -304,7 +311,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     relays.push((i, change.dot));
                 }
                 if change.dot.site != own_site
-                    && let Some(reason) = quarantine_reason(store, tx, vouched, &code, change)
+                    && let Some(reason) =
+                        quarantine_reason(store, tx, vouched, &code, change, arrived_ms)
                 {
                     match &mut held {
                         Some((latest, _)) => *latest = (*latest).max(change.stamp),
@@ -386,7 +394,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                      next emission, made once it has applied a return, carries central's lost \
                      changes back and supersedes it. Run `outpost remote restamp` there only if \
                      that one is held too",
-                    human_ms(store.ahead_ms(latest)),
+                    human_ms(outpost_engine::hlc::ahead_ms(latest, arrived_ms)),
                 )));
             }
             return Err(Error::Quarantined(reason));
