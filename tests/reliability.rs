@@ -1912,16 +1912,7 @@ fn bsoc_s_held_edit_restamped_reaches_every_site(
     d.at(9, 45);
     assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
     sync_all(d, &[&d.bsoc, &d.csoc], 2);
-    for s in [&d.asoc, &d.bsoc, &d.csoc] {
-        assert_eq!(
-            name(s, key),
-            Some(Value::from("edited at BSOC")),
-            "{}",
-            s.site().code
-        );
-    }
-    assert_eq!(content(&d.bsoc), content(&d.asoc));
-    assert_eq!(content(&d.csoc), content(&d.asoc));
+    all_hold(d, &[&d.bsoc, &d.csoc], &[(key, "edited at BSOC")]);
 }
 
 /// R2 after both clocks ran ahead: central's clock and BSOC's were a day ahead together, so
@@ -2054,16 +2045,7 @@ fn r2_an_emission_waiting_at_central_when_its_shop_restamps_is_judged_by_its_tim
     bsoc_clock.set(hhmm(9, 5));
     d.at(9, 5);
     sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    for s in [&d.asoc, &d.bsoc, &d.csoc] {
-        assert_eq!(
-            name(s, "BSOC-1"),
-            Some(Value::from("edited at 9:03")),
-            "{}",
-            s.site().code
-        );
-    }
-    assert_eq!(content(&d.bsoc), content(&d.asoc));
-    assert_eq!(content(&d.csoc), content(&d.asoc));
+    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "edited at 9:03")]);
 }
 
 /// R2 and R1 together (the simulator's seed 86230): central's clock and BSOC's ran a day ahead
@@ -2132,16 +2114,7 @@ fn r1_r2_stamps_the_lost_central_took_while_both_clocks_ran_ahead_hold_no_emissi
         "BSOC's restamped edit comes after what the lost central took"
     );
     assert!(!central::restore_under_way(&d.asoc).unwrap());
-    for s in [&d.asoc, &d.bsoc, &d.csoc] {
-        assert_eq!(
-            name(s, "BSOC-1"),
-            Some(Value::from("second")),
-            "{}",
-            s.site().code
-        );
-    }
-    assert_eq!(content(&d.bsoc), content(&d.asoc));
-    assert_eq!(content(&d.csoc), content(&d.asoc));
+    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "second")]);
 }
 
 /// R2 during central's restore: what the lost central sent one remote vouches for that remote
