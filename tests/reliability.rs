@@ -1888,6 +1888,13 @@ fn r2_after_central_s_clock_ran_ahead_a_shop_that_never_took_its_stamps_and_is_a
     assert_eq!(name(&d.asoc, "BSOC-1"), None);
 }
 
+/// `at` creates customer `key`, named "created at 8:00", and every remote syncs once.
+fn customer_created_at_8(d: &Deployment, at: &outpost::Store, key: &str) {
+    at.write(|tx| tx.set("customers", key, "name", "created at 8:00"))
+        .unwrap();
+    sync_all(d, &[&d.bsoc, &d.csoc], 1);
+}
+
 /// 9:30: central's clock is set right (CSOC's shares it); BSOC's, `ahead` ahead of 9:40, names
 /// customer `key` "edited at BSOC" and is held; the procedure follows — its clock set right,
 /// then `restamp` — and after two rounds every site holds the edit, and the same content.
@@ -1925,10 +1932,7 @@ fn bsoc_s_held_edit_restamped_reaches_every_site(
 #[test]
 fn r2_a_shop_restamped_after_its_write_stamped_ahead_reached_the_others_keeps_its_later_edit() {
     let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
-    d.bsoc
-        .write(|tx| tx.set("customers", "BSOC-1", "name", "created at 8:00"))
-        .unwrap();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
     d.clock.set(hhmm(9, 0) + DAY_MS);
     bsoc_clock.set(hhmm(9, 0) + DAY_MS);
     d.bsoc
@@ -1945,10 +1949,7 @@ fn r2_a_shop_restamped_after_its_write_stamped_ahead_reached_the_others_keeps_it
 #[test]
 fn r2_a_shop_restamped_after_it_edited_a_write_of_central_stamped_ahead_keeps_its_edit() {
     let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
-    d.asoc
-        .write(|tx| tx.set("customers", "ASOC-1", "name", "created at 8:00"))
-        .unwrap();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    customer_created_at_8(&d, &d.asoc, "ASOC-1");
     d.clock.set(hhmm(9, 0) + DAY_MS);
     d.asoc
         .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
@@ -2005,10 +2006,7 @@ fn r2_a_shop_whose_clock_runs_ahead_twice_is_released_by_restamp_both_times() {
 #[test]
 fn r2_an_emission_waiting_at_central_when_its_shop_restamps_is_judged_by_its_time_of_arrival() {
     let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
-    d.bsoc
-        .write(|tx| tx.set("customers", "BSOC-1", "name", "created at 8:00"))
-        .unwrap();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
     d.at(9, 0);
     bsoc_clock.set(hhmm(9, 6));
     d.bsoc
@@ -2060,10 +2058,7 @@ fn r1_r2_stamps_the_lost_central_took_while_both_clocks_ran_ahead_hold_no_emissi
  {
     let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
     let clock = d.clock.clone();
-    d.bsoc
-        .write(|tx| tx.set("customers", "BSOC-1", "name", "created at 8:00"))
-        .unwrap();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     clock.set(hhmm(9, 0) + DAY_MS);
     bsoc_clock.set(hhmm(9, 0) + DAY_MS);
