@@ -293,6 +293,10 @@ enum Event {
     /// writes meanwhile is stamped ahead, the shops take those stamps and stamp their writes
     /// after them — and must not be held for it once central's clock is right (R2).
     CentralClock(i64),
+    /// A shop's clock follows central's running ahead (both take their time from the same wrong
+    /// server): it runs this far ahead from then on, until central holds its emissions and the
+    /// person responsible sets it right and restamps (R2).
+    ShopClock(usize, i64),
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
@@ -319,7 +323,8 @@ impl Event {
             | Event::HeldEdit(i)
             | Event::Retype(i)
             | Event::Delete(i)
-            | Event::Permissions(i) => Some(i),
+            | Event::Permissions(i)
+            | Event::ShopClock(i, _) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralClock(_)

@@ -281,6 +281,24 @@ impl World {
             if until < end {
                 self.push(from, Event::CentralClock(i64::try_from(DAY).unwrap_or(0)));
                 self.push(until, Event::CentralClock(0));
+                // Half the time a shop's clock follows it (the same wrong time server), and
+                // stays ahead after central's is set right: a generator of its own.
+                let mut follows = crate::rng::Rng::new(self.cfg.seed ^ 0x5e1f);
+                if follows.chance(500) && !self.remotes.is_empty() {
+                    let i = usize::try_from(follows.below(self.remotes.len() as u64)).unwrap_or(0);
+                    let at = from + follows.below(until - from);
+                    self.push(at, Event::ShopClock(i, i64::try_from(DAY).unwrap_or(0)));
+                    // The shop corrects what it keyed in while both clocks ran ahead (central
+                    // takes it), and once central's clock is right again, corrects it again,
+                    // its own clock still ahead (R2: held, restamped; the second correction
+                    // must still win over the first, which the other sites hold).
+                    let first = at + 10 * MINUTE;
+                    let again = until + 10 * MINUTE + follows.below(3 * HOUR);
+                    if first < until && again < end {
+                        self.push(first, Event::Retype(i));
+                        self.push(again, Event::Retype(i));
+                    }
+                }
             }
         }
         for i in 0..self.remotes.len() {
@@ -452,6 +470,19 @@ impl World {
                     }
                 }
                 Event::RemoveAgain(i) => self.remove_again(i)?,
+                Event::ShopClock(i, skew_ms) => {
+                    self.remotes[i].skew_ms = skew_ms;
+                    self.set_time(t);
+                    if let Some(r) = self.report.remotes.get_mut(i) {
+                        r.skew_minutes = r.skew_minutes.max(skew_ms / MINUTE as i64);
+                    }
+                    self.reschedule_remote(i);
+                    *self
+                        .report
+                        .faults_injected
+                        .entry("shop_clock_follows_central_ahead".to_owned())
+                        .or_insert(0) += 1;
+                }
             }
             self.reschedule_central();
         }

@@ -216,9 +216,9 @@ fn r2_seed_41727_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_i
 fn s4_files_carried_by_hand_late_or_lost_lose_nothing() {
     let report = pinned((8, 20, 12295), &[]);
     for (fault, n) in [
-        ("emission_file_late", 1),
-        ("late_emission_taken", 1),
-        ("emission_file_lost", 3),
+        ("emission_file_late", 2),
+        ("late_emission_taken", 2),
+        ("emission_file_lost", 2),
         ("return_file_late", 3),
     ] {
         assert_eq!(report.faults_injected.get(fault), Some(&n), "{fault}");
@@ -323,6 +323,23 @@ fn r1_r2_seed_86230_what_the_lost_central_took_from_a_clock_ahead_holds_no_one()
         &[
             "central_clock_ahead",
             "central_restored_from_old_backup",
+            "clock_set_right_after_quarantine",
+        ],
+    );
+}
+
+/// Central's clock and a shop's run a day ahead together (the same wrong time server); the
+/// shop corrects a customer then, and again once central's clock is right, its own still
+/// ahead: held, its clock set right and restamped, its second correction reaches every site
+/// (R2). Deterministic tests cover the case where the restamp used to lose that correction
+/// (`r2_a_shop_restamped_after_its_write_stamped_ahead_reached_the_others_keeps_its_later_edit`).
+#[test]
+fn r2_seed_8_a_shop_whose_clock_follows_central_s_ahead_is_restamped_and_converges() {
+    pinned(
+        (5, 3, 8),
+        &[
+            "central_clock_ahead",
+            "shop_clock_follows_central_ahead",
             "clock_set_right_after_quarantine",
         ],
     );
