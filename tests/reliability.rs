@@ -1805,7 +1805,9 @@ fn r1_a_shop_opened_after_central_s_backup_is_added_again_and_loses_nothing() {
 /// heard of the restore, is held (its writes follow central's lost ones, which it did not send
 /// back): central's automaton must still give it a return (an immediate sync), or a shop that
 /// syncs immediately would never hear of the restore and be held for ever. With that return
-/// applied, its next emission carries central's lost change back and goes through.
+/// applied, its next emission carries central's lost change back and goes through. (A store of
+/// this version says in its emission the newest stamp a central sent it, which vouches for its
+/// writes: the emission here is made as by an earlier version, without it, to be held.)
 #[test]
 fn r2_m2_a_shop_held_while_central_is_restored_gets_a_return_and_its_next_emission_goes_through() {
     use outpost::replicator::automaton::{CentralAutomaton, Command, run_central};
@@ -1830,6 +1832,17 @@ fn r2_m2_a_shop_held_while_central_is_restored_gets_a_return_and_its_next_emissi
     // CSOC reports first (nothing new of its own: taken at once), then BSOC's emission.
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     let (path, emitted) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let with_claim = std::fs::read(&path).unwrap();
+    let without = rewrite(&with_claim, |h| {
+        if let Some(c) = h.config.as_mut() {
+            assert!(
+                c.settings
+                    .remove(outpost::replicator::incarnation::SETTLED_SETTING)
+                    .is_some()
+            );
+        }
+    });
+    std::fs::write(&path, &without).unwrap();
     files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap();
     let config = central::config(&d.asoc).unwrap().unwrap();
     let mut automaton = CentralAutomaton::new(&config, hhmm(9, 40)).unwrap();
@@ -2195,6 +2208,45 @@ fn r1_r2_a_shop_whose_copy_of_central_s_lost_change_came_second_is_not_held_for_
     assert_eq!(
         name(&d.asoc, "BSOC-1"),
         Some(Value::from("keyed in at BSOC"))
+    );
+}
+
+/// R2 and R1 (the simulator's seed 5017): central's clock and BSOC's ran a day ahead together;
+/// central took BSOC's write and confirmed it, and no other shop got it before central's disk
+/// died; its backup from before was put back, its clock right. BSOC, still ahead, is held; its
+/// clock is set right and restamped — but a restamp never stamps below what BSOC counts as
+/// held elsewhere (the write central confirmed), so its writes stayed a day ahead and every
+/// emission was held until the time came. BSOC's emissions say the newest stamp a central
+/// sent it or took from it, and that vouches for it as a return of central's does.
+#[test]
+fn r1_r2_a_shop_whose_writes_only_the_lost_central_took_is_released_by_restamp_after_its_restore() {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in ahead"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc], 1);
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("keyed in ahead")));
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    bsoc_clock.set(hhmm(9, 40) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-2", "name", "keyed in after"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    assert_eq!(name(&d.asoc, "BSOC-2"), None, "held: BSOC's clock is wrong");
+    bsoc_clock.set(hhmm(9, 50));
+    d.at(9, 50);
+    assert!(remote::restamp(&d.bsoc).unwrap() > 0);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc],
+        &[("BSOC-1", "keyed in ahead"), ("BSOC-2", "keyed in after")],
     );
 }
 

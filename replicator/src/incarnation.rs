@@ -68,6 +68,13 @@ fn parse_stamp(text: &str) -> Option<Stamp> {
     Some(Stamp::from_u64(u64::from_str_radix(text, 16).ok()?))
 }
 
+/// The setting an emission carries: the newest stamp a central sent its store or took from it
+/// ([`outpost_engine::Store::settled_high`], a `u64` in decimal). It vouches for the remote's
+/// stamps as central's own record of what it last sent the remote does — and outlives central's
+/// restore from a backup, which loses that record: a remote whose writes only the lost central
+/// took, once restamped (never below them), is not held for them.
+pub const SETTLED_SETTING: &str = "settled";
+
 /// The setting an emission carries: for each other remote site, the highest-numbered change of
 /// it its store received, and that change's stamp: `SITE:SEQ/STAMP` (hex stamp) joined by
 /// `,` ([`local::REMOTE_TIPS`]); `SITE:/STAMP` when the number is the highest the emission's

@@ -330,6 +330,13 @@ pub fn emit<W: Write>(
     if let Some((seq, stamp)) = prev {
         settings.insert(PREV_SETTING.to_owned(), prev_setting(seq, stamp));
     }
+    let settled = store.settled_high();
+    if settled != Stamp::ZERO {
+        settings.insert(
+            crate::incarnation::SETTLED_SETTING.to_owned(),
+            settled.as_u64().to_string(),
+        );
+    }
     let tips: Option<crate::incarnation::Tips> = local::snap_get(&snap, local::REMOTE_TIPS)?;
     if let Some(tips) = tips.filter(|t| !t.is_empty()) {
         settings.insert(

@@ -345,6 +345,25 @@ fn r2_seed_8_a_shop_whose_clock_follows_central_s_ahead_is_restamped_and_converg
     );
 }
 
+/// The same wrong time server, then central's disk dies and its backup from before is put back,
+/// and the shop's store is put back from its own backup: central had taken and confirmed the
+/// shop's writes stamped a day ahead, and no other shop had them. The shop's restamp never
+/// stamps below what a central took from it, so its writes stayed ahead and the restored
+/// central held every emission until the time came (S003 never synced again in the run). Its
+/// emissions now say the newest stamp a central sent it or took from it, which vouches.
+#[test]
+fn r1_r2_seed_5017_a_shop_whose_writes_only_the_lost_central_took_is_released() {
+    pinned(
+        (5, 3, 5017),
+        &[
+            "central_clock_ahead",
+            "shop_clock_follows_central_ahead",
+            "central_restored_from_old_backup",
+            "clock_set_right_after_quarantine",
+        ],
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);

@@ -438,6 +438,13 @@ impl Store {
         lock(&self.state).hlc.last()
     }
 
+    /// The newest stamp known to be held by another site of what this store holds — merged
+    /// from another site, or of an own commit the peer confirmed (meta `settled_high`; a
+    /// restamp never stamps below it, [`Store::restamp_ahead`]).
+    pub fn settled_high(&self) -> Stamp {
+        lock(&self.state).settled
+    }
+
     /// The tables a site may not write (R4/R9).
     pub fn denied_tables(&self, site: SiteId) -> BTreeSet<String> {
         lock(&self.state)

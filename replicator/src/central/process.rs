@@ -202,6 +202,19 @@ pub(super) fn quarantine_reason(
     ))
 }
 
+/// The newest stamp a central sent the emission's store or took from it, as the emission says
+/// (`incarnation::SETTLED_SETTING`); zero when it says none, or nothing readable. A claim,
+/// not checked: the hold guards against wrong clocks, whose stores never get such stamps
+/// beyond what a central took.
+fn settled_claim(header: &FlowHeader) -> outpost_engine::Stamp {
+    header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(crate::incarnation::SETTLED_SETTING))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(outpost_engine::Stamp::ZERO, outpost_engine::Stamp::from_u64)
+}
+
 /// The physical time up to which stamps are vouched for by `vouched`, with the clock-skew bound
 /// as margin (a shop that made many commits on central's stamps carries its logical counter
 /// into the milliseconds).
@@ -289,7 +302,10 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut vouched = outpost_engine::Stamp::from_u64(
             local::get::<u64>(tx, &local::sent_high_key(sender))?.unwrap_or(0),
         )
-        .max(super::restore::vouched(tx, sender, &header.knowledge)?);
+        .max(super::restore::vouched(tx, sender, &header.knowledge)?)
+        // What the remote says a central sent it or took from it (its store's own record,
+        // which central's restore does not lose).
+        .max(settled_claim(&header));
         let mut own_back = BTreeMap::new();
         let mut held: Option<(outpost_engine::Stamp, String)> = None;
         while let Some(item) = frames.next_frame()? {
