@@ -2250,45 +2250,6 @@ fn r1_r2_a_shop_whose_writes_only_the_lost_central_took_is_released_by_restamp_a
     );
 }
 
-/// R2 with R7: BSOC numbers a sales document; its clock then runs a day ahead; it changes the
-/// document's total, a till reserves it and changes the total again: no change of those commits
-/// travels (the document held back, the first change written over by the second), so central
-/// judges no stamp and takes the emission, counting the written-over commit as held by BSOC. BSOC's store took their
-/// day-ahead stamps, once confirmed, for stamps a central had accepted, and said so in its next
-/// emissions (`settled`), which let its wrong clock through. Commits an emission names as not
-/// travelling are marked unjudged, and their confirmation counts for nothing.
-#[test]
-fn r2_r7_a_shop_ahead_whose_writes_are_all_held_back_does_not_count_their_stamps_as_accepted() {
-    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
-    // 8:30, the clock right: the document is numbered. Then the clock runs a day ahead.
-    bsoc_clock.set(hhmm(8, 30));
-    d.bsoc
-        .write(|tx| tx.set("sales_documents", "BSOC-D1", "total", dec("9.00")))
-        .unwrap();
-    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
-    d.at(9, 0);
-    d.bsoc
-        .write(|tx| tx.set("sales_documents", "BSOC-D1", "total", dec("10.00")))
-        .unwrap();
-    d.bsoc
-        .reserve("sales_documents", "BSOC-D1", "till 1")
-        .unwrap();
-    d.bsoc
-        .write_as("till 1", |tx| {
-            tx.set("sales_documents", "BSOC-D1", "total", dec("12.00"))
-        })
-        .unwrap();
-    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
-    let row = journal::row(&d.asoc, id).unwrap().unwrap();
-    assert!(matches!(row.hold, journal::Hold::None), "{:?}", row.error);
-    d.return_and_apply(&d.bsoc);
-    assert!(
-        d.bsoc.settled_high().physical_ms() < hhmm(9, 5),
-        "no stamp of BSOC's clock ahead counts as accepted"
-    );
-}
-
 /// A till creates a customer (`create`: the engine numbers it), `write` being the host's write.
 fn create_customer(store: &outpost::Store, name: &str) -> outpost::Result<String> {
     store.write(|tx| {

@@ -347,8 +347,6 @@ pub fn emit<W: Write>(
     // Own commits of which no change travels: their stamps do (central's check after its
     // restore).
     let mut unsent = lacking.own_commits_unsent(&st.central_knowledge, &held_back)?;
-    // No central judges their stamps: their confirmation must not count them as accepted.
-    let unjudged: Vec<u64> = unsent.iter().map(|(seq, _)| *seq).collect();
     unsent.truncate(crate::incarnation::UNSENT_MAX);
     if !unsent.is_empty() {
         settings.insert(
@@ -407,7 +405,6 @@ pub fn emit<W: Write>(
     let frozen = local::write(store, |tx| {
         // A store set up by an earlier version keeps its commits' stamps from now on.
         tx.keep_own_stamps()?;
-        tx.mark_unjudged(&unjudged)?;
         let mut st = state(tx)?;
         st.next_seq = id.seq + 1;
         local::put(tx, local::REMOTE_PREV_EMISSION, &(id.seq, created_stamp))?;

@@ -44,11 +44,9 @@ const META_KEEP_OWN_STAMPS: &str = "keep_own_stamps";
 const META_KEY_SEQ_PREFIX: &str = "key_seq:";
 /// The newest stamp other sites hold of what this store holds: see [`State::settled`].
 const META_SETTLED: &str = "settled_high";
-/// The own commits whose stamps are kept (`own_stamps`) but no central judged: those a
-/// restamp replaced, and those an emission named as not travelling (written over, or held back
-/// with a reserved document): postcard `Knowledge`. Their confirmation does not count their
-/// stamps as held elsewhere ([`WriteTx::forget_own_stamps`]).
-const META_UNJUDGED: &str = "unjudged";
+/// The own commits a restamp replaced, whose stamps are kept (`own_stamps`) but were never
+/// taken by another site: postcard `Knowledge` (see [`Store::restamp_ahead`]).
+const META_RESTAMPED: &str = "restamped";
 /// Changes [`Store::apply_stream`] merges together ([`WriteTx::apply_batch`]); a flow's frame
 /// holds as many.
 const BATCH_LEN: usize = 1024;
@@ -745,11 +743,11 @@ impl Store {
                     && !acknowledged.contains(Dot { site: own, seq })
             })?;
             if !replaced.is_empty() {
-                let mut marked = unjudged(t)?;
+                let mut marked = restamped(t)?;
                 for (seq, _) in replaced {
                     marked.insert(Dot { site: own, seq });
                 }
-                put_unjudged(t, &marked)?;
+                put_restamped(t, &marked)?;
             }
             // One new commit per old one, in the old order: a write, its deletion and a write
             // after it keep their order (a record's visibility compares their stamps).
@@ -849,19 +847,19 @@ impl Store {
     }
 }
 
-/// The own commits whose kept stamps no central judged ([`META_UNJUDGED`]).
-fn unjudged(t: &WriteTables<'_>) -> Result<Knowledge> {
-    match t.meta(META_UNJUDGED)? {
+/// The own commits a restamp replaced whose stamps are still kept ([`META_RESTAMPED`]).
+fn restamped(t: &WriteTables<'_>) -> Result<Knowledge> {
+    match t.meta(META_RESTAMPED)? {
         Some(bytes) => postcard::from_bytes(&bytes)
-            .map_err(|e| Error::Corrupt(format!("unjudged commits: {e}"))),
+            .map_err(|e| Error::Corrupt(format!("restamped commits: {e}"))),
         None => Ok(Knowledge::new()),
     }
 }
 
-fn put_unjudged(t: &mut WriteTables<'_>, marked: &Knowledge) -> Result<()> {
+fn put_restamped(t: &mut WriteTables<'_>, marked: &Knowledge) -> Result<()> {
     let bytes =
-        postcard::to_stdvec(marked).map_err(|e| Error::Corrupt(format!("unjudged: {e}")))?;
-    t.put_meta(META_UNJUDGED, &bytes)
+        postcard::to_stdvec(marked).map_err(|e| Error::Corrupt(format!("restamped: {e}")))?;
+    t.put_meta(META_RESTAMPED, &bytes)
 }
 
 fn persist_clock_and_knowledge(t: &mut WriteTables<'_>, state: &mut State) -> Result<()> {

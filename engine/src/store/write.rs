@@ -253,9 +253,8 @@ impl WriteTx<'_, '_> {
 
     /// Drops the kept stamps of own commits that `known` holds (those the peer they were kept
     /// for has confirmed receiving); how many. The peer holds those stamps now: a restamp
-    /// stamps after them ([`Store::restamp_ahead`]) — but for the commits no central judged
-    /// (a restamp replaced them, or an emission named them as not travelling: the peer
-    /// confirms their numbers only).
+    /// stamps after them ([`Store::restamp_ahead`]) — but for the commits a restamp replaced,
+    /// which the peer never took (it confirms their numbers only).
     pub fn forget_own_stamps(&mut self, known: &Knowledge) -> Result<usize> {
         let own = self.store.site.id;
         let gone = self
@@ -264,7 +263,7 @@ impl WriteTx<'_, '_> {
         if gone.is_empty() {
             return Ok(0);
         }
-        let replaced = super::unjudged(self.tables)?;
+        let replaced = super::restamped(self.tables)?;
         let newest = gone
             .iter()
             .filter(|(seq, _)| {
@@ -289,32 +288,9 @@ impl WriteTx<'_, '_> {
         }
         let left = replaced.difference(&forgotten);
         if left != replaced {
-            super::put_unjudged(self.tables, &left)?;
+            super::put_restamped(self.tables, &left)?;
         }
         Ok(gone.len())
-    }
-
-    /// Marks own commits `seqs` as judged by no central: an emission names them as not
-    /// travelling (written over, or held back with a reserved document, R7), so central, which
-    /// judges the stamps of the changes it takes, never saw theirs; confirming their numbers
-    /// does not count their stamps as held elsewhere ([`WriteTx::forget_own_stamps`]).
-    pub fn mark_unjudged(&mut self, seqs: &[u64]) -> Result<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let own = self.store.site.id;
-        let mut marked = super::unjudged(self.tables)?;
-        let before = marked.clone();
-        for seq in seqs {
-            marked.insert(Dot {
-                site: own,
-                seq: *seq,
-            });
-        }
-        if marked != before {
-            super::put_unjudged(self.tables, &marked)?;
-        }
-        Ok(())
     }
 
     /// Moves this site's sequence of commits to at least `next`: a store set up from a

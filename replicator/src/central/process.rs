@@ -174,9 +174,7 @@ pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowI
 /// must not see the old one taken later, when it is no longer as far ahead) and central does
 /// not know it already. A stamp within the bound of
 /// `vouched` is never held: `vouched` is the newest stamp central had when it last sent this
-/// remote a return or its bootstrap (or of central's own changes this emission brings back, or
-/// what the emission says a central sent its store or took from it, or during a restore what
-/// the lost central is known to have sent it or taken from it): a
+/// remote a return or its bootstrap (or of central's own changes this emission brings back): a
 /// shop that took central's stamps while central's own clock ran ahead stamps its writes just
 /// after them, whatever its own clock says (R2), and is not to blame for it.
 pub(super) fn quarantine_reason(
