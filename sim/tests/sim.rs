@@ -364,6 +364,22 @@ fn r1_r2_seed_5017_a_shop_whose_writes_only_the_lost_central_took_is_released() 
     );
 }
 
+/// Central's clock and a shop's run ahead together, with no restore: the shop's correction
+/// travels and is taken, it is written over before the return comes, and the shop is restamped.
+/// A build that counted such a commit's stamp for nothing (it was named as not travelling in the
+/// next emission) let the restamp stamp below it, and S002 kept the old value.
+#[test]
+fn r2_seed_84832_a_restamp_stamps_after_a_correction_that_travelled_before_it_was_written_over() {
+    pinned(
+        (5, 3, 84832),
+        &[
+            "central_clock_ahead",
+            "shop_clock_follows_central_ahead",
+            "clock_set_right_after_quarantine",
+        ],
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_report_byte_for_byte() {
     let cfg = config(8812, true);
