@@ -1309,6 +1309,10 @@ fn r1_a_remote_keeps_its_commits_stamps_until_central_confirms_them_and_names_th
     assert_eq!(kept(), 1);
     let mut ack = outpost::engine::Knowledge::new();
     ack.union_with(&d.bsoc.knowledge());
+    let ack = central::Acknowledgement {
+        ack,
+        clock: Some(d.asoc.clock_high_water()),
+    };
     remote::record_acknowledgement(&d.bsoc, &ack).unwrap();
     assert_eq!(kept(), 0);
 }
@@ -1908,6 +1912,15 @@ fn customer_created_at_8(d: &Deployment, at: &outpost::Store, key: &str) {
     sync_all(d, &[&d.bsoc, &d.csoc], 1);
 }
 
+/// Central's backup, then 9:00 a day ahead on central's clock (CSOC's shares it) and BSOC's:
+/// gives the backup.
+fn backup_then_both_clocks_a_day_ahead(d: &Deployment, bsoc_clock: &ManualClock) -> outpost::Store {
+    let backup = d.asoc.copy_in_memory(central_config(d)).unwrap();
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    backup
+}
+
 /// 9:30: central's clock is set right (CSOC's shares it); BSOC's, `ahead` ahead of 9:40, names
 /// customer `key` "edited at BSOC" and is held; the procedure follows — its clock set right,
 /// then `restamp` — and after two rounds every site holds the edit, and the same content.
@@ -2070,11 +2083,8 @@ fn r2_an_emission_waiting_at_central_when_its_shop_restamps_is_judged_by_its_tim
 fn r1_r2_stamps_the_lost_central_took_while_both_clocks_ran_ahead_hold_no_emission_after_its_restore()
  {
     let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
-    let clock = d.clock.clone();
     customer_created_at_8(&d, &d.bsoc, "BSOC-1");
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    clock.set(hhmm(9, 0) + DAY_MS);
-    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    let backup = backup_then_both_clocks_a_day_ahead(&d, &bsoc_clock);
     d.bsoc
         .write(|tx| tx.set("customers", "BSOC-1", "name", "first"))
         .unwrap();
@@ -2222,9 +2232,7 @@ fn r1_r2_a_shop_whose_copy_of_central_s_lost_change_came_second_is_not_held_for_
 fn r1_r2_a_shop_whose_writes_only_the_lost_central_took_is_released_by_restamp_after_its_restore() {
     let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
     customer_created_at_8(&d, &d.bsoc, "BSOC-1");
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    d.clock.set(hhmm(9, 0) + DAY_MS);
-    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    let backup = backup_then_both_clocks_a_day_ahead(&d, &bsoc_clock);
     d.bsoc
         .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in ahead"))
         .unwrap();
@@ -2516,4 +2524,135 @@ fn r1_a_return_made_for_a_shop_s_lost_store_is_refused_by_the_store_set_up_again
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 4);
     assert_eq!(content(&dsoc), content(&d.asoc));
     assert_eq!(content(&d.bsoc), content(&d.asoc));
+}
+
+/// R2 with R7: BSOC numbers a document D1 at 8:00; its clock then runs a day ahead, it changes
+/// D1's status and changes it again, and a till reserves D1: D1's changes are held
+/// back with the document, the first travels in no emission (written over), and nothing in the
+/// emission is stamped ahead, so central takes it and its return confirms the first change's
+/// number — a stamp central never saw. BSOC counted it among the stamps held elsewhere
+/// (`settled`), which vouched for its next writes stamped up to it: a customer keyed in a day
+/// ahead went through. A confirmed stamp counts only once central's clock has reached it.
+#[test]
+fn r2_r7_a_shop_s_commit_written_over_in_a_reserved_document_vouches_for_no_stamp_ahead() {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    number_d1(&d.bsoc, "BSOC-C", "open");
+    d.at(9, 0);
+    bsoc_clock.set(hhmm(9, 0) + DAY_MS);
+    for status in ["paid", "delivered"] {
+        d.bsoc
+            .write(|tx| tx.set("sales_documents", "D1", "status", status))
+            .unwrap();
+    }
+    d.bsoc.reserve("sales_documents", "D1", "till-1").unwrap();
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(journal::row(&d.asoc, id).unwrap().unwrap().error, None);
+    d.return_and_apply(&d.bsoc);
+    assert!(
+        d.bsoc.settled_high().physical_ms() < hhmm(9, 0) + DAY_MS,
+        "the stamp central never saw is not counted"
+    );
+    bsoc_clock.set(hhmm(9, 2) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-9", "name", "keyed in a day ahead"))
+        .unwrap();
+    d.at(9, 2);
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let error = journal::row(&d.asoc, id).unwrap().unwrap().error;
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("quarantined: BSOC's changes are stamped 1.0 d ahead"),
+        "{error:?}"
+    );
+    assert_eq!(name(&d.asoc, "BSOC-9"), None);
+    // The procedure releases it: the till's work done, the clock set right, `restamp`.
+    d.bsoc.release("sales_documents", "D1", "till-1").unwrap();
+    bsoc_clock.set(hhmm(9, 10));
+    d.at(9, 10);
+    assert!(remote::restamp(&d.bsoc).unwrap() > 0);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc],
+        &[("BSOC-9", "keyed in a day ahead")],
+    );
+    let status = |s: &outpost::Store| {
+        s.record("sales_documents", "D1")
+            .unwrap()
+            .and_then(|r| r.get("status").cloned())
+    };
+    assert_eq!(status(&d.asoc), Some(Value::from("delivered")));
+}
+
+/// R2 after central's restore (a review's case against the test above): central's clock and
+/// BSOC's ran a day ahead together; the central of then took BSOC's new opening time of its
+/// cash register (not frozen once synced, R6) and CSOC got it, but BSOC's return never came.
+/// Central is put back from a backup from before, its clock right. BSOC writes the opening time
+/// again and a till reserves the register (R7): held back, so BSOC's next emission covers the
+/// first write without carrying it, and the restored central — whose clock never passed that
+/// write's stamp — confirms its number. The stamp is held at CSOC all the same: BSOC's restamp,
+/// once its clock is set right, must stamp the second write after it, or CSOC keeps the first
+/// for ever (a silent difference of values).
+#[test]
+fn r1_r2_r7_a_write_the_lost_central_relayed_counts_when_the_restored_central_confirms_it() {
+    lost_central_relayed_a_write_bsoc_writes_over_during_the_restore(false);
+    lost_central_relayed_a_write_bsoc_writes_over_during_the_restore(true);
+}
+
+/// The test above, with the remotes syncing after the restore BSOC first, or CSOC first (which
+/// then sends back the first write before BSOC's emission covers it).
+fn lost_central_relayed_a_write_bsoc_writes_over_during_the_restore(csoc_first: bool) {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let reg = |s: &outpost::Store| {
+        s.record("cash_registers", "BSOC-REG-1")
+            .unwrap()
+            .and_then(|r| r.get("opened_at").cloned())
+    };
+    d.bsoc
+        .write(|tx| tx.set("cash_registers", "BSOC-REG-1", "opened_at", "8:00"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = backup_then_both_clocks_a_day_ahead(&d, &bsoc_clock);
+    d.bsoc
+        .write(|tx| tx.set("cash_registers", "BSOC-REG-1", "opened_at", "first"))
+        .unwrap();
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(journal::row(&d.asoc, id).unwrap().unwrap().error, None);
+    sync_all(&d, &[&d.csoc], 1);
+    assert_eq!(reg(&d.csoc), Some(Value::from("first")));
+    // 9:30: central's disk dies; its backup is put back, its clock right (CSOC's with it).
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    bsoc_clock.set(hhmm(9, 40) + DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("cash_registers", "BSOC-REG-1", "opened_at", "second"))
+        .unwrap();
+    d.bsoc
+        .reserve("cash_registers", "BSOC-REG-1", "till-1")
+        .unwrap();
+    if csoc_first {
+        sync_all(&d, &[&d.csoc, &d.bsoc], 2);
+    } else {
+        sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    }
+    // The till done, BSOC's clock set right, `restamp`.
+    d.bsoc
+        .release("cash_registers", "BSOC-REG-1", "till-1")
+        .unwrap();
+    bsoc_clock.set(hhmm(9, 50));
+    d.at(9, 50);
+    remote::restamp(&d.bsoc).unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    for s in [&d.asoc, &d.bsoc, &d.csoc] {
+        assert_eq!(
+            reg(s),
+            Some(Value::from("second")),
+            "{} (CSOC first: {csoc_first})",
+            s.site().code
+        );
+    }
+    all_hold(&d, &[&d.bsoc, &d.csoc], &[]);
 }

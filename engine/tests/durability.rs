@@ -350,7 +350,11 @@ fn r1_r7_own_commits_written_over_or_held_back_are_named_with_their_kept_stamps(
         .unwrap();
     assert_eq!(stamps_of_written_over(&backup, &none), named);
     // Forgotten once confirmed: a later commit writing over the last is named alone.
-    assert_eq!(s.write(|tx| tx.forget_own_stamps(&peer_holds)).unwrap(), 1);
+    assert_eq!(
+        s.write(|tx| tx.forget_own_stamps(&peer_holds, None))
+            .unwrap(),
+        1
+    );
     let newest = write(&s, "e");
     let named = stamps_of_written_over(&s, &none);
     assert_eq!(

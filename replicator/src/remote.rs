@@ -598,7 +598,10 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         // Central holds these own commits: their stamps need not be said again. A store from
         // before stamps were kept keeps them from now on.
         tx.keep_own_stamps()?;
-        tx.forget_own_stamps(&st.central_knowledge)?;
+        // Counted only up to central's clock — but for a central restored from a backup, whose
+        // clock may be below stamps the lost one took and relayed to the others.
+        let clock = (!rejudged).then_some(header.created_stamp);
+        tx.forget_own_stamps(&st.central_knowledge, clock)?;
         st.last_return_seq = seq;
         st.acks.push(ReturnAck {
             id: header.id,
@@ -735,16 +738,16 @@ pub fn restamp(store: &Store) -> Result<u64> {
 /// and they replace what this store believed central holds of them: after central's restore
 /// from a backup it holds less, and the next emission carries again what it lost (a smaller
 /// answer only makes the remote send more).
-pub fn record_acknowledgement(store: &Store, ack: &Knowledge) -> Result<()> {
+pub fn record_acknowledgement(store: &Store, ack: &crate::central::Acknowledgement) -> Result<()> {
     let me = store.site().id;
-    let own = ack.only(me);
+    let own = ack.ack.only(me);
     local::write(store, |tx| {
         let mut st = state(tx)?;
         let believed = st.central_knowledge.only(me);
         st.central_knowledge = st.central_knowledge.difference(&believed);
         st.central_knowledge.union_with(&own);
         // Central holds these: their stamps need not be kept (see `apply_return`).
-        tx.forget_own_stamps(&st.central_knowledge)?;
+        tx.forget_own_stamps(&st.central_knowledge, ack.clock)?;
         local::put(tx, local::REMOTE_STATE, &st)
     })
 }

@@ -11,7 +11,7 @@
 //! | `PUT /v1/emissions/{seq}` | the site | upload from `Upload-Offset` of `Upload-Length` bytes (resumable, T3) |
 //! | `GET /v1/returns?after=SEQ&wait_ms=MS` | the site | its newest return after `SEQ`, waiting up to `MS`; 204 if none |
 //! | `POST /v1/acks` | the site | reports of returns applied or refused (J1 execution at the remote) |
-//! | `GET /v1/acknowledgement` | the site | what central holds of the site's own changes, `{"ack": knowledge}`: asked before each emission, so that a remote without returns (M3) does not send them again |
+//! | `GET /v1/acknowledgement` | the site | what central holds of the site's own changes and central's clock, `{"ack": knowledge, "clock": stamp}`: asked before each emission, so that a remote without returns (M3) does not send them again |
 //! | `GET /v1/journal?site=CODE` | admin | the journal (J1) |
 //! | `GET /v1/status` | admin | the automaton's activity (`Att Dep`, `Tra D02`…), the pending emissions, and where central's restore from a backup stands |
 //! | `GET /monitor`, `/v1/monitor/…`, `/v1/alerts` | admin | the sync monitor (see [`monitor`]) |
@@ -1339,7 +1339,7 @@ async fn acknowledgement(State(state): State<Shared>, Authed(site): Authed) -> R
     match blocking(move || central::acknowledgement(&store, site.id).map_err(|e| e.to_string()))
         .await
     {
-        Ok(ack) => Json(serde_json::json!({ "ack": ack })).into_response(),
+        Ok(ack) => Json(ack).into_response(),
         Err(r) => r,
     }
 }

@@ -541,10 +541,6 @@ fn emit_and_send(
 /// them again, and central takes them as already had. `Err` only when central cannot be
 /// reached.
 fn learn_acknowledgement(store: &Store, link: &Link) -> Result<(), NetError> {
-    #[derive(Deserialize)]
-    struct Acknowledgement {
-        ack: outpost_engine::Knowledge,
-    }
     let asked = link
         .agent
         .get(link.url("/v1/acknowledgement"))
@@ -554,7 +550,8 @@ fn learn_acknowledgement(store: &Store, link: &Link) -> Result<(), NetError> {
         Ok(mut r) if r.status().is_success() => {
             let read = r.body_mut().read_to_string().map_err(|e| e.to_string());
             match read.and_then(|t| {
-                serde_json::from_str::<Acknowledgement>(&t).map_err(|e| e.to_string())
+                serde_json::from_str::<outpost_replicator::central::Acknowledgement>(&t)
+                    .map_err(|e| e.to_string())
             }) {
                 Ok(a) => Some(a),
                 Err(e) => {
@@ -567,7 +564,7 @@ fn learn_acknowledgement(store: &Store, link: &Link) -> Result<(), NetError> {
         Err(e) => return Err(unreachable(e)),
     };
     if let Some(a) = ack
-        && let Err(e) = remote::record_acknowledgement(store, &a.ack)
+        && let Err(e) = remote::record_acknowledgement(store, &a)
     {
         tracing::warn!("central's acknowledgement was not recorded: {e}");
     }
@@ -995,5 +992,26 @@ mod tests {
         // Same zone: one time; no fixed time: said so.
         let same = plan_text("CSOC", paris, Some(paris), None, None);
         assert_eq!(same, "site CSOC (Europe/Paris); no fixed-time sync");
+    }
+
+    /// M3 across versions: an acknowledgement from a central that states no clock (before
+    /// 2026-12-05, or during its restore) is read with none, and the clock round-trips.
+    #[test]
+    fn m3_an_acknowledgement_without_central_s_clock_is_read_as_saying_none() {
+        use outpost_replicator::central::Acknowledgement;
+        let mut known = outpost_engine::Knowledge::new();
+        known.insert(outpost_engine::Dot {
+            site: outpost_engine::SiteId(2),
+            seq: 7,
+        });
+        let ack = serde_json::to_string(&known).unwrap();
+        let old: Acknowledgement = serde_json::from_str(&format!(r#"{{"ack":{ack}}}"#)).unwrap();
+        assert_eq!((old.ack, old.clock), (known, None));
+        let now = Acknowledgement {
+            ack: outpost_engine::Knowledge::new(),
+            clock: Some(outpost_engine::Stamp::new(1_800_000_000_000, 3)),
+        };
+        let text = serde_json::to_string(&now).unwrap();
+        assert_eq!(serde_json::from_str::<Acknowledgement>(&text).unwrap(), now);
     }
 }

@@ -126,7 +126,8 @@ struct State {
     /// Whether each own commit's stamp is kept ([`WriteTx::keep_own_stamps`]).
     keep_own_stamps: bool,
     /// The newest stamp known to be held elsewhere: of a change merged from another site, or
-    /// of an own commit the peer confirmed ([`WriteTx::forget_own_stamps`]). A restamp never
+    /// of an own commit the peer confirmed, up to the peer's clock when it did
+    /// ([`WriteTx::forget_own_stamps`]). A restamp never
     /// stamps below it ([`Store::restamp_ahead`]): a write it stamps again may have written
     /// over a value stamped that late, which the other sites keep.
     settled: Stamp,
@@ -439,7 +440,8 @@ impl Store {
     }
 
     /// The newest stamp known to be held by another site of what this store holds — merged
-    /// from another site, or of an own commit the peer confirmed (meta `settled_high`; a
+    /// from another site, or of an own commit the peer confirmed, up to the peer's clock when it
+    /// did (meta `settled_high`; a
     /// restamp never stamps below it, [`Store::restamp_ahead`]).
     pub fn settled_high(&self) -> Stamp {
         lock(&self.state).settled

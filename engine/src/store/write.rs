@@ -254,8 +254,16 @@ impl WriteTx<'_, '_> {
     /// Drops the kept stamps of own commits that `known` holds (those the peer they were kept
     /// for has confirmed receiving); how many. The peer holds those stamps now: a restamp
     /// stamps after them ([`Store::restamp_ahead`]) — but for the commits a restamp replaced,
-    /// which the peer never took (it confirms their numbers only).
-    pub fn forget_own_stamps(&mut self, known: &Knowledge) -> Result<usize> {
+    /// and those stamped after `peer_clock`, the peer's clock (its high-water mark) when it
+    /// confirmed them: the peer confirms numbers, and a commit of which no change reached it
+    /// (written over by one held back with a reserved document, R7) left no stamp there, while
+    /// every stamp the peer took moved its clock past it. `None`: the peer did not say (an
+    /// earlier version), every confirmed stamp counts.
+    pub fn forget_own_stamps(
+        &mut self,
+        known: &Knowledge,
+        peer_clock: Option<Stamp>,
+    ) -> Result<usize> {
         let own = self.store.site.id;
         let gone = self
             .tables
@@ -266,11 +274,11 @@ impl WriteTx<'_, '_> {
         let replaced = super::restamped(self.tables)?;
         let newest = gone
             .iter()
-            .filter(|(seq, _)| {
+            .filter(|(seq, stamp)| {
                 !replaced.contains(Dot {
                     site: own,
                     seq: *seq,
-                })
+                }) && peer_clock.is_none_or(|clock| Stamp::from_u64(*stamp) <= clock)
             })
             .map(|(_, stamp)| *stamp)
             .max();

@@ -18,12 +18,31 @@ pub struct Processed {
 /// What central holds of `remote`'s own changes: the acknowledgement the network gives a remote
 /// before each emission (`GET /v1/acknowledgement`), so that a remote that gets no return (M3)
 /// stops re-sending what central has.
-pub fn acknowledgement(store: &Store, remote: SiteId) -> Result<Knowledge> {
+pub fn acknowledgement(store: &Store, remote: SiteId) -> Result<Acknowledgement> {
     // While a restore is under way, not its commits central took only from other remotes
     // relaying them: it sends them whole (`record_relayed_dots`).
     // The knowledge first: a dot relayed meanwhile is in the set read after it.
     let known = store.knowledge().only(remote);
-    Ok(known.difference(&relayed_dots(&store.snapshot()?)?))
+    let ack = known.difference(&relayed_dots(&store.snapshot()?)?);
+    // The clock after the knowledge: it has passed every stamp of what that holds — but for a
+    // central restored from a backup, whose clock may be below stamps the lost one took and
+    // relayed to other remotes: none is said until the restore is over.
+    let clock = (!super::restore_under_way(store)?).then(|| store.clock_high_water());
+    Ok(Acknowledgement { ack, clock })
+}
+
+/// Central's answer to a remote asking what it holds of the remote's own changes (M3;
+/// `GET /v1/acknowledgement` sends it as JSON).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Acknowledgement {
+    /// What central holds of the remote's own changes.
+    pub ack: Knowledge,
+    /// Central's clock (its high-water mark) when it answered: of the commits it confirms, the
+    /// remote counts as held here only the stamps up to it
+    /// ([`outpost_engine::WriteTx::forget_own_stamps`]). Absent while a restore from a backup
+    /// is under way (every confirmed stamp counts), and from a central of an earlier version.
+    #[serde(default)]
+    pub clock: Option<outpost_engine::Stamp>,
 }
 
 /// Marks the start of an emission's processing: execution start and count (J1). A processing
