@@ -2535,6 +2535,12 @@ fn r1_a_return_made_for_a_shop_s_lost_store_is_refused_by_the_store_set_up_again
 /// ahead went through. A confirmed stamp counts only once central's clock has reached it.
 #[test]
 fn r2_r7_a_shop_s_commit_written_over_in_a_reserved_document_vouches_for_no_stamp_ahead() {
+    written_over_in_a_reserved_document_then_confirmed(false);
+    written_over_in_a_reserved_document_then_confirmed(true);
+}
+
+/// The test above, the number confirmed by central's return or by its acknowledgement (M3).
+fn written_over_in_a_reserved_document_then_confirmed(by_acknowledgement: bool) {
     let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     number_d1(&d.bsoc, "BSOC-C", "open");
@@ -2548,7 +2554,17 @@ fn r2_r7_a_shop_s_commit_written_over_in_a_reserved_document_vouches_for_no_stam
     d.bsoc.reserve("sales_documents", "D1", "till-1").unwrap();
     let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     assert_eq!(journal::row(&d.asoc, id).unwrap().unwrap().error, None);
-    d.return_and_apply(&d.bsoc);
+    if by_acknowledgement {
+        let ack = central::acknowledgement(&d.asoc, d.bsoc.site().id).unwrap();
+        remote::record_acknowledgement(&d.bsoc, &ack).unwrap();
+    } else {
+        d.return_and_apply(&d.bsoc);
+    }
+    assert_eq!(
+        d.bsoc.snapshot().unwrap().own_stamps_kept().unwrap(),
+        2,
+        "\"paid\" confirmed; D1's numbering and \"delivered\", held back, still kept"
+    );
     assert!(
         d.bsoc.settled_high().physical_ms() < hhmm(9, 0) + DAY_MS,
         "the stamp central never saw is not counted"
@@ -2567,7 +2583,11 @@ fn r2_r7_a_shop_s_commit_written_over_in_a_reserved_document_vouches_for_no_stam
             .starts_with("quarantined: BSOC's changes are stamped 1.0 d ahead"),
         "{error:?}"
     );
-    assert_eq!(name(&d.asoc, "BSOC-9"), None);
+    assert_eq!(
+        name(&d.asoc, "BSOC-9"),
+        None,
+        "by acknowledgement: {by_acknowledgement}"
+    );
     // The procedure releases it: the till's work done, the clock set right, `restamp`.
     d.bsoc.release("sales_documents", "D1", "till-1").unwrap();
     bsoc_clock.set(hhmm(9, 10));

@@ -598,10 +598,7 @@ pub fn apply_return(store: &Store, input: impl Read) -> Result<Applied> {
         // Central holds these own commits: their stamps need not be said again. A store from
         // before stamps were kept keeps them from now on.
         tx.keep_own_stamps()?;
-        // Counted only up to central's clock — but for a central restored from a backup, whose
-        // clock may be below stamps the lost one took and relayed to the others.
-        let clock = (!rejudged).then_some(header.created_stamp);
-        tx.forget_own_stamps(&st.central_knowledge, clock)?;
+        tx.forget_own_stamps(&st.central_knowledge, Some(header.created_stamp))?;
         st.last_return_seq = seq;
         st.acks.push(ReturnAck {
             id: header.id,

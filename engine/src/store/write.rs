@@ -228,6 +228,17 @@ impl WriteTx<'_, '_> {
         put_u64(self.tables, META_NEXT_SEQ, self.state.next_seq)
     }
 
+    /// Moves this store's clock past `stamp`, a stamp it is told another site holds without
+    /// merging the change that carries it: a central put back from a backup learning what the
+    /// lost central had sent or taken. Its next commits are stamped after it, as the lost
+    /// central's were, and its clock's high-water mark, which a return states, passes it.
+    pub fn observe_stamp(&mut self, stamp: Stamp) {
+        if stamp > self.state.hlc.last() {
+            self.state.hlc.observe(stamp);
+            self.state_moved = true;
+        }
+    }
+
     /// Ends the taking back of this site's commits lost in a restore (see
     /// [`WriteTx::skip_sequence`]): from now on a remote sending one is refused (R1) like any
     /// change it did not make. Called once every remote has sent back what it had.

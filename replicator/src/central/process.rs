@@ -24,11 +24,11 @@ pub fn acknowledgement(store: &Store, remote: SiteId) -> Result<Acknowledgement>
     // The knowledge first: a dot relayed meanwhile is in the set read after it.
     let known = store.knowledge().only(remote);
     let ack = known.difference(&relayed_dots(&store.snapshot()?)?);
-    // The clock after the knowledge: it has passed every stamp of what that holds — but for a
-    // central restored from a backup, whose clock may be below stamps the lost one took and
-    // relayed to other remotes: none is said until the restore is over.
-    let clock = (!super::restore_under_way(store)?).then(|| store.clock_high_water());
-    Ok(Acknowledgement { ack, clock })
+    // The clock after the knowledge: it has passed every stamp of what that holds.
+    Ok(Acknowledgement {
+        ack,
+        clock: Some(store.clock_high_water()),
+    })
 }
 
 /// Central's answer to a remote asking what it holds of the remote's own changes (M3;
@@ -39,8 +39,8 @@ pub struct Acknowledgement {
     pub ack: Knowledge,
     /// Central's clock (its high-water mark) when it answered: of the commits it confirms, the
     /// remote counts as held here only the stamps up to it
-    /// ([`outpost_engine::WriteTx::forget_own_stamps`]). Absent while a restore from a backup
-    /// is under way (every confirmed stamp counts), and from a central of an earlier version.
+    /// ([`outpost_engine::WriteTx::forget_own_stamps`]). Absent from a central of an earlier
+    /// version (every confirmed stamp counts).
     #[serde(default)]
     pub clock: Option<outpost_engine::Stamp>,
 }

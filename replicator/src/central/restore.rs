@@ -264,6 +264,10 @@ pub(super) fn vouch(
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
     }
+    // The lost central's clock had passed it; the restored one's passes it too, so that what
+    // a return states of its clock covers what the lost one took (a remote counts the stamps
+    // of its commits confirmed only up to it, `WriteTx::forget_own_stamps`).
+    tx.observe_stamp(stamp);
     let key = site_key(local::RESTORE_VOUCHED, remote);
     let before: Option<Stamp> = local::get(tx, &key)?;
     if before.is_none_or(|b| stamp > b) {
