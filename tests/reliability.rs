@@ -2676,3 +2676,42 @@ fn lost_central_relayed_a_write_bsoc_writes_over_during_the_restore(csoc_first: 
     }
     all_hold(&d, &[&d.bsoc, &d.csoc], &[]);
 }
+
+/// R1, R2: while central's restore from a backup is under way, the stamps a remote reports
+/// holding (`tips`) move central's clock past them, as the lost central's had passed them — but
+/// not a stamp past the emission's own clock, which has passed every stamp its store holds: a
+/// report a year ahead (a damaged or forged header) would otherwise push central's clock, and
+/// the stamps of all its next writes, a year ahead for good.
+#[test]
+fn r1_r2_a_reported_stamp_past_its_emission_s_own_clock_does_not_move_restored_central_s_clock() {
+    use outpost::replicator::incarnation::TIPS_SETTING;
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "keyed in at 9:00"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.at(9, 30);
+    restore_central(&mut d, backup);
+    let (path, _) =
+        outpost::replicator::files::emit_to(&d.csoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let year = outpost::engine::Stamp::new(hhmm(9, 30) + 365 * DAY_MS, 0);
+    let forged = rewrite(&std::fs::read(&path).unwrap(), |h| {
+        let settings = &mut h.config.as_mut().unwrap().settings;
+        let tips = settings[TIPS_SETTING].clone();
+        assert!(tips.starts_with("2:"), "CSOC reports BSOC's newest: {tips}");
+        settings.insert(
+            TIPS_SETTING.to_owned(),
+            format!("2:/{:016x}", year.as_u64()),
+        );
+    });
+    std::fs::write(&path, forged).unwrap();
+    outpost::replicator::files::receive_from(&d.asoc, &path, Some(common::CSOC)).unwrap();
+    assert!(
+        d.asoc.clock_high_water().physical_ms() < hhmm(10, 0),
+        "central's clock moved to {:?}",
+        d.asoc.clock_high_water()
+    );
+}

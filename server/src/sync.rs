@@ -995,7 +995,7 @@ mod tests {
     }
 
     /// M3 across versions: an acknowledgement from a central that states no clock (before
-    /// 2026-12-05, or during its restore) is read with none, and the clock round-trips.
+    /// 2026-12-05) is read with none, and the clock round-trips.
     #[test]
     fn m3_an_acknowledgement_without_central_s_clock_is_read_as_saying_none() {
         use outpost_replicator::central::Acknowledgement;

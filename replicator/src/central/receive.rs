@@ -160,8 +160,9 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         };
         if let Some(reason) = reason {
             // Refused, yet heard from: central does not wait for its report (its store's word
-            // on what it holds is not counted).
+            // on what it holds is not counted; the stamps it holds move the clock all the same).
             heard_from(tx, header.source)?;
+            super::restore::observe_tips(tx, &header)?;
             let refused = RefusedFlow {
                 at_ms: now,
                 sender,

@@ -217,6 +217,37 @@ pub(super) fn record_report(
     record_held(tx, &others)
 }
 
+/// While a restore is under way: moves central's clock past the stamps `header`'s emission
+/// reports holding (`incarnation::TIPS_SETTING`). A central sent them, so the lost central's
+/// clock had passed them; the restored one's passes them too, so that what a return or an
+/// acknowledgement states of its clock covers what the lost one took and relayed (a remote
+/// counts the stamps of its commits central confirms only up to it,
+/// `WriteTx::forget_own_stamps`), and its own next writes are stamped after them. Also for an
+/// emission refused: its store's word on what it holds is not counted, but its stamps came from
+/// a central's returns all the same. A stamp past the emission's own clock (`created_stamp`,
+/// which observed every stamp its store holds) is not one a store holds, and is skipped.
+pub(super) fn observe_tips(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    header: &FlowHeader,
+) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let Some(text) = header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(crate::incarnation::TIPS_SETTING))
+    else {
+        return Ok(());
+    };
+    for (_, _, stamp) in crate::incarnation::parse_tips(text, &header.knowledge) {
+        if stamp <= header.created_stamp {
+            tx.observe_stamp(stamp);
+        }
+    }
+    Ok(())
+}
+
 /// While a restore is under way: the stamps of the changes of other sites, among those `others`
 /// that central lacks, that `header`'s emission reports holding as their site's newest
 /// (`incarnation::TIPS_SETTING`) — one per site (a store reports one), the first report of
@@ -233,6 +264,7 @@ fn record_tips(
     else {
         return Ok(());
     };
+    observe_tips(tx, header)?;
     let mut seen = BTreeSet::new();
     for (site, seq, stamp) in crate::incarnation::parse_tips(text, &header.knowledge) {
         // The reporting remote holds it: a central sent it that stamp; and a central took
@@ -264,10 +296,6 @@ pub(super) fn vouch(
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
     }
-    // The lost central's clock had passed it; the restored one's passes it too, so that what
-    // a return states of its clock covers what the lost one took (a remote counts the stamps
-    // of its commits confirmed only up to it, `WriteTx::forget_own_stamps`).
-    tx.observe_stamp(stamp);
     let key = site_key(local::RESTORE_VOUCHED, remote);
     let before: Option<Stamp> = local::get(tx, &key)?;
     if before.is_none_or(|b| stamp > b) {
