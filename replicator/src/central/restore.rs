@@ -233,19 +233,23 @@ pub(super) fn observe_tips(
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
     }
-    let Some(text) = header
-        .config
-        .as_ref()
-        .and_then(|c| c.settings.get(crate::incarnation::TIPS_SETTING))
-    else {
-        return Ok(());
-    };
-    for (_, _, stamp) in crate::incarnation::parse_tips(text, &header.knowledge) {
+    for (_, _, stamp) in tips_of(header) {
         if stamp <= header.created_stamp {
             tx.observe_stamp(stamp);
         }
     }
     Ok(())
+}
+
+/// What `header`'s emission reports holding of the other sites (`incarnation::TIPS_SETTING`):
+/// (site, number, stamp); none if it says nothing.
+fn tips_of(header: &FlowHeader) -> Vec<(SiteId, u64, Stamp)> {
+    header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(crate::incarnation::TIPS_SETTING))
+        .map(|text| crate::incarnation::parse_tips(text, &header.knowledge))
+        .unwrap_or_default()
 }
 
 /// While a restore is under way: the stamps of the changes of other sites, among those `others`
@@ -257,16 +261,9 @@ fn record_tips(
     header: &FlowHeader,
     others: &Knowledge,
 ) -> Result<()> {
-    let Some(text) = header
-        .config
-        .as_ref()
-        .and_then(|c| c.settings.get(crate::incarnation::TIPS_SETTING))
-    else {
-        return Ok(());
-    };
     observe_tips(tx, header)?;
     let mut seen = BTreeSet::new();
-    for (site, seq, stamp) in crate::incarnation::parse_tips(text, &header.knowledge) {
+    for (site, seq, stamp) in tips_of(header) {
         // The reporting remote holds it: a central sent it that stamp; and a central took
         // it from `site`.
         vouch(tx, header.source, stamp)?;
