@@ -2022,6 +2022,36 @@ fn r2_a_shop_whose_clock_runs_ahead_twice_is_released_by_restamp_both_times() {
     }
 }
 
+/// BSOC creates customer BSOC-1 at 8:00 and every remote syncs; at 9:00 BSOC's clock runs six
+/// minutes ahead (the bound is five), it renames BSOC-1 "stamped ahead", and central holds its
+/// emission.
+fn bsoc_held_for_a_write_six_minutes_ahead() -> (Deployment, ManualClock) {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
+    d.at(9, 0);
+    bsoc_clock.set(hhmm(9, 6));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "stamped ahead"))
+        .unwrap();
+    let (_, held) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let error = journal::row(&d.asoc, held).unwrap().unwrap().error;
+    assert!(error.unwrap_or_default().starts_with("quarantined"));
+    (d, bsoc_clock)
+}
+
+/// 9:03: BSOC names BSOC-1 "edited at 9:03"; at 9:05 every remote syncs twice, and every site
+/// holds `name` for it, and the same content.
+fn bsoc_edits_at_9_03_then_all_hold(d: &Deployment, bsoc_clock: &ManualClock, name: &str) {
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    sync_all(d, &[&d.bsoc, &d.csoc], 2);
+    all_hold(d, &[&d.bsoc, &d.csoc], &[("BSOC-1", name)]);
+}
+
 /// R2: central judges a stamp by its clock when the emission reached it, not when it gets to
 /// processing it. BSOC's clock ran six minutes ahead (the bound is five): held. Its clock set
 /// right, its next emission — carrying the same write — reaches central at 9:00, and BSOC
@@ -2031,22 +2061,7 @@ fn r2_a_shop_whose_clock_runs_ahead_twice_is_released_by_restamp_both_times() {
 /// field lost everywhere but at BSOC (a review found this race).
 #[test]
 fn r2_an_emission_waiting_at_central_when_its_shop_restamps_is_judged_by_its_time_of_arrival() {
-    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
-    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
-    d.at(9, 0);
-    bsoc_clock.set(hhmm(9, 6));
-    d.bsoc
-        .write(|tx| tx.set("customers", "BSOC-1", "name", "stamped ahead"))
-        .unwrap();
-    let (_, held) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
-    assert!(
-        journal::row(&d.asoc, held)
-            .unwrap()
-            .unwrap()
-            .error
-            .unwrap()
-            .starts_with("quarantined")
-    );
+    let (d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
     // BSOC's clock is set right; its next emission reaches central, which has not processed it
     // yet when BSOC restamps.
     bsoc_clock.set(hhmm(9, 0));
@@ -2061,15 +2076,7 @@ fn r2_an_emission_waiting_at_central_when_its_shop_restamps_is_judged_by_its_tim
         error.as_deref().unwrap_or("").starts_with("quarantined"),
         "{error:?}"
     );
-    // 9:03: BSOC edits the name; everyone syncs.
-    bsoc_clock.set(hhmm(9, 3));
-    d.bsoc
-        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
-        .unwrap();
-    bsoc_clock.set(hhmm(9, 5));
-    d.at(9, 5);
-    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "edited at 9:03")]);
+    bsoc_edits_at_9_03_then_all_hold(&d, &bsoc_clock, "edited at 9:03");
 }
 
 /// R2 and R1 together (the simulator's seed 86230): central's clock and BSOC's ran a day ahead
@@ -2713,5 +2720,36 @@ fn r1_r2_a_reported_stamp_past_its_emission_s_own_clock_does_not_move_restored_c
         d.asoc.clock_high_water().physical_ms() < hhmm(10, 0),
         "central's clock moved to {:?}",
         d.asoc.clock_high_water()
+    );
+}
+
+/// R2, an emission still on its way when its shop restamps: BSOC's clock ran six minutes ahead
+/// (the bound is five) and central held its emission. Its clock set right, BSOC writes its next
+/// emission to a stick — still carrying the held write with its old stamp — and restamps before
+/// the stick reaches central, at 9:01:30, when that stamp is only 4.5 minutes ahead: central
+/// takes it. BSOC's edit at 9:03 then loses at central to its own write stamped 9:06, which
+/// BSOC no longer holds (the restamp replaced it) and skips as known: BSOC kept its edit, every
+/// other site the old value, for ever. Central now sees a site's change lose to a write of the
+/// same site that the site says it knows, and returns it refused (R2) with central's value,
+/// which BSOC takes: every site holds the same, and BSOC is told why its edit did not stand.
+#[test]
+fn r2_an_emission_on_its_way_when_its_shop_restamps_leaves_no_difference_of_values() {
+    let (d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
+    bsoc_clock.set(hhmm(9, 0));
+    let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    bsoc_clock.set(hhmm(9, 0) + 30_000);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    d.clock.set(hhmm(9, 1) + 30_000);
+    files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
+    bsoc_edits_at_9_03_then_all_hold(&d, &bsoc_clock, "stamped ahead");
+    let refused = remote::refused_by_central(&d.bsoc).unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.rejection.refusal.rule == outpost::engine::Rule::R2
+                && r.rejection.change.value == Value::from("edited at 9:03")),
+        "{refused:?}"
     );
 }

@@ -35,6 +35,12 @@ pub enum Rule {
     R8,
     /// The change does not fit the shared schema: unknown table or field, wrong type.
     Schema,
+    /// R2: the latest by date/time is kept. Returned, not refused by a guard: the change of a
+    /// site lost at central to a write of the same site stamped later, which the site no
+    /// longer holds though it knows it (a restamp replaced that write while an emission
+    /// carrying it was on its way) — the site takes central's value. Last, so that the other
+    /// rules keep their encoding.
+    R2,
 }
 
 impl fmt::Display for Rule {
@@ -48,6 +54,7 @@ impl fmt::Display for Rule {
             Rule::R7 => "R7",
             Rule::R8 => "R8",
             Rule::Schema => "schema",
+            Rule::R2 => "R2",
         })
     }
 }

@@ -221,6 +221,64 @@ pub(super) fn quarantine_reason(
     ))
 }
 
+/// R2: `change`, of the emission's site, lost at central to a write of that same site stamped
+/// later, which the emission says its store knows — yet the store wrote `change` after it, so
+/// it no longer holds it, and skips it as known in every return: a difference of values for
+/// ever. Only a restamp does that (it stamps again, lower, a write central took from an
+/// emission still on its way, or not yet confirmed). The change is returned refused, with
+/// central's register, which the store takes ([`crate::remote`] reverts a refused change).
+fn lost_to_its_own_write(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    header: &FlowHeader,
+    change: &outpost_engine::Change,
+    now: u64,
+) -> Result<Option<Rejection>> {
+    let Some(raw) = tx.raw_record(&change.table, &change.key)? else {
+        return Ok(None);
+    };
+    let winner = match &change.slot {
+        Slot::Created => None,
+        Slot::Tombstone => raw.tombstone,
+        Slot::Field(f) => raw.fields.get(f).cloned(),
+    };
+    let Some(winner) = winner.filter(|w| {
+        w.dot.site == change.dot.site
+            && w.dot != change.dot
+            && w.stamp > change.stamp
+            && header.knowledge.contains(w.dot)
+    }) else {
+        return Ok(None);
+    };
+    Ok(Some(Rejection {
+        source: header.source,
+        change: change.clone(),
+        refusal: outpost_engine::Refusal {
+            rule: outpost_engine::Rule::R2,
+            writer: change.dot.site,
+            table: change.table.clone(),
+            key: change.key.clone(),
+            field: match &change.slot {
+                Slot::Field(f) => Some(f.clone()),
+                _ => None,
+            },
+            reason: format!(
+                "a write of this site stamped {} later (commit {}) holds this register at \
+                 central: this site stamped it again, lower (restamp), after an emission carrying \
+                 it had left; the latest by date/time is kept (R2), and this site takes central's \
+                 value",
+                human_ms(
+                    winner
+                        .stamp
+                        .physical_ms()
+                        .saturating_sub(change.stamp.physical_ms())
+                ),
+                winner.dot
+            ),
+        },
+        at_ms: now,
+    }))
+}
+
 /// The newest stamp a central sent the emission's store or took from it, as the emission says
 /// (`incarnation::SETTLED_SETTING`); zero when it says none, or nothing readable. A claim,
 /// not checked: the hold guards against wrong clocks, whose stores never get such stamps
@@ -365,6 +423,15 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             }
             let base = report.outcomes.len();
             tx.apply_batch(sender, &changes, &mut report)?;
+            for (i, incoming) in changes.iter().enumerate() {
+                if let Incoming::New(c) = incoming
+                    && c.dot.site == sender
+                    && matches!(report.outcomes.get(base + i), Some(Outcome::Superseded))
+                    && let Some(rejection) = lost_to_its_own_write(tx, &header, c, now)?
+                {
+                    report.refusals.push((base + i, rejection));
+                }
+            }
             // Central's own changes taken back (what a restore lost) vouch for their time;
             // one refused (a remote may not write as central outside a restore) does not.
             for (i, incoming) in changes.iter().enumerate() {
