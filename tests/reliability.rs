@@ -2734,6 +2734,38 @@ fn r1_r2_a_reported_stamp_past_its_emission_s_own_clock_does_not_move_restored_c
 /// which BSOC takes: every site holds the same, and BSOC is told why its edit did not stand.
 #[test]
 fn r2_an_emission_on_its_way_when_its_shop_restamps_leaves_no_difference_of_values() {
+    let (d, bsoc_clock) = bsoc_restamps_while_its_emission_is_on_its_way();
+    bsoc_edits_at_9_03_then_all_hold(&d, &bsoc_clock, "stamped ahead");
+    bsoc_was_told(&d, outpost::engine::Rule::R2);
+}
+
+/// The same with BSOC of an earlier version, which cannot decode rule R2 in a return: its
+/// emission does not say it reads it (setting `rules`), so central returns the refusal under
+/// rule R1, with the same reason and value — read, and taken.
+#[test]
+fn r2_a_remote_that_does_not_say_it_reads_rule_r2_gets_that_refusal_under_r1() {
+    use outpost::replicator::incarnation::RULES_SETTING;
+    let (d, bsoc_clock) = bsoc_restamps_while_its_emission_is_on_its_way();
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let earlier = rewrite(&std::fs::read(&path).unwrap(), |h| {
+        h.config.as_mut().unwrap().settings.remove(RULES_SETTING);
+    });
+    std::fs::write(&path, earlier).unwrap();
+    files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    d.return_and_apply(&d.bsoc);
+    bsoc_was_told(&d, outpost::engine::Rule::R1);
+    all_hold(&d, &[&d.bsoc], &[("BSOC-1", "stamped ahead")]);
+}
+
+/// After BSOC's emission was held (`bsoc_held_for_a_write_six_minutes_ahead`): its clock set
+/// right at 9:00, it writes its next emission to a stick, and restamps at 9:00:30; the stick
+/// reaches central at 9:01:30, which takes the write with its old stamp (4.5 minutes ahead).
+fn bsoc_restamps_while_its_emission_is_on_its_way() -> (Deployment, ManualClock) {
     let (d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
     bsoc_clock.set(hhmm(9, 0));
     let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
@@ -2743,13 +2775,20 @@ fn r2_an_emission_on_its_way_when_its_shop_restamps_leaves_no_difference_of_valu
     files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
     central::process_ready(&d.asoc).unwrap();
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
-    bsoc_edits_at_9_03_then_all_hold(&d, &bsoc_clock, "stamped ahead");
+    (d, bsoc_clock)
+}
+
+/// BSOC holds, among the refusals central returned, its edit "edited at 9:03" under `rule`,
+/// with the reason.
+fn bsoc_was_told(d: &Deployment, rule: outpost::engine::Rule) {
     let refused = remote::refused_by_central(&d.bsoc).unwrap();
     assert!(
-        refused
-            .iter()
-            .any(|r| r.rejection.refusal.rule == outpost::engine::Rule::R2
-                && r.rejection.change.value == Value::from("edited at 9:03")),
+        refused.iter().any(|r| r.rejection.refusal.rule == rule
+            && r.rejection.change.value == Value::from("edited at 9:03")
+            && r.rejection
+                .refusal
+                .reason
+                .contains("stamped it again, lower (restamp)")),
         "{refused:?}"
     );
 }

@@ -75,6 +75,21 @@ fn parse_stamp(text: &str) -> Option<Stamp> {
 /// took, once restamped (never below them), is not held for them.
 pub const SETTLED_SETTING: &str = "settled";
 
+/// The setting an emission carries: the rules added to a return's refusals since flow format 3
+/// that its store decodes, joined by `,` (`R2`, since 2026-12-05). Central returns a refusal of
+/// such a rule to a remote that does not say it under rule R1, with the same reason: a remote
+/// of an earlier version could not read the return at all.
+pub const RULES_SETTING: &str = "rules";
+
+/// Whether `header`'s emission says its store decodes refusals of rule R2 ([`RULES_SETTING`]).
+pub fn reads_r2(header: &crate::flow::FlowHeader) -> bool {
+    header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(RULES_SETTING))
+        .is_some_and(|v| v.split(',').any(|r| r == "R2"))
+}
+
 /// The setting an emission carries: for each other remote site, the highest-numbered change of
 /// it its store received, and that change's stamp: `SITE:SEQ/STAMP` (hex stamp) joined by
 /// `,` ([`local::REMOTE_TIPS`]); `SITE:/STAMP` when the number is the highest the emission's

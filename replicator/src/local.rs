@@ -151,6 +151,10 @@ pub const SITE_LOG_SEQ: &[u8] = b"ws/log";
 /// remote — the latest time the remote's clock can have taken from central (R2: its stamps up
 /// to it are not held for clock skew): `ch/` + site id (u16 BE) → stamp (u64).
 pub(crate) const SENT_HIGH: &[u8] = b"ch/";
+/// Central: the remotes whose latest emission said they read the refusals of rule R2 (setting
+/// `incarnation::RULES_SETTING`): `cu/` + site id (u16 BE) → (). A remote of an earlier version
+/// cannot decode that rule in a return, and gets such a refusal under rule R1, with its reason.
+pub(crate) const READS_R2: &[u8] = b"cu/";
 
 /// Central: what the newest emission received of each remote (by number) said its store knew
 /// of that remote's own changes (`incarnation::NewestClaim`): `cn/` + site id (u16 BE).
@@ -184,6 +188,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_VOUCHED", RESTORE_VOUCHED),
     ("RESTORE_OWN_BACK", RESTORE_OWN_BACK),
     ("SENT_HIGH", SENT_HIGH),
+    ("READS_R2", READS_R2),
     ("NEWEST_CLAIMS", NEWEST_CLAIMS),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),

@@ -330,6 +330,10 @@ pub fn emit<W: Write>(
     if let Some((seq, stamp)) = prev {
         settings.insert(PREV_SETTING.to_owned(), prev_setting(seq, stamp));
     }
+    settings.insert(
+        crate::incarnation::RULES_SETTING.to_owned(),
+        "R2".to_owned(),
+    );
     let settled = store.settled_high();
     if settled != Stamp::ZERO {
         settings.insert(

@@ -202,7 +202,8 @@ pub struct AheadReport {
 pub struct MergeReport {
     /// One outcome per change, in input order.
     pub outcomes: Vec<Outcome>,
-    /// The refused changes, whole, with their index in the input (also in the rejection log).
+    /// The refused changes, whole, with their index in the input (those the merge refused are
+    /// also in the rejection log; a caller may add others, as central does for rule R2).
     pub refusals: Vec<(usize, Rejection)>,
     /// Stamps further ahead of the local clock than the bound (applied, and reported).
     pub ahead: Vec<AheadReport>,

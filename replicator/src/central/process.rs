@@ -531,6 +531,16 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             rec.knowledge = header.knowledge.clone();
         }
         rec.unanswered.push(id);
+        let mut reads_r2 = local::READS_R2.to_vec();
+        reads_r2.extend_from_slice(&sender.0.to_be_bytes());
+        match (
+            crate::incarnation::reads_r2(&header),
+            tx.local_get(&reads_r2)?.is_some(),
+        ) {
+            (true, false) => local::put(tx, &reads_r2, &())?,
+            (false, true) => tx.local_remove(&reads_r2)?,
+            _ => {}
+        }
         rec.rejections
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
         apply_acks(tx, &mut rec, &header.acks)?;

@@ -423,7 +423,10 @@ pub(super) fn write_for_remote<W: Write>(
         }
     }
     let returned = if is_return {
-        returned_rejections(&snap, &rec)?
+        let mut reads_r2 = local::READS_R2.to_vec();
+        reads_r2.extend_from_slice(&remote.0.to_be_bytes());
+        let reads_r2 = snap.local_get(&reads_r2)?.is_some();
+        returned_rejections(&snap, &rec, reads_r2)?
     } else {
         Vec::new()
     };
@@ -440,13 +443,23 @@ pub(super) fn write_for_remote<W: Write>(
     Ok((out, built))
 }
 
-/// The refused changes of `rec` a return carries back, each with central's register for it.
-fn returned_rejections(snap: &Snapshot, rec: &RemoteRecord) -> Result<Vec<ReturnedRejection>> {
+/// The refused changes of `rec` a return carries back, each with central's register for it;
+/// a refusal of rule R2 under rule R1 (same reason) unless the remote `reads_r2`
+/// ([`local::READS_R2`]).
+fn returned_rejections(
+    snap: &Snapshot,
+    rec: &RemoteRecord,
+    reads_r2: bool,
+) -> Result<Vec<ReturnedRejection>> {
     rec.rejections
         .iter()
         .map(|(r, _)| {
+            let mut rejection = r.clone();
+            if !reads_r2 && rejection.refusal.rule == outpost_engine::Rule::R2 {
+                rejection.refusal.rule = outpost_engine::Rule::R1;
+            }
             Ok(ReturnedRejection {
-                rejection: r.clone(),
+                rejection,
                 central: central_register(snap, r)?,
             })
         })
