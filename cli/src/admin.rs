@@ -408,14 +408,30 @@ pub fn central_import(dir: &Path, file: &Path) -> CliResult<()> {
                 crate::say!("note: {n}");
             }
             for p in central::process_ready(&store).map_err(msg)? {
+                // A superseded change returned to its site to take central's value (R2) is
+                // among the refusals the return carries, not among the refused changes.
+                let returned = p
+                    .report
+                    .refusals
+                    .iter()
+                    .filter(|(_, r)| r.refusal.rule == outpost_engine::Rule::R2)
+                    .count();
                 crate::say!(
-                    "emission {} processed: {} changes ({} new, {} superseded, {} already held, {} refused)",
+                    "emission {} processed: {} changes ({} new, {} superseded, {} already held, {} refused){}",
                     p.id,
                     p.report.outcomes.len(),
                     p.report.count(outpost_engine::Outcome::Applied),
                     p.report.count(outpost_engine::Outcome::Superseded),
                     p.report.count(outpost_engine::Outcome::AlreadyHad),
-                    p.report.refused()
+                    p.report.refused().saturating_sub(returned),
+                    if returned > 0 {
+                        format!(
+                            "; {returned} superseded by a later write of its own site that the \
+                             site no longer holds, returned to it (R2)"
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
             if let Some(row) = journal::row(&store, id).map_err(msg)?
