@@ -324,6 +324,13 @@ pub(crate) fn sent_high_key(site: outpost_engine::SiteId) -> Vec<u8> {
     key
 }
 
+/// [`READS_R2`]'s key for `site`.
+pub(crate) fn reads_r2_key(site: outpost_engine::SiteId) -> Vec<u8> {
+    let mut key = READS_R2.to_vec();
+    key.extend_from_slice(&site.0.to_be_bytes());
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::REGISTRY;

@@ -531,8 +531,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             rec.knowledge = header.knowledge.clone();
         }
         rec.unanswered.push(id);
-        let mut reads_r2 = local::READS_R2.to_vec();
-        reads_r2.extend_from_slice(&sender.0.to_be_bytes());
+        let reads_r2 = local::reads_r2_key(sender);
         match (
             crate::incarnation::reads_r2(&header),
             tx.local_get(&reads_r2)?.is_some(),

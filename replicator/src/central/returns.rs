@@ -423,9 +423,7 @@ pub(super) fn write_for_remote<W: Write>(
         }
     }
     let returned = if is_return {
-        let mut reads_r2 = local::READS_R2.to_vec();
-        reads_r2.extend_from_slice(&remote.0.to_be_bytes());
-        let reads_r2 = snap.local_get(&reads_r2)?.is_some();
+        let reads_r2 = snap.local_get(&local::reads_r2_key(remote))?.is_some();
         returned_rejections(&snap, &rec, reads_r2)?
     } else {
         Vec::new()
