@@ -2792,3 +2792,42 @@ fn bsoc_was_told(d: &Deployment, rule: outpost::engine::Rule) {
         "{refused:?}"
     );
 }
+
+/// R2 with R1, the other order (a review's case, feared open): BSOC restamps while an emission
+/// carrying its held write is on a stick, edits the field, and central — put back from a backup
+/// meanwhile — takes the edit from an emission whose coverage it does not trust yet (made before
+/// BSOC applied a return of the restored central), so it does not learn that BSOC knows the old
+/// write. The stick comes in last: the old write, stamped later than the edit, replaces it at
+/// central and reaches every other site. BSOC knows it, yet takes it too: while the restore is
+/// under way central's returns say they judged anew (`rejudged`) and are merged whole, known
+/// changes included. Every site holds the same.
+#[test]
+fn r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_difference_of_values() {
+    let (mut d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    bsoc_clock.set(hhmm(9, 0));
+    let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    bsoc_clock.set(hhmm(9, 0) + 30_000);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    // 9:03: central is put back from its backup; CSOC reports, then BSOC's emission is taken.
+    d.at(9, 3);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
+    // 9:04: the stick comes in; the old write is 2 minutes ahead, within the bound.
+    d.at(9, 4);
+    files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
+    assert_eq!(name(&d.bsoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
+    assert!(central::restore_under_way(&d.asoc).unwrap());
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
+}
