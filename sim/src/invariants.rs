@@ -193,6 +193,28 @@ impl World {
             }
         }
         // No write lost.
+        // Central's refusals as its monitor logs them, by rule (those decided by the
+        // replicator, R2's, included).
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = outpost_replicator::monitor::rejections_page(
+                &self.central,
+                cursor.as_deref(),
+                500,
+                |_| true,
+            )?;
+            for r in &page.items {
+                *self
+                    .report
+                    .rejections_by_rule
+                    .entry(format!("{:?}", r.rejection.refusal.rule))
+                    .or_insert(0) += 1;
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
         let mut rejected: BTreeSet<(Dot, String, String)> = self
             .central
             .rejections()?

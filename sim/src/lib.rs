@@ -106,6 +106,10 @@ pub struct Report {
     pub forbidden_refused: u64,
     /// Changes refused at central (rejection log).
     pub rejections: u64,
+    /// Central's refusals as its monitor logs them, by rule (the rule's name), those decided
+    /// by the replicator included (`R2`: a change lost at central to a later write of its own
+    /// site that the site knew, returned with central's value).
+    pub rejections_by_rule: BTreeMap<String, u64>,
     /// Fields written by two or more sites (conflicts resolved by last-writer-wins).
     pub conflicts: u64,
     /// Journal rows executed more than once (processing cut off and redone, J1).
@@ -306,6 +310,14 @@ enum Event {
     /// configuration) is synced once more and removed again, once central has heard from every
     /// remote (docs/OPERATIONS.md). Happens to a closed shop: not skipped for it.
     RemoveAgain(usize),
+    /// A manual shop's clock runs two minutes past the bound and its emission is held; the person
+    /// responsible sets the clock right, the shop writes its next emission to the stick, is
+    /// restamped, and the stick reaches central minutes later, its write now within the bound;
+    /// the shop then edits the same field again (R2: the edit loses at central to the old write
+    /// stamped later, and must be returned refused, or the shop keeps it alone). The step of
+    /// the sequence, 0 to 4 ([`World::stick_race`]), and whether the edit's emission reaches
+    /// central before the stick (the stick then comes in after it, as a late file does).
+    StickRace(usize, u8, bool),
 }
 
 impl Event {
@@ -324,7 +336,8 @@ impl Event {
             | Event::Retype(i)
             | Event::Delete(i)
             | Event::Permissions(i)
-            | Event::ShopClock(i, _) => Some(i),
+            | Event::ShopClock(i, _)
+            | Event::StickRace(i, _, _) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralClock(_)
@@ -414,6 +427,9 @@ struct World {
     files_rng: Rng,
     /// Each manual remote's files on their way by hand, late (by remote index).
     sticks: HashMap<usize, Stick>,
+    /// The shop and the customer of the sequence under way ([`Event::StickRace`]); `None` once
+    /// a step could not be played as planned (the rest is skipped).
+    stick_race: Option<(usize, String)>,
     /// The generator of central's records numbered by the engine (`new_key`).
     keys_rng: Rng,
     /// Every key the engine gave (`new_key`).
@@ -431,6 +447,9 @@ struct World {
 #[derive(Default)]
 struct Stick {
     emission: Option<Vec<u8>>,
+    /// The next emission is carried by hand later ([`Event::StickRace`]): it stays on the stick
+    /// until brought, with nothing drawn from the files' generator.
+    carry_next: bool,
     /// A return's bytes and the emission it answers.
     ret: Option<(Option<u64>, Vec<u8>)>,
 }
@@ -569,6 +588,10 @@ impl RemoteTransport for SimNet<'_> {
     fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<outpost_replicator::FlowId, Carry> {
         let site = store.site().id;
         let (bytes, emitted) = remote::emit(store, Vec::new(), mode, false)?;
+        if std::mem::take(&mut self.stick.carry_next) {
+            self.stick.emission = Some(bytes);
+            return Ok(emitted.id);
+        }
         if self.left_on_stick("emission_file_lost", 20) {
             // The shop believes it handed the file over; it never reaches central.
             return Ok(emitted.id);

@@ -155,7 +155,7 @@ impl World {
     }
 
     /// Records remote `i`'s write `what` (one the rules allow), or its refusal as a violation.
-    fn legitimate(
+    pub(super) fn legitimate(
         &mut self,
         i: usize,
         what: &str,

@@ -122,6 +122,7 @@ impl World {
             refused_instances: BTreeSet::new(),
             next_instance: 1,
             sticks: HashMap::new(),
+            stick_race: None,
             now: START_MS,
             central,
             central_clock,
@@ -322,11 +323,13 @@ impl World {
             }
         }
         // Central's disk dies once in a while; the backup put back is up to three days old.
+        let mut central_restore = None;
         if self.cfg.faults && self.rng.chance(250) {
             let backup = START_MS + self.rng.below(span);
             let restore = backup + self.rng.below((START_MS + span - backup).min(3 * DAY));
             self.push(backup, Event::CentralBackup);
             self.push(restore, Event::CentralRestore);
+            central_restore = Some(restore);
             // Half the time the same trouble takes a shop's disk too, preferably a shop that
             // syncs at a fixed time: its store is put back from a backup up to a day older
             // than central's loss, a few hours after central's restore, and it keys in again
@@ -365,6 +368,42 @@ impl World {
                             }
                         }
                     }
+                }
+            }
+        }
+        // Now and then a manual shop's clock runs two minutes past the bound, and its next
+        // emission is on the stick while it is restamped ([`Event::StickRace`]): half the time
+        // the stick reaches central before the shop's edit, half the time after; when central
+        // is put back from a backup in the run, half the time while its restore is under way. A
+        // generator of its own.
+        let mut race = crate::rng::Rng::new(self.cfg.seed ^ 0x571c);
+        if self.cfg.faults && race.chance(300) {
+            let manual: Vec<usize> = (0..self.remotes.len())
+                .filter(|&i| self.remotes[i].kind == Kind::Manual)
+                .collect();
+            let day = race.below(u64::from(self.cfg.days));
+            let mut t0 = START_MS + day * DAY + 10 * HOUR + race.below(6 * HOUR);
+            let shop = race.pick(&manual).copied();
+            let after_restore = race.chance(500);
+            let later = race.below(2 * HOUR);
+            let edit_first = race.chance(500);
+            if let Some(restore) = central_restore
+                && after_restore
+            {
+                t0 = restore + 5 * MINUTE + later;
+            }
+            if let Some(i) = shop
+                && t0 + 10 * MINUTE < end
+            {
+                let offsets = [
+                    0,
+                    MINUTE,
+                    MINUTE + MINUTE / 2,
+                    2 * MINUTE + MINUTE / 2,
+                    4 * MINUTE,
+                ];
+                for (step, offset) in (0u8..).zip(offsets) {
+                    self.push(t0 + offset, Event::StickRace(i, step, edit_first));
                 }
             }
         }
@@ -470,6 +509,7 @@ impl World {
                     }
                 }
                 Event::RemoveAgain(i) => self.remove_again(i)?,
+                Event::StickRace(i, step, edit_first) => self.stick_race(i, step, edit_first)?,
                 Event::ShopClock(i, skew_ms) => {
                     self.remotes[i].skew_ms = skew_ms;
                     self.set_time(t);
@@ -720,38 +760,7 @@ impl World {
             {
                 continue;
             }
-            // The writes stamped again are checked against their new stamps.
-            let store = &self.remotes[i].store;
-            let site = store.site().id;
-            for w in self.accepted.iter_mut().filter(|w| w.dot.site == site) {
-                let Some(raw) = store.snapshot()?.raw_record(&w.table, &w.key)? else {
-                    continue;
-                };
-                let now = match &w.slot {
-                    Slot::Created => Some((
-                        Marker {
-                            stamp: raw.created.stamp,
-                            site: raw.created.site(),
-                            seq: raw.created.dot.seq,
-                        },
-                        raw.created.dot,
-                    )),
-                    Slot::Tombstone => raw.tombstone.map(|r| (r.marker(), r.dot)),
-                    Slot::Field(f) => raw.fields.get(f).map(|r| (r.marker(), r.dot)),
-                };
-                // Its new dot too: a change central refuses is logged under the dot it came with.
-                // Stamped again from the clock as it is, its stamp may be later than before:
-                // after central's stamps from a clock ahead, a remote's clock reads after them.
-                // Only the commit the restamp made: not a later write of the shop's own.
-                if let Some((m, dot)) = now
-                    && m.site == site
-                    && !before.contains(dot)
-                {
-                    w.marker = m;
-                    w.dot = dot;
-                    w.at_central = false;
-                }
-            }
+            self.follow_restamp(i, &before)?;
             *self
                 .report
                 .faults_injected
@@ -760,6 +769,185 @@ impl World {
             self.reschedule_remote(i);
         }
         Ok(holding)
+    }
+
+    /// The writes of remote `i` that its restamp stamped again (their dots new to `before`, its
+    /// knowledge before the restamp) are checked against their new stamps from here on.
+    fn follow_restamp(
+        &mut self,
+        i: usize,
+        before: &outpost_engine::Knowledge,
+    ) -> Result<(), SimError> {
+        // The writes stamped again are checked against their new stamps.
+        let store = &self.remotes[i].store;
+        let site = store.site().id;
+        for w in self.accepted.iter_mut().filter(|w| w.dot.site == site) {
+            let Some(raw) = store.snapshot()?.raw_record(&w.table, &w.key)? else {
+                continue;
+            };
+            let now = match &w.slot {
+                Slot::Created => Some((
+                    Marker {
+                        stamp: raw.created.stamp,
+                        site: raw.created.site(),
+                        seq: raw.created.dot.seq,
+                    },
+                    raw.created.dot,
+                )),
+                Slot::Tombstone => raw.tombstone.map(|r| (r.marker(), r.dot)),
+                Slot::Field(f) => raw.fields.get(f).map(|r| (r.marker(), r.dot)),
+            };
+            // Its new dot too: a change central refuses is logged under the dot it came with.
+            // Stamped again from the clock as it is, its stamp may be later than before:
+            // after central's stamps from a clock ahead, a remote's clock reads after them.
+            // Only the commit the restamp made: not a later write of the shop's own.
+            if let Some((m, dot)) = now
+                && m.site == site
+                && !before.contains(dot)
+            {
+                w.marker = m;
+                w.dot = dot;
+                w.at_central = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of [`Event::StickRace`] at manual remote `i`, after the reliability test
+    /// `r2_an_emission_on_its_way_when_its_shop_restamps_leaves_no_difference_of_values`:
+    /// 0. its clock runs two minutes past central's bound; it edits a customer's city and
+    ///    emits: central holds the emission (quarantined);
+    /// 1. a minute on, the person responsible sets its clock right; the shop writes its next
+    ///    emission, carrying the held write, to the stick;
+    /// 2. half a minute on, the shop is restamped (the held write, half a minute past the bound
+    ///    now, stamped anew);
+    /// 3. a minute on, the stick reaches central: the old write is within the bound now, taken;
+    /// 4. a minute and a half on, the shop edits the same city again, stamped before the old
+    ///    write: central keeps the old write and must return the edit refused (R2).
+    ///
+    /// With `edit_first`, steps 3 and 4 the other way round: at step 3 the shop edits and emits,
+    /// and the stick comes in right after that emission (as a late file does); step 4 brings it
+    /// if that emission did not reach central. Central learns from the edit's emission that the
+    /// shop knows the old write and takes nothing of the stick — unless central is being put
+    /// back from a backup and does not trust that yet: then the old write wins at central and
+    /// its returns, judged anew, carry it to the shop too
+    /// (`r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_difference_of_values`).
+    ///
+    /// A step that cannot be played as planned (the shop busy with another file on its stick,
+    /// the customer gone) ends the sequence; what the random faults make of its emissions
+    /// is part of the run.
+    pub(super) fn stick_race(
+        &mut self,
+        i: usize,
+        step: u8,
+        edit_first: bool,
+    ) -> Result<(), SimError> {
+        if step > 0 && self.stick_race.as_ref().is_none_or(|(r, _)| *r != i) {
+            return Ok(());
+        }
+        match step {
+            // A shop whose clock is off already (another fault) is left to that one.
+            0 if self.remotes[i].skew_ms != 0 => {}
+            0 => {
+                let customers =
+                    self.remotes[i]
+                        .store
+                        .snapshot()?
+                        .scan("customers", None, Some(200))?;
+                let n = customers.len().max(1) as u64;
+                let pick = usize::try_from((self.now / MINUTE) % n).unwrap_or(0);
+                let Some(key) = customers.get(pick).map(|c| c.key.clone()) else {
+                    return Ok(());
+                };
+                let skew = self.central.skew_ms_max() + 2 * MINUTE;
+                self.remotes[i].skew_ms = i64::try_from(skew).unwrap_or(i64::MAX);
+                self.set_time(self.now);
+                if let Some(r) = self.report.remotes.get_mut(i) {
+                    r.skew_minutes = r
+                        .skew_minutes
+                        .max(i64::try_from(skew / MINUTE).unwrap_or(i64::MAX));
+                }
+                *self
+                    .report
+                    .faults_injected
+                    .entry("clock_just_past_the_bound".to_owned())
+                    .or_insert(0) += 1;
+                let city = format!("stamped ahead at {}", self.remotes[i].code);
+                let result = self.remotes[i]
+                    .store
+                    .write_commit(|tx| tx.set("customers", &key, "city", city.as_str()));
+                self.legitimate(i, "an edit two minutes past the bound", result);
+                self.stick_race = Some((i, key));
+                self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
+            }
+            1 => {
+                self.remotes[i].skew_ms = 0;
+                self.set_time(self.now);
+                let stick = self.sticks.entry(i).or_default();
+                if stick.emission.is_some() {
+                    self.stick_race = None;
+                } else {
+                    stick.carry_next = true;
+                    self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
+                    let stick = self.sticks.entry(i).or_default();
+                    if std::mem::take(&mut stick.carry_next) || stick.emission.is_none() {
+                        self.stick_race = None;
+                    }
+                }
+            }
+            2 => {
+                let before = self.remotes[i].store.knowledge();
+                if outpost_replicator::remote::restamp(&self.remotes[i].store)? > 0 {
+                    self.follow_restamp(i, &before)?;
+                    *self
+                        .report
+                        .faults_injected
+                        .entry("restamped_with_an_emission_on_the_stick".to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+            3 if edit_first => {
+                // The edit, and its emission: the stick comes in right after it.
+                self.edit_after_the_restamp(i)?;
+                self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
+            }
+            3 => self.bring_the_stick(i)?,
+            _ if edit_first => {
+                // The stick, if the emission before it did not reach central (cut, lost).
+                self.stick_race = None;
+                self.bring_the_stick(i)?;
+            }
+            _ => {
+                self.edit_after_the_restamp(i)?;
+                self.stick_race = None;
+            }
+        }
+        self.reschedule_remote(i);
+        Ok(())
+    }
+
+    /// [`Event::StickRace`]: the shop edits again the city it wrote with its clock ahead.
+    fn edit_after_the_restamp(&mut self, i: usize) -> Result<(), SimError> {
+        let Some((_, key)) = self.stick_race.clone() else {
+            return Ok(());
+        };
+        let city = format!("edited after the restamp at {}", self.remotes[i].code);
+        let result = self.remotes[i]
+            .store
+            .write_commit(|tx| tx.set("customers", &key, "city", city.as_str()));
+        self.legitimate(i, "an edit after the restamp", result);
+        Ok(())
+    }
+
+    /// The emission left on remote `i`'s stick reaches central.
+    fn bring_the_stick(&mut self, i: usize) -> Result<(), SimError> {
+        let site = self.remotes[i].store.site().id;
+        let (_, mut net) = self.net(i);
+        match net.deliver_late_emission(site) {
+            Ok(()) => Ok(()),
+            Err(Carry::Failed(e)) => Err(e),
+            Err(other) => Err(bad(&other.to_string())),
+        }
     }
 
     /// An admin moves a fixed-time remote's emission and fetch (C4/C6) while its executor runs:
