@@ -2739,6 +2739,61 @@ fn r2_an_emission_on_its_way_when_its_shop_restamps_leaves_no_difference_of_valu
     bsoc_was_told(&d, outpost::engine::Rule::R2);
 }
 
+/// The test above with BSOC confirmed before the stick comes in (found by the simulator, seed 43
+/// of `--sites 5 --days 3`): after central's restore, CSOC and BSOC report, take a return of the
+/// restored central (BSOC's holds the edit, not the old write) and CSOC sends its next emission;
+/// then the stick comes in and central takes the old write from it, over the edit. BSOC's next
+/// emission, made after the return it applied, completes the restore — and BSOC, which knows the
+/// old write's number, would never take it (its returns merge whole only while the restore is
+/// under way): a silent difference of values. Central taking from an emission it does not trust
+/// a change of its sender that the sender had said it knows restarts the restore's
+/// confirmations, so that BSOC takes a return carrying the old write, judged anew.
+#[test]
+fn r1_r2_an_old_write_carried_in_after_its_site_took_the_restored_central_s_return_converges() {
+    let (d, bsoc_clock, on_the_stick) = old_write_on_a_stick_then_central_restored();
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert_eq!(name(&d.bsoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
+    stick_comes_in_at_9_04(&d, &on_the_stick);
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
+}
+
+/// After BSOC's emission was held (`bsoc_held_for_a_write_six_minutes_ahead`) and central
+/// backed up: BSOC's clock set right at 9:00, it writes its next emission to a stick, is
+/// restamped at 9:00:30 and names BSOC-1 "edited at 9:03"; at 9:03 central is put back from the
+/// backup, CSOC reports, then BSOC's emission is taken (not trusted yet: made before BSOC applied
+/// a return of the restored central). Gives the deployment, BSOC's clock and the stick's file.
+fn old_write_on_a_stick_then_central_restored() -> (Deployment, ManualClock, std::path::PathBuf) {
+    let (mut d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    bsoc_clock.set(hhmm(9, 0));
+    let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    bsoc_clock.set(hhmm(9, 0) + 30_000);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    d.at(9, 3);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    (d, bsoc_clock, on_the_stick)
+}
+
+/// 9:04: the stick comes in; the old write is 2 minutes ahead, within the bound.
+fn stick_comes_in_at_9_04(d: &Deployment, on_the_stick: &std::path::Path) {
+    d.at(9, 4);
+    files::receive_from(&d.asoc, on_the_stick, Some(common::BSOC)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+}
+
 /// The same with BSOC of an earlier version, which cannot decode rule R2 in a return: its
 /// emission does not say it reads it (setting `rules`), so central returns the refusal under
 /// rule R1, with the same reason and value — read, and taken.
@@ -2803,26 +2858,9 @@ fn bsoc_was_told(d: &Deployment, rule: outpost::engine::Rule) {
 /// changes included. Every site holds the same.
 #[test]
 fn r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_difference_of_values() {
-    let (mut d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    bsoc_clock.set(hhmm(9, 0));
-    let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    bsoc_clock.set(hhmm(9, 0) + 30_000);
-    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
-    bsoc_clock.set(hhmm(9, 3));
-    d.bsoc
-        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
-        .unwrap();
-    // 9:03: central is put back from its backup; CSOC reports, then BSOC's emission is taken.
-    d.at(9, 3);
-    restore_central(&mut d, backup);
-    d.emit_and_process(&d.csoc, SyncMode::Immediate);
-    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let (d, bsoc_clock, on_the_stick) = old_write_on_a_stick_then_central_restored();
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
-    // 9:04: the stick comes in; the old write is 2 minutes ahead, within the bound.
-    d.at(9, 4);
-    files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
-    central::process_ready(&d.asoc).unwrap();
+    stick_comes_in_at_9_04(&d, &on_the_stick);
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
     assert_eq!(name(&d.bsoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
     assert!(central::restore_under_way(&d.asoc).unwrap());

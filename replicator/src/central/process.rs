@@ -369,6 +369,18 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             tx.taken_before(taken_before);
         }
         let mut took_own = false;
+        // While a restore is under way, an emission central does not trust may come after a
+        // later one of its remote (a file carried by hand): what it has of the remote's own that
+        // the later one said the remote knows, the remote may have written over since. Central
+        // taking it restarts the confirmations, so the remote takes it back, judged anew.
+        let sender_knew = if trusted {
+            Knowledge::new()
+        } else {
+            local::get::<RemoteRecord>(tx, &remote_key(sender))?
+                .unwrap_or_default()
+                .knowledge
+        };
+        let mut took_known_own = false;
         // R2: a change stamped too far ahead of central's clock is held with the whole emission
         // — unless central's own changes stamped as late come with it (a remote sends back what
         // a restored central lost, stamped while its clock ran ahead): known once the whole
@@ -424,6 +436,13 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             let base = report.outcomes.len();
             tx.apply_batch(sender, &changes, &mut report)?;
             for (i, incoming) in changes.iter().enumerate() {
+                if let Incoming::New(c) = incoming
+                    && c.dot.site == sender
+                    && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
+                    && sender_knew.contains(c.dot)
+                {
+                    took_known_own = true;
+                }
                 if let Incoming::New(c) = incoming
                     && c.dot.site == sender
                     && matches!(report.outcomes.get(base + i), Some(Outcome::Superseded))
@@ -516,7 +535,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // The first trusted emission of a remote since the restore carries again what central
         // lost of its own changes.
         let sent_back = trusted && took_own && first_sent_back(tx, sender)?;
-        if completed_relayed || took_relayed || sent_back {
+        if completed_relayed || took_relayed || sent_back || took_known_own {
             restart_confirmations(tx)?;
         }
         if trusted {
