@@ -2764,6 +2764,146 @@ fn r1_r2_an_old_write_carried_in_after_its_site_took_the_restored_central_s_retu
     all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
 }
 
+/// The test above with two files on the stick (a review's case): the first made at 8:30, before
+/// the write stamped ahead, the second after it. Central processes them in turn; what BSOC said
+/// it knows is taken from its newest emission central received, not from the last one
+/// processed — the first file, older, knows nothing of the old write, and the second's old write
+/// must still restart the restore's confirmations.
+#[test]
+fn r1_r2_two_old_files_carried_in_after_their_site_took_the_restored_central_s_return_converge() {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(8, 30);
+    bsoc_clock.set(hhmm(8, 30));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-2", "name", "keyed in at 8:30"))
+        .unwrap();
+    let (first, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    d.at(9, 0);
+    bsoc_clock.set(hhmm(9, 6));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "stamped ahead"))
+        .unwrap();
+    let (_, held) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let error = journal::row(&d.asoc, held).unwrap().unwrap().error;
+    assert!(error.unwrap_or_default().starts_with("quarantined"));
+    bsoc_clock.set(hhmm(9, 0));
+    let (second, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    bsoc_clock.set(hhmm(9, 0) + 30_000);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    d.at(9, 3);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.at(9, 4);
+    for file in [&first, &second] {
+        files::receive_from(&d.asoc, file, Some(common::BSOC)).unwrap();
+        central::process_ready(&d.asoc).unwrap();
+    }
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc],
+        &[("BSOC-1", "stamped ahead"), ("BSOC-2", "keyed in at 8:30")],
+    );
+}
+
+/// R1/R2 (found by the simulator, seed 7513 of `--sites 5 --days 3`): BSOC restamps while an
+/// emission carrying its held write is on a stick; the stick comes in, central takes the old
+/// write and CSOC gets it. BSOC edits the field (stamped below the old write); the emission
+/// carrying the edit is lost, and central is put back from a backup from before the stick. BSOC
+/// sends the edit again, then — having taken a return of the restored central — an emission
+/// saying it knows the old write's number. CSOC's emission relays the old write back after
+/// that: central knew the number, so it took nothing of it, and CSOC kept the old write (stamped
+/// later) against the edit everyone else held — for ever. While its restore is under way,
+/// central judges by the registers every change a remote relays, those whose numbers it knows
+/// included: the old write wins back, and every site takes it.
+#[test]
+fn r1_r2_an_old_write_the_lost_central_took_from_a_stick_comes_back_from_its_holder() {
+    let (mut d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    bsoc_clock.set(hhmm(9, 0));
+    let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    bsoc_clock.set(hhmm(9, 0) + 30_000);
+    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
+    d.clock.set(hhmm(9, 1) + 30_000);
+    files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.return_and_apply(&d.csoc);
+    assert_eq!(name(&d.csoc, "BSOC-1"), Some(Value::from("stamped ahead")));
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    // The emission carrying the edit is lost on the way; central is put back at 9:04.
+    files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    d.at(9, 4);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    sync_all(&d, &[&d.csoc, &d.bsoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
+}
+
+/// R1/R6 with the test above (a review's case): while central's restore is under way, every
+/// change relayed to it is merged again by value, its number known or not. BSOC numbers D1 and
+/// marks it paid in a later commit; central takes both and freezes D1 (R6), CSOC gets them;
+/// central is put back from a backup from before. BSOC sends D1 back, then CSOC — whose last
+/// return came before that — relays D1's changes too: central holds them, frozen, and must not
+/// refuse them (a refusal logged and returned to CSOC for a write central holds).
+#[test]
+fn r1_r6_a_document_relayed_during_the_restore_that_central_holds_is_not_refused() {
+    let mut d = Deployment::new();
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    number_d1(&d.bsoc, "BSOC-C", "open");
+    d.bsoc
+        .write(|tx| tx.set("sales_documents", "D1", "status", "paid"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    assert!(
+        d.asoc
+            .snapshot()
+            .unwrap()
+            .is_frozen("sales_documents", "D1")
+            .unwrap()
+    );
+    restore_central(&mut d, backup);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let (_, relayed) = d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    let row = journal::row(&d.asoc, relayed).unwrap().unwrap();
+    assert_eq!((row.error, row.n_rejections), (None, 0));
+    assert_eq!(d.asoc.rejections().unwrap(), Vec::new());
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    assert_eq!(remote::refused_by_central(&d.csoc).unwrap().len(), 0);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    assert_eq!(content(&d.csoc), content(&d.asoc));
+    assert_eq!(content(&d.bsoc), content(&d.asoc));
+}
+
 /// After BSOC's emission was held (`bsoc_held_for_a_write_six_minutes_ahead`) and central
 /// backed up: BSOC's clock set right at 9:00, it writes its next emission to a stick, is
 /// restamped at 9:00:30 and names BSOC-1 "edited at 9:03"; at 9:03 central is put back from the

@@ -360,6 +360,29 @@ fn stamp_key(header: &FlowHeader) -> Vec<u8> {
     local::flow_key(local::EMISSION_STAMPS, header.id)
 }
 
+/// What the newest emission central received of `site` said its store knows of the site's own
+/// changes — if that emission is numbered after `seq`, came from the store central takes the
+/// site's changes from and was processed already (an emission numbered `seq` processed late,
+/// after a newer one; not one merely waiting behind a newer one received).
+pub(crate) fn own_known_after(
+    tx: &WriteTx<'_, '_>,
+    site: SiteId,
+    seq: u64,
+) -> Result<Option<Knowledge>> {
+    let inc = local::get::<SiteIncarnation>(tx, &incarnation_key(site))?.unwrap_or_default();
+    let Some(claim) = local::get::<NewestClaim>(tx, &claim_key(site))?
+        .filter(|c| c.seq > seq && (c.provisioning, c.store) == (inc.provisioning, inc.store))
+    else {
+        return Ok(None);
+    };
+    let newer = crate::FlowId {
+        site,
+        seq: claim.seq,
+    };
+    let processed = crate::journal::get(tx, newer)?.is_some_and(|r| r.exec_end_ms.is_some());
+    Ok(processed.then_some(claim.own))
+}
+
 /// The current provisioning of a remote (0 until it is reprovisioned), and the number its
 /// store's commits start from (0: past what central knows of the site, see [`FIRST_COMMIT_SETTING`]).
 pub(crate) fn provisioning(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<(u32, u64)> {

@@ -250,6 +250,41 @@ fn r2_seed_188_an_emission_on_the_stick_at_a_restamp_leaves_no_difference_of_val
     assert_eq!(report.rejections_by_rule.get("R2"), Some(&1), "{report:#?}");
 }
 
+/// The same race during central's restore from a backup: the shop had taken the restored
+/// central's return before its stick came in, and its next emission closed the restore; central
+/// had taken the old write over the shop's edit, and the shop, knowing the old write's number,
+/// never took it (diverged before central restarted the restore's confirmations on taking,
+/// from a file carried in late, a change of the shop's own that its newer emission said it
+/// knows).
+#[test]
+fn r1_r2_seed_4747_an_old_write_on_the_stick_during_central_s_restore_reaches_its_shop() {
+    pinned(
+        (5, 3, 4747),
+        &[
+            "central_restored_from_old_backup",
+            "clock_just_past_the_bound",
+            "restamped_with_an_emission_on_the_stick",
+        ],
+    );
+}
+
+/// The same race, then central put back from a backup from before the stick: the lost central
+/// had taken the old write and another shop held it; the shop that wrote it said its number was
+/// known (it had written over it), so central took nothing of it when the other shop relayed it,
+/// and that shop kept it against everyone else's value (diverged before central judged by the
+/// registers, while its restore is under way, every change relayed to it).
+#[test]
+fn r1_r2_seed_7513_an_old_write_the_lost_central_took_comes_back_from_its_holder() {
+    pinned(
+        (5, 3, 7513),
+        &[
+            "central_restored_from_old_backup",
+            "clock_just_past_the_bound",
+            "restamped_with_an_emission_on_the_stick",
+        ],
+    );
+}
+
 /// A shop's store is put back from its backup, older than its first prospect; the prospect
 /// comes back from central. The engine numbered the shop's next prospect (`new_key`) from the
 /// backup's counter: the key of the first again, and the two prospects merged into one at every

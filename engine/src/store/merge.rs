@@ -27,6 +27,8 @@ pub(super) struct Merge<'a, 't> {
     /// Dots a central lost in a restore had taken: not judged again by the permissions
     /// ([`super::WriteTx::taken_before`]).
     pub(super) taken_before: Option<&'a Knowledge>,
+    /// Known dots merged again by the registers alone ([`super::WriteTx::merge_by_value`]).
+    pub(super) by_value: Option<&'a Knowledge>,
 }
 
 /// The record a merge is working on: taken from the store once for all its changes of a batch.
@@ -58,13 +60,18 @@ impl Merge<'_, '_> {
         index: usize,
         change: &Change,
     ) -> Result<Outcome> {
+        let known = self.state.knowledge.contains(change.dot);
+        let by_value = known && self.by_value.is_some_and(|k| k.contains(change.dot));
         if !self.merge_known
-            && self.state.knowledge.contains(change.dot)
+            && known
+            && !by_value
             && !self.merge_again.is_some_and(|k| k.contains(change.dot))
         {
             return Ok(Outcome::AlreadyHad);
         }
         match self.judge(change, record)? {
+            // Judged when this store first learnt its dot.
+            Err(_) if by_value => Ok(Outcome::AlreadyHad),
             Err(refusal) => {
                 let cell = keys::cell_key(&record.prefix, &change.slot);
                 let rule = refusal.rule;

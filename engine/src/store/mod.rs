@@ -565,6 +565,7 @@ impl Store {
                 merge_known: false,
                 merge_again: None,
                 taken_before: None,
+                by_value: None,
             };
             let r = f(&mut tx)?;
             let commit = tx.finish()?;

@@ -21,6 +21,8 @@ pub struct WriteTx<'a, 't> {
     pub(super) merge_again: Option<Knowledge>,
     /// Dots [`WriteTx::apply_batch`] does not judge again by the permissions.
     pub(super) taken_before: Option<Knowledge>,
+    /// Known dots whose changes [`WriteTx::apply_batch`] merges again by the registers alone.
+    pub(super) by_value: Option<Knowledge>,
 }
 
 impl std::fmt::Debug for WriteTx<'_, '_> {
@@ -146,6 +148,7 @@ impl WriteTx<'_, '_> {
             merge_known: self.merge_known,
             merge_again: self.merge_again.as_ref(),
             taken_before: self.taken_before.as_ref(),
+            by_value: self.by_value.as_ref(),
         };
         let mut items = items.into_iter().peekable();
         while let Some((p, index, change)) = items.next() {
@@ -186,6 +189,16 @@ impl WriteTx<'_, '_> {
     /// not all, and merges it again when its own site sends it whole.
     pub fn merge_again(&mut self, dots: Knowledge) {
         self.merge_again = Some(dots);
+    }
+
+    /// From now on in this transaction, [`WriteTx::apply_batch`] merges again by the registers
+    /// (last-writer-wins) the changes whose dots `dots` holds, though this store knows them; a
+    /// rule refusing one makes it already had, logged nowhere: this store judged that dot when
+    /// it first learnt it. Central restored from a backup may know a dot only from its site's
+    /// word (a site that stamped the write again, below it, and no longer holds it), while the
+    /// lost central took it and a remote holding it sends it back.
+    pub fn merge_by_value(&mut self, dots: Knowledge) {
+        self.by_value = Some(dots);
     }
 
     /// From now on in this transaction, [`WriteTx::apply_batch`] does not judge again by the

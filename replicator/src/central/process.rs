@@ -191,7 +191,8 @@ pub(super) fn supersede_held(tx: &mut outpost_engine::WriteTx<'_, '_>, id: FlowI
 /// central's clock at `arrived_ms` (when the emission reached central: a remote that restamped
 /// since judged its writes by its own clock then, and one stamped again below an old stamp
 /// must not see the old one taken later, when it is no longer as far ahead) and central does
-/// not know it already. A stamp within the bound of
+/// not know it already (`rejudged`: it knows it, yet merges it again by value during its
+/// restore — judged as new for its time). A stamp within the bound of
 /// `vouched` is never held: `vouched` is the newest stamp central had when it last sent this
 /// remote a return or its bootstrap (or of central's own changes this emission brings back): a
 /// shop that took central's stamps while central's own clock ran ahead stamps its writes just
@@ -203,11 +204,12 @@ pub(super) fn quarantine_reason(
     code: &str,
     change: &outpost_engine::Change,
     arrived_ms: u64,
+    rejudged: bool,
 ) -> Option<String> {
     let ahead = outpost_engine::hlc::ahead_ms(change.stamp, arrived_ms);
     if ahead <= store.skew_ms_max()
         || change.stamp.physical_ms() <= beyond_vouched(store, vouched)
-        || tx.knowledge().contains(change.dot)
+        || (tx.knowledge().contains(change.dot) && !rejudged)
     {
         return None;
     }
@@ -349,11 +351,32 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // While a restore is under way, the commits central took only from relays, perhaps in
         // part, are merged again (`record_relayed_dots`).
         let again = local::get::<Knowledge>(tx, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default();
-        let skip = if again.is_empty() {
+        // And while it is under way, every change a remote relays of another site is merged
+        // again by value (`WriteTx::merge_by_value`), though central knows its number: knowing
+        // a number may come from its own site's word alone (a site that stamped a write again,
+        // below the old one, says it knows the old write it no longer holds), while the lost
+        // central took the old write and this remote holds it, stamped later than what central
+        // holds. Those central holds, or holds later, come out already had or superseded; one
+        // a rule refuses (judged when central first learnt it) comes out already had.
+        let rejudge = if local::get::<u64>(tx, local::RESTORED)?.is_some() {
+            let known = tx.knowledge();
+            known
+                .difference(&known.only(tx.site().id))
+                .difference(&known.only(sender))
+                .difference(&again)
+        } else {
+            Knowledge::new()
+        };
+        let skip = if again.is_empty() && rejudge.is_empty() {
             tx.knowledge().clone()
         } else {
-            let skip = tx.knowledge().difference(&again);
-            tx.merge_again(again.clone());
+            let skip = tx.knowledge().difference(&again).difference(&rejudge);
+            if !again.is_empty() {
+                tx.merge_again(again.clone());
+            }
+            if !rejudge.is_empty() {
+                tx.merge_by_value(rejudge.clone());
+            }
             skip
         };
         let mut frames = Frames::new(reader, skip);
@@ -372,13 +395,12 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // While a restore is under way, an emission central does not trust may come after a
         // later one of its remote (a file carried by hand): what it has of the remote's own that
         // the later one said the remote knows, the remote may have written over since. Central
-        // taking it restarts the confirmations, so the remote takes it back, judged anew.
+        // taking it restarts the confirmations, so the remote takes it back, judged anew. (The
+        // newest emission's claim, which only grows: not what the last one processed said.)
         let sender_knew = if trusted {
-            Knowledge::new()
+            None
         } else {
-            local::get::<RemoteRecord>(tx, &remote_key(sender))?
-                .unwrap_or_default()
-                .knowledge
+            crate::incarnation::own_known_after(tx, sender, id.seq)?
         };
         let mut took_known_own = false;
         // R2: a change stamped too far ahead of central's clock is held with the whole emission
@@ -416,8 +438,15 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     relays.push((i, change.dot));
                 }
                 if change.dot.site != own_site
-                    && let Some(reason) =
-                        quarantine_reason(store, tx, vouched, &code, change, arrived_ms)
+                    && let Some(reason) = quarantine_reason(
+                        store,
+                        tx,
+                        vouched,
+                        &code,
+                        change,
+                        arrived_ms,
+                        rejudge.contains(change.dot),
+                    )
                 {
                     match &mut held {
                         Some((latest, _)) => *latest = (*latest).max(change.stamp),
@@ -439,7 +468,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                 if let Incoming::New(c) = incoming
                     && c.dot.site == sender
                     && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
-                    && sender_knew.contains(c.dot)
+                    && sender_knew.as_ref().is_some_and(|k| k.contains(c.dot))
                 {
                     took_known_own = true;
                 }
@@ -480,6 +509,14 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             // What it relayed is received only if taken: a change refused here (a site this
             // central does not know, a rule) must still be judged when its own site sends it.
             for (i, dot) in relays {
+                if rejudge.contains(dot) {
+                    // Known before: received again only if it won over what central holds.
+                    if matches!(report.outcomes.get(base + i), Some(Outcome::Applied)) {
+                        took_relayed = true;
+                        relayed.insert(dot);
+                    }
+                    continue;
+                }
                 match report.outcomes.get(base + i) {
                     Some(Outcome::Refused(_)) => {}
                     outcome => {

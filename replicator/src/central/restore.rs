@@ -622,7 +622,9 @@ pub(super) fn return_peer(snap: &Snapshot, remote_knows: &Knowledge) -> Result<K
 ///
 /// A commit's changes share one dot, and a remote relays only what it still holds of another
 /// site's commit: a register it overwrote, or put back to the lost central's after a refusal,
-/// is not in it. Central knows the dot from then on, so until the commit's own site sends it
+/// is not in it. (A known dot merged again by value that won, `WriteTx::merge_by_value`, is
+/// among them too: until its site's next trusted emission says it knows it, the others are
+/// told central lacks it and what they send of it comes out already had.) Central knows the dot from then on, so until the commit's own site sends it
 /// whole, every remote is told central lacks it ([`relayed_dots`]) and central merges it again
 /// from whoever sends it: its own site, or — when that site is gone (removed, or set up again
 /// without it) — a remote that holds it whole.
@@ -655,7 +657,10 @@ pub(super) fn relayed_dots(snap: &Snapshot) -> Result<Knowledge> {
 /// Central took a relayed change, or a commit it had taken in part from a relay came whole, or a
 /// remote's own changes came back ([`first_sent_back`]): the other remotes may hold that commit
 /// in part, knowing its dot (a field put back after a refusal), or know it under the lost
-/// central's verdict. The restore goes on until each has taken a return made from now on (carrying it
+/// central's verdict. Or an emission processed after a newer one of its remote (a file carried
+/// by hand) brought a change of that remote's own that the newer one said it knows: the remote
+/// may have written over it since, and takes it again only from a return judged anew. The
+/// restore goes on until each has taken a return made from now on (carrying it
 /// again, rejudged) and sent a trusted emission after it. Each restart needs central to take a
 /// register newer than the one it held, so the window does close; what comes back on different
 /// days restarts it each time.
