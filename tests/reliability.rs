@@ -2757,11 +2757,7 @@ fn r1_r2_an_old_write_carried_in_after_its_site_took_the_restored_central_s_retu
     assert_eq!(name(&d.bsoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
     stick_comes_in_at_9_04(&d, &on_the_stick);
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
-    bsoc_clock.set(hhmm(9, 5));
-    d.at(9, 5);
-    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
-    assert!(!central::restore_under_way(&d.asoc).unwrap());
-    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
+    restore_over_at_9_05_and_all_hold(&d, &bsoc_clock, true, "stamped ahead");
 }
 
 /// The test above with two files on the stick (a review's case): the first made at 8:30, before
@@ -2834,13 +2830,7 @@ fn r1_r2_two_old_files_carried_in_after_their_site_took_the_restored_central_s_r
 fn r1_r2_an_old_write_the_lost_central_took_from_a_stick_comes_back_from_its_holder() {
     let (mut d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    bsoc_clock.set(hhmm(9, 0));
-    let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    bsoc_clock.set(hhmm(9, 0) + 30_000);
-    assert_eq!(remote::restamp(&d.bsoc).unwrap(), 1);
-    d.clock.set(hhmm(9, 1) + 30_000);
-    files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
-    central::process_ready(&d.asoc).unwrap();
+    stick_taken_after_the_restamp(&d, &bsoc_clock);
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     d.return_and_apply(&d.csoc);
     assert_eq!(name(&d.csoc, "BSOC-1"), Some(Value::from("stamped ahead")));
@@ -2858,11 +2848,7 @@ fn r1_r2_an_old_write_the_lost_central_took_from_a_stick_comes_back_from_its_hol
     d.return_and_apply(&d.bsoc);
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
-    bsoc_clock.set(hhmm(9, 5));
-    d.at(9, 5);
-    sync_all(&d, &[&d.csoc, &d.bsoc], 3);
-    assert!(!central::restore_under_way(&d.asoc).unwrap());
-    all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
+    restore_over_at_9_05_and_all_hold(&d, &bsoc_clock, false, "stamped ahead");
 }
 
 /// R1/R6 with the test above (a review's case): while central's restore is under way, every
@@ -2962,6 +2948,12 @@ fn r2_a_remote_that_does_not_say_it_reads_rule_r2_gets_that_refusal_under_r1() {
 /// reaches central at 9:01:30, which takes the write with its old stamp (4.5 minutes ahead).
 fn bsoc_restamps_while_its_emission_is_on_its_way() -> (Deployment, ManualClock) {
     let (d, bsoc_clock) = bsoc_held_for_a_write_six_minutes_ahead();
+    stick_taken_after_the_restamp(&d, &bsoc_clock);
+    (d, bsoc_clock)
+}
+
+/// The steps of `bsoc_restamps_while_its_emission_is_on_its_way` after BSOC's emission was held.
+fn stick_taken_after_the_restamp(d: &Deployment, bsoc_clock: &ManualClock) {
     bsoc_clock.set(hhmm(9, 0));
     let (on_the_stick, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
     bsoc_clock.set(hhmm(9, 0) + 30_000);
@@ -2970,7 +2962,26 @@ fn bsoc_restamps_while_its_emission_is_on_its_way() -> (Deployment, ManualClock)
     files::receive_from(&d.asoc, &on_the_stick, Some(common::BSOC)).unwrap();
     central::process_ready(&d.asoc).unwrap();
     assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("stamped ahead")));
-    (d, bsoc_clock)
+}
+
+/// 9:05: every remote syncs three times, BSOC first if `bsoc_first`; central's restore is over
+/// and every site holds `value` for BSOC-1, and the same content.
+fn restore_over_at_9_05_and_all_hold(
+    d: &Deployment,
+    bsoc_clock: &ManualClock,
+    bsoc_first: bool,
+    value: &str,
+) {
+    bsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    let order = if bsoc_first {
+        [&d.bsoc, &d.csoc]
+    } else {
+        [&d.csoc, &d.bsoc]
+    };
+    sync_all(d, &order, 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    all_hold(d, &[&d.bsoc, &d.csoc], &[("BSOC-1", value)]);
 }
 
 /// BSOC holds, among the refusals central returned, its edit "edited at 9:03" under `rule`,
