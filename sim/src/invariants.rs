@@ -192,7 +192,6 @@ impl World {
                 }
             }
         }
-        // No write lost.
         // Central's refusals as its monitor logs them, by rule (those decided by the
         // replicator, R2's, included).
         let mut cursor: Option<String> = None;
@@ -215,6 +214,7 @@ impl World {
                 None => break,
             }
         }
+        // No write lost.
         let mut rejected: BTreeSet<(Dot, String, String)> = self
             .central
             .rejections()?

@@ -833,9 +833,10 @@ impl World {
     /// its returns, judged anew, carry it to the shop too
     /// (`r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_difference_of_values`).
     ///
-    /// A step that cannot be played as planned (the shop busy with another file on its stick,
-    /// the customer gone) ends the sequence; what the random faults make of its emissions
-    /// is part of the run.
+    /// A step that cannot be played as planned (a shop whose clock is off already, one with no
+    /// customer, one busy with another file on its stick) ends the sequence; what the random
+    /// faults make of its emissions is part of the run — lost, cut or deferred (central's
+    /// restore), step 0's emission may not be held, and the shop is restamped all the same.
     pub(super) fn stick_race(
         &mut self,
         i: usize,
@@ -881,8 +882,12 @@ impl World {
                 self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
             }
             1 => {
-                self.remotes[i].skew_ms = 0;
-                self.set_time(self.now);
+                // Set right — unless another fault moved it meanwhile (left to that one).
+                let skew = self.central.skew_ms_max() + 2 * MINUTE;
+                if self.remotes[i].skew_ms == i64::try_from(skew).unwrap_or(i64::MAX) {
+                    self.remotes[i].skew_ms = 0;
+                    self.set_time(self.now);
+                }
                 let stick = self.sticks.entry(i).or_default();
                 if stick.emission.is_some() {
                     self.stick_race = None;
