@@ -318,6 +318,14 @@ enum Event {
     /// the sequence, 0 to 4 ([`World::stick_race`]), and whether the edit's emission reaches
     /// central before the stick (the stick then comes in after it, as a late file does).
     StickRace(usize, u8, bool),
+    /// A shop numbers a sales document, its clock then runs a day ahead, it writes the document
+    /// twice and a till reserves it (R7), and it syncs: nothing stamped ahead travels (the
+    /// document is held back), so central takes the emission, and its return confirms the
+    /// number of the first write, which travelled in none. Two minutes later the shop keys in a
+    /// customer, stamped a day ahead, and syncs: central must hold that emission (R2) — the
+    /// confirmed number vouches for no stamp central never saw. The step, 0 or 1
+    /// ([`World::reserved_ahead`]).
+    ReservedAhead(usize, u8),
 }
 
 impl Event {
@@ -337,7 +345,8 @@ impl Event {
             | Event::Delete(i)
             | Event::Permissions(i)
             | Event::ShopClock(i, _)
-            | Event::StickRace(i, _, _) => Some(i),
+            | Event::StickRace(i, _, _)
+            | Event::ReservedAhead(i, _) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralClock(_)
@@ -407,6 +416,9 @@ struct World {
     central_clock: ManualClock,
     /// How far central's clock is ahead of the time ([`Event::CentralClock`]).
     central_skew_ms: i64,
+    /// Central's clock has run ahead in this run ([`Event::CentralClock`]): stamps ahead of the
+    /// time are then legitimate, and [`SimNet`] stops watching for changes taken too far ahead.
+    central_was_ahead: bool,
     automaton: CentralAutomaton,
     remotes: Vec<Remote>,
     queue: BinaryHeap<Reverse<(u64, u64, Event)>>,
@@ -430,6 +442,8 @@ struct World {
     /// The shop and the customer of the sequence under way ([`Event::StickRace`]); `None` once
     /// a step could not be played as planned (the rest is skipped).
     stick_race: Option<(usize, String)>,
+    /// The shop of the sequence under way ([`Event::ReservedAhead`]).
+    reserved_ahead: Option<usize>,
     /// The generator of central's records numbered by the engine (`new_key`).
     keys_rng: Rng,
     /// Every key the engine gave (`new_key`).
@@ -514,6 +528,10 @@ struct SimNet<'a> {
     code: String,
     files_rng: &'a mut Rng,
     stick: &'a mut Stick,
+    /// Central's clock now (UTC ms), and whether to watch that central takes no change stamped
+    /// beyond its bound ahead of it (R2): not once central's own clock has run ahead in the run.
+    central_now_ms: u64,
+    watch_ahead: bool,
 }
 
 impl SimNet<'_> {
@@ -543,13 +561,63 @@ impl SimNet<'_> {
         hit
     }
 
-    /// Central's automaton processes a file-ready emission.
-    fn process(&mut self, id: outpost_replicator::FlowId) -> Result<(), Carry> {
+    /// Central's automaton processes a file-ready emission, whose bytes are `bytes`.
+    fn process(&mut self, id: outpost_replicator::FlowId, bytes: &[u8]) -> Result<(), Carry> {
+        let ahead = if self.watch_ahead {
+            self.stamped_ahead(bytes)
+        } else {
+            Vec::new()
+        };
         let cmds = self.automaton.on_flow_ready(id);
         if !cmds.is_empty() {
             run_central(self.central, self.automaton, cmds)?;
         }
+        // R2: a change stamped beyond the bound ahead of central's clock is held with its
+        // emission, never taken — central's own clock never ran ahead in this run, so no site
+        // holds stamps as late that could vouch for it.
+        let snap = self.central.snapshot()?;
+        for c in ahead {
+            let Some(raw) = snap.raw_record(&c.table, &c.key)? else {
+                continue;
+            };
+            let taken = match &c.slot {
+                Slot::Created => raw.created.dot == c.dot && raw.created.stamp == c.stamp,
+                Slot::Tombstone => raw.tombstone.is_some_and(|r| r.dot == c.dot),
+                Slot::Field(f) => raw.fields.get(f).is_some_and(|r| r.dot == c.dot),
+            };
+            if taken {
+                self.report.violations.push(format!(
+                    "central took {}'s change {}/{}.{} stamped {} min ahead of its clock \
+                     (the bound is {} min)",
+                    self.code,
+                    c.table,
+                    c.key,
+                    c.slot,
+                    (c.stamp.physical_ms() - self.central_now_ms) / MINUTE,
+                    self.central.skew_ms_max() / MINUTE
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The changes of the flow `bytes` stamped beyond central's bound ahead of its clock.
+    fn stamped_ahead(&self, bytes: &[u8]) -> Vec<outpost_engine::Change> {
+        let limit = self.central_now_ms + self.central.skew_ms_max();
+        let mut ahead = Vec::new();
+        let Ok(mut reader) = outpost_replicator::flow::FlowReader::open(bytes) else {
+            return ahead;
+        };
+        while let Ok(Some(item)) = reader.next_item() {
+            if let outpost_replicator::flow::Item::Changes(changes) = item {
+                ahead.extend(
+                    changes
+                        .into_iter()
+                        .filter(|c| c.stamp.physical_ms() > limit),
+                );
+            }
+        }
+        ahead
     }
 
     /// The emission left on the stick reaches central at last, after a later one. Nothing of it
@@ -561,7 +629,7 @@ impl SimNet<'_> {
         };
         let outcome = match central::receive(self.central, bytes.as_slice(), Some(site)) {
             Ok(Received::Ready { id, .. }) => {
-                self.process(id)?;
+                self.process(id, &bytes)?;
                 "late_emission_taken"
             }
             Ok(Received::Duplicate(_)) => "late_emission_duplicate",
@@ -636,7 +704,7 @@ impl RemoteTransport for SimNet<'_> {
                 // automaton's sweep redoes it.
                 central::begin_processing(self.central, id)?;
             } else {
-                self.process(id)?;
+                self.process(id, &bytes)?;
             }
         }
         self.deliver_late_emission(site)?;

@@ -123,10 +123,12 @@ impl World {
             next_instance: 1,
             sticks: HashMap::new(),
             stick_race: None,
+            reserved_ahead: None,
             now: START_MS,
             central,
             central_clock,
             central_skew_ms: 0,
+            central_was_ahead: false,
             automaton,
             remotes,
             queue: BinaryHeap::new(),
@@ -371,6 +373,18 @@ impl World {
                 }
             }
         }
+        // Now and then a shop's clock runs a day ahead just after it numbers a document, which a
+        // till reserves ([`Event::ReservedAhead`]): a generator of its own.
+        let mut ahead = crate::rng::Rng::new(self.cfg.seed ^ 0x4e5d);
+        if self.cfg.faults && ahead.chance(300) && !self.remotes.is_empty() {
+            let i = usize::try_from(ahead.below(self.remotes.len() as u64)).unwrap_or(0);
+            let day = ahead.below(u64::from(self.cfg.days));
+            let t0 = START_MS + day * DAY + 10 * HOUR + ahead.below(6 * HOUR);
+            if t0 + 10 * MINUTE < end {
+                self.push(t0, Event::ReservedAhead(i, 0));
+                self.push(t0 + 2 * MINUTE, Event::ReservedAhead(i, 1));
+            }
+        }
         // Now and then a manual shop's clock runs two minutes past the bound, and its next
         // emission is on the stick while it is restamped ([`Event::StickRace`]): half the time
         // the stick reaches central before the shop's edit, half the time after; when central
@@ -499,6 +513,7 @@ impl World {
                 Event::Open => self.open()?,
                 Event::CentralClock(skew_ms) => {
                     self.central_skew_ms = skew_ms;
+                    self.central_was_ahead |= skew_ms > 0;
                     self.set_time(t);
                     if skew_ms != 0 {
                         *self
@@ -510,6 +525,7 @@ impl World {
                 }
                 Event::RemoveAgain(i) => self.remove_again(i)?,
                 Event::StickRace(i, step, edit_first) => self.stick_race(i, step, edit_first)?,
+                Event::ReservedAhead(i, step) => self.reserved_ahead(i, step)?,
                 Event::ShopClock(i, skew_ms) => {
                     self.remotes[i].skew_ms = skew_ms;
                     self.set_time(t);
@@ -565,6 +581,8 @@ impl World {
             cfg,
             files_rng,
             sticks,
+            central_clock,
+            central_was_ahead,
             ..
         } = self;
         let r = &mut remotes[i];
@@ -578,6 +596,8 @@ impl World {
             code: r.code.clone(),
             files_rng,
             stick: sticks.entry(i).or_default(),
+            central_now_ms: central_clock.now_ms(),
+            watch_ahead: !*central_was_ahead,
         };
         (r, net)
     }
@@ -926,6 +946,69 @@ impl World {
                 self.edit_after_the_restamp(i)?;
                 self.stick_race = None;
             }
+        }
+        self.reschedule_remote(i);
+        Ok(())
+    }
+
+    /// One step of [`Event::ReservedAhead`] at remote `i`, after the reliability test
+    /// `r2_r7_a_shop_s_commit_written_over_in_a_reserved_document_vouches_for_no_stamp_ahead`.
+    /// Step 0 is skipped for a shop whose clock is off already (another fault), and step 1
+    /// then too. What the random faults make of the emissions is part of the run; the shop's
+    /// clock is set right and it is restamped once central holds an emission of it (the
+    /// person responsible's daily round).
+    pub(super) fn reserved_ahead(&mut self, i: usize, step: u8) -> Result<(), SimError> {
+        let code = self.remotes[i].code.clone();
+        if step == 0 {
+            if self.remotes[i].skew_ms != 0 {
+                return Ok(());
+            }
+            self.remotes[i].key_seq += 1;
+            let key = format!("{code}-{:06}", self.remotes[i].key_seq);
+            let result = self.remotes[i]
+                .store
+                .write_commit(|tx| tx.set("sales_documents", &key, "status", "open"));
+            self.legitimate(i, "a document numbered", result);
+            let doc = ("sales_documents".to_owned(), key.clone());
+            self.remotes[i].own_docs.push(doc.clone());
+            self.remotes[i].skew_ms = i64::try_from(DAY).unwrap_or(i64::MAX);
+            self.set_time(self.now);
+            if let Some(r) = self.report.remotes.get_mut(i) {
+                r.skew_minutes = r
+                    .skew_minutes
+                    .max(i64::try_from(DAY / MINUTE).unwrap_or(i64::MAX));
+            }
+            *self
+                .report
+                .faults_injected
+                .entry("clock_a_day_ahead_with_a_reserved_document".to_owned())
+                .or_insert(0) += 1;
+            for status in ["paid", "delivered"] {
+                let result = self.remotes[i]
+                    .store
+                    .write_commit(|tx| tx.set("sales_documents", &key, "status", status));
+                self.legitimate(i, "a document written a day ahead", result);
+            }
+            self.remotes[i]
+                .store
+                .reserve("sales_documents", &key, &format!("till-{i}"))?;
+            self.remotes[i].reserved.push(doc);
+            self.reserved_ahead = Some(i);
+            self.execute(
+                i,
+                vec![
+                    RemoteCommand::Emit(SyncMode::Immediate),
+                    RemoteCommand::FetchReturn,
+                ],
+            )?;
+        } else if self.reserved_ahead.take() == Some(i) {
+            self.remotes[i].key_seq += 1;
+            let key = format!("{code}-{:06}", self.remotes[i].key_seq);
+            let result = self.remotes[i]
+                .store
+                .write_commit(|tx| tx.set("customers", &key, "name", "keyed in a day ahead"));
+            self.legitimate(i, "a customer keyed in a day ahead", result);
+            self.execute(i, vec![RemoteCommand::Emit(SyncMode::Immediate)])?;
         }
         self.reschedule_remote(i);
         Ok(())

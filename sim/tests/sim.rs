@@ -281,6 +281,26 @@ fn r1_r2_seed_7513_an_old_write_the_lost_central_took_comes_back_from_its_holder
     );
 }
 
+/// R2 with R7, played by the simulator (`ReservedAhead`, after the reliability test
+/// `r2_r7_a_shop_s_commit_written_over_in_a_reserved_document_vouches_for_no_stamp_ahead`): a
+/// shop numbers a document, its clock runs a day ahead, it writes the document twice and a till
+/// reserves it; its emission carries nothing stamped ahead and is taken, and the return confirms
+/// the number of the first write, which travelled in none. The customer it keys in two minutes
+/// later, stamped a day ahead, must be held. Without the bound on confirmed stamps (they count
+/// only up to central's clock) central took it — the run's check that central takes no change
+/// stamped beyond the bound ahead of its clock (when its own clock never ran ahead) failed at
+/// this seed and others.
+#[test]
+fn r2_r7_seed_2_a_confirmed_number_vouches_for_no_stamp_a_day_ahead() {
+    pinned(
+        (5, 3, 2),
+        &[
+            "clock_a_day_ahead_with_a_reserved_document",
+            "clock_set_right_after_quarantine",
+        ],
+    );
+}
+
 /// A shop's store is put back from its backup, older than its first prospect; the prospect
 /// comes back from central. The engine numbered the shop's next prospect (`new_key`) from the
 /// backup's counter: the key of the first again, and the two prospects merged into one at every
