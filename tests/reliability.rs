@@ -1969,6 +1969,58 @@ fn r2_a_shop_restamped_after_its_write_stamped_ahead_reached_the_others_keeps_it
     bsoc_s_held_edit_restamped_reaches_every_site(&d, &bsoc_clock, "BSOC-1", DAY_MS);
 }
 
+/// R2 with a creation (found by the simulator, seeds 102772, 105691 and 118649 of `--sites 5
+/// --days 3`): central's clock ran a day ahead and BSOC took central's stamps then (its clock
+/// reads after them until time catches up). Central's clock set right, BSOC keys in a customer,
+/// stamped after central's stamps, and central takes it (they vouch for it) — but no return or
+/// acknowledgement reaches BSOC. BSOC's clock then jumps ahead; its next write is held, its
+/// clock set right and `restamp` stamps again what central has not acknowledged, the customer's
+/// creation too: after the newest stamp other sites hold, so after the old creation. Central
+/// keeps the earlier creation (a record's creation is its earliest), and BSOC, which knows the
+/// old one's number, kept its new one: the stores differed for ever in when the record was
+/// created. Central returns the later creation refused under R2 with its own, which BSOC takes.
+#[test]
+fn r2_a_creation_central_took_then_restamped_comes_back_to_central_s() {
+    let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    customer_created_at_8(&d, &d.asoc, "ASOC-1");
+    d.clock.set(hhmm(9, 0) + DAY_MS);
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-1", "name", "keyed in at central"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.at(9, 10);
+    bsoc_clock.set(hhmm(9, 10));
+    d.bsoc
+        .write(|tx| {
+            tx.set(
+                "customers",
+                "BSOC-9",
+                "name",
+                "keyed in on central's stamps",
+            )
+        })
+        .unwrap();
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(journal::row(&d.asoc, id).unwrap().unwrap().error, None);
+    d.at(9, 30);
+    bsoc_clock.set(hhmm(9, 30) + 2 * DAY_MS);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-9", "city", "Lyon"))
+        .unwrap();
+    let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let error = journal::row(&d.asoc, id).unwrap().unwrap().error;
+    assert!(error.unwrap_or_default().starts_with("quarantined"));
+    bsoc_clock.set(hhmm(9, 45));
+    d.at(9, 45);
+    assert!(remote::restamp(&d.bsoc).unwrap() > 0);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc],
+        &[("BSOC-9", "keyed in on central's stamps")],
+    );
+}
+
 /// The same with central's write: central's clock ran a day ahead and it renamed a customer
 /// created before; BSOC took it, and its own clock, running two days ahead (beyond what central
 /// vouches for), edited that name and was held. Its restamped edit must come after central's.

@@ -238,15 +238,28 @@ fn lost_to_its_own_write(
     let Some(raw) = tx.raw_record(&change.table, &change.key)? else {
         return Ok(None);
     };
-    let winner = match &change.slot {
-        Slot::Created => None,
-        Slot::Tombstone => raw.tombstone,
-        Slot::Field(f) => raw.fields.get(f).cloned(),
+    // A record's creation is its earliest (a restamp of a creation central took stamps it
+    // again after the old one); any other register's value its latest.
+    let (winner, earliest) = match &change.slot {
+        Slot::Created => (
+            Some(outpost_engine::Register {
+                value: outpost_engine::Value::Null,
+                stamp: raw.created.stamp,
+                dot: raw.created.dot,
+            }),
+            true,
+        ),
+        Slot::Tombstone => (raw.tombstone, false),
+        Slot::Field(f) => (raw.fields.get(f).cloned(), false),
     };
     let Some(winner) = winner.filter(|w| {
         w.dot.site == change.dot.site
             && w.dot != change.dot
-            && w.stamp > change.stamp
+            && if earliest {
+                w.stamp < change.stamp
+            } else {
+                w.stamp > change.stamp
+            }
             && header.knowledge.contains(w.dot)
     }) else {
         return Ok(None);
@@ -263,19 +276,35 @@ fn lost_to_its_own_write(
                 Slot::Field(f) => Some(f.clone()),
                 _ => None,
             },
-            reason: format!(
-                "a write of this site stamped {} later (commit {}) holds this register at \
-                 central: this site stamped it again, lower (restamp), after an emission carrying \
-                 it had left; the latest by date/time is kept (R2), and this site takes central's \
-                 value",
-                human_ms(
-                    winner
-                        .stamp
-                        .physical_ms()
-                        .saturating_sub(change.stamp.physical_ms())
-                ),
-                winner.dot
-            ),
+            reason: if earliest {
+                format!(
+                    "this record's creation by this site, stamped {} earlier (commit {}), is \
+                     at central: this site stamped it again, later (restamp), after an emission \
+                     carrying it had left; a record's earliest creation is kept, and this site \
+                     takes central's",
+                    human_ms(
+                        change
+                            .stamp
+                            .physical_ms()
+                            .saturating_sub(winner.stamp.physical_ms())
+                    ),
+                    winner.dot
+                )
+            } else {
+                format!(
+                    "a write of this site stamped {} later (commit {}) holds this register at \
+                     central: this site stamped it again, lower (restamp), after an emission \
+                     carrying it had left; the latest by date/time is kept (R2), and this site \
+                     takes central's value",
+                    human_ms(
+                        winner
+                            .stamp
+                            .physical_ms()
+                            .saturating_sub(change.stamp.physical_ms())
+                    ),
+                    winner.dot
+                )
+            },
         },
         at_ms: now,
     }))
