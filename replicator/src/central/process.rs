@@ -239,7 +239,8 @@ fn lost_to_its_own_write(
         return Ok(None);
     };
     // A record's creation is its earliest (a restamp of a creation central took stamps it
-    // again after the old one); any other register's value its latest.
+    // again after the old one, or with its stamp and a later number); any other register's
+    // value its latest.
     let (winner, earliest) = match &change.slot {
         Slot::Created => (
             Some(outpost_engine::Register {
@@ -256,7 +257,9 @@ fn lost_to_its_own_write(
         w.dot.site == change.dot.site
             && w.dot != change.dot
             && if earliest {
-                w.stamp < change.stamp
+                // By stamp, then number, as the merge orders creations: a restamp far behind
+                // may give the new creation the old one's stamp.
+                (w.stamp, w.dot) < (change.stamp, change.dot)
             } else {
                 w.stamp > change.stamp
             }
