@@ -527,17 +527,8 @@ impl World {
                 Event::StickRace(i, step, edit_first) => self.stick_race(i, step, edit_first)?,
                 Event::ReservedAhead(i, step) => self.reserved_ahead(i, step)?,
                 Event::ShopClock(i, skew_ms) => {
-                    self.remotes[i].skew_ms = skew_ms;
-                    self.set_time(t);
-                    if let Some(r) = self.report.remotes.get_mut(i) {
-                        r.skew_minutes = r.skew_minutes.max(skew_ms / MINUTE as i64);
-                    }
+                    self.shop_clock_ahead(i, skew_ms, "shop_clock_follows_central_ahead");
                     self.reschedule_remote(i);
-                    *self
-                        .report
-                        .faults_injected
-                        .entry("shop_clock_follows_central_ahead".to_owned())
-                        .or_insert(0) += 1;
                 }
             }
             self.reschedule_central();
@@ -833,6 +824,22 @@ impl World {
         Ok(())
     }
 
+    /// Remote `i`'s clock runs `skew_ms` ahead of the time from now on (the report keeps the
+    /// largest skew each remote had, for the check of emissions held though a clock was never
+    /// ahead), counted as the fault `fault`.
+    fn shop_clock_ahead(&mut self, i: usize, skew_ms: i64, fault: &str) {
+        self.remotes[i].skew_ms = skew_ms;
+        self.set_time(self.now);
+        if let Some(r) = self.report.remotes.get_mut(i) {
+            r.skew_minutes = r.skew_minutes.max(skew_ms / MINUTE as i64);
+        }
+        *self
+            .report
+            .faults_injected
+            .entry(fault.to_owned())
+            .or_insert(0) += 1;
+    }
+
     /// One step of [`Event::StickRace`] at manual remote `i`, after the reliability test
     /// `r2_an_emission_on_its_way_when_its_shop_restamps_leaves_no_difference_of_values`:
     /// 0. its clock runs two minutes past central's bound; it edits a customer's city and
@@ -881,18 +888,8 @@ impl World {
                     return Ok(());
                 };
                 let skew = self.central.skew_ms_max() + 2 * MINUTE;
-                self.remotes[i].skew_ms = i64::try_from(skew).unwrap_or(i64::MAX);
-                self.set_time(self.now);
-                if let Some(r) = self.report.remotes.get_mut(i) {
-                    r.skew_minutes = r
-                        .skew_minutes
-                        .max(i64::try_from(skew / MINUTE).unwrap_or(i64::MAX));
-                }
-                *self
-                    .report
-                    .faults_injected
-                    .entry("clock_just_past_the_bound".to_owned())
-                    .or_insert(0) += 1;
+                let skew = i64::try_from(skew).unwrap_or(i64::MAX);
+                self.shop_clock_ahead(i, skew, "clock_just_past_the_bound");
                 let city = format!("stamped ahead at {}", self.remotes[i].code);
                 let result = self.remotes[i]
                     .store
@@ -971,18 +968,8 @@ impl World {
             self.legitimate(i, "a document numbered", result);
             let doc = ("sales_documents".to_owned(), key.clone());
             self.remotes[i].own_docs.push(doc.clone());
-            self.remotes[i].skew_ms = i64::try_from(DAY).unwrap_or(i64::MAX);
-            self.set_time(self.now);
-            if let Some(r) = self.report.remotes.get_mut(i) {
-                r.skew_minutes = r
-                    .skew_minutes
-                    .max(i64::try_from(DAY / MINUTE).unwrap_or(i64::MAX));
-            }
-            *self
-                .report
-                .faults_injected
-                .entry("clock_a_day_ahead_with_a_reserved_document".to_owned())
-                .or_insert(0) += 1;
+            let day = i64::try_from(DAY).unwrap_or(i64::MAX);
+            self.shop_clock_ahead(i, day, "clock_a_day_ahead_with_a_reserved_document");
             for status in ["paid", "delivered"] {
                 let result = self.remotes[i]
                     .store
