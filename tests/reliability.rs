@@ -1991,6 +1991,30 @@ fn r2_a_creation_central_took_then_restamped_comes_back_to_central_s() {
 
 /// The test above, central's clock `ahead`.
 fn a_creation_central_took_then_restamped(ahead: u64) {
+    let d = bsoc_creates_on_central_s_stamps_then_restamps(
+        ahead,
+        (
+            "customers",
+            "BSOC-9",
+            "name",
+            "keyed in on central's stamps",
+        ),
+    );
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc],
+        &[("BSOC-9", "keyed in on central's stamps")],
+    );
+}
+
+/// Central's clock runs `ahead`; BSOC, having taken a write of central's, creates a record
+/// (`table`, `key`, one `field` set to `value`) on central's stamps and central takes it. BSOC's
+/// clock then runs a day further ahead: its next write (customer BSOC-9's city) is held, and it
+/// restamps, the creation with it. Then every remote syncs twice.
+fn bsoc_creates_on_central_s_stamps_then_restamps(
+    ahead: u64,
+    (table, key, field, value): (&str, &str, &str, &str),
+) -> Deployment {
     let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
     customer_created_at_8(&d, &d.asoc, "ASOC-1");
     d.clock.set(hhmm(9, 0) + ahead);
@@ -2000,16 +2024,7 @@ fn a_creation_central_took_then_restamped(ahead: u64) {
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     d.at(9, 10);
     bsoc_clock.set(hhmm(9, 10));
-    d.bsoc
-        .write(|tx| {
-            tx.set(
-                "customers",
-                "BSOC-9",
-                "name",
-                "keyed in on central's stamps",
-            )
-        })
-        .unwrap();
+    d.bsoc.write(|tx| tx.set(table, key, field, value)).unwrap();
     let (_, id) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     assert_eq!(journal::row(&d.asoc, id).unwrap().unwrap().error, None);
     d.at(9, 30);
@@ -2024,11 +2039,37 @@ fn a_creation_central_took_then_restamped(ahead: u64) {
     d.at(9, 45);
     assert!(remote::restamp(&d.bsoc).unwrap() > 0);
     sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    all_hold(
-        &d,
-        &[&d.bsoc, &d.csoc],
-        &[("BSOC-9", "keyed in on central's stamps")],
+    d
+}
+
+/// The same with a document: BSOC creates D9 on central's stamps and restamps it. Its
+/// restamped creation of D9 is refused (R5: the document was created already, by BSOC itself)
+/// and the refusal says so, rather than naming the same site twice as two creators. Every site
+/// holds BSOC's document.
+#[test]
+fn r5_a_document_central_took_then_restamped_is_refused_as_created_before_by_its_own_site() {
+    let d = bsoc_creates_on_central_s_stamps_then_restamps(
+        DAY_MS,
+        ("sales_documents", "D9", "customer", "K-B"),
     );
+    let refused = remote::refused_by_central(&d.bsoc).unwrap();
+    let r5: Vec<&str> = refused
+        .iter()
+        .filter(|r| r.rejection.refusal.rule == outpost::engine::Rule::R5)
+        .map(|r| r.rejection.refusal.reason.as_str())
+        .collect();
+    assert!(!r5.is_empty(), "{refused:?}");
+    for reason in r5 {
+        assert!(
+            reason.contains("created already by site 02 itself"),
+            "{reason}"
+        );
+    }
+    let a = d.asoc.record("sales_documents", "D9").unwrap().unwrap();
+    assert_eq!(a.creator, common::BSOC);
+    for s in [&d.bsoc, &d.csoc] {
+        assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
+    }
 }
 
 /// The same with central's write: central's clock ran a day ahead and it renamed a customer

@@ -287,15 +287,24 @@ impl Merge<'_, '_> {
             && def.is_document()
             && m != change.created
         {
-            return Ok(Err(refuse(
-                Rule::R5,
-                origin,
+            let reason = if change.created.site() == m.site() {
+                // The same site created it twice: a creation stamped again (restamp) after
+                // central took the first, which stays the document's.
+                format!(
+                    "the document was created already by site {} itself (commit {}); this later \
+                     creation of it (commit {}) is not taken",
+                    m.site(),
+                    m.dot,
+                    change.created.dot
+                )
+            } else {
                 format!(
                     "the change claims the document was created by site {}, but it was created by site {}",
                     change.created.site(),
                     m.site()
-                ),
-            )));
+                )
+            };
+            return Ok(Err(refuse(Rule::R5, origin, reason)));
         }
         let verdict = guard::check(&guard::Write {
             table: def,
