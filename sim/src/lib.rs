@@ -316,7 +316,10 @@ enum Event {
     /// the shop then edits the same field again (R2: the edit loses at central to the old write
     /// stamped later, and must be returned refused, or the shop keeps it alone). The step of
     /// the sequence, 0 to 4 ([`World::stick_race`]), and whether the edit's emission reaches
-    /// central before the stick (the stick then comes in after it, as a late file does).
+    /// central before the stick (the stick then comes in after it, as a late file does). At a
+    /// network shop the same with central out of its reach from the clock's setting right to
+    /// step 3: its emission waits in the outbox while it is restamped, and goes first when
+    /// central is back (so before the edit's emission either way).
     StickRace(usize, u8, bool),
     /// A shop numbers a sales document, its clock then runs a day ahead, it writes the document
     /// twice and a till reserves it (R7), and it syncs: nothing stamped ahead travels (the
@@ -455,9 +458,10 @@ struct World {
     next_instance: u64,
 }
 
-/// Files of a remote syncing on physical media that were left on the stick: delivered after
-/// later ones (an emission at central after the next emission; a return at the shop after the
-/// next return, or once nothing newer is at central).
+/// A remote's flows on their way. Of a remote syncing on physical media, the files left on the
+/// stick: delivered after later ones (an emission at central after the next emission; a return
+/// at the shop after the next return, or once nothing newer is at central). Of a network
+/// shop, its outbox.
 #[derive(Default)]
 struct Stick {
     emission: Option<Vec<u8>>,
@@ -466,6 +470,14 @@ struct Stick {
     carry_next: bool,
     /// A return's bytes and the emission it answers.
     ret: Option<(Option<u64>, Vec<u8>)>,
+    /// A network shop's emissions written and not yet held by central, oldest first: its
+    /// `outbox/` in production (`outpost remote sync`), sent again whole, before anything
+    /// else, at its next sync. Gone with the store it was made from (the same disk).
+    outbox: Vec<Vec<u8>>,
+    /// Central is out of the network shop's reach until this time (simulated UTC ms,
+    /// [`Event::StickRace`] at a network shop): its uploads and fetches fail, with nothing drawn
+    /// from the run's generator, and what it emits stays in the outbox.
+    offline_until: u64,
 }
 
 /// What went wrong between a remote and central in the simulator.
@@ -532,6 +544,11 @@ struct SimNet<'a> {
     /// beyond its bound ahead of it (R2): not once central's own clock has run ahead in the run.
     central_now_ms: u64,
     watch_ahead: bool,
+    /// Central is out of reach ([`Stick::offline_until`]).
+    offline: bool,
+    /// Central said it does not take this site's emissions yet (its restore waits for other
+    /// remotes' reports): the rest of this sync does not send the outbox again (as production).
+    not_yet: bool,
 }
 
 impl SimNet<'_> {
@@ -620,6 +637,119 @@ impl SimNet<'_> {
         ahead
     }
 
+    /// A network shop's sync as production's (`emit_and_send`): what waits in the outbox is
+    /// sent first; if the newest of it already carries everything of this mode, it is this
+    /// sync's emission; otherwise a new one is written to the outbox and sent.
+    fn emit_and_send(
+        &mut self,
+        store: &Store,
+        mode: SyncMode,
+    ) -> Result<outpost_replicator::FlowId, Carry> {
+        let newest = match self.stick.outbox.last() {
+            Some(bytes) => Some(
+                outpost_replicator::flow::FlowReader::open(bytes.as_slice())
+                    .map_err(|e| bad(&format!("an emission in the outbox: {e}")))?
+                    .header()
+                    .clone(),
+            ),
+            None => None,
+        };
+        self.send_outbox(store)?;
+        if let Some(h) = newest {
+            let own = store.site().id;
+            if h.mode == mode
+                && store
+                    .knowledge()
+                    .only(own)
+                    .difference(&h.covered)
+                    .is_empty()
+            {
+                return Ok(h.id);
+            }
+        }
+        let (bytes, emitted) = remote::emit(store, Vec::new(), mode, false)?;
+        self.stick.outbox.push(bytes);
+        let sent = self.send_outbox(store);
+        if matches!(sent, Err(Carry::Cut | Carry::Deferred)) {
+            self.count("emission_left_in_the_outbox");
+        }
+        sent.map(|()| emitted.id)
+    }
+
+    /// Sends a network shop's outbox, oldest first; an emission leaves it once central holds
+    /// it. A cut or a deferral stops the sending (tried again at the next sync); an emission
+    /// central refuses (R1: the store does not speak for its site) is set aside.
+    fn send_outbox(&mut self, store: &Store) -> Result<(), Carry> {
+        let site = store.site().id;
+        while let Some(bytes) = self.stick.outbox.first().cloned() {
+            match self.upload(site, &bytes) {
+                Ok(()) => {}
+                Err(e @ Carry::WrongStore(_)) => {
+                    self.stick.outbox.remove(0);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+            self.stick.outbox.remove(0);
+            // Over the network the remote learns central's acknowledgement (production asks
+            // for it before its next emission, `GET /v1/acknowledgement`; here it comes once
+            // this one is processed, earlier than production would ask); files on physical
+            // media do not.
+            if !self.fault("ack_lost", 30) {
+                let ack = central::acknowledgement(self.central, site)?;
+                remote::record_acknowledgement(store, &ack)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An emission's bytes reach central (uploaded, or a file brought by hand), with the
+    /// faults of the way: cut, duplicated, central crashing before it commits its processing.
+    fn upload(&mut self, site: SiteId, bytes: &[u8]) -> Result<(), Carry> {
+        if self.offline {
+            return Err(Carry::Cut);
+        }
+        if self.fault("upload_cut", 40) {
+            let cut = bytes.len() / 2;
+            let refused = central::receive(
+                self.central,
+                bytes.get(..cut).unwrap_or_default(),
+                Some(site),
+            );
+            if refused.is_ok() {
+                self.report.violations.push(format!(
+                    "a truncated emission of {} was accepted",
+                    self.code
+                ));
+            }
+            return Err(Carry::Cut);
+        }
+        let received = match central::receive(self.central, bytes, Some(site)) {
+            Err(outpost_replicator::Error::WrongStore(why)) => return Err(Carry::WrongStore(why)),
+            // Not yet (central's restore waits for every remote's report): sent again later.
+            Err(outpost_replicator::Error::Deferred(_)) => return Err(Carry::Deferred),
+            other => other?,
+        };
+        if self.fault("file_duplicated", 30) {
+            let again = central::receive(self.central, bytes, Some(site))?;
+            if !matches!(again, Received::Duplicate(_)) {
+                self.report
+                    .violations
+                    .push("a duplicated emission was not recognised".into());
+            }
+        }
+        if let Received::Ready { id, .. } = received {
+            if self.fault("central_crash_mid_apply", 20) {
+                // Processing starts and the process dies before it commits; the restarted
+                // automaton's sweep redoes it.
+                central::begin_processing(self.central, id)?;
+            } else {
+                self.process(id, bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The emission left on the stick reaches central at last, after a later one. Nothing of it
     /// may be lost or condemn the store: a refusal is counted, and looked at by the run's checks
     /// (the remote's later emissions carry again what central lacks).
@@ -654,6 +784,13 @@ impl RemoteTransport for SimNet<'_> {
     }
 
     fn emit(&mut self, store: &Store, mode: SyncMode) -> Result<outpost_replicator::FlowId, Carry> {
+        if !self.manual {
+            let sent = self.emit_and_send(store, mode);
+            if matches!(sent, Err(Carry::Deferred)) {
+                self.not_yet = true;
+            }
+            return sent;
+        }
         let site = store.site().id;
         let (bytes, emitted) = remote::emit(store, Vec::new(), mode, false)?;
         if std::mem::take(&mut self.stick.carry_next) {
@@ -669,52 +806,8 @@ impl RemoteTransport for SimNet<'_> {
             self.stick.emission = Some(bytes);
             return Ok(emitted.id);
         }
-        if self.fault("upload_cut", 40) {
-            let cut = bytes.len() / 2;
-            let refused = central::receive(
-                self.central,
-                bytes.get(..cut).unwrap_or_default(),
-                Some(site),
-            );
-            if refused.is_ok() {
-                self.report.violations.push(format!(
-                    "a truncated emission of {} was accepted",
-                    self.code
-                ));
-            }
-            return Err(Carry::Cut);
-        }
-        let received = match central::receive(self.central, bytes.as_slice(), Some(site)) {
-            Err(outpost_replicator::Error::WrongStore(why)) => return Err(Carry::WrongStore(why)),
-            // Not yet (central's restore waits for every remote's report): sent again later.
-            Err(outpost_replicator::Error::Deferred(_)) => return Err(Carry::Deferred),
-            other => other?,
-        };
-        if self.fault("file_duplicated", 30) {
-            let again = central::receive(self.central, bytes.as_slice(), Some(site))?;
-            if !matches!(again, Received::Duplicate(_)) {
-                self.report
-                    .violations
-                    .push("a duplicated emission was not recognised".into());
-            }
-        }
-        if let Received::Ready { id, .. } = received {
-            if self.fault("central_crash_mid_apply", 20) {
-                // Processing starts and the process dies before it commits; the restarted
-                // automaton's sweep redoes it.
-                central::begin_processing(self.central, id)?;
-            } else {
-                self.process(id, &bytes)?;
-            }
-        }
+        self.upload(site, &bytes)?;
         self.deliver_late_emission(site)?;
-        // Over the network the remote learns central's acknowledgement (production asks for it
-        // before its next emission, `GET /v1/acknowledgement`; here it comes once this one is
-        // processed, earlier than production would ask); files on physical media do not.
-        if !self.manual && !self.fault("ack_lost", 30) {
-            let ack = central::acknowledgement(self.central, site)?;
-            remote::record_acknowledgement(store, &ack)?;
-        }
         Ok(emitted.id)
     }
 
@@ -724,8 +817,27 @@ impl RemoteTransport for SimNet<'_> {
         after: u64,
         _wait_ms: u64,
     ) -> Result<Option<Fetched<'_>>, Carry> {
+        // A network shop sends its outbox first (as production). Once central has said it does
+        // not take this site's emissions yet, only a return already prepared is fetched.
+        if self.offline {
+            return Err(Carry::Cut);
+        }
+        let mut deferred = false;
+        if !self.manual && !self.not_yet {
+            match self.send_outbox(store) {
+                Ok(()) => {}
+                Err(Carry::Deferred) => {
+                    self.not_yet = true;
+                    deferred = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let Some((id, mut reader)) = central::fetch_return(self.central, store.site().id, after)?
         else {
+            if deferred {
+                return Err(Carry::Deferred);
+            }
             // Nothing newer at central: the return left on the stick is brought now, older
             // than (or the same as) what the shop applied since.
             return Ok(self.stick.ret.take().map(|(answers, bytes)| Fetched {

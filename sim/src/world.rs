@@ -388,16 +388,20 @@ impl World {
         // Now and then a manual shop's clock runs two minutes past the bound, and its next
         // emission is on the stick while it is restamped ([`Event::StickRace`]): half the time
         // the stick reaches central before the shop's edit, half the time after; when central
-        // is put back from a backup in the run, half the time while its restore is under way. A
-        // generator of its own.
-        let mut race = crate::rng::Rng::new(self.cfg.seed ^ 0x571c);
-        if self.cfg.faults && race.chance(300) {
-            let manual: Vec<usize> = (0..self.remotes.len())
-                .filter(|&i| self.remotes[i].kind == Kind::Manual)
+        // is put back from a backup in the run, half the time while its restore is under way.
+        // The same at a network shop, its next emission in its outbox while central is out of
+        // its reach. Each a generator of its own.
+        for (salt, manual) in [(0x571c, true), (0x0b0c, false)] {
+            let mut race = crate::rng::Rng::new(self.cfg.seed ^ salt);
+            if !self.cfg.faults || !race.chance(300) {
+                continue;
+            }
+            let shops: Vec<usize> = (0..self.remotes.len())
+                .filter(|&i| (self.remotes[i].kind == Kind::Manual) == manual)
                 .collect();
             let day = race.below(u64::from(self.cfg.days));
             let mut t0 = START_MS + day * DAY + 10 * HOUR + race.below(6 * HOUR);
-            let shop = race.pick(&manual).copied();
+            let shop = race.pick(&shops).copied();
             let after_restore = race.chance(500);
             let later = race.below(2 * HOUR);
             let edit_first = race.chance(500);
@@ -574,9 +578,11 @@ impl World {
             sticks,
             central_clock,
             central_was_ahead,
+            now,
             ..
         } = self;
         let r = &mut remotes[i];
+        let stick = sticks.entry(i).or_default();
         let net = SimNet {
             central,
             automaton,
@@ -586,9 +592,11 @@ impl World {
             manual: r.kind == Kind::Manual,
             code: r.code.clone(),
             files_rng,
-            stick: sticks.entry(i).or_default(),
+            offline: stick.offline_until > *now,
+            stick,
             central_now_ms: central_clock.now_ms(),
             watch_ahead: !*central_was_ahead,
+            not_yet: false,
         };
         (r, net)
     }
@@ -845,10 +853,12 @@ impl World {
     /// 0. its clock runs two minutes past central's bound; it edits a customer's city and
     ///    emits: central holds the emission (quarantined);
     /// 1. a minute on, the person responsible sets its clock right; the shop writes its next
-    ///    emission, carrying the held write, to the stick;
+    ///    emission, carrying the held write, to the stick (a network shop: central is out of
+    ///    its reach for two minutes, and the emission waits in its outbox);
     /// 2. half a minute on, the shop is restamped (the held write, half a minute past the bound
     ///    now, stamped anew);
-    /// 3. a minute on, the stick reaches central: the old write is within the bound now, taken;
+    /// 3. a minute on, the stick reaches central (a network shop: central is back and the shop
+    ///    syncs, its outbox first): the old write is within the bound now, taken;
     /// 4. a minute and a half on, the shop edits the same city again, stamped before the old
     ///    write: central keeps the old write and must return the edit refused (R2).
     ///
@@ -861,7 +871,7 @@ impl World {
     /// (`r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_difference_of_values`).
     ///
     /// A step that cannot be played as planned (a shop whose clock is off already, one with no
-    /// customer, one busy with another file on its stick) ends the sequence; what the random
+    /// customer, one busy with another file on its stick or in its outbox) ends the sequence; what the random
     /// faults make of its emissions is part of the run — lost, cut or deferred (central's
     /// restore), step 0's emission may not be held, and the shop is restamped all the same.
     pub(super) fn stick_race(
@@ -905,14 +915,25 @@ impl World {
                     self.remotes[i].skew_ms = 0;
                     self.set_time(self.now);
                 }
+                let manual = self.remotes[i].kind == Kind::Manual;
                 let stick = self.sticks.entry(i).or_default();
-                if stick.emission.is_some() {
+                if stick.emission.is_some() || !stick.outbox.is_empty() {
                     self.stick_race = None;
                 } else {
-                    stick.carry_next = true;
+                    if manual {
+                        stick.carry_next = true;
+                    } else {
+                        // Central out of the shop's reach until step 3.
+                        stick.offline_until = self.now + 2 * MINUTE;
+                    }
                     self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
                     let stick = self.sticks.entry(i).or_default();
-                    if std::mem::take(&mut stick.carry_next) || stick.emission.is_none() {
+                    let on_its_way = if manual {
+                        !std::mem::take(&mut stick.carry_next) && stick.emission.is_some()
+                    } else {
+                        !stick.outbox.is_empty()
+                    };
+                    if !on_its_way {
                         self.stick_race = None;
                     }
                 }
@@ -921,23 +942,32 @@ impl World {
                 let before = self.remotes[i].store.knowledge();
                 if outpost_replicator::remote::restamp(&self.remotes[i].store)? > 0 {
                     self.follow_restamp(i, &before)?;
+                    let fault = if self.remotes[i].kind == Kind::Manual {
+                        "restamped_with_an_emission_on_the_stick"
+                    } else {
+                        "restamped_with_an_emission_in_the_outbox"
+                    };
                     *self
                         .report
                         .faults_injected
-                        .entry("restamped_with_an_emission_on_the_stick".to_owned())
+                        .entry(fault.to_owned())
                         .or_insert(0) += 1;
                 }
             }
             3 if edit_first => {
-                // The edit, and its emission: the stick comes in right after it.
+                // The edit, and its emission: the stick comes in right after it. At a network
+                // shop the outbox goes first.
                 self.edit_after_the_restamp(i)?;
+                self.sticks.entry(i).or_default().offline_until = 0;
                 self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)])?;
             }
             3 => self.bring_the_stick(i)?,
             _ if edit_first => {
                 // The stick, if the emission before it did not reach central (cut, lost).
                 self.stick_race = None;
-                self.bring_the_stick(i)?;
+                if self.remotes[i].kind == Kind::Manual {
+                    self.bring_the_stick(i)?;
+                }
             }
             _ => {
                 self.edit_after_the_restamp(i)?;
@@ -1014,8 +1044,13 @@ impl World {
         Ok(())
     }
 
-    /// The emission left on remote `i`'s stick reaches central.
+    /// The emission left on remote `i`'s stick reaches central. At a network shop, central is
+    /// within its reach again and it syncs: its outbox goes first.
     fn bring_the_stick(&mut self, i: usize) -> Result<(), SimError> {
+        if self.remotes[i].kind != Kind::Manual {
+            self.sticks.entry(i).or_default().offline_until = 0;
+            return self.execute(i, vec![RemoteCommand::Emit(SyncMode::NoReturn)]);
+        }
         let site = self.remotes[i].store.site().id;
         let (_, mut net) = self.net(i);
         match net.deliver_late_emission(site) {
@@ -1443,6 +1478,10 @@ impl World {
             .collect();
         // What it keys in next is what its new store makes: nothing to correct before that.
         self.last_commit.remove(&store.site().id);
+        // The outbox went with the store it was made from.
+        if let Some(stick) = self.sticks.get_mut(&i) {
+            stick.outbox.clear();
+        }
         let r = &mut self.remotes[i];
         r.executor = RemoteExecutor::new(&store)?;
         r.store = store;

@@ -195,11 +195,13 @@ fn seed_5418_a_shop_put_back_while_its_clock_is_pinned_on_central_s_stamps_is_ca
 /// store holds writes stamped ahead of the (right) clock, so its emissions are held again. The
 /// simulated person responsible used to restamp only shops whose clock was wrong: S005 stayed
 /// held to the end, its writes never at central. The procedure (docs/OPERATIONS.md) restamps
-/// a held shop whatever its clock says now; the restored shop's writes reach central.
+/// a held shop whatever its clock says now; the restored shop's writes reach central. Found as
+/// seed 41727; since the simulator's network shops keep an outbox, seed 43622 plays the case
+/// (S006, its clock ahead with central's; without that restamp it stays held to the end).
 #[test]
-fn r2_seed_41727_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_is_restamped() {
+fn r2_seed_43622_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_is_restamped() {
     pinned(
-        (5, 3, 41727),
+        (5, 3, 43622),
         &[
             "clock_set_right_after_quarantine",
             "restamped_after_quarantine_clock_right",
@@ -216,10 +218,10 @@ fn r2_seed_41727_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_i
 fn s4_files_carried_by_hand_late_or_lost_lose_nothing() {
     let report = pinned((8, 20, 12295), &[]);
     for (fault, n) in [
-        ("emission_file_late", 2),
-        ("late_emission_taken", 2),
+        ("emission_file_late", 3),
+        ("late_emission_taken", 3),
         ("emission_file_lost", 2),
-        ("return_file_late", 3),
+        ("return_file_late", 2),
     ] {
         assert_eq!(report.faults_injected.get(fault), Some(&n), "{fault}");
     }
@@ -244,6 +246,27 @@ fn r2_seed_188_an_emission_on_the_stick_at_a_restamp_leaves_no_difference_of_val
         ],
     );
     assert_eq!(report.rejections_by_rule.get("R2"), Some(&1), "{report:#?}");
+}
+
+/// The same race at a network shop (production's outbox, `outpost remote sync`): central is out
+/// of the shop's reach from its clock's setting right; its next emission, carrying the held
+/// write, waits in its outbox while it is restamped, and goes first when central is back. The
+/// simulator's network shops used to make a new emission after a failed upload, never sending
+/// the old one again as production does, so this race was out of its reach. Central returns the
+/// restamped write and the later edit refused under R2; without that return the shop kept its
+/// edit alone (this seed, and 55 of the 72 of `--sites 5 --days 3 --seed 0 --seeds 600` that
+/// diverged, through this race).
+#[test]
+fn r2_seed_515_an_emission_in_the_outbox_at_a_restamp_leaves_no_difference_of_values() {
+    let report = pinned(
+        (5, 3, 515),
+        &[
+            "clock_just_past_the_bound",
+            "emission_left_in_the_outbox",
+            "restamped_with_an_emission_in_the_outbox",
+        ],
+    );
+    assert_eq!(report.rejections_by_rule.get("R2"), Some(&2), "{report:#?}");
 }
 
 /// The same race during central's restore from a backup: the shop had taken the restored
