@@ -331,7 +331,11 @@ fn set_up_from_bootstrap(d: &Deployment, site: outpost::SiteId) -> outpost::Stor
 /// A store in memory set up from `boot` (a bootstrap central wrote), with store identity `id`
 /// (none: drawn from the bootstrap and the time).
 fn set_up_from(d: &Deployment, boot: &[u8], id: Option<u64>) -> outpost::Store {
-    let clock = d.clock.clone();
+    set_up_on(d.clock.clone(), boot, id)
+}
+
+/// A store in memory set up from bootstrap `boot`, on `clock`.
+fn set_up_on(clock: ManualClock, boot: &[u8], id: Option<u64>) -> outpost::Store {
     remote::bootstrap_as(
         boot,
         |s| {
@@ -2131,6 +2135,12 @@ fn r2_a_shop_whose_clock_runs_ahead_twice_is_released_by_restamp_both_times() {
 fn bsoc_held_for_a_write_six_minutes_ahead() -> (Deployment, ManualClock) {
     let (d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
     customer_created_at_8(&d, &d.bsoc, "BSOC-1");
+    bsoc_names_bsoc_1_six_minutes_ahead_and_is_held(&d, &bsoc_clock);
+    (d, bsoc_clock)
+}
+
+/// At 9:00 (9:06 by BSOC's clock) BSOC names BSOC-1 "stamped ahead" and syncs: held.
+fn bsoc_names_bsoc_1_six_minutes_ahead_and_is_held(d: &Deployment, bsoc_clock: &ManualClock) {
     d.at(9, 0);
     bsoc_clock.set(hhmm(9, 6));
     d.bsoc
@@ -2139,7 +2149,6 @@ fn bsoc_held_for_a_write_six_minutes_ahead() -> (Deployment, ManualClock) {
     let (_, held) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     let error = journal::row(&d.asoc, held).unwrap().unwrap().error;
     assert!(error.unwrap_or_default().starts_with("quarantined"));
-    (d, bsoc_clock)
 }
 
 /// 9:03: BSOC names BSOC-1 "edited at 9:03"; at 9:05 every remote syncs twice, and every site
@@ -3014,6 +3023,74 @@ fn old_write_on_a_stick_then_central_restored() -> (Deployment, ManualClock, std
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     (d, bsoc_clock, on_the_stick)
+}
+
+/// R1 with R2, the old write central knows only by its writer's word: BSOC's held write
+/// ("stamped ahead", 9:06 by its clock) reaches central on a stick after BSOC restamped it;
+/// DSOC takes it from central; BSOC writes over it at 9:03 (stamped before it). Central's disk
+/// dies and its backup from before the stick is put back: it takes BSOC's edit, and learns the
+/// old write's number from BSOC's word alone (its trusted emission covers it). DSOC had sent
+/// the old write back in an emission held for DSOC's own clock, a day ahead; once DSOC's clock
+/// is set right and restamped, its next emission must carry the old write again — central's
+/// returns say it lacks what it knows only by a site's word — so that central judges it by its
+/// value. Without that, DSOC kept the old write, stamped later, against every other site's edit
+/// (the simulator's seed 878, a network shop's outbox).
+#[test]
+fn r1_r2_an_old_write_central_knows_only_by_its_site_s_word_comes_back_from_its_holder() {
+    let (mut d, bsoc_clock) = bsoc_on_a_clock_of_its_own();
+    let dsoc_clock = ManualClock::new(hhmm(8, 0));
+    create_remote(&d, 4, "DSOC");
+    let (boot, _) =
+        central::write_bootstrap(&d.asoc, outpost::SiteId(4), Vec::new(), false).unwrap();
+    let dsoc = set_up_on(dsoc_clock.clone(), &boot, None);
+    customer_created_at_8(&d, &d.bsoc, "BSOC-1");
+    sync_all(&d, &[&dsoc], 1);
+    dsoc_clock.set(hhmm(9, 0));
+    bsoc_names_bsoc_1_six_minutes_ahead_and_is_held(&d, &bsoc_clock);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    stick_taken_after_the_restamp(&d, &bsoc_clock);
+    dsoc_clock.set(hhmm(9, 2));
+    d.at(9, 2);
+    sync_all(&d, &[&dsoc], 1);
+    assert_eq!(name(&dsoc, "BSOC-1"), Some(Value::from("stamped ahead")));
+    bsoc_clock.set(hhmm(9, 3));
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-1", "name", "edited at 9:03"))
+        .unwrap();
+    d.at(9, 3);
+    dsoc_clock.set(hhmm(9, 3));
+    restore_central(&mut d, backup);
+    // Every remote reports and takes a return of the restored central (which took BSOC's edit
+    // from an emission it does not trust yet).
+    sync_all(&d, &[&d.csoc, &d.bsoc, &dsoc], 1);
+    // DSOC's clock runs a day ahead: its emission, sending the old write back, is held.
+    dsoc_clock.set(hhmm(9, 4) + DAY_MS);
+    d.at(9, 4);
+    dsoc.write(|tx| tx.set("customers", "DSOC-1", "name", "keyed in a day ahead"))
+        .unwrap();
+    let (_, held) = d.emit_and_process(&dsoc, SyncMode::Immediate);
+    let error = journal::row(&d.asoc, held).unwrap().unwrap().error;
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("quarantined"),
+        "{error:?}"
+    );
+    // BSOC's trusted emission covers the old write: central knows its number by BSOC's word.
+    sync_all(&d, &[&d.bsoc], 1);
+    d.return_and_apply(&dsoc);
+    // DSOC's clock set right, restamped: its next emission goes through.
+    dsoc_clock.set(hhmm(9, 5));
+    d.at(9, 5);
+    assert!(remote::restamp(&dsoc).unwrap() > 0);
+    sync_all(&d, &[&dsoc, &d.bsoc, &d.csoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    all_hold(
+        &d,
+        &[&d.bsoc, &d.csoc, &dsoc],
+        &[("BSOC-1", "stamped ahead")],
+    );
 }
 
 /// 9:04: the stick comes in; the old write is 2 minutes ahead, within the bound.

@@ -47,6 +47,10 @@ pub(crate) const RESTORE_CONFIRMED: &[u8] = b"cc/";
 /// Central, while a restore is under way: the dots it took from a remote relaying them and not
 /// (yet) from their own site (`Knowledge`); a commit may have come in part.
 pub(crate) const RESTORE_RELAYED_DOTS: &[u8] = b"cs/relayed-dots";
+/// Central, while a restore is under way: the dots of a remote it knows only by that remote's
+/// word (covered by a trusted emission that did not carry them: written over there), and no
+/// other remote has relayed since (`Knowledge`; see `central::restore::record_by_word`).
+pub(crate) const RESTORE_BY_WORD: &[u8] = b"cs/by-word-dots";
 /// Central, while a restore is under way: what the remotes' emissions received since reported
 /// holding (the union of their headers' knowledge; see `central::held_by_remotes`).
 pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
@@ -176,6 +180,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORED_KNOWLEDGE", RESTORED_KNOWLEDGE),
     ("RESTORE_CONFIRMED", RESTORE_CONFIRMED),
     ("RESTORE_RELAYED_DOTS", RESTORE_RELAYED_DOTS),
+    ("RESTORE_BY_WORD", RESTORE_BY_WORD),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("RESTORE_HELD", RESTORE_HELD),
     ("RESTORE_REPORTED", RESTORE_REPORTED),

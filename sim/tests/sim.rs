@@ -269,6 +269,26 @@ fn r2_seed_515_an_emission_in_the_outbox_at_a_restamp_leaves_no_difference_of_va
     assert_eq!(report.rejections_by_rule.get("R2"), Some(&2), "{report:#?}");
 }
 
+/// The outbox race, then central put back from a backup from before it: the lost central had
+/// taken the old write from the outbox and S006 held it; the restored central took the shop's
+/// later edit (stamped before the old write) and learnt the old write's number from the shop's
+/// word alone (it covers it, having stamped it again). S006's emission relaying the old write
+/// was held for its own clock, a day ahead; once restamped, its next emission no longer carried
+/// it, central's returns saying central knew it: S006 kept the old write against everyone
+/// else's edit (a silent divergence, found by `--sites 5 --days 3 --seed 0 --seeds 10000`).
+#[test]
+fn r1_r2_seed_878_an_old_write_central_knows_only_by_its_site_s_word_comes_back_from_its_holder() {
+    pinned(
+        (5, 3, 878),
+        &[
+            "central_restored_from_old_backup",
+            "clock_just_past_the_bound",
+            "restamped_with_an_emission_in_the_outbox",
+            "clock_a_day_ahead_with_a_reserved_document",
+        ],
+    );
+}
+
 /// The same race during central's restore from a backup: the shop had taken the restored
 /// central's return before its stick came in, and its next emission closed the restore; central
 /// had taken the old write over the shop's edit, and the shop, knowing the old write's number,

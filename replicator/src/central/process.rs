@@ -390,7 +390,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // central took the old write and this remote holds it, stamped later than what central
         // holds. Those central holds, or holds later, come out already had or superseded; one
         // a rule refuses (judged when central first learnt it) comes out already had.
-        let rejudge = if local::get::<u64>(tx, local::RESTORED)?.is_some() {
+        let restoring = local::get::<u64>(tx, local::RESTORED)?.is_some();
+        let rejudge = if restoring {
             let known = tx.knowledge();
             known
                 .difference(&known.only(tx.site().id))
@@ -411,6 +412,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             }
             skip
         };
+        // Other sites' changes it relays, whatever became of them.
+        let mut relay_dots = Knowledge::new();
         let mut frames = Frames::new(reader, skip);
         let mut completed_relayed = false;
         let mut took_relayed = false;
@@ -463,10 +466,13 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                 let Incoming::New(change) = incoming else {
                     continue;
                 };
-                if !trusted {
+                if !trusted || (restoring && change.dot.site == sender) {
                     carried.insert(change.dot);
                 }
                 if change.dot.site != sender {
+                    if restoring {
+                        relay_dots.insert(change.dot);
+                    }
                     relays.push((i, change.dot));
                 }
                 if change.dot.site != own_site
@@ -598,6 +604,18 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             tx.freeze(table, key)?;
         }
         let own = if trusted { &header.covered } else { &carried };
+        if restoring {
+            // What central learns of the sender's own dots only by its word, and the relays
+            // it judged by their value.
+            let by_word = if trusted {
+                own.only(sender)
+                    .difference(&carried.only(sender))
+                    .difference(tx.knowledge())
+            } else {
+                Knowledge::new()
+            };
+            super::restore::record_by_word(tx, &by_word, &relay_dots)?;
+        }
         tx.add_knowledge(sender, own)?;
         tx.add_relayed(sender, &relayed)?;
         record_relayed_dots(tx, sender, &relayed, own)?;

@@ -38,6 +38,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_CONFIRMED)?;
         local::remove_all(tx, local::RESTORE_RELAYED)?;
         tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
+        tx.local_remove(local::RESTORE_BY_WORD)?;
         tx.local_remove(local::RESTORE_HELD)?;
         local::remove_all(tx, local::RESTORE_REPORTED)?;
         local::remove_all(tx, local::RESTORE_SENT_BACK)?;
@@ -110,6 +111,7 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORED)?;
     tx.local_remove(local::RESTORED_KNOWLEDGE)?;
     tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
+    tx.local_remove(local::RESTORE_BY_WORD)?;
     tx.local_remove(local::RESTORE_HELD)?;
     local::remove_all(tx, local::RESTORE_REPORTED)?;
     local::remove_all(tx, local::RESTORE_SENT_BACK)?;
@@ -645,6 +647,41 @@ pub(super) fn record_relayed_dots(
         local::put(tx, local::RESTORE_RELAYED_DOTS, &dots)?;
     }
     Ok(())
+}
+
+/// While a restore is under way: `covered`, the dots of `sender` a trusted emission of it
+/// accounts for, of which central learns some only by its word (`new_by_word`: not carried, not
+/// known before — written over at the remote). Such a dot is dead only if what wrote over it
+/// was stamped later, which a restamp breaks: a write stamped again, lower, after the lost
+/// central took the old one, which another remote may still hold, stamped later than what
+/// central holds now. Central's returns to the other remotes say it lacks these dots, so a
+/// remote that holds one sends it and central judges it by its value; `relayed`, the dots
+/// of other sites the emission carried, are central's to judge now and leave the set.
+pub(super) fn record_by_word(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    new_by_word: &Knowledge,
+    relayed: &Knowledge,
+) -> Result<()> {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none()
+        || (new_by_word.is_empty() && relayed.is_empty())
+    {
+        return Ok(());
+    }
+    let mut dots: Knowledge = local::get(tx, local::RESTORE_BY_WORD)?.unwrap_or_default();
+    let before = dots.clone();
+    dots.union_with(new_by_word);
+    let dots = dots.difference(relayed);
+    if dots != before {
+        local::put(tx, local::RESTORE_BY_WORD, &dots)?;
+    }
+    Ok(())
+}
+
+/// The dots central knows only by their own site's word since a restore (see
+/// [`record_by_word`]): what its returns tell every other remote it lacks. Empty outside a
+/// restore.
+pub(super) fn by_word_dots(snap: &Snapshot) -> Result<Knowledge> {
+    Ok(local::snap_get::<Knowledge>(snap, local::RESTORE_BY_WORD)?.unwrap_or_default())
 }
 
 /// The dots central took only from remotes relaying them since a restore, their own sites not

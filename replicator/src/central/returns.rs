@@ -368,7 +368,13 @@ pub(super) fn write_for_remote<W: Write>(
     // part, each remote is told central lacks (one that holds them sends them). Read after the
     // knowledge: a dot relayed meanwhile is in the set.
     let knowledge = if is_return {
-        let again = relayed_dots(&store.snapshot()?)?;
+        let snap = store.snapshot()?;
+        let mut again = relayed_dots(&snap)?;
+        // And the dots central knows only by their own site's word: another remote may hold
+        // one that matters (a write its site stamped again, lower, after the lost central took
+        // it). Not to their own site, which knows them.
+        let by_word = super::restore::by_word_dots(&snap)?;
+        again.union_with(&by_word.difference(&by_word.only(remote)));
         if again.is_empty() {
             knowledge
         } else {
