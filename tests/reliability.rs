@@ -3077,8 +3077,10 @@ fn r1_r2_an_old_write_central_knows_only_by_its_site_s_word_comes_back_from_its_
             .starts_with("quarantined"),
         "{error:?}"
     );
-    // BSOC's trusted emission covers the old write: central knows its number by BSOC's word.
+    // BSOC's trusted emission covers the old write: central knows its number by BSOC's word,
+    // and holds BSOC's edit.
     sync_all(&d, &[&d.bsoc], 1);
+    assert_eq!(name(&d.asoc, "BSOC-1"), Some(Value::from("edited at 9:03")));
     d.return_and_apply(&dsoc);
     // DSOC's clock set right, restamped: its next emission goes through.
     dsoc_clock.set(hhmm(9, 5));

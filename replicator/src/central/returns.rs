@@ -372,7 +372,9 @@ pub(super) fn write_for_remote<W: Write>(
         let mut again = relayed_dots(&snap)?;
         // And the dots central knows only by their own site's word: another remote may hold
         // one that matters (a write its site stamped again, lower, after the lost central took
-        // it). Not to their own site, which knows them.
+        // it). Not to their own site, which knows them. (Not only to the remotes that reported
+        // knowing one: that report may be in an emission central holds for its clock, which
+        // does not move the remote's record — the case this is for.)
         let by_word = super::restore::by_word_dots(&snap)?;
         again.union_with(&by_word.difference(&by_word.only(remote)));
         if again.is_empty() {
