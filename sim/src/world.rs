@@ -869,9 +869,12 @@ impl World {
     /// back from a backup and does not trust that yet: then the old write wins at central and
     /// its returns, judged anew, carry it to the shop too
     /// (`r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_difference_of_values`).
+    /// At a network shop the outbox always goes first: step 3 sends it, then the edit's
+    /// emission, and step 4 has nothing left to bring. An emission of step 0 still in its outbox
+    /// at step 1 (cut, or deferred by central's restore) is the one that waits there.
     ///
     /// A step that cannot be played as planned (a shop whose clock is off already, one with no
-    /// customer, one busy with another file on its stick or in its outbox) ends the sequence; what the random
+    /// customer, one busy with another file on its stick) ends the sequence; what the random
     /// faults make of its emissions is part of the run — lost, cut or deferred (central's
     /// restore), step 0's emission may not be held, and the shop is restamped all the same.
     pub(super) fn stick_race(
@@ -917,7 +920,7 @@ impl World {
                 }
                 let manual = self.remotes[i].kind == Kind::Manual;
                 let stick = self.sticks.entry(i).or_default();
-                if stick.emission.is_some() || !stick.outbox.is_empty() {
+                if stick.emission.is_some() {
                     self.stick_race = None;
                 } else {
                     if manual {

@@ -210,10 +210,10 @@ fn r2_seed_43622_a_shop_put_back_from_a_backup_taken_while_its_clock_ran_ahead_i
     );
 }
 
-/// A shop syncing with files carried by hand: an emission reaches central after the next one,
-/// another never does, a return reaches the shop after a newer one was applied. Nothing is lost
-/// (the next emissions carry again what central lacks), the late emission is taken, the stale
-/// return is refused by the shop, and the run converges.
+/// Shops syncing with files carried by hand: emissions reach central after the next one, others
+/// never do, returns reach the shop after a newer one was applied. Nothing is lost
+/// (the next emissions carry again what central lacks), the late emissions are taken, the stale
+/// returns are refused by the shop, and the run converges.
 #[test]
 fn s4_files_carried_by_hand_late_or_lost_lose_nothing() {
     let report = pinned((8, 20, 12295), &[]);
