@@ -382,14 +382,16 @@ pub fn upload(link: &Link, id: FlowId, path: &Path) -> Result<u64, NetError> {
 /// Sends every emission waiting in the outbox, oldest first. An emission central refuses
 /// (too large, damaged, not this site's) is set aside in `outbox/refused/`: an older one is a
 /// note (the next emission carries the same changes, since central's knowledge did not move);
-/// `current`, the emission this sync just made, is the sync's failure.
+/// `current`, the emission this sync just made, is the sync's failure. Gives the ids of the
+/// emissions set aside.
 fn send_outbox(
     store: &Store,
     link: &Link,
     dir: &Path,
     current: Option<FlowId>,
     summary: &mut Summary,
-) -> Result<(), NetError> {
+) -> Result<Vec<FlowId>, NetError> {
+    let mut set_aside = Vec::new();
     let outbox = outbox(dir).map_err(local)?;
     for (id, path) in waiting_emissions(&outbox)? {
         let travelled = match upload(link, id, &path) {
@@ -415,6 +417,7 @@ fn send_outbox(
                     ));
                 }
                 summary.notes.push(what);
+                set_aside.push(id);
                 continue;
             }
             Err(e) => return Err(e),
@@ -427,7 +430,7 @@ fn send_outbox(
         summary.sent.push((id, n, travelled));
         std::fs::remove_file(&path).map_err(local)?;
     }
-    Ok(())
+    Ok(set_aside)
 }
 
 /// Downloads the newest return after return `after`, waiting up to `wait_ms` for one, into
@@ -496,9 +499,11 @@ fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
     }
 }
 
-/// What waits in the outbox sent first, then an emission written into it and sent. A sync
-/// that cannot send (central unreachable, a credential refused) stops before writing another:
-/// the outbox holds one emission to resume, not one more per attempt.
+/// What waits in the outbox sent first, then an emission written into it and sent — unless
+/// the newest that waited, now sent, carries everything (one central refused does not count:
+/// the sync then writes one, refused in turn with central's reason). A sync that cannot send
+/// (central unreachable, a credential refused) stops before writing another: the outbox holds
+/// one emission to resume, not one more per attempt.
 fn emit_and_send(
     store: &Store,
     link: &Link,
@@ -516,8 +521,8 @@ fn emit_and_send(
         }
         None => None,
     };
-    send_outbox(store, link, dir, None, summary)?;
-    if let Some(h) = newest {
+    let set_aside = send_outbox(store, link, dir, None, summary)?;
+    if let Some(h) = newest.filter(|h| !set_aside.contains(&h.id)) {
         let own = store.site().id;
         let unsent = store.knowledge().only(own).difference(&h.covered);
         if h.mode == mode && unsent.is_empty() {
@@ -637,7 +642,7 @@ impl RemoteTransport for Net<'_> {
             0
         } else {
             match send_outbox(store, self.link, self.dir, None, &mut self.summary) {
-                Ok(()) => wait_ms,
+                Ok(_) => wait_ms,
                 Err(e @ NetError::NotYet(_)) => {
                     self.not_yet(&e);
                     deferred = Some(e);

@@ -255,11 +255,7 @@ fn s2_remote_run_retries_while_central_is_unreachable_then_catches_up() {
         &["remote", "export", "--data", "bsoc", "--out", "bsoc/outbox"],
     );
     // A port nobody listens on, for now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let (run, _) = remote_run(dir, "bsoc", &url);
     let err = dir.join("bsoc-run.err");
@@ -856,6 +852,32 @@ fn m4_remote_sync_at_a_fixed_time_site_still_gets_its_immediate_return() {
 fn a3_a_refused_emission_fails_the_sync_at_once_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    bsoc_given_csoc_s_credential(dir);
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    refused_at_once(dir, &central, 1);
+}
+
+/// The same when the refused emission is one an earlier sync left in the outbox (central was
+/// unreachable then) and nothing was written since: it must not count as the sync's emission —
+/// the sync wrote none, the one it sent was refused. A new emission is written and sent, refused
+/// in turn, and the sync fails at once with the reason (before, it succeeded with a note and
+/// waited for a return that could not come).
+#[test]
+fn a3_a_refused_emission_left_in_the_outbox_fails_the_next_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    bsoc_given_csoc_s_credential(dir);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(!try_sync(dir, "bsoc", &url, &[]).status.success());
+    let listen = format!("127.0.0.1:{port}");
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", &listen]);
+    refused_at_once(dir, &central, 2);
+}
+
+/// BSOC and CSOC (immediate syncs), BSOC's machine given CSOC's credential by mistake; BSOC
+/// keys in a customer.
+fn bsoc_given_csoc_s_credential(dir: &Path) {
     deployment(
         dir,
         &[],
@@ -864,8 +886,6 @@ fn a3_a_refused_emission_fails_the_sync_at_once_with_the_reason() {
             ("CSOC", "csoc", &["immediate 30"]),
         ],
     );
-    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
-    // BSOC's machine was given CSOC's credential by mistake.
     let bsoc_toml = dir.join("bsoc/remote.toml");
     let text = std::fs::read_to_string(&bsoc_toml).unwrap();
     let mixed = text.replace(
@@ -875,6 +895,11 @@ fn a3_a_refused_emission_fails_the_sync_at_once_with_the_reason() {
     assert_ne!(text, mixed);
     std::fs::write(&bsoc_toml, mixed).unwrap();
     put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
+}
+
+/// BSOC syncs: refused at once with central's reason, `set_aside` emissions in
+/// `outbox/refused`, nothing in central's journal.
+fn refused_at_once(dir: &Path, central: &Daemon, set_aside: usize) {
     let started = Instant::now();
     let out = try_sync(dir, "bsoc", &central.url, &[]);
     let took = started.elapsed();
@@ -886,11 +911,12 @@ fn a3_a_refused_emission_fails_the_sync_at_once_with_the_reason() {
         "the reason: {stdout}{stderr}"
     );
     assert!(took < Duration::from_secs(10), "waited {took:?}: {stderr}");
-    assert!(
-        dir.join("bsoc/outbox/refused").read_dir().unwrap().count() == 1,
+    assert_eq!(
+        dir.join("bsoc/outbox/refused").read_dir().unwrap().count(),
+        set_aside,
         "set aside"
     );
-    assert!(journal_of(dir, &central, 2).is_empty());
+    assert!(journal_of(dir, central, 2).is_empty());
 }
 
 /// Syncs that fail (central unreachable) leave one emission waiting to be resumed, not one more
@@ -901,11 +927,7 @@ fn t3_failed_syncs_leave_one_emission_waiting_not_one_per_attempt() {
     let dir = tmp.path();
     deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
     put(dir, "bsoc", "K-B", r#"{"name": "Bertrand"}"#);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..3 {
         let out = outpost(
@@ -1191,4 +1213,13 @@ fn r2_a3_a_sync_whose_emission_central_holds_for_clock_skew_fails_with_the_reaso
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(get(dir, "asoc", "K-AHEAD")["name"], "stamped a day ahead");
+}
+
+/// A loopback port nobody listens on, for now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
