@@ -666,6 +666,52 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
     }
 }
 
+/// C4 with R1: central put back from a backup takes no remote's new changes until every remote
+/// has reported what it holds — and a shop opened during the restore has not reported yet.
+/// BSOC, closing, keys in its last customer and syncs: central puts that emission off, keeping
+/// nothing of it. BSOC had sent back what central lost of it already, so its removal went
+/// through, and the customer was lost with the shop (the simulator's `--sites 4 --days 10
+/// --seed 602852`). Central now refuses to remove a remote that has reported while it waits
+/// for others', and says for whom; once DSOC has reported and BSOC synced again, the removal
+/// goes through with the customer at central.
+#[test]
+fn c4_r1_a_shop_whose_last_emission_central_put_off_in_its_restore_is_not_removed_yet() {
+    let mut d = Deployment::new();
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    restore_central(&mut d, backup);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    assert!(central::restore_under_way(&d.asoc).unwrap());
+    let dsoc = add_remote(&d, 4, "DSOC");
+    assert_eq!(
+        central::restore_waiting_for(&d.asoc).unwrap(),
+        vec!["DSOC".to_owned()]
+    );
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-LAST", "name", "BSOC's last customer"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    assert_eq!(name(&d.asoc, "BSOC-LAST"), None, "put off");
+    let err = central::remove_remote(
+        &d.asoc,
+        "BSOC",
+        d.clock.now_ms(),
+        central::Removal::default(),
+    )
+    .unwrap_err();
+    let why = err.to_string();
+    assert!(why.contains("DSOC") && why.contains("sync"), "{why}");
+    sync_all(&d, &[&dsoc], 1);
+    d.emit_and_process(&d.bsoc, SyncMode::NoReturn);
+    remove(&d, "BSOC", central::Removal::default());
+    assert_eq!(
+        name(&d.asoc, "BSOC-LAST"),
+        Some(Value::from("BSOC's last customer"))
+    );
+}
+
 #[test]
 fn c4_j1_a_removed_shop_still_syncing_is_reported_once_a_day_across_daemon_restarts() {
     let d = Deployment::new();

@@ -238,7 +238,8 @@ pub fn set_config(store: &Store, config: &crate::config::SyncConfig) -> Result<(
 /// emissions of it wait to be processed; unless `removal.drop_reserved`, while its last
 /// emission reported documents reserved (R7: what was written to them has not been sent); and,
 /// unless `removal.drop_unsent`, while central is being restored from a backup and the remote
-/// has not yet sent back what central lost of it ([`restore_under_way`]).
+/// has not yet sent back what central lost of it ([`restore_under_way`]), or has reported while
+/// central still waits for other remotes' reports (its last emission was put off).
 pub fn remove_remote(store: &Store, code: &str, now_ms: u64, removal: Removal) -> Result<SiteId> {
     check_central(store)?;
     let mut config = config(store)?.ok_or_else(|| {
@@ -255,6 +256,7 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64, removal: Removal) -
     config
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
+    let sites = store.sites();
     local::write(store, |tx| {
         // Checked in the transaction that retires it: an emission received meanwhile counts.
         let mut pending = 0;
@@ -293,6 +295,22 @@ pub fn remove_remote(store: &Store, code: &str, now_ms: u64, removal: Removal) -
                  emission), then remove it — or, if the shop's store is gone, remove it with \
                  --drop-unsent (what only that store held is lost)"
             )));
+        }
+        // While central waits for other remotes' reports it takes no remote's new changes: an
+        // emission this one made since its last taken (its last sync before closing) was put
+        // off, nothing of it kept.
+        if !removal.drop_unsent && restore::has_reported(tx, id)? {
+            let others = restore::waiting_for(tx, &sites, id)?;
+            if !others.is_empty() {
+                return Err(Error::Refused(format!(
+                    "central is being restored from a backup and waits for the reports of {} \
+                     before it takes any remote's new changes: what {code} wrote since its last \
+                     emission central took was not taken yet; once they have synced, sync \
+                     {code} again, then remove it — or, if the shop's store is gone, remove it \
+                     with --drop-unsent (what only that store held is lost)",
+                    others.join(", ")
+                )));
+            }
         }
         local::put(tx, local::CONFIG, &config)?;
         // Its newest return will not be downloaded: its bytes go (and with the last such

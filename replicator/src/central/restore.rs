@@ -510,6 +510,12 @@ pub(super) fn waiting_for(
     Ok(waiting)
 }
 
+/// While a restore is under way: whether central has received an emission of `site` since.
+pub(super) fn has_reported(tx: &outpost_engine::WriteTx<'_, '_>, site: SiteId) -> Result<bool> {
+    Ok(local::get::<u64>(tx, local::RESTORED)?.is_some()
+        && tx.local_get(&reported_key(site))?.is_some())
+}
+
 fn reported_key(site: SiteId) -> Vec<u8> {
     let mut key = local::RESTORE_REPORTED.to_vec();
     key.extend_from_slice(&site.0.to_be_bytes());
