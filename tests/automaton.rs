@@ -291,17 +291,25 @@ fn c4_a_removed_remote_s_newest_return_is_dropped_from_the_sync_table() {
     );
 }
 
-#[test]
-fn r7_c4_a_remote_holding_reserved_documents_is_removed_only_when_asked_to_drop_them() {
+/// BSOC (fixed times 21:00 and 23:20) and CSOC at 20:00; a till of BSOC holds its document D-1
+/// reserved (R7).
+fn bsoc_holding_d1_reserved() -> World {
     let cfg = config(vec![
         (2, "BSOC", "Europe/Paris", "fixed 21:00 23:20"),
         (3, "CSOC", "Europe/Paris", "fixed 22:00 23:40"),
     ]);
-    let mut w = World::new(&cfg, paris(25, 20, 0));
+    let w = World::new(&cfg, paris(25, 20, 0));
     let bsoc = w.remote("BSOC");
     bsoc.write(|tx| tx.set("sales_documents", "D-1", "status", "open"))
         .unwrap();
     bsoc.reserve("sales_documents", "D-1", "till-1").unwrap();
+    w
+}
+
+#[test]
+fn r7_c4_a_remote_holding_reserved_documents_is_removed_only_when_asked_to_drop_them() {
+    let mut w = bsoc_holding_d1_reserved();
+    let bsoc = w.remote("BSOC");
     bsoc.write_commit_as("till-1", |tx| {
         tx.set("sales_documents", "D-1", "status", "being edited")
     })
@@ -323,6 +331,34 @@ fn r7_c4_a_remote_holding_reserved_documents_is_removed_only_when_asked_to_drop_
         },
     )
     .unwrap();
+    assert!(central::retired(&w.asoc, SiteId(2)).unwrap().is_some());
+}
+
+/// A shop whose store held a document reserved at its last sync is set up again from a new
+/// bootstrap (`central reprovision`: its store lost, or refused and condemned): what the old
+/// store held reserved is lost with it, and the new store holds nothing reserved. Central kept
+/// counting the old store's reservations and refused to remove the shop for them (the
+/// simulator's seed 601858: a closing shop whose last emission was refused had its store
+/// reprovisioned, and its removal was then refused for documents no store of it held). Central
+/// forgets them when it reprovisions the site.
+#[test]
+fn r7_c4_the_reservations_of_a_store_a_reprovisioning_replaced_do_not_hold_the_removal_back() {
+    let mut w = bsoc_holding_d1_reserved();
+    w.run_until(paris(25, 21, 30));
+    let snap = w.asoc.snapshot().unwrap();
+    assert_eq!(
+        outpost::replicator::monitor::reserved(&snap, SiteId(2))
+            .unwrap()
+            .map(|r| r.count),
+        Some(1)
+    );
+    central::reprovision(&w.asoc, SiteId(2)).unwrap();
+    let snap = w.asoc.snapshot().unwrap();
+    assert_eq!(
+        outpost::replicator::monitor::reserved(&snap, SiteId(2)).unwrap(),
+        None
+    );
+    central::remove_remote(&w.asoc, "BSOC", w.now(), central::Removal::default()).unwrap();
     assert!(central::retired(&w.asoc, SiteId(2)).unwrap().is_some());
 }
 

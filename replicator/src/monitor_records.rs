@@ -201,6 +201,13 @@ pub(crate) fn saw_reserved(
     Ok(())
 }
 
+/// `site` is set up again from a new bootstrap (`central reprovision`): the documents its old
+/// store held reserved are lost with that store, and the new one holds none until it says
+/// otherwise.
+pub(crate) fn forget_reserved(tx: &mut WriteTx<'_, '_>, site: SiteId) -> Result<()> {
+    Ok(tx.local_remove(&reserved_key(site))?)
+}
+
 /// The documents `site` holds reserved, as its newest emission reported them (`None` before an
 /// emission that reports them).
 pub fn reserved(snap: &outpost_engine::Snapshot, site: SiteId) -> Result<Option<Reserved>> {

@@ -252,6 +252,8 @@ pub fn reprovision(store: &Store, remote: SiteId) -> Result<u32> {
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
         rec.knowledge = tx.knowledge().clone();
         local::put(tx, &rkey, &rec)?;
+        // What the old store held reserved (R7) is lost with it.
+        crate::monitor_records::forget_reserved(tx, remote)?;
         crate::incarnation::start_provisioning(tx, remote)
     })
 }
