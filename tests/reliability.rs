@@ -2560,6 +2560,60 @@ fn r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_it
     assert!(why.contains("carries a change"), "{why}");
 }
 
+/// DSOC emits a file, which stays on the USB stick (set aside): its path.
+fn file_left_on_the_stick(d: &Deployment, dsoc: &outpost::Store) -> std::path::PathBuf {
+    let (stick, _) = files::emit_to(dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let aside = d.root.path().join("stick.outpost");
+    std::fs::rename(&stick, &aside).unwrap();
+    aside
+}
+
+/// DSOC synced, then backed up; it writes DSOC-LOST-1..3 and emits `lost` files, each lost on
+/// the way, then one that stays on the USB stick; its disk dies and the backup is put back.
+/// Gives the deployment, the restored DSOC and the stick's file.
+fn the_lost_store_s_file_on_the_stick(
+    lost: usize,
+) -> (Deployment, outpost::Store, std::path::PathBuf) {
+    let (d, dsoc, _) = dsoc_synced_then_a_backup();
+    let dsoc_backup = backup_then_three_lost_customers(&d, &dsoc);
+    files_lost_on_the_way(&d, &dsoc, lost);
+    let stick = file_left_on_the_stick(&d, &dsoc);
+    (d, dsoc_backup, stick)
+}
+
+/// `store` emits `n` files, each lost on the way.
+fn files_lost_on_the_way(d: &Deployment, store: &outpost::Store, n: usize) {
+    for _ in 0..n {
+        let (lost, _) = files::emit_to(store, &d.usb(), SyncMode::Immediate).unwrap();
+        std::fs::remove_file(lost).unwrap();
+    }
+}
+
+/// The file on the stick, carried in, is refused for `why` and nothing of it is taken (`absent`,
+/// a customer of the lost store, is not at central); DSOC's store is condemned: its next
+/// emission is refused too.
+fn stick_refused_then_the_store_condemned(
+    d: &Deployment,
+    dsoc: &outpost::Store,
+    stick: &std::path::Path,
+    why: &str,
+    absent: &str,
+) {
+    let err = files::receive_from(&d.asoc, stick, Some(outpost::SiteId(4))).unwrap_err();
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(w) if w.contains(why)),
+        "{err}"
+    );
+    central::process_ready(&d.asoc).unwrap();
+    assert_eq!(name(&d.asoc, absent), None);
+    let err = refused_at_central(d, dsoc);
+    assert!(
+        matches!(&err, outpost::replicator::Error::WrongStore(w)
+            if w.contains("as with its emissions since central first saw it")),
+        "{err}"
+    );
+}
+
 /// A shop's file is left on the USB stick; the shop's disk dies and its store is put back from a
 /// backup, which syncs; central's disk dies too and is put back from a backup older than that
 /// sync, so central keeps no trace of the emission number the restored store reused. The
@@ -2573,12 +2627,7 @@ fn r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_it
 fn r1_a_late_file_of_a_shop_s_lost_store_claiming_more_than_its_restored_store_is_refused() {
     let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
     let dsoc_backup = backup_then_three_lost_customers(&d, &dsoc);
-    let (stick, _) = files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
-    let stick = {
-        let aside = d.root.path().join("stick.outpost");
-        std::fs::rename(&stick, &aside).unwrap();
-        aside
-    };
+    let stick = file_left_on_the_stick(&d, &dsoc);
     // DSOC's disk dies; put back from its backup, it syncs (nothing new) under the number the
     // file on the stick has.
     let dsoc = dsoc_backup;
@@ -2596,19 +2645,79 @@ fn r1_a_late_file_of_a_shop_s_lost_store_claiming_more_than_its_restored_store_i
         name(&d.asoc, "DSOC-NEW-2"),
         Some(Value::from("by the restored store"))
     );
-    let err = files::receive_from(&d.asoc, &stick, Some(outpost::SiteId(4))).unwrap_err();
-    assert!(
-        matches!(&err, outpost::replicator::Error::WrongStore(why)
-            if why.contains("did not know")),
-        "{err}"
+    stick_refused_then_the_store_condemned(&d, &dsoc, &stick, "did not know", "DSOC-LOST-3");
+}
+
+/// A shop's third file since its last sync is left on the USB stick, the two before it lost on
+/// the way; its disk dies and its store is put back from a backup, which writes two customers
+/// under the numbers of the lost store's first two and syncs. The stick's file, carried in then,
+/// is numbered past that sync and follows an emission central never received: nothing tied it
+/// to the lost store. It was taken, its changes under the numbers central held dropped as
+/// already had. The stamps tell the two stores apart: it is refused, and the store condemned.
+#[test]
+fn r1_a_file_of_a_shop_s_lost_store_numbered_past_its_restored_store_s_sync_is_refused_by_their_stamps()
+ {
+    let (d, dsoc, stick) = the_lost_store_s_file_on_the_stick(2);
+    d.at(10, 20);
+    new_customers(&dsoc, 1..=2);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    stick_refused_then_the_store_condemned(
+        &d,
+        &dsoc,
+        &stick,
+        "central holds as stamped",
+        "DSOC-LOST-3",
     );
-    central::process_ready(&d.asoc).unwrap();
-    assert_eq!(name(&d.asoc, "DSOC-LOST-3"), None);
-    let err = refused_at_central(&d, &dsoc);
-    assert!(
-        matches!(&err, outpost::replicator::Error::WrongStore(why)
-            if why.contains("as with its emissions since central first saw it")),
-        "{err}"
+}
+
+/// A shop's file is left on the USB stick; its disk dies and its store is put back from a
+/// backup, which syncs three times without writing: the first two files are lost on the way.
+/// When the stick's file is carried in, it is numbered below the newest emission central
+/// received and follows the one it had before; central holds nothing under its numbers to
+/// compare stamps with, yet it claims changes of its own the newest emission did not know: two
+/// stores numbered alike. It is refused, and the store condemned.
+#[test]
+fn r1_a_late_file_of_a_shop_s_lost_store_claiming_changes_its_restored_store_s_newest_emission_did_not_know_is_refused()
+ {
+    let (d, dsoc, stick) = the_lost_store_s_file_on_the_stick(0);
+    files_lost_on_the_way(&d, &dsoc, 2);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    stick_refused_then_the_store_condemned(&d, &dsoc, &stick, "did not know", "DSOC-LOST-1");
+}
+
+/// A shop's file is left on the USB stick; its disk dies and its store is put back from a
+/// backup, which writes under the numbers the lost store had used: two customers, then a sales
+/// document a till holds reserved (R7). Its next two files are lost on the way and a third
+/// reaches central, carrying the customers and holding the document back. When the stick's file
+/// is carried in, it is numbered below that one, follows the emission central had before it,
+/// and holds no number of its own the restored store did not know: only other changes under
+/// them. It was taken — its changes under numbers central held dropped as already had, the one
+/// under the document's number applied — and the document, once released and sent, was dropped
+/// in turn as already had (silent loss; the simulator's seed 601911). The stamps tell the two
+/// stores apart: the file is refused, and the store condemned.
+#[test]
+fn r1_r7_a_late_file_of_a_shop_s_lost_store_whose_numbers_the_restored_store_reused_is_refused_by_their_stamps()
+ {
+    let (d, dsoc, stick) = the_lost_store_s_file_on_the_stick(0);
+    // DSOC, put back from its backup, writes two customers under the numbers of the lost store's
+    // first two; two files are lost on the way, the third is taken.
+    d.at(10, 20);
+    new_customers(&dsoc, 1..=2);
+    number_d1(&dsoc, "K-D", "open");
+    dsoc.reserve("sales_documents", "D1", "till-1").unwrap();
+    files_lost_on_the_way(&d, &dsoc, 2);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    assert_eq!(
+        name(&d.asoc, "DSOC-NEW-2"),
+        Some(Value::from("by the restored store"))
+    );
+    assert!(d.asoc.record("sales_documents", "D1").unwrap().is_none());
+    stick_refused_then_the_store_condemned(
+        &d,
+        &dsoc,
+        &stick,
+        "central holds as stamped",
+        "DSOC-LOST-3",
     );
 }
 

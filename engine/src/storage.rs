@@ -1056,19 +1056,35 @@ impl ReadTables {
 
     /// Whether the dot index holds `dot` for any record: some register still carries it.
     fn dot_indexed(&self, dot: Dot) -> Result<bool> {
-        let start = keys::dot_key(dot, &[]);
-        let end = keys::dot_key(
-            Dot {
-                site: dot.site,
-                seq: dot.seq.saturating_add(1),
-            },
-            &[],
-        );
-        Ok(self
+        Ok(self.first_record_of(dot)?.is_some())
+    }
+
+    /// The prefix of the first record (in key order) with a register that `dot` carries.
+    fn first_record_of(&self, dot: Dot) -> Result<Option<Vec<u8>>> {
+        let (start, end) = keys::dot_bounds(dot.site, dot.seq, dot.seq);
+        let Some(entry) = self
             .by_dot
             .range::<&[u8]>(start.as_slice()..end.as_slice())?
             .next()
-            .is_some())
+        else {
+            return Ok(None);
+        };
+        let (k, _) = entry?;
+        let (_, prefix) = keys::decode_dot_key(k.value())
+            .ok_or_else(|| Error::Corrupt(format!("dot index entry {:?}", k.value())))?;
+        Ok(Some(prefix.to_vec()))
+    }
+
+    /// The stamp of commit `dot` as a register it still carries holds it; `None` when it
+    /// carries none here (never taken, or every change of it written over).
+    pub fn commit_stamp(&self, dot: Dot) -> Result<Option<crate::Stamp>> {
+        let Some(prefix) = self.first_record_of(dot)? else {
+            return Ok(None);
+        };
+        let regs = self
+            .record(&prefix)?
+            .ok_or_else(|| Error::Corrupt(format!("dot index entry for {dot} names no record")))?;
+        Ok(regs.values().find(|r| r.dot == dot).map(|r| r.stamp))
     }
 
     /// Every dot-index key (for invariant checks).

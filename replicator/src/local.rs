@@ -163,6 +163,10 @@ pub(crate) const READS_R2: &[u8] = b"cu/";
 /// Central: what the newest emission received of each remote (by number) said its store knew
 /// of that remote's own changes (`incarnation::NewestClaim`): `cn/` + site id (u16 BE).
 pub(crate) const NEWEST_CLAIMS: &[u8] = b"cn/";
+/// Central: what the newest emission received of each remote (by number) named as not
+/// travelling of its own commits, with their stamps (`incarnation::late_renumbered`): `cw/` +
+/// site id (u16 BE) → number → stamp.
+pub(crate) const NEWEST_UNSENT: &[u8] = b"cw/";
 
 /// Every key and key prefix of the local table, by name.
 pub const REGISTRY: &[(&str, &[u8])] = &[
@@ -195,6 +199,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("SENT_HIGH", SENT_HIGH),
     ("READS_R2", READS_R2),
     ("NEWEST_CLAIMS", NEWEST_CLAIMS),
+    ("NEWEST_UNSENT", NEWEST_UNSENT),
     ("CONFIG", CONFIG),
     ("CENTRAL_REMOTE", CENTRAL_REMOTE),
     ("CREDENTIALS", CREDENTIALS),

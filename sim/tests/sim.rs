@@ -50,6 +50,18 @@ fn pinned((sites, days, seed): (usize, u32, u64), once: &[&str]) -> outpost_sim:
     report
 }
 
+/// [`pinned`], and the store of `code` was refused (then reprovisioned).
+fn pinned_and_refused(run: (usize, u32, u64), once: &[&str], code: &str) {
+    let report = pinned(run, once);
+    assert!(
+        report
+            .refused_stores
+            .iter()
+            .any(|why| why.starts_with(&format!("{code}:"))),
+        "{report:#?}"
+    );
+}
+
 #[test]
 fn two_hundred_seeds_with_faults_break_no_invariant() {
     let n: u64 = std::env::var("OUTPOST_SIM_SEEDS")
@@ -286,6 +298,63 @@ fn r1_r2_seed_878_an_old_write_central_knows_only_by_its_site_s_word_comes_back_
             "restamped_with_an_emission_in_the_outbox",
             "clock_a_day_ahead_with_a_reserved_document",
         ],
+    );
+}
+
+/// Another seed of that sweep where a file of S004's lost store came in late (with central's
+/// restore, a shop set up again from its old bootstrap, a closing shop): two sales documents of
+/// S004 were lost (`write lost`) until central compared the late file's stamps; now S004's store
+/// is refused and reprovisioned (fails without the check).
+#[test]
+fn r1_seed_601925_a_late_file_of_a_shop_s_lost_store_is_refused_by_its_stamps() {
+    pinned_and_refused(
+        (4, 10, 601925),
+        &[
+            "central_restored_from_old_backup",
+            "restored_from_old_backup",
+            "emission_file_late",
+            "reprovisioned_after_refusal",
+        ],
+        "S004",
+    );
+}
+
+/// A closing shop's last emission is refused (its store put back from a backup and condemned):
+/// the person responsible reprovisions the site, and removes it. Central still counted the
+/// documents the old store held reserved at its last sync taken, and refused the removal for
+/// them, though no store of the shop held them any more (found by `--sites 4 --days 10 --seed
+/// 600000 --seeds 3000`). A reprovisioning forgets them.
+#[test]
+fn c4_r7_seed_601858_a_shop_reprovisioned_as_it_closes_is_removed() {
+    pinned_and_refused(
+        (4, 10, 601858),
+        &[
+            "restored_from_old_backup",
+            "reprovisioned_after_refusal",
+            "shop_closed_and_removed",
+        ],
+        "S002",
+    );
+}
+
+/// A manual shop's file is left on the stick; its disk dies and its backup is put back during
+/// central's restore; the restored store numbers new sales, one a document a till holds reserved
+/// (R7), under the numbers the lost store had used. One of its files reaches central; then the
+/// stick's file, older, carrying the lost store's changes under those numbers: central took the
+/// one under the reserved document's number, and the document, once released, was dropped as
+/// already had (a silent loss, found by `--sites 4 --days 10 --seed 600000 --seeds 3000`).
+/// The stamps tell the two stores apart: the file is refused, the store reprovisioned.
+#[test]
+fn r1_r7_seed_601911_a_late_file_of_a_shop_s_lost_store_is_refused_by_its_stamps() {
+    pinned_and_refused(
+        (4, 10, 601911),
+        &[
+            "central_restored_from_old_backup",
+            "restored_from_old_backup",
+            "emission_file_late",
+            "reprovisioned_after_refusal",
+        ],
+        "S005",
     );
 }
 

@@ -190,6 +190,14 @@ impl Snapshot {
         self.tables.own_commits_unsent(self.site, known, held_back)
     }
 
+    /// The stamp of commit `dot` as a register it still carries holds it; `None` when it
+    /// carries none here (never taken, or every change of it written over). A commit has one
+    /// stamp: two stores that give one number different stamps numbered different commits
+    /// alike (R1).
+    pub fn commit_stamp(&self, dot: Dot) -> Result<Option<Stamp>> {
+        self.tables.commit_stamp(dot)
+    }
+
     /// How many own commits' stamps this store keeps ([`WriteTx::keep_own_stamps`]).
     pub fn own_stamps_kept(&self) -> Result<usize> {
         Ok(self.tables.own_stamps()?.len())

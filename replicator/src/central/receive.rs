@@ -113,6 +113,14 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         skew_ms: store.skew_ms_max(),
     };
     let behind = clock_behind(store, &header, &code)?;
+    // A late file of a store lost since (in a snapshot: the store's own lock is not taken
+    // inside its write transaction).
+    let late = crate::incarnation::late_renumbered(&store.snapshot()?, &header, || {
+        Ok(match keeping.receipt {
+            None => Box::new(io::Cursor::new(keeping.buf.as_slice())) as Box<dyn Read + '_>,
+            Some(receipt) => Box::new(StoredFlow::open(store, receipt)?),
+        })
+    })?;
     let outcome = local::write(store, |tx| {
         // While a restore is under way: a change carried under a number another remote holds
         // with another stamp (the flow read again, as `check` did; in this transaction, so that
@@ -145,6 +153,7 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                         own_claim: claim.as_ref(),
                         waiting: &waiting,
                         renumbered,
+                        late,
                     },
                 )?
             }
