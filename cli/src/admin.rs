@@ -286,12 +286,23 @@ pub fn reprovision(
         .cloned()
         .ok_or_else(|| format!("no remote {code} at central"))?;
     let (dir_out, name) = split_out(bootstrap)?;
+    // What the replaced store held reserved (R7) is lost with it: central forgets the count.
+    let reserved = outpost_replicator::monitor::reserved(&store.snapshot().map_err(msg)?, site.id)
+        .map_err(msg)?
+        .filter(|r| r.count > 0);
     let provisioning = central::reprovision(&store, site.id).map_err(msg)?;
     let path = site_bootstrap(&store, &site, url, &dir_out, name)?;
     crate::say!(
         "remote {code} reprovisioned (provisioning {provisioning}): central refuses every store of {code} set up before, and takes {code}'s changes from the first store set up from {} (it holds the site's new credential: hand it over as a secret, delete it once the remote is initialised)",
         path.display()
     );
+    if let Some(r) = reserved {
+        crate::say!(
+            "note: {code}'s old store held {} document(s) reserved at its last sync (emission {}): what its tills wrote to them was never sent and is in that store only — read it from there and enter it again at the new store (docs/OPERATIONS.md)",
+            r.count,
+            r.flow
+        );
+    }
     Ok(path)
 }
 

@@ -27,6 +27,24 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `outpost central reprovision` of remote `code` (central's data in `asoc`, its daemon
+/// stopped), the new bootstrap written to `bootstrap`: what it says.
+pub fn reprovision(dir: &Path, code: &str, bootstrap: &str) -> String {
+    ok(
+        dir,
+        &[
+            "central",
+            "reprovision",
+            "--data",
+            "asoc",
+            "--site",
+            code,
+            "--bootstrap",
+            bootstrap,
+        ],
+    )
+}
+
 /// `outpost central serve`, killed when dropped.
 pub struct Daemon {
     pub child: Child,

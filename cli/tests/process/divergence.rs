@@ -163,19 +163,7 @@ fn r1_a_shop_set_up_again_from_its_old_bootstrap_is_refused_until_reprovisioned_
     );
 
     // The fix the error names: a fresh bootstrap numbering past everything central knows.
-    let said = ok(
-        dir,
-        &[
-            "central",
-            "reprovision",
-            "--data",
-            "asoc",
-            "--site",
-            "BSOC",
-            "--bootstrap",
-            "bsoc-new.boot",
-        ],
-    );
+    let said = reprovision(dir, "BSOC", "bsoc-new.boot");
     assert!(said.contains("bsoc-new.boot"), "{said}");
     ok(
         dir,

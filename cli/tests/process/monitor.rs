@@ -1185,4 +1185,21 @@ fn r7_the_monitor_shows_the_documents_each_remote_holds_reserved() {
     );
     sync(dir, "bsoc", &central, &[]);
     assert!(reserved().contains(&("BSOC".into(), serde_json::json!(1))));
+    // BSOC's store is lost and the site reprovisioned: what it held reserved is lost with it,
+    // said once, and the count forgotten (the new store holds none).
+    drop(central);
+    let said = reprovision(dir, "BSOC", "bsoc-new.boot");
+    assert!(
+        said.contains("old store held 1 document(s) reserved"),
+        "{said}"
+    );
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
+    let got = admin_get(dir, &central, "/v1/monitor/sites");
+    let bsoc = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["code"] == "BSOC")
+        .unwrap();
+    assert!(bsoc["reserved"].is_null(), "{got}");
 }
