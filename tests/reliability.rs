@@ -2721,6 +2721,79 @@ fn r1_r7_a_late_file_of_a_shop_s_lost_store_whose_numbers_the_restored_store_reu
     );
 }
 
+/// A shop numbers a sales document and writes its status twice; a till then reserves it (R7:
+/// held back). The commit between, written over, travels only as a number central knows, and
+/// BSOC learns that number from central's return. Central's disk dies and its backup from
+/// before is put back; so is the shop's. The restored store numbers its own documents D1 and D2
+/// in one commit under that number, both reserved: no stamp BSOC holds tells the two apart, and
+/// central's restore ends. When the tills release them and the shop syncs, central takes them —
+/// and BSOC, knowing the number, was never sent them (silent divergence; the simulator's seeds
+/// 607990 and 608919). What central takes after its restore under a number another remote knew
+/// while central did not is sent to that remote again, judged by its value — once the whole
+/// commit has come (D2 released first, D1 after).
+#[test]
+fn r1_r7_a_number_known_from_the_lost_central_that_a_restored_shop_reused_for_a_reserved_document_reaches_the_others()
+ {
+    let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
+    let config = outpost::StoreConfig::new(
+        dsoc.site().clone(),
+        outpost::retail::schema(),
+        d.clock.clone(),
+    );
+    let dsoc_backup = dsoc.copy_in_memory(config).unwrap();
+    d.at(10, 0);
+    for status in ["open", "paid", "delivered"] {
+        dsoc.write(|tx| tx.set("sales_documents", "D9", "status", status))
+            .unwrap();
+    }
+    dsoc.reserve("sales_documents", "D9", "till-1").unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    assert!(d.bsoc.record("sales_documents", "D9").unwrap().is_none());
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    let dsoc = dsoc_backup;
+    d.at(11, 10);
+    new_customers(&dsoc, 1..=1);
+    // One commit: two documents, each reserved by a till (held back).
+    dsoc.write(|tx| {
+        tx.set("sales_documents", "D1", "status", "open")?;
+        tx.set("sales_documents", "D2", "status", "open")
+    })
+    .unwrap();
+    dsoc.reserve("sales_documents", "D1", "till-1").unwrap();
+    dsoc.reserve("sales_documents", "D2", "till-2").unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 2);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    // BSOC's next emission still says it knows the number. D2 is released and sent first (the
+    // commit in part), then D1.
+    sync_all(&d, &[&d.bsoc], 1);
+    dsoc.release("sales_documents", "D2", "till-2").unwrap();
+    sync_all(&d, &[&dsoc, &d.bsoc, &d.csoc], 1);
+    dsoc.release("sales_documents", "D1", "till-1").unwrap();
+    sync_all(&d, &[&dsoc, &d.bsoc, &d.csoc], 1);
+    for key in ["D1", "D2"] {
+        assert!(d.asoc.record("sales_documents", key).unwrap().is_some());
+    }
+    for s in [&d.bsoc, &d.csoc] {
+        let code = &s.site().code;
+        assert!(
+            s.record("sales_documents", "D1").unwrap().is_some(),
+            "{code} never got D1"
+        );
+        assert!(
+            content(s) == content(&d.asoc),
+            "{code} differs from central"
+        );
+    }
+    // Sent again once: BSOC reported applying it, and its next return is empty.
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    match d.return_and_apply(&d.bsoc).1 {
+        remote::Applied::Applied { report, .. } => assert!(report.outcomes.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// R6 after a reprovisioning: a document the shop's lost store created and synced comes back
 /// with the new bootstrap. It was synchronised, so the new store refuses to modify it, on the
 /// spot — not accept the write and have central refuse it at the next sync, the till's edit
@@ -3356,4 +3429,35 @@ fn r1_r2_an_old_write_carried_in_after_its_site_s_later_edit_leaves_no_differenc
     d.at(9, 5);
     sync_all(&d, &[&d.bsoc, &d.csoc], 3);
     all_hold(&d, &[&d.bsoc, &d.csoc], &[("BSOC-1", "stamped ahead")]);
+}
+
+/// During central's restore from a backup, a shop writes a sales document and a customer in one
+/// commit, and a till reserves the document (R7): the emission carries the customer and holds
+/// the document back. Central, not trusting yet what the shop's emission says it covers, counted
+/// the commit's number as known because it carried a change of it — and when the till released
+/// the document, its changes under that number were dropped as already had (a silent loss).
+/// Central now knows such a number only once the emission covers it.
+#[test]
+fn r1_r7_a_commit_held_back_in_part_during_central_s_restore_comes_whole_once_released() {
+    let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    d.at(11, 10);
+    dsoc.write(|tx| {
+        tx.set("sales_documents", "D1", "status", "open")?;
+        tx.set("customers", "DSOC-WITH-D1", "name", "sent with D1's number")
+    })
+    .unwrap();
+    dsoc.reserve("sales_documents", "D1", "till-1").unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 2);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    assert!(
+        d.asoc
+            .record("customers", "DSOC-WITH-D1")
+            .unwrap()
+            .is_some()
+    );
+    dsoc.release("sales_documents", "D1", "till-1").unwrap();
+    sync_all(&d, &[&dsoc, &d.bsoc, &d.csoc], 1);
+    assert!(d.asoc.record("sales_documents", "D1").unwrap().is_some());
 }

@@ -51,6 +51,14 @@ pub(crate) const RESTORE_RELAYED_DOTS: &[u8] = b"cs/relayed-dots";
 /// word (covered by a trusted emission that did not carry them: written over there), and no
 /// other remote has relayed since (`Knowledge`; see `central::restore::record_by_word`).
 pub(crate) const RESTORE_BY_WORD: &[u8] = b"cs/by-word-dots";
+/// Central, once its restore from a backup is over: the dots of the remotes' sites some remote
+/// reported knowing when it ended that central did not know (`Knowledge`; see
+/// `central::restore::late_rejudge_at_the_end`): learnt from the lost central, perhaps under a number a
+/// store put back from its backup reused.
+pub(crate) const LATE_REJUDGE: &[u8] = b"cs/late-rejudge";
+/// Central: the dots of [`LATE_REJUDGE`] it took since, to be sent again to a remote that reported
+/// knowing them, judged by value (`central::restore::Redeliver`): `cq/` + site id (u16 BE).
+pub(crate) const REDELIVER: &[u8] = b"cq/";
 /// Central, while a restore is under way: what the remotes' emissions received since reported
 /// holding (the union of their headers' knowledge; see `central::held_by_remotes`).
 pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
@@ -187,6 +195,8 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_BY_WORD", RESTORE_BY_WORD),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("RESTORE_HELD", RESTORE_HELD),
+    ("LATE_REJUDGE", LATE_REJUDGE),
+    ("REDELIVER", REDELIVER),
     ("RESTORE_REPORTED", RESTORE_REPORTED),
     ("RESTORE_SENT_BACK", RESTORE_SENT_BACK),
     ("RESTORE_FIRST_RETURN", RESTORE_FIRST_RETURN),

@@ -319,6 +319,25 @@ fn r1_seed_601925_a_late_file_of_a_shop_s_lost_store_is_refused_by_its_stamps() 
     );
 }
 
+/// S004 wrote a sales document a day ahead and a till reserved it (R7): the commit between,
+/// written over, reached the lost central as a number only, and S003 learnt the number from its
+/// return. Central and S004 were put back from backups; the restored store numbered another
+/// document under it, held reserved until after central's restore ended, then sent: central
+/// took it, and S003, knowing the number, was never sent it (a silent divergence, found by
+/// `--sites 4 --days 10 --seed 606000 --seeds 3000`, with 607990). What central takes after its
+/// restore under a number another remote knew while central did not goes to that remote again.
+#[test]
+fn r1_r7_seed_608919_a_reused_number_another_shop_knew_from_the_lost_central_reaches_it() {
+    pinned(
+        (4, 10, 608919),
+        &[
+            "central_restored_from_old_backup",
+            "restored_from_old_backup",
+            "clock_a_day_ahead_with_a_reserved_document",
+        ],
+    );
+}
+
 /// A closing shop's last emission is refused (its store put back from a backup and condemned):
 /// the person responsible reprovisions the site, and removes it. Central still counted the
 /// documents the old store held reserved at its last sync taken, and refused the removal for

@@ -438,6 +438,14 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             crate::incarnation::own_known_after(tx, sender, id.seq)?
         };
         let mut took_known_own = false;
+        // After a restore: its own changes under numbers another remote knew when the restore
+        // ended and central did not (`restore::took_late`).
+        let late = if restoring {
+            Knowledge::new()
+        } else {
+            super::restore::late_rejudge(tx)?
+        };
+        let mut took_late = Knowledge::new();
         // R2: a change stamped too far ahead of central's clock is held with the whole emission
         // — unless central's own changes stamped as late come with it (a remote sends back what
         // a restored central lost, stamped while its clock ran ahead): known once the whole
@@ -509,6 +517,16 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     && sender_knew.as_ref().is_some_and(|k| k.contains(c.dot))
                 {
                     took_known_own = true;
+                }
+                if let Incoming::New(c) = incoming
+                    && c.dot.site == sender
+                    && late.contains(c.dot)
+                    && matches!(
+                        report.outcomes.get(base + i),
+                        Some(Outcome::Applied | Outcome::Superseded)
+                    )
+                {
+                    took_late.insert(c.dot);
                 }
                 if let Incoming::New(c) = incoming
                     && c.dot.site == sender
@@ -603,7 +621,16 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         for (table, key) in &to_freeze {
             tx.freeze(table, key)?;
         }
-        let own = if trusted { &header.covered } else { &carried };
+        // Not trusted for what it covers, central knows what it carried — but not a commit
+        // the emission holds back in part (R7: a reserved document written in the same commit
+        // as a record sent): the rest comes once the document is released, under that number.
+        let carried_whole;
+        let own = if trusted {
+            &header.covered
+        } else {
+            carried_whole = carried.difference(&header.knowledge.difference(&header.covered));
+            &carried_whole
+        };
         if restoring {
             // What central learns of the sender's own dots only by its word, and the relays
             // it judged by their value.
@@ -616,6 +643,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             };
             super::restore::record_by_word(tx, &by_word, &relay_dots)?;
         }
+        if !late.is_empty() {
+            super::restore::took_late(tx, &late, sender, &took_late, own, &remotes)?;
+        }
         tx.add_knowledge(sender, own)?;
         tx.add_relayed(sender, &relayed)?;
         record_relayed_dots(tx, sender, &relayed, own)?;
@@ -624,9 +654,6 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let sent_back = trusted && took_own && first_sent_back(tx, sender)?;
         if completed_relayed || took_relayed || sent_back || took_known_own {
             restart_confirmations(tx)?;
-        }
-        if trusted {
-            restore_relayed(tx, sender, &remotes)?;
         }
         let rkey = remote_key(sender);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
@@ -648,8 +675,12 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         }
         rec.rejections
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
-        apply_acks(tx, &mut rec, &header.acks)?;
+        apply_acks(tx, sender, &mut rec, &header.acks)?;
         local::put(tx, &rkey, &rec)?;
+        // After its record: the restore's end reads what each remote reported knowing.
+        if trusted {
+            restore_relayed(tx, sender, &remotes)?;
+        }
         let mut row = crate::journal::get(tx, id)?.ok_or(Error::UnknownFlow(id))?;
         row.exec_end_ms = Some(now);
         row.n_changes = frames.n_changes();
@@ -680,10 +711,14 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
 /// refused by remote), and forgets the refusals that an applied return carried.
 pub(super) fn apply_acks(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
     rec: &mut RemoteRecord,
     acks: &[ReturnAck],
 ) -> Result<()> {
     for ack in acks {
+        if !ack.refused {
+            super::restore::redelivered(tx, remote, ack.id.seq)?;
+        }
         if let Some(mut row) = crate::journal::get(tx, ack.id)? {
             // The same report can arrive twice (over the network right after applying, then
             // with the next emission): it counts once.
@@ -799,7 +834,7 @@ pub fn record_acks(store: &Store, remote: SiteId, acks: &[ReturnAck]) -> Result<
             }
         }
         trusts_coverage(tx, remote, acks, None)?;
-        apply_acks(tx, &mut rec, acks)?;
+        apply_acks(tx, remote, &mut rec, acks)?;
         local::put(tx, &key, &rec)
     })
 }

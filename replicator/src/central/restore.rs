@@ -40,6 +40,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
         tx.local_remove(local::RESTORE_BY_WORD)?;
         tx.local_remove(local::RESTORE_HELD)?;
+        tx.local_remove(local::LATE_REJUDGE)?;
         local::remove_all(tx, local::RESTORE_REPORTED)?;
         local::remove_all(tx, local::RESTORE_SENT_BACK)?;
         local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
@@ -108,6 +109,7 @@ pub(super) fn restore_relayed(
         }
     }
     tx.forget_lost_own()?;
+    late_rejudge_at_the_end(tx, remotes)?;
     tx.local_remove(local::RESTORED)?;
     tx.local_remove(local::RESTORED_KNOWLEDGE)?;
     tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
@@ -613,16 +615,140 @@ pub fn restore_under_way(store: &Store) -> Result<bool> {
 /// to the other creator — and a remote that knew the change as refused must take it.
 pub const REJUDGED_SETTING: &str = "rejudged";
 
-/// What central takes `remote_knows` to be when it writes a return: while a restore is under
-/// way, no more than what central knew when it was restored — every return then carries again
-/// everything central took since, and says so ([`REJUDGED_SETTING`]).
-pub(super) fn return_peer(snap: &Snapshot, remote_knows: &Knowledge) -> Result<Knowledge> {
-    Ok(
-        match local::snap_get::<Knowledge>(snap, local::RESTORED_KNOWLEDGE)? {
-            Some(at_restore) => remote_knows.difference(&remote_knows.difference(&at_restore)),
-            None => remote_knows.clone(),
-        },
-    )
+/// What central takes `remote_knows` (what `remote` reported knowing) to be when it writes a
+/// return: while a restore is under way, no more than what central knew when it was restored —
+/// every return then carries again everything central took since, and says so
+/// ([`REJUDGED_SETTING`]); and never the dots it must send `remote` again ([`Redeliver`]).
+pub(super) fn return_peer(
+    snap: &Snapshot,
+    remote: SiteId,
+    remote_knows: &Knowledge,
+) -> Result<Knowledge> {
+    let peer = match local::snap_get::<Knowledge>(snap, local::RESTORED_KNOWLEDGE)? {
+        Some(at_restore) => remote_knows.difference(&remote_knows.difference(&at_restore)),
+        None => remote_knows.clone(),
+    };
+    Ok(match redeliver(snap, remote)? {
+        Some(r) => peer.difference(&r.dots),
+        None => peer,
+    })
+}
+
+/// The end of a restore: the dots of the remotes' sites that some remote reported knowing
+/// (its latest emission's knowledge, its own site's aside) and central does not. They came
+/// from the lost central: a change a remote's store held back then (R7) or wrote over, made by
+/// a store lost since — whose number the store put back from its backup may have reused for
+/// another, held back until after the window (a reserved document), with no stamp anywhere to
+/// tell the two apart. When central takes one from its site later, the remotes that reported
+/// knowing it get it again ([`took_late`]).
+fn late_rejudge_at_the_end(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remotes: &[SiteId],
+) -> Result<()> {
+    let mut late = Knowledge::new();
+    for site in remotes {
+        let rec: RemoteRecord = local::get(tx, &remote_key(*site))?.unwrap_or_default();
+        late.union_with(&rec.knowledge.difference(&rec.knowledge.only(*site)));
+    }
+    let late = late
+        .difference(&late.only(tx.site().id))
+        .difference(tx.knowledge());
+    if late.is_empty() {
+        tx.local_remove(local::LATE_REJUDGE)?;
+        Ok(())
+    } else {
+        local::put(tx, local::LATE_REJUDGE, &late)
+    }
+}
+
+/// The dots of [`late_rejudge_at_the_end`] not taken yet (empty outside).
+pub(super) fn late_rejudge(tx: &outpost_engine::WriteTx<'_, '_>) -> Result<Knowledge> {
+    Ok(local::get(tx, local::LATE_REJUDGE)?.unwrap_or_default())
+}
+
+/// The changes central sends a remote again, judged by their value ([`REJUDGED_SETTING`]): those
+/// of `dots`, taken from their site after central's restore, under numbers the remote had
+/// reported knowing when central did not ([`late_rejudge_at_the_end`]). Until the remote
+/// reports applying a return numbered after `since` (the return number after the last one made
+/// when dots were last added), which carried them all.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Redeliver {
+    pub dots: Knowledge,
+    pub since: u64,
+}
+
+/// What central sends `remote` again ([`Redeliver`]), if anything.
+pub(super) fn redeliver(snap: &Snapshot, remote: SiteId) -> Result<Option<Redeliver>> {
+    local::snap_get(snap, &site_key(local::REDELIVER, remote))
+}
+
+/// `sender`'s emission, after central's restore, brought changes of `carried` (its own, of
+/// `late`, [`late_rejudge`], taken), and accounts for `own` (what central now knows from it):
+/// each remote that reported knowing a dot of both gets its changes again. A dot `own` does not
+/// cover yet (a commit held back in part, R7) waits for the emission that covers it — sent
+/// whole then, central not knowing it. Dots central knows already (from a relay) or of a site
+/// removed since are waited for no more.
+pub(super) fn took_late(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    late: &Knowledge,
+    sender: SiteId,
+    carried: &Knowledge,
+    own: &Knowledge,
+    remotes: &[SiteId],
+) -> Result<()> {
+    let own = own.only(sender);
+    let taken = carried.difference(&carried.difference(&own));
+    let mut left = late.difference(&own).difference(tx.knowledge());
+    let sites: Vec<SiteId> = left.iter().map(|(s, _)| s).collect();
+    for site in sites {
+        if retired_in(tx, site)?.is_some() {
+            left = left.difference(&left.only(site));
+        }
+    }
+    if left.is_empty() {
+        tx.local_remove(local::LATE_REJUDGE)?;
+    } else if left != *late {
+        local::put(tx, local::LATE_REJUDGE, &left)?;
+    }
+    if taken.is_empty() {
+        return Ok(());
+    }
+    // Past a return being written meanwhile from a snapshot taken before this.
+    let since: u64 = local::get::<u64>(tx, local::RETURN_SEQ)?
+        .unwrap_or(0)
+        .saturating_add(1);
+    for site in remotes.iter().filter(|s| **s != sender) {
+        if retired_in(tx, *site)?.is_some() {
+            continue;
+        }
+        let rec: RemoteRecord = local::get(tx, &remote_key(*site))?.unwrap_or_default();
+        let knew = rec.knowledge.difference(&rec.knowledge.difference(&taken));
+        if knew.is_empty() {
+            continue;
+        }
+        let key = site_key(local::REDELIVER, *site);
+        let mut again: Redeliver = local::get(tx, &key)?.unwrap_or_default();
+        again.dots.union_with(&knew);
+        again.since = since;
+        local::put(tx, &key, &again)?;
+    }
+    Ok(())
+}
+
+/// `remote` reported applying the return numbered `seq`: what it was to get again it has, if
+/// that return was made after the last dots were added ([`Redeliver`]).
+pub(super) fn redelivered(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    seq: u64,
+) -> Result<()> {
+    let key = site_key(local::REDELIVER, remote);
+    if let Some(again) = local::get::<Redeliver>(tx, &key)?
+        && seq > again.since
+    {
+        tx.local_remove(&key)?;
+    }
+    Ok(())
 }
 
 /// While a restore is under way: records the dots `sender`'s emission relayed (other sites'

@@ -66,7 +66,7 @@ pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> 
     for r in remotes {
         let rec: RemoteRecord = local::snap_get(&snap, &remote_key(*r))?
             .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(*r)))?;
-        let peer = return_peer(&snap, &rec.knowledge)?;
+        let peer = return_peer(&snap, *r, &rec.knowledge)?;
         let gap = central_knows.difference(&peer).count();
         known.push((*r, gap, peer));
     }
@@ -338,6 +338,14 @@ pub(super) fn write_for_remote<W: Write>(
             .ok_or(Error::Engine(outpost_engine::Error::UnknownSite(remote)))?,
     };
     let seq: u64 = local::snap_get(&snap, local::RETURN_SEQ)?.unwrap_or(0) + 1;
+    // A remote to be sent changes again gets a return of its own: the common part was read
+    // before (perhaps before they were taken).
+    let redeliver = if is_return {
+        super::restore::redeliver(&snap, remote)?
+    } else {
+        None
+    };
+    let shared = shared.filter(|_| redeliver.is_none());
     let id = FlowId {
         site: store.site().id,
         seq,
@@ -357,7 +365,7 @@ pub(super) fn write_for_remote<W: Write>(
         Some(part) => (part.knowledge.clone(), part.covered.clone(), None),
         None => {
             let peer = if is_return {
-                return_peer(&snap, &rec.knowledge)?
+                return_peer(&snap, remote, &rec.knowledge)?
             } else {
                 Knowledge::new()
             };
@@ -402,6 +410,13 @@ pub(super) fn write_for_remote<W: Write>(
         acks: Vec::new(),
         config: Some({
             let mut config = config_for(store, &rec)?;
+            // Changes it reported knowing under numbers a store put back from its backup may have
+            // reused: sent again, to be merged by value.
+            if redeliver.is_some() {
+                config
+                    .settings
+                    .insert(super::restore::REJUDGED_SETTING.to_owned(), "1".to_owned());
+            }
             // A return is for the store that reported what it holds: another store of the site
             // (set up again since) must not take its knowledge for its own.
             if is_return
