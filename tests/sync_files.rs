@@ -150,11 +150,12 @@ fn r6_bsoc_cannot_modify_its_document_after_emission_but_central_can_and_bsoc_re
 #[test]
 fn r7_a_reserved_document_goes_with_the_first_emission_after_release() {
     let d = Deployment::new();
+    // Two commits: a commit that wrote a reserved document is held whole.
     d.bsoc
-        .write(|tx| {
-            tx.set("sales_documents", "BSOC-000001", "status", "open")?;
-            tx.set("sales_documents", "BSOC-000002", "status", "done")
-        })
+        .write(|tx| tx.set("sales_documents", "BSOC-000001", "status", "open"))
+        .unwrap();
+    d.bsoc
+        .write(|tx| tx.set("sales_documents", "BSOC-000002", "status", "done"))
         .unwrap();
     d.bsoc
         .reserve("sales_documents", "BSOC-000001", "till-1")

@@ -203,10 +203,22 @@ impl World {
         self.remotes[i].key_seq += 1;
         let key = format!("{}-{:06}", self.remotes[i].code, self.remotes[i].key_seq);
         let store = &self.remotes[i].store;
+        // Every other one with a new customer in the same commit: the emissions carry the
+        // customer and hold the document back, the commit in part (R7).
+        let with_customer = self.remotes[i].key_seq.is_multiple_of(2);
         let ((), commit) = store.write_commit(|tx| {
             tx.set("sales_documents", &key, "status", "held at the till")?;
             let total = outpost_engine::Decimal::new(100, 2).map_or(Value::Null, Value::Decimal);
-            tx.set("sales_documents", &key, "total", total)
+            tx.set("sales_documents", &key, "total", total)?;
+            if with_customer {
+                tx.set(
+                    "customers",
+                    &format!("{key}-C"),
+                    "name",
+                    "keyed in at the till",
+                )?;
+            }
+            Ok(())
         })?;
         store.reserve("sales_documents", &key, &holder)?;
         self.record(&commit.changes);

@@ -5,7 +5,6 @@ use super::*;
 /// A stream of the changes a peer lacks, from one snapshot; see [`Store::changes_lacking`].
 pub struct ChangesLacking {
     pub(super) tables: ReadTables,
-    pub(super) schema: Arc<Schema>,
     /// The store's own site.
     pub(super) site: SiteId,
     pub(super) ranges: VecDeque<(SiteId, u64, u64)>,
@@ -15,8 +14,8 @@ pub struct ChangesLacking {
     pub(super) left_out: Knowledge,
     /// The changes of the dot-index entry being read, not handed out yet.
     pub(super) pending: VecDeque<Change>,
-    /// The reserved records' prefixes, read once at the first document met (R7).
-    pub(super) reserved: Option<BTreeSet<Vec<u8>>>,
+    /// The dots held back (R7, [`ChangesLacking::held_back`]), read once at the first dot met.
+    pub(super) held: Option<Knowledge>,
 }
 
 impl std::fmt::Debug for ChangesLacking {
@@ -82,19 +81,25 @@ impl ChangesLacking {
         Ok(self.knowledge.difference(&self.held_back()?))
     }
 
-    fn reserved_prefixes(&mut self) -> Result<&BTreeSet<Vec<u8>>> {
-        if self.reserved.is_none() {
-            let all = self.tables.reservations()?.into_iter().map(|(p, _)| p);
-            self.reserved = Some(all.collect());
+    /// Whether `dot` is held back (R7): a register of a reserved document carries it.
+    fn is_held(&mut self, dot: crate::Dot) -> Result<bool> {
+        if self.held.is_none() {
+            self.held = Some(self.held_back()?);
         }
-        Ok(self.reserved.get_or_insert_default())
+        Ok(self.held.as_ref().is_some_and(|h| h.contains(dot)))
     }
 
     /// The changes of one dot-index entry: every register of the record that the dot holds,
-    /// in slot order (none when the record is reserved and left out, R7).
+    /// in slot order — none when the dot is held back (R7): a commit that wrote a reserved
+    /// document is held whole, the other records it wrote included, so that a receiver never
+    /// holds part of a commit whose number it does not know.
     fn changes_at(&mut self, dot_key: &[u8]) -> Result<()> {
         let corrupt = || Error::Corrupt(format!("dot index entry {dot_key:?}"));
         let (dot, prefix) = keys::decode_dot_key(dot_key).ok_or_else(corrupt)?;
+        if self.exclude_reserved && self.is_held(dot)? {
+            self.left_out.insert(dot);
+            return Ok(());
+        }
         let regs = self.tables.record(prefix)?.ok_or_else(corrupt)?;
         let created_cell = keys::created_key(prefix);
         let ck = keys::decode_cell_key(&created_cell).ok_or_else(corrupt)?;
@@ -105,16 +110,6 @@ impl ChangesLacking {
             stamp: creation.stamp,
             dot: creation.dot,
         };
-        let reserved = self.exclude_reserved
-            && self
-                .schema
-                .table(&ck.table)
-                .is_some_and(TableDef::is_document)
-            && self.reserved_prefixes()?.contains(prefix);
-        if reserved {
-            self.left_out.insert(dot);
-            return Ok(());
-        }
         let before = self.pending.len();
         for (slot, reg) in regs {
             if reg.dot != dot {

@@ -667,7 +667,6 @@ impl Store {
         }
         Ok(ChangesLacking {
             tables,
-            schema: Arc::clone(&self.schema),
             site: self.site.id,
             ranges,
             current: None,
@@ -675,7 +674,7 @@ impl Store {
             knowledge,
             left_out: Knowledge::new(),
             pending: VecDeque::new(),
-            reserved: None,
+            held: None,
         })
     }
 
