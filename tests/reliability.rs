@@ -625,14 +625,16 @@ fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_
     );
 }
 
-#[test]
-fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_central_s_new_verdict()
- {
-    let mut d = Deployment::new();
+/// BSOC and CSOC both number a document D1; central takes BSOC's first and refuses CSOC's (R5),
+/// CSOC's return not reaching it; DSOC receives BSOC's document and knows CSOC's change as one
+/// central has (refused). Central's backup is from before. Gives the deployment, DSOC and the
+/// backup.
+fn d1_numbered_twice_and_dsoc_knows_the_refused_one() -> (Deployment, outpost::Store, outpost::Store)
+{
+    let d = Deployment::new();
     let dsoc = add_remote(&d, 4, "DSOC");
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
     let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    // BSOC and CSOC both number a document D1.
     d.at(9, 0);
     d.bsoc
         .write(|tx| tx.set("sales_documents", "D1", "customer", "K-B"))
@@ -641,21 +643,19 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
     d.csoc
         .write(|tx| tx.set("sales_documents", "D1", "customer", "K-C"))
         .unwrap();
-    // Central takes BSOC's first and refuses CSOC's (R5): DSOC receives BSOC's document and
-    // knows CSOC's change as one central has (refused).
     d.at(10, 0);
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     d.return_and_apply(&dsoc);
     assert_eq!(creator_of_d1(&dsoc), common::BSOC);
-    // Central's disk dies; restored, it receives CSOC's first this time (at the second round:
-    // at the first, CSOC's and BSOC's documents wait until every remote has reported).
-    d.at(11, 0);
-    restore_central(&mut d, backup);
-    sync_all(&d, &[&d.csoc, &d.bsoc, &dsoc], 4);
+    (d, dsoc, backup)
+}
+
+/// Central holds CSOC's D1, and every shop holds central's document and content.
+fn every_shop_holds_csoc_s_d1(d: &Deployment, dsoc: &outpost::Store) {
     let a = d.asoc.record("sales_documents", "D1").unwrap().unwrap();
     assert_eq!(a.creator, common::CSOC);
-    for s in [&d.bsoc, &d.csoc, &dsoc] {
+    for s in [&d.bsoc, &d.csoc, dsoc] {
         assert_eq!(
             s.record("sales_documents", "D1").unwrap().as_ref(),
             Some(&a),
@@ -664,6 +664,52 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
         );
         assert_eq!(content(s), content(&d.asoc), "{}", s.site().code);
     }
+}
+
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_central_s_new_verdict()
+ {
+    let (mut d, dsoc, backup) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    // Central's disk dies; restored, it receives CSOC's first this time (at the second round:
+    // at the first, CSOC's and BSOC's documents wait until every remote has reported).
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    sync_all(&d, &[&d.csoc, &d.bsoc, &dsoc], 4);
+    every_shop_holds_csoc_s_d1(&d, &dsoc);
+}
+
+/// The same, with the shop that knew the refused creation trusted before central takes it: DSOC
+/// reports and applies a return of the restored central first; CSOC's emission — not trusted yet,
+/// its first since the restore — brings its creation, which central now takes; then every shop
+/// sends a trusted emission and the restore ends before DSOC's next return, which no longer
+/// carries again what central took since. DSOC knew CSOC's change by its number (refused by the
+/// lost central) and kept BSOC's document for ever: silent divergence (the simulator's `--sites 5
+/// --days 3 --seed 54270 --faults`). Taking a change of its own site that another remote reported
+/// holding restarts the confirmations, whatever the emission: DSOC's next return carries it.
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_trusted_before_it_took_the_refused_creation_takes_central_s_new_verdict()
+ {
+    let (mut d, dsoc, backup) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    // Central's disk dies. DSOC and BSOC report first, and DSOC applies a return.
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    // CSOC's first emission since: every remote has reported, central takes its document.
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert_eq!(creator_of_d1(&d.asoc), common::CSOC);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    // Every shop sends a trusted emission; DSOC's return comes after the last.
+    d.at(12, 0);
+    for s in [&dsoc, &d.bsoc, &d.csoc] {
+        d.emit_and_process(s, SyncMode::Immediate);
+    }
+    d.return_and_apply(&dsoc);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    every_shop_holds_csoc_s_d1(&d, &dsoc);
 }
 
 /// C4 with R1: central put back from a backup takes no remote's new changes until every remote

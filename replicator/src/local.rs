@@ -68,9 +68,9 @@ pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
 /// Central, while a restore is under way: the remotes it has received an emission of since
 /// (each has reported what it holds): `cy/` + site id (u16 BE).
 pub(crate) const RESTORE_REPORTED: &[u8] = b"cy/";
-/// Central, while a restore is under way: the remotes that have sent a trusted emission since
-/// (what central lost of their own came back with it): `cz/` + site id (u16 BE). Unlike
-/// [`RESTORE_RELAYED`], kept when the confirmations restart.
+/// Central, while a restore is under way, in a store of a version before 2026-12-06: the remotes
+/// whose first trusted emission since brought back changes of their own (`cz/` + site id, u16
+/// BE). No longer written; removed with the restore's other keys.
 pub(crate) const RESTORE_SENT_BACK: &[u8] = b"cz/";
 /// Central, while a restore is under way: the number of the restored central's first return
 /// (unlike [`RESTORED`], kept when the confirmations restart).

@@ -128,27 +128,6 @@ pub(super) fn restore_relayed(
     local::remove_all(tx, local::RESTORE_RELAYED)
 }
 
-/// While a restore is under way: `remote` sent a trusted emission, made after applying a return
-/// of the restored central, which carries again what central lost of its own changes. True the
-/// first time since the restore only: what it takes of them, other remotes may know from the
-/// lost central under another verdict (a document numbered twice), and must take again
-/// ([`restart_confirmations`]). Once per remote, so the window still closes.
-pub(super) fn first_sent_back(
-    tx: &mut outpost_engine::WriteTx<'_, '_>,
-    remote: SiteId,
-) -> Result<bool> {
-    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
-        return Ok(false);
-    }
-    let mut key = local::RESTORE_SENT_BACK.to_vec();
-    key.extend_from_slice(&remote.0.to_be_bytes());
-    if tx.local_get(&key)?.is_some() {
-        return Ok(false);
-    }
-    local::put(tx, &key, &())?;
-    Ok(true)
-}
-
 /// Whether `remote` has nothing more to send back of what a restore lost: no restore is under
 /// way, or it has sent a trusted emission since (see [`restore_relayed`]).
 pub(super) fn relayed_since_restore(
@@ -823,9 +802,9 @@ pub(super) fn relayed_dots(snap: &Snapshot) -> Result<Knowledge> {
     Ok(local::snap_get::<Knowledge>(snap, local::RESTORE_RELAYED_DOTS)?.unwrap_or_default())
 }
 
-/// Central took a relayed change, or a commit it had taken in part from a relay came whole, or a
-/// remote's own changes came back ([`first_sent_back`]): the other remotes may hold that commit
-/// in part, knowing its dot (a field put back after a refusal), or know it under the lost
+/// Central took a relayed change, or a commit it had taken in part from a relay came whole, or
+/// a remote's own changes another remote reported holding came back (in any emission of it):
+/// the other remotes may hold that commit in part, knowing its dot (a field put back after a refusal), or know it under the lost
 /// central's verdict. Or an emission processed after a newer one of its remote (a file carried
 /// by hand) brought a change of that remote's own that the newer one said it knows: the remote
 /// may have written over it since, and takes it again only from a return judged anew. The
