@@ -1390,15 +1390,20 @@ impl World {
         let site = self.remotes[i].store.site().id;
         self.forget_what_central_lacks(site)?;
         let (bytes, _) = remote::emit(&store, Vec::new(), SyncMode::NoReturn, false)?;
+        let mut waits = None;
         let store = match central::receive(&self.central, bytes.as_slice(), Some(site)) {
             // The operator's procedure (docs/OPERATIONS.md).
             Err(outpost_replicator::Error::WrongStore(why)) => {
                 self.note_refused(i, &why);
                 self.reprovisioned(i)?
             }
-            // Not judged yet (central's restore waits for every remote's report): its next
-            // emissions are, as below.
-            Err(outpost_replicator::Error::Deferred(_)) => store,
+            // Not judged yet (central's restore waits for every remote's report): the emission
+            // waits where production's would — a network shop's outbox, sent again whole at its
+            // next sync; a manual shop's file on the stick, brought again — and is judged then.
+            Err(outpost_replicator::Error::Deferred(_)) => {
+                waits = Some(bytes);
+                store
+            }
             Err(e) => return Err(e.into()),
             // Taken: the same as an emission central had (a backup holding no change since), or
             // nothing central holds under its numbers. Its later emissions are judged as they
@@ -1412,6 +1417,16 @@ impl World {
             }
         };
         self.put_in_place(i, store)?;
+        if let Some(bytes) = waits {
+            let stick = self.sticks.entry(i).or_default();
+            if self.remotes[i].kind == Kind::Manual {
+                // The stick holds one file: a late one of the lost store, already on it, goes
+                // first and this one is not brought again (the shop's next file follows).
+                stick.emission.get_or_insert(bytes);
+            } else {
+                stick.outbox.push(bytes);
+            }
+        }
         *self
             .report
             .faults_injected
