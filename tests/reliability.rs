@@ -626,11 +626,15 @@ fn c4_a_remote_is_not_removed_during_central_s_restore_before_it_sent_back_what_
 }
 
 /// BSOC and CSOC both number a document D1; central takes BSOC's first and refuses CSOC's (R5),
-/// CSOC's return not reaching it; DSOC receives BSOC's document and knows CSOC's change as one
-/// central has (refused). Central's backup is from before. Gives the deployment, DSOC and the
-/// backup.
-fn d1_numbered_twice_and_dsoc_knows_the_refused_one() -> (Deployment, outpost::Store, outpost::Store)
-{
+/// CSOC's return not reaching it; DSOC, which sent a file in between, receives BSOC's document
+/// and knows CSOC's change as one central has (refused). Central's backup is from before. Gives
+/// the deployment, DSOC, the backup and DSOC's file.
+fn d1_numbered_twice_and_dsoc_knows_the_refused_one() -> (
+    Deployment,
+    outpost::Store,
+    outpost::Store,
+    std::path::PathBuf,
+) {
     let d = Deployment::new();
     let dsoc = add_remote(&d, 4, "DSOC");
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
@@ -645,10 +649,11 @@ fn d1_numbered_twice_and_dsoc_knows_the_refused_one() -> (Deployment, outpost::S
         .unwrap();
     d.at(10, 0);
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    let (early, _) = d.emit_and_process(&dsoc, SyncMode::Immediate);
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     d.return_and_apply(&dsoc);
     assert_eq!(creator_of_d1(&dsoc), common::BSOC);
-    (d, dsoc, backup)
+    (d, dsoc, backup, early)
 }
 
 /// Central holds CSOC's D1, and every shop holds central's document and content.
@@ -669,7 +674,7 @@ fn every_shop_holds_csoc_s_d1(d: &Deployment, dsoc: &outpost::Store) {
 #[test]
 fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_central_s_new_verdict()
  {
-    let (mut d, dsoc, backup) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    let (mut d, dsoc, backup, _) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
     // Central's disk dies; restored, it receives CSOC's first this time (at the second round:
     // at the first, CSOC's and BSOC's documents wait until every remote has reported).
     d.at(11, 0);
@@ -689,7 +694,7 @@ fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_c
 #[test]
 fn r1_r5_after_central_is_restored_a_shop_trusted_before_it_took_the_refused_creation_takes_central_s_new_verdict()
  {
-    let (mut d, dsoc, backup) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    let (mut d, dsoc, backup, _) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
     // Central's disk dies. DSOC and BSOC report first, and DSOC applies a return.
     d.at(11, 0);
     restore_central(&mut d, backup);
@@ -704,6 +709,41 @@ fn r1_r5_after_central_is_restored_a_shop_trusted_before_it_took_the_refused_cre
     // Every shop sends a trusted emission; DSOC's return comes after the last.
     d.at(12, 0);
     for s in [&dsoc, &d.bsoc, &d.csoc] {
+        d.emit_and_process(s, SyncMode::Immediate);
+    }
+    d.return_and_apply(&dsoc);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    every_shop_holds_csoc_s_d1(&d, &dsoc);
+}
+
+/// The same again, with DSOC's first report to the restored central made before it learnt the
+/// refused change's number: its file from before, carried in after the restore (a read-only
+/// review's case). CSOC's emission is received next, and central takes its document; DSOC's
+/// later report of the number came after central had begun taking CSOC's changes from CSOC
+/// itself, so it was not counted among those others hold, and nothing restarted. What any
+/// other remote's latest emission says it knows of the site counts too.
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_whose_first_report_predates_the_refused_number_takes_central_s_new_verdict()
+ {
+    let (mut d, dsoc, backup, early) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    // The old file reaches the restored central first: DSOC's report, without CSOC's number.
+    files::receive_from(&d.asoc, &early, Some(dsoc.site().id)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+    d.return_and_apply(&dsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    // CSOC's emission is received, then DSOC's (trusted, knowing CSOC's number); central
+    // processes both.
+    let (path, _) = files::emit_to(&d.csoc, &d.usb(), SyncMode::Immediate).unwrap();
+    files::receive_from(&d.asoc, &path, Some(d.csoc.site().id)).unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    assert_eq!(creator_of_d1(&d.asoc), common::CSOC);
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    d.at(12, 0);
+    for s in [&d.bsoc, &d.csoc] {
         d.emit_and_process(s, SyncMode::Immediate);
     }
     d.return_and_apply(&dsoc);

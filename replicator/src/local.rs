@@ -62,6 +62,11 @@ pub(crate) const REDELIVER: &[u8] = b"cq/";
 /// Central, while a restore is under way: what the remotes' emissions received since reported
 /// holding (the union of their headers' knowledge; see `central::held_by_remotes`).
 pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
+/// Central, while a restore is under way: every change of another site than their own the
+/// remotes' emissions received since reported knowing, whichever site central has begun taking
+/// new changes from since (unlike [`RESTORE_HELD`]): a change of a site's own central takes
+/// that one of them knew may be known there under the lost central's verdict.
+pub(crate) const RESTORE_KNOWN: &[u8] = b"cs/known-by-remotes";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).
 pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
@@ -195,6 +200,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_BY_WORD", RESTORE_BY_WORD),
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("RESTORE_HELD", RESTORE_HELD),
+    ("RESTORE_KNOWN", RESTORE_KNOWN),
     ("LATE_REJUDGE", LATE_REJUDGE),
     ("REDELIVER", REDELIVER),
     ("RESTORE_REPORTED", RESTORE_REPORTED),

@@ -417,9 +417,11 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         let mut frames = Frames::new(reader, skip);
         let mut completed_relayed = false;
         let mut took_relayed = false;
-        // Its own changes taken that another remote reported holding (only looked at while a
-        // restore is under way): that remote may know them under the lost central's verdict.
-        let held_elsewhere = held_by_remotes(tx, sender)?;
+        // Its own changes taken that another remote reported knowing (only looked at while a
+        // restore is under way): that remote may know them under the lost central's verdict —
+        // whenever it reported them, before central began taking this site's new changes or
+        // after (its first report may be a file from before it learnt them).
+        let held_elsewhere = super::restore::known_by_remotes(tx, sender)?;
         // What the lost central took, under the permissions in force then (R4/R9), is not
         // judged again by the restored one's: the remotes that hold it keep it.
         let taken_before = held_by_any_remote(tx)?;
@@ -653,7 +655,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // know them under the lost central's verdict (a document numbered twice, refused then).
         // Trusted or not: a remote trusted before central took them would otherwise see the
         // window close without a return carrying them again (`--sites 5 --days 3 --seed 54270`).
-        // Each such change is taken once, so the window still closes.
+        // Each such change is taken once (at most one restart per emission taking any), so the
+        // window still closes.
         let sent_back = took_own;
         if completed_relayed || took_relayed || sent_back || took_known_own {
             restart_confirmations(tx)?;

@@ -40,6 +40,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
         tx.local_remove(local::RESTORE_BY_WORD)?;
         tx.local_remove(local::RESTORE_HELD)?;
+        tx.local_remove(local::RESTORE_KNOWN)?;
         tx.local_remove(local::LATE_REJUDGE)?;
         local::remove_all(tx, local::RESTORE_REPORTED)?;
         local::remove_all(tx, local::RESTORE_SENT_BACK)?;
@@ -115,6 +116,7 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORE_RELAYED_DOTS)?;
     tx.local_remove(local::RESTORE_BY_WORD)?;
     tx.local_remove(local::RESTORE_HELD)?;
+    tx.local_remove(local::RESTORE_KNOWN)?;
     local::remove_all(tx, local::RESTORE_REPORTED)?;
     local::remove_all(tx, local::RESTORE_SENT_BACK)?;
     local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
@@ -152,7 +154,12 @@ pub(super) fn held_by_remotes(
     tx: &outpost_engine::WriteTx<'_, '_>,
     site: SiteId,
 ) -> Result<Knowledge> {
-    Ok(local::get::<Knowledge>(tx, local::RESTORE_HELD)?
+    of_site(tx, local::RESTORE_HELD, site)
+}
+
+/// `site`'s part of the set kept under `key`.
+fn of_site(tx: &outpost_engine::WriteTx<'_, '_>, key: &[u8], site: SiteId) -> Result<Knowledge> {
+    Ok(local::get::<Knowledge>(tx, key)?
         .map(|k| k.only(site))
         .unwrap_or_default())
 }
@@ -187,6 +194,7 @@ pub(super) fn record_report(
         local::put(tx, &site_key(local::RESTORE_OWN_CLAIMS, sender), &claim)?;
     }
     let mut others = header.knowledge.difference(&header.knowledge.only(sender));
+    add_to(tx, local::RESTORE_KNOWN, &others)?;
     let sites: Vec<SiteId> = others.iter().map(|(s, _)| s).collect();
     for site in sites {
         if tx
@@ -573,12 +581,31 @@ fn record_held(tx: &mut outpost_engine::WriteTx<'_, '_>, knowledge: &Knowledge) 
     if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(());
     }
-    let mut held: Knowledge = local::get(tx, local::RESTORE_HELD)?.unwrap_or_default();
-    if knowledge.difference(&held).is_empty() {
+    add_to(tx, local::RESTORE_HELD, knowledge)
+}
+
+/// Adds `knowledge` to the set kept under `key`.
+fn add_to(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    key: &[u8],
+    knowledge: &Knowledge,
+) -> Result<()> {
+    let mut set: Knowledge = local::get(tx, key)?.unwrap_or_default();
+    if knowledge.difference(&set).is_empty() {
         return Ok(());
     }
-    held.union_with(knowledge);
-    local::put(tx, local::RESTORE_HELD, &held)
+    set.union_with(knowledge);
+    local::put(tx, key, &set)
+}
+
+/// While a restore is under way: what the remotes other than `site` reported knowing of
+/// `site`'s changes in their emissions received since ([`local::RESTORE_KNOWN`]). Empty
+/// outside a restore.
+pub(super) fn known_by_remotes(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    site: SiteId,
+) -> Result<Knowledge> {
+    of_site(tx, local::RESTORE_KNOWN, site)
 }
 
 /// Whether a restore from a backup is under way: central still takes its own lost commits from
