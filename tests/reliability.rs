@@ -671,6 +671,40 @@ fn every_shop_holds_csoc_s_d1(d: &Deployment, dsoc: &outpost::Store) {
     }
 }
 
+/// CSOC and BSOC take a return; the shops of `trusted` send an emission (trusted); DSOC takes
+/// its return after the last; every shop syncs three times more. The restore is over and every
+/// shop holds CSOC's D1.
+fn the_restore_ends_before_dsoc_s_next_return(
+    d: &Deployment,
+    dsoc: &outpost::Store,
+    trusted: &[&outpost::Store],
+) {
+    d.return_and_apply(&d.csoc);
+    d.return_and_apply(&d.bsoc);
+    d.at(12, 0);
+    for s in trusted {
+        d.emit_and_process(s, SyncMode::Immediate);
+    }
+    d.return_and_apply(dsoc);
+    sync_all(d, &[&d.bsoc, &d.csoc, dsoc], 3);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+    every_shop_holds_csoc_s_d1(d, dsoc);
+}
+
+/// Central's disk dies and `backup` is put back; DSOC's old file (`early`, sent before it
+/// learnt CSOC's refused number) reaches the restored central first: DSOC's first report.
+fn restored_with_dsoc_s_old_file_first(
+    d: &mut Deployment,
+    dsoc: &outpost::Store,
+    backup: outpost::Store,
+    early: &std::path::Path,
+) {
+    d.at(11, 0);
+    restore_central(d, backup);
+    files::receive_from(&d.asoc, early, Some(dsoc.site().id)).unwrap();
+    central::process_ready(&d.asoc).unwrap();
+}
+
 #[test]
 fn r1_r5_after_central_is_restored_a_shop_that_knew_the_refused_creation_takes_central_s_new_verdict()
  {
@@ -704,17 +738,7 @@ fn r1_r5_after_central_is_restored_a_shop_trusted_before_it_took_the_refused_cre
     // CSOC's first emission since: every remote has reported, central takes its document.
     d.emit_and_process(&d.csoc, SyncMode::Immediate);
     assert_eq!(creator_of_d1(&d.asoc), common::CSOC);
-    d.return_and_apply(&d.csoc);
-    d.return_and_apply(&d.bsoc);
-    // Every shop sends a trusted emission; DSOC's return comes after the last.
-    d.at(12, 0);
-    for s in [&dsoc, &d.bsoc, &d.csoc] {
-        d.emit_and_process(s, SyncMode::Immediate);
-    }
-    d.return_and_apply(&dsoc);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
-    assert!(!central::restore_under_way(&d.asoc).unwrap());
-    every_shop_holds_csoc_s_d1(&d, &dsoc);
+    the_restore_ends_before_dsoc_s_next_return(&d, &dsoc, &[&dsoc, &d.bsoc, &d.csoc]);
 }
 
 /// The same again, with DSOC's first report to the restored central made before it learnt the
@@ -727,11 +751,7 @@ fn r1_r5_after_central_is_restored_a_shop_trusted_before_it_took_the_refused_cre
 fn r1_r5_after_central_is_restored_a_shop_whose_first_report_predates_the_refused_number_takes_central_s_new_verdict()
  {
     let (mut d, dsoc, backup, early) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
-    d.at(11, 0);
-    restore_central(&mut d, backup);
-    // The old file reaches the restored central first: DSOC's report, without CSOC's number.
-    files::receive_from(&d.asoc, &early, Some(dsoc.site().id)).unwrap();
-    central::process_ready(&d.asoc).unwrap();
+    restored_with_dsoc_s_old_file_first(&mut d, &dsoc, backup, &early);
     d.return_and_apply(&dsoc);
     d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     // CSOC's emission is received, then DSOC's (trusted, knowing CSOC's number); central
@@ -740,16 +760,42 @@ fn r1_r5_after_central_is_restored_a_shop_whose_first_report_predates_the_refuse
     files::receive_from(&d.asoc, &path, Some(d.csoc.site().id)).unwrap();
     d.emit_and_process(&dsoc, SyncMode::Immediate);
     assert_eq!(creator_of_d1(&d.asoc), common::CSOC);
-    d.return_and_apply(&d.csoc);
-    d.return_and_apply(&d.bsoc);
-    d.at(12, 0);
-    for s in [&d.bsoc, &d.csoc] {
-        d.emit_and_process(s, SyncMode::Immediate);
-    }
+    the_restore_ends_before_dsoc_s_next_return(&d, &dsoc, &[&d.bsoc, &d.csoc]);
+}
+
+/// The same, as a network sync would have it (a read-only review's case): CSOC learnt from
+/// central's acknowledgement that the lost central held its emission, so its first emission
+/// since the restore carries only a new customer, which central takes — from then on the other
+/// shops' word on CSOC's changes no longer counted among those they hold. DSOC's current report
+/// of the refused number comes next, and DSOC applies a return; CSOC's first trusted emission
+/// then brings D1 back and central takes it, before DSOC's trusted emission. DSOC's report still
+/// counts for the restart: its next return carries D1.
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_reporting_the_refused_number_once_central_takes_its_creator_s_new_changes_takes_central_s_new_verdict()
+ {
+    let (mut d, dsoc, backup, early) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    let csoc_site = d.csoc.site().id;
+    remote::record_acknowledgement(
+        &d.csoc,
+        &central::acknowledgement(&d.asoc, csoc_site).unwrap(),
+    )
+    .unwrap();
+    restored_with_dsoc_s_old_file_first(&mut d, &dsoc, backup, &early);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.csoc
+        .write(|tx| tx.set("customers", "K-NEW", "name", "CSOC's new customer"))
+        .unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert!(name(&d.asoc, "K-NEW").is_some());
+    assert!(d.asoc.record("sales_documents", "D1").unwrap().is_none());
+    // DSOC's current report, then a return of the restored central (trusted from then on).
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
     d.return_and_apply(&dsoc);
-    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
-    assert!(!central::restore_under_way(&d.asoc).unwrap());
-    every_shop_holds_csoc_s_d1(&d, &dsoc);
+    d.return_and_apply(&d.csoc);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert_eq!(creator_of_d1(&d.asoc), common::CSOC);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    the_restore_ends_before_dsoc_s_next_return(&d, &dsoc, &[&d.bsoc, &d.csoc]);
 }
 
 /// C4 with R1: central put back from a backup takes no remote's new changes until every remote

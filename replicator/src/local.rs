@@ -63,9 +63,10 @@ pub(crate) const REDELIVER: &[u8] = b"cq/";
 /// holding (the union of their headers' knowledge; see `central::held_by_remotes`).
 pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
 /// Central, while a restore is under way: every change of another site than their own the
-/// remotes' emissions received since reported knowing, whichever site central has begun taking
-/// new changes from since (unlike [`RESTORE_HELD`]): a change of a site's own central takes
-/// that one of them knew may be known there under the lost central's verdict.
+/// remotes' emissions received since (taken or put off) reported knowing while central lacked
+/// it, whichever site central has begun taking new changes from since (unlike
+/// [`RESTORE_HELD`]): a change of a site's own central takes that one of them knew may be known
+/// there under the lost central's verdict.
 pub(crate) const RESTORE_KNOWN: &[u8] = b"cs/known-by-remotes";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).

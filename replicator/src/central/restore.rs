@@ -194,7 +194,10 @@ pub(super) fn record_report(
         local::put(tx, &site_key(local::RESTORE_OWN_CLAIMS, sender), &claim)?;
     }
     let mut others = header.knowledge.difference(&header.knowledge.only(sender));
-    add_to(tx, local::RESTORE_KNOWN, &others)?;
+    // Only what central lacks: a change it knows is never taken again from its site (a
+    // commit merged again whole restarts the confirmations of its own).
+    let lacked = others.difference(tx.knowledge());
+    add_to(tx, local::RESTORE_KNOWN, &lacked)?;
     let sites: Vec<SiteId> = others.iter().map(|(s, _)| s).collect();
     for site in sites {
         if tx
@@ -599,13 +602,16 @@ fn add_to(
 }
 
 /// While a restore is under way: what the remotes other than `site` reported knowing of
-/// `site`'s changes in their emissions received since ([`local::RESTORE_KNOWN`]). Empty
-/// outside a restore.
+/// `site`'s changes in their emissions received since, central lacking them then
+/// ([`local::RESTORE_KNOWN`]), with [`held_by_remotes`] (what a central of an earlier version
+/// recorded before it was upgraded during the window). Empty outside a restore.
 pub(super) fn known_by_remotes(
     tx: &outpost_engine::WriteTx<'_, '_>,
     site: SiteId,
 ) -> Result<Knowledge> {
-    of_site(tx, local::RESTORE_KNOWN, site)
+    let mut known = of_site(tx, local::RESTORE_KNOWN, site)?;
+    known.union_with(&held_by_remotes(tx, site)?);
+    Ok(known)
 }
 
 /// Whether a restore from a backup is under way: central still takes its own lost commits from
