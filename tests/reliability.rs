@@ -798,6 +798,25 @@ fn r1_r5_after_central_is_restored_a_shop_reporting_the_refused_number_once_cent
     the_restore_ends_before_dsoc_s_next_return(&d, &dsoc, &[&d.bsoc, &d.csoc]);
 }
 
+/// The same once more, DSOC's report of the refused number coming in only after central took
+/// CSOC's document: DSOC's old file reached the restored central first, DSOC applied a return,
+/// then CSOC's first emission since brought D1 and central took it — nobody had reported its
+/// number — and only then came DSOC's current emission, trusted, knowing the number from the
+/// lost central. DSOC's word that it had sent back what it held no longer counts: it knows a
+/// change central took since the return it applied was made, and the confirmations restart.
+#[test]
+fn r1_r5_after_central_is_restored_a_shop_reporting_the_refused_number_after_central_took_it_takes_central_s_new_verdict()
+ {
+    let (mut d, dsoc, backup, early) = d1_numbered_twice_and_dsoc_knows_the_refused_one();
+    restored_with_dsoc_s_old_file_first(&mut d, &dsoc, backup, &early);
+    d.return_and_apply(&dsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    assert_eq!(creator_of_d1(&d.asoc), common::CSOC);
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    the_restore_ends_before_dsoc_s_next_return(&d, &dsoc, &[&d.bsoc, &d.csoc]);
+}
+
 /// C4 with R1: central put back from a backup takes no remote's new changes until every remote
 /// has reported what it holds — and a shop opened during the restore has not reported yet.
 /// BSOC, closing, keys in its last customer and syncs: central puts that emission off, keeping

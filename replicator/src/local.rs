@@ -68,6 +68,10 @@ pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
 /// [`RESTORE_HELD`]): a change of a site's own central takes that one of them knew may be known
 /// there under the lost central's verdict.
 pub(crate) const RESTORE_KNOWN: &[u8] = b"cs/known-by-remotes";
+/// Central, while a restore is under way: the changes of their own site it took from the
+/// remotes' emissions, each set with the number of the first return made after
+/// (`central::restore::record_takes`).
+pub(crate) const RESTORE_TAKES: &[u8] = b"cs/takes";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).
 pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";
@@ -202,6 +206,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_RELAYED", RESTORE_RELAYED),
     ("RESTORE_HELD", RESTORE_HELD),
     ("RESTORE_KNOWN", RESTORE_KNOWN),
+    ("RESTORE_TAKES", RESTORE_TAKES),
     ("LATE_REJUDGE", LATE_REJUDGE),
     ("REDELIVER", REDELIVER),
     ("RESTORE_REPORTED", RESTORE_REPORTED),

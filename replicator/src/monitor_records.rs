@@ -140,6 +140,14 @@ fn update_seen(
     local::put(tx, &key, &seen)
 }
 
+/// The number of the newest return of central's `site` reported applying, if any.
+pub(crate) fn last_applied_return_seq(tx: &WriteTx<'_, '_>, site: SiteId) -> Result<Option<u64>> {
+    let seen: Option<SiteSeen> = local::get(tx, &seen_key(site))?;
+    Ok(seen
+        .and_then(|s| s.last_applied_return)
+        .map(|(id, _, _)| id.seq))
+}
+
 /// An emission became file ready at central; the remote's wall clock when it made it, if known.
 pub(crate) fn saw_emission(
     tx: &mut WriteTx<'_, '_>,

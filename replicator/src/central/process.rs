@@ -429,6 +429,8 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             tx.taken_before(taken_before);
         }
         let mut took_own = false;
+        // Its own changes taken while a restore is under way (`restore::record_takes`).
+        let mut own_taken = Knowledge::new();
         // While a restore is under way, an emission central does not trust may come after a
         // later one of its remote (a file carried by hand): what it has of the remote's own that
         // the later one said the remote knows, the remote may have written over since. Central
@@ -557,6 +559,16 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                         && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
                 });
             }
+            if restoring {
+                for (i, c) in changes.iter().enumerate() {
+                    if let Incoming::New(c) = c
+                        && c.dot.site == sender
+                        && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
+                    {
+                        own_taken.insert(c.dot);
+                    }
+                }
+            }
             if !took_own && !held_elsewhere.is_empty() {
                 took_own = changes.iter().enumerate().any(|(i, c)| {
                     matches!(c, Incoming::New(c) if c.dot.site == sender && held_elsewhere.contains(c.dot))
@@ -661,6 +673,7 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         if completed_relayed || took_relayed || sent_back || took_known_own {
             restart_confirmations(tx)?;
         }
+        super::restore::record_takes(tx, &own_taken)?;
         let rkey = remote_key(sender);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
         // What the site knows, for its next return — unless this emission's store was replaced
@@ -683,8 +696,16 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
             .extend(report.refusals.iter().map(|(_, r)| (r.clone(), None)));
         apply_acks(tx, sender, &mut rec, &header.acks)?;
         local::put(tx, &rkey, &rec)?;
+        // It knows a change central took during the restore that no return of the restored
+        // central it applied carried (its acknowledgements just read): from the lost central,
+        // perhaps under another verdict.
+        let knew_early = restoring
+            && super::restore::knew_a_take_from_the_lost_central(tx, sender, &header.knowledge)?;
+        if knew_early {
+            restart_confirmations(tx)?;
+        }
         // After its record: the restore's end reads what each remote reported knowing.
-        if trusted {
+        if trusted && !knew_early {
             restore_relayed(tx, sender, &remotes)?;
         }
         let mut row = crate::journal::get(tx, id)?.ok_or(Error::UnknownFlow(id))?;

@@ -41,6 +41,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         tx.local_remove(local::RESTORE_BY_WORD)?;
         tx.local_remove(local::RESTORE_HELD)?;
         tx.local_remove(local::RESTORE_KNOWN)?;
+        tx.local_remove(local::RESTORE_TAKES)?;
         tx.local_remove(local::LATE_REJUDGE)?;
         local::remove_all(tx, local::RESTORE_REPORTED)?;
         local::remove_all(tx, local::RESTORE_SENT_BACK)?;
@@ -117,6 +118,7 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORE_BY_WORD)?;
     tx.local_remove(local::RESTORE_HELD)?;
     tx.local_remove(local::RESTORE_KNOWN)?;
+    tx.local_remove(local::RESTORE_TAKES)?;
     local::remove_all(tx, local::RESTORE_REPORTED)?;
     local::remove_all(tx, local::RESTORE_SENT_BACK)?;
     local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
@@ -585,6 +587,51 @@ fn record_held(tx: &mut outpost_engine::WriteTx<'_, '_>, knowledge: &Knowledge) 
         return Ok(());
     }
     add_to(tx, local::RESTORE_HELD, knowledge)
+}
+
+/// While a restore is under way: central took `taken`, changes of their own site, from an
+/// emission ([`local::RESTORE_TAKES`]); the next return made carries them.
+pub(super) fn record_takes(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    taken: &Knowledge,
+) -> Result<()> {
+    if taken.is_empty() || local::get::<u64>(tx, local::RESTORED)?.is_none() {
+        return Ok(());
+    }
+    let since = local::get::<u64>(tx, local::RETURN_SEQ)?
+        .unwrap_or(0)
+        .saturating_add(1);
+    let mut takes: Vec<(Knowledge, u64)> =
+        local::get(tx, local::RESTORE_TAKES)?.unwrap_or_default();
+    match takes.last_mut() {
+        Some((dots, s)) if *s == since => dots.union_with(taken),
+        _ => takes.push((taken.clone(), since)),
+    }
+    local::put(tx, local::RESTORE_TAKES, &takes)
+}
+
+/// While a restore is under way: whether `remote`'s emission, reporting `knowledge`, knows a
+/// change central took from its own site during the restore that `remote` cannot have had from
+/// a return of the restored central (none it reported applying was made after the take), and
+/// that the confirmations under way do not already wait for (taken after they restarted). It
+/// knew it from the lost central, perhaps under another verdict (a document numbered twice,
+/// refused then), and must take a return carrying it again: its word that it relayed what it
+/// had does not count, and the confirmations restart ([`restart_confirmations`]). Each take
+/// restarts them at most once.
+pub(super) fn knew_a_take_from_the_lost_central(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    remote: SiteId,
+    knowledge: &Knowledge,
+) -> Result<bool> {
+    let Some(epoch) = local::get::<u64>(tx, local::RESTORED)? else {
+        return Ok(false);
+    };
+    let takes: Vec<(Knowledge, u64)> = local::get(tx, local::RESTORE_TAKES)?.unwrap_or_default();
+    let applied = crate::monitor_records::last_applied_return_seq(tx, remote)?.unwrap_or(0);
+    let others = knowledge.difference(&knowledge.only(remote));
+    Ok(takes.iter().any(|(dots, since)| {
+        *since > epoch && *since > applied && !dots.difference(&dots.difference(&others)).is_empty()
+    }))
 }
 
 /// Adds `knowledge` to the set kept under `key`.
