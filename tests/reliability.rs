@@ -817,6 +817,40 @@ fn r1_r5_after_central_is_restored_a_shop_reporting_the_refused_number_after_cen
     the_restore_ends_before_dsoc_s_next_return(&d, &dsoc, &[&d.bsoc, &d.csoc]);
 }
 
+/// The check above must not take a shop's lost acknowledgement for a change known from the
+/// lost central (a read-only review's case): during central's restore, CSOC's new customer is
+/// taken and DSOC applies the return carrying it; DSOC's next file, which acknowledges that
+/// return, is lost on the way; the one after knows the customer and acknowledges nothing. It
+/// says the newest return its store applied (setting `applied`), so it counts as DSOC's
+/// answer and no restart follows: the restore ends once BSOC has answered too.
+#[test]
+fn r1_after_central_is_restored_a_shop_s_lost_acknowledgement_does_not_hold_the_restore_open() {
+    let (mut d, dsoc, backup) = dsoc_synced_then_a_backup();
+    d.at(11, 0);
+    restore_central(&mut d, backup);
+    // CSOC and DSOC report, take a return and answer; BSOC only reports.
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    sync_all(&d, &[&d.csoc, &dsoc], 2);
+    d.csoc
+        .write(|tx| tx.set("customers", "K-NEW", "name", "CSOC's new customer"))
+        .unwrap();
+    d.emit_and_process(&d.csoc, SyncMode::Immediate);
+    d.return_and_apply(&dsoc);
+    assert!(name(&dsoc, "K-NEW").is_some());
+    // DSOC's file acknowledging that return never reaches central.
+    files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    d.emit_and_process(&dsoc, SyncMode::Immediate);
+    let status = central::restore_status(&d.asoc).unwrap().unwrap();
+    assert!(
+        !status.not_sent_back.contains(&"DSOC".to_owned()),
+        "{:?}",
+        status.not_sent_back
+    );
+    d.return_and_apply(&d.bsoc);
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert!(!central::restore_under_way(&d.asoc).unwrap());
+}
+
 /// C4 with R1: central put back from a backup takes no remote's new changes until every remote
 /// has reported what it holds — and a shop opened during the restore has not reported yet.
 /// BSOC, closing, keys in its last customer and syncs: central puts that emission off, keeping

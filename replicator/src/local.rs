@@ -69,9 +69,9 @@ pub(crate) const RESTORE_HELD: &[u8] = b"cs/held-by-remotes";
 /// there under the lost central's verdict.
 pub(crate) const RESTORE_KNOWN: &[u8] = b"cs/known-by-remotes";
 /// Central, while a restore is under way: the changes of their own site it took from the
-/// remotes' emissions, each set with the number of the first return made after
-/// (`central::restore::record_takes`).
-pub(crate) const RESTORE_TAKES: &[u8] = b"cs/takes";
+/// remotes' emissions since the confirmations last restarted: `cp/` + the number of the first
+/// return made after (u64 BE) → those changes (`central::restore::record_takes`).
+pub(crate) const RESTORE_TAKES: &[u8] = b"cp/";
 /// Central, after a restore: the remotes whose emissions since carried back what they had:
 /// `cx/` + site id (u16 BE).
 pub(crate) const RESTORE_RELAYED: &[u8] = b"cx/";

@@ -358,6 +358,13 @@ pub fn emit<W: Write>(
             crate::incarnation::unsent_setting(&unsent),
         );
     }
+    // The newest return (or bootstrap) applied: its acknowledgement travels once only.
+    if st.last_return_seq > 0 {
+        settings.insert(
+            crate::central::APPLIED_SETTING.to_owned(),
+            st.last_return_seq.to_string(),
+        );
+    }
     let numbered_from: Option<u64> = local::snap_get(&snap, local::REMOTE_NUMBERED_FROM)?;
     if let Some(from) = numbered_from {
         settings.insert(NUMBERED_FROM_SETTING.to_owned(), from.to_string());

@@ -700,7 +700,12 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // central it applied carried (its acknowledgements just read): from the lost central,
         // perhaps under another verdict.
         let knew_early = restoring
-            && super::restore::knew_a_take_from_the_lost_central(tx, sender, &header.knowledge)?;
+            && super::restore::knew_a_take_from_the_lost_central(
+                tx,
+                sender,
+                &header.knowledge,
+                super::restore::applied_claim(&header),
+            )?;
         if knew_early {
             restart_confirmations(tx)?;
         }

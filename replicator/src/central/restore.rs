@@ -41,7 +41,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         tx.local_remove(local::RESTORE_BY_WORD)?;
         tx.local_remove(local::RESTORE_HELD)?;
         tx.local_remove(local::RESTORE_KNOWN)?;
-        tx.local_remove(local::RESTORE_TAKES)?;
+        local::remove_all(tx, local::RESTORE_TAKES)?;
         tx.local_remove(local::LATE_REJUDGE)?;
         local::remove_all(tx, local::RESTORE_REPORTED)?;
         local::remove_all(tx, local::RESTORE_SENT_BACK)?;
@@ -118,7 +118,7 @@ pub(super) fn restore_relayed(
     tx.local_remove(local::RESTORE_BY_WORD)?;
     tx.local_remove(local::RESTORE_HELD)?;
     tx.local_remove(local::RESTORE_KNOWN)?;
-    tx.local_remove(local::RESTORE_TAKES)?;
+    local::remove_all(tx, local::RESTORE_TAKES)?;
     local::remove_all(tx, local::RESTORE_REPORTED)?;
     local::remove_all(tx, local::RESTORE_SENT_BACK)?;
     local::remove_all(tx, local::RESTORE_OWN_CLAIMS)?;
@@ -590,7 +590,7 @@ fn record_held(tx: &mut outpost_engine::WriteTx<'_, '_>, knowledge: &Knowledge) 
 }
 
 /// While a restore is under way: central took `taken`, changes of their own site, from an
-/// emission ([`local::RESTORE_TAKES`]); the next return made carries them.
+/// emission ([`local::RESTORE_TAKES`]); the next return made carries them to any remote.
 pub(super) fn record_takes(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
     taken: &Knowledge,
@@ -601,37 +601,57 @@ pub(super) fn record_takes(
     let since = local::get::<u64>(tx, local::RETURN_SEQ)?
         .unwrap_or(0)
         .saturating_add(1);
-    let mut takes: Vec<(Knowledge, u64)> =
-        local::get(tx, local::RESTORE_TAKES)?.unwrap_or_default();
-    match takes.last_mut() {
-        Some((dots, s)) if *s == since => dots.union_with(taken),
-        _ => takes.push((taken.clone(), since)),
-    }
-    local::put(tx, local::RESTORE_TAKES, &takes)
+    let mut key = local::RESTORE_TAKES.to_vec();
+    key.extend_from_slice(&since.to_be_bytes());
+    let mut dots: Knowledge = local::get(tx, &key)?.unwrap_or_default();
+    dots.union_with(taken);
+    local::put(tx, &key, &dots)
 }
 
-/// While a restore is under way: whether `remote`'s emission, reporting `knowledge`, knows a
-/// change central took from its own site during the restore that `remote` cannot have had from
-/// a return of the restored central (none it reported applying was made after the take), and
-/// that the confirmations under way do not already wait for (taken after they restarted). It
-/// knew it from the lost central, perhaps under another verdict (a document numbered twice,
-/// refused then), and must take a return carrying it again: its word that it relayed what it
-/// had does not count, and the confirmations restart ([`restart_confirmations`]). Each take
-/// restarts them at most once.
+/// While a restore is under way: whether `remote`'s emission, reporting `knowledge` and the
+/// newest return its store applied (`applied`, [`APPLIED_SETTING`]), knows a change central
+/// took from its own site since the confirmations last restarted that no return `remote`
+/// applied can have carried (all made before the take). It knew it from the lost central,
+/// perhaps under another verdict (a document numbered twice, refused then), and must take a
+/// return carrying it again: its word that it relayed what it had does not count, and the
+/// confirmations restart ([`restart_confirmations`], which forgets the takes: each restarts
+/// them at most once). Reads only the takes after the newest return the remote applied.
 pub(super) fn knew_a_take_from_the_lost_central(
     tx: &outpost_engine::WriteTx<'_, '_>,
     remote: SiteId,
     knowledge: &Knowledge,
+    applied: u64,
 ) -> Result<bool> {
-    let Some(epoch) = local::get::<u64>(tx, local::RESTORED)? else {
+    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
         return Ok(false);
-    };
-    let takes: Vec<(Knowledge, u64)> = local::get(tx, local::RESTORE_TAKES)?.unwrap_or_default();
-    let applied = crate::monitor_records::last_applied_return_seq(tx, remote)?.unwrap_or(0);
+    }
+    let applied = crate::monitor_records::last_applied_return_seq(tx, remote)?
+        .unwrap_or(0)
+        .max(applied);
     let others = knowledge.difference(&knowledge.only(remote));
-    Ok(takes.iter().any(|(dots, since)| {
-        *since > epoch && *since > applied && !dots.difference(&dots.difference(&others)).is_empty()
-    }))
+    let mut from = local::RESTORE_TAKES.to_vec();
+    from.extend_from_slice(&applied.saturating_add(1).to_be_bytes());
+    for (_, v) in tx.local_range(&from, &local::prefix_end(local::RESTORE_TAKES), None)? {
+        let dots: Knowledge = local::snap_decode(&v)?;
+        if !dots.difference(&dots.difference(&others)).is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The setting of an emission that says the number of the newest return (or bootstrap) its
+/// store applied: an acknowledgement travels in one emission only, which may be lost or held.
+pub const APPLIED_SETTING: &str = "applied";
+
+/// What `header`'s emission says of the newest return its store applied ([`APPLIED_SETTING`]).
+pub(super) fn applied_claim(header: &FlowHeader) -> u64 {
+    header
+        .config
+        .as_ref()
+        .and_then(|c| c.settings.get(APPLIED_SETTING))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Adds `knowledge` to the set kept under `key`.
@@ -898,6 +918,8 @@ pub(super) fn restart_confirmations(tx: &mut outpost_engine::WriteTx<'_, '_>) ->
     }
     let next_return = local::get::<u64>(tx, local::RETURN_SEQ)?.unwrap_or(0) + 1;
     local::put(tx, local::RESTORED, &next_return)?;
+    // Every take so far is carried by the returns every remote must now take.
+    local::remove_all(tx, local::RESTORE_TAKES)?;
     local::remove_all(tx, local::RESTORE_CONFIRMED)?;
     local::remove_all(tx, local::RESTORE_RELAYED)
 }
