@@ -622,12 +622,19 @@ pub(super) fn knew_a_take_from_the_lost_central(
     knowledge: &Knowledge,
     applied: u64,
 ) -> Result<bool> {
-    if local::get::<u64>(tx, local::RESTORED)?.is_none() {
+    let Some(epoch) = local::get::<u64>(tx, local::RESTORED)? else {
         return Ok(false);
-    }
+    };
+    // A number above any this central gave is not one of its returns (a central lost after a
+    // restore of the same backup may have given it): not taken for one.
+    let issued: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
+    let claimed = if applied <= issued { applied } else { 0 };
+    // The takes up to the confirmations' first return are carried by the return every remote
+    // must take to answer: only those after it, and after the newest return it applied.
     let applied = crate::monitor_records::last_applied_return_seq(tx, remote)?
         .unwrap_or(0)
-        .max(applied);
+        .max(claimed)
+        .max(epoch);
     let others = knowledge.difference(&knowledge.only(remote));
     let mut from = local::RESTORE_TAKES.to_vec();
     from.extend_from_slice(&applied.saturating_add(1).to_be_bytes());
