@@ -428,7 +428,6 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         if !taken_before.is_empty() {
             tx.taken_before(taken_before);
         }
-        let mut took_own = false;
         // Its own changes taken while a restore is under way (`restore::record_takes`).
         let mut own_taken = Knowledge::new();
         // While a restore is under way, an emission central does not trust may come after a
@@ -569,12 +568,6 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
                     }
                 }
             }
-            if !took_own && !held_elsewhere.is_empty() {
-                took_own = changes.iter().enumerate().any(|(i, c)| {
-                    matches!(c, Incoming::New(c) if c.dot.site == sender && held_elsewhere.contains(c.dot))
-                        && matches!(report.outcomes.get(base + i), Some(Outcome::Applied))
-                });
-            }
             frames.recycle(changes);
             // What it relayed is received only if taken: a change refused here (a site this
             // central does not know, a rule) must still be judged when its own site sends it.
@@ -669,7 +662,9 @@ pub(super) fn finish_processing(store: &Store, id: FlowId) -> Result<Processed> 
         // window close without a return carrying them again (`--sites 5 --days 3 --seed 54270`).
         // Each such change is taken once (at most one restart per emission taking any), so the
         // window still closes.
-        let sent_back = took_own;
+        let sent_back = !own_taken
+            .difference(&own_taken.difference(&held_elsewhere))
+            .is_empty();
         if completed_relayed || took_relayed || sent_back || took_known_own {
             restart_confirmations(tx)?;
         }
