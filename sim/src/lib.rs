@@ -304,8 +304,12 @@ enum Event {
     /// Central's store is backed up (`outpost central backup`).
     CentralBackup,
     /// Central's disk is lost and its last backup put back in place (`outpost central
-    /// restore`), its daemon started again.
-    CentralRestore,
+    /// restore`), its daemon started again. With `true`, a copy of that backup is kept for
+    /// [`Event::CentralRestoreAgain`].
+    CentralRestore(bool),
+    /// The restored central's disk is lost too, a day later, and the same backup is put back
+    /// again (the copy kept by the restore before).
+    CentralRestoreAgain,
     /// After central's restore, a shop closed since the backup (back in the restored
     /// configuration) is synced once more and removed again, once central has heard from every
     /// remote (docs/OPERATIONS.md). Happens to a closed shop: not skipped for it.
@@ -355,7 +359,8 @@ impl Event {
             | Event::CentralClock(_)
             | Event::Open
             | Event::CentralBackup
-            | Event::CentralRestore
+            | Event::CentralRestore(_)
+            | Event::CentralRestoreAgain
             | Event::RemoveAgain(_) => None,
         }
     }
@@ -437,6 +442,9 @@ struct World {
     central_wake: u64,
     /// Central's last backup, if one was taken.
     central_backup: Option<Store>,
+    /// A copy of the backup central was last restored from, to restore it again
+    /// ([`Event::CentralRestoreAgain`]).
+    central_restored_backup: Option<Store>,
     /// The generator of the faults of files carried by hand (late files): the rest of the run
     /// draws from `rng` as it did before they were simulated.
     files_rng: Rng,

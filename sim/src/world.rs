@@ -141,6 +141,7 @@ impl World {
             report,
             central_wake: u64::MAX,
             central_backup: None,
+            central_restored_backup: None,
         };
         world.plan_days();
         for i in 0..world.remotes.len() {
@@ -330,7 +331,30 @@ impl World {
             let backup = START_MS + self.rng.below(span);
             let restore = backup + self.rng.below((START_MS + span - backup).min(3 * DAY));
             self.push(backup, Event::CentralBackup);
-            self.push(restore, Event::CentralRestore);
+            // Now and then central is lost twice more (a generator of its own): the restored
+            // central is backed up within weeks, lost again within days and that backup put
+            // back, then the same backup put back a second time a day later (the machine it
+            // was restored to failed too). The backup's numbers are already past the time (the
+            // first restore jumped them there): the second restore must still number past
+            // what the first restored central issued.
+            let mut twice = crate::rng::Rng::new(self.cfg.seed ^ 0x2e57);
+            let again = twice.chance(300);
+            // Put back early in the morning, lost again the next morning: central's price write
+            // of 9:00 and the shops' syncs of a day fall in between.
+            let backup2 = restore + HOUR + twice.below(20 * DAY);
+            let day = (backup2 + twice.below(3 * DAY) - START_MS) / DAY;
+            let mut restore2 = START_MS + day * DAY + 7 * HOUR + twice.below(2 * HOUR);
+            if restore2 <= backup2 {
+                restore2 += DAY;
+            }
+            let restore3 = restore2 + DAY + twice.below(3 * HOUR);
+            let again = again && restore3 < end;
+            self.push(restore, Event::CentralRestore(false));
+            if again {
+                self.push(backup2, Event::CentralBackup);
+                self.push(restore2, Event::CentralRestore(true));
+                self.push(restore3, Event::CentralRestoreAgain);
+            }
             central_restore = Some(restore);
             // Half the time the same trouble takes a shop's disk too, preferably a shop that
             // syncs at a fixed time: its store is put back from a backup up to a day older
@@ -513,7 +537,24 @@ impl World {
                     let copy = self.central.copy_in_memory(self.central_config())?;
                     self.central_backup = Some(copy);
                 }
-                Event::CentralRestore => self.restore_central()?,
+                Event::CentralRestore(keep) => {
+                    if keep && let Some(backup) = &self.central_backup {
+                        let config = self.central_config();
+                        self.central_restored_backup = Some(backup.copy_in_memory(config)?);
+                    }
+                    self.restore_central()?;
+                }
+                Event::CentralRestoreAgain => {
+                    if let Some(backup) = self.central_restored_backup.take() {
+                        self.central_backup = Some(backup);
+                        self.restore_central()?;
+                        *self
+                            .report
+                            .faults_injected
+                            .entry("central_restored_twice_from_one_backup".to_owned())
+                            .or_insert(0) += 1;
+                    }
+                }
                 Event::Open => self.open()?,
                 Event::CentralClock(skew_ms) => {
                     self.central_skew_ms = skew_ms;

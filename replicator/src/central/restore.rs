@@ -6,8 +6,8 @@ use super::*;
 use outpost_engine::Stamp;
 
 /// How far central's sequences (its returns, its own commits) jump after a restore from a
-/// backup: past anything it can have issued between the backup and the loss (and at least to
-/// the time in milliseconds, so that a second restore of the same backup jumps further).
+/// backup, at least: past anything it can have issued between the backup and the loss. The
+/// time in milliseconds is added to it (see [`after_restore`]).
 pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
 
 /// Makes central's store, just restored from a backup, safe to run again. The returns and the
@@ -21,18 +21,24 @@ pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
 /// return number.
 pub fn after_restore(store: &Store) -> Result<u64> {
     check_central(store)?;
-    // Past anything issued since the backup, and past an earlier restore of the same backup:
-    // the numbers never go below the time in milliseconds.
-    let floor = store.now_ms();
+    // Past anything issued since the backup (2^32), and past what an earlier restore of the
+    // same backup issued: the time in milliseconds is added, so a second restore jumps further
+    // by the time between the two, more than the numbers the first restored central can have
+    // issued meanwhile (fewer than one a millisecond). Jumping only *to* the time is not
+    // enough: a backup taken within 2^32 ms (about 49 days) of an earlier restore holds
+    // numbers above the time, and restored twice it would number both centrals' returns and
+    // commits alike — the second's refused as stale, or taken for known, silently.
+    let at = store.now_ms();
+    let jump = RESTORE_SEQ_JUMP.saturating_add(at);
     // One transaction: a crash leaves central as restored or as it was, never half-marked.
     local::write(store, |tx| {
-        tx.skip_sequence(RESTORE_SEQ_JUMP, floor)?;
+        tx.skip_sequence(jump)?;
         let seq: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
-        let next = seq.saturating_add(RESTORE_SEQ_JUMP).max(floor);
+        let next = seq.saturating_add(jump);
         local::put(tx, local::RETURN_SEQ, &next)?;
         local::put(tx, local::RESTORED, &(next + 1))?;
         local::put(tx, local::RESTORE_FIRST_RETURN, &(next + 1))?;
-        local::put(tx, local::RESTORED_AT, &floor)?;
+        local::put(tx, local::RESTORED_AT, &at)?;
         let known = tx.knowledge().clone();
         local::put(tx, local::RESTORED_KNOWLEDGE, &known)?;
         local::remove_all(tx, local::RESTORE_CONFIRMED)?;
