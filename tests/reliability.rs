@@ -451,8 +451,8 @@ fn central_writes(d: &Deployment, key: &str, name: &str) {
 #[test]
 fn r1_j1_the_same_backup_restored_twice_numbers_the_second_central_s_returns_and_commits_past_the_first_s()
  {
-    // Central is restored once (its numbers jump to about the time in milliseconds), then
-    // backed up: that backup's numbers are already past the time.
+    // Central is restored once (its numbers jump past the time), then backed up: that backup's
+    // numbers are already past the time.
     let mut d = Deployment::new();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let old = d.asoc.copy_in_memory(central_config(&d)).unwrap();
@@ -487,6 +487,48 @@ fn r1_j1_the_same_backup_restored_twice_numbers_the_second_central_s_returns_and
         );
         assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
     }
+}
+
+#[test]
+fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_restored_from_the_newer()
+ {
+    // A backup, then central restored from another copy of it: the restored central is backed
+    // up in turn.
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let old = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let old_again = old.copy_in_memory(central_config(&d)).unwrap();
+    d.at(9, 0);
+    restore_central(&mut d, old);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    let newer = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+
+    // The newer backup is restored, central writes a customer, every shop applies its returns.
+    d.at(10, 0);
+    restore_central(&mut d, newer);
+    central_writes(
+        &d,
+        "ASOC-NEWER",
+        "written by the central restored from the newer backup",
+    );
+    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    assert!(name(&d.bsoc, "ASOC-NEWER").is_some());
+
+    // That central is lost too and the older backup put back: its returns and commits must be
+    // numbered past the newer one's, and what that central wrote comes back from the shops.
+    d.at(11, 0);
+    restore_central(&mut d, old_again);
+    central_writes(
+        &d,
+        "ASOC-OLDER",
+        "written by the central restored from the older backup",
+    );
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    for shop in [&d.bsoc, &d.csoc] {
+        assert!(name(shop, "ASOC-OLDER").is_some(), "{}", shop.site().code);
+        assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
+    }
+    assert!(name(&d.asoc, "ASOC-NEWER").is_some());
 }
 
 #[test]

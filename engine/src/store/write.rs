@@ -225,11 +225,12 @@ impl WriteTx<'_, '_> {
     /// that no new commit reuses the dot of a lost one, and the lost ones — own dots between
     /// the old and the new next number that this store does not know — are taken back from the
     /// other sites that send them, although a remote otherwise sends only its own changes (R1).
-    /// Restoring the same backup twice must not land on the same numbers: the caller makes `by`
-    /// grow between the two (it adds the time).
-    pub fn skip_sequence(&mut self, by: u64) -> Result<()> {
+    /// The jump starts from `past` when that is higher than the next number: restoring the
+    /// same backup twice must not land on the same numbers (the caller passes something that
+    /// grows faster than the numbers it gives, like the time shifted left).
+    pub fn skip_sequence(&mut self, by: u64, past: u64) -> Result<()> {
         let from = self.state.next_seq;
-        self.state.next_seq = from.saturating_add(by);
+        self.state.next_seq = from.max(past).saturating_add(by);
         let lost = (
             self.state.lost_own.map_or(from, |(a, _)| a.min(from)),
             self.state.next_seq,

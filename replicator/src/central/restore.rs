@@ -6,9 +6,17 @@ use super::*;
 use outpost_engine::Stamp;
 
 /// How far central's sequences (its returns, its own commits) jump after a restore from a
-/// backup, at least: past anything it can have issued between the backup and the loss. The
-/// time in milliseconds is added to it (see [`after_restore`]).
+/// backup: past anything it can have issued between the backup and the loss. They jump from
+/// the backup's numbers or from the time ([`RESTORE_TIME_SHIFT`]), whichever is higher (see
+/// [`after_restore`]).
 pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
+
+/// After a restore, central's numbers start past the time in milliseconds shifted left by this
+/// many bits (times 1,024): restored again a millisecond or more later — from the same backup,
+/// or from an older one — central numbers past everything the earlier restored central issued
+/// as long as it issued fewer than 1,024 numbers a millisecond. The numbers stay below 2⁵³
+/// (exact in a JavaScript number) until the year 2248.
+pub const RESTORE_TIME_SHIFT: u32 = 10;
 
 /// Makes central's store, just restored from a backup, safe to run again. The returns and the
 /// commits it made after the backup are lost here, but its remotes have them: its return
@@ -21,20 +29,21 @@ pub const RESTORE_SEQ_JUMP: u64 = 1 << 32;
 /// return number.
 pub fn after_restore(store: &Store) -> Result<u64> {
     check_central(store)?;
-    // Past anything issued since the backup (2^32), and past what an earlier restore of the
-    // same backup issued: the time in milliseconds is added, so a second restore jumps further
-    // by the time between the two, more than the numbers the first restored central can have
-    // issued meanwhile (fewer than one a millisecond). Jumping only *to* the time is not
-    // enough: a backup taken within 2^32 ms (about 49 days) of an earlier restore holds
-    // numbers above the time, and restored twice it would number both centrals' returns and
-    // commits alike — the second's refused as stale, or taken for known, silently.
+    // Past anything issued since the backup (2^32), and past what a central restored earlier
+    // issued, from this backup or another: the numbers jump from the backup's or from the time
+    // shifted left (RESTORE_TIME_SHIFT), whichever is higher. The time must dominate: jumping
+    // to the time alone left a backup taken within 2^32 ms (about 49 days) of an earlier
+    // restore above it, so restored twice it numbered both centrals' returns and commits
+    // alike — the second's refused as stale, or taken for known, silently; and adding the
+    // time to the backup's numbers grew them with each restore of a restored central, so an
+    // older backup restored after such a one numbered below it.
     let at = store.now_ms();
-    let jump = RESTORE_SEQ_JUMP.saturating_add(at);
+    let past = at.saturating_mul(1 << RESTORE_TIME_SHIFT);
     // One transaction: a crash leaves central as restored or as it was, never half-marked.
     local::write(store, |tx| {
-        tx.skip_sequence(jump)?;
+        tx.skip_sequence(RESTORE_SEQ_JUMP, past)?;
         let seq: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
-        let next = seq.saturating_add(jump);
+        let next = seq.max(past).saturating_add(RESTORE_SEQ_JUMP);
         local::put(tx, local::RETURN_SEQ, &next)?;
         local::put(tx, local::RESTORED, &(next + 1))?;
         local::put(tx, local::RESTORE_FIRST_RETURN, &(next + 1))?;
