@@ -441,59 +441,9 @@ fn number_d1(store: &outpost::Store, customer: &str, status: &str) {
         .unwrap();
 }
 
-/// Central writes customer `key` (a key it chose, not numbered by the engine).
-fn central_writes(d: &Deployment, key: &str, name: &str) {
-    d.asoc
-        .write(|tx| tx.set("customers", key, "name", name))
-        .unwrap();
-}
-
-#[test]
-fn r1_j1_the_same_backup_restored_twice_numbers_the_second_central_s_returns_and_commits_past_the_first_s()
- {
-    // Central is restored once (its numbers jump past the time), then backed up: that backup's
-    // numbers are already past the time.
-    let mut d = Deployment::new();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
-    let old = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    d.at(9, 0);
-    restore_central(&mut d, old);
-    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    let again = backup.copy_in_memory(central_config(&d)).unwrap();
-
-    // That backup is restored, central writes a customer, every shop applies its returns.
-    d.at(10, 0);
-    restore_central(&mut d, backup);
-    central_writes(&d, "ASOC-FIRST", "after the first restore");
-    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    assert_eq!(
-        name(&d.bsoc, "ASOC-FIRST"),
-        Some(Value::from("after the first restore"))
-    );
-
-    // The same backup is restored again an hour later: its returns and its commits must be
-    // numbered past the first restored central's, which the shops applied and hold.
-    d.at(11, 0);
-    restore_central(&mut d, again);
-    central_writes(&d, "ASOC-SECOND", "after the second restore");
-    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    for shop in [&d.bsoc, &d.csoc] {
-        assert_eq!(
-            name(shop, "ASOC-SECOND"),
-            Some(Value::from("after the second restore")),
-            "{}",
-            shop.site().code
-        );
-        assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
-    }
-}
-
-#[test]
-fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_restored_from_the_newer()
- {
-    // A backup, then central restored from another copy of it: the restored central is backed
-    // up in turn.
+/// Central restored at 9:00 from the backup taken after every shop's first sync, then every
+/// shop synced twice. Gives the deployment and a copy of that backup.
+fn central_restored_once() -> (Deployment, outpost::Store) {
     let mut d = Deployment::new();
     sync_all(&d, &[&d.bsoc, &d.csoc], 1);
     let old = d.asoc.copy_in_memory(central_config(&d)).unwrap();
@@ -501,33 +451,57 @@ fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_res
     d.at(9, 0);
     restore_central(&mut d, old);
     sync_all(&d, &[&d.bsoc, &d.csoc], 2);
+    (d, old_again)
+}
+
+/// At `hour`:00 central is restored from `backup` and writes customer `key` (a key it chose),
+/// then every shop syncs `rounds` times: each holds it, and holds what central holds.
+fn restored_writes_and_syncs(
+    d: &mut Deployment,
+    hour: u64,
+    backup: outpost::Store,
+    key: &str,
+    rounds: usize,
+) {
+    d.at(hour, 0);
+    restore_central(d, backup);
+    d.asoc
+        .write(|tx| tx.set("customers", key, "name", "written after a restore"))
+        .unwrap();
+    sync_all(d, &[&d.bsoc, &d.csoc], rounds);
+    for shop in [&d.bsoc, &d.csoc] {
+        let code = &shop.site().code;
+        assert_eq!(name(shop, key), name(&d.asoc, key), "{key} at {code}");
+        assert!(name(shop, key).is_some(), "{key} at {code}");
+        assert_eq!(content(shop), content(&d.asoc), "{code}");
+    }
+}
+
+#[test]
+fn r1_j1_the_same_backup_restored_twice_numbers_the_second_central_s_returns_and_commits_past_the_first_s()
+ {
+    // Central is restored once (its numbers jump past the time), then backed up: that backup's
+    // numbers are already past the time.
+    let (mut d, _) = central_restored_once();
+    let backup = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    let again = backup.copy_in_memory(central_config(&d)).unwrap();
+    // That backup is restored, central writes a customer, every shop applies its returns.
+    restored_writes_and_syncs(&mut d, 10, backup, "ASOC-FIRST", 2);
+    // The same backup is restored again an hour later: its returns and its commits must be
+    // numbered past the first restored central's, which the shops applied and hold.
+    restored_writes_and_syncs(&mut d, 11, again, "ASOC-SECOND", 2);
+}
+
+#[test]
+fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_restored_from_the_newer()
+ {
+    // The restored central is backed up in turn: a newer backup.
+    let (mut d, older) = central_restored_once();
     let newer = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-
-    // The newer backup is restored, central writes a customer, every shop applies its returns.
-    d.at(10, 0);
-    restore_central(&mut d, newer);
-    central_writes(
-        &d,
-        "ASOC-NEWER",
-        "written by the central restored from the newer backup",
-    );
-    sync_all(&d, &[&d.bsoc, &d.csoc], 2);
-    assert!(name(&d.bsoc, "ASOC-NEWER").is_some());
-
+    restored_writes_and_syncs(&mut d, 10, newer, "ASOC-NEWER", 2);
     // That central is lost too and the older backup put back: its returns and commits must be
     // numbered past the newer one's, and what that central wrote comes back from the shops.
-    d.at(11, 0);
-    restore_central(&mut d, old_again);
-    central_writes(
-        &d,
-        "ASOC-OLDER",
-        "written by the central restored from the older backup",
-    );
-    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
-    for shop in [&d.bsoc, &d.csoc] {
-        assert!(name(shop, "ASOC-OLDER").is_some(), "{}", shop.site().code);
-        assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
-    }
+    restored_writes_and_syncs(&mut d, 11, older, "ASOC-OLDER", 3);
     assert!(name(&d.asoc, "ASOC-NEWER").is_some());
 }
 
