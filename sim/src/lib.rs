@@ -307,9 +307,10 @@ enum Event {
     /// restore`), its daemon started again. With `true`, a copy of that backup is kept for
     /// [`Event::CentralRestoreAgain`].
     CentralRestore(bool),
-    /// The restored central's disk is lost too, a day later, and the same backup is put back
-    /// again (the copy kept by the restore before).
-    CentralRestoreAgain,
+    /// The restored central's disk is lost too, a day later, and a backup put back again: the
+    /// same as the restore before (`false`), or the older one of the restore before that
+    /// (`true`; the copies the restores kept).
+    CentralRestoreAgain(bool),
     /// After central's restore, a shop closed since the backup (back in the restored
     /// configuration) is synced once more and removed again, once central has heard from every
     /// remote (docs/OPERATIONS.md). Happens to a closed shop: not skipped for it.
@@ -360,7 +361,7 @@ impl Event {
             | Event::Open
             | Event::CentralBackup
             | Event::CentralRestore(_)
-            | Event::CentralRestoreAgain
+            | Event::CentralRestoreAgain(_)
             | Event::RemoveAgain(_) => None,
         }
     }
@@ -442,9 +443,9 @@ struct World {
     central_wake: u64,
     /// Central's last backup, if one was taken.
     central_backup: Option<Store>,
-    /// A copy of the backup central was last restored from, to restore it again
+    /// Copies of the backups central was restored from, oldest first, to restore one again
     /// ([`Event::CentralRestoreAgain`]).
-    central_restored_backup: Option<Store>,
+    central_restored_backups: Vec<Store>,
     /// The generator of the faults of files carried by hand (late files): the rest of the run
     /// draws from `rng` as it did before they were simulated.
     files_rng: Rng,

@@ -141,7 +141,7 @@ impl World {
             report,
             central_wake: u64::MAX,
             central_backup: None,
-            central_restored_backup: None,
+            central_restored_backups: Vec::new(),
         };
         world.plan_days();
         for i in 0..world.remotes.len() {
@@ -333,10 +333,11 @@ impl World {
             self.push(backup, Event::CentralBackup);
             // Now and then central is lost twice more (a generator of its own): the restored
             // central is backed up within weeks, lost again within days and that backup put
-            // back, then the same backup put back a second time a day later (the machine it
-            // was restored to failed too). The backup's numbers are already past the time (the
-            // first restore jumped them there): the second restore must still number past
-            // what the first restored central issued.
+            // back, then a day later (the machine it was restored to failed too) the same
+            // backup put back a second time, or, half the time, the older backup of the first
+            // restore. The newer backup's numbers are already past the time (the first restore
+            // jumped them there): the last restore must still number past what the central
+            // restored from it issued.
             let mut twice = crate::rng::Rng::new(self.cfg.seed ^ 0x2e57);
             let again = twice.chance(300);
             // Put back early in the morning, lost again the next morning: central's price write
@@ -348,12 +349,13 @@ impl World {
                 restore2 += DAY;
             }
             let restore3 = restore2 + DAY + twice.below(3 * HOUR);
+            let older = twice.chance(500);
             let again = again && restore3 < end;
-            self.push(restore, Event::CentralRestore(false));
+            self.push(restore, Event::CentralRestore(again && older));
             if again {
                 self.push(backup2, Event::CentralBackup);
-                self.push(restore2, Event::CentralRestore(true));
-                self.push(restore3, Event::CentralRestoreAgain);
+                self.push(restore2, Event::CentralRestore(!older));
+                self.push(restore3, Event::CentralRestoreAgain(older));
             }
             central_restore = Some(restore);
             // Half the time the same trouble takes a shop's disk too, preferably a shop that
@@ -540,18 +542,24 @@ impl World {
                 Event::CentralRestore(keep) => {
                     if keep && let Some(backup) = &self.central_backup {
                         let config = self.central_config();
-                        self.central_restored_backup = Some(backup.copy_in_memory(config)?);
+                        let copy = backup.copy_in_memory(config)?;
+                        self.central_restored_backups.push(copy);
                     }
                     self.restore_central()?;
                 }
-                Event::CentralRestoreAgain => {
-                    if let Some(backup) = self.central_restored_backup.take() {
+                Event::CentralRestoreAgain(older) => {
+                    if let Some(backup) = self.central_restored_backups.pop() {
                         self.central_backup = Some(backup);
                         self.restore_central()?;
+                        let fault = if older {
+                            "central_restored_from_an_older_backup_after_a_newer"
+                        } else {
+                            "central_restored_twice_from_one_backup"
+                        };
                         *self
                             .report
                             .faults_injected
-                            .entry("central_restored_twice_from_one_backup".to_owned())
+                            .entry(fault.to_owned())
                             .or_insert(0) += 1;
                     }
                 }
