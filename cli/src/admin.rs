@@ -532,6 +532,18 @@ pub fn central_backup(dir: &Path, to: &Path) -> CliResult<()> {
 /// ([`central::after_restore`]). The remotes send again what central lost with their next
 /// syncs.
 pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
+    central_restore_with(backup, dir, |store| {
+        central::after_restore(store).map_err(msg)
+    })
+}
+
+/// [`central_restore`], with `finish` making the store put in place safe to run again
+/// ([`central::after_restore`]; a test makes it fail) and giving the next return number.
+pub fn central_restore_with(
+    backup: &Path,
+    dir: &Path,
+    finish: impl FnOnce(&Store) -> CliResult<u64>,
+) -> CliResult<()> {
     // The data directory is moved aside: a backup inside it would go with it.
     if let (Ok(b), Ok(d)) = (backup.canonicalize(), dir.canonicalize())
         && b.starts_with(&d)
@@ -553,27 +565,34 @@ pub fn central_restore(backup: &Path, dir: &Path) -> CliResult<()> {
         std::fs::rename(dir, &to).map_err(|e| format!("moving {} aside: {e}", dir.display()))?;
         aside = Some(to);
     }
-    let store = match put_backup_in_place(backup, dir) {
-        Ok(store) => store,
+    // Copied in, then made safe to run again: if either fails, the data directory is put back
+    // as it was — a copy whose numbers did not jump must not be served (its returns and commits
+    // would be numbered as the lost central's).
+    let restored = put_backup_in_place(backup, dir).and_then(|store| {
+        let next = finish(&store)?;
+        Ok((store, next))
+    });
+    let (store, next) = match restored {
+        Ok(restored) => restored,
         Err(e) => {
             // Back as it was: the data directory is never left without its store.
+            let gone = std::fs::remove_dir_all(dir).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            });
             let back = match &aside {
-                Some(to) => std::fs::remove_dir_all(dir)
-                    .or_else(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Ok(()),
-                        _ => Err(e),
-                    })
-                    .and_then(|()| std::fs::rename(to, dir))
-                    .map_or_else(
-                        |b| format!("; putting {} back failed too: {b}", to.display()),
-                        |()| format!("; {} is as it was", dir.display()),
-                    ),
-                None => String::new(),
+                Some(to) => gone.and_then(|()| std::fs::rename(to, dir)).map_or_else(
+                    |b| format!("; putting {} back failed too: {b}", to.display()),
+                    |()| format!("; {} is as it was", dir.display()),
+                ),
+                None => gone.map_or_else(
+                    |b| format!("; removing {} failed too: {b}", dir.display()),
+                    |()| format!("; {} is as it was (none)", dir.display()),
+                ),
             };
             return Err(format!("{e}{back}"));
         }
     };
-    let next = central::after_restore(&store).map_err(msg)?;
     crate::say!(
         "central {} restored from {} into {}; returns continue at number {next}, and the \
          remotes send again what was lost with their next syncs (sync each four times or \

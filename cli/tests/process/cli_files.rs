@@ -428,6 +428,15 @@ fn m1_c6_set_remote_changes_a_schedule_checked_and_the_remote_gets_it_with_its_n
     );
 }
 
+/// The directories in `dir` a restore moved aside (`….before-restore-<time>`).
+fn moved_aside(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("before-restore"))
+        .collect()
+}
+
 /// `central restore` with the backup kept inside central's data directory, or given as the data
 /// directory itself: refused before anything moves, with the reason — the restore moves the
 /// data directory aside, and the backup with it; it used to leave the directory empty and say
@@ -447,11 +456,7 @@ fn central_restore_from_a_backup_inside_the_data_directory_moves_nothing() {
     fails(dir, "central restore --backup asoc --data asoc", "inside");
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     fails(dir, "central restore --backup empty --data asoc", "backup");
-    let left: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.contains("before-restore"))
-        .collect();
+    let left = moved_aside(dir);
     assert!(left.is_empty(), "moved aside: {left:?}");
     let got = ok(dir, "get --data asoc --table customers --key ASOC-1");
     assert!(got.contains("Dupont"), "{got}");
@@ -460,6 +465,32 @@ fn central_restore_from_a_backup_inside_the_data_directory_moves_nothing() {
     ok(dir, "central restore --backup monday --data asoc");
     let got = ok(dir, "get --data asoc --table customers --key ASOC-1");
     assert!(got.contains("Dupont"), "{got}");
+}
+
+/// `central restore` failing once the backup is copied in, while it makes the store safe to run
+/// again (its numbers jumped, R1/J1): the data directory is put back as it was, as when the
+/// copy itself fails. It used to keep the copied backup with its numbers not jumped, and a
+/// daemon started on it would have numbered its returns and commits as the lost central did.
+#[test]
+fn r1_central_restore_failing_after_the_copy_puts_the_data_directory_back_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, "central init --data asoc");
+    ok(dir, &put_customer("asoc", "ASOC-1", r#"{"name":"Dupont"}"#));
+    ok(dir, "central backup --data asoc --to monday");
+    ok(dir, &put_customer("asoc", "ASOC-2", r#"{"name":"Durand"}"#));
+    let err =
+        outpost_cli::admin::central_restore_with(&dir.join("monday"), &dir.join("asoc"), |_| {
+            Err("the disk failed".to_owned())
+        })
+        .unwrap_err();
+    assert!(err.starts_with("the disk failed"), "{err}");
+    assert!(err.contains("is as it was"), "{err}");
+    // Central's own store is back in place, the write made after the backup with it.
+    let got = ok(dir, "get --data asoc --table customers --key ASOC-2");
+    assert!(got.contains("Durand"), "{got}");
+    let left = moved_aside(dir);
+    assert!(left.is_empty(), "left aside: {left:?}");
 }
 
 /// C3 in a deployment that syncs only by files: no daemon runs, yet `journal --alerts` lists
