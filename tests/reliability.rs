@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Deployment, content, dec, hhmm, name};
-use outpost::replicator::{SyncMode, central, files, journal, remote};
+use outpost::replicator::{SyncMode, central, files, journal, monitor, remote};
 use outpost::{Clock, ManualClock, Value};
 
 const DAY_MS: u64 = 86_400_000;
@@ -503,6 +503,67 @@ fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_res
     // numbered past the newer one's, and what that central wrote comes back from the shops.
     restored_writes_and_syncs(&mut d, 11, older, "ASOC-OLDER", 3);
     assert!(name(&d.asoc, "ASOC-NEWER").is_some());
+}
+
+/// Central's disk put back from a snapshot (or a backup copied in by hand) without `outpost
+/// central restore`: its numbers are not jumped, so its returns and new commits would be
+/// numbered as the lost central's, which the shops applied and hold — skipped by them,
+/// silently. Central tells from a shop's emission (it applied a return, or holds a change of
+/// central's, numbered past any this store gave): the emission waits, with the reason, and an
+/// alert says what to do. Once restored as the docs say, nothing is lost.
+#[test]
+fn r1_j1_central_put_back_without_a_restore_takes_nothing_and_says_so_until_restored() {
+    let mut d = Deployment::new();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let snapshot = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    d.at(10, 0);
+    d.asoc
+        .write(|tx| {
+            tx.set(
+                "customers",
+                "ASOC-LOST",
+                "name",
+                "written after the snapshot",
+            )
+        })
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    assert!(name(&d.bsoc, "ASOC-LOST").is_some());
+
+    // The snapshot is put back in place, and the daemon started on it.
+    d.asoc = snapshot;
+    d.at(11, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-NEW", "name", "keyed in at BSOC"))
+        .unwrap();
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let err = files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap_err();
+    assert!(
+        matches!(err, outpost::replicator::Error::Deferred(_)),
+        "{err}"
+    );
+    let why = err.to_string();
+    assert!(why.contains("outpost central restore"), "{why}");
+    assert_eq!(name(&d.asoc, "BSOC-NEW"), None);
+    let raised =
+        monitor::evaluate(&d.asoc, hhmm(11, 1), &monitor::Thresholds::default(), None).unwrap();
+    assert!(
+        raised
+            .iter()
+            .any(|a| a.site == Some(common::BSOC) && a.text.contains("outpost central restore")),
+        "{raised:?}"
+    );
+
+    // Restored as the docs say (from a copy of what is there), every shop syncs: what central
+    // wrote after the snapshot comes back from the shops, and BSOC's new customer goes through.
+    let copy = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    restore_central(&mut d, copy);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    assert!(name(&d.asoc, "ASOC-LOST").is_some());
+    for shop in [&d.bsoc, &d.csoc] {
+        assert!(name(shop, "BSOC-NEW").is_some(), "{}", shop.site().code);
+        assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
+    }
 }
 
 #[test]

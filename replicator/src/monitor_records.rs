@@ -340,6 +340,10 @@ pub enum EventKind {
     /// A remote's clock is behind: it held changes stamped later than its clock said it was
     /// (R2: its writes lose every conflict until it is set right).
     ClockBehind,
+    /// A remote holds what central's store never gave — a return or a change of central's
+    /// numbered past its own: the store was put back from a backup or a snapshot without
+    /// `outpost central restore` (its emissions wait until it is).
+    PutBackWithoutRestore,
 }
 
 /// One event, written in the transaction of what it reports.

@@ -326,6 +326,11 @@ impl WriteTx<'_, '_> {
         Ok(gone.len())
     }
 
+    /// The number this site's next commit will take: every own dot of this store is below it.
+    pub fn next_own_seq(&self) -> u64 {
+        self.state.next_seq
+    }
+
     /// Moves this site's sequence of commits to at least `next`: a store set up from a
     /// bootstrap numbers its commits past every one of its site's that central already knows,
     /// so that no dot is used twice for different content.

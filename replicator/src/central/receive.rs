@@ -138,6 +138,16 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                  remove-remote): its flows are refused"
             )
         });
+        if let Some(reason) = put_back_without_restore(tx, &header, &code)? {
+            flow_event(
+                tx,
+                crate::monitor_records::EventKind::PutBackWithoutRestore,
+                now,
+                &header,
+                &reason,
+            )?;
+            return Ok(Err(NotTaken::Wait(reason)));
+        }
         let checked = match retired {
             Some(reason) => Err(NotTaken::WrongStore(reason)),
             None => {
@@ -179,15 +189,12 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                 reason: reason.clone(),
             };
             put_refused(tx, receipt, &refused)?;
-            crate::monitor_records::record_event(
+            flow_event(
                 tx,
-                &crate::monitor_records::Event {
-                    kind: crate::monitor_records::EventKind::WrongStore,
-                    at_ms: now,
-                    site: header.source,
-                    flow: id,
-                    text: reason.clone(),
-                },
+                crate::monitor_records::EventKind::WrongStore,
+                now,
+                &header,
+                &reason,
             )?;
             return Ok(Err(NotTaken::WrongStore(reason)));
         }
@@ -269,6 +276,56 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
         discard(store, receipt)?;
     }
     Ok(outcome)
+}
+
+/// Records an event about `header`'s flow, at `now`.
+fn flow_event(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    kind: crate::monitor_records::EventKind,
+    now: u64,
+    header: &FlowHeader,
+    text: &str,
+) -> Result<()> {
+    let event = crate::monitor_records::Event {
+        kind,
+        at_ms: now,
+        site: header.source,
+        flow: header.id,
+        text: text.to_owned(),
+    };
+    crate::monitor_records::record_event(tx, &event)
+}
+
+/// Whether `header`'s emission shows that central's store was put back from a backup or a disk
+/// snapshot without `outpost central restore` ([`super::after_restore`]): its store applied a
+/// return, or holds a change of central's, numbered past any this store gave. Central's next
+/// returns and commits would take numbers the remotes already hold — a return skipped as
+/// applied or stale, a change skipped as known, silently — so nothing is taken until the
+/// restore has made the numbers jump. The reason, with what to do.
+fn put_back_without_restore(
+    tx: &outpost_engine::WriteTx<'_, '_>,
+    header: &FlowHeader,
+    code: &str,
+) -> Result<Option<String>> {
+    let central = tx.site().id;
+    let issued: u64 = local::get(tx, local::RETURN_SEQ)?.unwrap_or(0);
+    let applied = super::restore::applied_claim(header);
+    let next = tx.next_own_seq();
+    let held = header.knowledge.max_seq(central);
+    let what = if applied > issued {
+        format!("applied return {applied}, and this store's last is {issued}")
+    } else if held >= next {
+        format!("holds central's change {held}, and this store's next is {next}")
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "{code} {what}: central's store was put back from a backup or a disk snapshot without \
+         `outpost central restore`, and would give again numbers the remotes hold (its returns \
+         and new writes skipped by them). Stop the daemon, copy the data directory elsewhere \
+         and run `outpost central restore --backup <that copy> --data <the data directory>` \
+         (docs/OPERATIONS.md); {code}'s emission waits until then"
+    )))
 }
 
 /// The alert a refused upload raises.
