@@ -7,8 +7,19 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct Feed {
     pub(super) knowledge: Knowledge,
+    /// This run's first number ([`run_start`]): a cursor below it is an earlier run's.
+    pub(super) start: u64,
     pub(super) next: u64,
     pub(super) events: VecDeque<ChangeEvent>,
+}
+
+/// The first number of a run of the server that starts at `now_ms`: the time in milliseconds
+/// times 1,024, so that a cursor of an earlier run (which numbered fewer than 1,024 changes a
+/// millisecond) is below it and told it missed changes — numbering from 1 at every start, a
+/// cursor of an earlier run read as this run's and skipped its first changes silently. Below
+/// 2⁵³ (exact in a JavaScript number) until the year 2248.
+pub(super) fn run_start(now_ms: u64) -> u64 {
+    now_ms.saturating_mul(1024).max(1)
 }
 
 /// Events kept for watchers that fall behind.
@@ -81,8 +92,9 @@ pub(super) struct ChangesQuery {
 pub(super) fn changes_after(state: &SiteState, after: u64) -> Changes {
     let feed = lock(&state.feed);
     let first = feed.events.front().map_or(feed.next, |e| e.seq);
-    // A cursor from an earlier run of the server (beyond what this one has numbered), or one
-    // older than what is kept: changes were missed; start again from what is kept.
+    // A cursor from an earlier run of the server (below this run's start, or beyond what it
+    // has numbered: a clock set back), or one older than what is kept: changes were missed;
+    // start again from what is kept.
     let lost = after >= feed.next || after.saturating_add(1) < first;
     let from = if lost { first } else { after.saturating_add(1) };
     let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
@@ -94,7 +106,7 @@ pub(super) fn changes_after(state: &SiteState, after: u64) -> Changes {
         });
     Changes {
         seq,
-        gap: lost && !(after == 0 && first == 1),
+        gap: lost && !(after == 0 && first == feed.start),
         changes,
     }
 }

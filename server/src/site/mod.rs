@@ -144,6 +144,7 @@ fn new_state(
     lease_existing: bool,
 ) -> Result<Shared> {
     let knowledge = store.knowledge();
+    let start = run_start(SystemClock.now_ms());
     let (feed_bumped, _) = tokio::sync::watch::channel(0u64);
     let state: Shared = Arc::new(SiteState {
         store: Arc::clone(&store),
@@ -151,7 +152,8 @@ fn new_state(
         leases: Mutex::new(HashMap::new()),
         feed: Mutex::new(Feed {
             knowledge,
-            next: 1,
+            start,
+            next: start,
             events: VecDeque::new(),
         }),
         feed_bumped,
@@ -352,6 +354,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         {
             let mut feed = lock(&state.feed);
+            feed.start = 1;
             feed.next = next;
             for seq in events {
                 feed.events.push_back(ChangeEvent {
@@ -476,5 +479,49 @@ mod tests {
         assert_eq!((seqs(&v), v.gap, v.seq), (vec![1, 2], true, 2));
         let v = changes_after(&s, u64::MAX);
         assert!(v.gap);
+    }
+
+    #[test]
+    fn s3_a_cursor_of_an_earlier_run_of_the_server_is_told_it_missed_changes() {
+        let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));
+        let config = StoreConfig::new(site, outpost::retail::schema(), SystemClock);
+        let store = Arc::new(Store::in_memory(config).unwrap_or_else(|e| panic!("{e}")));
+        let run = || {
+            new_state(
+                Arc::clone(&store),
+                Path::new("."),
+                &SiteServeConfig::default(),
+                None,
+                false,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let write = |key: &str| {
+            store
+                .write(|tx| tx.set("customers", key, "name", "x"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        // A watcher reads the first run's three changes.
+        let first = run();
+        for key in ["A", "B", "C"] {
+            write(key);
+        }
+        refresh_feed(&first);
+        let read = changes_after(&first, 0);
+        assert_eq!((read.changes.len(), read.gap), (3, false));
+        // The server restarts; changes are committed, some before the watcher comes back.
+        drop(first);
+        std::thread::sleep(Duration::from_millis(2));
+        let second = run();
+        for key in ["D", "E", "F", "G", "H"] {
+            write(key);
+        }
+        refresh_feed(&second);
+        // Its cursor is the first run's: it is told it missed changes, and gets all kept.
+        let v = changes_after(&second, read.seq);
+        assert!(v.gap, "{v:?}");
+        assert_eq!(v.changes.len(), 5, "{v:?}");
+        // A new watcher starting from 0 is not.
+        assert!(!changes_after(&second, 0).gap);
     }
 }
