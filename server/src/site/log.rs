@@ -24,7 +24,10 @@ pub struct LogEntry {
     pub refused: Option<String>,
 }
 
-/// Appends an entry to the workstation log inside a write transaction.
+/// Appends an entry to the workstation log inside a write transaction. Its number follows the
+/// last and is at least its time in milliseconds times 1,024: a store put back from a backup (or
+/// set up again) numbers past the entries the lost store gave, which a reader's cursor may
+/// hold — numbered on from the backup's last, they were skipped by that reader, silently.
 pub(super) fn log_put(
     tx: &mut outpost_engine::WriteTx<'_, '_>,
     entry: &mut LogEntry,
@@ -33,7 +36,8 @@ pub(super) fn log_put(
         .local_get(LOG_SEQ)?
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_be_bytes)
-        + 1;
+        .saturating_add(1)
+        .max(entry.at_ms.saturating_mul(1024));
     tx.local_put(LOG_SEQ, &n.to_be_bytes())?;
     entry.seq = n;
     let bytes =

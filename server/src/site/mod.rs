@@ -384,9 +384,9 @@ mod tests {
             e.seq
         };
         // Twenty entries half a day apart, the oldest 9.5 days before now.
-        for i in 0..20u64 {
-            put(&s, &format!("K{i}"), now - (19 - i) * day / 2);
-        }
+        let seqs: Vec<u64> = (0..20u64)
+            .map(|i| put(&s, &format!("K{i}"), now - (19 - i) * day / 2))
+            .collect();
         let keys = |s: &SiteState| -> Vec<String> {
             log_entries(&s.store, 0)
                 .unwrap_or_else(|e| panic!("{e}"))
@@ -420,18 +420,18 @@ mod tests {
         assert_eq!(keys(&s).first().map(String::as_str), Some("K11"));
         // A clock years ahead, then an entry stamped by it: one run still takes a day's worth.
         let far = now + 3_000 * day;
-        put(&s, "K-far", far);
+        let far_seq = put(&s, "K-far", far);
         assert_eq!(prune(cutoff(far, 4).unwrap_or(0), 100), Some((2, false)));
         assert_eq!(keys(&s).first().map(String::as_str), Some("K13"));
         // Numbering goes on after the pruned ones; a reader's cursor still works.
         let last = put(&s, "K-next", far + day);
-        assert_eq!(last, 22);
-        let tail: Vec<u64> = log_entries(&s.store, 19)
+        assert!(last > far_seq && far_seq > seqs[19]);
+        let tail: Vec<u64> = log_entries(&s.store, seqs[18])
             .unwrap_or_else(|e| panic!("{e}"))
             .iter()
             .map(|e| e.seq)
             .collect();
-        assert_eq!(tail, [20, 21, 22]);
+        assert_eq!(tail, [seqs[19], far_seq, last]);
         // Entries that cannot be read are kept, and the scan goes past them: even when there
         // are more of them than a batch.
         for n in 0..3u64 {
@@ -455,6 +455,41 @@ mod tests {
 
     fn seqs(v: &Changes) -> Vec<u64> {
         v.changes.iter().map(|c| c.seq).collect()
+    }
+
+    #[test]
+    fn s3_the_workstation_log_of_a_store_put_back_from_a_backup_numbers_past_the_lost_store_s() {
+        let s = state_with(0..0, 1);
+        let put = |store: &Store, key: &str, at_ms: u64| {
+            let mut e = entry("ANNE", "put", "customers", key);
+            e.at_ms = at_ms;
+            store
+                .write(|tx| log_put(tx, &mut e))
+                .unwrap_or_else(|e| panic!("{e}"));
+            e.seq
+        };
+        let t = 1_000 * DAY_MS;
+        put(&s.store, "K1", t);
+        let backup = s
+            .store
+            .copy_in_memory(StoreConfig::new(
+                s.store.site().clone(),
+                outpost::retail::schema(),
+                SystemClock,
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The lost store's entries, which a log reader has read.
+        let read = put(&s.store, "K2", t + 1_000).max(put(&s.store, "K3", t + 2_000));
+        // The store is put back from the backup: its next entry is numbered past them, so a
+        // reader asking for what follows its cursor gets it.
+        let next = put(&backup, "K4", t + 3_000);
+        assert!(next > read, "{next} after {read}");
+        let after: Vec<String> = log_entries(&backup, read)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(after, ["K4"]);
     }
 
     #[test]
