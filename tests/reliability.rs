@@ -553,6 +553,21 @@ fn r1_j1_central_put_back_without_a_restore_takes_nothing_and_says_so_until_rest
             .any(|a| a.site == Some(common::BSOC) && a.text.contains("outpost central restore")),
         "{raised:?}"
     );
+    // From then on central gives no return (the common return time would give again the
+    // numbers the lost central gave, and BSOC's next emission would then go through), nor
+    // takes any emission.
+    assert_eq!(
+        central::prepare_returns(&d.asoc, &[common::BSOC, common::CSOC]).unwrap(),
+        []
+    );
+    let err = files::return_to(&d.asoc, common::BSOC, &d.usb()).unwrap_err();
+    assert!(err.to_string().contains("outpost central restore"), "{err}");
+    let (path, _) = files::emit_to(&d.csoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let again = files::receive_from(&d.asoc, &path, Some(common::CSOC)).unwrap_err();
+    assert!(
+        matches!(again, outpost::replicator::Error::Deferred(_)),
+        "{again}"
+    );
 
     // Restored as the docs say (from a copy of what is there), every shop syncs: what central
     // wrote after the snapshot comes back from the shops, and BSOC's new customer goes through.

@@ -85,6 +85,10 @@ pub(crate) const RESTORE_SENT_BACK: &[u8] = b"cz/";
 /// Central, while a restore is under way: the number of the restored central's first return
 /// (unlike [`RESTORED`], kept when the confirmations restart).
 pub(crate) const RESTORE_FIRST_RETURN: &[u8] = b"cs/restore-first-return";
+/// Central whose store a remote's emission showed was put back without `central restore`
+/// (`central::receive`): why, in words. It takes no emission and gives no return until the
+/// restore ([`crate::central::after_restore`]) removes it.
+pub(crate) const PUT_BACK: &[u8] = b"cs/put-back";
 /// Central, while a restore is under way: its clock (UTC ms) when it was restored.
 pub(crate) const RESTORED_AT: &[u8] = b"cs/restore-time";
 /// Central, while a restore is under way: what a remote's emissions made after the restore
@@ -213,6 +217,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("RESTORE_SENT_BACK", RESTORE_SENT_BACK),
     ("RESTORE_FIRST_RETURN", RESTORE_FIRST_RETURN),
     ("RESTORED_AT", RESTORED_AT),
+    ("PUT_BACK", PUT_BACK),
     ("RESTORE_OWN_CLAIMS", RESTORE_OWN_CLAIMS),
     ("RESTORE_TAKEN_FROM", RESTORE_TAKEN_FROM),
     ("RESTORE_TIPS", RESTORE_TIPS),

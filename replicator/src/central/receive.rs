@@ -138,18 +138,11 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                  remove-remote): its flows are refused"
             )
         });
-        if let Some(reason) = put_back_without_restore(tx, &header, &code)? {
-            flow_event(
-                tx,
-                crate::monitor_records::EventKind::PutBackWithoutRestore,
-                now,
-                &header,
-                &reason,
-            )?;
-            return Ok(Err(NotTaken::Wait(reason)));
-        }
         let checked = match retired {
             Some(reason) => Err(NotTaken::WrongStore(reason)),
+            None if let Some(reason) = put_back(tx, &header, &code, now)? => {
+                return Ok(Err(NotTaken::Wait(reason)));
+            }
             None => {
                 let elsewhere = held_by_remotes(tx, header.source)?;
                 let waiting = waiting_for(tx, &sites, header.source)?;
@@ -296,6 +289,40 @@ fn flow_event(
     crate::monitor_records::record_event(tx, &event)
 }
 
+/// Why central takes no emission, if its store was put back from a backup or a snapshot
+/// without `outpost central restore`: as `header`'s emission shows
+/// ([`put_back_without_restore`]; recorded, with an alert), or an earlier one showed. Until the
+/// restore it takes no emission and gives no return ([`put_back_reason`]): the numbers it would
+/// give next are those the lost central gave.
+fn put_back(
+    tx: &mut outpost_engine::WriteTx<'_, '_>,
+    header: &FlowHeader,
+    code: &str,
+    now: u64,
+) -> Result<Option<String>> {
+    if let Some(reason) = local::get::<String>(tx, local::PUT_BACK)? {
+        return Ok(Some(reason));
+    }
+    let Some(reason) = put_back_without_restore(tx, header, code)? else {
+        return Ok(None);
+    };
+    local::put(tx, local::PUT_BACK, &reason)?;
+    flow_event(
+        tx,
+        crate::monitor_records::EventKind::PutBackWithoutRestore,
+        now,
+        header,
+        &reason,
+    )?;
+    Ok(Some(reason))
+}
+
+/// Why central gives no return now, if its store was put back without `outpost central
+/// restore` ([`put_back`]).
+pub(super) fn put_back_reason(snap: &outpost_engine::Snapshot) -> Result<Option<String>> {
+    local::snap_get(snap, local::PUT_BACK)
+}
+
 /// Whether `header`'s emission shows that central's store was put back from a backup or a disk
 /// snapshot without `outpost central restore` ([`super::after_restore`]): its store applied a
 /// return, or holds a change of central's, numbered past any this store gave. Central's next
@@ -321,10 +348,11 @@ fn put_back_without_restore(
     };
     Ok(Some(format!(
         "{code} {what}: central's store was put back from a backup or a disk snapshot without \
-         `outpost central restore`, and would give again numbers the remotes hold (its returns \
-         and new writes skipped by them). Stop the daemon, copy the data directory elsewhere \
-         and run `outpost central restore --backup <that copy> --data <the data directory>` \
-         (docs/OPERATIONS.md); {code}'s emission waits until then"
+         `outpost central restore` (or restored with its clock set back), and would give again \
+         numbers the remotes hold (its returns and new writes skipped by them). Set the clock \
+         right, stop the daemon, copy the data directory elsewhere and run `outpost central \
+         restore --backup <that copy> --data <the data directory>` (docs/OPERATIONS.md); until \
+         then central takes no emission and gives no return"
     )))
 }
 

@@ -65,6 +65,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_TIPS)?;
         local::remove_all(tx, local::RESTORE_VOUCHED)?;
         tx.local_remove(local::RESTORE_OWN_BACK)?;
+        tx.local_remove(local::PUT_BACK)?;
         Ok(next + 1)
     })
 }

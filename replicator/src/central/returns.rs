@@ -53,6 +53,10 @@ const SHARED_GAP_SLACK: u64 = 10_000;
 /// central reading and encoding the fleet's day once per remote. Fewer remotes: one
 /// [`prepare_return`] each.
 pub fn prepare_returns(store: &Store, remotes: &[SiteId]) -> Result<Vec<Built>> {
+    // Put back without `central restore`: none now (their numbers would be the lost central's).
+    if super::receive::put_back_reason(&store.snapshot()?)?.is_some() {
+        return Ok(Vec::new());
+    }
     if remotes.len() < SHARED_RETURNS_MIN {
         return remotes.iter().map(|r| prepare_return(store, *r)).collect();
     }
@@ -175,6 +179,11 @@ pub fn fetch_return(
     // One snapshot for the record and the bytes: a return built meanwhile, which drops the
     // bytes of the one it supersedes, cannot cut this download short.
     let snap = store.snapshot()?;
+    // Put back without `central restore`: a return prepared since may bear a number the lost
+    // central gave.
+    if super::receive::put_back_reason(&snap)?.is_some() {
+        return Ok(None);
+    }
     let rec: Option<RemoteRecord> = local::snap_get(&snap, &remote_key(remote))?;
     let newest = rec
         .and_then(|r| r.latest_return)
@@ -332,6 +341,9 @@ pub(super) fn write_for_remote<W: Write>(
     check_central(store)?;
     let is_return = kind == FlowKind::Return;
     let snap = store.snapshot()?;
+    if let Some(reason) = super::receive::put_back_reason(&snap)? {
+        return Err(Error::Deferred(reason));
+    }
     let rec: RemoteRecord = match record {
         Some(r) => r,
         None => local::snap_get(&snap, &remote_key(remote))?
