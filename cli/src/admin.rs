@@ -404,8 +404,13 @@ pub fn remote_export(dir: &Path, out: &Path) -> CliResult<PathBuf> {
 /// `outpost central import`: an emission file into the sync table, then processed.
 pub fn central_import(dir: &Path, file: &Path) -> CliResult<()> {
     let store = open_central(dir)?;
-    let received = files::receive_from(&store, file, None)
-        .map_err(|e| format!("{}: refused, nothing kept: {e}", file.display()))?;
+    let received = files::receive_from(&store, file, None).map_err(|e| match e {
+        outpost_replicator::Error::Deferred(_) => format!(
+            "{}: not taken yet, nothing kept (import it again later): {e}",
+            file.display()
+        ),
+        e => format!("{}: refused, nothing kept: {e}", file.display()),
+    })?;
     match received {
         central::Received::Duplicate(id) => {
             crate::say!(
