@@ -138,11 +138,14 @@ pub fn receive(store: &Store, mut input: impl Read, sender: Option<SiteId>) -> R
                  remove-remote): its flows are refused"
             )
         });
+        // Put back without `central restore`: nothing taken, not even its report.
+        if retired.is_none()
+            && let Some(reason) = put_back(tx, &header, &code, now)?
+        {
+            return Ok(Err(NotTaken::Wait(reason)));
+        }
         let checked = match retired {
             Some(reason) => Err(NotTaken::WrongStore(reason)),
-            None if let Some(reason) = put_back(tx, &header, &code, now)? => {
-                return Ok(Err(NotTaken::Wait(reason)));
-            }
             None => {
                 let elsewhere = held_by_remotes(tx, header.source)?;
                 let waiting = waiting_for(tx, &sites, header.source)?;
