@@ -514,7 +514,10 @@ fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_res
 #[test]
 fn r1_j1_central_put_back_without_a_restore_takes_nothing_and_says_so_until_restored() {
     let mut d = Deployment::new();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    // DSOC syncs before the snapshot only: its emissions alone show nothing.
+    let dsoc = add_remote(&d, 4, "DSOC");
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
     let snapshot = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     d.at(10, 0);
     d.asoc
@@ -555,27 +558,35 @@ fn r1_j1_central_put_back_without_a_restore_takes_nothing_and_says_so_until_rest
     );
     // From then on central gives no return (the common return time would give again the
     // numbers the lost central gave, and BSOC's next emission would then go through), nor
-    // takes any emission.
+    // takes any emission: not even DSOC's, which alone shows nothing. The monitor says so
+    // while it lasts.
     assert_eq!(
         central::prepare_returns(&d.asoc, &[common::BSOC, common::CSOC]).unwrap(),
         []
     );
     let err = files::return_to(&d.asoc, common::BSOC, &d.usb()).unwrap_err();
     assert!(err.to_string().contains("outpost central restore"), "{err}");
-    let (path, _) = files::emit_to(&d.csoc, &d.usb(), SyncMode::Immediate).unwrap();
-    let again = files::receive_from(&d.asoc, &path, Some(common::CSOC)).unwrap_err();
+    let (path, _) = files::emit_to(&dsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    let again = files::receive_from(&d.asoc, &path, Some(outpost::SiteId(4))).unwrap_err();
     assert!(
         matches!(again, outpost::replicator::Error::Deferred(_)),
         "{again}"
     );
+    monitor::evaluate(&d.asoc, hhmm(12, 0), &monitor::Thresholds::default(), None).unwrap();
+    let open: Vec<_> = monitor::alerts(&d.asoc, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.is_open() && a.key == "central/put-back")
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
 
     // Restored as the docs say (from a copy of what is there), every shop syncs: what central
     // wrote after the snapshot comes back from the shops, and BSOC's new customer goes through.
     let copy = d.asoc.copy_in_memory(central_config(&d)).unwrap();
     restore_central(&mut d, copy);
-    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 3);
     assert!(name(&d.asoc, "ASOC-LOST").is_some());
-    for shop in [&d.bsoc, &d.csoc] {
+    for shop in [&d.bsoc, &d.csoc, &dsoc] {
         assert!(name(shop, "BSOC-NEW").is_some(), "{}", shop.site().code);
         assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
     }

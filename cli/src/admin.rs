@@ -129,8 +129,18 @@ pub struct NewRemote<'a> {
 }
 
 /// `outpost central add-remote`: the establishment, its settings, and its bootstrap file.
+/// Refuses, changing nothing, while central's store is known put back without `central
+/// restore`: a bootstrap would take a number the lost central gave.
+fn not_put_back(store: &Store) -> CliResult<()> {
+    match central::put_back_noticed(store).map_err(msg)? {
+        Some(why) => Err(format!("nothing changed: {why}")),
+        None => Ok(()),
+    }
+}
+
 pub fn add_remote(dir: &Path, new: &NewRemote<'_>, bootstrap: &Path) -> CliResult<PathBuf> {
     let store = open_central(dir)?;
+    not_put_back(&store)?;
     let mut config = central::config(&store)
         .map_err(msg)?
         .ok_or("central has no configuration: run `outpost central init` first")?;
@@ -285,6 +295,7 @@ pub fn reprovision(
         .filter(|s| !s.is_central())
         .cloned()
         .ok_or_else(|| format!("no remote {code} at central"))?;
+    not_put_back(&store)?;
     let (dir_out, name) = split_out(bootstrap)?;
     // What the replaced store held reserved (R7) is lost with it: central forgets the count.
     let reserved = outpost_replicator::monitor::reserved(&store.snapshot().map_err(msg)?, site.id)

@@ -73,8 +73,10 @@ pub enum Error {
     WrongStore(String),
     /// An emission central does not take yet, through no fault of it or its store: while
     /// central is being restored from a backup, a remote's new changes wait until every remote
-    /// has said what it holds (`central::restore_waiting_for`). Nothing of it is kept; the
-    /// next sync sends its changes again.
+    /// has said what it holds (`central::restore_waiting_for`); or central's store was put back
+    /// without `outpost central restore` (`central::put_back_noticed`: no return or bootstrap
+    /// is given either, until the restore). Nothing of it is kept; the next sync sends its
+    /// changes again.
     #[error("not taken yet: {0}")]
     Deferred(String),
 }

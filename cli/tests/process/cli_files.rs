@@ -493,6 +493,53 @@ fn r1_central_restore_failing_after_the_copy_puts_the_data_directory_back_as_it_
     assert!(left.is_empty(), "left aside: {left:?}");
 }
 
+/// Central's data directory put back from a copy by hand, without `central restore`: BSOC's
+/// next file shows it (BSOC applied a return the copy never gave). The import says the file is
+/// not taken yet, and adding a remote is refused with nothing changed — its bootstrap would
+/// take a number the lost central gave, and the remote's settings would stay behind. After
+/// `central restore` from a copy of the directory, both go through.
+#[test]
+fn r1_j1_central_put_back_by_hand_refuses_to_add_a_remote_until_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("usb")).unwrap();
+    ok(d, "central init --data asoc");
+    ok(
+        d,
+        "central add-remote --data asoc --id 2 --code BSOC --bootstrap usb/bsoc.outpost",
+    );
+    ok(d, "remote init --data bsoc --bootstrap usb/bsoc.outpost");
+    ok(d, "central backup --data asoc --to copy");
+    ok(
+        d,
+        "central export-return --data asoc --site BSOC --out usb/r1.outpost",
+    );
+    ok(d, "remote import --data bsoc usb/r1.outpost");
+    // The copy is put in place by hand.
+    std::fs::remove_dir_all(d.join("asoc")).unwrap();
+    std::fs::rename(d.join("copy"), d.join("asoc")).unwrap();
+    ok(d, "remote export --data bsoc --out usb/e1.outpost");
+    fails(
+        d,
+        "central import --data asoc usb/e1.outpost",
+        "not taken yet, nothing kept",
+    );
+    fails(
+        d,
+        "central add-remote --data asoc --id 3 --code CSOC --bootstrap usb/csoc.outpost",
+        "nothing changed",
+    );
+    assert!(!d.join("usb/csoc.outpost").exists());
+    // Restored as the docs say.
+    ok(d, "central backup --data asoc --to again");
+    ok(d, "central restore --backup again --data asoc");
+    ok(
+        d,
+        "central add-remote --data asoc --id 3 --code CSOC --bootstrap usb/csoc.outpost",
+    );
+    ok(d, "central import --data asoc usb/e1.outpost");
+}
+
 /// C3 in a deployment that syncs only by files: no daemon runs, yet `journal --alerts` lists
 /// what the daemon would — it brings the alerts up to date itself (here two shops numbered a
 /// sales document alike, and central refused the second's changes, R5). It used to say "no

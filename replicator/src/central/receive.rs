@@ -326,6 +326,13 @@ pub(super) fn put_back_reason(snap: &outpost_engine::Snapshot) -> Result<Option<
     local::snap_get(snap, local::PUT_BACK)
 }
 
+/// Why central takes no emission and gives no return or bootstrap until `outpost central
+/// restore`, if a remote's emission showed its store was put back without it: the commands
+/// that would give one (adding or reprovisioning a remote) check it before changing anything.
+pub fn put_back_noticed(store: &Store) -> Result<Option<String>> {
+    put_back_reason(&store.snapshot()?)
+}
+
 /// Whether `header`'s emission shows that central's store was put back from a backup or a disk
 /// snapshot without `outpost central restore` ([`super::after_restore`]): its store applied a
 /// return, or holds a change of central's, numbered past any this store gave. Central's next
