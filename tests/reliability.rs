@@ -505,6 +505,25 @@ fn r1_j1_an_older_backup_restored_after_a_newer_one_numbers_past_the_central_res
     assert!(name(&d.asoc, "ASOC-NEWER").is_some());
 }
 
+/// A snapshot of central's store; then, at 10:00, central writes ASOC-LOST and BSOC and CSOC
+/// sync it: what a central put back from the snapshot lost.
+fn snapshot_then_a_write_the_shops_take(d: &Deployment) -> outpost::Store {
+    let snapshot = d.asoc.copy_in_memory(central_config(d)).unwrap();
+    d.at(10, 0);
+    d.asoc
+        .write(|tx| {
+            tx.set(
+                "customers",
+                "ASOC-LOST",
+                "name",
+                "written after the snapshot",
+            )
+        })
+        .unwrap();
+    sync_all(d, &[&d.bsoc, &d.csoc], 1);
+    snapshot
+}
+
 /// Central's disk put back from a snapshot (or a backup copied in by hand) without `outpost
 /// central restore`: its numbers are not jumped, so its returns and new commits would be
 /// numbered as the lost central's, which the shops applied and hold — skipped by them,
@@ -518,19 +537,7 @@ fn r1_j1_central_put_back_without_a_restore_takes_nothing_and_says_so_until_rest
     let dsoc = add_remote(&d, 4, "DSOC");
     set_deployment_config(&d);
     sync_all(&d, &[&d.bsoc, &d.csoc, &dsoc], 1);
-    let snapshot = d.asoc.copy_in_memory(central_config(&d)).unwrap();
-    d.at(10, 0);
-    d.asoc
-        .write(|tx| {
-            tx.set(
-                "customers",
-                "ASOC-LOST",
-                "name",
-                "written after the snapshot",
-            )
-        })
-        .unwrap();
-    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let snapshot = snapshot_then_a_write_the_shops_take(&d);
     assert!(name(&d.bsoc, "ASOC-LOST").is_some());
 
     // The snapshot is put back in place, and the daemon started on it.
@@ -588,6 +595,47 @@ fn r1_j1_central_put_back_without_a_restore_takes_nothing_and_says_so_until_rest
     assert!(name(&d.asoc, "ASOC-LOST").is_some());
     for shop in [&d.bsoc, &d.csoc, &dsoc] {
         assert!(name(shop, "BSOC-NEW").is_some(), "{}", shop.site().code);
+        assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
+    }
+}
+
+/// Central, put back from a snapshot without `outpost central restore`, found so by a shop's
+/// emission: its own next commit would take the number the lost central's last commit took,
+/// which the shops hold — kept at central under that number, it would never reach them, and
+/// the lost one coming back would be taken for known. So central writes nothing of its own
+/// until the restore (the write is refused saying why, nothing is kept), then writes again.
+#[test]
+fn r1_j1_central_put_back_writes_nothing_of_its_own_until_restored() {
+    let mut d = Deployment::new();
+    set_deployment_config(&d);
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    let snapshot = snapshot_then_a_write_the_shops_take(&d);
+
+    d.asoc = snapshot;
+    d.at(11, 0);
+    let (path, _) = files::emit_to(&d.bsoc, &d.usb(), SyncMode::Immediate).unwrap();
+    files::receive_from(&d.asoc, &path, Some(common::BSOC)).unwrap_err();
+    let before = content(&d.asoc);
+    let err = d
+        .asoc
+        .write(|tx| tx.set("customers", "ASOC-NEW", "name", "written while put back"))
+        .unwrap_err();
+    assert!(matches!(err, outpost::Error::OwnWritesHeld(_)), "{err}");
+    assert!(err.to_string().contains("outpost central restore"), "{err}");
+    assert_eq!(content(&d.asoc), before);
+    assert!(d.asoc.own_writes_held().is_some());
+
+    let copy = d.asoc.copy_in_memory(central_config(&d)).unwrap();
+    restore_central(&mut d, copy);
+    assert_eq!(d.asoc.own_writes_held(), None);
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-NEW", "name", "written once restored"))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 3);
+    for key in ["ASOC-LOST", "ASOC-NEW"] {
+        assert!(name(&d.asoc, key).is_some(), "{key} at central");
+    }
+    for shop in [&d.bsoc, &d.csoc] {
         assert_eq!(content(shop), content(&d.asoc), "{}", shop.site().code);
     }
 }

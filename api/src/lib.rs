@@ -152,7 +152,7 @@ impl ErrorBody {
             },
             Error::Schema(m) => return ErrorBody::new(ErrorKind::Schema, m.clone()),
             Error::Mapping(m) => return ErrorBody::new(ErrorKind::Mapping, m.clone()),
-            Error::KeysAfterRestore { .. } => ErrorKind::NotYet,
+            Error::KeysAfterRestore { .. } | Error::OwnWritesHeld(_) => ErrorKind::NotYet,
             Error::NotFound { table, key } => ErrorKind::NotFound {
                 table: table.clone(),
                 key: key.clone(),

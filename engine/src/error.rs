@@ -74,6 +74,11 @@ pub enum Error {
         /// The table a key was asked for.
         table: String,
     },
+    /// The store writes nothing of its own for now ([`crate::WriteTx::hold_own_writes`]): a
+    /// central put back from a backup without its restore, whose next numbers may be those the
+    /// lost central gave. Nothing was written.
+    #[error("this store writes nothing of its own for now: {0}")]
+    OwnWritesHeld(String),
     /// The storage layer failed.
     #[error("storage: {0}")]
     Storage(StorageError),

@@ -121,6 +121,53 @@ fn hlc_never_regresses_across_a_reopen_even_with_the_clock_set_back() {
     );
 }
 
+/// A store whose own writes are held (a central put back without its restore) refuses every
+/// write that would take a dot of its own — after a reopen too — and writes nothing of it, while
+/// other sites' changes still merge; let go, it writes on from the number it stopped at.
+#[test]
+fn r1_own_writes_held_are_refused_across_a_reopen_while_merges_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0_MS);
+    let store = open_file_store(dir.path(), ASOC, &clock);
+    setup_directory(&store);
+    let (_, first) = store
+        .write_commit(|tx| tx.set("customers", "C1", "name", "before"))
+        .unwrap();
+    store
+        .write(|tx| tx.hold_own_writes(Some("put back: run the restore")))
+        .unwrap();
+    drop(store);
+    let store = open_file_store(dir.path(), ASOC, &clock);
+    assert_eq!(
+        store.own_writes_held().as_deref(),
+        Some("put back: run the restore")
+    );
+    let err = store
+        .write(|tx| {
+            tx.set("customers", "C2", "name", "refused")?;
+            tx.local_put(b"note", b"kept with it?")
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::OwnWritesHeld(_)), "{err}");
+    assert!(err.to_string().contains("run the restore"), "{err}");
+    assert_eq!(store.record("customers", "C2").unwrap(), None);
+    assert_eq!(store.snapshot().unwrap().local_get(b"note").unwrap(), None);
+    let bsoc = common::store(BSOC, &clock);
+    bsoc.write(|tx| tx.set("customers", "B1", "name", "from BSOC"))
+        .unwrap();
+    sync(&bsoc, &store);
+    assert!(store.record("customers", "B1").unwrap().is_some());
+
+    store.write(|tx| tx.hold_own_writes(None)).unwrap();
+    let (_, next) = store
+        .write_commit(|tx| tx.set("customers", "C2", "name", "written"))
+        .unwrap();
+    assert_eq!(next.dot.unwrap().seq, first.dot.unwrap().seq + 1);
+    drop(store);
+    let store = open_file_store(dir.path(), ASOC, &clock);
+    assert_eq!(store.own_writes_held(), None);
+}
+
 #[test]
 fn a_store_refuses_to_open_as_another_site_or_with_another_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -499,7 +499,7 @@ fn r1_central_restore_failing_after_the_copy_puts_the_data_directory_back_as_it_
 /// take a number the lost central gave, and the remote's settings would stay behind. After
 /// `central restore` from a copy of the directory, both go through.
 #[test]
-fn r1_j1_central_put_back_by_hand_refuses_to_add_a_remote_until_restored() {
+fn r1_j1_central_put_back_by_hand_refuses_to_add_a_remote_or_write_until_restored() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     std::fs::create_dir(d.join("usb")).unwrap();
@@ -530,9 +530,14 @@ fn r1_j1_central_put_back_by_hand_refuses_to_add_a_remote_until_restored() {
         "nothing changed",
     );
     assert!(!d.join("usb/csoc.outpost").exists());
+    // Nor does central write anything of its own: its next commit would take a number the
+    // lost central gave.
+    let put = r#"put --data asoc --table customers --key ASOC-X --fields {"name":"Central"}"#;
+    fails(d, put, "writes nothing of its own");
     // Restored as the docs say.
     ok(d, "central backup --data asoc --to again");
     ok(d, "central restore --backup again --data asoc");
+    ok(d, put);
     ok(
         d,
         "central add-remote --data asoc --id 3 --code CSOC --bootstrap usb/csoc.outpost",

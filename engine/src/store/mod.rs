@@ -47,6 +47,9 @@ const META_SETTLED: &str = "settled_high";
 /// The own commits a restamp replaced, whose stamps are kept (`own_stamps`) but were never
 /// taken by another site: postcard `Knowledge` (see [`Store::restamp_ahead`]).
 const META_RESTAMPED: &str = "restamped";
+/// Why this store writes nothing of its own for now, UTF-8 (empty or absent: it writes): see
+/// [`WriteTx::hold_own_writes`].
+const META_OWN_WRITES_HELD: &str = "own_writes_held";
 /// Changes [`Store::apply_stream`] merges together ([`WriteTx::apply_batch`]); a flow's frame
 /// holds as many.
 const BATCH_LEN: usize = 1024;
@@ -125,6 +128,8 @@ struct State {
     lost_own: Option<(u64, u64)>,
     /// Whether each own commit's stamp is kept ([`WriteTx::keep_own_stamps`]).
     keep_own_stamps: bool,
+    /// Why this store takes no dot of its own for now ([`WriteTx::hold_own_writes`]).
+    own_writes_held: Option<Arc<str>>,
     /// The newest stamp known to be held elsewhere: of a change merged from another site, or
     /// of an own commit the peer confirmed, up to the peer's clock when it did
     /// ([`WriteTx::forget_own_stamps`]). A restamp never
@@ -390,6 +395,10 @@ impl Store {
                     Some((from, to))
                 }),
                 keep_own_stamps: t.meta(META_KEEP_OWN_STAMPS)?.is_some_and(|b| b == [1]),
+                own_writes_held: t
+                    .meta(META_OWN_WRITES_HELD)?
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Arc::from(String::from_utf8_lossy(&b).as_ref())),
                 settled: Stamp::from_u64(get_u64(t, META_SETTLED)?.unwrap_or(0)),
                 settled_moved: false,
                 knowledge,
@@ -433,6 +442,15 @@ impl Store {
     /// may still send them back (see [`WriteTx::skip_sequence`]); `None` outside a restore.
     pub fn lost_own(&self) -> Option<(u64, u64)> {
         lock(&self.state).lost_own
+    }
+
+    /// Why this store writes nothing of its own for now, if it does not
+    /// ([`WriteTx::hold_own_writes`]).
+    pub fn own_writes_held(&self) -> Option<String> {
+        lock(&self.state)
+            .own_writes_held
+            .as_deref()
+            .map(str::to_owned)
     }
 
     /// The highest stamp issued or observed (persisted: never goes back across a reopen).
@@ -718,6 +736,9 @@ impl Store {
     pub fn restamp_ahead(&self, acknowledged: &Knowledge) -> Result<u64> {
         let own = self.site.id;
         self.with_write(|t, state| {
+            if let Some(why) = &state.own_writes_held {
+                return Err(Error::OwnWritesHeld(why.to_string()));
+            }
             let now = self.clock.now_ms();
             let (redo, keep): (Vec<Cell>, Vec<Cell>) =
                 t.all_cells()?.into_iter().partition(|(_, reg)| {

@@ -36,10 +36,14 @@ impl std::fmt::Debug for WriteTx<'_, '_> {
 }
 
 impl WriteTx<'_, '_> {
-    /// This transaction's dot and stamp, taken at its first register write.
-    fn dot(&mut self) -> (Dot, Stamp) {
+    /// This transaction's dot and stamp, taken at its first register write; refused while
+    /// the store's own writes are held ([`WriteTx::hold_own_writes`]).
+    fn dot(&mut self) -> Result<(Dot, Stamp)> {
         if let Some(d) = self.dot {
-            return d;
+            return Ok(d);
+        }
+        if let Some(why) = &self.state.own_writes_held {
+            return Err(Error::OwnWritesHeld(why.to_string()));
         }
         let dot = Dot {
             site: self.store.site.id,
@@ -48,7 +52,7 @@ impl WriteTx<'_, '_> {
         let stamp = self.state.hlc.tick(self.store.clock.now_ms());
         self.state.next_seq += 1;
         self.dot = Some((dot, stamp));
-        (dot, stamp)
+        Ok((dot, stamp))
     }
 
     pub(super) fn finish(self) -> Result<Commit> {
@@ -324,6 +328,22 @@ impl WriteTx<'_, '_> {
             super::put_restamped(self.tables, &left)?;
         }
         Ok(gone.len())
+    }
+
+    /// Holds this store's own writes (`Some(why)`) or lets them go again (`None`): while held,
+    /// a write transaction that would write a register — a dot of this site's — fails with
+    /// [`Error::OwnWritesHeld`] saying `why`, and nothing of it is written; merges, reads and
+    /// local-only keys go on. Kept across a reopen. For a central found put back from a backup
+    /// without its restore: every number it would give next may be one the lost central gave.
+    pub fn hold_own_writes(&mut self, why: Option<&str>) -> Result<()> {
+        let held: Option<Arc<str>> = why.map(Arc::from);
+        if held == self.state.own_writes_held {
+            return Ok(());
+        }
+        self.tables
+            .put_meta(META_OWN_WRITES_HELD, why.unwrap_or_default().as_bytes())?;
+        self.state.own_writes_held = held;
+        Ok(())
     }
 
     /// The number this site's next commit will take: every own dot of this store is below it.
@@ -705,7 +725,7 @@ impl WriteTx<'_, '_> {
                 Err(r)
             }
         })?;
-        let (dot, stamp) = self.dot();
+        let (dot, stamp) = self.dot()?;
         let created = match created {
             Some(c) => c,
             None => {

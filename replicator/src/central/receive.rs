@@ -310,6 +310,8 @@ fn put_back(
         return Ok(None);
     };
     local::put(tx, local::PUT_BACK, &reason)?;
+    // Its own next commit would reuse the lost central's numbers too: none until the restore.
+    tx.hold_own_writes(Some(&reason))?;
     flow_event(
         tx,
         crate::monitor_records::EventKind::PutBackWithoutRestore,
@@ -362,7 +364,7 @@ fn put_back_without_restore(
          numbers the remotes hold (its returns and new writes skipped by them). Set the clock \
          right, stop the daemon, copy the data directory elsewhere and run `outpost central \
          restore --backup <that copy> --data <the data directory>` (docs/OPERATIONS.md); until \
-         then central takes no emission and gives no return"
+         then central takes no emission, gives no return and writes nothing of its own"
     )))
 }
 

@@ -66,6 +66,7 @@ pub fn after_restore(store: &Store) -> Result<u64> {
         local::remove_all(tx, local::RESTORE_VOUCHED)?;
         tx.local_remove(local::RESTORE_OWN_BACK)?;
         tx.local_remove(local::PUT_BACK)?;
+        tx.hold_own_writes(None)?;
         Ok(next + 1)
     })
 }
