@@ -1228,3 +1228,51 @@ fn t1_t3_flows_longer_than_a_chunk_are_stored_checked_and_served_whole() {
     assert_eq!(name(&d.csoc, "BSOC-00001"), name(&d.bsoc, "BSOC-00001"));
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
+
+/// A host program building returns on several threads at once (here: within one build's
+/// output, as a slow writer lets another thread in). A return takes its number when its build
+/// starts and records it when it ends: recorded after two others made meanwhile, it put
+/// central's counter back, and the next return took a number CSOC had applied — skipped by it
+/// as already applied, silently, with central's new write in it.
+#[test]
+fn a2_a_return_built_while_others_are_made_never_puts_the_numbers_back() {
+    struct Slow<'a> {
+        d: &'a Deployment,
+        others_made: bool,
+    }
+    impl std::io::Write for Slow<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.others_made {
+                self.others_made = true;
+                for _ in 0..2 {
+                    self.d.return_and_apply(&self.d.csoc);
+                }
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let d = Deployment::new();
+    d.at(9, 0);
+    let slow = Slow {
+        d: &d,
+        others_made: false,
+    };
+    let (slow, built) = central::build_return(&d.asoc, BSOC, slow, false).unwrap();
+    assert!(slow.others_made);
+    d.at(10, 0);
+    d.asoc
+        .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
+        .unwrap();
+    let (_, applied) = d.return_and_apply(&d.csoc);
+    let Applied::Applied { id, .. } = applied else {
+        panic!("{applied:?}")
+    };
+    assert!(id.seq > built.id.seq + 1, "{id:?} after {built:?}");
+    assert_eq!(
+        name(&d.csoc, "ASOC-000001"),
+        Some(Value::from("written at central"))
+    );
+}
