@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use outpost::replicator::central::{self, Received};
 use outpost::replicator::remote::{self, Applied};
-use outpost::replicator::{Error, FlowKind, SyncMode, files, journal};
+use outpost::replicator::{Error, FlowId, FlowKind, SyncMode, files, journal};
 use outpost::{Outcome, Rule, Site, SiteId, Store, StoreConfig, Value};
 use std::collections::BTreeSet;
 
@@ -1231,21 +1231,26 @@ fn t1_t3_flows_longer_than_a_chunk_are_stored_checked_and_served_whole() {
 
 /// A host program building returns on several threads at once (here: within one build's
 /// output, as a slow writer lets another thread in). A return takes its number when its build
-/// starts and records it when it ends: recorded after two others made meanwhile, it put
-/// central's counter back, and the next return took a number CSOC had applied — skipped by it
-/// as already applied, silently, with central's new write in it.
+/// starts and records it when it ends: recorded after two others made meanwhile, it gave its
+/// number twice (BSOC's and CSOC's returns alike, their journal rows one) and put central's
+/// counter back, and the next return took a number CSOC had applied — skipped by it as already
+/// applied, silently, with central's new write in it. The late one is now refused, nothing of
+/// it kept, and built again.
 #[test]
-fn a2_a_return_built_while_others_are_made_never_puts_the_numbers_back() {
+fn a2_a_return_built_while_others_are_made_never_reuses_or_puts_back_a_number() {
     struct Slow<'a> {
         d: &'a Deployment,
-        others_made: bool,
+        made: &'a std::cell::RefCell<Vec<FlowId>>,
     }
     impl std::io::Write for Slow<'_> {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if !self.others_made {
-                self.others_made = true;
+            if self.made.borrow().is_empty() {
                 for _ in 0..2 {
-                    self.d.return_and_apply(&self.d.csoc);
+                    let (_, applied) = self.d.return_and_apply(&self.d.csoc);
+                    let Applied::Applied { id, .. } = applied else {
+                        panic!("{applied:?}")
+                    };
+                    self.made.borrow_mut().push(id);
                 }
             }
             Ok(buf.len())
@@ -1256,23 +1261,30 @@ fn a2_a_return_built_while_others_are_made_never_puts_the_numbers_back() {
     }
     let d = Deployment::new();
     d.at(9, 0);
-    let slow = Slow {
-        d: &d,
-        others_made: false,
+    let made = std::cell::RefCell::new(Vec::new());
+    let slow = Slow { d: &d, made: &made };
+    let late = central::build_return(&d.asoc, BSOC, slow, false).map(|(_, built)| built);
+    let made = made.into_inner();
+    assert_eq!(made.len(), 2);
+    let Err(Error::NumberTaken(n)) = late else {
+        panic!("{late:?}, CSOC's returns {made:?}")
     };
-    let (slow, built) = central::build_return(&d.asoc, BSOC, slow, false).unwrap();
-    assert!(slow.others_made);
+    assert_eq!(n, made[0].seq, "the late one had taken CSOC's first number");
+    let row = journal::row(&d.asoc, made[0]).unwrap().unwrap();
+    assert_eq!(row.site, CSOC, "the number stays CSOC's alone");
     d.at(10, 0);
     d.asoc
         .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
         .unwrap();
-    let (_, applied) = d.return_and_apply(&d.csoc);
-    let Applied::Applied { id, .. } = applied else {
-        panic!("{applied:?}")
-    };
-    assert!(id.seq > built.id.seq + 1, "{id:?} after {built:?}");
-    assert_eq!(
-        name(&d.csoc, "ASOC-000001"),
-        Some(Value::from("written at central"))
-    );
+    for shop in [&d.csoc, &d.bsoc] {
+        let (_, applied) = d.return_and_apply(shop);
+        let Applied::Applied { id, .. } = applied else {
+            panic!("{applied:?}")
+        };
+        assert!(id.seq > made[1].seq, "{id:?}");
+        assert_eq!(
+            name(shop, "ASOC-000001"),
+            Some(Value::from("written at central"))
+        );
+    }
 }

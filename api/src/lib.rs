@@ -78,7 +78,9 @@ pub enum ErrorKind {
     /// An emission central does not take yet: after its restore from a backup, until every
     /// remote has reported what it holds (docs/OPERATIONS.md). Nothing of it was kept; the
     /// next sync sends it again. Also a new key asked of a store put back from a backup
-    /// (`create`), until the other sites have sent back what it made after the backup.
+    /// (`create`), until the other sites have sent back what it made after the backup; and any
+    /// write at a central found put back from a backup without `outpost central restore`,
+    /// until an operator runs it (the message says so).
     NotYet,
     /// The store failed (disk, damaged file…).
     Store,

@@ -144,8 +144,8 @@ fn r1_own_writes_held_are_refused_across_a_reopen_while_merges_go_on() {
     );
     let err = store
         .write(|tx| {
-            tx.set("customers", "C2", "name", "refused")?;
-            tx.local_put(b"note", b"kept with it?")
+            tx.local_put(b"note", b"kept with it?")?;
+            tx.set("customers", "C2", "name", "refused")
         })
         .unwrap_err();
     assert!(matches!(err, Error::OwnWritesHeld(_)), "{err}");

@@ -286,16 +286,21 @@ fn conditions(
     Ok(out)
 }
 
-/// Central's store known put back without `outpost central restore`: it takes no emission and
-/// gives no return until restored (the remotes then fall silent too), and its own writes meanwhile
-/// take numbers the lost central gave.
+/// Central's store known put back without `outpost central restore`: it takes no emission,
+/// gives no return and writes nothing of its own until restored (the remotes then fall silent
+/// too).
 fn put_back_without_restore(store: &Store) -> Result<Option<Condition>> {
-    Ok(crate::central::put_back_noticed(store)?.map(|why| Condition {
-        key: "central/put-back".into(),
-        site: Some(store.site().id),
-        flow: None,
-        text: format!("{why}. Write nothing at central meanwhile: its writes take numbers the lost central gave"),
-    }))
+    Ok(
+        crate::central::put_back_noticed(store)?.map(|why| Condition {
+            key: "central/put-back".into(),
+            site: Some(store.site().id),
+            flow: None,
+            text: format!(
+                "{why}. Writes at central are refused meanwhile: they would take numbers the lost \
+             central gave"
+            ),
+        }),
+    )
 }
 
 /// Central's clock behind the newest stamp central issued or took, by more than the skew it

@@ -336,6 +336,8 @@ impl WriteTx<'_, '_> {
     /// local-only keys go on. Kept across a reopen. For a central found put back from a backup
     /// without its restore: every number it would give next may be one the lost central gave.
     pub fn hold_own_writes(&mut self, why: Option<&str>) -> Result<()> {
+        // An empty reason would read as "not held" after a reopen.
+        let why = why.map(|w| if w.is_empty() { "held" } else { w });
         let held: Option<Arc<str>> = why.map(Arc::from);
         if held == self.state.own_writes_held {
             return Ok(());

@@ -304,6 +304,8 @@ fn put_back(
     now: u64,
 ) -> Result<Option<String>> {
     if let Some(reason) = local::get::<String>(tx, local::PUT_BACK)? {
+        // Latched by a version that did not hold central's own writes yet: held from now on.
+        tx.hold_own_writes(Some(&reason))?;
         return Ok(Some(reason));
     }
     let Some(reason) = put_back_without_restore(tx, header, code)? else {

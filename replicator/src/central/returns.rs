@@ -528,12 +528,15 @@ fn record_made(
             Some(k) => Some(k.borrow_mut().store_held(tx)?),
             None => None,
         };
-        // Numbered when its build began: returns made meanwhile (a host program's other
-        // thread) may have recorded higher numbers, and the counter never goes back — the next
-        // return would take a number a remote applied, and be skipped by it as applied.
-        if local::get::<u64>(tx, local::RETURN_SEQ)?.is_none_or(|last| last < seq) {
-            local::put(tx, local::RETURN_SEQ, &seq)?;
+        // Numbered when its build began: a flow recorded meanwhile (built on a host program's
+        // other thread) may hold this number or a higher one. Recorded anyway, it would give
+        // two flows one number (the journal's rows mixed, a remote skipping the second as
+        // applied) and put the counter back (the next return skipped as applied): refused,
+        // nothing kept.
+        if local::get::<u64>(tx, local::RETURN_SEQ)?.is_some_and(|last| last >= seq) {
+            return Err(Error::NumberTaken(seq));
         }
+        local::put(tx, local::RETURN_SEQ, &seq)?;
         // The newest stamp this flow can carry (R2: the remote's clock may take it).
         let sent = local::sent_high_key(remote);
         let high = tx.clock_high_water().as_u64();
