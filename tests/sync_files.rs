@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use outpost::replicator::central::{self, Received};
 use outpost::replicator::remote::{self, Applied};
-use outpost::replicator::{Error, FlowId, FlowKind, SyncMode, files, journal};
+use outpost::replicator::{Error, FlowKind, SyncMode, files, journal};
 use outpost::{Outcome, Rule, Site, SiteId, Store, StoreConfig, Value};
 use std::collections::BTreeSet;
 
@@ -1229,6 +1229,32 @@ fn t1_t3_flows_longer_than_a_chunk_are_stored_checked_and_served_whole() {
     assert_eq!(content(&d.csoc), content(&d.asoc));
 }
 
+/// An output that, at its first write, runs `meanwhile` — another thread's work done while a
+/// flow is being written.
+struct Slow<F: FnMut()> {
+    meanwhile: Option<F>,
+}
+
+impl<F: FnMut()> Slow<F> {
+    fn new(meanwhile: F) -> Self {
+        Slow {
+            meanwhile: Some(meanwhile),
+        }
+    }
+}
+
+impl<F: FnMut()> std::io::Write for Slow<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(mut f) = self.meanwhile.take() {
+            f();
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A host program building returns on several threads at once (here: within one build's
 /// output, as a slow writer lets another thread in). A return takes its number when its build
 /// starts and records it when it ends: recorded after two others made meanwhile, it gave its
@@ -1238,31 +1264,18 @@ fn t1_t3_flows_longer_than_a_chunk_are_stored_checked_and_served_whole() {
 /// it kept, and built again.
 #[test]
 fn a2_a_return_built_while_others_are_made_never_reuses_or_puts_back_a_number() {
-    struct Slow<'a> {
-        d: &'a Deployment,
-        made: &'a std::cell::RefCell<Vec<FlowId>>,
-    }
-    impl std::io::Write for Slow<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if self.made.borrow().is_empty() {
-                for _ in 0..2 {
-                    let (_, applied) = self.d.return_and_apply(&self.d.csoc);
-                    let Applied::Applied { id, .. } = applied else {
-                        panic!("{applied:?}")
-                    };
-                    self.made.borrow_mut().push(id);
-                }
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let d = Deployment::new();
     d.at(9, 0);
     let made = std::cell::RefCell::new(Vec::new());
-    let slow = Slow { d: &d, made: &made };
+    let slow = Slow::new(|| {
+        for _ in 0..2 {
+            let (_, applied) = d.return_and_apply(&d.csoc);
+            let Applied::Applied { id, .. } = applied else {
+                panic!("{applied:?}")
+            };
+            made.borrow_mut().push(id);
+        }
+    });
     let late = central::build_return(&d.asoc, BSOC, slow, false).map(|(_, built)| built);
     let made = made.into_inner();
     assert_eq!(made.len(), 2);
@@ -1287,4 +1300,37 @@ fn a2_a_return_built_while_others_are_made_never_reuses_or_puts_back_a_number() 
             Some(Value::from("written at central"))
         );
     }
+}
+
+/// The same at a shop: an emission takes its number when it starts and records it when it
+/// ends. Two made at once by a host program (here: one made while another is written) took
+/// one number; central took the first and counted the second a duplicate, so the second's
+/// reports (the returns the shop applied) were dropped at the shop as sent, never to reach
+/// central. The late one is now refused, nothing of it kept.
+#[test]
+fn j1_an_emission_made_while_another_is_made_never_takes_its_number() {
+    let d = Deployment::new();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-000001", "name", "Dupont"))
+        .unwrap();
+    let made = std::cell::RefCell::new(Vec::new());
+    let slow = Slow::new(|| {
+        let (_, emitted) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+        made.borrow_mut().push(emitted);
+    });
+    let late = remote::emit(&d.bsoc, slow, SyncMode::Immediate, false).map(|(_, e)| e.id);
+    let made = made.into_inner();
+    assert_eq!(made.len(), 1);
+    let Err(Error::NumberTaken(n)) = late else {
+        panic!("{late:?}, the other {made:?}")
+    };
+    assert_eq!(n, made[0].seq);
+    // The next emission takes the next number and central takes it.
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-000002", "name", "Durand"))
+        .unwrap();
+    let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(next.seq, made[0].seq + 1);
+    assert!(name(&d.asoc, "BSOC-000002").is_some());
 }

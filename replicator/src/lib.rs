@@ -79,10 +79,11 @@ pub enum Error {
     /// changes again.
     #[error("not taken yet: {0}")]
     Deferred(String),
-    /// A return or bootstrap built while another took the same number (a host program building
-    /// flows for central on several threads at once): nothing of it was kept; build it again.
+    /// A flow built while another of the same site took its number (a host program building
+    /// returns or bootstraps at central, or emissions at a remote, on several threads at once):
+    /// nothing of it was kept; build it again.
     #[error(
-        "flow number {0} was given meanwhile to another return or bootstrap (built at the same \
+        "flow number {0} was given meanwhile to another flow of this site (built at the same \
          time): nothing of this one was kept; build it again"
     )]
     NumberTaken(u64),

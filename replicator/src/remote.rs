@@ -417,6 +417,12 @@ pub fn emit<W: Write>(
         // A store set up by an earlier version keeps its commits' stamps from now on.
         tx.keep_own_stamps()?;
         let mut st = state(tx)?;
+        // Numbered when it began: an emission recorded meanwhile (made on a host program's
+        // other thread) took this number — central would count this one a duplicate, and the
+        // reports it carries would be dropped here as sent. Refused, nothing kept.
+        if st.next_seq > id.seq {
+            return Err(Error::NumberTaken(id.seq));
+        }
         st.next_seq = id.seq + 1;
         local::put(tx, local::REMOTE_PREV_EMISSION, &(id.seq, created_stamp))?;
         // Reports made in this emission are not repeated in the next.
