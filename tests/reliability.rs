@@ -2816,6 +2816,41 @@ fn create_customer(store: &outpost::Store, name: &str) -> outpost::Result<String
     })
 }
 
+/// R7 and R1 together: a shop is reprovisioned while a till at central holds a document
+/// reserved. Its bootstrap leaves the document's last commit out (held back while reserved),
+/// yet central counted the new store as knowing all it held: once the document was released,
+/// the store's first return (fetched before its first emission, as `remote run` does) claimed
+/// that commit covered without carrying it, and the new store never got it — silently.
+#[test]
+fn r1_r7_a_shop_set_up_again_while_central_holds_a_document_reserved_gets_it_once_released() {
+    let d = Deployment::new();
+    d.asoc
+        .write(|tx| tx.set("sales_documents", "ASOC-D1", "total", dec("10.00")))
+        .unwrap();
+    sync_all(&d, &[&d.bsoc, &d.csoc], 1);
+    d.asoc
+        .reserve("sales_documents", "ASOC-D1", "till-1")
+        .unwrap();
+    d.asoc
+        .write_as("till-1", |tx| {
+            tx.set("sales_documents", "ASOC-D1", "total", dec("12.50"))
+        })
+        .unwrap();
+    let bsoc = set_up_again(&d, outpost::SiteId(2));
+    d.asoc
+        .release("sales_documents", "ASOC-D1", "till-1")
+        .unwrap();
+    d.return_and_apply(&bsoc);
+    sync_all(&d, &[&bsoc, &d.csoc], 2);
+    let total = |s: &outpost::Store| {
+        s.record("sales_documents", "ASOC-D1")
+            .unwrap()
+            .and_then(|r| r.get("total").cloned())
+    };
+    assert_eq!(total(&bsoc), Some(dec("12.50")));
+    assert_eq!(content(&bsoc), content(&d.asoc));
+}
+
 /// A shop's disk is lost and the site reprovisioned (docs/OPERATIONS.md). The new store holds,
 /// from its bootstrap, the customers the lost one created; a till's `create` must not give one
 /// of their keys again: the new customer's fields would merge into the old one's, at every site,

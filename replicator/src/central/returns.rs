@@ -256,7 +256,8 @@ pub fn reprovision(store: &Store, remote: SiteId) -> Result<u32> {
         _ => return Err(Error::Engine(outpost_engine::Error::UnknownSite(remote))),
     }
     local::write(store, |tx| {
-        // The new store will know what its bootstrap carries: all central holds now.
+        // The new store will know what its bootstrap carries: at most all central holds now
+        // (less what a bootstrap holds back, `record_made`).
         let rkey = remote_key(remote);
         let mut rec: RemoteRecord = local::get(tx, &rkey)?.unwrap_or_default();
         rec.knowledge = tx.knowledge().clone();
@@ -474,7 +475,7 @@ pub(super) fn write_for_remote<W: Write>(
         n_rejections: returned.len() as u64,
         bytes,
     };
-    record_made(store, remote, kind, mode, keep, &built)?;
+    record_made(store, remote, kind, mode, keep, &built, &header.covered)?;
     Ok((out, built))
 }
 
@@ -503,8 +504,9 @@ fn returned_rejections(
 
 /// Records a flow central made for `remote` (a return, or a bootstrap), in one transaction:
 /// the next return number; for a return, the remote's refusals marked sent, its emissions
-/// answered and the superseded return's bytes dropped; the link of the emission it answers;
-/// its journal row and the monitor's records.
+/// answered and the superseded return's bytes dropped; for a bootstrap, what the store set up
+/// from it will know (`covered`); the link of the emission it answers; its journal row and the
+/// monitor's records.
 fn record_made(
     store: &Store,
     remote: SiteId,
@@ -512,6 +514,7 @@ fn record_made(
     mode: SyncMode,
     keep: Option<&std::cell::RefCell<Keeping>>,
     built: &Built,
+    covered: &Knowledge,
 ) -> Result<()> {
     let Built {
         id,
@@ -558,6 +561,12 @@ fn record_made(
                 drop_return_bytes(tx, old_id, old_receipt)?;
             }
             local::put(tx, &rkey, &rec)?;
+        } else if let Some(mut rec) = local::get::<RemoteRecord>(tx, &remote_key(remote))? {
+            // A store set up from this bootstrap knows what it covers, no more: a commit held
+            // back (a document reserved at central, R7) counted as known would never be sent to
+            // it. Of several bootstraps written, the store may be set up from any.
+            rec.knowledge = rec.knowledge.difference(&rec.knowledge.difference(covered));
+            local::put(tx, &remote_key(remote), &rec)?;
         }
         if let Some(e) = link
             && let Some(mut erow) = crate::journal::get(tx, e)?
