@@ -271,6 +271,37 @@ fn c5_j3_the_seeds_plan_driven_by_the_automatons() {
     );
 }
 
+/// C6 and M1: a shop that synced at a fixed time is switched at central to syncs on demand
+/// only. It learns its new schedule from its next return — but it left the common return's
+/// list at once, and its fixed-time emissions were answered by none: it kept syncing every
+/// evening and never heard from central again (neither its new schedule nor anyone's changes),
+/// with no alert, its emissions arriving daily. A fixed-time emission of a shop no longer on a
+/// fixed schedule now gets its return right after processing.
+#[test]
+fn c6_m1_a_shop_switched_from_fixed_times_to_immediate_syncs_still_gets_a_return() {
+    let mut w = c5_plan("23:40");
+    let mut cfg = central::config(&w.asoc).unwrap().unwrap();
+    let bsoc = cfg.remotes.iter_mut().find(|r| r.id == SiteId(2)).unwrap();
+    bsoc.sync_types = vec!["immediate 60".parse().unwrap()];
+    central::set_config(&w.asoc, &cfg).unwrap();
+    w.automaton.reconfigure(&cfg).unwrap();
+    w.asoc
+        .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
+        .unwrap();
+    w.run_until(paris(28, 23, 59));
+    let settings = remote::settings(w.remote("BSOC")).unwrap();
+    assert_eq!(
+        settings.get("sync_types").map(String::as_str),
+        Some("immediate 60")
+    );
+    assert!(
+        w.remote("BSOC")
+            .record("customers", "ASOC-000001")
+            .unwrap()
+            .is_some()
+    );
+}
+
 #[test]
 fn c4_a_removed_remote_s_newest_return_is_dropped_from_the_sync_table() {
     let w = c5_plan("23:40");

@@ -112,10 +112,16 @@ impl CentralAutomaton {
         vec![Command::Process(id)]
     }
 
-    /// An emission was processed: an immediate one gets its return right away (A2, M2).
+    /// An emission was processed: an immediate one gets its return right away (A2, M2); so
+    /// does a fixed-time one from a remote no longer on a fixed schedule (C6: switched to syncs
+    /// on demand, it keeps its old schedule until a return tells it, and the common return no
+    /// longer counts it — without one now it would never hear from central again).
     pub fn on_processed(&mut self, site: SiteId, mode: SyncMode) -> Vec<Command> {
         match mode {
             SyncMode::Immediate => vec![Command::PrepareReturn(site)],
+            SyncMode::Deferred if !self.deferred.contains(&site) => {
+                vec![Command::PrepareReturn(site)]
+            }
             _ => Vec::new(),
         }
     }
