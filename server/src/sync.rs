@@ -18,7 +18,7 @@ use outpost_replicator::automaton::DEFAULT_IMMEDIATE_WAIT_MS;
 use outpost_replicator::executor::{
     Failure, Fetched, RemoteExecutor, RemoteRun, RemoteTransport, SyncAsk,
 };
-use outpost_replicator::flow::{FlowId, FlowReader, SyncMode};
+use outpost_replicator::flow::{FlowHeader, FlowId, FlowReader, SyncMode};
 use outpost_replicator::{files, remote};
 use serde::{Deserialize, Serialize};
 
@@ -502,8 +502,11 @@ fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
 /// What waits in the outbox sent first, then an emission written into it and sent — unless
 /// the newest that waited, now sent, carries everything (one central refused does not count:
 /// the sync then writes one, refused in turn with central's reason). A sync that cannot send
-/// (central unreachable, a credential refused) stops before writing another: the outbox holds
-/// one emission to resume, not one more per attempt.
+/// what waits (central unreachable, or not taking it yet) still writes its emission when the
+/// newest waiting does not carry everything in this sync's mode — the retries only send the
+/// outbox, and a fixed-time emission not written would leave the day's later changes out of
+/// the night's return — but not when it does: the outbox holds one emission per change to
+/// resume, not one more per attempt. A credential refused writes none.
 fn emit_and_send(
     store: &Store,
     link: &Link,
@@ -521,14 +524,29 @@ fn emit_and_send(
         }
         None => None,
     };
-    let set_aside = send_outbox(store, link, dir, None, summary)?;
-    if let Some(h) = newest.filter(|h| !set_aside.contains(&h.id)) {
-        let own = store.site().id;
-        let unsent = store.knowledge().only(own).difference(&h.covered);
-        if h.mode == mode && unsent.is_empty() {
-            // Nothing written since: the emission just sent is this sync's.
-            return Ok(h.id);
+    // Whether `h`, waiting or just sent, is this sync's emission: nothing written since.
+    let carries_all = |h: &FlowHeader| {
+        let unsent = store
+            .knowledge()
+            .only(store.site().id)
+            .difference(&h.covered);
+        h.mode == mode && unsent.is_empty()
+    };
+    let set_aside = match send_outbox(store, link, dir, None, summary) {
+        Ok(set_aside) => set_aside,
+        Err(e @ (NetError::Unreachable(_) | NetError::NotYet(_))) => {
+            if !newest.as_ref().is_some_and(carries_all) {
+                files::emit_to(store, &outbox, mode).map_err(local)?;
+            }
+            return Err(e);
         }
+        Err(e) => return Err(e),
+    };
+    if let Some(h) = newest.filter(|h| !set_aside.contains(&h.id))
+        && carries_all(&h)
+    {
+        // Nothing written since: the emission just sent is this sync's.
+        return Ok(h.id);
     }
     let asked = learn_acknowledgement(store, link);
     let (_, emitted) = files::emit_to(store, &outbox, mode).map_err(local)?;

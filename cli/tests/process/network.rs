@@ -1127,6 +1127,45 @@ fn r1_a_scheduled_emission_central_does_not_take_yet_is_a_note_and_waits_in_the_
     assert_eq!(get(dir, "csoc", "K-B2")["name"], "after the restore");
 }
 
+/// M1 and T3: a shop's sync on demand failed in the afternoon (central unreachable) and left its
+/// emission in the outbox; the evening's fixed-time emission fails too. It stopped before
+/// writing its emission, and the retries (fetches, which send the outbox) sent the afternoon's
+/// alone: the day's later sales missed the night's common return, without a word. It now writes
+/// the day's emission into the outbox before it gives up, and the retry sends both.
+#[test]
+fn m1_t3_a_fixed_time_emission_failing_behind_an_older_one_still_goes_with_the_retry() {
+    use outpost_replicator::automaton::RemoteCommand;
+    use outpost_replicator::flow::SyncMode;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(
+        dir,
+        &[],
+        &[("BSOC", "bsoc", &["fixed 21:00 23:20", "immediate 60"])],
+    );
+    put(dir, "bsoc", "K-B1", r#"{"name": "in the afternoon"}"#);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(!try_sync(dir, "bsoc", &url, &[]).status.success());
+    put(dir, "bsoc", "K-B2", r#"{"name": "in the evening"}"#);
+    let bsoc = dir.join("bsoc");
+    let scheduled = |url: &str, command: RemoteCommand| {
+        let store = outpost_server::data_dir::open(&bsoc).unwrap();
+        let link = outpost_server::sync::Link::new(&bsoc, Some(url), None).unwrap();
+        outpost_server::sync::scheduled(&store, &link, &bsoc, vec![command])
+    };
+    let failed = scheduled(&url, RemoteCommand::Emit(SyncMode::Deferred));
+    assert!(failed.is_err(), "{failed:?}");
+    // Central is back; the executor's retry fetches (and sends what waits).
+    let listen = format!("127.0.0.1:{port}");
+    let central = Daemon::start(dir, &["--data", "asoc", "--listen", &listen]);
+    scheduled(&central.url, RemoteCommand::FetchReturn).unwrap();
+    wait_for(30, "BSOC's evening customer at central", || {
+        get(dir, "asoc", "K-B2")["name"] == "in the evening"
+    });
+    assert_eq!(get(dir, "asoc", "K-B1")["name"], "in the afternoon");
+}
+
 /// M3 over the network: a remote that gets no return learns, before each emission, what central
 /// holds of its changes (`GET /v1/acknowledgement`), and does not send them again.
 #[test]
