@@ -104,12 +104,18 @@ impl Merge<'_, '_> {
                 }
                 self.state.hlc.observe(change.stamp);
                 self.state.settle(change.stamp);
+                if known {
+                    // Merged again under a dot a reader following the dots has seen.
+                    self.state.rewrites += 1;
+                }
                 let rec = &mut record.held.rec;
                 // The creation merges as a minimum, whatever the field register's fate: every
                 // change carries it, so a record's creator is known from any of its changes.
                 let creation_outcome = match created {
                     None => {
                         if adopt && let Some((stamp, dot)) = rec.get(&keys::CREATED_SLOT) {
+                            // Registers dropped below: no new dot shows it.
+                            self.state.rewrites += 1;
                             let (own, central) = (self.own, self.source);
                             if dot.site == own {
                                 self.log_replaced_creation(change, Creation { stamp, dot })?;

@@ -130,6 +130,9 @@ struct State {
     keep_own_stamps: bool,
     /// Why this store takes no dot of its own for now ([`WriteTx::hold_own_writes`]).
     own_writes_held: Option<Arc<str>>,
+    /// Commits since the store was opened that changed a register other than to a new dot
+    /// ([`Store::rewrites`]); in memory only.
+    rewrites: u64,
     /// The newest stamp known to be held elsewhere: of a change merged from another site, or
     /// of an own commit the peer confirmed, up to the peer's clock when it did
     /// ([`WriteTx::forget_own_stamps`]). A restamp never
@@ -395,6 +398,7 @@ impl Store {
                     Some((from, to))
                 }),
                 keep_own_stamps: t.meta(META_KEEP_OWN_STAMPS)?.is_some_and(|b| b == [1]),
+                rewrites: 0,
                 own_writes_held: t
                     .meta(META_OWN_WRITES_HELD)?
                     .filter(|b| !b.is_empty())
@@ -442,6 +446,17 @@ impl Store {
     /// may still send them back (see [`WriteTx::skip_sequence`]); `None` outside a restore.
     pub fn lost_own(&self) -> Option<(u64, u64)> {
         lock(&self.state).lost_own
+    }
+
+    /// How many changes since this store was opened put a register back or dropped it, or
+    /// merged again a change under a dot it already knew ([`WriteTx::revert`], a document's
+    /// creation adopted (R5), a return judged again after central's restore): changes a
+    /// reader following the store by the dots it has seen (`changes_lacking` from its
+    /// knowledge, as the site server's change feed does) cannot see. Such a reader reads again
+    /// what it shows when this moves. In memory, from 0 at each open; may count a change that
+    /// left the register as it was.
+    pub fn rewrites(&self) -> u64 {
+        lock(&self.state).rewrites
     }
 
     /// Why this store writes nothing of its own for now, if it does not

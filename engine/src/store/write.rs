@@ -452,6 +452,7 @@ impl WriteTx<'_, '_> {
             }
             None => self.tables.remove_cell(&cell, &old)?,
         }
+        self.state.rewrites += 1;
         Ok(true)
     }
 

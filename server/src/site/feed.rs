@@ -11,6 +11,8 @@ pub(super) struct Feed {
     pub(super) start: u64,
     pub(super) next: u64,
     pub(super) events: VecDeque<ChangeEvent>,
+    /// The store's [`Store::rewrites`] when last fed.
+    pub(super) rewrites: u64,
 }
 
 /// The first number of a run of the server that starts at `now_ms`: the time in milliseconds
@@ -28,6 +30,18 @@ pub(super) const FEED_MAX: usize = 100_000;
 /// Brings the watchers' feed up to date with what the store committed (O(Δ)).
 pub(super) fn refresh_feed(state: &SiteState) {
     let mut feed = lock(&state.feed);
+    // A register put back or dropped, or merged again under a dot already fed (a refused
+    // write reverted by a return, R5's adopted creation): no new dot shows it, so every
+    // watcher is told it missed changes — the kept events dropped and a number skipped — and
+    // reads again what it shows.
+    let rewrites = state.store.rewrites();
+    if rewrites != feed.rewrites {
+        feed.rewrites = rewrites;
+        feed.events.clear();
+        feed.next += 1;
+        let next = feed.next;
+        state.feed_bumped.send_replace(next);
+    }
     let lacking = match state.store.changes_lacking(&feed.knowledge, false) {
         Ok(l) => l,
         Err(e) => {

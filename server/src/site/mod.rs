@@ -143,6 +143,9 @@ fn new_state(
     link: Option<crate::sync::Link>,
     lease_existing: bool,
 ) -> Result<Shared> {
+    // Read before the knowledge: a rewrite between the two tells watchers once too often, not
+    // never.
+    let rewrites = store.rewrites();
     let knowledge = store.knowledge();
     let start = run_start(SystemClock.now_ms());
     let (feed_bumped, _) = tokio::sync::watch::channel(0u64);
@@ -155,6 +158,7 @@ fn new_state(
             start,
             next: start,
             events: VecDeque::new(),
+            rewrites,
         }),
         feed_bumped,
         link,
@@ -514,6 +518,42 @@ mod tests {
         assert_eq!((seqs(&v), v.gap, v.seq), (vec![1, 2], true, 2));
         let v = changes_after(&s, u64::MAX);
         assert!(v.gap);
+    }
+
+    /// R3/R5 and a watcher: a return puts back a write central refused (its register goes back
+    /// to central's, an older dot, or goes away). No new dot: the feed, computed from what
+    /// dots it has fed, showed nothing, and a till kept showing the refused value. Every
+    /// watcher is now told it missed changes (to read again what it shows).
+    #[test]
+    fn s3_a_refused_write_put_back_by_a_return_tells_watchers_to_read_again() {
+        let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));
+        let config = StoreConfig::new(site, outpost::retail::schema(), SystemClock);
+        let store = Arc::new(Store::in_memory(config).unwrap_or_else(|e| panic!("{e}")));
+        let state = new_state(
+            Arc::clone(&store),
+            Path::new("."),
+            &SiteServeConfig::default(),
+            None,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, refused) = store
+            .write_commit(|tx| tx.set("customers", "K", "name", "refused"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        refresh_feed(&state);
+        let read = changes_after(&state, 0);
+        assert!(!read.changes.is_empty());
+        let dot = refused.dot.unwrap_or_else(|| panic!("a dot"));
+        let reverted = store
+            .write(|tx| tx.revert("customers", "K", &Slot::Field("name".into()), dot, None))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(reverted);
+        refresh_feed(&state);
+        let v = changes_after(&state, read.seq);
+        assert!(v.gap, "{v:?}");
+        // A watcher that read again since is not told twice.
+        let again = changes_after(&state, 0);
+        assert!(!changes_after(&state, again.seq).gap);
     }
 
     #[test]
