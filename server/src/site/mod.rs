@@ -166,9 +166,10 @@ fn new_state(
         config: config.clone(),
     });
     // Reservations left by workstations of an earlier run get a lease of their own: renewed by
-    // their holder if it is still there, released otherwise.
+    // their holder if it is still there, released otherwise — the longest a holder may have
+    // asked (R7: a holder renewing a long lease every third of it would lose a shorter one).
     if lease_existing {
-        let until = SystemClock.now_ms() + config.lease_s * 1000;
+        let until = SystemClock.now_ms() + config.lease_max_s.max(config.lease_s) * 1000;
         let held = store
             .snapshot()
             .and_then(|s| s.reservations())
@@ -554,6 +555,39 @@ mod tests {
         // A watcher that read again since is not told twice.
         let again = changes_after(&state, 0);
         assert!(!changes_after(&state, again.seq).gap);
+    }
+
+    /// R7 across a restart of the site server: a reservation left by a workstation of the
+    /// earlier run got the default lease (60 s), whatever lease its holder had asked — one that
+    /// renews every third of a 10-minute lease lost it at the first minute, and a sync could
+    /// then emit the half-edited document and freeze it (R6). It now gets the longest lease a
+    /// holder may ask: renewed if the holder is there, released after that otherwise.
+    #[test]
+    fn r7_a_reservation_of_an_earlier_run_keeps_the_longest_lease_a_holder_may_have_asked() {
+        let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));
+        let config = StoreConfig::new(site, outpost::retail::schema(), SystemClock);
+        let store = Arc::new(Store::in_memory(config).unwrap_or_else(|e| panic!("{e}")));
+        store
+            .write(|tx| tx.set("sales_documents", "BSOC-000001", "status", "draft"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .reserve("sales_documents", "BSOC-000001", "ANNE@till-1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let serve = SiteServeConfig::default();
+        let before = SystemClock.now_ms();
+        let state = new_state(Arc::clone(&store), Path::new("."), &serve, None, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let leases = lock(&state.leases);
+        let (holder, until) = leases
+            .get(&("sales_documents".to_owned(), "BSOC-000001".to_owned()))
+            .cloned()
+            .unwrap_or_else(|| panic!("a lease: {leases:?}"));
+        assert_eq!(holder, "ANNE@till-1");
+        assert!(
+            until >= before + serve.lease_max_s * 1000,
+            "{until} < {before} + {} s",
+            serve.lease_max_s
+        );
     }
 
     #[test]
