@@ -267,6 +267,7 @@ pub fn serve(data: &Path, config: ServeConfig) -> crate::Result<()> {
     }
     let sync_config = central::config(&store)?
         .ok_or("central has no configuration: run `outpost central init` first")?;
+    alerts::check_recipients(&store, &config.alerts)?;
     let mut automaton = CentralAutomaton::new(&sync_config, SystemClock.now_ms())
         .map_err(|e| format!("the sync configuration: {e}"))?;
     automaton.set_sweep_ms(config.sweep_s.max(1) * 1000);

@@ -810,7 +810,7 @@ fn serve_smtp(conn: TcpStream, kept: &Mutex<Vec<(Vec<String>, String)>>) -> std:
 }
 
 #[test]
-fn c3_a_silent_remote_is_e_mailed_to_the_responsible_collaborator_in_one_digest() {
+fn c3_a_silent_remote_is_e_mailed_in_one_digest_never_to_a_placeholder_address() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // BSOC emits at a fixed time of day (not due since its bootstrap); CSOC syncs when it
@@ -834,15 +834,38 @@ fn c3_a_silent_remote_is_e_mailed_to_the_responsible_collaborator_in_one_digest(
         ],
     );
     let sink = SmtpSink::start();
-    std::fs::write(
-        dir.join("asoc/outpost.toml"),
-        format!(
-            "[alerts]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"outpost@asoc.example\"\n\
-             check_s = 1\ndigest_s = 3600\nexpect_every_s = 3\nsilent_margin_s = 1\n",
-            sink.port
-        ),
-    )
-    .unwrap();
+    let alerts = |to: &str| {
+        std::fs::write(
+            dir.join("asoc/outpost.toml"),
+            format!(
+                "[alerts]\nsmtp_url = \"smtp://127.0.0.1:{}\"\nfrom = \"outpost@asoc.example\"\n\
+                 {to}check_s = 1\ndigest_s = 3600\nexpect_every_s = 3\nsilent_margin_s = 1\n",
+                sink.port
+            ),
+        )
+        .unwrap();
+    };
+    // The responsible collaborator's address (C3) in the configuration `central init` wrote is
+    // the seed's placeholder: the mails would go nowhere, so the daemon does not start.
+    alerts("");
+    let out = outpost(
+        dir,
+        &[
+            "central",
+            "serve",
+            "--data",
+            "asoc",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rsyn@asoc.example") && err.contains("to = ["),
+        "{err}"
+    );
+    alerts("to = [\"ops@asoc.fr\"]\n");
     let central = Daemon::start(dir, &["--data", "asoc", "--listen", "127.0.0.1:0"]);
     let started = Instant::now();
     while sink.messages.lock().unwrap().is_empty() {
@@ -854,11 +877,7 @@ fn c3_a_silent_remote_is_e_mailed_to_the_responsible_collaborator_in_one_digest(
         std::thread::sleep(Duration::from_millis(100));
     }
     let (rcpt, data) = sink.messages.lock().unwrap()[0].clone();
-    assert_eq!(
-        rcpt,
-        vec!["RCPT TO:<rsyn@asoc.example>"],
-        "the responsible (C3)"
-    );
+    assert_eq!(rcpt, vec!["RCPT TO:<ops@asoc.fr>"]);
     assert!(data.contains("Subject: [outpost ASOC]"), "{data}");
     assert!(data.contains("CSOC is silent: nothing for"), "{data}");
     assert!(!data.contains("BSOC is silent"), "{data}");

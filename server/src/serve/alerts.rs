@@ -193,6 +193,50 @@ pub(super) fn run(
     }
 }
 
+/// Refuses a daemon whose alerts would be e-mailed nowhere: an SMTP server set, but the
+/// recipients (C3: the responsible collaborator's address, unless `to` names others) missing,
+/// or an address of a domain reserved for examples — `central init` writes the seed's
+/// configuration, whose responsible collaborator RSYN has `rsyn@asoc.example`: a mail server
+/// takes such a message, it bounces, and nobody is told anything while the monitor says
+/// "e-mailed".
+pub(super) fn check_recipients(store: &Store, config: &AlertConfig) -> Result<(), String> {
+    if config.smtp_url.is_none() {
+        return Ok(());
+    }
+    let to = recipients(store, config).map_err(|e| {
+        format!("alerts: {e}; name who gets them: `to = [\"you@your.company\"]` under [alerts] in outpost.toml")
+    })?;
+    match to.iter().find(|t| is_placeholder(t)) {
+        Some(t) => Err(format!(
+            "alerts would be e-mailed to {t}, an address of a domain reserved for examples{}: \
+             name who gets them, `to = [\"you@your.company\"]` under [alerts] in outpost.toml",
+            if config.to.is_empty() {
+                " (the responsible collaborator's in the seed's configuration, C3)"
+            } else {
+                ""
+            }
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `address` is of a domain reserved for examples and tests (RFC 2606 and 6761): no
+/// mail reaches it.
+fn is_placeholder(address: &str) -> bool {
+    let domain = address
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .trim_end_matches('>')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    ["example", "invalid", "test", "localhost"]
+        .iter()
+        .any(|tld| domain == *tld || domain.ends_with(&format!(".{tld}")))
+        || ["example.com", "example.net", "example.org"]
+            .iter()
+            .any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
+}
+
 /// The recipients: those configured, or the responsible collaborator's address (C3).
 fn recipients(store: &Store, config: &AlertConfig) -> Result<Vec<String>, String> {
     if !config.to.is_empty() {
@@ -307,4 +351,67 @@ pub(super) fn spawn(
         .spawn(move || run(&store, &data, &config, cycle_ms, &stop_rx, &status))
         .map_err(|e| format!("cannot start the alerts: {e}"))?;
     Ok((stop_tx, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_engine::{Site, StoreConfig};
+
+    fn central_with(rsyn_email: &str) -> Store {
+        let site = Site::central(1, "ASOC").unwrap_or_else(|e| panic!("{e}"));
+        let config = StoreConfig::new(site, outpost::retail::schema(), SystemClock);
+        let store = Store::in_memory(config).unwrap_or_else(|e| panic!("{e}"));
+        let mut sync = outpost_replicator::config::seed_example();
+        for u in &mut sync.central.users {
+            if u.code == sync.central.responsible {
+                u.email = Some(rsyn_email.to_owned());
+            }
+        }
+        central::set_config(&store, &sync).unwrap_or_else(|e| panic!("{e}"));
+        store
+    }
+
+    fn mailing(to: &[&str]) -> AlertConfig {
+        AlertConfig {
+            smtp_url: Some("smtp://127.0.0.1:25".into()),
+            to: to.iter().map(|t| (*t).to_owned()).collect(),
+            ..AlertConfig::default()
+        }
+    }
+
+    /// C3: the alerts go to the responsible collaborator unless `to` names others — never to
+    /// an address of a domain reserved for examples, such as the seed's, which `central init`
+    /// writes: the daemon does not start, saying what to set.
+    #[test]
+    fn c3_alerts_go_to_the_responsible_collaborator_and_never_to_a_placeholder() {
+        let real = central_with("rsyn@asoc.fr");
+        assert_eq!(
+            recipients(&real, &mailing(&[])),
+            Ok(vec!["rsyn@asoc.fr".into()])
+        );
+        assert_eq!(check_recipients(&real, &mailing(&[])), Ok(()));
+        let seed = central_with("rsyn@asoc.example");
+        let err = check_recipients(&seed, &mailing(&[])).unwrap_err();
+        assert!(
+            err.contains("rsyn@asoc.example") && err.contains("to = ["),
+            "{err}"
+        );
+        assert_eq!(check_recipients(&seed, &mailing(&["ops@asoc.fr"])), Ok(()));
+        let err = check_recipients(&seed, &mailing(&["ops@shop.test"])).unwrap_err();
+        assert!(err.contains("ops@shop.test"), "{err}");
+        // No SMTP server: nothing is e-mailed, nothing to check.
+        let quiet = AlertConfig::default();
+        assert_eq!(check_recipients(&seed, &quiet), Ok(()));
+        for (address, placeholder) in [
+            ("a@asoc.example", true),
+            ("a@example.com", true),
+            ("a@mail.example.org", true),
+            ("a@host.localhost", true),
+            ("a@asoc.fr", false),
+            ("a@examples.com", false),
+        ] {
+            assert_eq!(is_placeholder(address), placeholder, "{address}");
+        }
+    }
 }
