@@ -154,6 +154,7 @@ impl ErrorBody {
             },
             Error::Schema(m) => return ErrorBody::new(ErrorKind::Schema, m.clone()),
             Error::Mapping(m) => return ErrorBody::new(ErrorKind::Mapping, m.clone()),
+            Error::WrittenAfterDelete { .. } => ErrorKind::BadRequest,
             Error::KeysAfterRestore { .. } | Error::OwnWritesHeld(_) => ErrorKind::NotYet,
             Error::NotFound { table, key } => ErrorKind::NotFound {
                 table: table.clone(),

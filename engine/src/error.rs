@@ -79,6 +79,18 @@ pub enum Error {
     /// lost central gave. Nothing was written.
     #[error("this store writes nothing of its own for now: {0}")]
     OwnWritesHeld(String),
+    /// A field written to a record deleted earlier in the same transaction: its writes share
+    /// one stamp, and a field shows only when written after the deletion. Nothing was written.
+    #[error(
+        "record {table}/{key} was deleted in this transaction: write it again in another one \
+         (written with its deletion, a field would stay hidden)"
+    )]
+    WrittenAfterDelete {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
     /// The storage layer failed.
     #[error("storage: {0}")]
     Storage(StorageError),

@@ -310,6 +310,83 @@ fn r4_r9_establishment_permissions_forbid_stock_documents_to_csoc() {
     );
 }
 
+/// R4 and a refused creation put back: central stops CSOC writing customers; CSOC, not told
+/// yet, creates one, emits it (refused: central has no such record), then writes another field
+/// of it. The return puts the refused creation back to nothing — and left the later field in a
+/// record without a creation: every read of the table and every later emission failed
+/// ("registers without a single creation"), for good. The record's creation refused, what the
+/// site wrote to it since goes with it.
+#[test]
+fn r4_a_refused_creation_put_back_takes_the_record_s_later_own_writes_with_it() {
+    let clock = ManualClock::new(T0_MS);
+    let (a, c) = (store(ASOC, &clock), store(CSOC, &clock));
+    c.write(|tx| tx.set("customers", "CSOC-000009", "name", "Dupont"))
+        .unwrap();
+    a.set_denied_tables(SiteId(CSOC), ["customers".to_owned()].into())
+        .unwrap();
+    assert_eq!(sync(&c, &a).refused(), 2, "its creation and its name");
+    clock.advance(1);
+    c.write(|tx| tx.set("customers", "CSOC-000009", "city", "Lyon"))
+        .unwrap();
+    // The return: central has no such record, so each refused change goes back to nothing.
+    let refused = a.rejections().unwrap();
+    let reverted = c
+        .write(|tx| {
+            let mut n = 0;
+            for r in &refused {
+                let ch = &r.change;
+                n += usize::from(tx.revert(&ch.table, &ch.key, &ch.slot, ch.dot, None)?);
+            }
+            Ok(n)
+        })
+        .unwrap();
+    assert!(
+        reverted >= 1,
+        "the creation (the name goes with it, if not before)"
+    );
+    c.check_invariants().unwrap();
+    assert_eq!(c.record("customers", "CSOC-000009").unwrap(), None);
+    assert!(c.scan("customers").unwrap().is_empty());
+    sync(&c, &a);
+    assert_eq!(content(&c), content(&a));
+}
+
+/// R2 within one transaction: its writes share one stamp, and a record's fields show only when
+/// written after its deletion — so a field set after a deletion in the same transaction was
+/// kept hidden, at every site, though the write returned Ok (a host "replacing" a record). It
+/// is now refused with the reason, and nothing of the transaction is written.
+#[test]
+fn r2_a_record_deleted_in_a_transaction_is_not_written_again_in_it() {
+    let clock = ManualClock::new(T0_MS);
+    let a = store(ASOC, &clock);
+    a.write(|tx| tx.set("customers", "K", "name", "old"))
+        .unwrap();
+    clock.advance(1);
+    let before = content(&a);
+    let err = a
+        .write(|tx| {
+            tx.delete("customers", "K")?;
+            tx.set("customers", "K", "name", "new")
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::WrittenAfterDelete { .. }), "{err}");
+    assert!(
+        err.to_string().contains("deleted in this transaction"),
+        "{err}"
+    );
+    assert_eq!(content(&a), before);
+    // In two transactions, the record is replaced.
+    a.write(|tx| tx.delete("customers", "K")).unwrap();
+    clock.advance(1);
+    a.write(|tx| tx.set("customers", "K", "name", "new"))
+        .unwrap();
+    let name = a
+        .record("customers", "K")
+        .unwrap()
+        .and_then(|r| r.get("name").cloned());
+    assert_eq!(name, Some(Value::from("new")));
+}
+
 #[test]
 fn r5_only_the_creator_or_central_modifies_a_document() {
     let clock = ManualClock::new(T0_MS);

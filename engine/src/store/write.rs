@@ -436,12 +436,30 @@ impl WriteTx<'_, '_> {
         to: Option<&Register>,
     ) -> Result<bool> {
         table_def(&self.store.schema, table)?;
-        let cell = keys::cell_key(&keys::record_prefix(table, key), slot);
+        let prefix = keys::record_prefix(table, key);
+        let cell = keys::cell_key(&prefix, slot);
         let Some(old) = self.tables.cell(&cell)? else {
             return Ok(false);
         };
         if old.dot != expected {
             return Ok(false);
+        }
+        if *slot == Slot::Created && to.is_none() {
+            // The record's creation refused, and central holds no such record: what this site
+            // wrote to it since (not sent yet, or refused in turn) goes with it — a register
+            // left without a creation would make every read of the table, and every emission,
+            // fail. Another site's register here would be one central sent, of a record it
+            // holds: not put back then.
+            let own = self.store.site.id;
+            let others = self.tables.record_cells(&prefix)?;
+            if others.iter().any(|(_, r)| r.dot.site != own) {
+                return Ok(false);
+            }
+            for (other, reg) in others {
+                if other != cell {
+                    self.tables.remove_cell(&other, &reg)?;
+                }
+            }
         }
         match to {
             Some(reg) => {
@@ -728,6 +746,18 @@ impl WriteTx<'_, '_> {
                 Err(r)
             }
         })?;
+        if matches!(slot, Slot::Field(_))
+            && let Some((dot, _)) = self.dot
+            && self
+                .tables
+                .cell(&keys::cell_key(&prefix, &Slot::Tombstone))?
+                .is_some_and(|t| t.dot == dot && t.value == Value::Bool(true))
+        {
+            return Err(Error::WrittenAfterDelete {
+                table: table.to_owned(),
+                key: key.to_owned(),
+            });
+        }
         let (dot, stamp) = self.dot()?;
         let created = match created {
             Some(c) => c,
