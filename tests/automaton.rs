@@ -12,7 +12,7 @@ use outpost::replicator::central::{self, Received};
 use outpost::replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig};
 use outpost::replicator::remote::{self, Applied};
 use outpost::replicator::schedule::{Daily, Zone};
-use outpost::replicator::{FlowKind, journal};
+use outpost::replicator::{FlowKind, journal, monitor};
 use outpost::{Clock, ManualClock, Site, SiteId, Store, StoreConfig, Value};
 
 const MINUTE: u64 = 60_000;
@@ -299,6 +299,46 @@ fn c6_m1_a_shop_switched_from_fixed_times_to_immediate_syncs_still_gets_a_return
             .record("customers", "ASOC-000001")
             .unwrap()
             .is_some()
+    );
+}
+
+/// C3 and M1: a shop's machine sleeps from 22:30 to 07:30. It emits at 21:00 every day, but its
+/// 23:20 fetch never runs: it never applies a return, its data from central grows older every
+/// day — and no alert said so, since its emissions keep coming. The person responsible is now
+/// told once its newest emission is more than `stale_after` past the newest return it applied.
+#[test]
+fn c3_m1_a_shop_that_emits_but_applies_no_return_raises_an_alert() {
+    let mut w = c5_plan("23:40");
+    let asleep = |now: u64| {
+        let h = (now / 3_600_000 + 1) % 24; // Paris, UTC+1 in November
+        !(8..22).contains(&h)
+    };
+    while w.now() < paris(29, 21, 30) {
+        w.clock.advance(MINUTE);
+        let now = w.now();
+        for i in 0..w.remotes.len() {
+            if w.remotes[i].store.site().code.as_str() == "BSOC" && asleep(now) {
+                continue;
+            }
+            let cmds = w.remotes[i].scheduler.on_time(now);
+            w.execute(i, cmds);
+        }
+        let cmds = w.automaton.on_time(now);
+        w.run_central(cmds);
+    }
+    let raised =
+        monitor::evaluate(&w.asoc, w.now(), &monitor::Thresholds::default(), None).unwrap();
+    let open: Vec<_> = monitor::alerts(&w.asoc, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.is_open() && a.key.starts_with("stale/"))
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?} {raised:?}");
+    assert_eq!(open[0].key, "stale/BSOC");
+    assert!(
+        open[0].text.contains("applied no return"),
+        "{}",
+        open[0].text
     );
 }
 

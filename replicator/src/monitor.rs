@@ -229,6 +229,10 @@ pub struct Thresholds {
     pub cycle_ms: u64,
     /// Alert when the disk holding the store has less than this share free (percent).
     pub disk_free_min_pct: u8,
+    /// A remote that gets returns is stale once its newest emission came this long after the
+    /// newest return it applied was made (ms): it syncs, but central's data no longer reaches
+    /// it. 0: never.
+    pub stale_after_ms: u64,
 }
 
 impl Default for Thresholds {
@@ -239,6 +243,7 @@ impl Default for Thresholds {
             pending_cycles: 3,
             cycle_ms: crate::config::SWEEP_MS_DEFAULT,
             disk_free_min_pct: 5,
+            stale_after_ms: 36 * 3600 * 1000,
         }
     }
 }
@@ -278,6 +283,7 @@ fn conditions(
     disk: Option<Disk>,
 ) -> Result<Vec<Condition>> {
     let mut out = silent_remotes(store, now_ms, t)?;
+    out.extend(stale_remotes(store, t)?);
     out.extend(emissions_not_processed(store, now_ms, t)?);
     out.extend(disk_nearly_full(disk, t));
     out.extend(restore_under_way(store, now_ms)?);
@@ -442,6 +448,57 @@ fn silent_remotes(store: &Store, now_ms: u64, t: &Thresholds) -> Result<Vec<Cond
                     ),
                 });
             }
+        }
+    }
+    Ok(out)
+}
+
+/// The remotes that emit but apply no return: their newest emission came more than
+/// `stale_after` after the newest return they applied (or their bootstrap) was made — a machine
+/// asleep at its fetch time, a return never prepared (central down at the common return time),
+/// or refused by the remote. Their emissions keep coming, so they are not silent; central's
+/// data and their refused changes no longer reach them.
+fn stale_remotes(store: &Store, t: &Thresholds) -> Result<Vec<Condition>> {
+    let mut out = Vec::new();
+    if t.stale_after_ms == 0 {
+        return Ok(out);
+    }
+    let seen = sites_seen(store)?;
+    let Some(config) = crate::central::config(store)? else {
+        return Ok(out);
+    };
+    for remote in &config.remotes {
+        if remote.sync_types.iter().all(|s| *s == SyncType::NoReturn) {
+            continue;
+        }
+        let Some(s) = seen.get(&remote.id) else {
+            continue;
+        };
+        let Some((emission, emitted)) = s.last_emission else {
+            continue;
+        };
+        let applied = s.last_applied_return.map(|(_, made, _)| made);
+        let Some(base) = applied.max(s.bootstrap_ms) else {
+            continue;
+        };
+        if emitted > base.saturating_add(t.stale_after_ms) {
+            let newest = match s.last_applied_return {
+                Some((id, _, _)) => format!("the newest it applied is {id}"),
+                None => "it has applied none since its bootstrap".to_owned(),
+            };
+            out.push(Condition {
+                key: format!("stale/{}", remote.code),
+                site: Some(remote.id),
+                flow: None,
+                text: format!(
+                    "{} applied no return made in the {} before its newest emission \
+                     {emission} ({newest}): central's changes no longer reach it. Check that its \
+                     machine is on and `outpost remote run` running at its fetch time, and that \
+                     central prepares its returns, or ask it for a sync.",
+                    remote.code,
+                    human(emitted - base),
+                ),
+            });
         }
     }
     Ok(out)

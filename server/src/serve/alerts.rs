@@ -41,6 +41,9 @@ pub struct AlertConfig {
     pub pending_cycles: u32,
     /// An alert when the disk of the store has less than this share free (percent).
     pub disk_free_min_pct: u8,
+    /// A remote that gets returns is stale once its newest emission came this many seconds
+    /// after the newest return it applied was made (0: never).
+    pub stale_after_s: u64,
 }
 
 impl Default for AlertConfig {
@@ -56,6 +59,7 @@ impl Default for AlertConfig {
             expect_every_s: t.expect_every_ms / 1000,
             pending_cycles: t.pending_cycles,
             disk_free_min_pct: t.disk_free_min_pct,
+            stale_after_s: t.stale_after_ms / 1000,
         }
     }
 }
@@ -68,6 +72,7 @@ impl AlertConfig {
             pending_cycles: self.pending_cycles,
             cycle_ms,
             disk_free_min_pct: self.disk_free_min_pct,
+            stale_after_ms: self.stale_after_s.saturating_mul(1000),
         }
     }
 
