@@ -12,7 +12,7 @@ use outpost::replicator::central::{self, Received};
 use outpost::replicator::config::{RemoteSchedule, RemoteSettings, SyncConfig};
 use outpost::replicator::remote::{self, Applied};
 use outpost::replicator::schedule::{Daily, Zone};
-use outpost::replicator::{FlowKind, journal, monitor};
+use outpost::replicator::{FlowKind, SyncMode, journal, monitor};
 use outpost::{Clock, ManualClock, Site, SiteId, Store, StoreConfig, Value};
 
 const MINUTE: u64 = 60_000;
@@ -294,6 +294,38 @@ fn c6_m1_a_shop_switched_from_fixed_times_to_immediate_syncs_still_gets_a_return
         settings.get("sync_types").map(String::as_str),
         Some("immediate 60")
     );
+    assert!(
+        w.remote("BSOC")
+            .record("customers", "ASOC-000001")
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// M2 with an import at central: a shop on immediate syncs uploads its emission; before the
+/// automaton gets to it, an operator's `central import` (run inside the daemon) processes every
+/// emission waiting, this one too. The automaton then skipped it as processed and asked no
+/// return for it: the shop waited in vain, told its return would come at its next connection.
+/// An emission processed meanwhile by another hand still gets its return.
+#[test]
+fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_return() {
+    let cfg = config(vec![(2, "BSOC", "Europe/Paris", "immediate 60")]);
+    let mut w = World::new(&cfg, paris(25, 9, 0));
+    w.asoc
+        .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
+        .unwrap();
+    let (bytes, _) =
+        remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
+    let Received::Ready { id, .. } =
+        central::receive(&w.asoc, bytes.as_slice(), Some(SiteId(2))).unwrap()
+    else {
+        panic!("not ready")
+    };
+    // The import's processing, then the automaton's turn.
+    central::process_ready(&w.asoc).unwrap();
+    let cmds = w.automaton.on_flow_ready(id);
+    w.run_central(cmds);
+    w.execute(0, vec![RemoteCommand::FetchReturn]);
     assert!(
         w.remote("BSOC")
             .record("customers", "ASOC-000001")

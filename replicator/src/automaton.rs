@@ -192,6 +192,12 @@ pub fn run_central(
                     continue;
                 };
                 if row.exec_end_ms.is_some() {
+                    // Processed meanwhile by another hand (an operator's `central import`, run
+                    // between two of the automaton's runs, processes every emission waiting):
+                    // one not answered yet still gets the return its mode asks for.
+                    if row.link.is_none() && row.error.is_none() {
+                        queue.extend(automaton.on_processed(row.site, row.mode));
+                    }
                     continue;
                 }
                 automaton.set_activity(Activity::Processing(row.site));
