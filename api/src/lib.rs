@@ -222,11 +222,21 @@ pub fn from_json(kind: Option<FieldKind>, v: &serde_json::Value) -> Result<Value
         (Some(FieldKind::Decimal), serde_json::Value::String(s)) => {
             Value::Decimal(s.parse().map_err(|e| NotAValue(format!("{s:?}: {e}")))?)
         }
-        (Some(FieldKind::Decimal), serde_json::Value::Number(n)) => Value::Decimal(
-            n.to_string()
-                .parse()
-                .map_err(|e| NotAValue(format!("{n}: {e}")))?,
-        ),
+        (Some(FieldKind::Decimal), serde_json::Value::Number(n)) => {
+            // Read through a double, which keeps 15 significant digits exactly: with more,
+            // what was written may not be what is read (123456789012345.678 became …45.67).
+            if n.is_f64() && significant_digits(&n.to_string()) > 15 {
+                return Err(NotAValue(format!(
+                    "{n}: a decimal of more than 15 significant digits is given as a string \
+                     (\"123456789012345.678\"): as a JSON number it may be rounded"
+                )));
+            }
+            Value::Decimal(
+                n.to_string()
+                    .parse()
+                    .map_err(|e| NotAValue(format!("{n}: {e}")))?,
+            )
+        }
         (_, serde_json::Value::Bool(b)) => Value::Bool(*b),
         (Some(FieldKind::Float), serde_json::Value::Number(n)) => {
             Value::Float(n.as_f64().ok_or_else(|| not_a_number(n))?)
@@ -248,6 +258,13 @@ pub fn from_json(kind: Option<FieldKind>, v: &serde_json::Value) -> Result<Value
         (_, serde_json::Value::String(s)) => Value::Text(s.clone()),
         (_, other) => return Err(NotAValue(format!("{other} is not a field value"))),
     })
+}
+
+/// How many significant digits a number written in decimal (perhaps with an exponent) has.
+fn significant_digits(number: &str) -> usize {
+    let mantissa = number.split(['e', 'E']).next().unwrap_or("");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').trim_end_matches('0').len()
 }
 
 /// A record as the site server gives it.
@@ -349,6 +366,41 @@ pub struct UploadOffset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A decimal given as a JSON number is read through a double, which keeps 15 significant
+    /// digits exactly: one with more was stored rounded, at every site, without a word. It is
+    /// now refused, asking for a string; one within them is read as written.
+    #[test]
+    fn a_decimal_given_as_a_json_number_is_never_rounded() {
+        let dec = |v: serde_json::Value| from_json(Some(FieldKind::Decimal), &v);
+        // As a request's body carries them.
+        let body = |text: &str| {
+            serde_json::from_str::<serde_json::Value>(text).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let err = dec(body("123456789012345.678")).unwrap_err();
+        assert!(err.0.contains("as a string"), "{err}");
+        assert!(dec(body("0.30000000000000004")).is_err());
+        for (given, read) in [
+            (serde_json::json!(12.5), "12.5"),
+            (serde_json::json!(0.1), "0.1"),
+            (serde_json::json!(-42), "-42"),
+            (serde_json::json!(12345678901234.5), "12345678901234.5"),
+            (
+                serde_json::json!(18446744073709551615u64),
+                "18446744073709551615",
+            ),
+            (
+                serde_json::json!("123456789012345.678"),
+                "123456789012345.678",
+            ),
+        ] {
+            let v = dec(given.clone()).unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!(
+                v,
+                Value::Decimal(read.parse().unwrap_or_else(|e| panic!("{e}")))
+            );
+        }
+    }
 
     #[test]
     fn an_error_body_is_error_and_kind_with_the_kind_s_details_beside_them() {
