@@ -1334,3 +1334,40 @@ fn j1_an_emission_made_while_another_is_made_never_takes_its_number() {
     assert_eq!(next.seq, made[0].seq + 1);
     assert!(name(&d.asoc, "BSOC-000002").is_some());
 }
+
+/// J1 with a stick pulled out or full: an emission is recorded in the store (its number taken,
+/// the reports of returns applied it carries dropped as sent) only once its bytes are pushed
+/// out to the file — a write failing there (no space left) records nothing, and the reports go
+/// with the next emission. (A review feared otherwise; this checks it.)
+#[test]
+fn j1_an_emission_whose_bytes_cannot_be_written_out_keeps_its_reports() {
+    struct FailsAtFlush(Vec<u8>);
+    impl std::io::Write for FailsAtFlush {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::other("no space left on the stick"))
+        }
+    }
+    let d = Deployment::new();
+    d.at(9, 0);
+    d.bsoc
+        .write(|tx| tx.set("customers", "BSOC-000001", "name", "Dupont"))
+        .unwrap();
+    d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    d.return_and_apply(&d.bsoc);
+    let acks = remote::unreported_acks(&d.bsoc).unwrap();
+    assert_eq!(acks.len(), 1);
+    let failed = remote::emit(
+        &d.bsoc,
+        FailsAtFlush(Vec::new()),
+        SyncMode::Immediate,
+        false,
+    );
+    assert!(failed.is_err());
+    assert_eq!(remote::unreported_acks(&d.bsoc).unwrap(), acks);
+    let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
+    assert_eq!(next.seq, 2, "the failed one took no number");
+}
