@@ -167,6 +167,9 @@ pub(crate) const REMOVED_CALLS: &[u8] = b"rc/";
 pub(crate) const RESERVED_REPORTED: &[u8] = b"rv/";
 /// The monitor: the alerts' bookkeeping.
 pub(crate) const ALERT_STATE: &[u8] = b"cs/alerts";
+/// The monitor: how many alerts were left out of the e-mail since the last one sent (the
+/// backlog kept while e-mail fails is bounded), u64.
+pub(crate) const MAIL_LEFT_OUT: &[u8] = b"cs/mail-left-out";
 /// The site server (`outpost-server`): its workstation users: `wu/` + user code.
 pub const SITE_USERS: &[u8] = b"wu/";
 /// The site server: its workstation log: `wl/` + entry number (u64 BE).
@@ -248,6 +251,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("FAILED", FAILED),
     ("ALERTS", ALERTS),
     ("ALERT_STATE", ALERT_STATE),
+    ("MAIL_LEFT_OUT", MAIL_LEFT_OUT),
     ("RETIRED", RETIRED),
     ("REMOVED_CALLS", REMOVED_CALLS),
     ("RESERVED_REPORTED", RESERVED_REPORTED),

@@ -668,9 +668,25 @@ pub fn evaluate(
             local::put(tx, &alert_key(a.id), a)?;
             state.unmailed.push(a.id);
         }
-        // Without e-mail nothing takes them: the next digest carries the latest ones only.
-        let excess = state.unmailed.len().saturating_sub(UNMAILED_MAX);
-        state.unmailed.drain(..excess);
+        // Without e-mail nothing takes them: the backlog is bounded, the oldest closed ones
+        // (events) left out first — an open one (a silent shop, a full disk) stays until
+        // mailed — and counted, for the next digest to say.
+        let mut excess = state.unmailed.len().saturating_sub(UNMAILED_MAX);
+        if excess > 0 {
+            let open: std::collections::BTreeSet<u64> = state.open.iter().copied().collect();
+            let mut left_out = 0u64;
+            state.unmailed.retain(|id| {
+                if excess > 0 && !open.contains(id) {
+                    excess -= 1;
+                    left_out += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            let before: u64 = local::get(tx, local::MAIL_LEFT_OUT)?.unwrap_or(0);
+            local::put(tx, local::MAIL_LEFT_OUT, &(before + left_out))?;
+        }
         local::put(tx, ALERT_STATE, &state)?;
         Ok(raised)
     })
@@ -718,9 +734,16 @@ pub fn unmailed(store: &Store) -> Result<Vec<Alert>> {
     Ok(out)
 }
 
-/// Marks alerts as e-mailed at `at_ms`.
+/// How many alerts were left out of the e-mail since the last one sent: while e-mail fails, the
+/// alerts kept for it are bounded, and the oldest closed ones go first. The digest says so.
+pub fn unmailed_left_out(store: &Store) -> Result<u64> {
+    Ok(local::snap_get(&store.snapshot()?, local::MAIL_LEFT_OUT)?.unwrap_or(0))
+}
+
+/// Marks alerts as e-mailed at `at_ms` (and the count of those left out before as told).
 pub fn mark_mailed(store: &Store, ids: &[u64], at_ms: u64) -> Result<()> {
     local::write(store, |tx| {
+        tx.local_remove(local::MAIL_LEFT_OUT)?;
         for id in ids {
             let key = alert_key(*id);
             if let Some(mut a) = local::get::<Alert>(tx, &key)? {
@@ -820,6 +843,57 @@ pub fn fill_synthetic_journal(
 mod tests {
     use super::*;
     use outpost_engine::{FieldKind, ManualClock, Schema, Site, StoreConfig, TableDef};
+
+    /// C3 while e-mail is down: alerts not yet mailed are kept up to a bound, and the oldest
+    /// went first — a standing one (a disk nearly full, a silent shop) raised before a flood of
+    /// events was never mailed, and the digest did not say anything was left out. Open alerts
+    /// now stay until mailed; what is left out is counted for the digest to say.
+    #[test]
+    fn c3_an_open_alert_outlives_a_flood_of_events_while_e_mail_is_down()
+    -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let schema = Schema::new([TableDef::shared("t").field("f", FieldKind::Text)])?;
+        let site = Site::central(1, "ASOC")?;
+        let store = Store::in_memory(StoreConfig::new(site, schema, ManualClock::new(1_000)))?;
+        let full = Disk {
+            available: 1,
+            total: 100,
+        };
+        evaluate(&store, 1_000, &Thresholds::default(), Some(full))?;
+        let flood = UNMAILED_MAX + 20;
+        local::write(&store, |tx| {
+            for n in 0..flood {
+                crate::monitor_records::record_event(
+                    tx,
+                    &crate::monitor_records::Event {
+                        kind: crate::monitor_records::EventKind::ClockBehind,
+                        at_ms: 2_000,
+                        site: SiteId(2),
+                        flow: FlowId {
+                            site: SiteId(2),
+                            seq: n as u64 + 1,
+                        },
+                        text: format!("event {n}"),
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        evaluate(&store, 3_000, &Thresholds::default(), Some(full))?;
+        let kept = unmailed(&store)?;
+        assert_eq!(kept.len(), UNMAILED_MAX);
+        assert!(
+            kept.iter().any(|a| a.key == "disk"),
+            "the disk alert was dropped"
+        );
+        assert_eq!(unmailed_left_out(&store)?, 21);
+        mark_mailed(
+            &store,
+            &kept.iter().map(|a| a.id).collect::<Vec<_>>(),
+            4_000,
+        )?;
+        assert_eq!(unmailed_left_out(&store)?, 0);
+        Ok(())
+    }
 
     #[test]
     fn j1_a_journal_written_before_the_index_is_indexed_once_at_start()

@@ -267,7 +267,8 @@ fn mail_digest(store: &Store, url: &str, config: &AlertConfig, now: u64) -> Resu
         return Ok(0);
     }
     let to = recipients(store, config)?;
-    let (subject, body) = digest_text(store, &unmailed);
+    let left_out = monitor::unmailed_left_out(store).map_err(|e| e.to_string())?;
+    let (subject, body) = digest_text(store, &unmailed, left_out);
     let mut message = lettre::Message::builder()
         .from(
             config
@@ -297,7 +298,7 @@ fn mail_digest(store: &Store, url: &str, config: &AlertConfig, now: u64) -> Resu
     Ok(unmailed.len())
 }
 
-fn digest_text(store: &Store, alerts: &[Alert]) -> (String, String) {
+fn digest_text(store: &Store, alerts: &[Alert], left_out: u64) -> (String, String) {
     let zone =
         crate::data_dir::journal_zone(store).unwrap_or(outpost_replicator::schedule::Zone::UTC);
     let site = store.site().code.to_string();
@@ -322,6 +323,13 @@ fn digest_text(store: &Store, alerts: &[Alert]) -> (String, String) {
          condition still holds (it closes by itself once it no longer does); EVENT: something \
          that happened; CLOSED: a condition that held and no longer does.\n\n"
     );
+    if left_out > 0 {
+        body.push_str(&format!(
+            "{left_out} older alert(s) are left out of this message (e-mail failed for a while \
+             and the backlog kept for it is bounded; open ones are all here): see the monitor \
+             page or `outpost journal --data DIR --alerts`.\n\n"
+        ));
+    }
     for a in alerts {
         body.push_str(&format!(
             "- {} {} {}\n  {}\n\n",
