@@ -267,6 +267,10 @@ fn significant_digits(number: &str) -> usize {
     digits.trim_start_matches('0').trim_end_matches('0').len()
 }
 
+/// The most records one scan request of the site server returns (`GET /v1/records/{table}`):
+/// a request for more is refused; the client library pages.
+pub const SCAN_LIMIT_MAX: usize = 10_000;
+
 /// A record as the site server gives it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordView {

@@ -99,6 +99,9 @@ impl Records for Embedded {
     }
 }
 
+/// The most records one scan request returns (the site server refuses more).
+pub use outpost_api::SCAN_LIMIT_MAX as SCAN_PAGE_MAX;
+
 /// A connection to a site server, as one workstation user.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -185,6 +188,37 @@ impl Client {
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value> {
         let url = self.url(path);
+        let (status, text) = self.send(method, path, body)?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+            let hint = if status == 404 {
+                " (not a site server's route: on central's daemon the workstation routes are \
+                 under /ws)"
+            } else {
+                ""
+            };
+            transport(format!("{url}: {status} {}{hint}", text.trim()))
+        })?;
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(match serde_json::from_value::<ErrorBody>(value) {
+                Ok(body) => body.into_engine(status),
+                Err(_) => transport(format!(
+                    "the site server answered {status}: {}",
+                    text.trim()
+                )),
+            })
+        }
+    }
+
+    /// Sends a request: the answer's status and text, `Err` only when none came (the network).
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String)> {
+        let url = self.url(path);
         let ws = self.workstation.clone().unwrap_or_default();
         let sent = match (method, body) {
             ("GET", _) => {
@@ -224,26 +258,7 @@ impl Client {
             .body_mut()
             .read_to_string()
             .map_err(|e| transport(format!("{url}: {e}")))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-            let hint = if status == 404 {
-                " (not a site server's route: on central's daemon the workstation routes are \
-                 under /ws)"
-            } else {
-                ""
-            };
-            transport(format!("{url}: {status} {}{hint}", text.trim()))
-        })?;
-        if (200..300).contains(&status) {
-            Ok(value)
-        } else {
-            Err(match serde_json::from_value::<ErrorBody>(value) {
-                Ok(body) => body.into_engine(status),
-                Err(_) => transport(format!(
-                    "the site server answered {status}: {}",
-                    text.trim()
-                )),
-            })
-        }
+        Ok((status, text))
     }
 
     /// A record's fields as JSON; `None` when there is none.
@@ -265,7 +280,8 @@ impl Client {
         }
     }
 
-    /// Records in key order from `from` (inclusive) to `to` (exclusive), at most `limit`.
+    /// Records in key order from `from` (inclusive) to `to` (exclusive), at most `limit` —
+    /// asked in pages of at most [`SCAN_PAGE_MAX`], the most one request returns.
     pub fn scan(
         &self,
         table: &str,
@@ -273,17 +289,29 @@ impl Client {
         to: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, serde_json::Map<String, serde_json::Value>)>> {
-        let mut q = format!("?limit={limit}");
-        if let Some(f) = from {
-            q.push_str(&format!("&from={}", seg(f)));
+        let mut out = Vec::new();
+        let mut next = from.map(str::to_owned);
+        while out.len() < limit {
+            let page = (limit - out.len()).min(SCAN_PAGE_MAX);
+            let mut q = format!("?limit={page}");
+            if let Some(f) = &next {
+                q.push_str(&format!("&from={}", seg(f)));
+            }
+            if let Some(t) = to {
+                q.push_str(&format!("&to={}", seg(t)));
+            }
+            let v = self.call("GET", &format!("/v1/records/{}{q}", seg(table)), None)?;
+            let rows: Vec<RecordView> =
+                serde_json::from_value(v).map_err(|e| transport(format!("records: {e}")))?;
+            let full = rows.len() == page;
+            // The next page starts just after the last key (keys hold no NUL).
+            next = rows.last().map(|r| format!("{}\u{0}", r.key));
+            out.extend(rows.into_iter().map(|r| (r.key, r.fields)));
+            if !full {
+                break;
+            }
         }
-        if let Some(t) = to {
-            q.push_str(&format!("&to={}", seg(t)));
-        }
-        let v = self.call("GET", &format!("/v1/records/{}{q}", seg(table)), None)?;
-        let rows: Vec<RecordView> =
-            serde_json::from_value(v).map_err(|e| transport(format!("records: {e}")))?;
-        Ok(rows.into_iter().map(|r| (r.key, r.fields)).collect())
+        Ok(out)
     }
 
     /// Reserves a document for this user for `lease` (renew it by asking again before it runs
@@ -304,9 +332,24 @@ impl Client {
 
     /// Reserves a document and keeps its lease renewed from a thread until the [`Hold`] is
     /// dropped, which releases it. If this program dies, the lease runs out and the server
-    /// releases the document.
+    /// releases the document. If a renewal comes too late (the program was asleep past the
+    /// lease: the document was released, and may have been written or synced since), or the
+    /// server refuses it (another holder, the user removed, the document gone), the hold is
+    /// lost ([`Hold::lost`] says why) and not taken again.
     pub fn hold(&self, table: &str, key: &str, lease: Duration) -> Result<Hold> {
-        self.reserve_for(table, key, lease)?;
+        let path = format!(
+            "/v1/reservations/{}/{}?lease_s={}",
+            seg(table),
+            seg(key),
+            lease.as_secs().max(1)
+        );
+        let granted = self.call("POST", &path, None)?;
+        // The server may grant less than asked (its longest lease): renewed within what it gave.
+        let lease = granted
+            .get("lease_s")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(lease, |s| lease.min(Duration::from_secs(s.max(1))));
+        let renew = format!("{path}&renew=true");
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(std::sync::Mutex::new(None));
         let renewer = {
@@ -321,12 +364,15 @@ impl Client {
                     waited += Duration::from_millis(50);
                     if waited >= step {
                         waited = Duration::ZERO;
-                        match client.reserve_for(&table, &key, lease) {
-                            Ok(()) => {}
-                            // Refused: someone else holds it now (the lease ran out).
-                            Err(e @ Error::Refused(_)) => {
+                        match client.send("POST", &renew, None) {
+                            Ok((status, _)) if (200..300).contains(&status) => {}
+                            // Refused: the lease ran out (released, perhaps written or synced
+                            // since), someone else holds it, the user or the document is gone.
+                            Ok((status, text)) => {
+                                let why = serde_json::from_str::<ErrorBody>(&text)
+                                    .map_or_else(|_| text.trim().to_owned(), |b| b.error);
                                 if let Ok(mut l) = lost.lock() {
-                                    *l = Some(e.to_string());
+                                    *l = Some(format!("{table}/{key} ({status}): {why}"));
                                 }
                                 return;
                             }

@@ -8,7 +8,7 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -893,14 +893,13 @@ fn s3_an_admin_adds_renews_and_removes_workstation_users_while_the_server_runs()
 
 /// `outpost client scan | head -1`: the reader stops after one line; the client stops writing
 /// and exits 0 rather than panic on the closed pipe (exit 101).
-#[test]
-fn s3_a_client_scan_read_by_a_reader_that_stops_early_ends_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// BSOC's site server with an admin user CARL (its credential) and `n` customers `K…` with
+/// `fields` (`{i}` numbered), loaded through the client.
+fn site_with_customers(dir: &Path, n: usize, fields: &str) -> (SiteServer, String) {
     deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
     let carl = add_user(dir, "CARL", true);
     let server = SiteServer::start(dir, &["--data", "bsoc", "--listen", "127.0.0.1:0"]);
-    // More than a pipe holds (64 KiB): the writer meets the closed pipe.
+    let n = n.to_string();
     succeeded(&run(client_cmd(
         dir,
         &server,
@@ -912,11 +911,24 @@ fn s3_a_client_scan_read_by_a_reader_that_stops_early_ends_cleanly() {
             "--prefix",
             "K",
             "--n",
-            "1500",
+            &n,
             "--fields",
-            r#"{"name": "a customer with a name long enough to fill lines {i}", "city": "Lyon"}"#,
+            fields,
         ],
     )));
+    (server, carl)
+}
+
+#[test]
+fn s3_a_client_scan_read_by_a_reader_that_stops_early_ends_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // More than a pipe holds (64 KiB): the writer meets the closed pipe.
+    let (server, carl) = site_with_customers(
+        dir,
+        1500,
+        r#"{"name": "a customer with a name long enough to fill lines {i}", "city": "Lyon"}"#,
+    );
     let mut scan = client_cmd(dir, &server, &carl, &["scan", "--table", "customers"]);
     let mut child = scan
         .stdout(Stdio::piped())
@@ -936,4 +948,126 @@ fn s3_a_client_scan_read_by_a_reader_that_stops_early_ends_cleanly() {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A client scan asking more than one request returns (10,000 records) got the first 10,000
+/// and no word: a program reading "fewer than asked means done" missed the rest. The client
+/// now pages, and the server refuses a request above its bound instead of cutting it short.
+#[test]
+fn s3_a_client_scan_beyond_one_request_s_bound_returns_every_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (server, carl) = site_with_customers(dir, 10_050, r#"{"name": "n{i}"}"#);
+    let client = Client::new(&server.url, &carl).unwrap();
+    let all = client.scan("customers", None, None, 20_000).unwrap();
+    assert_eq!(all.len(), 10_050);
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "in key order, once each"
+    );
+    let some = client.scan("customers", None, None, 10_020).unwrap();
+    assert_eq!(some.len(), 10_020);
+    // Over raw HTTP, a request above the bound is refused, not cut short.
+    let r = agent()
+        .get(format!("{}/v1/records/customers?limit=20000", server.url))
+        .header("authorization", format!("Bearer {carl}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// R7 when a till sleeps past its lease: its `hold` renews every third of the lease; paused
+/// longer than the lease (a laptop's lid closed), the server released the document and another
+/// user wrote it. The late renewal reserved it again, answered like any renewal: the till went
+/// on "holding" a document written by someone else meanwhile. A renewal that comes too late is
+/// now refused, and the hold ends saying the reservation was lost.
+#[test]
+fn r7_a_hold_renewed_after_its_lease_ran_out_is_lost_not_taken_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    deployment(dir, &[], &[("BSOC", "bsoc", &["immediate 60"])]);
+    let anne = add_user(dir, "ANNE", false);
+    let zoe = add_user(dir, "ZOE", false);
+    let server = SiteServer::start(dir, &["--data", "bsoc", "--listen", "127.0.0.1:0"]);
+    let put = |who: &str, status: &str| {
+        run(client_cmd(
+            dir,
+            &server,
+            who,
+            &[
+                "put",
+                "--table",
+                "sales_documents",
+                "--key",
+                "BSOC-D1",
+                "--fields",
+                &format!(r#"{{"status": "{status}"}}"#),
+            ],
+        ))
+    };
+    succeeded(&put(&anne, "draft"));
+    let mut hold = KillOnDrop(
+        till_cmd(
+            dir,
+            &server,
+            &anne,
+            "till-1",
+            &[
+                "hold",
+                "--table",
+                "sales_documents",
+                "--key",
+                "BSOC-D1",
+                "--lease-s",
+                "2",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(hold.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("holding"), "{line}");
+    let signal = |sig: &str| {
+        let sent = Command::new("kill")
+            .args([sig, &hold.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    // The till sleeps past its lease; the document is released and ZOE writes it.
+    signal("-STOP");
+    let started = Instant::now();
+    while !put(&zoe, "ZOE's").status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never released"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal("-CONT");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = hold.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the till still holds the document ZOE wrote"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    hold.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("was lost") && err.contains("lapsed"), "{err}");
 }

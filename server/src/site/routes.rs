@@ -252,7 +252,7 @@ pub(super) struct ScanQuery {
 }
 
 /// The most records one scan returns.
-pub(super) const SCAN_LIMIT_MAX: usize = 10_000;
+pub(super) use outpost_api::SCAN_LIMIT_MAX;
 
 pub(super) async fn scan_records(
     State(state): State<Shared>,
@@ -261,7 +261,17 @@ pub(super) async fn scan_records(
     Query(q): Query<ScanQuery>,
 ) -> Response {
     let store = Arc::clone(&state.store);
-    let limit = q.limit.unwrap_or(1000).clamp(1, SCAN_LIMIT_MAX);
+    let limit = q.limit.unwrap_or(1000).max(1);
+    if limit > SCAN_LIMIT_MAX {
+        // Refused, not cut short: a reader taking "fewer than asked" for "no more" would stop.
+        return fail(
+            ErrorKind::BadRequest,
+            format!(
+                "limit {limit} is above the most one request returns ({SCAN_LIMIT_MAX}): ask \
+                 again from just after the last key returned (the client library pages by itself)"
+            ),
+        );
+    }
     answer(
         blocking(move || {
             let snap = store.snapshot().map_err(|e| engine_error(&e))?;
@@ -281,6 +291,10 @@ pub(super) async fn scan_records(
 #[derive(Deserialize, Debug)]
 pub(super) struct LeaseQuery {
     lease_s: Option<u64>,
+    /// A renewal of a lease the caller holds: refused if it ran out meanwhile (the document was
+    /// released, and may have been written or synced since), not taken as a new reservation.
+    #[serde(default)]
+    renew: bool,
 }
 
 pub(super) async fn reserve(
@@ -302,6 +316,18 @@ pub(super) async fn reserve(
             let renewing = leases
                 .get(&(table.clone(), key.clone()))
                 .is_some_and(|(holder, _)| holder == &w.user);
+            if q.renew && !renewing {
+                let why = format!(
+                    "the reservation of {table}/{key} by {} lapsed (its lease ran out before this \
+                     renewal) and was released: it may have been written or synced since — read \
+                     it again and reserve it anew (R7)",
+                    w.user
+                );
+                let mut log = entry(&w.user, "reserve (renewal too late)", &table, &key);
+                log.refused = Some(why.clone());
+                log_write(&shared.store, log);
+                return Err(fail(ErrorKind::Conflict, why));
+            }
             let done = shared.store.reserve(&table, &key, &w.user);
             if !renewing || done.is_err() {
                 let mut log = entry(&w.user, "reserve", &table, &key);
