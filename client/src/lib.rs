@@ -608,10 +608,25 @@ impl Drop for Hold {
 #[derive(Debug, Clone)]
 pub struct AsyncClient(Arc<Client>);
 
+impl From<Client> for AsyncClient {
+    /// A blocking client set up as wanted (its workstation, a certificate to trust), for async
+    /// programs.
+    fn from(client: Client) -> Self {
+        AsyncClient(Arc::new(client))
+    }
+}
+
 impl AsyncClient {
     /// See [`Client::new`].
     pub fn new(base_url: &str, credential: &str) -> Result<Self> {
         Client::new(base_url, credential).map(|c| AsyncClient(Arc::new(c)))
+    }
+
+    /// See [`Client::workstation`]: tills signed in as one user but naming their workstations
+    /// hold their reservations apart (R7).
+    #[must_use]
+    pub fn workstation(self, name: &str) -> Self {
+        AsyncClient(Arc::new((*self.0).clone().workstation(name)))
     }
 
     async fn run<R: Send + 'static>(

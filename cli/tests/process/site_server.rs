@@ -604,6 +604,27 @@ fn s3_central_s_own_workstations_and_one_program_embedded_or_client_server() {
         )
         .await
         .unwrap();
+        // Two async tills signed in as PAUL, each naming its workstation: the first's
+        // reservation holds the second off (R7), as with the blocking client.
+        let till_1 = a.clone().workstation("till-1");
+        let till_2 = outpost_client::AsyncClient::from(
+            outpost_client::Client::new(&ws, &paul)
+                .unwrap()
+                .workstation("till-2"),
+        );
+        till_1
+            .reserve_for("sales_documents", "ASOC-D2", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let held = till_2
+            .put(
+                "sales_documents",
+                "ASOC-D2",
+                &serde_json::json!({ "status": "paid" }),
+            )
+            .await;
+        assert!(matches!(held, Err(outpost::Error::Refused(_))), "{held:?}");
+        till_1.release("sales_documents", "ASOC-D2").await.unwrap();
         a.get("sales_documents", "ASOC-D2").await.unwrap()
     });
     assert_eq!(got, client_doc);

@@ -590,6 +590,27 @@ mod tests {
         );
     }
 
+    /// A workstation's sync after one that panicked: the lock left poisoned answered "a sync is
+    /// under way" for ever. It is the site's turn again; a sync in progress still holds it.
+    #[test]
+    fn s3_a_sync_that_panicked_does_not_leave_the_site_busy_for_ever() {
+        let lock = Arc::new(Mutex::new(()));
+        let held = Arc::clone(&lock);
+        let panicked = std::thread::spawn(move || {
+            let _guard = held.lock();
+            panic!("a sync that failed badly");
+        })
+        .join();
+        assert!(panicked.is_err() && lock.is_poisoned());
+        let turn = sync_turn(&lock);
+        assert!(turn.is_some());
+        let other = Arc::clone(&lock);
+        let busy = std::thread::spawn(move || sync_turn(&other).is_none())
+            .join()
+            .unwrap_or_else(|_| panic!("the probe"));
+        assert!(busy, "a sync in progress holds the turn");
+    }
+
     #[test]
     fn s3_a_cursor_of_an_earlier_run_of_the_server_is_told_it_missed_changes() {
         let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));

@@ -391,6 +391,17 @@ pub(super) fn expire_leases(state: &SiteState) {
     }
 }
 
+/// The site's one sync at a time: `None` while another holds it. A sync that panicked left the
+/// lock poisoned, not held: the next one goes on, as the scheduler's does (answering "under
+/// way" for ever would hide the failure).
+pub(super) fn sync_turn(lock: &Mutex<()>) -> Option<std::sync::MutexGuard<'_, ()>> {
+    match lock.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 pub(super) async fn sync_now(State(state): State<Shared>, w: Workstation) -> Response {
     let shared = Arc::clone(&state);
     answer(
@@ -403,7 +414,7 @@ pub(super) async fn sync_now(State(state): State<Shared>, w: Workstation) -> Res
                      --central or central_url and credential in remote.toml",
                 ));
             };
-            let Ok(_one) = shared.syncing.try_lock() else {
+            let Some(_one) = sync_turn(&shared.syncing) else {
                 return Err(fail(
                     ErrorKind::SyncUnderWay,
                     "a sync of this site is under way (the scheduler's or another \
