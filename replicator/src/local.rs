@@ -176,6 +176,12 @@ pub const SITE_USERS: &[u8] = b"wu/";
 pub const SITE_LOG: &[u8] = b"wl/";
 /// The site server: the next entry number of its workstation log.
 pub const SITE_LOG_SEQ: &[u8] = b"ws/log";
+/// The site server: the lease of each reservation a workstation holds, kept so that a restart
+/// gives each the lease it had, and none to a reservation made without one: `wr/` + table + 0 +
+/// key → JSON `{holder, until_ms, lease_ms}`.
+pub const SITE_LEASES: &[u8] = b"wr/";
+/// The site server: set once a server that keeps leases (`SITE_LEASES`) has run on the store.
+pub const SITE_LEASES_KEPT: &[u8] = b"ws/leases";
 /// Central: its newest stamp (issued or taken) when it last wrote a return or the bootstrap of a
 /// remote — the latest time the remote's clock can have taken from central (R2: its stamps up
 /// to it are not held for clock skew): `ch/` + site id (u16 BE) → stamp (u64).
@@ -258,6 +264,8 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("SITE_USERS", SITE_USERS),
     ("SITE_LOG", SITE_LOG),
     ("SITE_LOG_SEQ", SITE_LOG_SEQ),
+    ("SITE_LEASES", SITE_LEASES),
+    ("SITE_LEASES_KEPT", SITE_LEASES_KEPT),
 ];
 
 pub(crate) fn flow_key(prefix: &[u8], id: FlowId) -> Vec<u8> {

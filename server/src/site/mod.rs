@@ -57,11 +57,13 @@ use crate::Result;
 use outpost::SystemClock;
 
 mod feed;
+mod leases;
 mod log;
 mod routes;
 mod users;
 
 use feed::*;
+use leases::*;
 pub use log::*;
 use routes::*;
 pub use users::*;
@@ -165,20 +167,17 @@ fn new_state(
         syncing: Arc::new(Mutex::new(())),
         config: config.clone(),
     });
-    // Reservations left by workstations of an earlier run get a lease of their own: renewed by
-    // their holder if it is still there, released otherwise — the longest a holder may have
-    // asked (R7: a holder renewing a long lease every third of it would lose a shorter one).
-    if lease_existing {
-        let until = SystemClock.now_ms() + config.lease_max_s.max(config.lease_s) * 1000;
-        let held = store
-            .snapshot()
-            .and_then(|s| s.reservations())
-            .map_err(|e| e.to_string())?;
-        let mut leases = lock(&state.leases);
-        for (table, key, holder) in held {
-            leases.insert((table, key), (holder, until));
-        }
-    }
+    // Reservations left by workstations of an earlier run get the lease they had (kept in the
+    // store), renewed by their holder if it is still there, released otherwise; one made
+    // without a lease keeps none. A store a server of before ran on kept no lease: there,
+    // every reservation gets the longest a holder may have asked (R7: a holder renewing a long
+    // lease every third of it would lose a shorter one).
+    *lock(&state.leases) = leases_at_start(
+        &store,
+        SystemClock.now_ms(),
+        lease_existing,
+        config.lease_max_s.max(config.lease_s) * 1000,
+    )?;
     Ok(state)
 }
 
@@ -609,6 +608,75 @@ mod tests {
             .join()
             .unwrap_or_else(|_| panic!("the probe"));
         assert!(busy, "a sync in progress holds the turn");
+    }
+
+    /// R7 across restarts, both ways. A reservation made without a lease (`outpost reserve`,
+    /// an operator keeping a document out of syncs) got one when the site server restarted,
+    /// and was released an hour later; on central's `/ws`, a workstation's reservation of an
+    /// earlier run got none and held the document back from every shop for ever. Leases are
+    /// kept in the store: after a restart, what had one has it again, what had none has none.
+    #[test]
+    fn r7_a_restart_keeps_leases_where_there_were_and_gives_none_where_there_were_none() {
+        let site = Site::remote(2, "BSOC").unwrap_or_else(|e| panic!("{e}"));
+        let config = StoreConfig::new(site, outpost::retail::schema(), SystemClock);
+        let store = Arc::new(Store::in_memory(config).unwrap_or_else(|e| panic!("{e}")));
+        for key in ["BSOC-000001", "BSOC-000002"] {
+            store
+                .write(|tx| tx.set("sales_documents", key, "status", "draft"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let serve = SiteServeConfig::default();
+        let start = |lease_existing: bool| {
+            new_state(
+                Arc::clone(&store),
+                Path::new("."),
+                &serve,
+                None,
+                lease_existing,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let doc = |key: &str| ("sales_documents".to_owned(), key.to_owned());
+        for lease_existing in [true, false] {
+            let first = start(lease_existing);
+            // A till's reservation through the routes (a 10-minute lease), and an operator's.
+            take_reservation(
+                &first,
+                "ANNE@till-1",
+                "sales_documents",
+                "BSOC-000001",
+                600,
+                false,
+            )
+            .unwrap_or_else(|_| panic!("reserved"));
+            store
+                .reserve("sales_documents", "BSOC-000002", "operator")
+                .unwrap_or_else(|e| panic!("{e}"));
+            drop(first);
+            let again = start(lease_existing);
+            let leases = lock(&again.leases);
+            let (holder, until) = leases
+                .get(&doc("BSOC-000001"))
+                .cloned()
+                .unwrap_or_else(|| panic!("the till's lease: {leases:?}"));
+            assert_eq!(holder, "ANNE@till-1");
+            assert!(until <= SystemClock.now_ms() + 600_000 + 1_000, "{until}");
+            assert!(
+                !leases.contains_key(&doc("BSOC-000002")),
+                "the operator's reservation has no lease: {leases:?}"
+            );
+            drop(leases);
+            for key in ["BSOC-000001", "BSOC-000002"] {
+                let holder = if key.ends_with('1') {
+                    "ANNE@till-1"
+                } else {
+                    "operator"
+                };
+                store
+                    .release("sales_documents", key, holder)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
     }
 
     #[test]

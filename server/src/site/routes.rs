@@ -309,38 +309,50 @@ pub(super) async fn reserve(
         .clamp(1, state.config.lease_max_s.max(1));
     let shared = Arc::clone(&state);
     answer(
-        blocking(move || {
-            // The lease map is held across the store's reservation, so that a renewal, a
-            // release and an expiry of one document never interleave.
-            let mut leases = lock(&shared.leases);
-            let renewing = leases
-                .get(&(table.clone(), key.clone()))
-                .is_some_and(|(holder, _)| holder == &w.user);
-            if q.renew && !renewing {
-                let why = format!(
-                    "the reservation of {table}/{key} by {} lapsed (its lease ran out before this \
-                     renewal) and was released: it may have been written or synced since — read \
-                     it again and reserve it anew (R7)",
-                    w.user
-                );
-                let mut log = entry(&w.user, "reserve (renewal too late)", &table, &key);
-                log.refused = Some(why.clone());
-                log_write(&shared.store, log);
-                return Err(fail(ErrorKind::Conflict, why));
-            }
-            let done = shared.store.reserve(&table, &key, &w.user);
-            if !renewing || done.is_err() {
-                let mut log = entry(&w.user, "reserve", &table, &key);
-                log.refused = done.as_ref().err().map(ToString::to_string);
-                log_write(&shared.store, log);
-            }
-            done.map_err(|e| engine_error(&e))?;
-            let until = SystemClock.now_ms() + lease_s * 1000;
-            leases.insert((table, key), (w.user, until));
-            Ok(serde_json::json!({ "lease_s": lease_s, "until_ms": until }))
-        })
-        .await,
+        blocking(move || take_reservation(&shared, &w.user, &table, &key, lease_s, q.renew)).await,
     )
+}
+
+/// Reserves a document for `holder` for `lease_s` seconds, or renews its lease (`renew`: refused
+/// if the lease ran out meanwhile); the lease is kept in the store with the reservation.
+pub(super) fn take_reservation(
+    shared: &SiteState,
+    holder: &str,
+    table: &str,
+    key: &str,
+    lease_s: u64,
+    renew: bool,
+) -> Result<serde_json::Value, Response> {
+    // The lease map is held across the store's reservation, so that a renewal, a release and
+    // an expiry of one document never interleave.
+    let mut leases = lock(&shared.leases);
+    let renewing = leases
+        .get(&(table.to_owned(), key.to_owned()))
+        .is_some_and(|(h, _)| h == holder);
+    if renew && !renewing {
+        let why = format!(
+            "the reservation of {table}/{key} by {holder} lapsed (its lease ran out before this \
+             renewal) and was released: it may have been written or synced since — read it \
+             again and reserve it anew (R7)"
+        );
+        let mut log = entry(holder, "reserve (renewal too late)", table, key);
+        log.refused = Some(why.clone());
+        log_write(&shared.store, log);
+        return Err(fail(ErrorKind::Conflict, why));
+    }
+    let until = SystemClock.now_ms() + lease_s * 1000;
+    let done = reserve_leased(&shared.store, table, key, holder, until, lease_s * 1000);
+    if !renewing || done.is_err() {
+        let mut log = entry(holder, "reserve", table, key);
+        log.refused = done.as_ref().err().map(ToString::to_string);
+        log_write(&shared.store, log);
+    }
+    done.map_err(|e| engine_error(&e))?;
+    leases.insert(
+        (table.to_owned(), key.to_owned()),
+        (holder.to_owned(), until),
+    );
+    Ok(serde_json::json!({ "lease_s": lease_s, "until_ms": until }))
 }
 
 pub(super) async fn release(
@@ -352,7 +364,7 @@ pub(super) async fn release(
     answer(
         blocking(move || {
             let mut leases = lock(&shared.leases);
-            let done = shared.store.release(&table, &key, &w.user);
+            let done = release_leased(&shared.store, &table, &key, &w.user);
             let mut log = entry(&w.user, "release", &table, &key);
             log.refused = done.as_ref().err().map(ToString::to_string);
             log_write(&shared.store, log);
@@ -378,7 +390,7 @@ pub(super) fn expire_leases(state: &SiteState) {
         .collect();
     for ((table, key), holder) in expired {
         leases.remove(&(table.clone(), key.clone()));
-        match state.store.release(&table, &key, &holder) {
+        match release_leased(&state.store, &table, &key, &holder) {
             Ok(()) => {
                 tracing::info!(%table, %key, %holder, "reservation released: its lease ran out");
                 log_write(
