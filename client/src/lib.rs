@@ -304,7 +304,7 @@ impl Client {
             let rows: Vec<RecordView> =
                 serde_json::from_value(v).map_err(|e| transport(format!("records: {e}")))?;
             let full = rows.len() == page;
-            // The next page starts just after the last key (keys hold no NUL).
+            // The next page starts at the smallest key after the last one.
             next = rows.last().map(|r| format!("{}\u{0}", r.key));
             out.extend(rows.into_iter().map(|r| (r.key, r.fields)));
             if !full {
@@ -368,7 +368,12 @@ impl Client {
                             Ok((status, _)) if (200..300).contains(&status) => {}
                             // Refused: the lease ran out (released, perhaps written or synced
                             // since), someone else holds it, the user or the document is gone.
-                            Ok((status, text)) => {
+                            // (A server busy or restarting, 408/429/5xx, is tried again.)
+                            Ok((status, text))
+                                if (400..500).contains(&status)
+                                    && status != 408
+                                    && status != 429 =>
+                            {
                                 let why = serde_json::from_str::<ErrorBody>(&text)
                                     .map_or_else(|_| text.trim().to_owned(), |b| b.error);
                                 if let Ok(mut l) = lost.lock() {
@@ -376,8 +381,9 @@ impl Client {
                                 }
                                 return;
                             }
-                            // The network: tried again at the next step, within the lease.
-                            Err(_) => {}
+                            // The network, or a server busy or restarting (behind a proxy):
+                            // tried again at the next step, within the lease.
+                            Ok(_) | Err(_) => {}
                         }
                     }
                 }

@@ -387,6 +387,40 @@ fn r2_a_record_deleted_in_a_transaction_is_not_written_again_in_it() {
     assert_eq!(name, Some(Value::from("new")));
 }
 
+/// A scan's `limit` counts the records it returns: deleted records were counted and then left
+/// out, so a page came back short — and a reader paging by "fewer than asked means no more"
+/// (the client library) stopped early, silently.
+#[test]
+fn r2_a_scan_returns_limit_records_whatever_was_deleted_among_them() {
+    let clock = ManualClock::new(T0_MS);
+    let a = store(ASOC, &clock);
+    a.write(|tx| {
+        for i in 1..=6 {
+            tx.set("customers", &format!("K{i}"), "name", format!("n{i}"))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    clock.advance(1);
+    a.write(|tx| {
+        tx.delete("customers", "K2")?;
+        tx.delete("customers", "K3")
+    })
+    .unwrap();
+    let keys = |from: Option<&str>, limit| -> Vec<String> {
+        a.snapshot()
+            .unwrap()
+            .scan("customers", from, Some(limit))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect()
+    };
+    assert_eq!(keys(None, 3), ["K1", "K4", "K5"]);
+    assert_eq!(keys(Some("K2"), 2), ["K4", "K5"]);
+    assert_eq!(keys(None, 10), ["K1", "K4", "K5", "K6"]);
+}
+
 #[test]
 fn r5_only_the_creator_or_central_modifies_a_document() {
     let clock = ManualClock::new(T0_MS);

@@ -170,6 +170,10 @@ pub(crate) const ALERT_STATE: &[u8] = b"cs/alerts";
 /// The monitor: how many alerts were left out of the e-mail since the last one sent (the
 /// backlog kept while e-mail fails is bounded), u64.
 pub(crate) const MAIL_LEFT_OUT: &[u8] = b"cs/mail-left-out";
+/// Central: the first return made for a remote after the newest it reported applied — its
+/// number and when it was made: `un/` + site id (u16 BE) → (u64, u64). The monitor's stale
+/// check (a remote that emits but applies no return) counts from it.
+pub(crate) const UNAPPLIED_SINCE: &[u8] = b"un/";
 /// The site server (`outpost-server`): its workstation users: `wu/` + user code.
 pub const SITE_USERS: &[u8] = b"wu/";
 /// The site server: its workstation log: `wl/` + entry number (u64 BE).
@@ -258,6 +262,7 @@ pub const REGISTRY: &[(&str, &[u8])] = &[
     ("ALERTS", ALERTS),
     ("ALERT_STATE", ALERT_STATE),
     ("MAIL_LEFT_OUT", MAIL_LEFT_OUT),
+    ("UNAPPLIED_SINCE", UNAPPLIED_SINCE),
     ("RETIRED", RETIRED),
     ("REMOVED_CALLS", REMOVED_CALLS),
     ("RESERVED_REPORTED", RESERVED_REPORTED),

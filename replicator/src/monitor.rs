@@ -229,9 +229,9 @@ pub struct Thresholds {
     pub cycle_ms: u64,
     /// Alert when the disk holding the store has less than this share free (percent).
     pub disk_free_min_pct: u8,
-    /// A remote that gets returns is stale once its newest emission came this long after the
-    /// newest return it applied was made (ms): it syncs, but central's data no longer reaches
-    /// it. 0: never.
+    /// A remote is stale once its newest emission (processed) came this long after the first
+    /// return made for it that it has not reported applied (ms): it syncs, but central's data
+    /// no longer reaches it. 0: never.
     pub stale_after_ms: u64,
 }
 
@@ -454,10 +454,9 @@ fn silent_remotes(store: &Store, now_ms: u64, t: &Thresholds) -> Result<Vec<Cond
 }
 
 /// The remotes that emit but apply no return: their newest emission came more than
-/// `stale_after` after the newest return they applied (or their bootstrap) was made — a machine
-/// asleep at its fetch time, a return never prepared (central down at the common return time),
-/// or refused by the remote. Their emissions keep coming, so they are not silent; central's
-/// data and their refused changes no longer reach them.
+/// `stale_after` after the first return made for them that they have not reported applied — a
+/// machine asleep at its fetch time, a return its remote refuses. Their emissions keep coming,
+/// so they are not silent; central's data and their refused changes no longer reach them.
 fn stale_remotes(store: &Store, t: &Thresholds) -> Result<Vec<Condition>> {
     let mut out = Vec::new();
     if t.stale_after_ms == 0 {
@@ -477,11 +476,16 @@ fn stale_remotes(store: &Store, t: &Thresholds) -> Result<Vec<Condition>> {
         let Some((emission, emitted)) = s.last_emission else {
             continue;
         };
-        let applied = s.last_applied_return.map(|(_, made, _)| made);
-        let Some(base) = applied.max(s.bootstrap_ms) else {
+        // Counted from the first return made for it that it has not reported applied: a
+        // remote that syncs seldom (by files, or on demand) applies each return it is given,
+        // and reports it with its next emission, however late.
+        let Some((_, base)) = crate::monitor_records::unapplied_since(store, remote.id)? else {
             continue;
         };
-        if emitted > base.saturating_add(t.stale_after_ms) {
+        // The emission's reports (the returns it applied) are taken when it is processed.
+        let processed =
+            crate::journal::row(store, emission)?.is_some_and(|r| r.exec_end_ms.is_some());
+        if processed && emitted > base.saturating_add(t.stale_after_ms) {
             let newest = match s.last_applied_return {
                 Some((id, _, _)) => format!("the newest it applied is {id}"),
                 None => "it has applied none since its bootstrap".to_owned(),

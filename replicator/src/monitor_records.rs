@@ -235,10 +235,31 @@ pub(crate) fn saw_made(
     kind: FlowKind,
     at_ms: u64,
 ) -> Result<()> {
+    let unapplied = unapplied_key(site);
+    match kind {
+        // A store set up from it has applied nothing else yet.
+        FlowKind::Bootstrap => tx.local_remove(&unapplied)?,
+        _ => {
+            if local::get::<(u64, u64)>(tx, &unapplied)?.is_none() {
+                local::put(tx, &unapplied, &(id.seq, at_ms))?;
+            }
+        }
+    }
     update_seen(tx, site, |s| match kind {
         FlowKind::Bootstrap => s.bootstrap_ms = Some(at_ms),
         _ => s.last_return_made = Some((id, at_ms)),
     })
+}
+
+fn unapplied_key(site: SiteId) -> Vec<u8> {
+    be_key(local::UNAPPLIED_SINCE, &[&site.0.to_be_bytes()])
+}
+
+/// The first return made for `site` after the newest it reported applied: its number and when
+/// it was made (`None`: none since, as far as central counts — a return made between the one
+/// applied and the report of it is counted from the next made).
+pub fn unapplied_since(store: &Store, site: SiteId) -> Result<Option<(u64, u64)>> {
+    local::snap_get(&store.snapshot()?, &unapplied_key(site))
 }
 
 /// `site` reported return `id` (made at `made_ms`) applied at `applied_ms`.
@@ -249,6 +270,10 @@ pub(crate) fn saw_return_applied(
     made_ms: u64,
     applied_ms: u64,
 ) -> Result<()> {
+    let unapplied = unapplied_key(site);
+    if local::get::<(u64, u64)>(tx, &unapplied)?.is_some_and(|(seq, _)| seq <= id.seq) {
+        tx.local_remove(&unapplied)?;
+    }
     update_seen(tx, site, |s| {
         if s.last_applied_return
             .is_none_or(|(last, _, _)| last.seq <= id.seq)

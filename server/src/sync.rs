@@ -502,11 +502,12 @@ fn report_acks(store: &Store, link: &Link) -> Result<(), NetError> {
 /// What waits in the outbox sent first, then an emission written into it and sent — unless
 /// the newest that waited, now sent, carries everything (one central refused does not count:
 /// the sync then writes one, refused in turn with central's reason). A sync that cannot send
-/// what waits (central unreachable, or not taking it yet) still writes its emission when the
-/// newest waiting does not carry everything in this sync's mode — the retries only send the
-/// outbox, and a fixed-time emission not written would leave the day's later changes out of
-/// the night's return — but not when it does: the outbox holds one emission per change to
-/// resume, not one more per attempt. A credential refused writes none.
+/// what waits (central unreachable, or not taking it yet) stops before writing another — the
+/// outbox holds one emission to resume, not one more per attempt (emissions are cumulative:
+/// each would carry the day again) — except the day's fixed-time one (M1), written first when
+/// the newest waiting does not carry everything: the retries only send the outbox, and without
+/// it the day's later changes would miss the night's return (one a day at most). A credential
+/// refused writes none.
 fn emit_and_send(
     store: &Store,
     link: &Link,
@@ -535,7 +536,7 @@ fn emit_and_send(
     let set_aside = match send_outbox(store, link, dir, None, summary) {
         Ok(set_aside) => set_aside,
         Err(e @ (NetError::Unreachable(_) | NetError::NotYet(_))) => {
-            if !newest.as_ref().is_some_and(carries_all) {
+            if mode == SyncMode::Deferred && !newest.as_ref().is_some_and(carries_all) {
                 files::emit_to(store, &outbox, mode).map_err(local)?;
             }
             return Err(e);

@@ -1090,5 +1090,8 @@ fn r7_a_hold_renewed_after_its_lease_ran_out_is_lost_not_taken_again() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(err.contains("was lost") && err.contains("lapsed"), "{err}");
+    assert!(
+        err.contains("was lost") && err.contains("no longer held"),
+        "{err}"
+    );
 }

@@ -104,10 +104,6 @@ impl Merge<'_, '_> {
                 }
                 self.state.hlc.observe(change.stamp);
                 self.state.settle(change.stamp);
-                if known {
-                    // Merged again under a dot a reader following the dots has seen.
-                    self.state.rewrites += 1;
-                }
                 let rec = &mut record.held.rec;
                 // The creation merges as a minimum, whatever the field register's fate: every
                 // change carries it, so a record's creator is known from any of its changes.
@@ -134,6 +130,7 @@ impl Merge<'_, '_> {
                         let c = change.created;
                         rec.put(&keys::CREATED_SLOT, c.stamp, c.dot, &Value::Null)?;
                         record.held.dirty = true;
+                        self.rewritten(known);
                         Outcome::Applied
                     }
                     Some(c) if c == change.created => Outcome::AlreadyHad,
@@ -141,6 +138,7 @@ impl Merge<'_, '_> {
                         let c = change.created;
                         rec.put(&keys::CREATED_SLOT, c.stamp, c.dot, &Value::Null)?;
                         record.held.dirty = true;
+                        self.rewritten(known);
                         Outcome::Applied
                     }
                     Some(_) => Outcome::Superseded,
@@ -161,10 +159,19 @@ impl Merge<'_, '_> {
                     _ => {
                         rec.put(&slot, change.stamp, change.dot, &change.value)?;
                         record.held.dirty = true;
+                        self.rewritten(known);
                         Ok(Outcome::Applied)
                     }
                 }
             }
+        }
+    }
+
+    /// A register written under a dot this store already knew (a change merged again): a
+    /// reader following the store by the dots it has seen cannot see it ([`Store::rewrites`]).
+    fn rewritten(&mut self, known: bool) {
+        if known {
+            self.state.rewrites += 1;
         }
     }
 

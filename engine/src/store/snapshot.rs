@@ -78,15 +78,32 @@ impl Snapshot {
             .transpose()
     }
 
-    /// Visible records of a table in key order, from `start_key` (inclusive), at most `limit`.
+    /// Visible records of a table in key order, from `start_key` (inclusive), at most `limit` —
+    /// `limit` of them when there are as many: deleted records are skipped, not counted (a
+    /// short answer would read as the end to a reader paging through).
     pub fn scan(
         &self,
         table: &str,
         start_key: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<Record>> {
-        let raws = self.scan_raw(table, start_key, limit)?;
-        Ok(raws.iter().filter_map(RawRecord::visible).collect())
+        let Some(limit) = limit else {
+            let raws = self.scan_raw(table, start_key, None)?;
+            return Ok(raws.iter().filter_map(RawRecord::visible).collect());
+        };
+        let mut out = Vec::new();
+        let mut from = start_key.map(str::to_owned);
+        while out.len() < limit {
+            let want = limit - out.len();
+            let raws = self.scan_raw(table, from.as_deref(), Some(want))?;
+            out.extend(raws.iter().filter_map(RawRecord::visible));
+            if raws.len() < want {
+                break;
+            }
+            // On from the smallest key after the last one read.
+            from = raws.last().map(|r| format!("{}\u{0}", r.key));
+        }
+        Ok(out)
     }
 
     /// Stored records (deleted ones too) of a table in key order, from `start_key`, at most

@@ -41,8 +41,8 @@ pub struct AlertConfig {
     pub pending_cycles: u32,
     /// An alert when the disk of the store has less than this share free (percent).
     pub disk_free_min_pct: u8,
-    /// A remote that gets returns is stale once its newest emission came this many seconds
-    /// after the newest return it applied was made (0: never).
+    /// A remote is stale once its newest emission came this many seconds after the first return
+    /// made for it that it has not reported applied (0: never).
     pub stale_after_s: u64,
 }
 
@@ -226,7 +226,7 @@ pub(super) fn check_recipients(store: &Store, config: &AlertConfig) -> Result<()
 }
 
 /// Whether `address` is of a domain reserved for examples and tests (RFC 2606 and 6761): no
-/// mail reaches it.
+/// mail reaches it. (`localhost` is not: a local mail server may deliver to `root@localhost`.)
 fn is_placeholder(address: &str) -> bool {
     let domain = address
         .rsplit_once('@')
@@ -234,7 +234,7 @@ fn is_placeholder(address: &str) -> bool {
         .trim_end_matches('>')
         .trim_end_matches('.')
         .to_ascii_lowercase();
-    ["example", "invalid", "test", "localhost"]
+    ["example", "invalid", "test"]
         .iter()
         .any(|tld| domain == *tld || domain.ends_with(&format!(".{tld}")))
         || ["example.com", "example.net", "example.org"]
@@ -420,7 +420,8 @@ mod tests {
             ("a@asoc.example", true),
             ("a@example.com", true),
             ("a@mail.example.org", true),
-            ("a@host.localhost", true),
+            ("root@localhost", false),
+            ("a@shop.invalid", true),
             ("a@asoc.fr", false),
             ("a@examples.com", false),
         ] {

@@ -329,11 +329,20 @@ pub(super) fn take_reservation(
     let renewing = leases
         .get(&(table.to_owned(), key.to_owned()))
         .is_some_and(|(h, _)| h == holder);
-    if renew && !renewing {
+    // A renewal renews what the store still holds for its holder: released meanwhile (by its
+    // lease running out, or by hand, `outpost release`), it is not taken again.
+    let held = || -> bool {
+        shared
+            .store
+            .snapshot()
+            .and_then(|s| s.reserved_by(table, key))
+            .is_ok_and(|h| h.as_deref() == Some(holder))
+    };
+    if renew && !(renewing && held()) {
         let why = format!(
-            "the reservation of {table}/{key} by {holder} lapsed (its lease ran out before this \
-             renewal) and was released: it may have been written or synced since — read it \
-             again and reserve it anew (R7)"
+            "the reservation of {table}/{key} by {holder} is no longer held (its lease ran out \
+             before this renewal, or it was released): it may have been written or synced \
+             since — read it again and reserve it anew (R7)"
         );
         let mut log = entry(holder, "reserve (renewal too late)", table, key);
         log.refused = Some(why.clone());
