@@ -104,6 +104,14 @@ impl World {
             .store
     }
 
+    /// Whether remote `code` holds customer `key`.
+    fn holds(&self, code: &str, key: &str) -> bool {
+        self.remote(code)
+            .record("customers", key)
+            .unwrap()
+            .is_some()
+    }
+
     fn now(&self) -> u64 {
         self.clock.now_ms()
     }
@@ -294,12 +302,7 @@ fn c6_m1_a_shop_switched_from_fixed_times_to_immediate_syncs_still_gets_a_return
         settings.get("sync_types").map(String::as_str),
         Some("immediate 60")
     );
-    assert!(
-        w.remote("BSOC")
-            .record("customers", "ASOC-000001")
-            .unwrap()
-            .is_some()
-    );
+    assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
 /// M2 with an import at central: a shop on immediate syncs uploads its emission; before the
@@ -326,18 +329,14 @@ fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_retu
     let cmds = w.automaton.on_flow_ready(id);
     w.run_central(cmds);
     w.execute(0, vec![RemoteCommand::FetchReturn]);
-    assert!(
-        w.remote("BSOC")
-            .record("customers", "ASOC-000001")
-            .unwrap()
-            .is_some()
-    );
+    assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
 /// C3 and M1: a shop's machine sleeps from 22:30 to 07:30. It emits at 21:00 every day, but its
 /// 23:20 fetch never runs: it never applies a return, its data from central grows older every
 /// day — and no alert said so, since its emissions keep coming. The person responsible is now
-/// told once its newest emission is more than `stale_after` past the newest return it applied.
+/// told once its newest emission is more than `stale_after` past the first return made for it
+/// that it has not reported applied.
 #[test]
 fn c3_m1_a_shop_that_emits_but_applies_no_return_raises_an_alert() {
     let mut w = c5_plan("23:40");

@@ -16,6 +16,17 @@ pub fn outpost(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `outpost central serve` on `data` listening on `listen`, expected to refuse to start: its
+/// error output.
+pub fn serve_refused(dir: &Path, data: &str, listen: &str) -> String {
+    let out = outpost(
+        dir,
+        &["central", "serve", "--data", data, "--listen", listen],
+    );
+    assert!(!out.status.success(), "it started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub fn ok(dir: &Path, args: &[&str]) -> String {
     let out = outpost(dir, args);
     assert!(

@@ -848,19 +848,7 @@ fn c3_a_silent_remote_is_e_mailed_in_one_digest_never_to_a_placeholder_address()
     // The responsible collaborator's address (C3) in the configuration `central init` wrote is
     // the seed's placeholder: the mails would go nowhere, so the daemon does not start.
     alerts("");
-    let out = outpost(
-        dir,
-        &[
-            "central",
-            "serve",
-            "--data",
-            "asoc",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(dir, "asoc", "127.0.0.1:0");
     assert!(
         err.contains("rsyn@asoc.example") && err.contains("to = ["),
         "{err}"

@@ -651,19 +651,7 @@ fn t2_tls_with_a_certificate_made_at_test_time_and_plain_http_only_on_loopback()
     drop(central);
 
     // Plain HTTP beyond loopback is refused unless forced.
-    let out = outpost(
-        dir,
-        &[
-            "central",
-            "serve",
-            "--data",
-            "asoc",
-            "--listen",
-            "0.0.0.0:0",
-        ],
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(dir, "asoc", "0.0.0.0:0");
     assert!(err.contains("not a loopback address"), "{err}");
 }
 
