@@ -332,39 +332,70 @@ fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_retu
     assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
-/// C3 and M1: a shop's machine sleeps from 22:30 to 07:30. It emits at 21:00 every day, but its
-/// 23:20 fetch never runs: it never applies a return, its data from central grows older every
-/// day — and no alert said so, since its emissions keep coming. The person responsible is now
-/// told once its newest emission is more than `stale_after` past the first return made for it
-/// that it has not reported applied.
-#[test]
-fn c3_m1_a_shop_that_emits_but_applies_no_return_raises_an_alert() {
+/// The seed's plan, then BSOC's machine asleep from 22:00 to 08:00 (Paris) every night: its
+/// 23:20 fetch falls while it sleeps. Central writes a customer on the 26th. With `fetches`
+/// false, every fetch BSOC tries fails (its return cannot be reached). Runs until `end_ms`.
+fn bsoc_asleep_at_night(fetches: bool, end_ms: u64) -> World {
     let mut w = c5_plan("23:40");
+    w.asoc
+        .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
+        .unwrap();
     let asleep = |now: u64| {
         let h = (now / 3_600_000 + 1) % 24; // Paris, UTC+1 in November
         !(8..22).contains(&h)
     };
-    while w.now() < paris(29, 21, 30) {
+    while w.now() < end_ms {
         w.clock.advance(MINUTE);
         let now = w.now();
         for i in 0..w.remotes.len() {
-            if w.remotes[i].store.site().code.as_str() == "BSOC" && asleep(now) {
+            let bsoc = w.remotes[i].store.site().code.as_str() == "BSOC";
+            if bsoc && asleep(now) {
                 continue;
             }
-            let cmds = w.remotes[i].scheduler.on_time(now);
+            let mut cmds = w.remotes[i].scheduler.on_time(now);
+            if bsoc && !fetches {
+                cmds.retain(|c| *c != RemoteCommand::FetchReturn);
+            }
             w.execute(i, cmds);
         }
         let cmds = w.automaton.on_time(now);
         w.run_central(cmds);
     }
-    let raised =
-        monitor::evaluate(&w.asoc, w.now(), &monitor::Thresholds::default(), None).unwrap();
-    let open: Vec<_> = monitor::alerts(&w.asoc, 0)
+    w
+}
+
+/// The open `stale/` alerts at central after a monitor pass.
+fn stale_alerts(w: &World) -> Vec<monitor::Alert> {
+    monitor::evaluate(&w.asoc, w.now(), &monitor::Thresholds::default(), None).unwrap();
+    monitor::alerts(&w.asoc, 0)
         .unwrap()
         .into_iter()
         .filter(|a| a.is_open() && a.key.starts_with("stale/"))
-        .collect();
-    assert_eq!(open.len(), 1, "{open:?} {raised:?}");
+        .collect()
+}
+
+/// M1: a shop's machine sleeps from 22:00 to 08:00; it emits at 21:00 every day, and its 23:20
+/// fetch falls while it sleeps. Waking more than six hours later, it let the fetch go (a
+/// daily job runs only within six hours of its time): it never applied a return, central's
+/// and the other shops' data never reached it. It now fetches the return it missed on waking.
+#[test]
+fn m1_a_shop_asleep_at_its_fetch_time_fetches_on_waking() {
+    let w = bsoc_asleep_at_night(true, paris(27, 8, 1));
+    assert!(w.holds("BSOC", "ASOC-000001"));
+    assert!(w.holds("BSOC", "CSOC-000001"));
+    let w = bsoc_asleep_at_night(true, paris(29, 21, 30));
+    assert!(stale_alerts(&w).is_empty());
+}
+
+/// C3 and M1: a shop emits at 21:00 every day, but every fetch it tries fails: it never applies
+/// a return, its data from central grows older every day — and no alert said so, since its
+/// emissions keep coming. The person responsible is now told once its newest emission is more
+/// than `stale_after` past the first return made for it that it has not reported applied.
+#[test]
+fn c3_m1_a_shop_that_emits_but_applies_no_return_raises_an_alert() {
+    let w = bsoc_asleep_at_night(false, paris(29, 21, 30));
+    let open = stale_alerts(&w);
+    assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].key, "stale/BSOC");
     assert!(
         open[0].text.contains("applied no return"),

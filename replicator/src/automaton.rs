@@ -362,11 +362,12 @@ impl RemoteScheduler {
         {
             out.extend(self.connect(RemoteCommand::Emit(SyncMode::Deferred)));
         }
+        // A fetch missed while the machine slept is made on waking: the return waits for it.
         if self.fixed
             && self
                 .fetch_job
                 .as_mut()
-                .is_some_and(|j| j.take_due(self.zone, now_ms))
+                .is_some_and(|j| j.take_due_late(self.zone, now_ms))
         {
             out.extend(self.connect(RemoteCommand::FetchReturn));
         }

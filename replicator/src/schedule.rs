@@ -375,6 +375,17 @@ impl Daily {
 
     /// Whether the job is due at `now_ms` in `zone`; if so, it is marked as run for that date.
     pub fn take_due(&mut self, zone: Zone, now_ms: u64) -> bool {
+        self.take_due_within(zone, now_ms, DUE_WINDOW_MS)
+    }
+
+    /// [`Daily::take_due`] however late: a run missed by more than [`DUE_WINDOW_MS`] (a machine
+    /// asleep or switched off at the job's time) is made now, once — for a job that is
+    /// harmless late and must not be skipped (fetching the return that waits).
+    pub fn take_due_late(&mut self, zone: Zone, now_ms: u64) -> bool {
+        self.take_due_within(zone, now_ms, u64::MAX)
+    }
+
+    fn take_due_within(&mut self, zone: Zone, now_ms: u64, window_ms: u64) -> bool {
         let today = zone.date_at(now_ms);
         self.last_run = self.last_run_by(today);
         // The job of the previous local date may still be pending right after midnight when its
@@ -384,7 +395,7 @@ impl Daily {
                 continue;
             }
             if now_ms >= zone.instant(date, self.at)
-                && zone.instant(date, self.at) + DUE_WINDOW_MS > now_ms
+                && zone.instant(date, self.at).saturating_add(window_ms) > now_ms
             {
                 self.last_run = Some(date);
                 return true;
