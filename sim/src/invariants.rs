@@ -5,7 +5,52 @@
 
 use super::*;
 
+/// `t` as the run's day and UTC time, like `day 3 21:00 UTC`.
+fn run_time(t: u64) -> String {
+    let since = t.saturating_sub(START_MS);
+    let (day, rest) = (since / DAY, since % DAY);
+    format!(
+        "day {day} {:02}:{:02} UTC",
+        rest / HOUR,
+        rest % HOUR / MINUTE
+    )
+}
+
+/// How long a remote in service may be owed a return it has not applied (liveness).
+const OWED_FOR_AT_MOST: u64 = 3 * DAY;
+
 impl World {
+    /// Liveness, at remote `i`'s local noon: a remote that central owes a return (it processed
+    /// an emission of it that a return answers, or made a return for it) applies one within
+    /// [`OWED_FOR_AT_MOST`] — a shop that emits every day and never hears back is stuck, the
+    /// end's quiet round would hide it. Not checked at shops syncing without return. Counted from the first return owed since the last
+    /// check at which the remote had applied a newer return than at the one before.
+    pub(super) fn check_liveness(&mut self, i: usize) -> Result<(), SimError> {
+        let site = self.remotes[i].store.site().id;
+        let applied = remote::last_return_seq(&self.remotes[i].store)?;
+        // A shop syncing without return asks for one now and then (M4); a request held with
+        // its emission (its clock ahead) is superseded by its next emission, without return.
+        if self.applied_seen.insert(i, applied) != Some(applied)
+            || self.remotes[i].kind == Kind::NoReturn
+        {
+            self.owed.remove(&site);
+            return Ok(());
+        }
+        if let Some(since) = self.owed.get(&site).copied()
+            && self.now.saturating_sub(since) > OWED_FOR_AT_MOST
+        {
+            self.owed.remove(&site);
+            self.violation(format!(
+                "{} has applied no return for {} h although central owed it one since {} \
+                 (liveness)",
+                self.remotes[i].code,
+                (self.now - since) / HOUR,
+                run_time(since),
+            ));
+        }
+        Ok(())
+    }
+
     /// The quiet round, then the invariants.
     pub(super) fn finish(mut self) -> Result<Report, SimError> {
         // Users release what they hold; every site syncs twice with no fault.

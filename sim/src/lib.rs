@@ -239,6 +239,10 @@ struct Remote {
     backup: Option<Store>,
     /// The shop closed and was removed from the deployment (C4): nothing happens to it any more.
     closed: bool,
+    /// From this time on (UTC ms), the shop's machine is switched off every night from an hour
+    /// before its fixed fetch time (local) for ten hours: it wakes more than six hours after the
+    /// fetch time ([`World::awake_at`]).
+    asleep: Option<(u64, HhMm)>,
     /// Which store this is, of those the shop had (a new one at each restore, reinstall or
     /// reprovisioning): 0 for the first, then numbered across the run.
     instance: u64,
@@ -334,6 +338,9 @@ enum Event {
     /// confirmed number vouches for no stamp central never saw. The step, 0 or 1
     /// ([`World::reserved_ahead`]).
     ReservedAhead(usize, u8),
+    /// Someone at a shop syncing on demand without a host program asking every day asks for a
+    /// sync (every few days).
+    AskSync(usize),
 }
 
 impl Event {
@@ -354,7 +361,8 @@ impl Event {
             | Event::Permissions(i)
             | Event::ShopClock(i, _)
             | Event::StickRace(i, _, _)
-            | Event::ReservedAhead(i, _) => Some(i),
+            | Event::ReservedAhead(i, _)
+            | Event::AskSync(i) => Some(i),
             Event::CentralWake
             | Event::CentralPrices
             | Event::CentralClock(_)
@@ -465,6 +473,11 @@ struct World {
     refused_instances: BTreeSet<(usize, u64)>,
     /// The next store instance number ([`Remote::instance`]).
     next_instance: u64,
+    /// Liveness: since when each remote has been owed a return it has not applied (an emission
+    /// of it answered by a return was processed, or a return was made for it), by site.
+    owed: BTreeMap<SiteId, u64>,
+    /// Liveness: each remote's newest return applied, as its last check saw it.
+    applied_seen: HashMap<usize, u64>,
 }
 
 /// A remote's flows on their way. Of a remote syncing on physical media, the files left on the
@@ -520,6 +533,17 @@ impl<E: Into<SimError>> From<E> for Carry {
     }
 }
 
+/// Notes the returns `run` made as owed to their remotes since `now` (the liveness check).
+fn owe(
+    owed: &mut BTreeMap<SiteId, u64>,
+    run: &outpost_replicator::automaton::CentralRun,
+    now: u64,
+) {
+    for (site, _) in &run.returns {
+        owed.entry(*site).or_insert(now);
+    }
+}
+
 /// What became of a remote executor's run: `Ok(Some(why))` when central refused its store (R1).
 /// Any other failure is the simulation's error (the simulated network only cuts, duplicates and
 /// loses; it never refuses).
@@ -558,6 +582,9 @@ struct SimNet<'a> {
     /// Central said it does not take this site's emissions yet (its restore waits for other
     /// remotes' reports): the rest of this sync does not send the outbox again (as production).
     not_yet: bool,
+    /// The returns owed to the remotes ([`World::owed`]), and the time.
+    owed: &'a mut BTreeMap<SiteId, u64>,
+    now: u64,
 }
 
 impl SimNet<'_> {
@@ -596,7 +623,13 @@ impl SimNet<'_> {
         };
         let cmds = self.automaton.on_flow_ready(id);
         if !cmds.is_empty() {
-            run_central(self.central, self.automaton, cmds)?;
+            let run = run_central(self.central, self.automaton, cmds)?;
+            owe(self.owed, &run, self.now);
+        }
+        if outpost_replicator::flow::FlowReader::open(bytes)
+            .is_ok_and(|r| r.header().mode != SyncMode::NoReturn)
+        {
+            self.owed.entry(id.site).or_insert(self.now);
         }
         // R2: a change stamped beyond the bound ahead of central's clock is held with its
         // emission, never taken — central's own clock never ran ahead in this run, so no site
@@ -663,7 +696,7 @@ impl SimNet<'_> {
             ),
             None => None,
         };
-        self.send_outbox(store)?;
+        self.send_outbox(store, false)?;
         if let Some(h) = newest {
             let own = store.site().id;
             if h.mode == mode
@@ -678,7 +711,7 @@ impl SimNet<'_> {
         }
         let (bytes, emitted) = remote::emit(store, Vec::new(), mode, false)?;
         self.stick.outbox.push(bytes);
-        let sent = self.send_outbox(store);
+        let sent = self.send_outbox(store, true);
         if matches!(sent, Err(Carry::Cut | Carry::Deferred)) {
             self.count("emission_left_in_the_outbox");
         }
@@ -687,14 +720,18 @@ impl SimNet<'_> {
 
     /// Sends a network shop's outbox, oldest first; an emission leaves it once central holds
     /// it. A cut or a deferral stops the sending (tried again at the next sync); an emission
-    /// central refuses (R1: the store does not speak for its site) is set aside.
-    fn send_outbox(&mut self, store: &Store) -> Result<(), Carry> {
+    /// central refuses (R1: the store does not speak for its site) is set aside. `fresh`: the
+    /// outbox holds only the emission this sync has just written.
+    fn send_outbox(&mut self, store: &Store, fresh: bool) -> Result<(), Carry> {
         let site = store.site().id;
         while let Some(bytes) = self.stick.outbox.first().cloned() {
             match self.upload(site, &bytes) {
                 Ok(()) => {}
                 Err(e @ Carry::WrongStore(_)) => {
                     self.stick.outbox.remove(0);
+                    if !fresh {
+                        self.count("outbox_emission_refused");
+                    }
                     return Err(e);
                 }
                 Err(e) => return Err(e),
@@ -736,7 +773,10 @@ impl SimNet<'_> {
         let received = match central::receive(self.central, bytes, Some(site)) {
             Err(outpost_replicator::Error::WrongStore(why)) => return Err(Carry::WrongStore(why)),
             // Not yet (central's restore waits for every remote's report): sent again later.
-            Err(outpost_replicator::Error::Deferred(_)) => return Err(Carry::Deferred),
+            Err(outpost_replicator::Error::Deferred(_)) => {
+                self.count("emission_put_off");
+                return Err(Carry::Deferred);
+            }
             other => other?,
         };
         if self.fault("file_duplicated", 30) {
@@ -833,7 +873,7 @@ impl RemoteTransport for SimNet<'_> {
         }
         let mut deferred = false;
         if !self.manual && !self.not_yet {
-            match self.send_outbox(store) {
+            match self.send_outbox(store, false) {
                 Ok(()) => {}
                 Err(Carry::Deferred) => {
                     self.not_yet = true;

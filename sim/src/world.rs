@@ -136,6 +136,8 @@ impl World {
             accepted: Vec::new(),
             commit_time: HashMap::new(),
             newest_own: HashMap::new(),
+            owed: BTreeMap::new(),
+            applied_seen: HashMap::new(),
             last_commit: HashMap::new(),
             staleness: BTreeMap::new(),
             report,
@@ -325,6 +327,25 @@ impl World {
                 self.push(t, Event::Close(i));
             }
         }
+        // Now and then a shop's machine is switched off every night from some day on, asleep at
+        // its fixed fetch time ([`Remote::asleep`]): a generator of its own.
+        let mut night = crate::rng::Rng::new(self.cfg.seed ^ 0x51ee);
+        if self.cfg.faults && night.chance(100) {
+            let fixed: Vec<usize> = (0..self.remotes.len())
+                .filter(|&i| self.remotes[i].kind == Kind::Fixed)
+                .collect();
+            let from = START_MS + night.below(span);
+            if let Some(&i) = night.pick(&fixed)
+                && let Ok(Some(fetch)) = self.fetch_time(i)
+            {
+                self.remotes[i].asleep = Some((from, fetch));
+                *self
+                    .report
+                    .faults_injected
+                    .entry("machine_asleep_at_its_fetch_time".to_owned())
+                    .or_insert(0) += 1;
+            }
+        }
         // Central's disk dies once in a while; the backup put back is up to three days old.
         let mut central_restore = None;
         if self.cfg.faults && self.rng.chance(250) {
@@ -469,13 +490,53 @@ impl World {
         if let Some(job) = &r.host_sync {
             next_local = next_local.min(job.next_due(r.zone, local_now));
         }
-        let next = next_local
-            .saturating_add_signed(-r.skew_ms)
-            .max(self.now + 1);
+        let next = self.awake_at(
+            i,
+            next_local
+                .saturating_add_signed(-r.skew_ms)
+                .max(self.now + 1),
+        );
         if next != self.remotes[i].next_wake {
             self.remotes[i].next_wake = next;
             self.push(next, Event::RemoteWake(i));
         }
+    }
+
+    /// When remote `i`'s machine is awake at or after `t` (UTC ms): `t`, unless it is switched
+    /// off for the night then ([`Remote::asleep`]).
+    fn awake_at(&self, i: usize, t: u64) -> u64 {
+        let r = &self.remotes[i];
+        let Some((from, fetch)) = r.asleep else {
+            return t;
+        };
+        if t < from {
+            return t;
+        }
+        let local = t.saturating_add_signed(r.skew_ms);
+        let today = r.zone.date_at(local);
+        for day in [today.pred_opt(), Some(today)].into_iter().flatten() {
+            let off = r.zone.instant(day, fetch).saturating_sub(HOUR);
+            if (off..off + 10 * HOUR).contains(&local) {
+                return (off + 10 * HOUR).saturating_add_signed(-r.skew_ms);
+            }
+        }
+        t
+    }
+
+    /// Remote `i`'s fixed fetch time, from central's configuration.
+    fn fetch_time(&self, i: usize) -> Result<Option<HhMm>, SimError> {
+        let site = self.remotes[i].store.site().id;
+        Ok(central::config(&self.central)?.and_then(|c| {
+            c.remotes
+                .iter()
+                .find(|r| r.id == site)?
+                .sync_types
+                .iter()
+                .find_map(|t| match t {
+                    SyncType::Fixed { fetch, .. } => Some(*fetch),
+                    _ => None,
+                })
+        }))
     }
 
     pub(super) fn reschedule_central(&mut self) {
@@ -520,7 +581,10 @@ impl World {
                     let cmds = self.automaton.on_time(t);
                     self.run_central(cmds)?;
                 }
-                Event::Noon(i) => self.sample_staleness(i),
+                Event::Noon(i) => {
+                    self.sample_staleness(i);
+                    self.check_liveness(i)?;
+                }
                 Event::CentralPrices => self.central_prices()?,
                 Event::ScheduleChange(i) => self.schedule_change(i)?,
                 Event::Reinstall(i) => self.reinstall(i)?,
@@ -579,6 +643,18 @@ impl World {
                 Event::RemoveAgain(i) => self.remove_again(i)?,
                 Event::StickRace(i, step, edit_first) => self.stick_race(i, step, edit_first)?,
                 Event::ReservedAhead(i, step) => self.reserved_ahead(i, step)?,
+                Event::AskSync(i) => {
+                    let (r, mut net) = self.net(i);
+                    let run = r.executor.request_sync(
+                        &r.store,
+                        &mut net,
+                        SyncAsk::Immediate { wait_ms: None },
+                    )?;
+                    if let Some(why) = carried(run)? {
+                        self.reprovision_refused(i, &why)?;
+                    }
+                    self.reschedule_remote(i);
+                }
                 Event::ShopClock(i, skew_ms) => {
                     self.shop_clock_ahead(i, skew_ms, "shop_clock_follows_central_ahead");
                     self.reschedule_remote(i);
@@ -628,6 +704,7 @@ impl World {
             central_clock,
             central_was_ahead,
             now,
+            owed,
             ..
         } = self;
         let r = &mut remotes[i];
@@ -646,6 +723,8 @@ impl World {
             central_now_ms: central_clock.now_ms(),
             watch_ahead: !*central_was_ahead,
             not_yet: false,
+            owed,
+            now: *now,
         };
         (r, net)
     }
@@ -694,7 +773,8 @@ impl World {
 
     pub(super) fn run_central(&mut self, commands: Vec<Command>) -> Result<(), SimError> {
         if !commands.is_empty() {
-            run_central(&self.central, &mut self.automaton, commands)?;
+            let run = run_central(&self.central, &mut self.automaton, commands)?;
+            crate::owe(&mut self.owed, &run, self.now);
         }
         Ok(())
     }
@@ -1128,6 +1208,10 @@ impl World {
             zone,
             paris.instant(day, hhmm(0, 30 + self.rng.below(30))) + DAY,
         );
+        // Now and then central switches the shop to syncs on demand only (C6): a generator of
+        // its own.
+        let mut demand = crate::rng::Rng::new(self.cfg.seed ^ 0x0dd0 ^ self.now);
+        let on_demand = self.cfg.faults && demand.chance(300);
         let types = vec![
             SyncType::Fixed { emission, fetch },
             SyncType::Immediate { wait_ms: MINUTE },
@@ -1146,7 +1230,37 @@ impl World {
             return Ok(());
         }
         if self.rng.chance(500) {
+            if on_demand && let Some(r) = config.remotes.get_mut(pos) {
+                r.sync_types = vec![SyncType::Immediate { wait_ms: MINUTE }];
+            }
             central::set_config(&self.central, &config)?;
+            if on_demand {
+                self.automaton
+                    .reconfigure(&config)
+                    .map_err(|e| bad(&e.to_string()))?;
+                let r = &mut self.remotes[i];
+                r.kind = Kind::Immediate;
+                // Half the time its host program asks for a sync every day; otherwise someone
+                // asks for one every five days.
+                if r.host_sync.is_none() {
+                    if demand.chance(500) {
+                        r.host_sync =
+                            Some(Daily::new(hhmm(17 + demand.below(3), demand.below(60))));
+                    } else {
+                        let end = START_MS + u64::from(self.cfg.days) * DAY;
+                        let mut t = self.now + 5 * DAY + demand.below(HOUR);
+                        while t < end {
+                            self.push(t, Event::AskSync(i));
+                            t += 5 * DAY;
+                        }
+                    }
+                }
+                *self
+                    .report
+                    .faults_injected
+                    .entry("switched_to_syncs_on_demand".to_owned())
+                    .or_insert(0) += 1;
+            }
         } else {
             // C6: a local admin's edit, overwritten by the next return.
             let text = types
@@ -1646,6 +1760,7 @@ fn set_up_remote(
         bootstrap: bytes,
         backup: None,
         closed: false,
+        asleep: None,
         instance: 0,
     })
 }

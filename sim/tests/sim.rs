@@ -115,16 +115,19 @@ fn r1_seed_52811_a_shop_restored_with_central_numbering_past_its_lost_changes_is
     a_restored_shop_is_refused(5, 3, 52811, CARRIES);
 }
 
-/// The same with the renumbered change not travelling: written over before the first sync, or
-/// held back by a till that reserved its document (R7). Found as seed 20745 (held back; 8 × 20
-/// days): without the stamps of such commits in `unsent`, S004 and S009 kept records differently
-/// from central and a write was lost (silent divergence). In this run S003 is refused for it;
-/// with the stamps' check switched off (a temporary switch), S005 and S006 kept POS receipts no
-/// other store had. The written-over case alone is also the reliability test
+/// The same with the renumbered change not travelling: written over, or held back by a till
+/// that reserved its document (R7). Found as seed 20745 (held back; 8 × 20 days): without the
+/// stamps of such commits in `unsent`, S004 and S009 kept records differently from central and
+/// a write was lost (silent divergence). The simulator's draws have changed since (seed 52543
+/// drew it until a shop's missed fetch was made on waking); in this run S003 is refused for it
+/// (found by a scan of seeds 50,000–57,600). With the stamps' check switched off (a temporary
+/// switch), the store is refused all the same, for lacking changes of its own another shop
+/// reported holding; no seed of 60,000–89,999 (`--sites 5 --days 3`) diverged with the check
+/// off. The case the check alone catches is the reliability test
 /// `r1_a_shop_restored_from_its_own_backup_whose_renumbered_change_was_written_over_before_it_synced_is_still_refused_by_its_stamp`.
 #[test]
-fn r1_seed_52543_a_restored_shop_s_renumbered_change_that_does_not_travel_is_refused() {
-    a_restored_shop_is_refused(5, 3, 52543, NAMES_UNSENT);
+fn r1_seed_56578_a_restored_shop_s_renumbered_change_that_does_not_travel_is_refused() {
+    a_restored_shop_is_refused(5, 3, 56578, NAMES_UNSENT);
 }
 
 /// Central is restored from a backup, backed up, lost again and that backup put back, then the
@@ -513,23 +516,26 @@ fn r1_seed_12038_central_put_back_from_its_backup_gives_no_key_twice() {
 
 /// Central and S003 lose their disks; S003's store, put back from its backup while central
 /// waits for every shop's report, sends its first emission and central puts it off. It waits in
-/// the shop's outbox, as production's does, and goes again at the next sync: refused then for
+/// the shop's outbox, as production's does, and goes again at a later sync: refused then for
 /// lacking a change of its own another shop reported holding, and the site reprovisioned.
-/// (Until 2026-12-06 the simulator dropped the emission put off; this seed then drew a shop
-/// opened after central's backup whose bootstrap's stamps (`tips`) caught S003's renumbered
-/// commit — that case is now the reliability test
-/// `r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_its_bootstrap`,
-/// the simulator no longer drawing it in the sweeps of docs/TESTING.md.)
+/// (Until 2026-12-06 the simulator dropped the emission put off; the seed then pinned drew a
+/// shop opened after central's backup whose bootstrap's stamps (`tips`) caught S003's
+/// renumbered commit — that case is now the reliability test
+/// `r1_a_shop_restored_with_central_is_refused_by_the_stamps_a_shop_holds_from_its_bootstrap`.
+/// Seed 50402 drew this case until a shop's missed fetch was made on waking, which changed the
+/// draws; 50065 draws it now, found by a scan of seeds 50,000–57,600.)
 #[test]
-fn r1_seed_50402_a_restored_shop_s_first_emission_put_off_waits_in_its_outbox_and_is_refused() {
+fn r1_seed_50065_a_restored_shop_s_first_emission_put_off_waits_in_its_outbox_and_is_refused() {
     let report = pinned(
-        (5, 3, 50402),
+        (5, 3, 50065),
         &[
             "central_restored_from_old_backup",
             "restored_from_old_backup",
             "reprovisioned_after_refusal",
+            "outbox_emission_refused",
         ],
     );
+    assert!(report.faults_injected["emission_put_off"] >= 1);
     assert!(
         report
             .refused_stores
@@ -741,4 +747,28 @@ fn j4_the_picture_has_a_staleness_panel_with_one_series_per_remote() {
         2 * closing - svg.matches("/>").count(),
         "balanced tags"
     );
+}
+
+/// M1 and the liveness check: S005, a shop syncing at fixed times, has its machine switched off
+/// every night from an hour before its fetch time for ten hours. Waking more than six hours
+/// past the fetch time, it let the fetch go (a daily job ran only within six hours of its
+/// time) and never applied another return; the end's quiet round brought it level, so no
+/// sweep saw it. With the missed fetch made on waking switched off (a temporary switch), this
+/// run fails the liveness check: "S005 has applied no return for 94 h although central owed it
+/// one"; so did 6 of `--sites 5 --days 40` seeds 1–200.
+#[test]
+fn m1_seed_8_a_shop_asleep_at_its_fetch_time_applies_its_return_on_waking() {
+    pinned((5, 8, 8), &["machine_asleep_at_its_fetch_time"]);
+}
+
+/// C6, M1 and the liveness check: central switches S005, a shop syncing at fixed times, to
+/// syncs on demand only; no host program asks it for one every day (someone does every five
+/// days). It learns its new schedule from its next return — and with a fixed-time emission of
+/// a shop no longer on a fixed schedule answered by no return (a temporary switch), it kept
+/// emitting every evening unanswered and this run fails the liveness check ("S005 has applied
+/// no return for 79 h"; so did 5 of `--sites 5 --days 40` seeds 1–200). Also
+/// `c6_m1_a_shop_switched_from_fixed_times_to_immediate_syncs_still_gets_a_return`.
+#[test]
+fn c6_seed_506_a_shop_switched_to_syncs_on_demand_gets_the_return_that_tells_it() {
+    pinned((5, 8, 506), &["switched_to_syncs_on_demand"]);
 }
