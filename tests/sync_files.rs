@@ -1371,3 +1371,71 @@ fn j1_an_emission_whose_bytes_cannot_be_written_out_keeps_its_reports() {
     let (_, next) = d.emit_and_process(&d.bsoc, SyncMode::Immediate);
     assert_eq!(next.seq, 2, "the failed one took no number");
 }
+
+/// S4: two threads of a host program write emission files of the same shop into the same
+/// directory at once. Both wrote under one temporary name: one renamed the other's file away
+/// (possibly half-written) and the other failed with "No such file or directory" — its
+/// emission recorded as made, its file never written (central then reports it missing). Each
+/// writer now has a temporary name of its own, and an attempt refused (a number the other
+/// thread took meanwhile, `NumberTaken`: tried again) leaves no temporary file behind.
+#[test]
+fn s4_two_emission_files_written_at_once_into_one_directory_are_both_whole() {
+    let d = Deployment::new();
+    d.bsoc
+        .write(|tx| {
+            for n in 0..2_000 {
+                tx.set(
+                    "customers",
+                    &format!("BSOC-{n:06}"),
+                    "name",
+                    format!("a customer of the shop, number {n}").as_str(),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let usb = d.usb();
+    let mut written = Vec::new();
+    for _ in 0..10 {
+        // A number taken meanwhile by the other thread is refused: the host program tries again.
+        let emit = || loop {
+            match files::emit_to(&d.bsoc, &usb, SyncMode::NoReturn) {
+                Err(Error::NumberTaken(_)) => continue,
+                other => break other.map(|(path, _)| path),
+            }
+        };
+        let paths: Vec<std::path::PathBuf> = std::thread::scope(|s| {
+            let a = s.spawn(emit);
+            let b = s.spawn(emit);
+            [a.join().unwrap(), b.join().unwrap()]
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        });
+        written.extend(paths);
+    }
+    // Nothing else is left in the directory: no temporary file of a refused attempt.
+    let mut in_dir: Vec<_> = std::fs::read_dir(&usb)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("emission")
+        })
+        .collect();
+    in_dir.sort();
+    let mut expected = written.clone();
+    expected.sort();
+    assert_eq!(in_dir, expected);
+    for path in &written {
+        let received = files::receive_from(&d.asoc, path, Some(BSOC));
+        assert!(
+            matches!(received, Ok(Received::Ready { .. })),
+            "{}: {received:?}",
+            path.display()
+        );
+    }
+}

@@ -17,17 +17,35 @@ pub fn file_name(kind: &str, id: FlowId) -> String {
     format!("{kind}-{id}.outpost")
 }
 
+/// A temporary name in `dir` for a file being written, `<stem>.<process>-<n>.pending`: of its
+/// own to each writer, threads and processes alike — two writers under one name would write
+/// into the same file, and one would rename the other's half-written bytes into place.
+pub fn temp_path(dir: &Path, stem: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!("{stem}.{}-{n}.pending", std::process::id()))
+}
+
 fn write_whole<T>(
     path: &Path,
     f: impl FnOnce(BufWriter<File>) -> Result<(BufWriter<File>, T)>,
 ) -> Result<T> {
     let tmp = path.with_extension("partial");
     let file = File::create(&tmp)?;
-    let (mut w, out) = f(BufWriter::new(file))?;
-    w.flush()?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    drop(file);
+    let written = f(BufWriter::new(file)).and_then(|(mut w, out)| {
+        w.flush()?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(out)
+    });
+    let out = match written {
+        Ok(out) => out,
+        Err(e) => {
+            // Nothing of a refused or failed write is left behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent()
         && let Ok(d) = File::open(dir)
@@ -40,7 +58,7 @@ fn write_whole<T>(
 
 /// Remote: writes an emission file into `dir` (manual emission).
 pub fn emit_to(store: &Store, dir: &Path, mode: SyncMode) -> Result<(PathBuf, Emitted)> {
-    let tmp = dir.join(format!("emission-{}.pending", store.site().id));
+    let tmp = temp_path(dir, &format!("emission-{}", store.site().id));
     let emitted = write_whole(&tmp, |w| {
         let (w, e) = remote::emit(store, w, mode, true)?;
         Ok((w, e))
@@ -57,7 +75,7 @@ pub fn receive_from(store: &Store, path: &Path, sender: Option<SiteId>) -> Resul
 
 /// Central: writes the return for `remote` into `dir`.
 pub fn return_to(store: &Store, remote: SiteId, dir: &Path) -> Result<(PathBuf, Built)> {
-    let tmp = dir.join(format!("return-{remote}.pending"));
+    let tmp = temp_path(dir, &format!("return-{remote}"));
     let built = write_whole(&tmp, |w| central::build_return(store, remote, w, true))?;
     let path = dir.join(file_name("return", built.id));
     std::fs::rename(&tmp, &path)?;
@@ -76,7 +94,7 @@ pub fn bootstrap_with_to(
     dir: &Path,
     first_start: &std::collections::BTreeMap<String, String>,
 ) -> Result<(PathBuf, Built)> {
-    let tmp = dir.join(format!("bootstrap-{remote}.pending"));
+    let tmp = temp_path(dir, &format!("bootstrap-{remote}"));
     let built = write_whole(&tmp, |w| {
         central::write_bootstrap_with(store, remote, w, true, first_start)
     })?;
