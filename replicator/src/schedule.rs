@@ -390,18 +390,29 @@ impl Daily {
         self.last_run = self.last_run_by(today);
         // The job of the previous local date may still be pending right after midnight when its
         // instant moved past midnight; consider both dates.
-        for date in [today.pred_opt(), Some(today)].into_iter().flatten() {
-            if self.last_run.is_some_and(|d| d >= date) {
-                continue;
+        let due: Vec<NaiveDate> = [today.pred_opt(), Some(today)]
+            .into_iter()
+            .flatten()
+            .filter(|date| self.last_run.is_none_or(|d| d < *date))
+            .filter(|date| {
+                let at = zone.instant(*date, self.at);
+                now_ms >= at && at.saturating_add(window_ms) > now_ms
+            })
+            .collect();
+        // Within the window, the older date's run first (yesterday's late job, then today's);
+        // however late, one run stands for both.
+        let run = if window_ms == u64::MAX {
+            due.last()
+        } else {
+            due.first()
+        };
+        match run {
+            Some(date) => {
+                self.last_run = Some(*date);
+                true
             }
-            if now_ms >= zone.instant(date, self.at)
-                && zone.instant(date, self.at).saturating_add(window_ms) > now_ms
-            {
-                self.last_run = Some(date);
-                return true;
-            }
+            None => false,
         }
-        false
     }
 
     /// The next instant at which the job will be due, after `now_ms`.
@@ -422,7 +433,8 @@ impl Daily {
 }
 
 /// How late a daily job may still run (a process that was down at its time catches up within
-/// this window rather than running a stale job hours later).
+/// this window rather than running a stale job hours later): a remote's emission and central's
+/// common return. A remote's fetch is made however late ([`Daily::take_due_late`]).
 pub const DUE_WINDOW_MS: u64 = 6 * 3_600_000;
 
 #[cfg(test)]
@@ -448,6 +460,26 @@ mod tests {
         assert!(job.take_due(z, ms("2026-12-05T20:00:30Z")));
         assert!(job.take_due(z, ms("2026-12-06T20:00:30Z")));
         assert!(!job.take_due(z, ms("2026-12-06T20:30:00Z")));
+    }
+
+    /// M1: a fetch missed while the machine slept, which wakes after today's fetch time too:
+    /// one fetch stands for both days' — yesterday's taken first, today's a minute later, made
+    /// a second connection (and, central out of reach, a second failure and a longer wait).
+    #[test]
+    fn m1_a_fetch_missed_for_two_days_is_made_once_on_waking() {
+        let z: Zone = "Europe/Paris".parse().unwrap();
+        let mut job = Daily::new("01:00".parse().unwrap());
+        assert!(job.take_due_late(z, ms("2026-12-03T00:01:00Z")));
+        // Asleep from then until 2026-12-05 10:00 Paris: the 4th's and the 5th's fetches missed.
+        assert!(job.take_due_late(z, ms("2026-12-05T09:00:00Z")));
+        assert!(!job.take_due_late(z, ms("2026-12-05T09:01:00Z")));
+        assert_eq!(
+            job.next_due(z, ms("2026-12-05T09:01:00Z")),
+            ms("2026-12-06T00:00:00Z")
+        );
+        // The next day's on time, and not again.
+        assert!(job.take_due_late(z, ms("2026-12-06T00:00:10Z")));
+        assert!(!job.take_due_late(z, ms("2026-12-06T05:00:00Z")));
     }
 
     #[test]

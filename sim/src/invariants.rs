@@ -23,23 +23,49 @@ impl World {
     /// Liveness, at remote `i`'s local noon: a remote that central owes a return (it processed
     /// an emission of it that a return answers, or made a return for it) applies one within
     /// [`OWED_FOR_AT_MOST`] — a shop that emits every day and never hears back is stuck, the
-    /// end's quiet round would hide it. Not checked at shops syncing without return. Counted from the first return owed since the last
-    /// check at which the remote had applied a newer return than at the one before.
+    /// end's quiet round would hide it. Not checked at shops syncing without return, nor at a
+    /// shop that syncs only when someone asks. A return applied settles what was owed when it
+    /// was made.
     pub(super) fn check_liveness(&mut self, i: usize) -> Result<(), SimError> {
         let site = self.remotes[i].store.site().id;
         let applied = remote::last_return_seq(&self.remotes[i].store)?;
+        let live = &mut self.liveness;
+        let seen = live.applied_seen.insert(i, applied);
         // A shop syncing without return asks for one now and then (M4); a request held with
         // its emission (its clock ahead) is superseded by its next emission, without return.
-        if self.applied_seen.insert(i, applied) != Some(applied)
-            || self.remotes[i].kind == Kind::NoReturn
-        {
-            self.owed.remove(&site);
+        // A shop that syncs only when someone asks (no fixed time, no host program asking
+        // daily) fetches a return its wait missed at the next ask, days later (A3).
+        let on_demand = self.remotes[i].host_sync.is_none()
+            && !self.remotes[i]
+                .executor
+                .schedule()
+                .sync_types
+                .iter()
+                .any(|t| matches!(t, SyncType::Fixed { .. }));
+        if self.remotes[i].kind == Kind::NoReturn || on_demand {
+            live.owed.remove(&site);
             return Ok(());
         }
-        if let Some(since) = self.owed.get(&site).copied()
+        if seen != Some(applied) {
+            // A newer return applied settles what was owed when it was made (a return made by
+            // a path not watched here settles everything).
+            let made = live.made.get(&(site, applied)).copied();
+            if made.is_none_or(|m| live.owed.get(&site).is_none_or(|since| m >= *since)) {
+                live.owed.remove(&site);
+            }
+            let settled: Vec<(SiteId, u64)> = live
+                .made
+                .range((site, 0)..=(site, applied))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in settled {
+                live.made.remove(&k);
+            }
+        }
+        if let Some(since) = live.owed.get(&site).copied()
             && self.now.saturating_sub(since) > OWED_FOR_AT_MOST
         {
-            self.owed.remove(&site);
+            live.owed.remove(&site);
             self.violation(format!(
                 "{} has applied no return for {} h although central owed it one since {} \
                  (liveness)",

@@ -240,9 +240,9 @@ struct Remote {
     /// The shop closed and was removed from the deployment (C4): nothing happens to it any more.
     closed: bool,
     /// From this time on (UTC ms), the shop's machine is switched off every night from an hour
-    /// before its fixed fetch time (local) for ten hours: it wakes more than six hours after the
-    /// fetch time ([`World::awake_at`]).
-    asleep: Option<(u64, HhMm)>,
+    /// before its fixed fetch time (local, as its executor follows it) for ten hours: it wakes
+    /// more than six hours after the fetch time ([`World::awake_at`]).
+    asleep: Option<u64>,
     /// Which store this is, of those the shop had (a new one at each restore, reinstall or
     /// reprovisioning): 0 for the first, then numbered across the run.
     instance: u64,
@@ -473,11 +473,31 @@ struct World {
     refused_instances: BTreeSet<(usize, u64)>,
     /// The next store instance number ([`Remote::instance`]).
     next_instance: u64,
-    /// Liveness: since when each remote has been owed a return it has not applied (an emission
-    /// of it answered by a return was processed, or a return was made for it), by site.
+    /// What the liveness check keeps ([`World::check_liveness`]).
+    liveness: Liveness,
+}
+
+/// The liveness check's bookkeeping.
+#[derive(Default)]
+struct Liveness {
+    /// Since when each remote has been owed a return it has not applied (an emission of it that
+    /// a return answers was processed, or a return was made for it), by site.
     owed: BTreeMap<SiteId, u64>,
-    /// Liveness: each remote's newest return applied, as its last check saw it.
+    /// When each return was made: (remote, the return's number) → time; those a remote has
+    /// applied, or that an applied one follows, are forgotten.
+    made: BTreeMap<(SiteId, u64), u64>,
+    /// Each remote's newest return applied, as its last check saw it.
     applied_seen: HashMap<usize, u64>,
+}
+
+impl Liveness {
+    /// The returns `run` made, owed to their remotes since `now`.
+    fn returns_made(&mut self, run: &outpost_replicator::automaton::CentralRun, now: u64) {
+        for (site, id) in &run.returns {
+            self.owed.entry(*site).or_insert(now);
+            self.made.insert((*site, id.seq), now);
+        }
+    }
 }
 
 /// A remote's flows on their way. Of a remote syncing on physical media, the files left on the
@@ -533,17 +553,6 @@ impl<E: Into<SimError>> From<E> for Carry {
     }
 }
 
-/// Notes the returns `run` made as owed to their remotes since `now` (the liveness check).
-fn owe(
-    owed: &mut BTreeMap<SiteId, u64>,
-    run: &outpost_replicator::automaton::CentralRun,
-    now: u64,
-) {
-    for (site, _) in &run.returns {
-        owed.entry(*site).or_insert(now);
-    }
-}
-
 /// What became of a remote executor's run: `Ok(Some(why))` when central refused its store (R1).
 /// Any other failure is the simulation's error (the simulated network only cuts, duplicates and
 /// loses; it never refuses).
@@ -582,8 +591,8 @@ struct SimNet<'a> {
     /// Central said it does not take this site's emissions yet (its restore waits for other
     /// remotes' reports): the rest of this sync does not send the outbox again (as production).
     not_yet: bool,
-    /// The returns owed to the remotes ([`World::owed`]), and the time.
-    owed: &'a mut BTreeMap<SiteId, u64>,
+    /// The returns owed to the remotes ([`World::check_liveness`]), and the time.
+    liveness: &'a mut Liveness,
     now: u64,
 }
 
@@ -624,12 +633,16 @@ impl SimNet<'_> {
         let cmds = self.automaton.on_flow_ready(id);
         if !cmds.is_empty() {
             let run = run_central(self.central, self.automaton, cmds)?;
-            owe(self.owed, &run, self.now);
+            self.liveness.returns_made(&run, self.now);
         }
-        if outpost_replicator::flow::FlowReader::open(bytes)
-            .is_ok_and(|r| r.header().mode != SyncMode::NoReturn)
+        // Owed a return unless it asked for none, or central holds it (a clock ahead: its
+        // next emission supersedes it).
+        let held = journal::row(self.central, id)?.is_none_or(|r| !matches!(r.hold, Hold::None));
+        if !held
+            && outpost_replicator::flow::FlowReader::open(bytes)
+                .is_ok_and(|r| r.header().mode != SyncMode::NoReturn)
         {
-            self.owed.entry(id.site).or_insert(self.now);
+            self.liveness.owed.entry(id.site).or_insert(self.now);
         }
         // R2: a change stamped beyond the bound ahead of central's clock is held with its
         // emission, never taken — central's own clock never ran ahead in this run, so no site

@@ -136,8 +136,7 @@ impl World {
             accepted: Vec::new(),
             commit_time: HashMap::new(),
             newest_own: HashMap::new(),
-            owed: BTreeMap::new(),
-            applied_seen: HashMap::new(),
+            liveness: Liveness::default(),
             last_commit: HashMap::new(),
             staleness: BTreeMap::new(),
             report,
@@ -335,10 +334,8 @@ impl World {
                 .filter(|&i| self.remotes[i].kind == Kind::Fixed)
                 .collect();
             let from = START_MS + night.below(span);
-            if let Some(&i) = night.pick(&fixed)
-                && let Ok(Some(fetch)) = self.fetch_time(i)
-            {
-                self.remotes[i].asleep = Some((from, fetch));
+            if let Some(&i) = night.pick(&fixed) {
+                self.remotes[i].asleep = Some(from);
                 *self
                     .report
                     .faults_injected
@@ -506,37 +503,35 @@ impl World {
     /// off for the night then ([`Remote::asleep`]).
     fn awake_at(&self, i: usize, t: u64) -> u64 {
         let r = &self.remotes[i];
-        let Some((from, fetch)) = r.asleep else {
+        let fetch = r
+            .executor
+            .schedule()
+            .sync_types
+            .iter()
+            .find_map(|t| match t {
+                SyncType::Fixed { fetch, .. } => Some(*fetch),
+                _ => None,
+            });
+        let (Some(from), Some(fetch)) = (r.asleep, fetch) else {
             return t;
         };
         if t < from {
             return t;
         }
+        let zone = r.executor.schedule().zone;
         let local = t.saturating_add_signed(r.skew_ms);
-        let today = r.zone.date_at(local);
-        for day in [today.pred_opt(), Some(today)].into_iter().flatten() {
-            let off = r.zone.instant(day, fetch).saturating_sub(HOUR);
+        let today = zone.date_at(local);
+        // The night before a fetch just after midnight starts the day before.
+        for day in [today.pred_opt(), Some(today), today.succ_opt()]
+            .into_iter()
+            .flatten()
+        {
+            let off = zone.instant(day, fetch).saturating_sub(HOUR);
             if (off..off + 10 * HOUR).contains(&local) {
                 return (off + 10 * HOUR).saturating_add_signed(-r.skew_ms);
             }
         }
         t
-    }
-
-    /// Remote `i`'s fixed fetch time, from central's configuration.
-    fn fetch_time(&self, i: usize) -> Result<Option<HhMm>, SimError> {
-        let site = self.remotes[i].store.site().id;
-        Ok(central::config(&self.central)?.and_then(|c| {
-            c.remotes
-                .iter()
-                .find(|r| r.id == site)?
-                .sync_types
-                .iter()
-                .find_map(|t| match t {
-                    SyncType::Fixed { fetch, .. } => Some(*fetch),
-                    _ => None,
-                })
-        }))
     }
 
     pub(super) fn reschedule_central(&mut self) {
@@ -704,7 +699,7 @@ impl World {
             central_clock,
             central_was_ahead,
             now,
-            owed,
+            liveness,
             ..
         } = self;
         let r = &mut remotes[i];
@@ -723,7 +718,7 @@ impl World {
             central_now_ms: central_clock.now_ms(),
             watch_ahead: !*central_was_ahead,
             not_yet: false,
-            owed,
+            liveness,
             now: *now,
         };
         (r, net)
@@ -774,7 +769,7 @@ impl World {
     pub(super) fn run_central(&mut self, commands: Vec<Command>) -> Result<(), SimError> {
         if !commands.is_empty() {
             let run = run_central(&self.central, &mut self.automaton, commands)?;
-            crate::owe(&mut self.owed, &run, self.now);
+            self.liveness.returns_made(&run, self.now);
         }
         Ok(())
     }
