@@ -457,6 +457,8 @@ struct World {
     /// The generator of the faults of files carried by hand (late files): the rest of the run
     /// draws from `rng` as it did before they were simulated.
     files_rng: Rng,
+    /// The generator of the operator's imports at central ([`SimNet::upload`]).
+    imports_rng: Rng,
     /// Each manual remote's files on their way by hand, late (by remote index).
     sticks: HashMap<usize, Stick>,
     /// The shop and the customer of the sequence under way ([`Event::StickRace`]); `None` once
@@ -581,6 +583,7 @@ struct SimNet<'a> {
     manual: bool,
     code: String,
     files_rng: &'a mut Rng,
+    imports_rng: &'a mut Rng,
     stick: &'a mut Stick,
     /// Central's clock now (UTC ms), and whether to watch that central takes no change stamped
     /// beyond its bound ahead of it (R2): not once central's own clock has run ahead in the run.
@@ -631,18 +634,28 @@ impl SimNet<'_> {
             Vec::new()
         };
         let cmds = self.automaton.on_flow_ready(id);
+        let mut answered = false;
         if !cmds.is_empty() {
             let run = run_central(self.central, self.automaton, cmds)?;
             self.liveness.returns_made(&run, self.now);
+            answered = run.returns.iter().any(|(site, _)| *site == id.site);
         }
         // Owed a return unless it asked for none, or central holds it (a clock ahead: its
-        // next emission supersedes it).
-        let held = journal::row(self.central, id)?.is_none_or(|r| !matches!(r.hold, Hold::None));
-        if !held
-            && outpost_replicator::flow::FlowReader::open(bytes)
-                .is_ok_and(|r| r.header().mode != SyncMode::NoReturn)
-        {
+        // next emission supersedes it) or refused it.
+        let row = journal::row(self.central, id)?;
+        let held = row
+            .as_ref()
+            .is_none_or(|r| !matches!(r.hold, Hold::None) || r.error.is_some());
+        let mode = outpost_replicator::flow::FlowReader::open(bytes).map(|r| r.header().mode);
+        if !held && mode.as_ref().is_ok_and(|m| *m != SyncMode::NoReturn) {
             self.liveness.owed.entry(id.site).or_insert(self.now);
+        }
+        // M2, A3: an immediate sync's emission is answered at once.
+        if !held && mode.is_ok_and(|m| m == SyncMode::Immediate) && !answered {
+            self.report.violations.push(format!(
+                "{}'s immediate emission {id} was processed and answered by no return (M2)",
+                self.code
+            ));
         }
         // R2: a change stamped beyond the bound ahead of central's clock is held with its
         // emission, never taken — central's own clock never ran ahead in this run, so no site
@@ -801,7 +814,18 @@ impl SimNet<'_> {
             }
         }
         if let Received::Ready { id, .. } = received {
-            if self.fault("central_crash_mid_apply", 20) {
+            // Now and then the operator's `central import`, run inside the daemon, processes
+            // every emission waiting before the automaton gets to this one: a generator of its
+            // own.
+            let imported = self.faults && self.imports_rng.chance(30);
+            if imported {
+                central::process_ready(self.central)?;
+                self.count("emission_processed_by_an_import");
+            }
+            // (Drawn either way, so that an import changes no other draw.)
+            let crash = self.faults && self.rng.chance(20);
+            if crash && !imported {
+                self.count("central_crash_mid_apply");
                 // Processing starts and the process dies before it commits; the restarted
                 // automaton's sweep redoes it.
                 central::begin_processing(self.central, id)?;
@@ -908,6 +932,10 @@ impl RemoteTransport for SimNet<'_> {
             }));
         };
         if self.fault("return_lost", 40) {
+            // The network's doing, not the system's: the liveness count starts again.
+            if let Some(since) = self.liveness.owed.get_mut(&store.site().id) {
+                *since = self.now;
+            }
             return Ok(None);
         }
         let answers = journal::row(self.central, id)?

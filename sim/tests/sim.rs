@@ -772,3 +772,17 @@ fn m1_seed_8_a_shop_asleep_at_its_fetch_time_applies_its_return_on_waking() {
 fn c6_seed_506_a_shop_switched_to_syncs_on_demand_gets_the_return_that_tells_it() {
     pinned((5, 8, 506), &["switched_to_syncs_on_demand"]);
 }
+
+/// M2 and A3: the operator's `central import`, run inside the daemon, processes every emission
+/// waiting — a network shop's immediate emission just uploaded too — before the automaton
+/// gets to it. The automaton then skipped it as processed and asked no return for it. The
+/// simulator now plays such imports and checks that an immediate emission is answered by a
+/// return at once; with the fix switched off (a temporary switch), S005's immediate emission
+/// 05-000003 of this run "was processed and answered by no return", and 186 of
+/// `--sites 5 --days 40` seeds 1–200 failed so. Also
+/// `m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_return`.
+#[test]
+fn m2_seed_2_an_immediate_emission_processed_by_an_import_still_gets_its_return() {
+    let report = pinned((5, 3, 2), &[]);
+    assert!(report.faults_injected["emission_processed_by_an_import"] >= 1);
+}
