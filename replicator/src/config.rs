@@ -524,6 +524,37 @@ pub struct RemoteSchedule {
 }
 
 impl RemoteSchedule {
+    /// What of `settings` can be read, and what cannot (each with why): the zone UTC when its
+    /// name is unknown, the sync types that parse. A remote follows it rather than stop
+    /// syncing (C6: a setting of a newer central, a time zone its database lacks) — until its
+    /// settings are set right, by a return or a local admin.
+    pub fn readable(settings: &BTreeMap<String, String>) -> (Self, Vec<String>) {
+        let mut unread = Vec::new();
+        let zone = match settings.get("time_zone") {
+            None => Zone::UTC,
+            Some(name) => name
+                .parse()
+                .unwrap_or_else(|e: crate::schedule::UnknownZone| {
+                    unread.push(format!("{e}; UTC followed"));
+                    Zone::UTC
+                }),
+        };
+        let mut sync_types = Vec::new();
+        for t in settings
+            .get("sync_types")
+            .map(String::as_str)
+            .unwrap_or_default()
+            .split(';')
+            .filter(|t| !t.trim().is_empty())
+        {
+            match t.parse::<SyncType>() {
+                Ok(st) => sync_types.push(st),
+                Err(e) => unread.push(format!("sync type {:?}: {e}", t.trim())),
+            }
+        }
+        (RemoteSchedule { zone, sync_types }, unread)
+    }
+
     /// Parses the settings a remote received (or a local admin set, C6).
     pub fn from_settings(settings: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let zone: Zone = settings

@@ -179,12 +179,12 @@ impl RemoteExecutor {
     /// fixed-time emission made before a restart is read back from the remote's log, so it is
     /// not made again (M1).
     pub fn new(store: &Store) -> Result<Self> {
-        let schedule = schedule_of(store)?.map_err(|e| {
-            Error::Refused(format!(
-                "this site's settings hold no valid schedule ({e}): set them again \
-                 (outpost remote set-setting) or wait for central's next return"
-            ))
-        })?;
+        // Settings it cannot read (a newer central's): it follows what of them it can, and
+        // keeps syncing — the return that sets them right comes only so.
+        let schedule = match schedule_of(store)? {
+            Ok(s) => s,
+            Err(_) => RemoteSchedule::readable(&remote::settings(store)?).0,
+        };
         let mut scheduler = RemoteScheduler::new(&schedule);
         // What the executor recorded; a store from before it did reads its log, where any
         // deferred emission (a manual one too) stands for it.
@@ -262,9 +262,24 @@ impl RemoteExecutor {
             }
             Err(e) => {
                 if self.bad_settings.as_ref() != Some(&e) {
+                    let (_, unread) = RemoteSchedule::readable(&remote::settings(store)?);
+                    let types: Vec<String> = self
+                        .schedule
+                        .sync_types
+                        .iter()
+                        .map(SyncType::to_string)
+                        .collect();
                     notes.push(format!(
-                        "this site's settings hold no valid schedule ({e}): the previous one \
-                         goes on until they are set right"
+                        "this site's settings hold what it cannot read ({}): it follows {} ({}) \
+                         until they are set right, by central's next return or `outpost remote \
+                         set-setting`",
+                        unread.join("; "),
+                        if types.is_empty() {
+                            "syncs asked for only".to_owned()
+                        } else {
+                            types.join("; ")
+                        },
+                        self.schedule.zone
                     ));
                     self.bad_settings = Some(e);
                 }

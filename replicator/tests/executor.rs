@@ -288,3 +288,57 @@ fn s2_the_pause_after_an_unreachable_central_doubles_once_per_attempt() {
         ]
     );
 }
+
+/// C6 across versions: settings this remote's build cannot read — a sync type of a newer
+/// central, a time zone its time-zone database lacks (stood for here by a bootstrap's
+/// first-start settings, which central does not check) — made `RemoteExecutor::new` refuse:
+/// after a restart neither `remote run` nor `remote sync` ran, and the return that would set
+/// the settings right was never fetched ("wait for central's next return", which could not
+/// come). It now follows what of them it can read, says what it cannot, and a sync asked for
+/// fetches the return that sets them right.
+#[test]
+fn c6_a_remote_whose_settings_it_cannot_read_still_syncs_and_gets_them_set_right() {
+    let mut d = Deployment::new(paris(25, 12, 0));
+    let unreadable: std::collections::BTreeMap<String, String> = [
+        ("sync_types", "fixed 21:00 23:20;weekdays 21:00"),
+        ("time_zone", "Mars/Olympus"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let (bytes, _) =
+        central::write_bootstrap_with(&d.central, SiteId(2), Vec::new(), true, &unreadable)
+            .unwrap();
+    d.bsoc = remote::bootstrap(bytes.as_slice(), |site| {
+        Store::in_memory(StoreConfig::new(site.clone(), schema(), d.clock.clone()))
+    })
+    .unwrap();
+    let mut exec = RemoteExecutor::new(&d.bsoc).unwrap();
+    assert_eq!(
+        exec.schedule().sync_types,
+        vec!["fixed 21:00 23:20".parse::<SyncType>().unwrap()]
+    );
+    write(&d.bsoc, "a");
+    let mut t = Memory {
+        central: &d.central,
+        automaton: &mut d.automaton,
+    };
+    let run = exec
+        .request_sync(
+            &d.bsoc,
+            &mut t,
+            outpost_replicator::executor::SyncAsk::Immediate { wait_ms: None },
+        )
+        .unwrap();
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("weekdays 21:00") && n.contains("Mars/Olympus")),
+        "{:?}",
+        run.notes
+    );
+    assert_eq!(run.applied.len(), 1, "{run:?}");
+    let run = exec.on_time(&d.bsoc, &mut t).unwrap();
+    assert!(run.failed.is_empty());
+    assert_eq!(exec.schedule().zone.to_string(), "Europe/Paris");
+}
