@@ -332,6 +332,34 @@ fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_retu
     assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
+/// The same with an emission central notes at receipt — the emission before it never reached
+/// central (a file lost on the way): the note is kept in the journal row's error, and the
+/// automaton took any emission processed meanwhile with an error for one that failed — no
+/// return. An emission processed is answered whatever its receipt noted (found by a review).
+#[test]
+fn m2_an_immediate_emission_noted_at_receipt_and_processed_by_an_import_still_gets_its_return() {
+    let cfg = config(vec![(2, "BSOC", "Europe/Paris", "immediate 60")]);
+    let mut w = World::new(&cfg, paris(25, 9, 0));
+    w.asoc
+        .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
+        .unwrap();
+    // An emission lost on the way, then the next one.
+    remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
+    let (bytes, _) =
+        remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
+    let Received::Ready { id, .. } =
+        central::receive(&w.asoc, bytes.as_slice(), Some(SiteId(2))).unwrap()
+    else {
+        panic!("not ready")
+    };
+    assert!(journal::row(&w.asoc, id).unwrap().unwrap().error.is_some());
+    central::process_ready(&w.asoc).unwrap();
+    let cmds = w.automaton.on_flow_ready(id);
+    w.run_central(cmds);
+    w.execute(0, vec![RemoteCommand::FetchReturn]);
+    assert!(w.holds("BSOC", "ASOC-000001"));
+}
+
 /// The seed's plan, then BSOC's machine asleep from 22:00 to 08:00 (Paris) every night: its
 /// 23:20 fetch falls while it sleeps. Central writes a customer on the 26th. With `fetches`
 /// false, every fetch BSOC tries fails (its return cannot be reached). Runs until `end_ms`.

@@ -194,8 +194,10 @@ pub fn run_central(
                 if row.exec_end_ms.is_some() {
                     // Processed meanwhile by another hand (an operator's `central import`, run
                     // between two of the automaton's runs, processes every emission waiting):
-                    // one not answered yet still gets the return its mode asks for.
-                    if row.link.is_none() && row.error.is_none() {
+                    // one not answered yet still gets the return its mode asks for — whatever
+                    // its receipt noted in its row (an emission before it never received): a
+                    // processing that failed leaves no end of execution.
+                    if row.link.is_none() {
                         queue.extend(automaton.on_processed(row.site, row.mode));
                     }
                     continue;

@@ -535,7 +535,7 @@ impl RemoteSchedule {
             Some(name) => name
                 .parse()
                 .unwrap_or_else(|e: crate::schedule::UnknownZone| {
-                    unread.push(format!("{e}; UTC followed"));
+                    unread.push(e.to_string());
                     Zone::UTC
                 }),
         };

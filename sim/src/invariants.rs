@@ -50,7 +50,7 @@ impl World {
             // A newer return applied settles what was owed when it was made (a return made by
             // a path not watched here settles everything).
             let made = live.made.get(&(site, applied)).copied();
-            if made.is_none_or(|m| live.owed.get(&site).is_none_or(|since| m >= *since)) {
+            if made.is_none_or(|m| live.owed.get(&site).is_none_or(|(since, _)| m >= *since)) {
                 live.owed.remove(&site);
             }
             let settled: Vec<(SiteId, u64)> = live
@@ -62,8 +62,8 @@ impl World {
                 live.made.remove(&k);
             }
         }
-        if let Some(since) = live.owed.get(&site).copied()
-            && self.now.saturating_sub(since) > OWED_FOR_AT_MOST
+        if let Some((since, count_from)) = live.owed.get(&site).copied()
+            && self.now.saturating_sub(count_from) > OWED_FOR_AT_MOST
         {
             live.owed.remove(&site);
             self.violation(format!(

@@ -483,8 +483,9 @@ struct World {
 #[derive(Default)]
 struct Liveness {
     /// Since when each remote has been owed a return it has not applied (an emission of it that
-    /// a return answers was processed, or a return was made for it), by site.
-    owed: BTreeMap<SiteId, u64>,
+    /// a return answers was processed, or a return was made for it), by site; and from when the
+    /// count runs (later when the network lost a return meanwhile).
+    owed: BTreeMap<SiteId, (u64, u64)>,
     /// When each return was made: (remote, the return's number) → time; those a remote has
     /// applied, or that an applied one follows, are forgotten.
     made: BTreeMap<(SiteId, u64), u64>,
@@ -496,7 +497,7 @@ impl Liveness {
     /// The returns `run` made, owed to their remotes since `now`.
     fn returns_made(&mut self, run: &outpost_replicator::automaton::CentralRun, now: u64) {
         for (site, id) in &run.returns {
-            self.owed.entry(*site).or_insert(now);
+            self.owed.entry(*site).or_insert((now, now));
             self.made.insert((*site, id.seq), now);
         }
     }
@@ -645,10 +646,13 @@ impl SimNet<'_> {
         let row = journal::row(self.central, id)?;
         let held = row
             .as_ref()
-            .is_none_or(|r| !matches!(r.hold, Hold::None) || r.error.is_some());
+            .is_none_or(|r| !matches!(r.hold, Hold::None) || r.exec_end_ms.is_none());
         let mode = outpost_replicator::flow::FlowReader::open(bytes).map(|r| r.header().mode);
         if !held && mode.as_ref().is_ok_and(|m| *m != SyncMode::NoReturn) {
-            self.liveness.owed.entry(id.site).or_insert(self.now);
+            self.liveness
+                .owed
+                .entry(id.site)
+                .or_insert((self.now, self.now));
         }
         // M2, A3: an immediate sync's emission is answered at once.
         if !held && mode.is_ok_and(|m| m == SyncMode::Immediate) && !answered {
@@ -817,7 +821,11 @@ impl SimNet<'_> {
             // Now and then the operator's `central import`, run inside the daemon, processes
             // every emission waiting before the automaton gets to this one: a generator of its
             // own.
-            let imported = self.faults && self.imports_rng.chance(30);
+            // Not while an emission cut off by a crash waits: production's daemon sweeps it
+            // first when it starts again, and an import waits for the daemon's work.
+            let imported = self.faults
+                && self.imports_rng.chance(30)
+                && central::pending_emissions(self.central)? == [id];
             if imported {
                 central::process_ready(self.central)?;
                 self.count("emission_processed_by_an_import");
@@ -933,8 +941,8 @@ impl RemoteTransport for SimNet<'_> {
         };
         if self.fault("return_lost", 40) {
             // The network's doing, not the system's: the liveness count starts again.
-            if let Some(since) = self.liveness.owed.get_mut(&store.site().id) {
-                *since = self.now;
+            if let Some((_, count_from)) = self.liveness.owed.get_mut(&store.site().id) {
+                *count_from = self.now;
             }
             return Ok(None);
         }

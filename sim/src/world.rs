@@ -773,6 +773,22 @@ impl World {
         if !commands.is_empty() {
             let run = run_central(&self.central, &mut self.automaton, commands)?;
             self.liveness.returns_made(&run, self.now);
+            // M2: an immediate emission the sweep processed (cut off by a crash before) is
+            // answered at once too.
+            for id in &run.processed {
+                let Some(row) = journal::row(&self.central, *id)? else {
+                    continue;
+                };
+                if row.mode == SyncMode::Immediate
+                    && matches!(row.hold, Hold::None)
+                    && !run.returns.iter().any(|(site, _)| *site == id.site)
+                {
+                    self.violation(format!(
+                        "immediate emission {id} was processed by the sweep and answered by \
+                         no return (M2)"
+                    ));
+                }
+            }
         }
         Ok(())
     }
