@@ -305,18 +305,18 @@ fn c6_m1_a_shop_switched_from_fixed_times_to_immediate_syncs_still_gets_a_return
     assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
-/// M2 with an import at central: a shop on immediate syncs uploads its emission; before the
-/// automaton gets to it, an operator's `central import` (run inside the daemon) processes every
-/// emission waiting, this one too. The automaton then skipped it as processed and asked no
-/// return for it: the shop waited in vain, told its return would come at its next connection.
-/// An emission processed meanwhile by another hand still gets its return.
-#[test]
-fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_return() {
+/// BSOC on immediate syncs uploads an emission — after one lost on the way if `lost_before`
+/// (central notes at receipt that it never arrived) — and an operator's `central import`
+/// processes it before the automaton gets to it; then the automaton's turn, and BSOC fetches.
+fn immediate_emission_processed_by_an_import(lost_before: bool) -> World {
     let cfg = config(vec![(2, "BSOC", "Europe/Paris", "immediate 60")]);
     let mut w = World::new(&cfg, paris(25, 9, 0));
     w.asoc
         .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
         .unwrap();
+    if lost_before {
+        remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
+    }
     let (bytes, _) =
         remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
     let Received::Ready { id, .. } =
@@ -324,11 +324,23 @@ fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_retu
     else {
         panic!("not ready")
     };
-    // The import's processing, then the automaton's turn.
+    let noted = journal::row(&w.asoc, id).unwrap().unwrap().error.is_some();
+    assert_eq!(noted, lost_before);
     central::process_ready(&w.asoc).unwrap();
     let cmds = w.automaton.on_flow_ready(id);
     w.run_central(cmds);
     w.execute(0, vec![RemoteCommand::FetchReturn]);
+    w
+}
+
+/// M2 with an import at central: a shop on immediate syncs uploads its emission; before the
+/// automaton gets to it, an operator's `central import` (run inside the daemon) processes every
+/// emission waiting, this one too. The automaton then skipped it as processed and asked no
+/// return for it: the shop waited in vain, told its return would come at its next connection.
+/// An emission processed meanwhile by another hand still gets its return.
+#[test]
+fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_return() {
+    let w = immediate_emission_processed_by_an_import(false);
     assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
@@ -338,25 +350,7 @@ fn m2_an_immediate_emission_processed_by_an_import_meanwhile_still_gets_its_retu
 /// return. An emission processed is answered whatever its receipt noted (found by a review).
 #[test]
 fn m2_an_immediate_emission_noted_at_receipt_and_processed_by_an_import_still_gets_its_return() {
-    let cfg = config(vec![(2, "BSOC", "Europe/Paris", "immediate 60")]);
-    let mut w = World::new(&cfg, paris(25, 9, 0));
-    w.asoc
-        .write(|tx| tx.set("customers", "ASOC-000001", "name", "written at central"))
-        .unwrap();
-    // An emission lost on the way, then the next one.
-    remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
-    let (bytes, _) =
-        remote::emit(&w.remotes[0].store, Vec::new(), SyncMode::Immediate, true).unwrap();
-    let Received::Ready { id, .. } =
-        central::receive(&w.asoc, bytes.as_slice(), Some(SiteId(2))).unwrap()
-    else {
-        panic!("not ready")
-    };
-    assert!(journal::row(&w.asoc, id).unwrap().unwrap().error.is_some());
-    central::process_ready(&w.asoc).unwrap();
-    let cmds = w.automaton.on_flow_ready(id);
-    w.run_central(cmds);
-    w.execute(0, vec![RemoteCommand::FetchReturn]);
+    let w = immediate_emission_processed_by_an_import(true);
     assert!(w.holds("BSOC", "ASOC-000001"));
 }
 
